@@ -1,0 +1,160 @@
+//! Blobs: the unit of deduplication. A blob's plaintext is compressed with zstd when that
+//! makes it smaller, then encrypted; opening reverses both and checks the keyed id.
+use crate::crypto::{CryptoError, MasterKey};
+use crate::id::BlobId;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data,
+    Tree,
+}
+
+impl BlobType {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {id}: {source}")]
+    Crypto { id: BlobId, source: CryptoError },
+    #[error("blob {id}: decompression failed: {message}")]
+    Decompress { id: BlobId, message: String },
+    #[error("blob {id}: length {actual} differs from the indexed {expected}")]
+    Length {
+        id: BlobId,
+        expected: u32,
+        actual: usize,
+    },
+    #[error("blob {id}: content does not match its id")]
+    Hash { id: BlobId },
+}
+
+/// A blob ready to be written into a pack.
+pub struct Sealed {
+    pub id: BlobId,
+    pub ty: BlobType,
+    pub bytes: Vec<u8>,
+    pub raw_len: u32,
+    pub compressed: bool,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+/// zstd at `level`, or None when compression is off or does not shrink the data.
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    if level == 0 || data.len() < 64 {
+        return None;
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = slot.as_mut()?;
+        let out = c.compress(data).ok()?;
+        (out.len() < data.len()).then_some(out)
+    })
+}
+
+/// Compresses (when it helps) and encrypts a blob whose id has already been computed.
+pub fn seal(key: &MasterKey, ty: BlobType, id: BlobId, plain: &[u8], level: i32) -> Sealed {
+    let compressed = compress(plain, level);
+    let bytes = key.encrypt(compressed.as_deref().unwrap_or(plain));
+    Sealed {
+        id,
+        ty,
+        bytes,
+        raw_len: plain.len() as u32,
+        compressed: compressed.is_some(),
+    }
+}
+
+/// Decrypts, decompresses and verifies a blob read from a pack.
+pub fn open(
+    key: &MasterKey,
+    id: BlobId,
+    stored: &[u8],
+    compressed: bool,
+    raw_len: u32,
+) -> Result<Vec<u8>, BlobError> {
+    let inner = key
+        .decrypt(stored)
+        .map_err(|source| BlobError::Crypto { id, source })?;
+    let plain = if compressed {
+        zstd::bulk::decompress(&inner, raw_len as usize).map_err(|e| BlobError::Decompress {
+            id,
+            message: e.to_string(),
+        })?
+    } else {
+        inner
+    };
+    if plain.len() != raw_len as usize {
+        return Err(BlobError::Length {
+            id,
+            expected: raw_len,
+            actual: plain.len(),
+        });
+    }
+    if key.blob_id(&plain) != id {
+        return Err(BlobError::Hash { id });
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_blob_round_trips_compressed() {
+        let k = MasterKey::random();
+        let plain = b"abcabcabc".repeat(1000);
+        let id = k.blob_id(&plain);
+        let s = seal(&k, BlobType::Data, id, &plain, 3);
+        assert!(s.compressed && s.bytes.len() < plain.len());
+        assert_eq!(open(&k, id, &s.bytes, true, s.raw_len).unwrap(), plain);
+    }
+
+    #[test]
+    fn incompressible_blob_is_stored_raw() {
+        let k = MasterKey::random();
+        let mut plain = vec![0u8; 4096];
+        crate::crypto::fill_random(&mut plain);
+        let id = k.blob_id(&plain);
+        let s = seal(&k, BlobType::Data, id, &plain, 3);
+        assert!(!s.compressed);
+        assert_eq!(open(&k, id, &s.bytes, false, 4096).unwrap(), plain);
+    }
+
+    #[test]
+    fn wrong_id_or_key_is_detected() {
+        let k = MasterKey::random();
+        let id = k.blob_id(b"data");
+        let s = seal(&k, BlobType::Data, id, b"data", 3);
+        let other = k.blob_id(b"other");
+        assert!(matches!(
+            open(&k, other, &s.bytes, false, 4),
+            Err(BlobError::Hash { .. })
+        ));
+        let err = open(&MasterKey::random(), id, &s.bytes, false, 4).unwrap_err();
+        assert!(matches!(err, BlobError::Crypto { .. }));
+    }
+}

@@ -1,0 +1,110 @@
+//! The repository's `config` object: its id, format version and the parameters fixed at
+//! `init` for its whole life (chunker sizes, pack size, compression level).
+use crate::id::Id;
+use serde::{Deserialize, Serialize};
+
+/// The on-disk format version this build reads and writes (see repo-format.md).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl ChunkerParams {
+    pub const FILES: ChunkerParams = ChunkerParams {
+        min_size: 512 * 1024,
+        avg_size: 1024 * 1024,
+        max_size: 8 * 1024 * 1024,
+    };
+
+    /// Within the limits of FastCDC 2020 and ordered min <= avg <= max.
+    pub fn validate(&self) -> Result<(), String> {
+        use fastcdc::v2020 as f;
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
+        let in_range = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min)
+            && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg)
+            && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max);
+        if in_range && min <= avg && avg <= max {
+            Ok(())
+        } else {
+            Err(format!("chunker sizes {min}/{avg}/{max} are out of range"))
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Config {
+    pub version: u32,
+    pub id: Id,
+    pub created: String,
+    pub chunker: ChunkerParams,
+    /// Target size of a pack file in bytes.
+    pub pack_size: u32,
+    /// zstd level for blobs (0 stores every blob uncompressed).
+    pub compression: i32,
+}
+
+impl Config {
+    pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+    pub const DEFAULT_COMPRESSION: i32 = 3;
+
+    pub fn new(chunker: ChunkerParams, pack_size: u32, compression: i32) -> Config {
+        Config {
+            version: FORMAT_VERSION,
+            id: Id::random(),
+            created: chrono::Utc::now().to_rfc3339(),
+            chunker,
+            pack_size,
+            compression,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != FORMAT_VERSION {
+            return Err(format!(
+                "repository format version {} is not supported (this strata reads version {FORMAT_VERSION})",
+                self.version
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.pack_size) {
+            return Err(format!("pack size {} is out of range", self.pack_size));
+        }
+        if !(0..=22).contains(&self.compression) {
+            return Err(format!(
+                "compression level {} is out of range",
+                self.compression
+            ));
+        }
+        self.chunker.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_round_trips() {
+        let c = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        c.validate().unwrap();
+        let back: Config = serde_json::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let mut c = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        c.version = 99;
+        assert!(c.validate().unwrap_err().contains("version 99"));
+        c.version = FORMAT_VERSION;
+        c.chunker.max_size = 100;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,328 @@
+//! The local SQLite index: a rebuildable materialisation of the repository's index files,
+//! mapping every blob id to its pack, offset and lengths. Kept per repository in the cache
+//! directory; it never holds anything the index files do not say.
+use crate::blob::BlobType;
+use crate::id::{BlobId, Id, PackId};
+use crate::indexfile::PackEntries;
+use crate::pack::BlobEntry;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Bumped whenever the schema changes; a cache with another version is rebuilt.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("index database holds an invalid {0}")]
+    Corrupt(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub entry: BlobEntry,
+}
+
+pub struct Index {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS index_files (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS packs (rowid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY, type INTEGER NOT NULL, pack INTEGER NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
+    compressed INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+impl Index {
+    /// Opens (or creates) the database; one whose schema version differs is emptied.
+    pub fn open(path: &Path) -> Result<Index> {
+        let conn = Connection::open(path).map_err(sql(path))?;
+        let index = Index {
+            conn: Mutex::new(conn),
+            path: path.display().to_string(),
+        };
+        index.setup()?;
+        Ok(index)
+    }
+
+    /// An index that lives only in memory (used when no cache directory is available).
+    pub fn in_memory() -> Result<Index> {
+        let conn = Connection::open_in_memory().map_err(sql(Path::new(":memory:")))?;
+        let index = Index {
+            conn: Mutex::new(conn),
+            path: ":memory:".into(),
+        };
+        index.setup()?;
+        Ok(index)
+    }
+
+    fn err(&self) -> impl FnOnce(rusqlite::Error) -> IndexError + '_ {
+        move |source| IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&self) -> Result<()> {
+        let conn = self.conn.lock().expect("index lock");
+        conn.busy_timeout(Duration::from_secs(300))
+            .map_err(self.err())?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(self.err())?;
+        conn.execute_batch(SCHEMA).map_err(self.err())?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?;
+        if version != Some(SCHEMA_VERSION) {
+            clear(&conn).map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// Names of the index files already loaded.
+    pub fn loaded_files(&self) -> Result<HashSet<String>> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare("SELECT name FROM index_files")
+            .map_err(self.err())?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<std::result::Result<HashSet<_>, _>>())
+            .map_err(self.err())?;
+        Ok(names)
+    }
+
+    /// Empties the database (before a full reload).
+    pub fn clear(&self) -> Result<()> {
+        let conn = self.conn.lock().expect("index lock");
+        clear(&conn).map_err(self.err())
+    }
+
+    /// Records the contents of one index file, atomically with its name. A blob already
+    /// known keeps its first location.
+    pub fn add_file(&self, name: &str, packs: &[PackEntries]) -> Result<()> {
+        let mut conn = self.conn.lock().expect("index lock");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        let fresh = tx
+            .execute(
+                "INSERT OR IGNORE INTO index_files (name) VALUES (?1)",
+                [name],
+            )
+            .map_err(self.err())?;
+        if fresh == 1 {
+            insert_packs(&tx, packs).map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<Location>> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare_cached(&format!("{SELECT_LOCATION} WHERE b.id = ?1"))
+            .map_err(self.err())?;
+        let row = stmt
+            .query_row([&id.0.0[..]], RawRow::read)
+            .optional()
+            .map_err(self.err())?;
+        row.map(RawRow::location).transpose()
+    }
+
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(self.err())?;
+        stmt.exists([&id.0.0[..]]).map_err(self.err())
+    }
+
+    /// Calls `f` for every blob (in id order) with its location.
+    pub fn for_each(&self, mut f: impl FnMut(Location)) -> Result<()> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare(&format!("{SELECT_LOCATION} ORDER BY b.id"))
+            .map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            f(RawRow::read(r).map_err(self.err())?.location()?);
+        }
+        Ok(())
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let conn = self.conn.lock().expect("index lock");
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0).map(|n| n as u64));
+        let blobs = count("SELECT COUNT(*) FROM blobs").map_err(self.err())?;
+        let packs = count("SELECT COUNT(*) FROM packs").map_err(self.err())?;
+        Ok((blobs, packs))
+    }
+}
+
+const SELECT_LOCATION: &str = "SELECT b.id, b.type, p.id, b.offset, b.length, b.raw_length, \
+     b.compressed FROM blobs b JOIN packs p ON p.rowid = b.pack";
+
+/// One row of `SELECT_LOCATION`, before its bytes are checked.
+struct RawRow {
+    id: Vec<u8>,
+    ty: u8,
+    pack: Vec<u8>,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    compressed: bool,
+}
+
+impl RawRow {
+    fn read(r: &rusqlite::Row) -> rusqlite::Result<RawRow> {
+        Ok(RawRow {
+            id: r.get(0)?,
+            ty: r.get(1)?,
+            pack: r.get(2)?,
+            offset: r.get(3)?,
+            length: r.get(4)?,
+            raw_length: r.get(5)?,
+            compressed: r.get(6)?,
+        })
+    }
+
+    fn location(self) -> Result<Location> {
+        Ok(Location {
+            pack: PackId(Id::from_slice(&self.pack).ok_or(IndexError::Corrupt("pack id"))?),
+            entry: BlobEntry {
+                ty: BlobType::from_byte(self.ty).ok_or(IndexError::Corrupt("blob type"))?,
+                id: BlobId(Id::from_slice(&self.id).ok_or(IndexError::Corrupt("blob id"))?),
+                offset: self.offset,
+                length: self.length,
+                raw_length: self.raw_length,
+                compressed: self.compressed,
+            },
+        })
+    }
+}
+
+fn clear(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; DELETE FROM meta;",
+    )?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+        [SCHEMA_VERSION],
+    )?;
+    Ok(())
+}
+
+fn insert_packs(tx: &rusqlite::Transaction, packs: &[PackEntries]) -> rusqlite::Result<()> {
+    let mut pack_stmt = tx.prepare_cached("INSERT OR IGNORE INTO packs (id) VALUES (?1)")?;
+    let mut rowid_stmt = tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1")?;
+    let mut blob_stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO blobs (id, type, pack, offset, length, raw_length, compressed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for p in packs {
+        pack_stmt.execute([&p.pack.0.0[..]])?;
+        let rowid: i64 = rowid_stmt.query_row([&p.pack.0.0[..]], |r| r.get(0))?;
+        for b in &p.blobs {
+            blob_stmt.execute(params![
+                &b.id.0.0[..],
+                b.ty.to_byte(),
+                rowid,
+                b.offset,
+                b.length,
+                b.raw_length,
+                b.compressed
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn sql(path: &Path) -> impl FnOnce(rusqlite::Error) -> IndexError + '_ {
+    move |source| IndexError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> BlobEntry {
+        BlobEntry {
+            ty: BlobType::Data,
+            id: BlobId(Id::hash_of(&[n])),
+            offset: n as u32 * 100,
+            length: 100,
+            raw_length: 90,
+            compressed: n.is_multiple_of(2),
+        }
+    }
+
+    fn pack(n: u8, blobs: Vec<BlobEntry>) -> PackEntries {
+        PackEntries {
+            pack: PackId(Id::hash_of(&[b'p', n])),
+            blobs,
+        }
+    }
+
+    #[test]
+    fn add_lookup_and_first_location_wins() {
+        let idx = Index::in_memory().unwrap();
+        idx.add_file("aa", &[pack(1, vec![entry(1), entry(2)])])
+            .unwrap();
+        idx.add_file("bb", &[pack(2, vec![entry(2), entry(3)])])
+            .unwrap();
+        idx.add_file("bb", &[pack(3, vec![entry(9)])]).unwrap();
+        let loc = idx.lookup(&entry(2).id).unwrap().unwrap();
+        assert_eq!(loc.pack, pack(1, vec![]).pack);
+        assert_eq!(loc.entry, entry(2));
+        assert!(
+            idx.lookup(&entry(9).id).unwrap().is_none(),
+            "a file is loaded once"
+        );
+        assert!(idx.contains(&entry(3).id).unwrap());
+        assert_eq!(idx.counts().unwrap(), (3, 2));
+        let mut seen = 0;
+        idx.for_each(|_| seen += 1).unwrap();
+        assert_eq!(seen, 3);
+        assert_eq!(idx.loaded_files().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn schema_version_mismatch_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let idx = Index::open(&path).unwrap();
+        idx.add_file("aa", &[pack(1, vec![entry(1)])]).unwrap();
+        idx.conn
+            .lock()
+            .unwrap()
+            .execute("UPDATE meta SET value = 0", [])
+            .unwrap();
+        drop(idx);
+        let idx = Index::open(&path).unwrap();
+        assert_eq!(idx.counts().unwrap(), (0, 0));
+        assert!(idx.loaded_files().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,138 @@
+//! Key files: the master key encrypted under a key derived from a password with Argon2id.
+//! A repository may hold several, one per password.
+use crate::crypto::{CryptoError, MasterKey};
+use crate::id::{Id, KeyId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file is not valid JSON: {0}")]
+    Format(#[from] serde_json::Error),
+    #[error("unsupported key derivation {0:?}")]
+    UnsupportedKdf(String),
+    #[error("invalid Argon2 parameters: {0}")]
+    Params(String),
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("key file is damaged: {0}")]
+    Damaged(CryptoError),
+}
+
+/// Argon2id parameters, stored in each key file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub algorithm: String,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub salt: String,
+}
+
+impl KdfParams {
+    pub const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
+    pub const DEFAULT_ITERATIONS: u32 = 3;
+
+    pub fn new(memory_kib: u32, iterations: u32) -> KdfParams {
+        let mut salt = [0u8; 16];
+        crate::crypto::fill_random(&mut salt);
+        KdfParams {
+            algorithm: "argon2id".into(),
+            memory_kib,
+            iterations,
+            parallelism: 1,
+            salt: hex::encode(salt),
+        }
+    }
+
+    fn derive(&self, password: &[u8]) -> Result<MasterKey, KeyError> {
+        if self.algorithm != "argon2id" {
+            return Err(KeyError::UnsupportedKdf(self.algorithm.clone()));
+        }
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| KeyError::Params(e.to_string()))?;
+        let salt = hex::decode(&self.salt).map_err(|e| KeyError::Params(e.to_string()))?;
+        let mut out = [0u8; 32];
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password_into(password, &salt, &mut out)
+            .map_err(|e| KeyError::Params(e.to_string()))?;
+        Ok(MasterKey::from_encryption_key(out))
+    }
+}
+
+/// The stored form of a key file (plain JSON; `data` is the encrypted master key, hex).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub created: String,
+    pub host: String,
+    pub username: String,
+    pub kdf: KdfParams,
+    pub data: String,
+}
+
+impl KeyFile {
+    pub fn new(master: &MasterKey, password: &[u8], kdf: KdfParams) -> Result<KeyFile, KeyError> {
+        let wrapping = kdf.derive(password)?;
+        let plain = serde_json::to_vec(master)?;
+        Ok(KeyFile {
+            created: chrono::Utc::now().to_rfc3339(),
+            host: crate::sysinfo::hostname(),
+            username: crate::sysinfo::username(),
+            kdf,
+            data: hex::encode(wrapping.encrypt(&plain)),
+        })
+    }
+
+    pub fn random_id() -> KeyId {
+        KeyId(Id::random())
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<KeyFile, KeyError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("key file serializes")
+    }
+
+    pub fn open(&self, password: &[u8]) -> Result<MasterKey, KeyError> {
+        let wrapping = self.kdf.derive(password)?;
+        let data =
+            hex::decode(&self.data).map_err(|_| KeyError::Damaged(CryptoError::TooShort(0)))?;
+        let plain = wrapping.decrypt(&data).map_err(|e| match e {
+            CryptoError::Authentication => KeyError::WrongPassword,
+            other => KeyError::Damaged(other),
+        })?;
+        Ok(serde_json::from_slice(&plain)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> KdfParams {
+        KdfParams::new(64, 1)
+    }
+
+    #[test]
+    fn key_file_round_trip() {
+        let master = MasterKey::random();
+        let kf = KeyFile::new(&master, b"pw", fast()).unwrap();
+        let parsed = KeyFile::parse(&kf.to_bytes()).unwrap();
+        let opened = parsed.open(b"pw").unwrap();
+        assert_eq!(opened.blob_id(b"a"), master.blob_id(b"a"));
+    }
+
+    #[test]
+    fn wrong_password_is_reported_as_such() {
+        let kf = KeyFile::new(&MasterKey::random(), b"pw", fast()).unwrap();
+        assert!(matches!(kf.open(b"nope"), Err(KeyError::WrongPassword)));
+    }
+
+    #[test]
+    fn unknown_kdf_is_refused() {
+        let mut kf = KeyFile::new(&MasterKey::random(), b"pw", fast()).unwrap();
+        kf.kdf.algorithm = "md5".into();
+        assert!(matches!(kf.open(b"pw"), Err(KeyError::UnsupportedKdf(_))));
+    }
+}

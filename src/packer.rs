@@ -1,0 +1,256 @@
+//! Saving blobs: deduplicates against the index and this run, seals new blobs, groups them
+//! into packs by type, writes full packs, and writes index files for written packs in
+//! batches so memory stays bounded however much is saved.
+use crate::backend::Kind;
+use crate::blob::{self, BlobType};
+use crate::id::BlobId;
+use crate::indexfile::PackEntries;
+use crate::pack::{FinishedPack, PackBuilder};
+use crate::repository::{IndexedRepo, Result};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Written packs are indexed once this many of their blobs await an index file.
+const INDEX_BATCH_BLOBS: usize = 50_000;
+
+/// What the packer added to the repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackerStats {
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    /// Stored (sealed) bytes of new blobs.
+    pub bytes: u64,
+    /// Plaintext bytes of new blobs.
+    pub raw_bytes: u64,
+    pub packs: u64,
+}
+
+#[derive(Default)]
+struct Unindexed {
+    /// Blobs saved by this run that no index file lists yet (sealed or already in a pack).
+    ids: HashSet<BlobId>,
+    packs: Vec<PackEntries>,
+    blobs_in_packs: usize,
+}
+
+pub struct Packer<'r> {
+    repo: &'r IndexedRepo,
+    dry_run: bool,
+    open: [Mutex<PackBuilder>; 2],
+    unindexed: Mutex<Unindexed>,
+    counters: [AtomicU64; 5],
+}
+
+impl<'r> Packer<'r> {
+    /// With `dry_run`, blobs are sealed and counted but nothing is written.
+    pub fn new(repo: &'r IndexedRepo, dry_run: bool) -> Packer<'r> {
+        Packer {
+            repo,
+            dry_run,
+            open: Default::default(),
+            unindexed: Default::default(),
+            counters: Default::default(),
+        }
+    }
+
+    pub fn repo(&self) -> &'r IndexedRepo {
+        self.repo
+    }
+
+    /// Saves `plain` unless an identical blob is already stored; returns its id and whether
+    /// it was new.
+    pub fn save(&self, ty: BlobType, plain: &[u8]) -> Result<(BlobId, bool)> {
+        let id = self.repo.key().blob_id(plain);
+        if !self.claim(id)? {
+            return Ok((id, false));
+        }
+        let sealed = blob::seal(
+            self.repo.key(),
+            ty,
+            id,
+            plain,
+            self.repo.config().compression,
+        );
+        self.count(ty, sealed.bytes.len() as u64, plain.len() as u64);
+        let full = {
+            let mut open = self.open[ty.to_byte() as usize].lock().expect("pack lock");
+            open.add(sealed);
+            (open.size() >= self.repo.config().pack_size as usize)
+                .then(|| std::mem::take(&mut *open))
+        };
+        if let Some(builder) = full {
+            self.write_pack(builder)?;
+        }
+        Ok((id, true))
+    }
+
+    /// True when this caller must store `id`: it is neither indexed nor claimed by this run.
+    fn claim(&self, id: BlobId) -> Result<bool> {
+        if self
+            .unindexed
+            .lock()
+            .expect("packer lock")
+            .ids
+            .contains(&id)
+        {
+            return Ok(false);
+        }
+        if self.repo.index().contains(&id)? {
+            return Ok(false);
+        }
+        Ok(self.unindexed.lock().expect("packer lock").ids.insert(id))
+    }
+
+    fn count(&self, ty: BlobType, bytes: u64, raw: u64) {
+        let [data, tree, b, r, _] = &self.counters;
+        match ty {
+            BlobType::Data => data.fetch_add(1, Ordering::Relaxed),
+            BlobType::Tree => tree.fetch_add(1, Ordering::Relaxed),
+        };
+        b.fetch_add(bytes, Ordering::Relaxed);
+        r.fetch_add(raw, Ordering::Relaxed);
+    }
+
+    fn write_pack(&self, builder: PackBuilder) -> Result<()> {
+        let FinishedPack { id, bytes, entries } = builder.finish(self.repo.key());
+        if !self.dry_run {
+            self.repo
+                .backend()
+                .put(Kind::Pack, &id.0.to_hex(), &bytes)?;
+        }
+        self.counters[4].fetch_add(1, Ordering::Relaxed);
+        let batch = {
+            let mut u = self.unindexed.lock().expect("packer lock");
+            u.blobs_in_packs += entries.len();
+            u.packs.push(PackEntries {
+                pack: id,
+                blobs: entries,
+            });
+            (u.blobs_in_packs >= INDEX_BATCH_BLOBS).then(|| take_batch(&mut u))
+        };
+        match batch {
+            Some(packs) => self.write_index(packs),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes an index file for `packs`; only then may their ids leave the in-memory set,
+    /// since from then on the SQLite index answers for them.
+    fn write_index(&self, packs: Vec<PackEntries>) -> Result<()> {
+        if !self.dry_run {
+            self.repo.save_index_file(&packs)?;
+        }
+        let mut u = self.unindexed.lock().expect("packer lock");
+        if !self.dry_run {
+            for b in packs.iter().flat_map(|p| &p.blobs) {
+                u.ids.remove(&b.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the open packs and an index file for everything not yet indexed. After this
+    /// returns, every blob saved so far is durable and indexed.
+    pub fn flush(&self) -> Result<PackerStats> {
+        for slot in &self.open {
+            let builder = std::mem::take(&mut *slot.lock().expect("pack lock"));
+            if !builder.is_empty() {
+                self.write_pack(builder)?;
+            }
+        }
+        let packs = take_batch(&mut self.unindexed.lock().expect("packer lock"));
+        if !packs.is_empty() {
+            self.write_index(packs)?;
+        }
+        Ok(self.stats())
+    }
+
+    pub fn stats(&self) -> PackerStats {
+        let [d, t, b, r, p] = &self.counters;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PackerStats {
+            data_blobs: get(d),
+            tree_blobs: get(t),
+            bytes: get(b),
+            raw_bytes: get(r),
+            packs: get(p),
+        }
+    }
+}
+
+fn take_batch(u: &mut Unindexed) -> Vec<PackEntries> {
+    u.blobs_in_packs = 0;
+    std::mem::take(&mut u.packs)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::config::{ChunkerParams, Config};
+    use crate::key::KdfParams;
+    use crate::repository::Repository;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// A fresh repository with small packs, indexed in memory.
+    pub fn indexed_repo(dir: &Path, pack_size: u32) -> IndexedRepo {
+        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+        let config = Config::new(ChunkerParams::FILES, pack_size, 3);
+        let repo = Repository::init(backend, b"pw", config, KdfParams::new(64, 1)).unwrap();
+        repo.open_index(None).unwrap()
+    }
+
+    pub fn random_blob(seed: u32) -> Vec<u8> {
+        let mut out = vec![0u8; 1000];
+        blake3::Hasher::new()
+            .update(&seed.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn saves_dedupes_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 4096);
+        let packer = Packer::new(&repo, false);
+        let blobs: Vec<Vec<u8>> = (0..50u32).map(random_blob).collect();
+        let ids: Vec<BlobId> = blobs
+            .iter()
+            .map(|b| packer.save(BlobType::Data, b).unwrap())
+            .map(|(id, new)| {
+                assert!(new);
+                id
+            })
+            .collect();
+        assert!(
+            !packer.save(BlobType::Data, &blobs[3]).unwrap().1,
+            "duplicate in the same run"
+        );
+        let stats = packer.flush().unwrap();
+        assert_eq!(stats.data_blobs, 50);
+        assert!(stats.packs > 1, "small packs split: {stats:?}");
+        for (id, plain) in ids.iter().zip(&blobs) {
+            assert_eq!(&repo.read_blob(id).unwrap(), plain);
+        }
+        let again = Packer::new(&repo, false);
+        assert!(
+            !again.save(BlobType::Data, &blobs[0]).unwrap().1,
+            "duplicate of an indexed blob"
+        );
+        assert_eq!(repo.backend().list(Kind::Index).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dry_run_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 4096);
+        let packer = Packer::new(&repo, true);
+        packer.save(BlobType::Data, &[1u8; 10000]).unwrap();
+        assert_eq!(packer.flush().unwrap().data_blobs, 1);
+        assert!(repo.backend().list(Kind::Pack).unwrap().is_empty());
+        assert!(repo.backend().list(Kind::Index).unwrap().is_empty());
+    }
+}

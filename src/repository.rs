@@ -1,0 +1,485 @@
+//! A repository opened with a password: its backend, master key and config, with typed
+//! access to keys, snapshots and (once the index is loaded) blobs and trees.
+use crate::backend::{Backend, BackendError, Kind};
+use crate::blob::{self, BlobError};
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId};
+use crate::index::{Index, IndexError, Location};
+use crate::indexfile::{self, PackEntries};
+use crate::key::{KdfParams, KeyError, KeyFile};
+use crate::snapshot::Snapshot;
+use crate::tree::{Tree, TreeError};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("there is no repository at {0} (run `strata init` first)")]
+    NoRepository(String),
+    #[error("wrong password, or no key in the repository matches it")]
+    WrongPassword,
+    #[error("the repository has no key files")]
+    NoKeys,
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("key {id}: {source}")]
+    Key { id: String, source: KeyError },
+    #[error("invalid repository config: {0}")]
+    Config(String),
+    #[error("{kind} {name} is damaged: {reason}")]
+    Damaged {
+        kind: Kind,
+        name: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Blob(#[from] BlobError),
+    #[error("blob {0} is not in the index")]
+    MissingBlob(BlobId),
+    #[error("tree {id}: {source}")]
+    Tree { id: BlobId, source: TreeError },
+    #[error("no snapshot matches {0:?}")]
+    NoSnapshot(String),
+    #[error("snapshot prefix {0:?} is ambiguous")]
+    AmbiguousSnapshot(String),
+    #[error("cannot remove the key in use ({0}); open the repository with another password")]
+    KeyInUse(String),
+}
+
+pub type Result<T> = std::result::Result<T, RepoError>;
+
+/// Readable snapshots (oldest first) and unreadable ones with the reason.
+pub type SnapshotList = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, RepoError)>);
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    key_id: KeyId,
+    config: Config,
+}
+
+impl Repository {
+    /// Creates a new repository with one key for `password`.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        config: Config,
+        kdf: KdfParams,
+    ) -> Result<Repository> {
+        config.validate().map_err(RepoError::Config)?;
+        backend.create()?;
+        let key = MasterKey::random();
+        let key_id = KeyFile::random_id();
+        let file = KeyFile::new(&key, password, kdf).map_err(|source| RepoError::Key {
+            id: key_id.0.short(),
+            source,
+        })?;
+        backend.put(Kind::Key, &key_id.0.to_hex(), &file.to_bytes())?;
+        let repo = Repository {
+            backend,
+            key,
+            key_id,
+            config,
+        };
+        let sealed = repo
+            .key
+            .encrypt(&serde_json::to_vec(&repo.config).expect("config"));
+        repo.backend.put(Kind::Config, "config", &sealed)?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository: finds a key file that `password` opens, then the config.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let sealed_config = match backend.get(Kind::Config, "config") {
+            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
+            other => other?,
+        };
+        let (key_id, key) = unlock(backend.as_ref(), password)?;
+        let config: Config = decrypt_json(&key, Kind::Config, "config", &sealed_config)?;
+        config.validate().map_err(RepoError::Config)?;
+        Ok(Repository {
+            backend,
+            key,
+            key_id,
+            config,
+        })
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, Result<KeyFile>)>> {
+        let entries = self.backend.list(Kind::Key)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| Some((KeyId(Id::from_hex(&e.name)?), e.name)))
+            .map(|(id, name)| (id, self.load_key_file(&name)))
+            .collect())
+    }
+
+    fn load_key_file(&self, name: &str) -> Result<KeyFile> {
+        let bytes = self.backend.get(Kind::Key, name)?;
+        KeyFile::parse(&bytes).map_err(|source| RepoError::Key {
+            id: name.to_string(),
+            source,
+        })
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let id = KeyFile::random_id();
+        let file = KeyFile::new(&self.key, password, kdf).map_err(|source| RepoError::Key {
+            id: id.0.short(),
+            source,
+        })?;
+        self.backend
+            .put(Kind::Key, &id.0.to_hex(), &file.to_bytes())?;
+        Ok(id)
+    }
+
+    pub fn remove_key(&self, id: KeyId) -> Result<()> {
+        if id == self.key_id {
+            return Err(RepoError::KeyInUse(id.0.short()));
+        }
+        self.backend.remove(Kind::Key, &id.0.to_hex())?;
+        Ok(())
+    }
+
+    /// Finds a key id by unique hex prefix.
+    pub fn find_key(&self, prefix: &str) -> Result<KeyId> {
+        let names = self.backend.list(Kind::Key)?.into_iter().map(|e| e.name);
+        let name = unique_prefix(names, prefix)?;
+        Ok(KeyId(
+            Id::from_hex(&name).ok_or(RepoError::NoSnapshot(prefix.into()))?,
+        ))
+    }
+
+    fn save_json<T: Serialize>(&self, kind: Kind, value: &T) -> Result<Id> {
+        let sealed = self
+            .key
+            .encrypt(&serde_json::to_vec(value).expect("serialisable"));
+        let id = Id::hash_of(&sealed);
+        self.backend.put(kind, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        self.save_json(Kind::Snapshot, snap).map(SnapshotId)
+    }
+
+    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let name = id.0.to_hex();
+        let sealed = self.backend.get(Kind::Snapshot, &name)?;
+        if Id::hash_of(&sealed) != id.0 {
+            return Err(damaged(
+                Kind::Snapshot,
+                &name,
+                "content does not match its name",
+            ));
+        }
+        decrypt_json(&self.key, Kind::Snapshot, &name, &sealed)
+    }
+
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let entries = self.backend.list(Kind::Snapshot)?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| Id::from_hex(&e.name).map(SnapshotId))
+            .collect())
+    }
+
+    /// Every readable snapshot, oldest first, and the damaged ones with their errors.
+    pub fn snapshots(&self) -> Result<SnapshotList> {
+        let loaded: Vec<_> = self
+            .snapshot_ids()?
+            .into_par_iter()
+            .map(|id| (id, self.load_snapshot(id)))
+            .collect();
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (id, r) in loaded {
+            match r {
+                Ok(s) => good.push((id, s)),
+                Err(e) => bad.push((id, e)),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Resolves `latest` or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            let (mut all, _) = self.snapshots()?;
+            return all.pop().ok_or(RepoError::NoSnapshot(spec.into()));
+        }
+        let names = self.snapshot_ids()?.into_iter().map(|id| id.0.to_hex());
+        let name = unique_prefix(names, spec)?;
+        let id = SnapshotId(Id::from_hex(&name).expect("listed names are hex"));
+        Ok((id, self.load_snapshot(id)?))
+    }
+
+    /// Loads the blob index into the SQLite cache at `cache` (None: in memory).
+    pub fn open_index(self, cache: Option<&Path>) -> Result<IndexedRepo> {
+        let index = match cache {
+            Some(dir) => {
+                let dir = dir.join(self.config.id.to_hex());
+                std::fs::create_dir_all(&dir).map_err(|source| BackendError::Io {
+                    op: "create cache directory",
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                Index::open(&dir.join("index.sqlite"))?
+            }
+            None => Index::in_memory()?,
+        };
+        let mut repo = IndexedRepo {
+            repo: self,
+            index,
+            damaged_index_files: Vec::new(),
+        };
+        repo.damaged_index_files = repo.sync_index()?;
+        Ok(repo)
+    }
+}
+
+fn damaged(kind: Kind, name: &str, reason: impl ToString) -> RepoError {
+    RepoError::Damaged {
+        kind,
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn decrypt_json<T: DeserializeOwned>(
+    key: &MasterKey,
+    kind: Kind,
+    name: &str,
+    sealed: &[u8],
+) -> Result<T> {
+    let plain = key.decrypt(sealed).map_err(|e| damaged(kind, name, e))?;
+    serde_json::from_slice(&plain).map_err(|e| damaged(kind, name, e))
+}
+
+fn unique_prefix(names: impl Iterator<Item = String>, prefix: &str) -> Result<String> {
+    let mut matches = names.filter(|n| n.starts_with(prefix) && !prefix.is_empty());
+    let first = matches.next().ok_or(RepoError::NoSnapshot(prefix.into()))?;
+    match matches.next() {
+        Some(_) => Err(RepoError::AmbiguousSnapshot(prefix.into())),
+        None => Ok(first),
+    }
+}
+
+/// Tries every key file; the first that `password` opens wins.
+fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> {
+    let entries = backend.list(Kind::Key)?;
+    if entries.is_empty() {
+        return Err(RepoError::NoKeys);
+    }
+    for e in entries {
+        let Some(id) = Id::from_hex(&e.name) else {
+            continue;
+        };
+        let Ok(file) = backend
+            .get(Kind::Key, &e.name)
+            .map_err(RepoError::from)
+            .and_then(|b| {
+                KeyFile::parse(&b).map_err(|source| RepoError::Key {
+                    id: e.name.clone(),
+                    source,
+                })
+            })
+        else {
+            continue;
+        };
+        if let Ok(key) = file.open(password) {
+            return Ok((KeyId(id), key));
+        }
+    }
+    Err(RepoError::WrongPassword)
+}
+
+/// A repository whose blob index is loaded: blobs and trees can be read and written.
+pub struct IndexedRepo {
+    repo: Repository,
+    index: Index,
+    /// Index files that could not be read when the index was loaded, with the reason.
+    pub damaged_index_files: Vec<(String, String)>,
+}
+
+impl Deref for IndexedRepo {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        &self.repo
+    }
+}
+
+impl IndexedRepo {
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Brings the SQLite index in line with the index files; returns the unreadable ones.
+    pub fn sync_index(&self) -> Result<Vec<(String, String)>> {
+        let listed: Vec<String> = self
+            .backend()
+            .list(Kind::Index)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let loaded = self.index.loaded_files()?;
+        let vanished = loaded.iter().any(|n| !listed.contains(n));
+        if vanished {
+            self.index.clear()?;
+        }
+        let loaded = if vanished { Default::default() } else { loaded };
+        let fresh: Vec<&String> = listed.iter().filter(|n| !loaded.contains(*n)).collect();
+        let mut damaged_files = Vec::new();
+        for batch in fresh.chunks(64) {
+            let decoded: Vec<_> = batch
+                .par_iter()
+                .map(|n| (*n, self.read_index_file(n)))
+                .collect();
+            for (name, r) in decoded {
+                match r {
+                    Ok(packs) => self.index.add_file(name, &packs)?,
+                    Err(e) => damaged_files.push((name.clone(), e.to_string())),
+                }
+            }
+        }
+        Ok(damaged_files)
+    }
+
+    pub fn read_index_file(&self, name: &str) -> Result<Vec<PackEntries>> {
+        let sealed = self.backend().get(Kind::Index, name)?;
+        if Id::hash_of(&sealed).to_hex() != name {
+            return Err(damaged(
+                Kind::Index,
+                name,
+                "content does not match its name",
+            ));
+        }
+        indexfile::decode(self.key(), &sealed).map_err(|e| damaged(Kind::Index, name, e))
+    }
+
+    /// Writes an index file for packs already stored, then records it in the local index.
+    pub fn save_index_file(&self, packs: &[PackEntries]) -> Result<IndexId> {
+        let sealed = indexfile::encode(self.key(), packs);
+        let id = Id::hash_of(&sealed);
+        self.backend().put(Kind::Index, &id.to_hex(), &sealed)?;
+        self.index.add_file(&id.to_hex(), packs)?;
+        Ok(IndexId(id))
+    }
+
+    pub fn locate(&self, id: &BlobId) -> Result<Location> {
+        self.index.lookup(id)?.ok_or(RepoError::MissingBlob(*id))
+    }
+
+    /// Reads, decrypts, decompresses and verifies one blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        self.read_blob_at(&loc)
+    }
+
+    pub fn read_blob_at(&self, loc: &Location) -> Result<Vec<u8>> {
+        let e = &loc.entry;
+        let stored = self.backend().get_range(
+            Kind::Pack,
+            &loc.pack.0.to_hex(),
+            e.offset as u64,
+            e.length as u64,
+        )?;
+        Ok(blob::open(
+            self.key(),
+            e.id,
+            &stored,
+            e.compressed,
+            e.raw_length,
+        )?)
+    }
+
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id)?;
+        Tree::decode(&bytes).map_err(|source| RepoError::Tree { id: *id, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::config::ChunkerParams;
+
+    pub fn test_repo(dir: &Path) -> Repository {
+        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+        let config = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        Repository::init(backend, b"pw", config, KdfParams::new(64, 1)).unwrap()
+    }
+
+    #[test]
+    fn init_open_and_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
+        let opened = Repository::open(backend.clone(), b"pw").unwrap();
+        assert_eq!(opened.config(), repo.config());
+        assert!(matches!(
+            Repository::open(backend.clone(), b"bad"),
+            Err(RepoError::WrongPassword)
+        ));
+        let second = repo.add_key(b"two", KdfParams::new(64, 1)).unwrap();
+        assert_eq!(
+            Repository::open(backend.clone(), b"two").unwrap().key_id(),
+            second
+        );
+        assert!(matches!(
+            repo.remove_key(repo.key_id()),
+            Err(RepoError::KeyInUse(_))
+        ));
+        repo.remove_key(second).unwrap();
+        assert!(Repository::open(backend, b"two").is_err());
+        let missing = Arc::new(LocalBackend::new(dir.path().join("nothing")));
+        assert!(matches!(
+            Repository::open(missing, b"pw"),
+            Err(RepoError::NoRepository(_))
+        ));
+    }
+
+    #[test]
+    fn snapshot_lookup_by_prefix_and_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        assert!(matches!(
+            repo.find_snapshot("latest"),
+            Err(RepoError::NoSnapshot(_))
+        ));
+        let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h", "username": "u",
+            "uid": 0, "gid": 0, "paths": ["/x"], "tree": "00".repeat(32), "program_version": "t"});
+        let mut snap: Snapshot = serde_json::from_value(json).unwrap();
+        let old = repo.save_snapshot(&snap).unwrap();
+        snap.time = "2021-01-01T00:00:00Z".parse().unwrap();
+        let new = repo.save_snapshot(&snap).unwrap();
+        assert_eq!(repo.find_snapshot("latest").unwrap().0, new);
+        assert_eq!(repo.find_snapshot(&old.0.to_hex()[..10]).unwrap().0, old);
+        assert_eq!(repo.snapshots().unwrap().0.len(), 2);
+    }
+}

@@ -1,0 +1,1017 @@
+//! Writes into a restore target directory without ever leaving it.
+//!
+//! Restore walks the snapshot tree and, for every directory, holds an open
+//! directory file descriptor ([`DirHandle`]). Every entry is created, inspected,
+//! removed or modified relative to that descriptor with the `*at` system calls
+//! and `O_NOFOLLOW` / `AT_SYMLINK_NOFOLLOW`, and every name is a single,
+//! validated path component ([`validate_name`]). No path string below the
+//! target root is ever built or resolved by the kernel, so neither crafted
+//! names in a malicious repository (`..`, `a/b`, ...) nor symlinks that
+//! already exist inside the target can redirect a write outside of it.
+//!
+//! Notes for callers:
+//! * Set a directory's final metadata ([`DirHandle::set_dir_meta`]) only after
+//!   all of its children are written: a restored read-only mode would
+//!   otherwise prevent creating them.
+//! * Only call [`DirHandle::set_meta`] on entries this restore created
+//!   ([`Placed::Written`]); a pre-existing entry may be a hard link to a file
+//!   outside the target, whose owner, mode and times would then change.
+//! * Linux only: changing the mode of an entry without following symlinks
+//!   relies on `O_PATH` and `/proc/self/fd`.
+//!
+//! The library never prints and never exits; everything is reported through
+//! [`SandboxError`].
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid,
+};
+use rustix::io::Errno;
+
+/// Suffix appended to a name by [`OnConflict::Rename`].
+const RENAME_SUFFIX: &[u8] = b".strata-restored";
+/// How many `.strata-restored[-N]` candidates [`OnConflict::Rename`] tries.
+const MAX_RENAMES: u32 = 10_000;
+/// How often an operation is retried when the entry changes under our feet.
+const MAX_ATTEMPTS: usize = 8;
+/// Path used in errors about an open file whose name is not known here.
+const OPEN_FILE: &str = "<open file>";
+
+/// Errors of the sandbox. Paths are relative to the target root, lossily
+/// converted to UTF-8, and shown quoted (control characters escaped) so a
+/// crafted name cannot inject terminal escape sequences into messages.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A name that is not a single, normal path component.
+    #[error("invalid file name {name:?}: empty, \".\", \"..\", or contains '/' or NUL")]
+    InvalidName { name: String },
+    /// Something already exists where an entry was to be created.
+    #[error("{path:?}: already exists")]
+    Conflict { path: String },
+    /// The restore target is not a directory.
+    #[error("{path:?}: not a directory")]
+    NotADirectory { path: String },
+    /// A non-empty directory is in the way of an entry to be overwritten.
+    #[error("{path:?}: a non-empty directory is in the way")]
+    DirNotEmpty { path: String },
+    /// A symlink target that cannot be stored (empty or containing NUL).
+    #[error("{path:?}: invalid symlink target {target:?}")]
+    InvalidSymlinkTarget { path: String, target: String },
+    /// Metadata that cannot be applied (e.g. nanoseconds >= 10^9, id -1).
+    #[error("{path:?}: invalid metadata: {reason}")]
+    InvalidMeta { path: String, reason: &'static str },
+    /// A system call failed.
+    #[error("{path:?}: {op}: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Result type of this module.
+pub type Result<T> = std::result::Result<T, SandboxError>;
+
+/// What to do when something already exists where an entry is to be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Return [`SandboxError::Conflict`].
+    Fail,
+    /// Leave the existing entry alone and report [`Placed::Skipped`].
+    Skip,
+    /// Remove the existing entry (never a non-empty directory) and create.
+    Overwrite,
+    /// Keep the existing entry and create `name.strata-restored[-N]`.
+    Rename,
+}
+
+/// Metadata to apply to a restored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Permission bits including setuid/setgid/sticky (masked with 0o7777).
+    pub mode: u32,
+    /// Modification time (also used as access time), seconds since the epoch.
+    pub mtime_sec: i64,
+    /// Nanoseconds part of the modification time; must be < 1_000_000_000.
+    pub mtime_nsec: u32,
+    /// Owner to set, if any.
+    pub uid: Option<u32>,
+    /// Group to set, if any.
+    pub gid: Option<u32>,
+}
+
+/// What exists at a name (without following symlinks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    None,
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// Outcome of creating an entry.
+#[derive(Debug)]
+pub enum Placed<T> {
+    /// The entry was created; the name actually used (differs from the
+    /// requested one with [`OnConflict::Rename`]).
+    Written(T, Vec<u8>),
+    /// Something existed and [`OnConflict::Skip`] left it alone.
+    Skipped,
+}
+
+/// Rejects names that are empty, ".", "..", or contain b'/' or NUL.
+pub fn validate_name(name: &[u8]) -> Result<()> {
+    let bad = name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.iter().any(|&b| b == b'/' || b == 0);
+    if bad {
+        return Err(SandboxError::InvalidName { name: lossy(name) });
+    }
+    Ok(())
+}
+
+/// The opened restore target root.
+#[derive(Debug)]
+pub struct Sandbox {
+    root: DirHandle,
+}
+
+impl Sandbox {
+    /// Creates the target directory (and parents, with std::fs::create_dir_all — the target path itself is trusted user input) and opens it.
+    pub fn open(target: &Path) -> Result<Sandbox> {
+        let shown = target.to_string_lossy().into_owned();
+        std::fs::create_dir_all(target).map_err(|source| SandboxError::Io {
+            path: shown.clone(),
+            op: "create target directory",
+            source,
+        })?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = match rfs::openat(rfs::CWD, target, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOTDIR) => return Err(SandboxError::NotADirectory { path: shown }),
+            Err(e) => return Err(io_error(shown, "open target directory", e)),
+        };
+        let root = DirHandle {
+            fd: Arc::new(fd),
+            rel: Vec::new(),
+        };
+        Ok(Sandbox { root })
+    }
+
+    /// A handle to the root (shares the descriptor).
+    pub fn root(&self) -> DirHandle {
+        self.root.clone()
+    }
+}
+
+/// An open directory inside the target plus its path relative to the target
+/// root (empty for the root itself), used for error messages only.
+#[derive(Debug, Clone)]
+pub struct DirHandle {
+    fd: Arc<OwnedFd>,
+    rel: Vec<u8>,
+}
+
+impl DirHandle {
+    /// Path of this directory relative to the target root (empty for the root).
+    pub fn rel_path(&self) -> &[u8] {
+        &self.rel
+    }
+
+    /// What exists at `name` (lstat semantics, never follows a symlink).
+    pub fn existing(&self, name: &[u8]) -> Result<Existing> {
+        validate_name(name)?;
+        self.lstat_kind(name)
+    }
+
+    /// Opens the subdirectory `name`, creating it (mode 0o700; the final mode
+    /// is set later by [`DirHandle::set_dir_meta`]) if missing. A symlink or
+    /// other non-directory at `name` is removed with
+    /// [`OnConflict::Overwrite`] and is a [`SandboxError::Conflict`]
+    /// otherwise. Never follows a symlink.
+    pub fn dir(&self, name: &[u8], on_conflict: OnConflict) -> Result<DirHandle> {
+        validate_name(name)?;
+        for _ in 0..MAX_ATTEMPTS {
+            match self.open_subdir(name) {
+                Ok(fd) => return Ok(self.child(name, fd)),
+                Err(Errno::NOENT) => self.mkdir(name)?,
+                Err(Errno::NOTDIR | Errno::LOOP) => self.clear_for_dir(name, on_conflict)?,
+                Err(e) => return Err(self.io_err(name, "open directory", e)),
+            }
+        }
+        Err(self.conflict(name))
+    }
+
+    /// Creates a regular file `name` for writing (`O_CREAT|O_EXCL|O_NOFOLLOW`,
+    /// mode 0o600; the final mode is set later), resolving an existing entry
+    /// according to `on_conflict`.
+    pub fn create_file(&self, name: &[u8], on_conflict: OnConflict) -> Result<Placed<File>> {
+        validate_name(name)?;
+        self.place(name, on_conflict, "create file", |n| {
+            self.create_excl(n).map(File::from)
+        })
+    }
+
+    /// Creates a symlink `name` -> `target`. The target is stored verbatim
+    /// (it may point anywhere; it is never followed by this module). Same
+    /// conflict rules as [`DirHandle::create_file`].
+    pub fn symlink(
+        &self,
+        name: &[u8],
+        target: &[u8],
+        on_conflict: OnConflict,
+    ) -> Result<Placed<()>> {
+        validate_name(name)?;
+        if target.is_empty() || target.contains(&0) {
+            return Err(SandboxError::InvalidSymlinkTarget {
+                path: self.shown(name),
+                target: lossy(target),
+            });
+        }
+        self.place(name, on_conflict, "create symlink", |n| {
+            rfs::symlinkat(target, self.fd(), n)
+        })
+    }
+
+    /// Sets owner (when `Some`, lchown semantics), mode (not on symlinks) and
+    /// mtime/atime (= mtime) of the entry `name`, never following a symlink.
+    pub fn set_meta(&self, name: &[u8], meta: &Meta, is_symlink: bool) -> Result<()> {
+        validate_name(name)?;
+        let m = Checked::new(meta).map_err(|reason| self.invalid_meta(name, reason))?;
+        if m.uid.is_some() || m.gid.is_some() {
+            rfs::chownat(self.fd(), name, m.uid, m.gid, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io_err(name, "chown", e))?;
+        }
+        if !is_symlink {
+            self.chmod_entry(name, m.mode)?;
+        }
+        rfs::utimensat(self.fd(), name, &m.times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.io_err(name, "set times", e))
+    }
+
+    /// Sets owner, mode and times of this directory itself via its descriptor.
+    pub fn set_dir_meta(&self, meta: &Meta) -> Result<()> {
+        let path = self.shown_self();
+        apply_fd_meta(self.fd(), meta, path)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Relative path of the entry `name` in this directory.
+    fn child_rel(&self, name: &[u8]) -> Vec<u8> {
+        if self.rel.is_empty() {
+            return name.to_vec();
+        }
+        let mut rel = Vec::with_capacity(self.rel.len() + 1 + name.len());
+        rel.extend_from_slice(&self.rel);
+        rel.push(b'/');
+        rel.extend_from_slice(name);
+        rel
+    }
+
+    fn child(&self, name: &[u8], fd: OwnedFd) -> DirHandle {
+        DirHandle {
+            fd: Arc::new(fd),
+            rel: self.child_rel(name),
+        }
+    }
+
+    fn shown(&self, name: &[u8]) -> String {
+        lossy(&self.child_rel(name))
+    }
+
+    fn shown_self(&self) -> String {
+        if self.rel.is_empty() {
+            return ".".to_owned();
+        }
+        lossy(&self.rel)
+    }
+
+    fn io_err(&self, name: &[u8], op: &'static str, e: Errno) -> SandboxError {
+        io_error(self.shown(name), op, e)
+    }
+
+    fn conflict(&self, name: &[u8]) -> SandboxError {
+        SandboxError::Conflict {
+            path: self.shown(name),
+        }
+    }
+
+    fn invalid_meta(&self, name: &[u8], reason: &'static str) -> SandboxError {
+        SandboxError::InvalidMeta {
+            path: self.shown(name),
+            reason,
+        }
+    }
+
+    fn lstat_kind(&self, name: &[u8]) -> Result<Existing> {
+        match rfs::statat(self.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(kind_of(&st)),
+            Err(Errno::NOENT) => Ok(Existing::None),
+            Err(e) => Err(self.io_err(name, "lstat", e)),
+        }
+    }
+
+    fn open_subdir(&self, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rfs::openat(self.fd(), name, flags, Mode::empty())
+    }
+
+    fn create_excl(&self, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        rfs::openat(self.fd(), name, flags, Mode::from_raw_mode(0o600))
+    }
+
+    /// Creates the directory `name`; one that appeared meanwhile is fine.
+    fn mkdir(&self, name: &[u8]) -> Result<()> {
+        match rfs::mkdirat(self.fd(), name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(self.io_err(name, "create directory", e)),
+        }
+    }
+
+    /// A non-directory is where a directory should be.
+    fn clear_for_dir(&self, name: &[u8], on_conflict: OnConflict) -> Result<()> {
+        if on_conflict != OnConflict::Overwrite {
+            return Err(self.conflict(name));
+        }
+        self.remove_entry(name)
+    }
+
+    /// Removes whatever is at `name` (an empty directory too, never a
+    /// non-empty one). Never follows a symlink: unlinking one removes the
+    /// link itself.
+    fn remove_entry(&self, name: &[u8]) -> Result<()> {
+        let (flags, op) = match self.lstat_kind(name)? {
+            Existing::None => return Ok(()),
+            Existing::Dir => (AtFlags::REMOVEDIR, "remove directory"),
+            _ => (AtFlags::empty(), "remove"),
+        };
+        match rfs::unlinkat(self.fd(), name, flags) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(SandboxError::DirNotEmpty {
+                path: self.shown(name),
+            }),
+            Err(e) => Err(self.io_err(name, op, e)),
+        }
+    }
+
+    /// Runs `create` (which must fail with `EEXIST` rather than replace or
+    /// follow anything) for `name`, resolving conflicts per `on_conflict`.
+    fn place<T>(
+        &self,
+        name: &[u8],
+        on_conflict: OnConflict,
+        op: &'static str,
+        create: impl Fn(&[u8]) -> rustix::io::Result<T>,
+    ) -> Result<Placed<T>> {
+        for _ in 0..MAX_ATTEMPTS {
+            match create(name) {
+                Ok(v) => return Ok(Placed::Written(v, name.to_vec())),
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(self.io_err(name, op, e)),
+            }
+            match on_conflict {
+                OnConflict::Fail => return Err(self.conflict(name)),
+                OnConflict::Skip => return Ok(Placed::Skipped),
+                OnConflict::Overwrite => self.remove_entry(name)?,
+                OnConflict::Rename => return self.place_renamed(name, op, &create),
+            }
+        }
+        Err(self.conflict(name))
+    }
+
+    /// Creates `name.strata-restored`, `name.strata-restored-2`, ... whichever
+    /// is free first.
+    fn place_renamed<T>(
+        &self,
+        name: &[u8],
+        op: &'static str,
+        create: &impl Fn(&[u8]) -> rustix::io::Result<T>,
+    ) -> Result<Placed<T>> {
+        for n in 1..=MAX_RENAMES {
+            let candidate = renamed(name, n);
+            match create(&candidate) {
+                Ok(v) => return Ok(Placed::Written(v, candidate)),
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(self.io_err(&candidate, op, e)),
+            }
+        }
+        Err(self.conflict(name))
+    }
+
+    /// Changes the mode of the entry `name` unless it is a symlink. The entry
+    /// is pinned with an `O_PATH|O_NOFOLLOW` descriptor first, so the mode
+    /// lands on exactly the inode that was checked.
+    fn chmod_entry(&self, name: &[u8], mode: Mode) -> Result<()> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let pinned = rfs::openat(self.fd(), name, flags, Mode::empty())
+            .map_err(|e| self.io_err(name, "open for chmod", e))?;
+        let st = rfs::fstat(&pinned).map_err(|e| self.io_err(name, "fstat", e))?;
+        if kind_of(&st) == Existing::Symlink {
+            return Ok(());
+        }
+        match chmod_via_procfs(pinned.as_fd(), mode) {
+            Err(Errno::NOENT) => self.chmod_by_reopen(name, &st, mode),
+            other => other.map_err(|e| self.io_err(name, "chmod", e)),
+        }
+    }
+
+    /// Fallback when `/proc` is not mounted: reopen a regular file or
+    /// directory for reading (never following a symlink), make sure it is the
+    /// pinned inode, and `fchmod` it.
+    fn chmod_by_reopen(&self, name: &[u8], pinned: &Stat, mode: Mode) -> Result<()> {
+        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+        match kind_of(pinned) {
+            Existing::File => {}
+            Existing::Dir => flags |= OFlags::DIRECTORY,
+            _ => return Err(self.io_err(name, "chmod (no /proc)", Errno::NOENT)),
+        }
+        let fd = rfs::openat(self.fd(), name, flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| self.io_err(name, "open for chmod", e))?;
+        let st = rfs::fstat(&fd).map_err(|e| self.io_err(name, "fstat", e))?;
+        if (st.st_dev, st.st_ino) != (pinned.st_dev, pinned.st_ino) {
+            return Err(self.conflict(name));
+        }
+        rfs::fchmod(&fd, mode).map_err(|e| self.io_err(name, "chmod", e))
+    }
+}
+
+/// Sets owner, mode and times of an open regular file via its descriptor.
+pub fn set_file_meta(file: &File, meta: &Meta) -> Result<()> {
+    apply_fd_meta(file.as_fd(), meta, OPEN_FILE.to_owned())
+}
+
+/// `meta` validated and converted for the system calls.
+struct Checked {
+    uid: Option<Uid>,
+    gid: Option<Gid>,
+    mode: Mode,
+    times: Timestamps,
+}
+
+impl Checked {
+    fn new(meta: &Meta) -> std::result::Result<Checked, &'static str> {
+        if meta.mtime_nsec >= 1_000_000_000 {
+            return Err("mtime nanoseconds out of range");
+        }
+        if meta.uid == Some(u32::MAX) || meta.gid == Some(u32::MAX) {
+            return Err("owner id -1");
+        }
+        let time = Timespec {
+            tv_sec: meta.mtime_sec,
+            tv_nsec: meta.mtime_nsec.into(),
+        };
+        Ok(Checked {
+            uid: meta.uid.map(Uid::from_raw),
+            gid: meta.gid.map(Gid::from_raw),
+            mode: Mode::from_bits_truncate(meta.mode & 0o7777),
+            times: Timestamps {
+                last_access: time,
+                last_modification: time,
+            },
+        })
+    }
+}
+
+/// Owner first (it may clear setuid/setgid bits), then mode, then times.
+fn apply_fd_meta(fd: BorrowedFd<'_>, meta: &Meta, path: String) -> Result<()> {
+    let m = match Checked::new(meta) {
+        Ok(m) => m,
+        Err(reason) => return Err(SandboxError::InvalidMeta { path, reason }),
+    };
+    if m.uid.is_some() || m.gid.is_some() {
+        rfs::fchown(fd, m.uid, m.gid).map_err(|e| io_error(path.clone(), "chown", e))?;
+    }
+    rfs::fchmod(fd, m.mode).map_err(|e| io_error(path.clone(), "chmod", e))?;
+    rfs::futimens(fd, &m.times).map_err(|e| io_error(path, "set times", e))
+}
+
+/// `chmod` through the `/proc/self/fd` magic link of a pinned (`O_PATH`)
+/// descriptor: it resolves to exactly that inode, not to a path below the
+/// target, and the descriptor is known not to be a symlink.
+fn chmod_via_procfs(fd: BorrowedFd<'_>, mode: Mode) -> rustix::io::Result<()> {
+    rfs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode)
+}
+
+fn kind_of(st: &Stat) -> Existing {
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => Existing::Dir,
+        FileType::RegularFile => Existing::File,
+        FileType::Symlink => Existing::Symlink,
+        _ => Existing::Other,
+    }
+}
+
+/// `name.strata-restored` for `n == 1`, `name.strata-restored-N` otherwise.
+fn renamed(name: &[u8], n: u32) -> Vec<u8> {
+    let mut out = name.to_vec();
+    out.extend_from_slice(RENAME_SUFFIX);
+    if n > 1 {
+        out.extend_from_slice(format!("-{n}").as_bytes());
+    }
+    out
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn io_error(path: String, op: &'static str, e: Errno) -> SandboxError {
+    SandboxError::Io {
+        path,
+        op,
+        source: io::Error::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
+    use tempfile::TempDir;
+
+    /// A temp dir holding `target/` (the sandbox) and `outside/` (must stay empty).
+    struct Fixture {
+        _tmp: TempDir,
+        target: PathBuf,
+        outside: PathBuf,
+        sandbox: Sandbox,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = TempDir::new().unwrap();
+        let target = tmp.path().join("target");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let sandbox = Sandbox::open(&target).unwrap();
+        Fixture {
+            _tmp: tmp,
+            target,
+            outside,
+            sandbox,
+        }
+    }
+
+    fn assert_empty(dir: &Path) {
+        let entries: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            entries.is_empty(),
+            "{} not empty: {entries:?}",
+            dir.display()
+        );
+    }
+
+    /// Creates `name` and writes `data` into it (when it was placed).
+    fn write_file(dir: &DirHandle, name: &[u8], on: OnConflict, data: &[u8]) -> Placed<File> {
+        let mut placed = dir.create_file(name, on).unwrap();
+        if let Placed::Written(f, _) = &mut placed {
+            f.write_all(data).unwrap();
+        }
+        placed
+    }
+
+    fn meta(mode: u32, mtime_sec: i64, mtime_nsec: u32) -> Meta {
+        Meta {
+            mode,
+            mtime_sec,
+            mtime_nsec,
+            uid: None,
+            gid: None,
+        }
+    }
+
+    #[test]
+    fn validate_name_rejects_and_accepts() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b", b"/", b"../x"] {
+            assert!(
+                matches!(validate_name(bad), Err(SandboxError::InvalidName { .. })),
+                "{bad:?} must be rejected"
+            );
+        }
+        for good in [&b"a b"[..], b"\n", b"\xff\xfe", b"...", b".hidden", b"a"] {
+            assert!(validate_name(good).is_ok(), "{good:?} must be accepted");
+        }
+    }
+
+    #[test]
+    fn methods_validate_names() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let meta = meta(0o644, 0, 0);
+        assert!(matches!(
+            root.existing(b".."),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            root.dir(b"..", OnConflict::Overwrite),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            root.create_file(b"../x", OnConflict::Overwrite),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            root.symlink(b"a/b", b"x", OnConflict::Overwrite),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            root.set_meta(b".", &meta, false),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert_empty(&fx.target);
+        assert_empty(&fx.outside);
+    }
+
+    #[test]
+    fn handles_are_send_sync_and_track_paths() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<DirHandle>();
+        assert_send_sync::<Sandbox>();
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        assert_eq!(root.rel_path(), b"");
+        let a = root.dir(b"a", OnConflict::Fail).unwrap();
+        let b = a.dir(b"b\xff", OnConflict::Fail).unwrap();
+        assert_eq!(b.rel_path(), b"a/b\xff");
+        assert!(fx.target.join("a").is_dir());
+        // Opening an existing directory again works and is the same directory.
+        let a2 = root.dir(b"a", OnConflict::Fail).unwrap();
+        assert_eq!(a2.existing(b"b\xff").unwrap(), Existing::Dir);
+    }
+
+    #[test]
+    fn existing_reports_kinds_without_following() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        fs::create_dir(fx.target.join("d")).unwrap();
+        fs::write(fx.target.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink(&fx.outside, fx.target.join("l")).unwrap();
+        assert_eq!(root.existing(b"d").unwrap(), Existing::Dir);
+        assert_eq!(root.existing(b"f").unwrap(), Existing::File);
+        assert_eq!(root.existing(b"l").unwrap(), Existing::Symlink);
+        assert_eq!(root.existing(b"missing").unwrap(), Existing::None);
+    }
+
+    #[test]
+    fn dir_through_symlink_fails_and_writes_nothing_outside() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        std::os::unix::fs::symlink(&fx.outside, fx.target.join("evil")).unwrap();
+        for on in [OnConflict::Fail, OnConflict::Skip, OnConflict::Rename] {
+            let err = root.dir(b"evil", on).unwrap_err();
+            assert!(
+                matches!(&err, SandboxError::Conflict { path } if path == "evil"),
+                "{err}"
+            );
+        }
+        assert!(
+            fs::symlink_metadata(fx.target.join("evil"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_empty(&fx.outside);
+    }
+
+    #[test]
+    fn dir_overwrite_replaces_symlink_with_real_dir() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        std::os::unix::fs::symlink(&fx.outside, fx.target.join("evil")).unwrap();
+        let evil = root.dir(b"evil", OnConflict::Overwrite).unwrap();
+        write_file(&evil, b"payload", OnConflict::Fail, b"data");
+        let md = fs::symlink_metadata(fx.target.join("evil")).unwrap();
+        assert!(md.file_type().is_dir());
+        assert_eq!(fs::read(fx.target.join("evil/payload")).unwrap(), b"data");
+        assert_empty(&fx.outside);
+    }
+
+    #[test]
+    fn dir_overwrite_replaces_file_but_not_without_overwrite() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        fs::write(fx.target.join("f"), b"x").unwrap();
+        assert!(matches!(
+            root.dir(b"f", OnConflict::Fail),
+            Err(SandboxError::Conflict { .. })
+        ));
+        assert!(fx.target.join("f").is_file());
+        root.dir(b"f", OnConflict::Overwrite).unwrap();
+        assert!(fx.target.join("f").is_dir());
+    }
+
+    #[test]
+    fn create_file_never_writes_through_symlink() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let victim = fx.outside.join("victim");
+        fs::write(&victim, b"original").unwrap();
+        std::os::unix::fs::symlink(&victim, fx.target.join("link")).unwrap();
+        std::os::unix::fs::symlink(fx.outside.join("new"), fx.target.join("dangling")).unwrap();
+
+        for name in [&b"link"[..], b"dangling"] {
+            let err = root.create_file(name, OnConflict::Fail).unwrap_err();
+            assert!(matches!(err, SandboxError::Conflict { .. }), "{err}");
+        }
+        for name in [&b"link"[..], b"dangling"] {
+            write_file(&root, name, OnConflict::Overwrite, b"restored");
+            let md = fs::symlink_metadata(fx.target.join(String::from_utf8_lossy(name).as_ref()))
+                .unwrap();
+            assert!(md.file_type().is_file());
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"original");
+        assert!(!fx.outside.join("new").exists());
+        assert_eq!(fs::read(fx.target.join("link")).unwrap(), b"restored");
+    }
+
+    #[test]
+    fn create_file_conflict_modes() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let path = fx.target.join("f");
+        fs::write(&path, b"old").unwrap();
+
+        let err = root.create_file(b"f", OnConflict::Fail).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Conflict { path } if path == "f"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+
+        assert!(matches!(
+            write_file(&root, b"f", OnConflict::Skip, b"new"),
+            Placed::Skipped
+        ));
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+
+        let Placed::Written(_, used) = root.create_file(b"f", OnConflict::Rename).unwrap() else {
+            panic!("rename must write");
+        };
+        assert_eq!(used, b"f.strata-restored");
+        let Placed::Written(mut file, used) = root.create_file(b"f", OnConflict::Rename).unwrap()
+        else {
+            panic!("rename must write");
+        };
+        assert_eq!(used, b"f.strata-restored-2");
+        file.write_all(b"renamed").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            fs::read(fx.target.join("f.strata-restored-2")).unwrap(),
+            b"renamed"
+        );
+
+        let Placed::Written(mut file, used) =
+            root.create_file(b"f", OnConflict::Overwrite).unwrap()
+        else {
+            panic!("overwrite must write");
+        };
+        assert_eq!(used, b"f");
+        file.write_all(b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn create_file_has_private_mode_and_overwrite_respects_dirs() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        write_file(&root, b"p", OnConflict::Fail, b"");
+        let mode = fs::metadata(fx.target.join("p"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "new files must not be group/world accessible: {mode:o}"
+        );
+
+        fs::create_dir(fx.target.join("full")).unwrap();
+        fs::write(fx.target.join("full/keep"), b"k").unwrap();
+        let err = root
+            .create_file(b"full", OnConflict::Overwrite)
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::DirNotEmpty { .. }), "{err}");
+        assert_eq!(fs::read(fx.target.join("full/keep")).unwrap(), b"k");
+
+        fs::create_dir(fx.target.join("empty")).unwrap();
+        write_file(&root, b"empty", OnConflict::Overwrite, b"e");
+        assert_eq!(fs::read(fx.target.join("empty")).unwrap(), b"e");
+    }
+
+    #[test]
+    fn symlink_targets_are_stored_verbatim_and_not_followed() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let sub = root.dir(b"sub", OnConflict::Fail).unwrap();
+        let abs = fx.outside.join("abs-target");
+        let abs_bytes = abs.as_os_str().as_encoded_bytes();
+
+        assert!(matches!(
+            sub.symlink(b"abs", abs_bytes, OnConflict::Fail).unwrap(),
+            Placed::Written((), _)
+        ));
+        assert!(matches!(
+            sub.symlink(b"up", b"../../outside/up", OnConflict::Fail)
+                .unwrap(),
+            Placed::Written((), _)
+        ));
+        assert_eq!(fs::read_link(fx.target.join("sub/abs")).unwrap(), abs);
+        assert_eq!(
+            fs::read_link(fx.target.join("sub/up")).unwrap(),
+            Path::new("../../outside/up")
+        );
+
+        // Writing a file or directory at those names never goes through them.
+        assert!(matches!(
+            sub.create_file(b"abs", OnConflict::Fail),
+            Err(SandboxError::Conflict { .. })
+        ));
+        assert!(matches!(
+            sub.dir(b"up", OnConflict::Fail),
+            Err(SandboxError::Conflict { .. })
+        ));
+        assert_empty(&fx.outside);
+
+        // Conflict rules apply to symlinks as well.
+        assert!(matches!(
+            sub.symlink(b"up", b"x", OnConflict::Skip).unwrap(),
+            Placed::Skipped
+        ));
+        let Placed::Written((), used) = sub.symlink(b"up", b"x", OnConflict::Rename).unwrap()
+        else {
+            panic!("rename must write");
+        };
+        assert_eq!(used, b"up.strata-restored");
+        sub.symlink(b"up", b"y", OnConflict::Overwrite).unwrap();
+        assert_eq!(
+            fs::read_link(fx.target.join("sub/up")).unwrap(),
+            Path::new("y")
+        );
+        let err = sub.symlink(b"up", b"z", OnConflict::Fail).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Conflict { path } if path == "sub/up"),
+            "{err}"
+        );
+        assert!(matches!(
+            sub.symlink(b"bad", b"", OnConflict::Fail),
+            Err(SandboxError::InvalidSymlinkTarget { .. })
+        ));
+        assert!(matches!(
+            sub.symlink(b"bad", b"a\0b", OnConflict::Fail),
+            Err(SandboxError::InvalidSymlinkTarget { .. })
+        ));
+        assert_empty(&fx.outside);
+    }
+
+    #[test]
+    fn set_meta_sets_mode_and_mtime() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        write_file(&root, b"f", OnConflict::Fail, b"x");
+        let mut m = meta(0o751, 1_000_000_000, 123_456_789);
+        m.uid = Some(rustix::process::getuid().as_raw());
+        m.gid = Some(rustix::process::getgid().as_raw());
+        root.set_meta(b"f", &m, false).unwrap();
+        let md = fs::symlink_metadata(fx.target.join("f")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o751);
+        assert_eq!(md.mtime(), 1_000_000_000);
+        assert_eq!(md.mtime_nsec(), 123_456_789);
+        assert_eq!(md.atime(), 1_000_000_000);
+        assert_eq!(md.uid(), m.uid.unwrap());
+    }
+
+    #[test]
+    fn set_meta_never_touches_a_symlink_target() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let victim = fx.outside.join("victim");
+        fs::write(&victim, b"v").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
+        let before = fs::metadata(&victim).unwrap();
+        root.symlink(
+            b"l",
+            victim.as_os_str().as_encoded_bytes(),
+            OnConflict::Fail,
+        )
+        .unwrap();
+
+        // Both with the right flag and with a lying one.
+        for is_symlink in [true, false] {
+            root.set_meta(b"l", &meta(0o4777, 1_234_567, 5), is_symlink)
+                .unwrap();
+            let after = fs::metadata(&victim).unwrap();
+            assert_eq!(after.mode() & 0o7777, 0o640);
+            assert_eq!(after.mtime(), before.mtime());
+            assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+            let link = fs::symlink_metadata(fx.target.join("l")).unwrap();
+            assert_eq!(link.mtime(), 1_234_567);
+        }
+    }
+
+    #[test]
+    fn set_meta_rejects_bad_meta() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        write_file(&root, b"f", OnConflict::Fail, b"x");
+        let err = root
+            .set_meta(b"f", &meta(0o644, 0, 1_000_000_000), false)
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::InvalidMeta { .. }), "{err}");
+        let mut m = meta(0o644, 0, 0);
+        m.uid = Some(u32::MAX);
+        assert!(matches!(
+            root.set_meta(b"f", &m, false),
+            Err(SandboxError::InvalidMeta { .. })
+        ));
+        let err = root
+            .set_meta(b"missing", &meta(0o644, 0, 0), false)
+            .unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Io { path, .. } if path == "missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn chmod_fallback_without_procfs_works() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        write_file(&root, b"f", OnConflict::Fail, b"x");
+        let d = root.dir(b"d", OnConflict::Fail).unwrap();
+        let st = rfs::statat(root.fd(), "f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        root.chmod_by_reopen(b"f", &st, Mode::from_raw_mode(0o604))
+            .unwrap();
+        let st = rfs::statat(root.fd(), "d", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        root.chmod_by_reopen(b"d", &st, Mode::from_raw_mode(0o705))
+            .unwrap();
+        assert_eq!(
+            fs::metadata(fx.target.join("f")).unwrap().mode() & 0o7777,
+            0o604
+        );
+        assert_eq!(
+            fs::metadata(fx.target.join("d")).unwrap().mode() & 0o7777,
+            0o705
+        );
+        drop(d);
+    }
+
+    #[test]
+    fn set_dir_meta_and_set_file_meta() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let d = root.dir(b"d", OnConflict::Fail).unwrap();
+        let Placed::Written(file, _) = d.create_file(b"f", OnConflict::Fail).unwrap() else {
+            panic!("must write");
+        };
+        set_file_meta(&file, &meta(0o640, 42, 7)).unwrap();
+        d.set_dir_meta(&meta(0o750, 86_400, 999_999_999)).unwrap();
+
+        let fmd = fs::metadata(fx.target.join("d/f")).unwrap();
+        assert_eq!(
+            (fmd.mode() & 0o7777, fmd.mtime(), fmd.mtime_nsec()),
+            (0o640, 42, 7)
+        );
+        let dmd = fs::metadata(fx.target.join("d")).unwrap();
+        assert_eq!(
+            (dmd.mode() & 0o7777, dmd.mtime(), dmd.mtime_nsec()),
+            (0o750, 86_400, 999_999_999)
+        );
+
+        let err = set_file_meta(&file, &meta(0o640, 0, 2_000_000_000)).unwrap_err();
+        assert!(matches!(err, SandboxError::InvalidMeta { .. }), "{err}");
+    }
+
+    #[test]
+    fn open_rejects_a_file_as_target() {
+        let tmp = TempDir::new().unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(Sandbox::open(&file).is_err());
+        let nested = tmp.path().join("a/b/c");
+        let sandbox = Sandbox::open(&nested).unwrap();
+        assert!(nested.is_dir());
+        assert_eq!(sandbox.root().existing(b"x").unwrap(), Existing::None);
+    }
+}

@@ -1,0 +1,105 @@
+//! Snapshots: small encrypted JSON objects naming a root tree and describing what was
+//! backed up, when, from where, and what it cost.
+use crate::id::{BlobId, SnapshotId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a snapshot holds besides files. Every source owns a part of the root tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// Directory trees, stored at their absolute paths below the root tree.
+    Files { paths: Vec<String> },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    /// File content bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes of new blobs written to the repository (after compression and encryption).
+    pub bytes_added: u64,
+    /// Plaintext bytes of the new blobs.
+    pub bytes_added_raw: u64,
+    pub data_blobs_added: u64,
+    pub tree_blobs_added: u64,
+    pub total_files: u64,
+    pub total_bytes: u64,
+    pub errors: u64,
+    pub duration_secs: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: DateTime<Utc>,
+    pub host: String,
+    pub username: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub parent: Option<SnapshotId>,
+    pub tree: BlobId,
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    #[serde(default)]
+    pub summary: Summary,
+    pub program_version: String,
+}
+
+impl Snapshot {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Parent matching: same host and the same set of paths.
+    pub fn same_origin(&self, host: &str, paths: &[String]) -> bool {
+        let mut a = self.paths.clone();
+        let mut b = paths.to_vec();
+        a.sort();
+        b.sort();
+        self.host == host && a == b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+
+    #[test]
+    fn snapshot_json_round_trip() {
+        let s = Snapshot {
+            time: Utc::now(),
+            host: "h".into(),
+            username: "u".into(),
+            uid: 0,
+            gid: 0,
+            paths: vec!["/b".into(), "/a".into()],
+            tags: vec!["t".into()],
+            parent: None,
+            tree: BlobId(Id::hash_of(b"t")),
+            sources: vec![Source::Files {
+                paths: vec!["/a".into()],
+            }],
+            summary: Summary {
+                files_new: 3,
+                ..Default::default()
+            },
+            program_version: "x".into(),
+        };
+        let json = serde_json::to_vec(&s).unwrap();
+        assert_eq!(serde_json::from_slice::<Snapshot>(&json).unwrap(), s);
+        assert!(s.same_origin("h", &["/a".into(), "/b".into()]));
+        assert!(!s.same_origin("other", &["/a".into(), "/b".into()]));
+        assert!(s.has_tag("t") && !s.has_tag("x"));
+    }
+}

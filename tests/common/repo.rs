@@ -1,0 +1,176 @@
+//! `TestRepo`: a temporary directory holding a repository path, a cache
+//! directory and scratch space, plus helpers to run the `strata` binary.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+pub const DEFAULT_PASSWORD: &str = "correct horse";
+
+/// Path of the `strata` binary built by cargo for integration tests.
+pub fn strata_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+pub struct TestRepo {
+    dir: TempDir,
+    /// Password passed as `STRATA_PASSWORD`; change it to test wrong passwords.
+    pub password: String,
+}
+
+impl TestRepo {
+    /// Fresh temp dir (under cargo's target tmpdir, not /tmp) with
+    /// `cache/` and `scratch/` created; `repo/` is not created.
+    pub fn new() -> TestRepo {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-test-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("create temp dir");
+        for sub in ["cache", "scratch"] {
+            fs::create_dir(dir.path().join(sub)).expect("create temp subdir");
+        }
+        TestRepo {
+            dir,
+            password: DEFAULT_PASSWORD.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn repo_path(&self) -> PathBuf {
+        self.path().join("repo")
+    }
+
+    pub fn cache_path(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+
+    /// A fresh, empty `scratch/<name>` directory (recreated if it existed).
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let p = self.path().join("scratch").join(name);
+        if fs::symlink_metadata(&p).is_ok() {
+            fs::remove_dir_all(&p).unwrap_or_else(|e| panic!("remove {p:?}: {e}"));
+        }
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {p:?}: {e}"));
+        p
+    }
+
+    /// A `strata` command with the repo/password/cache environment set,
+    /// every other `STRATA_*` variable removed and stdin closed.
+    pub fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(strata_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("STRATA_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env_remove("STRATA_PASSWORD_FILE")
+            .env("STRATA_REPOSITORY", self.repo_path())
+            .env("STRATA_PASSWORD", &self.password)
+            .env("STRATA_CACHE_DIR", self.cache_path())
+            .stdin(Stdio::null())
+            .args(args);
+        cmd
+    }
+
+    /// Run to completion, capturing stdout and stderr.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_cmd(&mut self.cmd(args))
+    }
+
+    /// Run and assert exit code 0 (panic shows the command and its output).
+    pub fn ok<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.cmd(args);
+        let out = run_cmd(&mut cmd);
+        if !out.status.success() {
+            panic!("command failed: {}", describe(&cmd, &out));
+        }
+        out
+    }
+
+    /// Run and assert a non-zero exit (not a signal); returns the output.
+    pub fn fail<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.cmd(args);
+        let out = run_cmd(&mut cmd);
+        if out.status.success() || out.status.code().is_none() {
+            panic!("expected a clean failure: {}", describe(&cmd, &out));
+        }
+        out
+    }
+
+    /// `ok(args + ["--json"])` and parse stdout as JSON.
+    pub fn json<I, S>(&self, args: I) -> serde_json::Value
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        all.push("--json".into());
+        let out = self.ok(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout of {all:?} is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `strata init`.
+    pub fn init(&self) {
+        self.ok(["init"]);
+    }
+}
+
+impl Default for TestRepo {
+    fn default() -> Self {
+        TestRepo::new()
+    }
+}
+
+fn run_cmd(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
+}
+
+/// The command line, exit status, stdout and stderr, for panic messages.
+pub fn describe(cmd: &Command, out: &Output) -> String {
+    let args: Vec<&OsStr> = cmd.get_args().collect();
+    format!(
+        "strata {args:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// stdout as a (lossy) String.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr as a (lossy) String.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
