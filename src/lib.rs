@@ -1,6 +1,8 @@
 //! strata: the backup engine. Everything here is a library: it never prints and never exits.
+pub mod archiver;
 pub mod backend;
 pub mod blob;
+pub mod checker;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
@@ -14,7 +16,10 @@ pub mod pack;
 pub mod packer;
 pub mod progress;
 pub mod repository;
+pub mod restorer;
 pub mod sandbox;
 pub mod snapshot;
+pub mod stats;
 pub mod sysinfo;
 pub mod tree;
+pub mod vfs;

@@ -1,2 +1,62 @@
-//! The `strata` command line: parses arguments and dispatches to one command module each.
-fn main() {}
+//! The `strata` command line: parses arguments, dispatches to one module per command, and
+//! maps outcomes to the documented exit codes.
+mod commands;
+
+use clap::{Parser, Subcommand};
+use commands::{Context, GlobalArgs};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Encrypted, deduplicated backups of files", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(commands::init::Args),
+    /// Back up files and directories into a new snapshot
+    Backup(commands::backup::Args),
+    /// List snapshots
+    Snapshots(commands::snapshots::Args),
+    /// List the contents of a snapshot
+    Ls(commands::ls::Args),
+    /// Print a file from a snapshot, or a repository object as JSON
+    Cat(commands::cat::Args),
+    /// Restore a snapshot (or part of it) into a directory
+    Restore(commands::restore::Args),
+    /// Verify the repository's structure and, optionally, its data
+    Check(commands::check::Args),
+    /// Manage the passwords (key files) of the repository
+    Key(commands::key::Args),
+    /// Show sizes, deduplication and compression
+    Stats(commands::stats::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context::new(cli.global);
+    let result = match cli.command {
+        Command::Init(a) => commands::init::run(&ctx, a),
+        Command::Backup(a) => commands::backup::run(&ctx, a),
+        Command::Snapshots(a) => commands::snapshots::run(&ctx, a),
+        Command::Ls(a) => commands::ls::run(&ctx, a),
+        Command::Cat(a) => commands::cat::run(&ctx, a),
+        Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Check(a) => commands::check::run(&ctx, a),
+        Command::Key(a) => commands::key::run(&ctx, a),
+        Command::Stats(a) => commands::stats::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: error: {e:#}");
+            commands::Outcome::Failed.into()
+        }
+    }
+}

@@ -45,6 +45,8 @@ pub enum RepoError {
     MissingBlob(BlobId),
     #[error("tree {id}: {source}")]
     Tree { id: BlobId, source: TreeError },
+    #[error("no such path in the snapshot: {0}")]
+    NoSuchPath(String),
     #[error("no snapshot matches {0:?}")]
     NoSnapshot(String),
     #[error("snapshot prefix {0:?} is ambiguous")]

@@ -1,0 +1,371 @@
+//! Throughput and latency of the backup pipeline's stages: chunking, blob ids, sealing and
+//! opening blobs, the SQLite index and tree (de)serialisation.
+//!
+//! Run with `cargo bench --bench pipeline` (add `-- --quick` for a fast smoke run). Sample
+//! sizes and measurement times are kept modest so the whole run takes a couple of minutes.
+//!
+//! The index benchmark fills an on-disk index with 1,000,000 blobs by default. The goal is
+//! that lookups stay fast at 10 million blobs; to measure that, raise the size with the
+//! environment variable `STRATA_BENCH_BLOBS`, e.g. `STRATA_BENCH_BLOBS=10000000 cargo bench
+//! --bench pipeline -- index_lookup` (the setup then takes a few minutes and ~1 GB of disk).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+use strata::blob::{self, BlobType};
+use strata::chunker::Chunker;
+use strata::config::{ChunkerParams, Config};
+use strata::crypto::MasterKey;
+use strata::id::{BlobId, Id, PackId};
+use strata::index::Index;
+use strata::indexfile::PackEntries;
+use strata::pack::BlobEntry;
+use strata::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+
+const MIB: usize = 1024 * 1024;
+
+/// Deterministic pseudo-random numbers (splitmix64), so every run sees the same data.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn id(&mut self) -> Id {
+        let mut b = [0u8; 32];
+        for part in b.chunks_exact_mut(8) {
+            part.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        Id(b)
+    }
+}
+
+/// Text-like data: words from a small vocabulary with varying case, numbers, punctuation
+/// and line breaks, so it compresses well but not trivially.
+fn text_like(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "the",
+        "backup",
+        "repository",
+        "snapshot",
+        "chunk",
+        "index",
+        "pack",
+        "blob",
+        "tree",
+        "file",
+        "directory",
+        "restore",
+        "encrypted",
+        "deduplicated",
+        "content",
+        "defined",
+        "boundary",
+        "key",
+        "password",
+        "prune",
+        "forget",
+        "check",
+        "cache",
+        "lock",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "a",
+        "with",
+        "for",
+        "that",
+        "on",
+        "data",
+        "size",
+        "error",
+        "warning",
+        "info",
+        "debug",
+        "request",
+        "response",
+        "server",
+        "client",
+        "timeout",
+        "retry",
+        "user",
+        "group",
+        "mode",
+        "owner",
+        "modified",
+        "created",
+        "deleted",
+        "copied",
+        "bytes",
+        "seconds",
+    ];
+    let mut out = Vec::with_capacity(len + 32);
+    let mut line_words = 0;
+    while out.len() < len {
+        let word = WORDS[rng.below(WORDS.len())];
+        match rng.below(16) {
+            0 => {
+                let mut w = word.as_bytes().to_vec();
+                w[0] = w[0].to_ascii_uppercase();
+                out.extend_from_slice(&w);
+            }
+            1 => out.extend_from_slice(rng.below(100_000).to_string().as_bytes()),
+            _ => out.extend_from_slice(word.as_bytes()),
+        }
+        line_words += 1;
+        match rng.below(12) {
+            0 => out.extend_from_slice(b", "),
+            1 => out.extend_from_slice(b". "),
+            _ => out.push(b' '),
+        }
+        if line_words >= 8 + rng.below(8) {
+            out.push(b'\n');
+            line_words = 0;
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn chunking(c: &mut Criterion) {
+    let data = SplitMix64(1).bytes(64 * MIB);
+    let mut g = c.benchmark_group("chunking");
+    g.throughput(Throughput::Bytes(data.len() as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6));
+    g.bench_function("fastcdc_64MiB", |b| {
+        b.iter(|| {
+            let chunks = Chunker::new(black_box(&data[..]), ChunkerParams::FILES, 0x5eed)
+                .map(|c| black_box(c.expect("reading a slice cannot fail")).len())
+                .count();
+            black_box(chunks)
+        })
+    });
+    g.finish();
+}
+
+fn hashing(c: &mut Criterion) {
+    let key = MasterKey::random();
+    let data = SplitMix64(2).bytes(MIB);
+    let mut g = c.benchmark_group("hashing");
+    g.throughput(Throughput::Bytes(data.len() as u64))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function("blob_id_1MiB", |b| b.iter(|| key.blob_id(black_box(&data))));
+    g.finish();
+}
+
+fn seal(c: &mut Criterion) {
+    let key = MasterKey::random();
+    let level = Config::DEFAULT_COMPRESSION;
+    let mut rng = SplitMix64(3);
+    let inputs = [
+        ("compressible", text_like(&mut rng, MIB)),
+        ("incompressible", rng.bytes(MIB)),
+    ];
+    let mut g = c.benchmark_group("seal");
+    g.throughput(Throughput::Bytes(MIB as u64))
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, plain) in &inputs {
+        let id = key.blob_id(plain);
+        let sealed = blob::seal(&key, BlobType::Data, id, plain, level);
+        assert_eq!(sealed.compressed, *name == "compressible");
+        g.bench_function(BenchmarkId::new("seal", name), |b| {
+            b.iter(|| blob::seal(&key, BlobType::Data, id, black_box(plain), level))
+        });
+        g.bench_function(BenchmarkId::new("open", name), |b| {
+            b.iter(|| {
+                blob::open(
+                    &key,
+                    id,
+                    black_box(&sealed.bytes),
+                    sealed.compressed,
+                    sealed.raw_len,
+                )
+                .expect("a freshly sealed blob opens")
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Number of blobs in the index benchmark: `STRATA_BENCH_BLOBS` or 1,000,000.
+fn bench_blobs() -> usize {
+    match std::env::var("STRATA_BENCH_BLOBS") {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .expect("STRATA_BENCH_BLOBS must be a number of blobs"),
+        Err(_) => 1_000_000,
+    }
+}
+
+fn index_lookup(c: &mut Criterion) {
+    const FILE_BATCH: usize = 50_000;
+    const BLOBS_PER_PACK: usize = 100;
+    const PROBES: usize = 1 << 16;
+
+    let n = bench_blobs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let index = Index::open(&dir.path().join("index.sqlite")).expect("open index");
+
+    // Setup (not timed): blob ids come from one seeded stream; every id is kept so the
+    // probes below can pick hits at random.
+    let mut rng = SplitMix64(4);
+    let mut ids = Vec::with_capacity(n);
+    let mut pack_rng = SplitMix64(5);
+    for (file_no, start) in (0..n).step_by(FILE_BATCH).enumerate() {
+        let end = (start + FILE_BATCH).min(n);
+        let mut packs = Vec::with_capacity((end - start).div_ceil(BLOBS_PER_PACK));
+        for pack_start in (start..end).step_by(BLOBS_PER_PACK) {
+            let count = BLOBS_PER_PACK.min(end - pack_start);
+            let mut offset = 0u32;
+            let blobs = (0..count)
+                .map(|_| {
+                    let id = BlobId(rng.id());
+                    ids.push(id);
+                    let raw_length = (512 * 1024 + rng.below(MIB)) as u32;
+                    let length = raw_length / 2 + 40;
+                    let entry = BlobEntry {
+                        ty: BlobType::Data,
+                        id,
+                        offset,
+                        length,
+                        raw_length,
+                        compressed: true,
+                    };
+                    offset = offset.wrapping_add(length);
+                    entry
+                })
+                .collect();
+            packs.push(PackEntries {
+                pack: PackId(pack_rng.id()),
+                blobs,
+            });
+        }
+        index
+            .add_file(&format!("bench-{file_no:06}"), &packs)
+            .expect("add index file");
+    }
+    assert_eq!(index.counts().expect("counts").0, n as u64);
+
+    let mut probe_rng = SplitMix64(6);
+    let hits: Vec<BlobId> = (0..PROBES)
+        .map(|_| ids[probe_rng.below(ids.len())])
+        .collect();
+    let misses: Vec<BlobId> = (0..PROBES).map(|_| BlobId(probe_rng.id())).collect();
+    drop(ids);
+    assert!(index.contains(&hits[0]).expect("contains"));
+    assert!(!index.contains(&misses[0]).expect("contains"));
+    assert_eq!(
+        index.lookup(&hits[1]).expect("lookup").map(|l| l.entry.id),
+        Some(hits[1])
+    );
+
+    let mut g = c.benchmark_group("index_lookup");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let cycle = |probes: &[BlobId]| {
+        let mut i = 0usize;
+        let probes = probes.to_vec();
+        move || {
+            i = (i + 1) & (PROBES - 1);
+            probes[i]
+        }
+    };
+    let mut next = cycle(&hits);
+    g.bench_function(BenchmarkId::new("contains_hit", n), |b| {
+        b.iter(|| index.contains(black_box(&next())).expect("contains"))
+    });
+    let mut next = cycle(&misses);
+    g.bench_function(BenchmarkId::new("contains_miss", n), |b| {
+        b.iter(|| index.contains(black_box(&next())).expect("contains"))
+    });
+    let mut next = cycle(&hits);
+    g.bench_function(BenchmarkId::new("lookup_hit", n), |b| {
+        b.iter(|| index.lookup(black_box(&next())).expect("lookup"))
+    });
+    g.finish();
+    drop(index);
+    drop(dir);
+}
+
+fn tree(c: &mut Criterion) {
+    const FILES: usize = 1_000;
+    let mut rng = SplitMix64(7);
+    let nodes = (0..FILES)
+        .map(|i| {
+            let content: Vec<ChunkRef> = (0..4)
+                .map(|_| ChunkRef {
+                    id: BlobId(rng.id()),
+                    len: (512 * 1024 + rng.below(MIB)) as u32,
+                })
+                .collect();
+            Node {
+                name: format!("file-{i:05}.dat").into_bytes(),
+                size: content.iter().map(|c| c.len as u64).sum(),
+                kind: NodeKind::File { content },
+                mode: 0o644,
+                uid: 1000,
+                gid: 1000,
+                user: "user".into(),
+                group: "users".into(),
+                mtime: Timespec {
+                    sec: 1_700_000_000 + rng.below(10_000_000) as i64,
+                    nsec: rng.below(1_000_000_000) as u32,
+                },
+                ctime: Timespec {
+                    sec: 1_700_000_000 + rng.below(10_000_000) as i64,
+                    nsec: rng.below(1_000_000_000) as u32,
+                },
+                inode: 1_000_000 + i as u64,
+                device: 2049,
+                links: 1,
+                xattrs: vec![],
+            }
+        })
+        .collect();
+    let tree = Tree::new(nodes);
+    let encoded = tree.encode();
+    assert_eq!(Tree::decode(&encoded).expect("decode"), tree);
+
+    let mut g = c.benchmark_group("tree");
+    g.throughput(Throughput::Bytes(encoded.len() as u64))
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function("encode_1000_files", |b| {
+        b.iter(|| black_box(&tree).encode())
+    });
+    g.bench_function("decode_1000_files", |b| {
+        b.iter(|| Tree::decode(black_box(&encoded)).expect("decode"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunking, hashing, seal, index_lookup, tree);
+criterion_main!(benches);

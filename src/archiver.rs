@@ -1,0 +1,641 @@
+//! Backup: walks the given paths, chunks and saves changed file content, reuses the parent
+//! snapshot's content for unchanged files, writes one tree blob per directory and finally
+//! the snapshot. Directory entries are processed in parallel; so are the chunks of a file.
+use crate::blob::BlobType;
+use crate::chunker::Chunker;
+use crate::filter::Patterns;
+use crate::id::{BlobId, SnapshotId};
+use crate::packer::Packer;
+use crate::progress::Progress;
+use crate::repository::{IndexedRepo, RepoError};
+use crate::snapshot::{Snapshot, Source, Summary};
+use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}")]
+    Repo(#[from] RepoError),
+    #[error("no backup path given")]
+    NoPaths,
+    #[error("cannot back up {path}: {source}")]
+    Path {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ArchiveError>;
+
+/// Which snapshot a backup compares files with to skip reading unchanged ones.
+#[derive(Clone, Debug)]
+pub enum ParentChoice {
+    /// The newest snapshot with the same host and paths.
+    Auto,
+    Snapshot(SnapshotId),
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub exclude: Patterns,
+    pub one_file_system: bool,
+    pub parent: ParentChoice,
+    pub tags: Vec<String>,
+    pub host: String,
+    pub dry_run: bool,
+    pub time: Option<DateTime<Utc>>,
+}
+
+pub struct BackupResult {
+    pub snapshot: Snapshot,
+    /// None for a dry run.
+    pub id: Option<SnapshotId>,
+    /// Items that could not be read: (path, reason). They are left out of the snapshot.
+    pub errors: Vec<(String, String)>,
+}
+
+/// Absolute and lexically normalised (`.` and `..` resolved without following links).
+pub fn normalize(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The directory structure above the backed-up paths.
+#[derive(Default)]
+struct Skeleton {
+    children: BTreeMap<Vec<u8>, Skeleton>,
+    /// This node is itself a backup path: everything below it is read from disk.
+    leaf: bool,
+}
+
+impl Skeleton {
+    fn build(paths: &[PathBuf]) -> Skeleton {
+        let mut root = Skeleton::default();
+        for p in paths {
+            let mut node = &mut root;
+            for c in p.components().skip(1) {
+                node = node
+                    .children
+                    .entry(c.as_os_str().as_bytes().to_vec())
+                    .or_default();
+            }
+            node.leaf = true;
+        }
+        root
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    bytes_read: AtomicU64,
+    total_files: AtomicU64,
+    total_bytes: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+struct Archiver<'a> {
+    packer: Packer<'a>,
+    opts: &'a BackupOptions,
+    progress: &'a dyn Progress,
+    counters: Counters,
+    errors: Mutex<Vec<(String, String)>>,
+    names: Mutex<HashMap<(bool, u32), String>>,
+    seed: u64,
+}
+
+pub fn backup(
+    repo: &IndexedRepo,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupResult> {
+    let start = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(ArchiveError::NoPaths);
+    }
+    let paths = normalized_paths(&opts.paths)?;
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let parent = find_parent(repo, opts, &path_strings)?;
+    let archiver = Archiver {
+        packer: Packer::new(repo, opts.dry_run),
+        opts,
+        progress,
+        counters: Counters::default(),
+        errors: Mutex::default(),
+        names: Mutex::default(),
+        seed: repo.key().chunker_seed(),
+    };
+    let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
+    let tree = archiver.skeleton_dir(Path::new("/"), &Skeleton::build(&paths), parent_tree)?;
+    let stats = archiver.packer.flush()?;
+    let mut summary = archiver.summary();
+    summary.bytes_added = stats.bytes;
+    summary.bytes_added_raw = stats.raw_bytes;
+    summary.data_blobs_added = stats.data_blobs;
+    summary.tree_blobs_added = stats.tree_blobs;
+    let errors = archiver.errors.into_inner().expect("errors lock");
+    summary.errors = errors.len() as u64;
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or_else(Utc::now),
+        host: opts.host.clone(),
+        username: crate::sysinfo::username(),
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        paths: path_strings.clone(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        tree,
+        sources: vec![Source::Files {
+            paths: path_strings,
+        }],
+        summary,
+        program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
+    };
+    let id = match opts.dry_run {
+        true => None,
+        false => Some(repo.save_snapshot(&snapshot)?),
+    };
+    Ok(BackupResult {
+        snapshot,
+        id,
+        errors,
+    })
+}
+
+fn normalized_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let n = normalize(p).map_err(|source| ArchiveError::Path {
+            path: p.display().to_string(),
+            source,
+        })?;
+        std::fs::symlink_metadata(&n).map_err(|source| ArchiveError::Path {
+            path: p.display().to_string(),
+            source,
+        })?;
+        out.push(n);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn find_parent(
+    repo: &IndexedRepo,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    Ok(match &opts.parent {
+        ParentChoice::None => None,
+        ParentChoice::Snapshot(id) => Some((*id, repo.load_snapshot(*id)?)),
+        ParentChoice::Auto => {
+            let (all, _) = repo.snapshots()?;
+            all.into_iter()
+                .rev()
+                .find(|(_, s)| s.same_origin(&opts.host, paths))
+        }
+    })
+}
+
+fn timespec(sec: i64, nsec: i64) -> Timespec {
+    Timespec {
+        sec,
+        nsec: nsec as u32,
+    }
+}
+
+impl Archiver<'_> {
+    fn repo(&self) -> &IndexedRepo {
+        self.packer.repo()
+    }
+
+    fn error(&self, path: &Path, message: impl ToString) {
+        let entry = (path.display().to_string(), message.to_string());
+        self.errors.lock().expect("errors lock").push(entry);
+    }
+
+    fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
+        id.and_then(|id| self.repo().load_tree(&id).ok())
+    }
+
+    /// A directory above (or at) the backup paths.
+    fn skeleton_dir(&self, path: &Path, sk: &Skeleton, parent: Option<BlobId>) -> Result<BlobId> {
+        let parent_tree = self.parent_tree(parent);
+        let nodes: Vec<Option<Node>> = sk
+            .children
+            .par_iter()
+            .map(|(name, child)| {
+                let child_path = path.join(std::ffi::OsStr::from_bytes(name));
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
+                self.skeleton_entry(&child_path, name, child, parent_node)
+            })
+            .collect::<Result<_>>()?;
+        self.save_tree(nodes.into_iter().flatten().collect(), parent)
+    }
+
+    fn skeleton_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        sk: &Skeleton,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(path, e);
+                return Ok(None);
+            }
+        };
+        if sk.leaf {
+            let dev = meta.dev();
+            return Ok(self.entry(path, name, meta, parent, dev));
+        }
+        let subtree = self.skeleton_dir(path, sk, parent.and_then(Node::subtree))?;
+        Ok(Some(self.node(name, &meta, NodeKind::Dir { subtree })))
+    }
+
+    fn save_tree(&self, nodes: Vec<Node>, parent: Option<BlobId>) -> Result<BlobId> {
+        let (id, _) = self
+            .packer
+            .save(BlobType::Tree, &Tree::new(nodes).encode())?;
+        let counter = match parent {
+            None => &self.counters.dirs_new,
+            Some(p) if p != id => &self.counters.dirs_changed,
+            Some(_) => &self.counters.dirs_unmodified,
+        };
+        bump(counter, 1);
+        Ok(id)
+    }
+
+    /// One entry found on disk. Errors are recorded and the entry left out.
+    fn entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Option<Node> {
+        let result = if meta.is_dir() {
+            self.dir(path, &meta, parent, root_dev)
+        } else if meta.is_file() {
+            self.file(path, &meta, parent)
+        } else {
+            self.special(path, &meta)
+        };
+        match result {
+            Ok(kind) => Some(self.node(name, &meta, kind)),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        }
+    }
+
+    fn dir(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> std::io::Result<NodeKind> {
+        let parent_id = parent.and_then(Node::subtree);
+        let cross_device = self.opts.one_file_system && meta.dev() != root_dev;
+        let nodes = if cross_device {
+            Vec::new()
+        } else {
+            self.dir_entries(path, parent_id, root_dev)?
+        };
+        let subtree = self
+            .save_tree(nodes, parent_id)
+            .map_err(std::io::Error::other)?;
+        Ok(NodeKind::Dir { subtree })
+    }
+
+    fn dir_entries(
+        &self,
+        path: &Path,
+        parent: Option<BlobId>,
+        root_dev: u64,
+    ) -> std::io::Result<Vec<Node>> {
+        let parent_tree = self.parent_tree(parent);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            names.push(entry?.file_name());
+        }
+        names.sort();
+        Ok(names
+            .par_iter()
+            .filter_map(|name| {
+                let child = path.join(name);
+                if self.opts.exclude.matches(child.as_os_str().as_bytes()) {
+                    return None;
+                }
+                let meta = std::fs::symlink_metadata(&child)
+                    .map_err(|e| self.error(&child, e))
+                    .ok()?;
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
+                self.entry(&child, name.as_bytes(), meta, parent_node, root_dev)
+            })
+            .collect())
+    }
+
+    fn file(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> std::io::Result<NodeKind> {
+        self.progress.item(&path.to_string_lossy());
+        bump(&self.counters.total_files, 1);
+        bump(&self.counters.total_bytes, meta.len());
+        if let Some(content) = parent.and_then(|p| self.unchanged(p, meta)) {
+            bump(&self.counters.files_unmodified, 1);
+            self.progress.advance(meta.len());
+            return Ok(NodeKind::File { content });
+        }
+        let content = self.read_content(File::open(path)?)?;
+        let counter = match parent {
+            Some(_) => &self.counters.files_changed,
+            None => &self.counters.files_new,
+        };
+        bump(counter, 1);
+        Ok(NodeKind::File { content })
+    }
+
+    /// The parent's content when size, mtime, ctime and inode match and every chunk is
+    /// still indexed.
+    fn unchanged(&self, parent: &Node, meta: &Metadata) -> Option<Vec<ChunkRef>> {
+        let NodeKind::File { content } = &parent.kind else {
+            return None;
+        };
+        let same = parent.size == meta.len()
+            && parent.mtime == timespec(meta.mtime(), meta.mtime_nsec())
+            && parent.ctime == timespec(meta.ctime(), meta.ctime_nsec())
+            && parent.inode == meta.ino();
+        let indexed = || {
+            content
+                .iter()
+                .all(|c| self.repo().index().contains(&c.id).unwrap_or(false))
+        };
+        (same && indexed()).then(|| content.clone())
+    }
+
+    /// Chunks a file and saves the chunks, a window of them in parallel at a time so that
+    /// one large file uses every core while memory stays bounded.
+    fn read_content(&self, file: File) -> std::io::Result<Vec<ChunkRef>> {
+        let window = rayon::current_num_threads().max(2);
+        let mut chunks = Chunker::new(file, self.repo().config().chunker, self.seed);
+        let mut content = Vec::new();
+        loop {
+            let batch = chunks
+                .by_ref()
+                .take(window)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            if batch.is_empty() {
+                return Ok(content);
+            }
+            let saved = batch
+                .par_iter()
+                .map(|data| self.save_chunk(data))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            content.extend(saved);
+        }
+    }
+
+    fn save_chunk(&self, data: &[u8]) -> std::io::Result<ChunkRef> {
+        let (id, _) = self
+            .packer
+            .save(BlobType::Data, data)
+            .map_err(std::io::Error::other)?;
+        bump(&self.counters.bytes_read, data.len() as u64);
+        self.progress.advance(data.len() as u64);
+        Ok(ChunkRef {
+            id,
+            len: data.len() as u32,
+        })
+    }
+
+    fn special(&self, path: &Path, meta: &Metadata) -> std::io::Result<NodeKind> {
+        let ft = meta.file_type();
+        Ok(if ft.is_symlink() {
+            let target = std::fs::read_link(path)?;
+            NodeKind::Symlink {
+                target: target.into_os_string().into_vec(),
+            }
+        } else if ft.is_char_device() {
+            NodeKind::CharDev { rdev: meta.rdev() }
+        } else if ft.is_block_device() {
+            NodeKind::BlockDev { rdev: meta.rdev() }
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else {
+            NodeKind::Socket
+        })
+    }
+
+    fn name_of(&self, group: bool, id: u32) -> String {
+        let mut names = self.names.lock().expect("names lock");
+        names
+            .entry((group, id))
+            .or_insert_with(|| {
+                let found = match group {
+                    true => crate::sysinfo::group_name(id),
+                    false => crate::sysinfo::user_name(id),
+                };
+                found.unwrap_or_default()
+            })
+            .clone()
+    }
+
+    fn node(&self, name: &[u8], meta: &Metadata, kind: NodeKind) -> Node {
+        let size = match &kind {
+            NodeKind::File { content } => content.iter().map(|c| c.len as u64).sum(),
+            _ => 0,
+        };
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            user: self.name_of(false, meta.uid()),
+            group: self.name_of(true, meta.gid()),
+            mtime: timespec(meta.mtime(), meta.mtime_nsec()),
+            ctime: timespec(meta.ctime(), meta.ctime_nsec()),
+            inode: meta.ino(),
+            device: meta.dev(),
+            links: meta.nlink(),
+            size,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Summary {
+            files_new: get(&c.files_new),
+            files_changed: get(&c.files_changed),
+            files_unmodified: get(&c.files_unmodified),
+            dirs_new: get(&c.dirs_new),
+            dirs_changed: get(&c.dirs_changed),
+            dirs_unmodified: get(&c.dirs_unmodified),
+            bytes_read: get(&c.bytes_read),
+            total_files: get(&c.total_files),
+            total_bytes: get(&c.total_bytes),
+            ..Summary::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packer::tests::indexed_repo;
+
+    fn opts(paths: Vec<PathBuf>) -> BackupOptions {
+        BackupOptions {
+            paths,
+            exclude: Patterns::new::<&str>(&[]).unwrap(),
+            one_file_system: false,
+            parent: ParentChoice::Auto,
+            tags: vec![],
+            host: "test".into(),
+            dry_run: false,
+            time: None,
+        }
+    }
+
+    fn walk(repo: &IndexedRepo, tree: BlobId, path: &[&str]) -> Node {
+        let t = repo.load_tree(&tree).unwrap();
+        let node = t.find(path[0].as_bytes()).unwrap().clone();
+        match path.len() {
+            1 => node,
+            _ => walk(repo, node.subtree().unwrap(), &path[1..]),
+        }
+    }
+
+    #[test]
+    fn backup_then_unchanged_rebackup_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub/empty")).unwrap();
+        std::fs::write(src.join("a.txt"), b"hello").unwrap();
+        std::fs::write(src.join("sub/b.bin"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(src.join("skip.tmp"), b"x").unwrap();
+        std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+        let mut o = opts(vec![src.clone()]);
+        o.exclude = Patterns::new(&["*.tmp"]).unwrap();
+        let first = backup(&repo, &o, &crate::progress::NoProgress).unwrap();
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        assert_eq!(first.snapshot.summary.files_new, 2);
+        assert_eq!(first.snapshot.summary.bytes_read, 5 + (3 << 20));
+        let comps: Vec<&str> = src
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .split('/')
+            .collect();
+        let mut p = comps.clone();
+        p.push("sub");
+        p.push("b.bin");
+        assert_eq!(walk(&repo, first.snapshot.tree, &p).size, 3 << 20);
+        let mut p = comps.clone();
+        p.push("link");
+        assert_eq!(
+            walk(&repo, first.snapshot.tree, &p).kind,
+            NodeKind::Symlink {
+                target: b"a.txt".to_vec()
+            }
+        );
+        let root = repo
+            .load_tree(&walk(&repo, first.snapshot.tree, &comps).subtree().unwrap())
+            .unwrap();
+        assert!(root.find(b"skip.tmp").is_none(), "excluded");
+
+        let second = backup(&repo, &o, &crate::progress::NoProgress).unwrap();
+        let s = &second.snapshot.summary;
+        assert_eq!(
+            (
+                s.files_unmodified,
+                s.bytes_read,
+                s.data_blobs_added,
+                s.tree_blobs_added
+            ),
+            (2, 0, 0, 0)
+        );
+        assert_eq!(second.snapshot.parent, first.id);
+        assert_eq!(second.snapshot.tree, first.snapshot.tree);
+    }
+
+    #[test]
+    fn unreadable_files_are_reported_and_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let missing = dir.path().join("nope");
+        let err = backup(&repo, &opts(vec![missing]), &crate::progress::NoProgress);
+        assert!(matches!(err, Err(ArchiveError::Path { .. })));
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let fifo = src.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from(0o600),
+            0,
+        )
+        .unwrap();
+        let r = backup(&repo, &opts(vec![src]), &crate::progress::NoProgress).unwrap();
+        assert!(
+            r.errors.is_empty(),
+            "a fifo is recorded, never opened: {:?}",
+            r.errors
+        );
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(
+            normalize(Path::new("/a/./b/../c")).unwrap(),
+            PathBuf::from("/a/c")
+        );
+        assert_eq!(normalize(Path::new("/..")).unwrap(), PathBuf::from("/"));
+    }
+}

@@ -1,0 +1,905 @@
+//! `strata check`: verifies that the repository is complete and consistent. Index files must
+//! load, snapshots must load, every tree they reach must load, every blob those trees
+//! reference must be indexed, and every indexed pack must exist and be large enough. With
+//! read-data, selected packs are downloaded whole and verified: their hash, their header
+//! against the index, and every indexed blob (decryption, decompression and keyed id).
+//!
+//! Damage is collected into a report rather than returned as an error, so one bad object
+//! never hides another; only failures that prevent checking at all (e.g. listing the
+//! backend) are errors.
+use crate::backend::Kind;
+use crate::blob::{self, BlobType};
+use crate::id::{BlobId, Id, PackId, SnapshotId};
+use crate::indexfile::PackEntries;
+use crate::pack::{self, BlobEntry, TRAILER_LEN};
+use crate::progress::Progress;
+use crate::repository::{IndexedRepo, RepoError};
+use crate::tree::{NodeKind, Tree};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// Index files and trees are loaded this many at a time (bounds memory on wide repositories).
+const BATCH: usize = 256;
+/// At most this many whole packs are held in memory while reading data.
+const MAX_PACKS_IN_FLIGHT: usize = 4;
+
+/// Which packs `check` downloads and verifies in full.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// n of m (1-based): packs whose first id byte % m == n-1
+    Subset {
+        n: u32,
+        m: u32,
+    },
+    /// a random share of the packs, in percent (0 < p <= 100)
+    Percent(f64),
+}
+
+impl ReadData {
+    /// Parses the CLI forms `n/m` (e.g. `2/5`) and `N%` (e.g. `10%`).
+    pub fn parse(s: &str) -> Result<ReadData, String> {
+        let s = s.trim();
+        let usage = || {
+            format!(
+                "invalid read-data subset {s:?}: expected n/m (e.g. 1/5) or a percentage (e.g. 10%)"
+            )
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| usage())?;
+            if !p.is_finite() || p <= 0.0 || p > 100.0 {
+                return Err(format!(
+                    "invalid read-data percentage {s:?}: it must be greater than 0% and at most 100%"
+                ));
+            }
+            return Ok(ReadData::Percent(p));
+        }
+        if let Some((n, m)) = s.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| usage())?;
+            let m: u32 = m.trim().parse().map_err(|_| usage())?;
+            if m == 0 || m > 256 {
+                return Err(format!(
+                    "invalid read-data subset {s:?}: the number of subsets must be between 1 and 256"
+                ));
+            }
+            if n == 0 || n > m {
+                return Err(format!(
+                    "invalid read-data subset {s:?}: the subset number must be between 1 and {m}"
+                ));
+            }
+            return Ok(ReadData::Subset { n, m });
+        }
+        Err(usage())
+    }
+
+    /// Whether a pack belongs to a `Subset` selection (always true for `All`, false for `None`;
+    /// `Percent` is decided over the whole list by `select`).
+    fn selects(&self, pack: &PackId) -> bool {
+        match *self {
+            ReadData::None => false,
+            ReadData::All | ReadData::Percent(_) => true,
+            ReadData::Subset { n, m } => pack.0.0[0] as u32 % m == n - 1,
+        }
+    }
+
+    /// The packs to read out of `packs`.
+    fn select(&self, mut packs: Vec<(PackId, u64)>) -> Vec<(PackId, u64)> {
+        match *self {
+            ReadData::Percent(p) => {
+                let want = ((packs.len() as f64) * p / 100.0).ceil() as usize;
+                let want = want.clamp(usize::from(!packs.is_empty()), packs.len());
+                let mut keyed: Vec<(Id, (PackId, u64))> =
+                    packs.into_iter().map(|p| (Id::random(), p)).collect();
+                keyed.sort_by_key(|k| k.0);
+                keyed.truncate(want);
+                let mut chosen: Vec<_> = keyed.into_iter().map(|(_, p)| p).collect();
+                chosen.sort_by_key(|c| c.0);
+                chosen
+            }
+            _ => {
+                packs.retain(|(id, _)| self.selects(id));
+                packs
+            }
+        }
+    }
+}
+
+impl FromStr for ReadData {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ReadData, String> {
+        ReadData::parse(s)
+    }
+}
+
+/// One piece of damage found by `check`.
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Problem {
+    /// "snapshot" | "tree" | "blob" | "pack" | "index"
+    pub kind: &'static str,
+    /// The damaged object's id in hex, or its name.
+    pub object: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(kind: &'static str, object: impl ToString, message: impl ToString) -> Problem {
+        Problem {
+            kind,
+            object: object.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.kind, self.object, self.message)
+    }
+}
+
+#[derive(serde::Serialize, Default, Debug)]
+pub struct CheckReport {
+    /// Snapshots that could be loaded (and whose trees were walked).
+    pub snapshots: u64,
+    /// Distinct trees reached from the snapshots.
+    pub trees: u64,
+    /// Distinct data blobs (file chunks) referenced by those trees.
+    pub blobs_referenced: u64,
+    /// Packs listed by the index files.
+    pub packs: u64,
+    /// Packs downloaded and verified (read-data).
+    pub packs_read: u64,
+    /// Blobs opened and verified (read-data).
+    pub blobs_read: u64,
+    /// Damage: non-empty means the repository is damaged.
+    pub errors: Vec<Problem>,
+    /// Packs present in data/ but in no index file (left by an interrupted backup): not damage.
+    pub unused_packs: Vec<String>,
+    /// Indexed blobs that no snapshot references: not damage.
+    pub unused_blobs: u64,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// What the index files say, read straight from the repository (not from the local cache).
+#[derive(Default)]
+struct IndexView {
+    packs: HashMap<PackId, Vec<BlobEntry>>,
+    blobs: HashMap<BlobId, BlobType>,
+}
+
+/// Checks the repository; see the module documentation.
+pub fn check(
+    repo: &IndexedRepo,
+    read: ReadData,
+    progress: &dyn Progress,
+) -> Result<CheckReport, RepoError> {
+    let mut report = CheckReport::default();
+
+    progress.item("index");
+    let index = load_index(repo, &mut report.errors)?;
+    report.packs = index.packs.len() as u64;
+
+    progress.item("snapshots");
+    let (snapshots, damaged) = repo.snapshots()?;
+    for (id, e) in damaged {
+        report.errors.push(Problem::new(
+            "snapshot",
+            id,
+            format!("cannot be loaded: {e}"),
+        ));
+    }
+    report.snapshots = snapshots.len() as u64;
+
+    progress.item("trees");
+    let walk = walk_trees(repo, &index, &snapshots, &mut report.errors, progress);
+    report.trees = walk.trees.len() as u64;
+    report.blobs_referenced = walk.data.len() as u64;
+    report.unused_blobs = index
+        .blobs
+        .keys()
+        .filter(|id| !walk.trees.contains(*id) && !walk.data.contains(*id))
+        .count() as u64;
+    drop(walk);
+
+    progress.item("packs");
+    let present: HashMap<String, u64> = repo
+        .backend()
+        .list(Kind::Pack)?
+        .into_iter()
+        .map(|e| (e.name, e.size))
+        .collect();
+    let mut readable = Vec::new();
+    let mut indexed_packs: Vec<_> = index.packs.iter().collect();
+    indexed_packs.sort_by(|a, b| a.0.cmp(b.0));
+    for (pack, entries) in indexed_packs {
+        let name = pack.0.to_hex();
+        let Some(&size) = present.get(&name) else {
+            report.errors.push(Problem::new(
+                "pack",
+                &name,
+                format!(
+                    "missing from the repository ({} indexed blobs are lost)",
+                    entries.len()
+                ),
+            ));
+            continue;
+        };
+        let needed = entries
+            .iter()
+            .map(|e| e.offset as u64 + e.length as u64)
+            .max()
+            .unwrap_or(0)
+            + TRAILER_LEN as u64;
+        if size < needed {
+            report.errors.push(Problem::new(
+                "pack",
+                &name,
+                format!("is {size} bytes, too short for its indexed blobs ({needed} bytes needed)"),
+            ));
+        }
+        readable.push((*pack, size));
+    }
+    let mut unused: Vec<String> = present
+        .into_keys()
+        .filter(|name| Id::from_hex(name).is_none_or(|id| !index.packs.contains_key(&PackId(id))))
+        .collect();
+    unused.sort();
+    report.unused_packs = unused;
+
+    let selected = read.select(readable);
+    if !selected.is_empty() {
+        progress.item("read data");
+        progress.total(selected.iter().map(|(_, size)| size).sum());
+        let results = with_pool(MAX_PACKS_IN_FLIGHT, || {
+            selected
+                .par_iter()
+                .map(|(pack, size)| {
+                    let entries = index.packs.get(pack).map(Vec::as_slice).unwrap_or(&[]);
+                    let r = read_pack(repo, *pack, entries);
+                    progress.advance(*size);
+                    r
+                })
+                .collect::<Vec<_>>()
+        });
+        for r in results {
+            report.packs_read += r.read as u64;
+            report.blobs_read += r.blobs_read;
+            report.errors.extend(r.problems);
+        }
+    }
+    Ok(report)
+}
+
+/// Reads every index file in the repository; unreadable ones become problems.
+fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexView, RepoError> {
+    let mut view = IndexView::default();
+    let known_bad: HashMap<&str, &str> = repo
+        .damaged_index_files
+        .iter()
+        .map(|(n, e)| (n.as_str(), e.as_str()))
+        .collect();
+    for (name, e) in &repo.damaged_index_files {
+        problems.push(Problem::new(
+            "index",
+            name,
+            format!("cannot be loaded: {e}"),
+        ));
+    }
+    let names: Vec<String> = repo
+        .backend()
+        .list(Kind::Index)?
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| !known_bad.contains_key(n.as_str()))
+        .collect();
+    for batch in names.chunks(BATCH) {
+        let loaded: Vec<(&String, Result<Vec<PackEntries>, RepoError>)> = batch
+            .par_iter()
+            .map(|n| (n, repo.read_index_file(n)))
+            .collect();
+        for (name, r) in loaded {
+            match r {
+                Ok(packs) => {
+                    for p in packs {
+                        for b in &p.blobs {
+                            view.blobs.entry(b.id).or_insert(b.ty);
+                        }
+                        view.packs.entry(p.pack).or_default().extend(p.blobs);
+                    }
+                }
+                Err(e) => problems.push(Problem::new(
+                    "index",
+                    name,
+                    format!("cannot be loaded: {e}"),
+                )),
+            }
+        }
+    }
+    for entries in view.packs.values_mut() {
+        entries.sort_by_key(|e| (e.offset, e.length, e.id));
+        entries.dedup();
+    }
+    Ok(view)
+}
+
+/// A tree still to be loaded, with where it was first seen.
+struct Pending {
+    id: BlobId,
+    snapshot: SnapshotId,
+    path: String,
+}
+
+#[derive(Default)]
+struct Walk {
+    trees: HashSet<BlobId>,
+    data: HashSet<BlobId>,
+}
+
+fn child_path(parent: &str, name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    if parent.ends_with('/') {
+        format!("{parent}{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Loads every distinct tree reachable from the snapshots (a batch at a time, in parallel)
+/// and collects the data blobs they reference.
+fn walk_trees(
+    repo: &IndexedRepo,
+    index: &IndexView,
+    snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
+    problems: &mut Vec<Problem>,
+    progress: &dyn Progress,
+) -> Walk {
+    let mut walk = Walk::default();
+    let mut roots: HashMap<BlobId, Vec<SnapshotId>> = HashMap::new();
+    let mut frontier = Vec::new();
+    for (id, snap) in snapshots {
+        roots.entry(snap.tree).or_default().push(*id);
+        if walk.trees.insert(snap.tree) {
+            frontier.push(Pending {
+                id: snap.tree,
+                snapshot: *id,
+                path: "/".into(),
+            });
+        }
+    }
+    let mut reported: HashSet<BlobId> = HashSet::new();
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for batch in frontier.chunks(BATCH) {
+            let loaded: Vec<Result<Tree, RepoError>> =
+                batch.par_iter().map(|p| repo.load_tree(&p.id)).collect();
+            for (p, tree) in batch.iter().zip(loaded) {
+                progress.item(&p.path);
+                let tree = match tree {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let reason = match e {
+                            RepoError::MissingBlob(_) => "not in index".to_string(),
+                            e => e.to_string(),
+                        };
+                        let origin = match roots.get(&p.id) {
+                            Some(snaps) => format!(
+                                "root tree of snapshot {}",
+                                snaps
+                                    .iter()
+                                    .map(|s| s.0.short())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            None => format!("at {} in snapshot {}", p.path, p.snapshot.0.short()),
+                        };
+                        problems.push(Problem::new(
+                            "tree",
+                            p.id,
+                            format!("cannot be loaded ({origin}): {reason}"),
+                        ));
+                        continue;
+                    }
+                };
+                if index.blobs.get(&p.id) == Some(&BlobType::Data) {
+                    problems.push(Problem::new(
+                        "tree",
+                        p.id,
+                        format!(
+                            "is indexed as a data blob (at {} in snapshot {})",
+                            p.path,
+                            p.snapshot.0.short()
+                        ),
+                    ));
+                }
+                for node in &tree.nodes {
+                    match &node.kind {
+                        NodeKind::File { content } => {
+                            for chunk in content {
+                                if !walk.data.insert(chunk.id) {
+                                    continue;
+                                }
+                                let problem = match index.blobs.get(&chunk.id) {
+                                    Some(BlobType::Data) => continue,
+                                    Some(BlobType::Tree) => "is indexed as a tree blob",
+                                    None => "not in index",
+                                };
+                                if reported.insert(chunk.id) {
+                                    problems.push(Problem::new(
+                                        "blob",
+                                        chunk.id,
+                                        format!(
+                                            "{problem} (referenced by {} in snapshot {})",
+                                            child_path(&p.path, &node.name),
+                                            p.snapshot.0.short()
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        NodeKind::Dir { subtree } if walk.trees.insert(*subtree) => {
+                            next.push(Pending {
+                                id: *subtree,
+                                snapshot: p.snapshot,
+                                path: child_path(&p.path, &node.name),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        frontier = next;
+    }
+    walk
+}
+
+/// What reading one pack found.
+#[derive(Default)]
+struct PackResult {
+    read: bool,
+    blobs_read: u64,
+    problems: Vec<Problem>,
+}
+
+/// Downloads one pack and verifies its hash, its header against `entries` (the index's
+/// entries for it), and every blob in `entries`.
+fn read_pack(repo: &IndexedRepo, pack: PackId, entries: &[BlobEntry]) -> PackResult {
+    let name = pack.0.to_hex();
+    let mut r = PackResult::default();
+    let bytes = match repo.backend().get(Kind::Pack, &name) {
+        Ok(b) => b,
+        Err(e) => {
+            r.problems
+                .push(Problem::new("pack", &name, format!("cannot be read: {e}")));
+            return r;
+        }
+    };
+    r.read = true;
+    if Id::hash_of(&bytes) != pack.0 {
+        r.problems
+            .push(Problem::new("pack", &name, "content does not match its id"));
+    }
+    match pack::read_header(repo.key(), &bytes) {
+        Err(e) => r.problems.push(Problem::new(
+            "pack",
+            &name,
+            format!("header cannot be read: {e}"),
+        )),
+        Ok(header) => {
+            let by_id: HashMap<BlobId, &BlobEntry> = header.iter().map(|e| (e.id, e)).collect();
+            let indexed: HashSet<BlobId> = entries.iter().map(|e| e.id).collect();
+            for e in entries {
+                match by_id.get(&e.id) {
+                    None => r.problems.push(Problem::new(
+                        "pack",
+                        &name,
+                        format!(
+                            "blob {} is indexed in this pack but not in its header",
+                            e.id
+                        ),
+                    )),
+                    Some(h) if *h != e => r.problems.push(Problem::new(
+                        "pack",
+                        &name,
+                        format!(
+                            "blob {}: the header says {}, the index says {}",
+                            e.id,
+                            describe(h),
+                            describe(e)
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for h in &header {
+                if !indexed.contains(&h.id) {
+                    r.problems.push(Problem::new(
+                        "pack",
+                        &name,
+                        format!(
+                            "header lists blob {} which no index file lists in this pack",
+                            h.id
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for e in entries {
+        r.blobs_read += 1;
+        let start = e.offset as usize;
+        let stored = start
+            .checked_add(e.length as usize)
+            .and_then(|end| bytes.get(start..end));
+        let Some(stored) = stored else {
+            r.problems.push(Problem::new(
+                "blob",
+                e.id,
+                format!(
+                    "pack {name}: {}+{} lies beyond the end of the pack ({} bytes)",
+                    e.offset,
+                    e.length,
+                    bytes.len()
+                ),
+            ));
+            continue;
+        };
+        if let Err(err) = blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length) {
+            let reason = match err {
+                blob::BlobError::Crypto { source, .. } => source.to_string(),
+                blob::BlobError::Decompress { message, .. } => {
+                    format!("decompression failed: {message}")
+                }
+                blob::BlobError::Length {
+                    expected, actual, ..
+                } => format!("length {actual} differs from the indexed {expected}"),
+                blob::BlobError::Hash { .. } => "content does not match its id".to_string(),
+            };
+            r.problems.push(Problem::new(
+                "blob",
+                e.id,
+                format!("in pack {name}: {reason}"),
+            ));
+        }
+    }
+    r
+}
+
+fn describe(e: &BlobEntry) -> String {
+    format!(
+        "{:?} at {}+{} (raw {}, compressed {})",
+        e.ty, e.offset, e.length, e.raw_length, e.compressed
+    )
+}
+
+/// Runs `f` on a rayon pool of at most `threads` threads (falls back to the global pool).
+fn with_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let threads = threads.min(rayon::current_num_threads()).max(1);
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packer::Packer;
+    use crate::packer::tests::{indexed_repo, random_blob};
+    use crate::progress::NoProgress;
+    use crate::repository::Repository;
+    use crate::snapshot::Snapshot;
+    use crate::tree::tests::file_node;
+    use crate::tree::{ChunkRef, Node};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    pub fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
+        let mut node = file_node(name.as_bytes(), &[]);
+        node.kind = NodeKind::File {
+            content: chunks
+                .iter()
+                .map(|&(id, len)| ChunkRef {
+                    id,
+                    len: len as u32,
+                })
+                .collect(),
+        };
+        node.size = chunks.iter().map(|c| c.1 as u64).sum();
+        node
+    }
+
+    pub fn dir_of(name: &str, subtree: BlobId) -> Node {
+        let mut node = file_node(name.as_bytes(), &[]);
+        node.kind = NodeKind::Dir { subtree };
+        node
+    }
+
+    pub fn snapshot_of(tree: BlobId) -> Snapshot {
+        let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
+            "username": "u", "uid": 0, "gid": 0, "paths": ["/x"], "tree": tree,
+            "program_version": "t"});
+        serde_json::from_value(json).unwrap()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        repo: IndexedRepo,
+        data: Vec<BlobId>,
+    }
+
+    /// A repository with `n` random 1000-byte data blobs in small packs, one file per blob
+    /// in a subdirectory, and one snapshot; plus `extra` nodes in the root tree.
+    fn fixture(n: u32, extra: Vec<Node>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let repo = indexed_repo(dir.path(), 4096);
+        let packer = Packer::new(&repo, false);
+        let mut data = Vec::new();
+        let mut files = Vec::new();
+        for i in 0..n {
+            let b = random_blob(i);
+            let (id, _) = packer.save(BlobType::Data, &b).unwrap();
+            data.push(id);
+            files.push(file_of(&format!("f{i}"), &[(id, b.len())]));
+        }
+        let sub = Tree::new(files).encode();
+        let (sub, _) = packer.save(BlobType::Tree, &sub).unwrap();
+        let mut nodes = extra;
+        nodes.push(dir_of("sub", sub));
+        let (root_tree, _) = packer
+            .save(BlobType::Tree, &Tree::new(nodes).encode())
+            .unwrap();
+        packer.flush().unwrap();
+        repo.save_snapshot(&snapshot_of(root_tree)).unwrap();
+        Fixture {
+            _dir: dir,
+            root,
+            repo,
+            data,
+        }
+    }
+
+    fn pack_path(root: &Path, pack: PackId) -> PathBuf {
+        let hex = pack.0.to_hex();
+        root.join("data").join(&hex[..2]).join(hex)
+    }
+
+    fn reopen(root: &Path) -> IndexedRepo {
+        let backend = Arc::new(crate::backend::local::LocalBackend::new(root));
+        Repository::open(backend, b"pw")
+            .unwrap()
+            .open_index(None)
+            .unwrap()
+    }
+
+    fn errors_of<'a>(r: &'a CheckReport, kind: &str) -> Vec<&'a Problem> {
+        r.errors.iter().filter(|p| p.kind == kind).collect()
+    }
+
+    #[test]
+    fn healthy_repository_has_no_errors() {
+        let f = fixture(12, vec![]);
+        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        assert!(r.is_ok(), "{:?}", r.errors);
+        assert_eq!(r.snapshots, 1);
+        assert_eq!(r.trees, 2);
+        assert_eq!(r.blobs_referenced, 12);
+        let (blobs, packs) = f.repo.index().counts().unwrap();
+        assert_eq!(r.packs, packs);
+        assert_eq!(r.packs_read, packs);
+        assert_eq!(r.blobs_read, blobs);
+        assert_eq!(r.unused_blobs, 0);
+        assert!(r.unused_packs.is_empty());
+    }
+
+    #[test]
+    fn flipped_byte_is_found_only_by_read_data() {
+        let f = fixture(8, vec![]);
+        let target = f.data[5];
+        let loc = f.repo.locate(&target).unwrap();
+        let path = pack_path(&f.root, loc.pack);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[loc.entry.offset as usize + 30] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        assert!(r.is_ok(), "{:?}", r.errors);
+        assert_eq!(r.packs_read, 0);
+
+        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let pack_hex = loc.pack.0.to_hex();
+        let packs = errors_of(&r, "pack");
+        assert_eq!(packs.len(), 1, "{:?}", r.errors);
+        assert_eq!(packs[0].object, pack_hex);
+        assert!(packs[0].message.contains("does not match its id"));
+        let blobs = errors_of(&r, "blob");
+        assert_eq!(blobs.len(), 1, "{:?}", r.errors);
+        assert_eq!(blobs[0].object, target.0.to_hex());
+        assert!(blobs[0].message.contains(&pack_hex), "{}", blobs[0].message);
+        assert!(
+            blobs[0].message.contains("authentication"),
+            "{}",
+            blobs[0].message
+        );
+        assert_eq!(r.errors.len(), 2);
+    }
+
+    #[test]
+    fn deleted_pack_is_an_error() {
+        let f = fixture(8, vec![]);
+        let loc = f.repo.locate(&f.data[0]).unwrap();
+        std::fs::remove_file(pack_path(&f.root, loc.pack)).unwrap();
+        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let packs = errors_of(&r, "pack");
+        assert_eq!(packs.len(), 1, "{:?}", r.errors);
+        assert_eq!(packs[0].object, loc.pack.0.to_hex());
+        assert!(packs[0].message.contains("missing"));
+        assert_eq!(r.packs_read, r.packs - 1);
+    }
+
+    #[test]
+    fn truncated_pack_is_an_error_without_panicking() {
+        let f = fixture(8, vec![]);
+        let loc = f.repo.locate(&f.data[0]).unwrap();
+        let path = pack_path(&f.root, loc.pack);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let packs = errors_of(&r, "pack");
+        assert!(
+            packs.iter().any(|p| p.message.contains("too short")),
+            "{:?}",
+            r.errors
+        );
+        assert!(packs.iter().any(|p| p.message.contains("header")));
+        assert!(!errors_of(&r, "blob").is_empty());
+    }
+
+    #[test]
+    fn blob_missing_from_index_is_an_error() {
+        let missing = BlobId(Id::random());
+        let f = fixture(3, vec![file_of("ghost", &[(missing, 10)])]);
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let blobs = errors_of(&r, "blob");
+        assert_eq!(blobs.len(), 1, "{:?}", r.errors);
+        assert_eq!(blobs[0].object, missing.0.to_hex());
+        assert!(blobs[0].message.contains("not in index"));
+        assert!(blobs[0].message.contains("/ghost"), "{}", blobs[0].message);
+        assert_eq!(r.errors.len(), 1);
+    }
+
+    #[test]
+    fn missing_tree_is_an_error() {
+        let missing = BlobId(Id::random());
+        let f = fixture(2, vec![dir_of("lost", missing)]);
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let trees = errors_of(&r, "tree");
+        assert_eq!(trees.len(), 1, "{:?}", r.errors);
+        assert_eq!(trees[0].object, missing.0.to_hex());
+        assert!(trees[0].message.contains("/lost"), "{}", trees[0].message);
+    }
+
+    #[test]
+    fn damaged_snapshot_and_index_files_are_errors() {
+        let f = fixture(4, vec![]);
+        let snap = f.repo.backend().list(Kind::Snapshot).unwrap()[0]
+            .name
+            .clone();
+        let snap_path = f.root.join("snapshots").join(&snap);
+        let mut bytes = std::fs::read(&snap_path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&snap_path, &bytes).unwrap();
+        let idx = f.repo.backend().list(Kind::Index).unwrap()[0].name.clone();
+        let idx_path = f.root.join("index").join(&idx);
+        let mut bytes = std::fs::read(&idx_path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&idx_path, &bytes).unwrap();
+
+        // Freshly opened: the index file fails to load into the local index.
+        let repo = reopen(&f.root);
+        assert_eq!(repo.damaged_index_files.len(), 1);
+        let r = check(&repo, ReadData::None, &NoProgress).unwrap();
+        let s = errors_of(&r, "snapshot");
+        assert_eq!(s.len(), 1, "{:?}", r.errors);
+        assert_eq!(s[0].object, snap);
+        let i = errors_of(&r, "index");
+        assert_eq!(i.len(), 1, "{:?}", r.errors);
+        assert_eq!(i[0].object, idx);
+        assert_eq!(r.snapshots, 0);
+
+        // With the local index loaded before the damage, the file is still re-read.
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        assert_eq!(errors_of(&r, "index").len(), 1, "{:?}", r.errors);
+    }
+
+    #[test]
+    fn extra_pack_is_unused_not_damage() {
+        let f = fixture(4, vec![]);
+        let bytes = b"leftover of an interrupted backup".to_vec();
+        let name = Id::hash_of(&bytes).to_hex();
+        f.repo.backend().put(Kind::Pack, &name, &bytes).unwrap();
+        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        assert!(r.is_ok(), "{:?}", r.errors);
+        assert_eq!(r.unused_packs, vec![name]);
+        assert_eq!(r.packs_read, r.packs, "unindexed packs are not read");
+    }
+
+    #[test]
+    fn unreferenced_blobs_are_counted() {
+        let f = fixture(4, vec![]);
+        let packer = Packer::new(&f.repo, false);
+        packer.save(BlobType::Data, &random_blob(999)).unwrap();
+        packer.save(BlobType::Data, &random_blob(998)).unwrap();
+        packer.flush().unwrap();
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        assert!(r.is_ok(), "{:?}", r.errors);
+        assert_eq!(r.unused_blobs, 2);
+    }
+
+    #[test]
+    fn subsets_read_only_their_packs() {
+        let f = fixture(40, vec![]);
+        let names: Vec<PackId> = f
+            .repo
+            .backend()
+            .list(Kind::Pack)
+            .unwrap()
+            .iter()
+            .map(|e| PackId(Id::from_hex(&e.name).unwrap()))
+            .collect();
+        assert!(names.len() >= 8, "{}", names.len());
+        let m = 3;
+        let mut total = 0;
+        for n in 1..=m {
+            let r = check(&f.repo, ReadData::Subset { n, m }, &NoProgress).unwrap();
+            assert!(r.is_ok(), "{:?}", r.errors);
+            let want = names
+                .iter()
+                .filter(|p| p.0.0[0] as u32 % m == n - 1)
+                .count() as u64;
+            assert_eq!(r.packs_read, want, "subset {n}/{m}");
+            total += r.packs_read;
+        }
+        assert_eq!(total, names.len() as u64);
+        let r = check(&f.repo, ReadData::Percent(50.0), &NoProgress).unwrap();
+        assert_eq!(r.packs_read, names.len().div_ceil(2) as u64);
+        let r = check(&f.repo, ReadData::Percent(0.001), &NoProgress).unwrap();
+        assert_eq!(r.packs_read, 1);
+    }
+
+    #[test]
+    fn parse_read_data() {
+        assert_eq!(
+            ReadData::parse("2/5").unwrap(),
+            ReadData::Subset { n: 2, m: 5 }
+        );
+        assert_eq!(
+            ReadData::parse("3/3").unwrap(),
+            ReadData::Subset { n: 3, m: 3 }
+        );
+        assert_eq!(ReadData::parse("10%").unwrap(), ReadData::Percent(10.0));
+        assert_eq!(ReadData::parse("2.5%").unwrap(), ReadData::Percent(2.5));
+        assert_eq!(ReadData::parse("100%").unwrap(), ReadData::Percent(100.0));
+        let err = |s: &str| ReadData::parse(s).unwrap_err();
+        assert!(err("0/3").contains("between 1 and 3"), "{}", err("0/3"));
+        assert!(err("4/3").contains("between 1 and 3"));
+        assert!(err("1/0").contains("number of subsets"));
+        assert!(err("0%").contains("greater than 0%"));
+        assert!(err("150%").contains("at most 100%"));
+        assert!(err("nan%").contains("%"));
+        assert!(err("abc").contains("expected n/m"));
+        assert!(err("1/x").contains("expected n/m"));
+        assert!(err("-1/3").contains("expected n/m"));
+        assert!("1/2".parse::<ReadData>().is_ok());
+    }
+}

@@ -1,0 +1,59 @@
+//! `strata check`: verify structure, and with --read-data the data itself; list damage.
+use super::{Context, Outcome};
+use anyhow::Result;
+use strata::checker::{self, ReadData};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Read and verify every pack
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Read and verify a subset: `n/m` (the n-th of m groups) or `N%`
+    #[arg(long, value_name = "n/m|N%")]
+    read_data_subset: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    let read = match (&args.read_data_subset, args.read_data) {
+        (Some(s), _) => ReadData::parse(s).map_err(anyhow::Error::msg)?,
+        (None, true) => ReadData::All,
+        (None, false) => ReadData::None,
+    };
+    let repo = ctx.open_indexed()?;
+    let progress = ctx.progress("check");
+    let report = checker::check(&repo, read, progress.as_ref())?;
+    drop(progress);
+    if ctx.args.json {
+        ctx.print_json(&report)?;
+    } else {
+        for p in &report.errors {
+            eprintln!("strata: damage: {} {}: {}", p.kind, p.object, p.message);
+        }
+        ctx.say(&format!(
+            "{} snapshots, {} trees, {} blobs referenced, {} packs ({} read, {} blobs verified)",
+            report.snapshots,
+            report.trees,
+            report.blobs_referenced,
+            report.packs,
+            report.packs_read,
+            report.blobs_read
+        ))?;
+        if !report.unused_packs.is_empty() || report.unused_blobs > 0 {
+            ctx.say(&format!(
+                "unused data (not damage): {} packs in no index, {} blobs no snapshot uses",
+                report.unused_packs.len(),
+                report.unused_blobs
+            ))?;
+        }
+        let verdict = match report.errors.len() {
+            0 => "no errors were found".to_string(),
+            n => format!("{n} problems found"),
+        };
+        ctx.say(&verdict)?;
+    }
+    Ok(if report.errors.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}

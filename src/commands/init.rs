@@ -1,0 +1,55 @@
+//! `strata init`: create a repository with its first password.
+use super::{Context, Outcome};
+use anyhow::{Result, bail};
+use strata::config::{ChunkerParams, Config};
+use strata::key::KdfParams;
+use strata::repository::Repository;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// zstd level for new blobs, 0 to store uncompressed
+    #[arg(long, default_value_t = Config::DEFAULT_COMPRESSION)]
+    compression: i32,
+    /// Target pack size in MiB
+    #[arg(long, default_value_t = 16)]
+    pack_size_mib: u32,
+    /// Argon2id memory in MiB for the key file
+    #[arg(long, default_value_t = KdfParams::DEFAULT_MEMORY_KIB / 1024)]
+    kdf_memory_mib: u32,
+    /// Argon2id iterations for the key file
+    #[arg(long, default_value_t = KdfParams::DEFAULT_ITERATIONS)]
+    kdf_iterations: u32,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    let backend = ctx.backend()?;
+    let password = ctx.password("enter password for new repository: ")?;
+    if password.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    let config = Config::new(
+        ChunkerParams::FILES,
+        args.pack_size_mib.saturating_mul(1 << 20),
+        args.compression,
+    );
+    let kdf = KdfParams::new(
+        args.kdf_memory_mib.saturating_mul(1024),
+        args.kdf_iterations,
+    );
+    let repo = Repository::init(backend.clone(), password.as_bytes(), config, kdf)?;
+    let id = repo.config().id.to_hex();
+    if ctx.args.json {
+        ctx.print_json(&serde_json::json!({"id": id, "repository": backend_location(&backend)}))?;
+    }
+    ctx.say(&format!(
+        "created repository {} at {}",
+        &id[..8],
+        backend_location(&backend)
+    ))?;
+    Ok(Outcome::Ok)
+}
+
+fn backend_location(b: &strata::backend::local::LocalBackend) -> String {
+    use strata::backend::Backend;
+    b.location()
+}

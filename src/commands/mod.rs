@@ -1,0 +1,189 @@
+//! What every command shares: global options, opening the repository with a password,
+//! JSON and text output, progress bars and exit codes.
+pub mod backup;
+pub mod cat;
+pub mod check;
+pub mod init;
+pub mod key;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+
+use anyhow::{Context as _, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use strata::backend::local::LocalBackend;
+use strata::progress::{NoProgress, Progress};
+use strata::repository::{IndexedRepo, Repository};
+
+#[derive(clap::Args)]
+pub struct GlobalArgs {
+    /// Repository location (a local directory)
+    #[arg(short = 'r', long = "repo", env = "STRATA_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (else $STRATA_PASSWORD, else a prompt)
+    #[arg(long, env = "STRATA_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Where the local index cache lives (default: $XDG_CACHE_HOME/strata or ~/.cache/strata)
+    #[arg(long, env = "STRATA_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Keep the index in memory only
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Print results as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Exit codes (documented in README.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok = 0,
+    /// A fatal error: nothing (more) was done.
+    Failed = 1,
+    /// The work finished, but some items could not be read or written.
+    Partial = 3,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        ExitCode::from(o as u8)
+    }
+}
+
+pub struct Context {
+    pub args: GlobalArgs,
+}
+
+impl Context {
+    pub fn new(args: GlobalArgs) -> Context {
+        Context { args }
+    }
+
+    pub fn backend(&self) -> Result<Arc<LocalBackend>> {
+        let Some(path) = &self.args.repo else {
+            bail!("no repository given: use -r/--repo or set STRATA_REPOSITORY");
+        };
+        Ok(Arc::new(LocalBackend::new(path)))
+    }
+
+    /// The password from the file, the environment, or a prompt on a terminal.
+    pub fn password(&self, prompt: &str) -> Result<String> {
+        if let Some(file) = &self.args.password_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading password file {}", file.display()))?;
+            return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+        }
+        if let Ok(p) = std::env::var("STRATA_PASSWORD") {
+            return Ok(p);
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("no password: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, or run on a terminal");
+        }
+        Ok(rpassword::prompt_password(prompt)?)
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let password = self.password("enter password for repository: ")?;
+        Ok(Repository::open(self.backend()?, password.as_bytes())?)
+    }
+
+    pub fn open_indexed(&self) -> Result<IndexedRepo> {
+        let repo = self.open()?;
+        let cache = if self.args.no_cache {
+            None
+        } else {
+            self.cache_dir()
+        };
+        let repo = repo.open_index(cache.as_deref())?;
+        for (name, reason) in &repo.damaged_index_files {
+            self.warn(&format!(
+                "index file {name} is unreadable and was skipped: {reason}"
+            ));
+        }
+        Ok(repo)
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.args.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("strata"))
+    }
+
+    pub fn warn(&self, msg: &str) {
+        eprintln!("strata: warning: {msg}");
+    }
+
+    /// Human-readable output, unless --json or --quiet.
+    pub fn say(&self, text: &str) -> Result<()> {
+        if !self.args.json && !self.args.quiet {
+            writeln!(std::io::stdout().lock(), "{text}")?;
+        }
+        Ok(())
+    }
+
+    pub fn print_json(&self, value: &impl serde::Serialize) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)?;
+        writeln!(out)?;
+        Ok(())
+    }
+
+    /// A progress bar on stderr when it is a terminal and output is not quiet.
+    pub fn progress(&self, what: &str) -> Box<dyn Progress> {
+        if self.args.quiet || self.args.json || !std::io::stderr().is_terminal() {
+            return Box::new(NoProgress);
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}] {wide_msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(what.to_string());
+        Box::new(Bar(bar))
+    }
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn total(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn item(&self, name: &str) {
+        self.0.set_message(name.to_string());
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+pub fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}

@@ -1,0 +1,77 @@
+//! `strata snapshots`: list snapshots, optionally filtered by host, tag and path.
+use super::{Context, Outcome};
+use anyhow::Result;
+use strata::id::SnapshotId;
+use strata::snapshot::Snapshot;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only snapshots from this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all must match)
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    id: String,
+    short_id: String,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    let repo = ctx.open()?;
+    let (all, damaged) = repo.snapshots()?;
+    for (id, e) in &damaged {
+        ctx.warn(&format!("snapshot {}: {e}", id.0.short()));
+    }
+    let selected: Vec<&(SnapshotId, Snapshot)> =
+        all.iter().filter(|(_, s)| matches(&args, s)).collect();
+    if ctx.args.json {
+        let listed: Vec<Listed> = selected
+            .iter()
+            .map(|(id, s)| Listed {
+                id: id.0.to_hex(),
+                short_id: id.0.short(),
+                snapshot: s,
+            })
+            .collect();
+        ctx.print_json(&listed)?;
+        return Ok(Outcome::Ok);
+    }
+    ctx.say(&format!(
+        "{:<8}  {:<19}  {:<12}  {:<16}  paths",
+        "id", "time", "host", "tags"
+    ))?;
+    for (id, s) in &selected {
+        let time = s
+            .time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        let line = format!(
+            "{:<8}  {time}  {:<12}  {:<16}  {}",
+            id.0.short(),
+            s.host,
+            s.tags.join(","),
+            s.paths.join(" ")
+        );
+        ctx.say(&line)?;
+    }
+    ctx.say(&format!("{} snapshots", selected.len()))?;
+    Ok(Outcome::Ok)
+}
+
+fn matches(args: &Args, s: &Snapshot) -> bool {
+    args.host.as_ref().is_none_or(|h| &s.host == h)
+        && args.tags.iter().all(|t| s.has_tag(t))
+        && args
+            .paths
+            .iter()
+            .all(|p| s.paths.iter().any(|sp| sp == p.trim_end_matches('/')))
+}

@@ -1,0 +1,43 @@
+//! `strata stats`: logical and stored sizes, deduplication and compression ratios.
+use super::{Context, Outcome, human_bytes};
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this snapshot (id prefix or `latest`); default: all
+    snapshot: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    let repo = ctx.open_indexed()?;
+    let selected = match &args.snapshot {
+        Some(spec) => vec![repo.find_snapshot(spec)?],
+        None => repo.snapshots()?.0,
+    };
+    let progress = ctx.progress("stats");
+    let s = strata::stats::stats(&repo, &selected, progress.as_ref())?;
+    drop(progress);
+    if ctx.args.json {
+        ctx.print_json(&s)?;
+        return Ok(Outcome::Ok);
+    }
+    ctx.say(&format!(
+        "snapshots:          {}\nfiles:              {}\nlogical size:       {}\n\
+         unique blobs:       {} ({} data, {} tree) in {} packs\n\
+         unique size:        {} before compression\nstored size:        {}\n\
+         repository size:    {}\ndeduplication:      {:.2}x\ncompression:        {:.2}x",
+        s.snapshots,
+        s.files,
+        human_bytes(s.logical_size),
+        s.unique_blobs,
+        s.data_blobs,
+        s.tree_blobs,
+        s.packs,
+        human_bytes(s.unique_raw_size),
+        human_bytes(s.stored_size),
+        human_bytes(s.repository_size),
+        s.dedup_ratio,
+        s.compression_ratio
+    ))?;
+    Ok(Outcome::Ok)
+}

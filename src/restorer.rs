@@ -1,0 +1,1773 @@
+//! Restores a snapshot tree (or a part of it) into a target directory.
+//!
+//! A restore runs in two phases:
+//!
+//! 1. **Plan.** The selected trees are walked (each tree blob is loaded
+//!    once, subtrees in parallel), include/exclude patterns are applied to
+//!    the absolute snapshot path of every entry, and what already exists in
+//!    the target is looked up. Looking is strictly read-only: directories of
+//!    the target are opened with `O_DIRECTORY|O_NOFOLLOW` one component at a
+//!    time and entries are inspected with `lstat` semantics, so planning never
+//!    creates anything (not even the target) and never follows a symlink.
+//!    Entry names that are not a single, normal path component
+//!    ([`sandbox::validate_name`]) and names that occur more than once in a
+//!    tree (all of their entries) are reported in [`RestoreReport::errors`]
+//!    and never written. With [`OnConflict::Fail`] any conflict aborts the
+//!    restore here, before anything is written; with `dry_run` the plan is
+//!    returned as [`RestoreReport::planned`].
+//! 2. **Write.** Everything is created through the [`Sandbox`], so nothing can
+//!    be written outside the target. Entries of a directory are processed in
+//!    parallel with rayon (subdirectories recursively), and files with several
+//!    chunks fetch and write their chunks in parallel too; each worker holds
+//!    at most one chunk in memory. A file that cannot be restored (missing or
+//!    damaged blob, ...) is removed again, recorded in
+//!    [`RestoreReport::errors`], and the restore goes on with the others.
+//!
+//! Conflicts: an existing directory where the snapshot has a directory is not
+//! a conflict; the two are merged. Anything else that exists at the name of a
+//! restored entry is a conflict, resolved by [`RestoreOptions::on_conflict`]
+//! (a skipped directory skips its whole subtree).
+//!
+//! Metadata (mode, mtime with nanoseconds, owner with
+//! [`RestoreOptions::owner`]) is only set on entries this restore created:
+//! files after their content, directories after all of their children
+//! (post-order). Pre-existing directories that are merged into and the
+//! target directory itself keep their metadata.
+//!
+//! Limitations:
+//! * Hard links are restored as independent copies of the file.
+//! * Extended attributes are not restored.
+//! * Fifos are created with `mknodat` relative to a directory descriptor;
+//!   device nodes only when running as root (otherwise they are reported in
+//!   `errors`); sockets are never restored (reported in `errors`).
+//! * Linux only: verification re-opens a written file through
+//!   `/proc/self/fd` (falling back to a no-follow walk from the target, with
+//!   an inode check, when `/proc` is not mounted).
+//!
+//! Paths in the report are relative to the target and lossily converted to
+//! UTF-8; they come from the repository, so callers should escape control
+//! characters before printing them. The engine never prints and never exits.
+
+use crate::filter::Patterns;
+use crate::id::BlobId;
+use crate::progress::Progress;
+use crate::repository::{IndexedRepo, RepoError};
+use crate::sandbox::{self, DirHandle, Existing, Meta, OnConflict, Placed, Sandbox, SandboxError};
+use crate::tree::{ChunkRef, Node, NodeKind, chunk_offsets};
+use rayon::prelude::*;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Suffix of the name used by [`OnConflict::Rename`] (same as the sandbox's).
+const RENAME_SUFFIX: &[u8] = b".strata-restored";
+/// How many `.strata-restored[-N]` candidates are tried for directories and
+/// special files (the sandbox does the same for files and symlinks).
+const MAX_RENAMES: u32 = 10_000;
+/// Directories nested deeper than this below the restored root are reported
+/// in `errors` and not restored (a crafted repository could otherwise nest
+/// trees until the recursion overflows the stack).
+const MAX_DEPTH: usize = if cfg!(test) { 40 } else { 1024 };
+/// Stack size of the restore's worker threads: planning and writing recurse
+/// once per directory level, within rayon's work stealing.
+const STACK_SIZE: usize = 32 << 20;
+
+/// Errors that stop a restore. Problems with single entries do not: they are
+/// collected in [`RestoreReport::errors`].
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Reading the repository failed; `path` is the snapshot path concerned.
+    #[error("{path}: {source}")]
+    Repo {
+        path: String,
+        #[source]
+        source: RepoError,
+    },
+    /// The target could not be opened or inspected.
+    #[error("{0}")]
+    Sandbox(#[from] SandboxError),
+    /// A subpath component that is not a single, normal name.
+    #[error("invalid subpath: {0}")]
+    InvalidSubpath(#[source] SandboxError),
+    /// The subpath does not exist in the snapshot.
+    #[error("{0:?}: not found in the snapshot")]
+    NotFound(String),
+    /// A subpath component before the last one is not a directory.
+    #[error("{0:?}: not a directory in the snapshot")]
+    NotADirectory(String),
+    /// A subpath component names several entries of one tree.
+    #[error("{0:?}: the snapshot holds several entries with this name")]
+    Ambiguous(String),
+    /// With [`OnConflict::Fail`]: entries that already exist in the target
+    /// (paths relative to the target). Nothing was written.
+    #[error("{}", conflicts_message(.0))]
+    Conflicts(Vec<String>),
+}
+
+fn conflicts_message(paths: &[String]) -> String {
+    let shown: Vec<String> = paths.iter().take(5).map(|p| format!("{p:?}")).collect();
+    let more = if paths.len() > shown.len() {
+        format!(" and {} more", paths.len() - shown.len())
+    } else {
+        String::new()
+    };
+    format!(
+        "{} entries already exist in the target: {}{more}",
+        paths.len(),
+        shown.join(", ")
+    )
+}
+
+/// Result type of this module.
+pub type Result<T> = std::result::Result<T, RestoreError>;
+
+/// What to restore, where, and how.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The directory to restore into (created if missing, unless `dry_run`).
+    pub target: PathBuf,
+    /// Components of a path inside the snapshot to restore instead of the
+    /// root (e.g. `[b"srv", b"app"]`); its *contents* go into `target`. Empty
+    /// = whole snapshot. A subpath naming a file restores that one file into
+    /// `target`.
+    pub subpath: Vec<Vec<u8>>,
+    /// Empty = everything. Matched against the absolute snapshot path
+    /// (including the subpath prefix). An included directory includes its
+    /// whole subtree; the parent directories of included entries are created.
+    pub include: Patterns,
+    /// Matched the same way; an excluded directory excludes its subtree.
+    pub exclude: Patterns,
+    pub on_conflict: OnConflict,
+    /// Plan only: fill [`RestoreReport::planned`] and write nothing.
+    pub dry_run: bool,
+    /// Re-read every restored file and check it against the snapshot.
+    pub verify: bool,
+    /// Restore uid/gid.
+    pub owner: bool,
+}
+
+impl RestoreOptions {
+    /// Whole snapshot, no patterns, [`OnConflict::Fail`], everything else off.
+    pub fn new(target: impl Into<PathBuf>) -> RestoreOptions {
+        let none = Patterns::new::<&str>(&[]).expect("no patterns");
+        RestoreOptions {
+            target: target.into(),
+            subpath: Vec::new(),
+            include: none.clone(),
+            exclude: none,
+            on_conflict: OnConflict::Fail,
+            dry_run: false,
+            verify: false,
+            owner: false,
+        }
+    }
+}
+
+/// What happens (or, with `dry_run`, would happen) to an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryAction {
+    /// Created (or merged into, for an existing directory; or replacing the
+    /// existing entry with [`OnConflict::Overwrite`]).
+    Write,
+    /// Not written: something exists and [`OnConflict::Skip`] keeps it (or a
+    /// parent directory is skipped).
+    Skip,
+    /// Written as `name.strata-restored[-N]` next to the existing entry.
+    Rename,
+    /// Something exists and [`OnConflict::Fail`] is in effect.
+    Conflict,
+}
+
+/// One entry of a dry-run plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedEntry {
+    /// Lossy path relative to the target.
+    pub path: String,
+    /// [`Node::type_name`].
+    pub kind: &'static str,
+    pub size: u64,
+    /// Something exists at this path in the target.
+    pub existing: bool,
+    pub action: EntryAction,
+}
+
+/// What a restore did. Paths are relative to the target.
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    /// Entries restored (with `dry_run`: that would be restored).
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Fifos and device nodes.
+    pub others: u64,
+    /// File content written, of files restored completely.
+    pub bytes_written: u64,
+    /// Entries not written because something existed ([`OnConflict::Skip`]);
+    /// a skipped directory is listed alone, not its subtree.
+    pub skipped: Vec<String>,
+    /// (snapshot entry, name actually written) with [`OnConflict::Rename`].
+    pub renamed: Vec<(String, String)>,
+    /// The plan, in tree order; filled only with `dry_run`.
+    pub planned: Vec<PlannedEntry>,
+    /// (path, message) of entries that failed; the others were restored.
+    pub errors: Vec<(String, String)>,
+    /// Files re-read and found identical to the snapshot (with `verify`).
+    pub verified_files: u64,
+    /// (path, message) of restored files that differ from the snapshot.
+    pub verify_failures: Vec<(String, String)>,
+}
+
+/// Restores the tree `root` (or `opts.subpath` inside it) into `opts.target`.
+///
+/// Runs on a dedicated rayon pool (as many threads as the current pool, with
+/// large stacks for deep trees).
+pub fn restore(
+    repo: &IndexedRepo,
+    root: BlobId,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .stack_size(STACK_SIZE)
+        .thread_name(|i| format!("strata-restore-{i}"))
+        .build();
+    match pool {
+        Ok(pool) => pool.install(|| restore_in_pool(repo, root, opts, progress)),
+        Err(_) => restore_in_pool(repo, root, opts, progress),
+    }
+}
+
+fn restore_in_pool(
+    repo: &IndexedRepo,
+    root: BlobId,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let start = resolve(repo, root, &opts.subpath)?;
+    let planner = Planner {
+        repo,
+        opts,
+        errors: Mutex::new(Vec::new()),
+    };
+    let plan = planner.plan(start, probe_target(&opts.target)?);
+    let mut report = RestoreReport {
+        errors: planner.errors.into_inner().expect("errors lock"),
+        ..Default::default()
+    };
+
+    if opts.dry_run {
+        summarize_plan(&plan, false, &mut report);
+        sort_report(&mut report);
+        return Ok(report);
+    }
+    if opts.on_conflict == OnConflict::Fail {
+        let mut conflicts = Vec::new();
+        collect_conflicts(&plan, &mut conflicts);
+        if !conflicts.is_empty() {
+            return Err(RestoreError::Conflicts(conflicts));
+        }
+    }
+
+    let sandbox = Sandbox::open(&opts.target)?;
+    let root_fd = open_target(&opts.target)?.ok_or_else(|| SandboxError::NotADirectory {
+        path: opts.target.to_string_lossy().into_owned(),
+    })?;
+    progress.total(planned_bytes(&plan));
+    let writer = Writer {
+        repo,
+        opts,
+        progress,
+        root: root_fd,
+        out: Collector::default(),
+    };
+    writer.write_entries(&sandbox.root(), &plan);
+    writer.out.into_report(&mut report);
+    sort_report(&mut report);
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------
+// Subpath resolution
+
+/// Where the restore starts.
+enum Start {
+    /// The entries of a directory (the root or a subpath directory).
+    Dir { abs: Vec<u8>, nodes: Vec<Node> },
+    /// A single non-directory entry named by the subpath; `abs` is its
+    /// parent's path.
+    One { abs: Vec<u8>, node: Node },
+}
+
+fn resolve(repo: &IndexedRepo, root: BlobId, subpath: &[Vec<u8>]) -> Result<Start> {
+    let mut abs = Vec::new();
+    let mut nodes = load_tree(repo, &root, b"/")?;
+    for (i, comp) in subpath.iter().enumerate() {
+        sandbox::validate_name(comp).map_err(RestoreError::InvalidSubpath)?;
+        let parent_abs = abs.clone();
+        abs = join_abs(&abs, comp);
+        let mut found = nodes.into_iter().filter(|n| &n.name == comp);
+        let node = found
+            .next()
+            .ok_or_else(|| RestoreError::NotFound(lossy(&abs)))?;
+        if found.next().is_some() {
+            return Err(RestoreError::Ambiguous(lossy(&abs)));
+        }
+        match node.subtree() {
+            Some(id) => nodes = load_tree(repo, &id, &abs)?,
+            None if i + 1 == subpath.len() => {
+                return Ok(Start::One {
+                    abs: parent_abs,
+                    node,
+                });
+            }
+            None => return Err(RestoreError::NotADirectory(lossy(&abs))),
+        }
+    }
+    Ok(Start::Dir { abs, nodes })
+}
+
+fn load_tree(repo: &IndexedRepo, id: &BlobId, abs: &[u8]) -> Result<Vec<Node>> {
+    repo.load_tree(id)
+        .map(|t| t.nodes)
+        .map_err(|source| RestoreError::Repo {
+            path: lossy(abs),
+            source,
+        })
+}
+
+/// `/a`, `/a/b`, ... for the absolute path `abs` (empty for the root).
+fn prefixes(abs: &[u8]) -> impl Iterator<Item = &[u8]> {
+    abs.iter()
+        .enumerate()
+        .skip(1)
+        .filter(|&(_, &b)| b == b'/')
+        .map(|(i, _)| &abs[..i])
+        .chain((!abs.is_empty()).then_some(abs))
+}
+
+// ---------------------------------------------------------------------------
+// Planning
+
+/// One selected entry and, for directories, its selected children.
+struct Planned {
+    node: Node,
+    /// Path relative to the target.
+    rel: Vec<u8>,
+    existing: Existing,
+    action: EntryAction,
+    children: Vec<Planned>,
+}
+
+/// A directory being planned.
+struct DirCtx {
+    /// Absolute snapshot path ("" for the root).
+    abs: Vec<u8>,
+    /// Path relative to the target ("" for the target).
+    rel: Vec<u8>,
+    /// The matching existing directory of the target, opened read-only; None
+    /// when it does not exist (or will be created afresh).
+    fd: Option<OwnedFd>,
+    /// The directory or one of its ancestors matched the include patterns.
+    included: bool,
+    /// The directory is skipped, and so is everything below it.
+    skip: bool,
+    /// Directory levels below the restored root.
+    depth: usize,
+}
+
+struct Planner<'a> {
+    repo: &'a IndexedRepo,
+    opts: &'a RestoreOptions,
+    errors: Mutex<Vec<(String, String)>>,
+}
+
+impl Planner<'_> {
+    fn plan(&self, start: Start, target: Option<OwnedFd>) -> Vec<Planned> {
+        // `abs` is the directory whose entries are planned: the subpath
+        // directory, or the parent of a single file (whose own path is then
+        // checked like any other entry's). Patterns matching it or one of its
+        // ancestors apply to everything below.
+        let (abs, nodes) = match start {
+            Start::Dir { abs, nodes } => (abs, nodes),
+            Start::One { abs, node } => (abs, vec![node]),
+        };
+        if prefixes(&abs).any(|p| self.opts.exclude.matches(p)) {
+            return Vec::new();
+        }
+        let included =
+            self.opts.include.is_empty() || prefixes(&abs).any(|p| self.opts.include.matches(p));
+        let ctx = DirCtx {
+            abs,
+            rel: Vec::new(),
+            fd: target,
+            included,
+            skip: false,
+            depth: 0,
+        };
+        self.plan_nodes(nodes, &ctx)
+    }
+
+    fn error(&self, rel: &[u8], message: String) {
+        self.errors
+            .lock()
+            .expect("errors lock")
+            .push((lossy(rel), message));
+    }
+
+    /// Drops (and reports) invalid and duplicate names, then plans the rest
+    /// in parallel, keeping the tree order.
+    fn plan_nodes(&self, nodes: Vec<Node>, ctx: &DirCtx) -> Vec<Planned> {
+        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        for n in &nodes {
+            *counts.entry(n.name.clone()).or_default() += 1;
+        }
+        let mut reported = HashSet::new();
+        let mut valid = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let rel = join_rel(&ctx.rel, &node.name);
+            if let Err(e) = sandbox::validate_name(&node.name) {
+                self.error(&rel, format!("not restored: {e}"));
+                continue;
+            }
+            let n = counts[&node.name];
+            if n > 1 {
+                if reported.insert(node.name.clone()) {
+                    let msg = format!(
+                        "not restored: {n} entries named {:?} in one directory of the snapshot",
+                        lossy(&node.name)
+                    );
+                    self.error(&rel, msg);
+                }
+                continue;
+            }
+            valid.push(node);
+        }
+        valid
+            .into_par_iter()
+            .filter_map(|node| self.plan_node(node, ctx))
+            .collect()
+    }
+
+    fn plan_node(&self, node: Node, ctx: &DirCtx) -> Option<Planned> {
+        let abs = join_abs(&ctx.abs, &node.name);
+        if self.opts.exclude.matches(&abs) {
+            return None;
+        }
+        let included = ctx.included || self.opts.include.matches(&abs);
+        let subtree = node.subtree();
+        if !included && subtree.is_none() {
+            return None;
+        }
+        let rel = join_rel(&ctx.rel, &node.name);
+        let existing = match (&ctx.fd, ctx.skip) {
+            (Some(fd), false) => match lstat_kind(fd.as_fd(), &node.name) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    self.error(&rel, format!("lstat: {}", io::Error::from(e)));
+                    return None;
+                }
+            },
+            _ => Existing::None,
+        };
+        let action = if ctx.skip {
+            EntryAction::Skip
+        } else {
+            decide(subtree.is_some(), existing, self.opts.on_conflict)
+        };
+        let mut children = Vec::new();
+        if let Some(id) = subtree {
+            if ctx.depth >= MAX_DEPTH {
+                let msg = format!("not restored: more than {MAX_DEPTH} directory levels deep");
+                self.error(&rel, msg);
+                return None;
+            }
+            let tree = match self.repo.load_tree(&id) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    self.error(&rel, format!("not restored: {e}"));
+                    return None;
+                }
+            };
+            // Only a directory that is merged into has existing children.
+            let fd = match (&ctx.fd, existing, action) {
+                (Some(fd), Existing::Dir, EntryAction::Write) if !ctx.skip => {
+                    open_dir_nofollow(fd.as_fd(), &node.name).ok()
+                }
+                _ => None,
+            };
+            let child = DirCtx {
+                abs,
+                rel: rel.clone(),
+                fd,
+                included,
+                skip: action == EntryAction::Skip,
+                depth: ctx.depth + 1,
+            };
+            children = self.plan_nodes(tree.nodes, &child);
+            if !included && children.is_empty() {
+                return None;
+            }
+        }
+        Some(Planned {
+            node,
+            rel,
+            existing,
+            action,
+            children,
+        })
+    }
+}
+
+fn decide(is_dir: bool, existing: Existing, on_conflict: OnConflict) -> EntryAction {
+    match existing {
+        Existing::None => EntryAction::Write,
+        Existing::Dir if is_dir => EntryAction::Write,
+        _ => match on_conflict {
+            OnConflict::Fail => EntryAction::Conflict,
+            OnConflict::Skip => EntryAction::Skip,
+            OnConflict::Overwrite => EntryAction::Write,
+            OnConflict::Rename => EntryAction::Rename,
+        },
+    }
+}
+
+fn collect_conflicts(plan: &[Planned], out: &mut Vec<String>) {
+    for e in plan {
+        if e.action == EntryAction::Conflict {
+            out.push(shown(&e.rel));
+        }
+        collect_conflicts(&e.children, out);
+    }
+}
+
+/// Fills `planned`, `skipped` and the counters of a dry run.
+fn summarize_plan(plan: &[Planned], parent_skipped: bool, report: &mut RestoreReport) {
+    for e in plan {
+        report.planned.push(PlannedEntry {
+            path: shown(&e.rel),
+            kind: e.node.type_name(),
+            size: e.node.size,
+            existing: e.existing != Existing::None,
+            action: e.action,
+        });
+        match e.action {
+            EntryAction::Skip if !parent_skipped => report.skipped.push(shown(&e.rel)),
+            EntryAction::Write | EntryAction::Rename => match e.node.kind {
+                NodeKind::File { .. } => report.files += 1,
+                NodeKind::Dir { .. } => report.dirs += 1,
+                NodeKind::Symlink { .. } => report.symlinks += 1,
+                NodeKind::Socket => {}
+                _ => report.others += 1,
+            },
+            _ => {}
+        }
+        summarize_plan(
+            &e.children,
+            parent_skipped || e.action == EntryAction::Skip,
+            report,
+        );
+    }
+}
+
+/// Content bytes of the files that will be written.
+fn planned_bytes(plan: &[Planned]) -> u64 {
+    plan.iter()
+        .filter(|e| e.action != EntryAction::Skip)
+        .map(|e| {
+            let own: u64 = e.node.content().iter().map(|c| u64::from(c.len)).sum();
+            own + planned_bytes(&e.children)
+        })
+        .sum()
+}
+
+fn sort_report(report: &mut RestoreReport) {
+    report.skipped.sort();
+    report.renamed.sort();
+    report.errors.sort();
+    report.verify_failures.sort();
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+
+/// Results gathered from parallel workers.
+#[derive(Default)]
+struct Collector {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    symlinks: AtomicU64,
+    others: AtomicU64,
+    bytes: AtomicU64,
+    verified: AtomicU64,
+    skipped: Mutex<Vec<String>>,
+    renamed: Mutex<Vec<(String, String)>>,
+    errors: Mutex<Vec<(String, String)>>,
+    verify_failures: Mutex<Vec<(String, String)>>,
+}
+
+impl Collector {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn push<T>(list: &Mutex<Vec<T>>, item: T) {
+        list.lock().expect("report lock").push(item);
+    }
+
+    fn into_report(self, report: &mut RestoreReport) {
+        let get = |c: AtomicU64| c.into_inner();
+        let take = |m: Mutex<Vec<(String, String)>>| m.into_inner().expect("report lock");
+        report.files = get(self.files);
+        report.dirs = get(self.dirs);
+        report.symlinks = get(self.symlinks);
+        report.others = get(self.others);
+        report.bytes_written = get(self.bytes);
+        report.verified_files = get(self.verified);
+        report.skipped = self.skipped.into_inner().expect("report lock");
+        report.renamed = take(self.renamed);
+        report.errors.extend(take(self.errors));
+        report.verify_failures = take(self.verify_failures);
+    }
+}
+
+struct Writer<'a> {
+    repo: &'a IndexedRepo,
+    opts: &'a RestoreOptions,
+    progress: &'a dyn Progress,
+    /// Our own descriptor of the target, for the few operations the sandbox
+    /// does not offer (removing a partial file, mknod, re-reading a file).
+    /// Directories below it are only ever opened with `O_NOFOLLOW`, one
+    /// validated component at a time, so these stay inside the target too.
+    root: OwnedFd,
+    out: Collector,
+}
+
+type EntryResult = std::result::Result<(), String>;
+
+impl Writer<'_> {
+    fn write_entries(&self, dir: &DirHandle, entries: &[Planned]) {
+        entries.par_iter().for_each(|e| {
+            if let Err(msg) = self.write_entry(dir, e) {
+                Collector::push(&self.out.errors, (shown(&e.rel), msg));
+            }
+        });
+    }
+
+    fn write_entry(&self, dir: &DirHandle, e: &Planned) -> EntryResult {
+        match e.action {
+            EntryAction::Skip => {
+                Collector::push(&self.out.skipped, shown(&e.rel));
+                return Ok(());
+            }
+            // Not reached: conflicts abort the restore before writing.
+            EntryAction::Conflict => return Err("already exists".into()),
+            EntryAction::Write | EntryAction::Rename => {}
+        }
+        match &e.node.kind {
+            NodeKind::Dir { .. } => self.write_dir(dir, e),
+            NodeKind::File { content } => self.write_file(dir, e, content),
+            NodeKind::Symlink { target } => self.write_symlink(dir, e, target),
+            NodeKind::Fifo => self.write_special(dir, e, FileType::Fifo, 0),
+            NodeKind::CharDev { rdev } | NodeKind::BlockDev { rdev } => {
+                if !rustix::process::geteuid().is_root() {
+                    return Err(
+                        "skipped special file: device nodes are only restored as root".into(),
+                    );
+                }
+                let ft = match e.node.kind {
+                    NodeKind::CharDev { .. } => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
+                };
+                self.write_special(dir, e, ft, *rdev)
+            }
+            NodeKind::Socket => Err("skipped special file: sockets are not restored".into()),
+        }
+    }
+
+    fn meta(&self, node: &Node) -> Meta {
+        Meta {
+            mode: node.mode & 0o7777,
+            mtime_sec: node.mtime.sec,
+            mtime_nsec: node.mtime.nsec,
+            uid: self.opts.owner.then_some(node.uid),
+            gid: self.opts.owner.then_some(node.gid),
+        }
+    }
+
+    /// Records a rename and returns the written name; None when skipped.
+    fn placed<T>(&self, dir: &DirHandle, e: &Planned, placed: Placed<T>) -> Option<(T, Vec<u8>)> {
+        match placed {
+            Placed::Skipped => {
+                Collector::push(&self.out.skipped, shown(&e.rel));
+                None
+            }
+            Placed::Written(value, used) => {
+                if used != e.node.name {
+                    self.record_rename(dir, e, &used);
+                }
+                Some((value, used))
+            }
+        }
+    }
+
+    fn record_rename(&self, dir: &DirHandle, e: &Planned, used: &[u8]) {
+        let new = shown(&join_rel(dir.rel_path(), used));
+        Collector::push(&self.out.renamed, (shown(&e.rel), new));
+    }
+
+    fn write_dir(&self, parent: &DirHandle, e: &Planned) -> EntryResult {
+        let name = &e.node.name;
+        let (handle, created) = if e.action == EntryAction::Rename {
+            let (handle, used) = self.renamed_dir(parent, name)?;
+            self.record_rename(parent, e, &used);
+            (handle, true)
+        } else {
+            let existed = parent.existing(name).map_err(text)? == Existing::Dir;
+            let handle = parent.dir(name, self.opts.on_conflict).map_err(text)?;
+            (handle, !existed)
+        };
+        Collector::add(&self.out.dirs, 1);
+        self.write_entries(&handle, &e.children);
+        if created {
+            handle.set_dir_meta(&self.meta(&e.node)).map_err(text)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `name.strata-restored[-N]`, the first candidate that is free.
+    fn renamed_dir(
+        &self,
+        parent: &DirHandle,
+        name: &[u8],
+    ) -> std::result::Result<(DirHandle, Vec<u8>), String> {
+        let used = free_name(name, |n| parent.existing(n).map_err(text))?;
+        let handle = parent.dir(&used, OnConflict::Fail).map_err(text)?;
+        Ok((handle, used))
+    }
+
+    fn write_file(&self, dir: &DirHandle, e: &Planned, content: &[ChunkRef]) -> EntryResult {
+        self.progress.item(&shown(&e.rel));
+        let placed = dir
+            .create_file(&e.node.name, self.opts.on_conflict)
+            .map_err(text)?;
+        let Some((file, used)) = self.placed(dir, e, placed) else {
+            return Ok(());
+        };
+        let written = match self.write_content(&file, content) {
+            Ok(n) => n,
+            Err(msg) => {
+                return Err(
+                    match remove_created(self.root.as_fd(), dir.rel_path(), &used, &file) {
+                        Ok(()) => msg,
+                        Err(why) => format!("{msg} (the partial file could not be removed: {why})"),
+                    },
+                );
+            }
+        };
+        Collector::add(&self.out.files, 1);
+        Collector::add(&self.out.bytes, written);
+        if self.opts.verify {
+            match self.verify_content(&file, dir, &used, content) {
+                Ok(()) => Collector::add(&self.out.verified, 1),
+                Err(msg) => {
+                    let path = shown(&join_rel(dir.rel_path(), &used));
+                    Collector::push(&self.out.verify_failures, (path, msg));
+                }
+            }
+        }
+        sandbox::set_file_meta(&file, &self.meta(&e.node)).map_err(text)
+    }
+
+    /// Fetches every chunk and writes it at its offset; several chunks in
+    /// parallel for large files, one chunk in memory per worker.
+    fn write_content(&self, file: &File, content: &[ChunkRef]) -> std::result::Result<u64, String> {
+        let offsets = chunk_offsets(content);
+        let write_chunk = |i: usize| -> EntryResult {
+            let chunk = &content[i];
+            let data = self.repo.read_blob(&chunk.id).map_err(text)?;
+            if data.len() != chunk.len as usize {
+                return Err(format!(
+                    "blob {} holds {} bytes, the snapshot says {}",
+                    chunk.id,
+                    data.len(),
+                    chunk.len
+                ));
+            }
+            file.write_all_at(&data, offsets[i])
+                .map_err(|e| format!("write at offset {}: {e}", offsets[i]))?;
+            self.progress.advance(data.len() as u64);
+            Ok(())
+        };
+        if content.len() > 1 {
+            (0..content.len())
+                .into_par_iter()
+                .try_for_each(write_chunk)?;
+        } else {
+            (0..content.len()).try_for_each(write_chunk)?;
+        }
+        Ok(offsets.last().copied().unwrap_or(0))
+    }
+
+    /// Re-reads the file just written and checks every chunk-sized piece
+    /// against its keyed id, and the length.
+    fn verify_content(
+        &self,
+        file: &File,
+        dir: &DirHandle,
+        name: &[u8],
+        content: &[ChunkRef],
+    ) -> EntryResult {
+        let reader = reopen_for_reading(file, self.root.as_fd(), dir.rel_path(), name)?;
+        let offsets = chunk_offsets(content);
+        let expected = offsets.last().copied().unwrap_or(0);
+        let actual = reader.metadata().map_err(|e| format!("stat: {e}"))?.len();
+        if actual != expected {
+            return Err(format!(
+                "size is {actual} bytes, the snapshot says {expected}"
+            ));
+        }
+        let key = self.repo.key();
+        let check_chunk = |i: usize| -> EntryResult {
+            let chunk = &content[i];
+            let mut buf = vec![0u8; chunk.len as usize];
+            reader
+                .read_exact_at(&mut buf, offsets[i])
+                .map_err(|e| format!("read at offset {}: {e}", offsets[i]))?;
+            if key.blob_id(&buf) != chunk.id {
+                return Err(format!(
+                    "bytes {}..{} differ from chunk {}",
+                    offsets[i],
+                    offsets[i + 1],
+                    chunk.id
+                ));
+            }
+            Ok(())
+        };
+        if content.len() > 1 {
+            (0..content.len()).into_par_iter().try_for_each(check_chunk)
+        } else {
+            (0..content.len()).try_for_each(check_chunk)
+        }
+    }
+
+    fn write_symlink(&self, dir: &DirHandle, e: &Planned, target: &[u8]) -> EntryResult {
+        let placed = dir
+            .symlink(&e.node.name, target, self.opts.on_conflict)
+            .map_err(text)?;
+        let Some(((), used)) = self.placed(dir, e, placed) else {
+            return Ok(());
+        };
+        Collector::add(&self.out.symlinks, 1);
+        dir.set_meta(&used, &self.meta(&e.node), true).map_err(text)
+    }
+
+    /// Fifos and device nodes: `mknodat` relative to a no-follow descriptor of
+    /// the directory, with the conflict rules of the sandbox.
+    fn write_special(&self, dir: &DirHandle, e: &Planned, ft: FileType, rdev: u64) -> EntryResult {
+        let name = &e.node.name;
+        let dirfd = open_rel_dir(self.root.as_fd(), dir.rel_path()).map_err(errno_text)?;
+        let exists = |n: &[u8]| lstat_kind(dirfd.as_fd(), n).map_err(errno_text);
+        let used = match exists(name)? {
+            Existing::None => name.clone(),
+            _ => match self.opts.on_conflict {
+                OnConflict::Fail => return Err("already exists".into()),
+                OnConflict::Skip => {
+                    Collector::push(&self.out.skipped, shown(&e.rel));
+                    return Ok(());
+                }
+                OnConflict::Overwrite => {
+                    remove_entry(dirfd.as_fd(), name).map_err(errno_text)?;
+                    name.clone()
+                }
+                OnConflict::Rename => free_name(name, exists)?,
+            },
+        };
+        let dev: rfs::Dev = rdev;
+        rfs::mknodat(&dirfd, used.as_slice(), ft, Mode::from_raw_mode(0o600), dev)
+            .map_err(|e| format!("mknod: {}", io::Error::from(e)))?;
+        if &used != name {
+            self.record_rename(dir, e, &used);
+        }
+        Collector::add(&self.out.others, 1);
+        dir.set_meta(&used, &self.meta(&e.node), false)
+            .map_err(text)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Descriptor helpers (read-only inspection, and the few writes the sandbox
+// does not offer). Every name passed here is a validated single component.
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Opens the target for read-only planning: None when it does not exist.
+fn probe_target(target: &Path) -> Result<Option<OwnedFd>> {
+    open_target(target).map_err(RestoreError::from)
+}
+
+/// Opens the target directory (following a symlink: the target path is
+/// trusted user input, like in [`Sandbox::open`]).
+fn open_target(target: &Path) -> std::result::Result<Option<OwnedFd>, SandboxError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let path = || target.to_string_lossy().into_owned();
+    match rfs::openat(rfs::CWD, target, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::NOTDIR) => Err(SandboxError::NotADirectory { path: path() }),
+        Err(e) => Err(SandboxError::Io {
+            path: path(),
+            op: "open target directory",
+            source: io::Error::from(e),
+        }),
+    }
+}
+
+fn open_dir_nofollow(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    if sandbox::validate_name(name).is_err() {
+        return Err(Errno::INVAL);
+    }
+    rfs::openat(parent, name, DIR_FLAGS, Mode::empty())
+}
+
+/// Opens the directory at `rel` (components separated by '/') below `root`,
+/// never following a symlink.
+fn open_rel_dir(root: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let mut cur = rfs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
+    if rel.is_empty() {
+        return Ok(cur);
+    }
+    for comp in rel.split(|&b| b == b'/') {
+        cur = open_dir_nofollow(cur.as_fd(), comp)?;
+    }
+    Ok(cur)
+}
+
+/// What exists at `name` (lstat semantics).
+fn lstat_kind(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<Existing> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => Existing::Dir,
+            FileType::RegularFile => Existing::File,
+            FileType::Symlink => Existing::Symlink,
+            _ => Existing::Other,
+        }),
+        Err(Errno::NOENT) => Ok(Existing::None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a non-directory or an empty directory.
+fn remove_entry(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    let flags = match lstat_kind(dir, name)? {
+        Existing::None => return Ok(()),
+        Existing::Dir => AtFlags::REMOVEDIR,
+        _ => AtFlags::empty(),
+    };
+    rfs::unlinkat(dir, name, flags)
+}
+
+/// Removes the file this restore created at `dir_rel/name`, provided the
+/// entry there is still that file (same device and inode).
+fn remove_created(
+    root: BorrowedFd<'_>,
+    dir_rel: &[u8],
+    name: &[u8],
+    file: &File,
+) -> std::result::Result<(), String> {
+    let ours = rfs::fstat(file).map_err(errno_text)?;
+    let dir = open_rel_dir(root, dir_rel).map_err(errno_text)?;
+    let there = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno_text)?;
+    if (there.st_dev, there.st_ino) != (ours.st_dev, ours.st_ino) {
+        return Err("it was replaced meanwhile".into());
+    }
+    rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(errno_text)
+}
+
+/// A read-only descriptor of exactly the inode `file` refers to.
+fn reopen_for_reading(
+    file: &File,
+    root: BorrowedFd<'_>,
+    dir_rel: &[u8],
+    name: &[u8],
+) -> std::result::Result<File, String> {
+    let ours = rfs::fstat(file).map_err(errno_text)?;
+    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let magic = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let fd = match rfs::open(magic.as_str(), flags, Mode::empty()) {
+        Err(Errno::NOENT) => {
+            let dir = open_rel_dir(root, dir_rel).map_err(errno_text)?;
+            let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+            rfs::openat(&dir, name, flags, Mode::empty())
+        }
+        other => other,
+    }
+    .map_err(|e| format!("reopen for reading: {}", io::Error::from(e)))?;
+    let st = rfs::fstat(&fd).map_err(errno_text)?;
+    if (st.st_dev, st.st_ino) != (ours.st_dev, ours.st_ino) {
+        return Err("the restored file was replaced meanwhile".into());
+    }
+    Ok(File::from(fd))
+}
+
+/// The first of `name.strata-restored`, `name.strata-restored-2`, ... for
+/// which `exists` says nothing is there.
+fn free_name(
+    name: &[u8],
+    exists: impl Fn(&[u8]) -> std::result::Result<Existing, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    for n in 1..=MAX_RENAMES {
+        let mut candidate = name.to_vec();
+        candidate.extend_from_slice(RENAME_SUFFIX);
+        if n > 1 {
+            candidate.extend_from_slice(format!("-{n}").as_bytes());
+        }
+        if exists(&candidate)? == Existing::None {
+            return Ok(candidate);
+        }
+    }
+    Err("no free name for the renamed entry".into())
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn join_abs(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parent.len() + 1 + name.len());
+    out.extend_from_slice(parent);
+    out.push(b'/');
+    out.extend_from_slice(name);
+    out
+}
+
+fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        return name.to_vec();
+    }
+    join_abs(parent, name)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A path relative to the target as shown in the report.
+fn shown(rel: &[u8]) -> String {
+    if rel.is_empty() {
+        return ".".into();
+    }
+    lossy(rel)
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn errno_text(e: Errno) -> String {
+    io::Error::from(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobType;
+    use crate::id::Id;
+    use crate::packer::Packer;
+    use crate::packer::tests::{indexed_repo, random_blob};
+    use crate::progress::NoProgress;
+    use crate::tree::{Timespec, Tree};
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use tempfile::TempDir;
+
+    struct Fx {
+        tmp: TempDir,
+        repo: IndexedRepo,
+    }
+
+    impl Fx {
+        fn new() -> Fx {
+            let tmp = tempfile::tempdir().unwrap();
+            let repo = indexed_repo(tmp.path(), 16 * 1024);
+            Fx { tmp, repo }
+        }
+
+        fn target(&self) -> PathBuf {
+            self.tmp.path().join("target")
+        }
+
+        fn opts(&self) -> RestoreOptions {
+            RestoreOptions::new(self.target())
+        }
+
+        fn restore(&self, root: BlobId, opts: &RestoreOptions) -> Result<RestoreReport> {
+            restore(&self.repo, root, opts, &NoProgress)
+        }
+    }
+
+    fn node(name: &[u8], kind: NodeKind, mode: u32, mtime: (i64, u32)) -> Node {
+        let size = match &kind {
+            NodeKind::File { content } => content.iter().map(|c| u64::from(c.len)).sum(),
+            _ => 0,
+        };
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            user: "u".into(),
+            group: "g".into(),
+            mtime: Timespec {
+                sec: mtime.0,
+                nsec: mtime.1,
+            },
+            ctime: Timespec::default(),
+            inode: 0,
+            device: 0,
+            links: 1,
+            size,
+            xattrs: vec![],
+        }
+    }
+
+    /// Saves chunks and trees; `flush` before restoring.
+    struct Builder<'r> {
+        packer: Packer<'r>,
+    }
+
+    impl<'r> Builder<'r> {
+        fn new(repo: &'r IndexedRepo) -> Builder<'r> {
+            Builder {
+                packer: Packer::new(repo, false),
+            }
+        }
+
+        fn file(&self, name: &[u8], parts: &[&[u8]], mode: u32, mtime: (i64, u32)) -> Node {
+            let content = parts
+                .iter()
+                .map(|p| ChunkRef {
+                    id: self.packer.save(BlobType::Data, p).unwrap().0,
+                    len: p.len() as u32,
+                })
+                .collect();
+            node(name, NodeKind::File { content }, mode, mtime)
+        }
+
+        /// A tree stored exactly as given (no sorting, duplicates allowed).
+        fn tree(&self, nodes: Vec<Node>) -> BlobId {
+            let tree = Tree { nodes };
+            self.packer.save(BlobType::Tree, &tree.encode()).unwrap().0
+        }
+
+        fn dir(&self, name: &[u8], nodes: Vec<Node>, mode: u32, mtime: (i64, u32)) -> Node {
+            let subtree = self.tree(Tree::new(nodes).nodes);
+            node(name, NodeKind::Dir { subtree }, mode, mtime)
+        }
+
+        fn flush(&self) {
+            self.packer.flush().unwrap();
+        }
+    }
+
+    fn link(name: &[u8], target: &[u8], mtime: (i64, u32)) -> Node {
+        let kind = NodeKind::Symlink {
+            target: target.to_vec(),
+        };
+        node(name, kind, 0o777, mtime)
+    }
+
+    /// A restored file's expected state.
+    struct Want {
+        rel: &'static str,
+        data: Vec<u8>,
+        mode: u32,
+        mtime: (i64, u32),
+    }
+
+    struct Sample {
+        root: BlobId,
+        files: Vec<Want>,
+    }
+
+    /// /a.txt (3 chunks), /big (40 chunks), /empty, /link -> a.txt,
+    /// /sub/ (b.bin, deep/c).
+    fn sample(repo: &IndexedRepo) -> Sample {
+        let b = Builder::new(repo);
+        let mut files = Vec::new();
+        let mut file = |rel: &'static str, parts: Vec<Vec<u8>>, mode, mtime| {
+            let name = rel.rsplit('/').next().unwrap().as_bytes();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let n = b.file(name, &refs, mode, mtime);
+            files.push(Want {
+                rel,
+                data: parts.concat(),
+                mode,
+                mtime,
+            });
+            n
+        };
+        let a = file(
+            "a.txt",
+            vec![
+                random_blob(1)[..700].to_vec(),
+                random_blob(2),
+                random_blob(3)[..5].to_vec(),
+            ],
+            0o640,
+            (1_600_000_000, 123_456_789),
+        );
+        let big = file(
+            "big",
+            (0..40).map(|i| random_blob(100 + i)).collect(),
+            0o600,
+            (1_000, 1),
+        );
+        let empty = file("empty", vec![], 0o604, (1_234, 999_999_999));
+        let bbin = file(
+            "sub/b.bin",
+            vec![random_blob(4), random_blob(5)],
+            0o755,
+            (1_400_000_000, 0),
+        );
+        let c = file(
+            "sub/deep/c",
+            vec![random_blob(6)[..10].to_vec()],
+            0o444,
+            (1_300_000_000, 42),
+        );
+        let deep = b.dir(b"deep", vec![c], 0o700, (1_300_000_001, 77));
+        let sub = b.dir(b"sub", vec![bbin, deep], 0o750, (1_500_000_000, 5));
+        let l = link(b"link", b"a.txt", (1_111, 222));
+        let root = b.tree(Tree::new(vec![a, big, empty, l, sub]).nodes);
+        b.flush();
+        Sample { root, files }
+    }
+
+    fn check_file(target: &Path, w: &Want) {
+        let path = target.join(w.rel);
+        assert_eq!(fs::read(&path).unwrap(), w.data, "{}", w.rel);
+        let md = fs::symlink_metadata(&path).unwrap();
+        assert!(md.is_file());
+        assert_eq!(md.mode() & 0o7777, w.mode, "{}", w.rel);
+        assert_eq!((md.mtime(), md.mtime_nsec() as u32), w.mtime, "{}", w.rel);
+    }
+
+    fn check_dir_meta(path: &Path, mode: u32, mtime: (i64, u32)) {
+        let md = fs::symlink_metadata(path).unwrap();
+        assert!(md.is_dir(), "{}", path.display());
+        assert_eq!(md.mode() & 0o7777, mode, "{}", path.display());
+        assert_eq!((md.mtime(), md.mtime_nsec() as u32), mtime);
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[derive(Default)]
+    struct Counting {
+        total: AtomicU64,
+        advanced: AtomicU64,
+    }
+
+    impl Progress for Counting {
+        fn total(&self, bytes: u64) {
+            self.total.store(bytes, Ordering::Relaxed);
+        }
+        fn advance(&self, bytes: u64) {
+            self.advanced.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn whole_snapshot_round_trip() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let mut opts = fx.opts();
+        opts.owner = true;
+        let progress = Counting::default();
+        let report = restore(&fx.repo, s.root, &opts, &progress).unwrap();
+        let t = fx.target();
+        for w in &s.files {
+            check_file(&t, w);
+        }
+        let link = t.join("link");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("a.txt"));
+        let lmd = fs::symlink_metadata(&link).unwrap();
+        assert_eq!((lmd.mtime(), lmd.mtime_nsec()), (1_111, 222));
+        check_dir_meta(&t.join("sub"), 0o750, (1_500_000_000, 5));
+        check_dir_meta(&t.join("sub/deep"), 0o700, (1_300_000_001, 77));
+        assert_eq!(names(&t), ["a.txt", "big", "empty", "link", "sub"]);
+
+        let total: u64 = s.files.iter().map(|w| w.data.len() as u64).sum();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            (report.files, report.dirs, report.symlinks, report.others),
+            (5, 2, 1, 0)
+        );
+        assert_eq!(report.bytes_written, total);
+        assert_eq!(progress.total.load(Ordering::Relaxed), total);
+        assert_eq!(progress.advanced.load(Ordering::Relaxed), total);
+        assert!(report.planned.is_empty() && report.skipped.is_empty());
+        assert_eq!(report.verified_files, 0);
+    }
+
+    #[test]
+    fn verify_reports_every_file_of_a_good_restore() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let mut opts = fx.opts();
+        opts.verify = true;
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(report.verified_files, s.files.len() as u64);
+        assert!(
+            report.verify_failures.is_empty(),
+            "{:?}",
+            report.verify_failures
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+    }
+
+    #[test]
+    fn subpath_restores_directory_contents_or_one_file() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let mut opts = fx.opts();
+        opts.subpath = vec![b"sub".to_vec()];
+        fx.restore(s.root, &opts).unwrap();
+        let t = fx.target();
+        assert_eq!(names(&t), ["b.bin", "deep"]);
+        assert_eq!(fs::read(t.join("b.bin")).unwrap(), s.files[3].data);
+        assert_eq!(fs::read(t.join("deep/c")).unwrap(), s.files[4].data);
+
+        let mut opts = RestoreOptions::new(fx.tmp.path().join("one"));
+        opts.subpath = vec![b"sub".to_vec(), b"deep".to_vec(), b"c".to_vec()];
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(report.files, 1);
+        assert_eq!(names(&opts.target), ["c"]);
+        check_file(
+            &opts.target,
+            &Want {
+                rel: "c",
+                data: s.files[4].data.clone(),
+                mode: 0o444,
+                mtime: (1_300_000_000, 42),
+            },
+        );
+
+        opts.subpath = vec![b"sub".to_vec(), b"nope".to_vec()];
+        let err = fx.restore(s.root, &opts).unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::NotFound(p) if p == "/sub/nope"),
+            "{err}"
+        );
+        opts.subpath = vec![b"a.txt".to_vec(), b"x".to_vec()];
+        let err = fx.restore(s.root, &opts).unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::NotADirectory(p) if p == "/a.txt"),
+            "{err}"
+        );
+        opts.subpath = vec![b"..".to_vec()];
+        let err = fx.restore(s.root, &opts).unwrap_err();
+        assert!(matches!(err, RestoreError::InvalidSubpath(_)), "{err}");
+    }
+
+    #[test]
+    fn include_creates_parents_and_exclude_prunes() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let t = fx.target();
+
+        let mut opts = fx.opts();
+        opts.include = Patterns::new(&["/sub/deep"]).unwrap();
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(names(&t), ["sub"]);
+        assert_eq!(names(&t.join("sub")), ["deep"]);
+        assert_eq!(fs::read(t.join("sub/deep/c")).unwrap(), s.files[4].data);
+        // The parent directory was created by this restore: its metadata too.
+        check_dir_meta(&t.join("sub"), 0o750, (1_500_000_000, 5));
+        assert_eq!((report.files, report.dirs), (1, 2));
+
+        let mut opts = RestoreOptions::new(fx.tmp.path().join("ex"));
+        opts.exclude = Patterns::new(&["*.bin", "/sub/deep", "big"]).unwrap();
+        fx.restore(s.root, &opts).unwrap();
+        assert_eq!(names(&opts.target), ["a.txt", "empty", "link", "sub"]);
+        assert!(names(&opts.target.join("sub")).is_empty());
+
+        // With a subpath, patterns still see the full snapshot path.
+        let mut opts = RestoreOptions::new(fx.tmp.path().join("sp"));
+        opts.subpath = vec![b"sub".to_vec()];
+        opts.include = Patterns::new(&["/sub/b.bin"]).unwrap();
+        fx.restore(s.root, &opts).unwrap();
+        assert_eq!(names(&opts.target), ["b.bin"]);
+    }
+
+    /// Target with an existing `a.txt` ("old") and an existing `sub/` dir.
+    fn prepared(fx: &Fx) -> PathBuf {
+        let t = fx.target();
+        fs::create_dir_all(t.join("sub")).unwrap();
+        fs::write(t.join("a.txt"), b"old").unwrap();
+        t
+    }
+
+    #[test]
+    fn fail_reports_conflicts_and_writes_nothing() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let t = prepared(&fx);
+        let err = fx.restore(s.root, &fx.opts()).unwrap_err();
+        let RestoreError::Conflicts(paths) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(paths, &["a.txt"], "an existing dir merges, no conflict");
+        assert_eq!(names(&t), ["a.txt", "sub"]);
+        assert!(names(&t.join("sub")).is_empty());
+        assert!(!t.join("empty").exists());
+        assert_eq!(fs::read(t.join("a.txt")).unwrap(), b"old");
+        assert!(err.to_string().contains("a.txt"));
+    }
+
+    #[test]
+    fn skip_keeps_existing_entries() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let t = prepared(&fx);
+        let mut opts = fx.opts();
+        opts.on_conflict = OnConflict::Skip;
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(report.skipped, ["a.txt"]);
+        assert_eq!(fs::read(t.join("a.txt")).unwrap(), b"old");
+        for w in s.files.iter().filter(|w| w.rel != "a.txt") {
+            check_file(&t, w);
+        }
+        assert_eq!(report.files, 4);
+        // A merged, pre-existing directory keeps its own metadata.
+        let md = fs::metadata(t.join("sub")).unwrap();
+        assert_ne!(md.mtime(), 1_500_000_000);
+    }
+
+    #[test]
+    fn overwrite_replaces_existing_entries() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let t = prepared(&fx);
+        let mut opts = fx.opts();
+        opts.on_conflict = OnConflict::Overwrite;
+        let report = fx.restore(s.root, &opts).unwrap();
+        for w in &s.files {
+            check_file(&t, w);
+        }
+        assert!(report.skipped.is_empty() && report.errors.is_empty());
+    }
+
+    #[test]
+    fn rename_writes_next_to_existing_entries() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let t = prepared(&fx);
+        // A symlink where the snapshot has a directory is a conflict as well.
+        fs::remove_dir(t.join("sub")).unwrap();
+        std::os::unix::fs::symlink("/tmp", t.join("sub")).unwrap();
+        let mut opts = fx.opts();
+        opts.on_conflict = OnConflict::Rename;
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(fs::read(t.join("a.txt")).unwrap(), b"old");
+        assert_eq!(
+            fs::read(t.join("a.txt.strata-restored")).unwrap(),
+            s.files[0].data
+        );
+        assert_eq!(
+            fs::read(t.join("sub.strata-restored/deep/c")).unwrap(),
+            s.files[4].data
+        );
+        assert!(fs::symlink_metadata(t.join("sub")).unwrap().is_symlink());
+        check_dir_meta(&t.join("sub.strata-restored"), 0o750, (1_500_000_000, 5));
+        assert_eq!(
+            report.renamed,
+            [
+                ("a.txt".to_string(), "a.txt.strata-restored".to_string()),
+                ("sub".to_string(), "sub.strata-restored".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn dry_run_plans_and_writes_nothing() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let mut opts = fx.opts();
+        opts.dry_run = true;
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert!(!fx.target().exists(), "dry run must not create the target");
+        let paths: Vec<&str> = report.planned.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "a.txt",
+                "big",
+                "empty",
+                "link",
+                "sub",
+                "sub/b.bin",
+                "sub/deep",
+                "sub/deep/c"
+            ]
+        );
+        assert!(
+            report
+                .planned
+                .iter()
+                .all(|p| p.action == EntryAction::Write && !p.existing)
+        );
+        assert_eq!((report.files, report.dirs, report.symlinks), (5, 2, 1));
+        assert_eq!(report.planned[0].size, 1705);
+        assert_eq!(report.planned[4].kind, "dir");
+
+        let t = prepared(&fx);
+        for (on, action) in [
+            (OnConflict::Fail, EntryAction::Conflict),
+            (OnConflict::Rename, EntryAction::Rename),
+            (OnConflict::Skip, EntryAction::Skip),
+        ] {
+            opts.on_conflict = on;
+            let report = fx.restore(s.root, &opts).unwrap();
+            let get = |p: &str| report.planned.iter().find(|e| e.path == p).unwrap();
+            assert!(get("a.txt").existing);
+            assert_eq!(get("a.txt").action, action);
+            assert!(get("sub").existing);
+            assert_eq!(get("sub").action, EntryAction::Write);
+            assert!(!get("sub/b.bin").existing);
+            assert_eq!(get("empty").action, EntryAction::Write);
+            assert_eq!(names(&t), ["a.txt", "sub"]);
+            assert!(names(&t.join("sub")).is_empty());
+        }
+        let json = serde_json::to_string(&report_of(&fx, s.root, &opts)).unwrap();
+        assert!(json.contains("\"action\":\"skip\""), "{json}");
+    }
+
+    fn report_of(fx: &Fx, root: BlobId, opts: &RestoreOptions) -> RestoreReport {
+        fx.restore(root, opts).unwrap()
+    }
+
+    #[test]
+    fn crafted_names_are_reported_and_never_written() {
+        let fx = Fx::new();
+        let b = Builder::new(&fx.repo);
+        let nodes = vec![
+            b.file(b"..", &[b"dotdot"], 0o644, (1, 0)),
+            b.file(b"a/b", &[b"slash"], 0o644, (1, 0)),
+            b.file(b"", &[b"empty name"], 0o644, (1, 0)),
+            b.file(b"ok", &[b"fine"], 0o644, (1, 0)),
+            b.file(b"dup", &[b"first"], 0o644, (1, 0)),
+            b.file(b"dup", &[b"second"], 0o644, (1, 0)),
+        ];
+        let root = b.tree(nodes);
+        b.flush();
+        let boxed = fx.tmp.path().join("box");
+        let opts = RestoreOptions::new(boxed.join("target"));
+        let report = fx.restore(root, &opts).unwrap();
+        assert_eq!(names(&opts.target), ["ok"]);
+        assert_eq!(fs::read(opts.target.join("ok")).unwrap(), b"fine");
+        assert_eq!(names(&boxed), ["target"]);
+        assert_eq!(names(fx.tmp.path()), ["box", "repo"]);
+        let paths: Vec<&str> = report.errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["", "..", "a/b", "dup"], "{:?}", report.errors);
+        assert!(
+            report
+                .errors
+                .iter()
+                .all(|(_, m)| m.starts_with("not restored"))
+        );
+        assert_eq!(report.files, 1);
+    }
+
+    #[test]
+    fn duplicate_symlink_and_dir_cannot_escape() {
+        let fx = Fx::new();
+        let outside = fx.tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let b = Builder::new(&fx.repo);
+        let evil = link(b"x", outside.as_os_str().as_encoded_bytes(), (1, 0));
+        let f = b.file(b"payload", &[b"pwned"], 0o644, (1, 0));
+        let x = b.dir(b"x", vec![f], 0o755, (1, 0));
+        let other = b.file(b"y", &[b"y"], 0o644, (1, 0));
+        let root = b.tree(vec![evil, x, other]);
+        b.flush();
+        for (i, on) in [OnConflict::Fail, OnConflict::Overwrite, OnConflict::Rename]
+            .into_iter()
+            .enumerate()
+        {
+            let mut opts = RestoreOptions::new(fx.tmp.path().join(format!("t{i}")));
+            opts.on_conflict = on;
+            let report = fx.restore(root, &opts).unwrap();
+            assert!(names(&outside).is_empty());
+            assert_eq!(names(&opts.target), ["y"]);
+            assert_eq!(report.errors.len(), 1);
+            assert_eq!(report.errors[0].0, "x");
+            assert!(report.errors[0].1.contains("2 entries"));
+        }
+    }
+
+    #[test]
+    fn missing_or_wrong_blob_fails_only_that_file() {
+        let fx = Fx::new();
+        let b = Builder::new(&fx.repo);
+        let good = b.file(b"good", &[&random_blob(1), &random_blob(2)], 0o644, (5, 0));
+        let mut bad = b.file(b"bad", &[&random_blob(3), &random_blob(4)], 0o644, (5, 0));
+        let missing = BlobId(Id::hash_of(b"not stored"));
+        if let NodeKind::File { content } = &mut bad.kind {
+            content.push(ChunkRef {
+                id: missing,
+                len: 10,
+            });
+        }
+        let mut short = b.file(b"short", &[&random_blob(5)], 0o644, (5, 0));
+        if let NodeKind::File { content } = &mut short.kind {
+            content[0].len = 999;
+        }
+        let sub = b.dir(b"sub", vec![bad.clone()], 0o755, (5, 0));
+        let root = b.tree(Tree::new(vec![good, bad, short, sub]).nodes);
+        b.flush();
+        let mut opts = fx.opts();
+        opts.verify = true;
+        let report = fx.restore(root, &opts).unwrap();
+        let t = fx.target();
+        assert_eq!(names(&t), ["good", "sub"]);
+        assert!(names(&t.join("sub")).is_empty());
+        assert_eq!(
+            fs::read(t.join("good")).unwrap(),
+            [random_blob(1), random_blob(2)].concat()
+        );
+        let paths: Vec<&str> = report.errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["bad", "short", "sub/bad"]);
+        assert!(
+            report.errors[0].1.contains(&missing.to_string()),
+            "{:?}",
+            report.errors
+        );
+        assert!(report.errors[1].1.contains("999"), "{:?}", report.errors);
+        assert_eq!((report.files, report.verified_files), (1, 1));
+    }
+
+    #[test]
+    fn special_files() {
+        let fx = Fx::new();
+        let b = Builder::new(&fx.repo);
+        let fifo = node(b"fifo", NodeKind::Fifo, 0o640, (77, 7));
+        let sock = node(b"sock", NodeKind::Socket, 0o755, (1, 0));
+        let dev = node(b"null", NodeKind::CharDev { rdev: 0x0103 }, 0o666, (1, 0));
+        let root = b.tree(Tree::new(vec![fifo, sock, dev]).nodes);
+        b.flush();
+        let report = fx.restore(root, &fx.opts()).unwrap();
+        let t = fx.target();
+        let md = fs::symlink_metadata(t.join("fifo")).unwrap();
+        assert!(md.file_type().is_fifo());
+        assert_eq!(
+            (md.mode() & 0o7777, md.mtime(), md.mtime_nsec()),
+            (0o640, 77, 7)
+        );
+        assert!(!t.join("sock").exists());
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|(p, m)| p == "sock" && m.contains("socket"))
+        );
+        // A device node is created (as root, when allowed) or reported.
+        match fs::symlink_metadata(t.join("null")) {
+            Ok(md) => {
+                assert!(md.file_type().is_char_device());
+                assert_eq!(md.rdev(), 0x0103);
+            }
+            Err(_) => assert!(report.errors.iter().any(|(p, _)| p == "null")),
+        }
+    }
+
+    fn nested(b: &Builder, depth: usize) -> Node {
+        let mut cur = vec![b.file(b"f", &[b"x"], 0o644, (1, 0))];
+        for _ in 1..depth {
+            cur = vec![b.dir(b"d", cur, 0o755, (1, 0))];
+        }
+        b.dir(b"d", cur, 0o755, (1, 0))
+    }
+
+    #[test]
+    fn depth_limit_is_reported() {
+        let fx = Fx::new();
+        let b = Builder::new(&fx.repo);
+        let ok = nested(&b, MAX_DEPTH);
+        let mut deep = nested(&b, MAX_DEPTH + 1);
+        deep.name = b"deep".to_vec();
+        let root = b.tree(Tree::new(vec![ok, deep]).nodes);
+        b.flush();
+        let report = fx.restore(root, &fx.opts()).unwrap();
+        let mut ok_file = fx.target();
+        for _ in 0..MAX_DEPTH {
+            ok_file.push("d");
+        }
+        assert_eq!(fs::read(ok_file.join("f")).unwrap(), b"x");
+        assert_eq!(report.files, 1);
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let (path, msg) = &report.errors[0];
+        assert!(path.starts_with("deep/d/") && msg.contains("levels deep"));
+        assert!(!fx.target().join(path).exists());
+    }
+
+    #[test]
+    fn verify_detects_differing_content_and_size() {
+        let fx = Fx::new();
+        let b = Builder::new(&fx.repo);
+        let parts = [random_blob(1), random_blob(2)];
+        let node = b.file(b"f", &[&parts[0], &parts[1]], 0o644, (1, 0));
+        b.flush();
+        let content = node.content();
+        let sandbox = Sandbox::open(&fx.target()).unwrap();
+        let dir = sandbox.root().dir(b"d", OnConflict::Fail).unwrap();
+        let opts = fx.opts();
+        let writer = Writer {
+            repo: &fx.repo,
+            opts: &opts,
+            progress: &NoProgress,
+            root: open_target(&fx.target()).unwrap().unwrap(),
+            out: Collector::default(),
+        };
+        let check = |data: &[u8]| {
+            let Placed::Written(file, used) = dir.create_file(b"f", OnConflict::Overwrite).unwrap()
+            else {
+                panic!("must write");
+            };
+            file.write_all_at(data, 0).unwrap();
+            writer.verify_content(&file, &dir, &used, content)
+        };
+        assert_eq!(check(&parts.concat()), Ok(()));
+        let mut flipped = parts.concat();
+        flipped[1500] ^= 1;
+        let err = check(&flipped).unwrap_err();
+        assert!(err.contains("bytes 1000..2000 differ"), "{err}");
+        let err = check(&parts[0]).unwrap_err();
+        assert!(err.contains("size is 1000 bytes"), "{err}");
+    }
+}

@@ -1,0 +1,347 @@
+//! `strata stats`: how much the selected snapshots hold (as restore would write it) and what
+//! they cost in the repository after deduplication and compression.
+use crate::backend::Kind;
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::progress::Progress;
+use crate::repository::{IndexedRepo, RepoError};
+use crate::snapshot::Snapshot;
+use crate::tree::NodeKind;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+/// Trees are loaded this many at a time.
+const BATCH: usize = 256;
+
+#[derive(serde::Serialize, Default, Debug)]
+pub struct Stats {
+    pub snapshots: u64,
+    /// File entries summed over the selected snapshots.
+    pub files: u64,
+    /// Sum of file sizes over the selected snapshots, as restore would write them.
+    pub logical_size: u64,
+    /// Distinct blobs (data + tree) referenced.
+    pub unique_blobs: u64,
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    /// Plaintext bytes of the distinct blobs referenced.
+    pub unique_raw_size: u64,
+    /// Stored (compressed, encrypted) bytes of those blobs.
+    pub stored_size: u64,
+    /// Distinct packs holding them.
+    pub packs: u64,
+    /// Total bytes of all objects in the backend: packs, index, snapshots, keys and config.
+    pub repository_size: u64,
+    /// logical_size / plaintext bytes of the distinct data blobs; 0 when empty.
+    pub dedup_ratio: f64,
+    /// unique_raw_size / stored_size; 0 when empty.
+    pub compression_ratio: f64,
+}
+
+/// One distinct tree: its own files and its subdirectories (with repetitions).
+#[derive(Default)]
+struct TreeInfo {
+    files: u64,
+    size: u64,
+    children: Vec<BlobId>,
+}
+
+pub fn stats(
+    repo: &IndexedRepo,
+    snapshots: &[(SnapshotId, Snapshot)],
+    progress: &dyn Progress,
+) -> Result<Stats, RepoError> {
+    let mut infos: HashMap<BlobId, TreeInfo> = HashMap::new();
+    let mut data: HashSet<BlobId> = HashSet::new();
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut frontier: Vec<BlobId> = snapshots
+        .iter()
+        .map(|(_, s)| s.tree)
+        .filter(|t| seen.insert(*t))
+        .collect();
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for batch in frontier.chunks(BATCH) {
+            let loaded: Vec<_> = batch.par_iter().map(|id| repo.load_tree(id)).collect();
+            for (id, tree) in batch.iter().zip(loaded) {
+                let tree = tree?;
+                let mut info = TreeInfo::default();
+                for node in &tree.nodes {
+                    match &node.kind {
+                        NodeKind::File { content } => {
+                            info.files += 1;
+                            info.size = info.size.saturating_add(node.size);
+                            data.extend(content.iter().map(|c| c.id));
+                        }
+                        NodeKind::Dir { subtree } => {
+                            info.children.push(*subtree);
+                            if seen.insert(*subtree) {
+                                next.push(*subtree);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                infos.insert(*id, info);
+            }
+        }
+        frontier = next;
+    }
+
+    let mut st = Stats {
+        snapshots: snapshots.len() as u64,
+        data_blobs: data.len() as u64,
+        tree_blobs: infos.len() as u64,
+        ..Default::default()
+    };
+    let mut memo = HashMap::new();
+    for (id, snap) in snapshots {
+        progress.item(&format!("snapshot {}", id.0.short()));
+        let (files, size) = totals(&infos, snap.tree, &mut memo);
+        st.files += files;
+        st.logical_size = st.logical_size.saturating_add(size);
+    }
+
+    let mut packs: HashSet<PackId> = HashSet::new();
+    let mut found = 0u64;
+    let mut raw_data = 0u64;
+    repo.index().for_each(|loc| {
+        let id = loc.entry.id;
+        let is_data = data.contains(&id);
+        if is_data || infos.contains_key(&id) {
+            found += 1;
+            st.unique_raw_size += loc.entry.raw_length as u64;
+            st.stored_size += loc.entry.length as u64;
+            if is_data {
+                raw_data += loc.entry.raw_length as u64;
+            }
+            packs.insert(loc.pack);
+        }
+    })?;
+    st.unique_blobs = data.union(&infos.keys().copied().collect()).count() as u64;
+    if found < st.unique_blobs {
+        for id in data.iter().chain(infos.keys()) {
+            if !repo.index().contains(id)? {
+                return Err(RepoError::MissingBlob(*id));
+            }
+        }
+    }
+    st.packs = packs.len() as u64;
+
+    for kind in [
+        Kind::Config,
+        Kind::Key,
+        Kind::Snapshot,
+        Kind::Index,
+        Kind::Pack,
+    ] {
+        st.repository_size += repo
+            .backend()
+            .list(kind)?
+            .iter()
+            .map(|e| e.size)
+            .sum::<u64>();
+    }
+    st.dedup_ratio = ratio(st.logical_size, raw_data);
+    st.compression_ratio = ratio(st.unique_raw_size, st.stored_size);
+    Ok(st)
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Files and bytes below `root`, counting a subtree once per place it appears; `memo` holds
+/// the totals of trees already summed. Iterative, so deep trees cannot overflow the stack.
+fn totals(
+    infos: &HashMap<BlobId, TreeInfo>,
+    root: BlobId,
+    memo: &mut HashMap<BlobId, (u64, u64)>,
+) -> (u64, u64) {
+    let mut stack = vec![(root, false)];
+    let mut open: HashSet<BlobId> = HashSet::new();
+    while let Some((id, expanded)) = stack.pop() {
+        if memo.contains_key(&id) {
+            continue;
+        }
+        let Some(info) = infos.get(&id) else {
+            memo.insert(id, (0, 0));
+            continue;
+        };
+        if !expanded {
+            if !open.insert(id) {
+                continue; // a cycle: only possible in a forged repository
+            }
+            stack.push((id, true));
+            stack.extend(
+                info.children
+                    .iter()
+                    .filter(|c| !memo.contains_key(*c))
+                    .map(|c| (*c, false)),
+            );
+            continue;
+        }
+        let (mut files, mut size) = (info.files, info.size);
+        for c in &info.children {
+            let (f, s) = memo.get(c).copied().unwrap_or((0, 0));
+            files = files.saturating_add(f);
+            size = size.saturating_add(s);
+        }
+        memo.insert(id, (files, size));
+    }
+    memo.get(&root).copied().unwrap_or((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobType;
+    use crate::packer::Packer;
+    use crate::packer::tests::{indexed_repo, random_blob};
+    use crate::progress::NoProgress;
+    use crate::tree::tests::file_node;
+    use crate::tree::{ChunkRef, Node, Tree};
+
+    fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
+        let mut node = file_node(name.as_bytes(), &[]);
+        node.kind = NodeKind::File {
+            content: chunks
+                .iter()
+                .map(|&(id, len)| ChunkRef {
+                    id,
+                    len: len as u32,
+                })
+                .collect(),
+        };
+        node.size = chunks.iter().map(|c| c.1 as u64).sum();
+        node
+    }
+
+    fn dir_of(name: &str, subtree: BlobId) -> Node {
+        let mut node = file_node(name.as_bytes(), &[]);
+        node.kind = NodeKind::Dir { subtree };
+        node
+    }
+
+    fn snapshot_of(tree: BlobId, time: &str) -> Snapshot {
+        let json = serde_json::json!({"time": time, "host": "h",
+            "username": "u", "uid": 0, "gid": 0, "paths": ["/x"], "tree": tree,
+            "program_version": "t"});
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn disk_size(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    disk_size(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn identical_files_dedupe_and_compress() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let packer = Packer::new(&repo, false);
+        let plain = b"strata compresses well ".repeat(200);
+        let (id, _) = packer.save(BlobType::Data, &plain).unwrap();
+        let same = |name| file_of(name, &[(id, plain.len())]);
+        let tree = Tree::new(vec![same("a"), same("b")]).encode();
+        let (root, _) = packer.save(BlobType::Tree, &tree).unwrap();
+        let saved = packer.flush().unwrap();
+        let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
+        let snap_id = repo.save_snapshot(&snap).unwrap();
+
+        let st = stats(&repo, &[(snap_id, snap.clone())], &NoProgress).unwrap();
+        assert_eq!(st.snapshots, 1);
+        assert_eq!(st.files, 2);
+        assert_eq!(st.logical_size, 2 * plain.len() as u64);
+        assert!((st.dedup_ratio - 2.0).abs() < 1e-9, "{st:?}");
+        assert!(st.compression_ratio > 1.0, "{st:?}");
+        assert_eq!(st.data_blobs, saved.data_blobs);
+        assert_eq!(st.tree_blobs, saved.tree_blobs);
+        assert_eq!(st.unique_blobs, 2);
+        assert_eq!(st.packs, saved.packs);
+        assert_eq!(st.unique_raw_size, saved.raw_bytes);
+        assert_eq!(st.stored_size, saved.bytes);
+        assert_eq!(st.repository_size, disk_size(&dir.path().join("repo")));
+
+        // The same tree in two snapshots counts twice in logical size, once in blobs.
+        let both = [(snap_id, snap.clone()), (snap_id, snap)];
+        let st2 = stats(&repo, &both, &NoProgress).unwrap();
+        assert_eq!(st2.files, 4);
+        assert_eq!(st2.logical_size, 4 * plain.len() as u64);
+        assert_eq!(st2.unique_blobs, 2);
+        assert!((st2.dedup_ratio - 4.0).abs() < 1e-9, "{st2:?}");
+    }
+
+    #[test]
+    fn repeated_subtrees_count_per_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 4096);
+        let packer = Packer::new(&repo, false);
+        let mut files = Vec::new();
+        for i in 0..10u32 {
+            let b = random_blob(i);
+            let (id, _) = packer.save(BlobType::Data, &b).unwrap();
+            files.push(file_of(&format!("f{i}"), &[(id, b.len())]));
+        }
+        let (sub, _) = packer
+            .save(BlobType::Tree, &Tree::new(files).encode())
+            .unwrap();
+        let (mid, _) = packer
+            .save(
+                BlobType::Tree,
+                &Tree::new(vec![dir_of("x", sub), dir_of("y", sub)]).encode(),
+            )
+            .unwrap();
+        let (root, _) = packer
+            .save(
+                BlobType::Tree,
+                &Tree::new(vec![dir_of("m", mid), dir_of("s", sub)]).encode(),
+            )
+            .unwrap();
+        let saved = packer.flush().unwrap();
+        let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
+        let st = stats(&repo, &[(Default::default(), snap)], &NoProgress).unwrap();
+        assert_eq!(st.files, 30);
+        assert_eq!(st.logical_size, 30_000);
+        assert_eq!(st.data_blobs, 10);
+        assert_eq!(st.tree_blobs, 3);
+        assert_eq!(st.packs, saved.packs);
+        assert!(saved.packs > 2, "{saved:?}");
+        assert!((st.dedup_ratio - 3.0).abs() < 1e-9, "{st:?}");
+        assert!(
+            st.compression_ratio < 1.0,
+            "random data grows by the encryption overhead"
+        );
+    }
+
+    #[test]
+    fn empty_selection_and_missing_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 4096);
+        let st = stats(&repo, &[], &NoProgress).unwrap();
+        assert_eq!((st.files, st.unique_blobs, st.packs), (0, 0, 0));
+        assert_eq!(st.dedup_ratio, 0.0);
+        assert!(st.repository_size > 0, "config and key");
+
+        let packer = Packer::new(&repo, false);
+        let ghost = BlobId(crate::id::Id::random());
+        let tree = Tree::new(vec![file_of("g", &[(ghost, 5)])]).encode();
+        let (root, _) = packer.save(BlobType::Tree, &tree).unwrap();
+        packer.flush().unwrap();
+        let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
+        let err = stats(&repo, &[(Default::default(), snap)], &NoProgress).unwrap_err();
+        assert!(
+            matches!(err, RepoError::MissingBlob(id) if id == ghost),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! Helpers shared by the end-to-end CLI tests (`cli_backup_restore`,
+//! `cli_damage`): fast `init`, exit codes, repository listings, paths of
+//! backed-up sources inside a restore target, and walking a snapshot's trees
+//! through `strata cat tree`.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use super::fsutil::list_files;
+use super::repo::{TestRepo, describe};
+
+/// `init` with a cheap KDF so that opening the repository is fast.
+pub const FAST_INIT: [&str; 5] = ["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"];
+
+/// `strata init` with a cheap KDF.
+pub fn init_fast(repo: &TestRepo) {
+    repo.ok(FAST_INIT);
+}
+
+/// The exit code; panics (showing the output) if the process died of a signal.
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or_else(|| {
+        panic!(
+            "strata was killed by a signal: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Run `args` and return the output after asserting the exit code.
+pub fn run_expect<I, S>(repo: &TestRepo, args: I, want: i32) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = repo.cmd(args);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run strata: {e}"));
+    if out.status.code() != Some(want) {
+        panic!("expected exit code {want}: {}", describe(&cmd, &out));
+    }
+    out
+}
+
+/// Run `args + ["--json"]` expecting exit code `want`; parse stdout as JSON.
+pub fn json_expect<I, S>(repo: &TestRepo, args: I, want: i32) -> (Output, Value)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut all: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    all.push("--json".into());
+    let out = run_expect(repo, &all, want);
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout of {all:?} is not JSON ({e}):\n{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, value)
+}
+
+/// Where the backed-up absolute path `src` lands when a whole snapshot is
+/// restored into `target`: `target/<src without its leading />`.
+pub fn restored_path(target: &Path, src: &Path) -> PathBuf {
+    assert!(src.is_absolute(), "{src:?} is not absolute");
+    target.join(src.strip_prefix("/").expect("absolute path"))
+}
+
+/// Every file below `dir` (symlinks not followed) with its full content,
+/// keyed by relative path: a byte-exact picture of a (small) repository.
+pub fn dir_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    list_files(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap_or_else(|e| panic!("read {p:?}: {e}"));
+            (p.strip_prefix(dir).expect("below dir").to_path_buf(), bytes)
+        })
+        .collect()
+}
+
+/// Every entry below `dir` (directories included, symlinks not followed)
+/// with its type and size, keyed by relative path.
+pub fn dir_listing(dir: &Path) -> BTreeMap<PathBuf, (String, u64)> {
+    let mut out = BTreeMap::new();
+    if fs::symlink_metadata(dir).is_ok() {
+        listing_into(dir, Path::new(""), &mut out);
+    }
+    out
+}
+
+fn listing_into(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (String, u64)>) {
+    let dir = root.join(rel);
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read_dir {dir:?}: {e}")) {
+        let entry = entry.unwrap_or_else(|e| panic!("read_dir {dir:?}: {e}"));
+        let child = rel.join(entry.file_name());
+        let md = fs::symlink_metadata(entry.path()).expect("lstat");
+        let kind = if md.file_type().is_symlink() {
+            "symlink"
+        } else if md.is_dir() {
+            "dir"
+        } else {
+            "file"
+        };
+        out.insert(child.clone(), (kind.to_string(), md.len()));
+        if md.is_dir() {
+            listing_into(root, &child, out);
+        }
+    }
+}
+
+/// Non-directory entries below `dir` as paths relative to `dir`, sorted.
+pub fn rel_files(dir: &Path) -> Vec<PathBuf> {
+    list_files(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).expect("below dir").to_path_buf())
+        .collect()
+}
+
+/// Regular files (not symlinks) below `dir`, relative, with their sizes.
+pub fn regular_files(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    list_files(dir)
+        .into_iter()
+        .filter_map(|p| {
+            let md = fs::symlink_metadata(&p).expect("lstat");
+            md.is_file().then(|| {
+                (
+                    p.strip_prefix(dir).expect("below dir").to_path_buf(),
+                    md.len(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The pack files under `repo/data/`, largest first.
+pub fn packs_by_size(repo_dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut packs: Vec<(PathBuf, u64)> = list_files(&repo_dir.join("data"))
+        .into_iter()
+        .map(|p| {
+            let len = fs::symlink_metadata(&p).expect("lstat").size();
+            (p, len)
+        })
+        .collect();
+    packs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    packs
+}
+
+/// A name from tree JSON: a string when UTF-8, else an array of bytes.
+pub fn json_name(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Array(bytes) => bytes
+            .iter()
+            .map(|b| b.as_u64().expect("byte") as u8)
+            .collect(),
+        other => panic!("unexpected name in tree JSON: {other}"),
+    }
+}
+
+/// A regular file found in a snapshot: its absolute snapshot path and the
+/// ids of its chunks.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub blobs: Vec<String>,
+}
+
+/// Every regular file of snapshot `snapshot` (a full id), found by walking
+/// its trees with `strata cat snapshot` / `strata cat tree`.
+pub fn snapshot_files(repo: &TestRepo, snapshot: &str) -> Vec<SnapshotFile> {
+    let snap = json_stdout(repo, &["cat", "snapshot", snapshot]);
+    let root = snap["tree"].as_str().expect("snapshot.tree").to_string();
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::from("/"), root)];
+    while let Some((dir, tree)) = stack.pop() {
+        let t = json_stdout(repo, &["cat", "tree", &tree]);
+        for node in t["nodes"].as_array().expect("tree.nodes") {
+            let name = json_name(&node["name"]);
+            let path = dir.join(OsStr::from_bytes(&name));
+            let kind = &node["kind"];
+            if let Some(sub) = kind.get("dir") {
+                let id = sub["subtree"].as_str().expect("subtree id").to_string();
+                stack.push((path, id));
+            } else if let Some(file) = kind.get("file") {
+                let blobs = file["content"]
+                    .as_array()
+                    .expect("file.content")
+                    .iter()
+                    .map(|c| c["id"].as_str().expect("chunk id").to_string())
+                    .collect();
+                out.push(SnapshotFile { path, blobs });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Run `args` (no `--json` added), expect success, parse stdout as JSON.
+fn json_stdout(repo: &TestRepo, args: &[&str]) -> Value {
+    let out = repo.ok(args);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout of {args:?} is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `p` as raw bytes.
+pub fn path_bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+/// A path from raw bytes.
+pub fn path_from_bytes(b: &[u8]) -> PathBuf {
+    PathBuf::from(OsString::from_vec(b.to_vec()))
+}
