@@ -1,26 +1,70 @@
 //! Content-defined chunking with FastCDC 2020. Boundaries depend only on the bytes and the
 //! repository's parameters and seed, never on how the input is read.
 use crate::config::ChunkerParams;
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
+use std::borrow::Cow;
 use std::io::Read;
 
 /// Splits a reader into chunks: an iterator of `io::Result<Vec<u8>>`.
+///
+/// The buffer grows only as far as the input needs (a small file never costs `max_size`)
+/// and is never zero-filled; consumed bytes are moved out at most once per `max_size` read.
 pub struct Chunker<R: Read> {
-    inner: StreamCDC<R>,
+    source: R,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    params: ChunkerParams,
+    masks: [u64; 4],
+    gear: (Cow<'static, [u64]>, Cow<'static, [u64]>),
 }
 
 impl<R: Read> Chunker<R> {
     pub fn new(source: R, params: ChunkerParams, seed: u64) -> Chunker<R> {
+        let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
         Chunker {
-            inner: StreamCDC::with_level_and_seed(
-                source,
-                params.min_size as usize,
-                params.avg_size as usize,
-                params.max_size as usize,
-                Normalization::Level1,
-                seed,
-            ),
+            source,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+            params,
+            masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
+            gear: get_gear_with_seed(seed),
         }
+    }
+
+    /// Makes at least `max_size` unconsumed bytes available, or everything up to EOF.
+    fn fill(&mut self) -> std::io::Result<()> {
+        let max = self.params.max_size as usize;
+        if self.eof || self.buf.len() - self.pos >= max {
+            return Ok(());
+        }
+        if self.pos >= max {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let want = (max - (self.buf.len() - self.pos)) as u64;
+        let got = (&mut self.source).take(want).read_to_end(&mut self.buf)?;
+        self.eof = (got as u64) < want;
+        Ok(())
+    }
+
+    fn cut(&self) -> usize {
+        let p = &self.params;
+        let [ms, ml, msl, mll] = self.masks;
+        let (_, n) = cut_gear(
+            &self.buf[self.pos..],
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            ms,
+            ml,
+            msl,
+            mll,
+            &self.gear.0,
+            &self.gear.1,
+        );
+        n
     }
 }
 
@@ -28,9 +72,16 @@ impl<R: Read> Iterator for Chunker<R> {
     type Item = std::io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner
-            .next()
-            .map(|r| r.map(|c| c.data).map_err(std::io::Error::from))
+        if let Err(e) = self.fill() {
+            return Some(Err(e));
+        }
+        if self.pos == self.buf.len() {
+            return None;
+        }
+        let n = self.cut();
+        let chunk = self.buf[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        Some(Ok(chunk))
     }
 }
 
