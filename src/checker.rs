@@ -597,31 +597,10 @@ mod tests {
     use crate::progress::NoProgress;
     use crate::repository::Repository;
     use crate::snapshot::Snapshot;
-    use crate::tree::tests::file_node;
-    use crate::tree::{ChunkRef, Node};
+    use crate::tree::Node;
+    use crate::tree::tests::{dir_of, file_of};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
-
-    pub fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
-        let mut node = file_node(name.as_bytes(), &[]);
-        node.kind = NodeKind::File {
-            content: chunks
-                .iter()
-                .map(|&(id, len)| ChunkRef {
-                    id,
-                    len: len as u32,
-                })
-                .collect(),
-        };
-        node.size = chunks.iter().map(|c| c.1 as u64).sum();
-        node
-    }
-
-    pub fn dir_of(name: &str, subtree: BlobId) -> Node {
-        let mut node = file_node(name.as_bytes(), &[]);
-        node.kind = NodeKind::Dir { subtree };
-        node
-    }
 
     pub fn snapshot_of(tree: BlobId) -> Snapshot {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",

@@ -198,29 +198,8 @@ mod tests {
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
     use crate::progress::NoProgress;
-    use crate::tree::tests::file_node;
-    use crate::tree::{ChunkRef, Node, Tree};
-
-    fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
-        let mut node = file_node(name.as_bytes(), &[]);
-        node.kind = NodeKind::File {
-            content: chunks
-                .iter()
-                .map(|&(id, len)| ChunkRef {
-                    id,
-                    len: len as u32,
-                })
-                .collect(),
-        };
-        node.size = chunks.iter().map(|c| c.1 as u64).sum();
-        node
-    }
-
-    fn dir_of(name: &str, subtree: BlobId) -> Node {
-        let mut node = file_node(name.as_bytes(), &[]);
-        node.kind = NodeKind::Dir { subtree };
-        node
-    }
+    use crate::tree::Tree;
+    use crate::tree::tests::{dir_of, file_of};
 
     fn snapshot_of(tree: BlobId, time: &str) -> Snapshot {
         let json = serde_json::json!({"time": time, "host": "h",

@@ -193,6 +193,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// A file node whose content is the given (blob, length) chunks.
+    pub fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
+        let mut node = file_node(name.as_bytes(), &[]);
+        let content = chunks.iter().map(|&(id, len)| ChunkRef {
+            id,
+            len: len as u32,
+        });
+        node.kind = NodeKind::File {
+            content: content.collect(),
+        };
+        node.size = chunks.iter().map(|c| c.1 as u64).sum();
+        node
+    }
+
+    pub fn dir_of(name: &str, subtree: BlobId) -> Node {
+        let mut node = file_node(name.as_bytes(), &[]);
+        node.kind = NodeKind::Dir { subtree };
+        node
+    }
+
     #[test]
     fn encoding_is_deterministic_and_round_trips() {
         let mut link = file_node(b"\xffnot utf8", &[]);
