@@ -381,19 +381,26 @@ impl Archiver<'_> {
         parent: Option<&Node>,
     ) -> std::io::Result<NodeKind> {
         self.progress.item(&path.to_string_lossy());
-        bump(&self.counters.total_files, 1);
-        bump(&self.counters.total_bytes, meta.len());
-        if let Some(content) = parent.and_then(|p| self.unchanged(p, meta)) {
-            bump(&self.counters.files_unmodified, 1);
-            self.progress.advance(meta.len());
-            return Ok(NodeKind::File { content });
-        }
-        let content = self.read_content(File::open(path)?)?;
-        let counter = match parent {
-            Some(_) => &self.counters.files_changed,
-            None => &self.counters.files_new,
+        let (content, counter) = match parent.and_then(|p| self.unchanged(p, meta)) {
+            Some(content) => {
+                self.progress.advance(meta.len());
+                (content, &self.counters.files_unmodified)
+            }
+            None => {
+                let content = self.read_content(File::open(path)?)?;
+                let counter = match parent {
+                    Some(_) => &self.counters.files_changed,
+                    None => &self.counters.files_new,
+                };
+                (content, counter)
+            }
         };
         bump(counter, 1);
+        bump(&self.counters.total_files, 1);
+        bump(
+            &self.counters.total_bytes,
+            content.iter().map(|c| c.len as u64).sum(),
+        );
         Ok(NodeKind::File { content })
     }
 

@@ -1,5 +1,5 @@
 //! `strata backup`: save paths as a new snapshot and print its id and summary.
-use super::{Context, Outcome, human_bytes};
+use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use std::path::PathBuf;
 use strata::archiver::{self, BackupOptions, ParentChoice};
@@ -57,7 +57,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let result = archiver::backup(&repo, &opts, progress.as_ref())?;
     drop(progress);
     for (path, err) in &result.errors {
-        ctx.warn(&format!("{path}: {err}"));
+        ctx.warn(&format!("{}: {}", escape(path), escape(err)));
     }
     report(ctx, &result)?;
     Ok(match result.errors.is_empty() {

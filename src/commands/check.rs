@@ -1,5 +1,5 @@
 //! `strata check`: verify structure, and with --read-data the data itself; list damage.
-use super::{Context, Outcome};
+use super::{Context, Outcome, escape};
 use anyhow::Result;
 use strata::checker::{self, ReadData};
 
@@ -27,7 +27,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         ctx.print_json(&report)?;
     } else {
         for p in &report.errors {
-            eprintln!("strata: damage: {} {}: {}", p.kind, p.object, p.message);
+            eprintln!(
+                "strata: damage: {} {}: {}",
+                p.kind,
+                p.object,
+                escape(&p.message)
+            );
         }
         ctx.say(&format!(
             "{} snapshots, {} trees, {} blobs referenced, {} packs ({} read, {} blobs verified)",

@@ -1,5 +1,5 @@
 //! `strata ls`: list the entries of a snapshot, below a path, optionally recursively.
-use super::{Context, Outcome};
+use super::{Context, Outcome, escape};
 use anyhow::Result;
 use strata::tree::{Node, NodeKind};
 use strata::vfs;
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     for (path, node) in &entries {
-        let shown = String::from_utf8_lossy(path);
+        let shown = escape(&String::from_utf8_lossy(path));
         match args.long {
             true => ctx.say(&long_line(&shown, node))?,
             false => ctx.say(&shown)?,

@@ -184,6 +184,26 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Text from the repository made safe for a terminal: control characters (newlines, ESC,
+/// NUL…) are shown escaped, everything else as is.
+pub fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 pub fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_shows_control_characters() {
+        assert_eq!(super::escape("a\nb\u{1b}[31m\0ü"), "a\\nb\\u{1b}[31m\\u{0}ü");
+        assert_eq!(super::escape("plain name"), "plain name");
+    }
 }

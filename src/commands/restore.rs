@@ -1,5 +1,5 @@
 //! `strata restore`: write a snapshot, or a subpath of it, into a target directory.
-use super::{Context, Outcome};
+use super::{Context, Outcome, escape};
 use anyhow::Result;
 use std::path::PathBuf;
 use strata::filter::Patterns;
@@ -84,7 +84,10 @@ fn conflicts(ctx: &Context, paths: &[String]) -> Result<Outcome> {
         ctx.print_json(&serde_json::json!({"conflicts": paths}))?;
     }
     for p in paths.iter().take(20) {
-        eprintln!("strata: conflict: {p} already exists in the target");
+        eprintln!(
+            "strata: conflict: {} already exists in the target",
+            escape(p)
+        );
     }
     eprintln!(
         "strata: error: {} entries already exist in the target; nothing was written \
@@ -96,20 +99,29 @@ fn conflicts(ctx: &Context, paths: &[String]) -> Result<Outcome> {
 
 fn print_report(ctx: &Context, r: &RestoreReport) -> Result<()> {
     for (path, err) in &r.errors {
-        eprintln!("strata: error: {path}: {err}");
+        eprintln!("strata: error: {}: {}", escape(path), escape(err));
     }
     for (path, err) in &r.verify_failures {
-        eprintln!("strata: verify failed: {path}: {err}");
+        eprintln!("strata: verify failed: {}: {}", escape(path), escape(err));
     }
     if ctx.args.json {
         return ctx.print_json(r);
     }
     for p in &r.planned {
         let note = if p.existing { " (exists)" } else { "" };
-        ctx.say(&format!("{:?} {} {}{note}", p.action, p.kind, p.path))?;
+        ctx.say(&format!(
+            "{:?} {} {}{note}",
+            p.action,
+            p.kind,
+            escape(&p.path)
+        ))?;
     }
     for (from, to) in &r.renamed {
-        ctx.say(&format!("kept existing {from}; restored as {to}"))?;
+        ctx.say(&format!(
+            "kept existing {}; restored as {}",
+            escape(from),
+            escape(to)
+        ))?;
     }
     ctx.say(&format!(
         "restored {} files, {} dirs, {} symlinks, {} others, {}; skipped {}; {} errors{}",
