@@ -14,7 +14,8 @@ use crate::indexfile::PackEntries;
 use crate::pack::{self, BlobEntry, TRAILER_LEN};
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
-use crate::tree::{NodeKind, Tree};
+use crate::sandbox::validate_name;
+use crate::tree::{ChunkRef, Node, NodeKind, Tree};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -172,7 +173,8 @@ impl CheckReport {
 #[derive(Default)]
 struct IndexView {
     packs: HashMap<PackId, Vec<BlobEntry>>,
-    blobs: HashMap<BlobId, BlobType>,
+    /// Blob id -> its type and raw (plaintext) length.
+    blobs: HashMap<BlobId, (BlobType, u32)>,
 }
 
 /// Checks the repository; see the module documentation.
@@ -310,7 +312,7 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
                 Ok(packs) => {
                     for p in packs {
                         for b in &p.blobs {
-                            view.blobs.entry(b.id).or_insert(b.ty);
+                            view.blobs.entry(b.id).or_insert((b.ty, b.raw_length));
                         }
                         view.packs.entry(p.pack).or_default().extend(p.blobs);
                     }
@@ -337,19 +339,44 @@ struct Pending {
     path: String,
 }
 
+impl Pending {
+    /// "at PATH in snapshot SHORT", for messages about this tree.
+    fn location(&self) -> String {
+        format!("at {} in snapshot {}", self.path, self.snapshot.0.short())
+    }
+}
+
 #[derive(Default)]
 struct Walk {
     trees: HashSet<BlobId>,
     data: HashSet<BlobId>,
 }
 
+/// The path of entry `name` under `parent`. Names that are invalid as path components
+/// (see `sandbox::validate_name`) are shown escaped, so no raw `/` or NUL ends up in a path.
 fn child_path(parent: &str, name: &[u8]) -> String {
-    let name = String::from_utf8_lossy(name);
+    let lossy = String::from_utf8_lossy(name);
+    let name = match validate_name(name) {
+        Ok(()) => lossy.into_owned(),
+        Err(_) => format!("{lossy:?}"),
+    };
     if parent.ends_with('/') {
         format!("{parent}{name}")
     } else {
         format!("{parent}/{name}")
     }
+}
+
+/// State of one walk over the trees reachable from the snapshots.
+struct Walker<'a> {
+    repo: &'a IndexedRepo,
+    index: &'a IndexView,
+    /// Root tree -> the snapshots that have it as their root.
+    roots: HashMap<BlobId, Vec<SnapshotId>>,
+    walk: Walk,
+    /// (blob, length) pairs already reported as differing from the indexed raw length.
+    wrong_lengths: HashSet<(BlobId, u32)>,
+    problems: &'a mut Vec<Problem>,
 }
 
 /// Loads every distinct tree reachable from the snapshots (a batch at a time, in parallel)
@@ -361,104 +388,187 @@ fn walk_trees(
     problems: &mut Vec<Problem>,
     progress: &dyn Progress,
 ) -> Walk {
-    let mut walk = Walk::default();
-    let mut roots: HashMap<BlobId, Vec<SnapshotId>> = HashMap::new();
-    let mut frontier = Vec::new();
-    for (id, snap) in snapshots {
-        roots.entry(snap.tree).or_default().push(*id);
-        if walk.trees.insert(snap.tree) {
-            frontier.push(Pending {
-                id: snap.tree,
-                snapshot: *id,
-                path: "/".into(),
-            });
-        }
-    }
-    let mut reported: HashSet<BlobId> = HashSet::new();
+    let mut w = Walker {
+        repo,
+        index,
+        roots: HashMap::new(),
+        walk: Walk::default(),
+        wrong_lengths: HashSet::new(),
+        problems,
+    };
+    let mut frontier = w.queue_roots(snapshots);
     while !frontier.is_empty() {
+        frontier = w.walk_level(&frontier, progress);
+    }
+    w.walk
+}
+
+impl Walker<'_> {
+    /// Records each snapshot's root tree and returns the distinct roots to load.
+    fn queue_roots(
+        &mut self,
+        snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
+    ) -> Vec<Pending> {
+        let mut frontier = Vec::new();
+        for (id, snap) in snapshots {
+            self.roots.entry(snap.tree).or_default().push(*id);
+            if self.walk.trees.insert(snap.tree) {
+                frontier.push(Pending {
+                    id: snap.tree,
+                    snapshot: *id,
+                    path: "/".into(),
+                });
+            }
+        }
+        frontier
+    }
+
+    /// Loads and checks every tree of `frontier`; returns the subtrees seen for the first time.
+    fn walk_level(&mut self, frontier: &[Pending], progress: &dyn Progress) -> Vec<Pending> {
         let mut next = Vec::new();
         for batch in frontier.chunks(BATCH) {
-            let loaded: Vec<Result<Tree, RepoError>> =
-                batch.par_iter().map(|p| repo.load_tree(&p.id)).collect();
-            for (p, tree) in batch.iter().zip(loaded) {
+            for (p, tree) in batch.iter().zip(load_batch(self.repo, batch)) {
                 progress.item(&p.path);
-                let tree = match tree {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let reason = match e {
-                            RepoError::MissingBlob(_) => "not in index".to_string(),
-                            e => e.to_string(),
-                        };
-                        let origin = match roots.get(&p.id) {
-                            Some(snaps) => format!(
-                                "root tree of snapshot {}",
-                                snaps
-                                    .iter()
-                                    .map(|s| s.0.short())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                            None => format!("at {} in snapshot {}", p.path, p.snapshot.0.short()),
-                        };
-                        problems.push(Problem::new(
-                            "tree",
-                            p.id,
-                            format!("cannot be loaded ({origin}): {reason}"),
-                        ));
-                        continue;
-                    }
-                };
-                if index.blobs.get(&p.id) == Some(&BlobType::Data) {
-                    problems.push(Problem::new(
-                        "tree",
-                        p.id,
-                        format!(
-                            "is indexed as a data blob (at {} in snapshot {})",
-                            p.path,
-                            p.snapshot.0.short()
-                        ),
-                    ));
-                }
-                for node in &tree.nodes {
-                    match &node.kind {
-                        NodeKind::File { content } => {
-                            for chunk in content {
-                                if !walk.data.insert(chunk.id) {
-                                    continue;
-                                }
-                                let problem = match index.blobs.get(&chunk.id) {
-                                    Some(BlobType::Data) => continue,
-                                    Some(BlobType::Tree) => "is indexed as a tree blob",
-                                    None => "not in index",
-                                };
-                                if reported.insert(chunk.id) {
-                                    problems.push(Problem::new(
-                                        "blob",
-                                        chunk.id,
-                                        format!(
-                                            "{problem} (referenced by {} in snapshot {})",
-                                            child_path(&p.path, &node.name),
-                                            p.snapshot.0.short()
-                                        ),
-                                    ));
-                                }
-                            }
-                        }
-                        NodeKind::Dir { subtree } if walk.trees.insert(*subtree) => {
-                            next.push(Pending {
-                                id: *subtree,
-                                snapshot: p.snapshot,
-                                path: child_path(&p.path, &node.name),
-                            });
-                        }
-                        _ => {}
-                    }
+                match tree {
+                    Ok(tree) => self.check_tree(p, &tree, &mut next),
+                    Err(e) => self.report_unloadable(p, e),
                 }
             }
         }
-        frontier = next;
+        next
     }
-    walk
+
+    /// Reports a tree that cannot be loaded, naming where it was reached from.
+    fn report_unloadable(&mut self, p: &Pending, e: RepoError) {
+        let reason = match e {
+            RepoError::MissingBlob(_) => "not in index".to_string(),
+            e => e.to_string(),
+        };
+        let origin = match self.roots.get(&p.id) {
+            Some(snaps) => {
+                let snaps: Vec<String> = snaps.iter().map(|s| s.0.short()).collect();
+                format!("root tree of snapshot {}", snaps.join(", "))
+            }
+            None => p.location(),
+        };
+        self.problems.push(Problem::new(
+            "tree",
+            p.id,
+            format!("cannot be loaded ({origin}): {reason}"),
+        ));
+    }
+
+    /// Checks one loaded tree and its entries, queueing unseen subtrees onto `next`.
+    fn check_tree(&mut self, p: &Pending, tree: &Tree, next: &mut Vec<Pending>) {
+        if matches!(self.index.blobs.get(&p.id), Some((BlobType::Data, _))) {
+            self.problems.push(Problem::new(
+                "tree",
+                p.id,
+                format!("is indexed as a data blob ({})", p.location()),
+            ));
+        }
+        self.check_names(p, tree);
+        for node in &tree.nodes {
+            match &node.kind {
+                NodeKind::File { content } => self.check_file(p, node, content),
+                NodeKind::Dir { subtree } => self.queue_subtree(p, node, *subtree, next),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reports entry names that are invalid path components, and names used more than once.
+    fn check_names(&mut self, p: &Pending, tree: &Tree) {
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut duplicates: HashSet<&[u8]> = HashSet::new();
+        for node in &tree.nodes {
+            let name = node.name.as_slice();
+            let shown = String::from_utf8_lossy(name);
+            if validate_name(name).is_err() {
+                self.problems.push(Problem::new(
+                    "tree",
+                    p.id,
+                    format!("has an invalid entry name {shown:?} ({})", p.location()),
+                ));
+            }
+            if !seen.insert(name) && duplicates.insert(name) {
+                self.problems.push(Problem::new(
+                    "tree",
+                    p.id,
+                    format!("has more than one entry named {shown:?} ({})", p.location()),
+                ));
+            }
+        }
+    }
+
+    /// Checks a file node: its size against its chunks, and each chunk against the index.
+    fn check_file(&mut self, p: &Pending, node: &Node, content: &[ChunkRef]) {
+        let path = child_path(&p.path, &node.name);
+        let sum: u64 = content.iter().map(|c| u64::from(c.len)).sum();
+        if node.size != sum {
+            self.problems.push(Problem::new(
+                "tree",
+                p.id,
+                format!(
+                    "file {path} in snapshot {} has size {} but its chunks add up to {sum} bytes",
+                    p.snapshot.0.short(),
+                    node.size
+                ),
+            ));
+        }
+        for chunk in content {
+            self.check_chunk(p, &path, chunk);
+        }
+    }
+
+    /// Checks one chunk of the file at `path`: indexed, as a data blob, with the same length.
+    fn check_chunk(&mut self, p: &Pending, path: &str, chunk: &ChunkRef) {
+        let first = self.walk.data.insert(chunk.id);
+        let problem = match self.index.blobs.get(&chunk.id) {
+            Some(&(BlobType::Data, raw)) => {
+                if raw == chunk.len || !self.wrong_lengths.insert((chunk.id, chunk.len)) {
+                    return;
+                }
+                format!(
+                    "has length {raw} in the index but {} in the tree",
+                    chunk.len
+                )
+            }
+            _ if !first => return,
+            Some((BlobType::Tree, _)) => "is indexed as a tree blob".to_string(),
+            None => "not in index".to_string(),
+        };
+        self.problems.push(Problem::new(
+            "blob",
+            chunk.id,
+            format!(
+                "{problem} (referenced by {path} in snapshot {})",
+                p.snapshot.0.short()
+            ),
+        ));
+    }
+
+    /// Queues a directory's subtree for loading unless it was already reached.
+    fn queue_subtree(
+        &mut self,
+        p: &Pending,
+        node: &Node,
+        subtree: BlobId,
+        next: &mut Vec<Pending>,
+    ) {
+        if self.walk.trees.insert(subtree) {
+            next.push(Pending {
+                id: subtree,
+                snapshot: p.snapshot,
+                path: child_path(&p.path, &node.name),
+            });
+        }
+    }
+}
+
+/// Loads a batch of trees in parallel, in the batch's order.
+fn load_batch(repo: &IndexedRepo, batch: &[Pending]) -> Vec<Result<Tree, RepoError>> {
+    batch.par_iter().map(|p| repo.load_tree(&p.id)).collect()
 }
 
 /// What reading one pack found.
@@ -598,7 +708,7 @@ mod tests {
     use crate::repository::Repository;
     use crate::snapshot::Snapshot;
     use crate::tree::Node;
-    use crate::tree::tests::{dir_of, file_of};
+    use crate::tree::tests::{dir_of, file_node, file_of};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
@@ -854,6 +964,105 @@ mod tests {
         assert_eq!(r.packs_read, names.len().div_ceil(2) as u64);
         let r = check(&f.repo, ReadData::Percent(0.001), &NoProgress).unwrap();
         assert_eq!(r.packs_read, 1);
+    }
+
+    /// Adds a second snapshot whose root holds a directory "bad" made of `nodes` (kept in
+    /// the given order, duplicates included); returns that directory's tree id.
+    fn with_bad_dir(f: &Fixture, nodes: Vec<Node>) -> BlobId {
+        let packer = Packer::new(&f.repo, false);
+        let (bad, _) = packer
+            .save(BlobType::Tree, &Tree { nodes }.encode())
+            .unwrap();
+        let root = Tree::new(vec![dir_of("bad", bad)]).encode();
+        let (root, _) = packer.save(BlobType::Tree, &root).unwrap();
+        packer.flush().unwrap();
+        f.repo.save_snapshot(&snapshot_of(root)).unwrap();
+        bad
+    }
+
+    #[test]
+    fn invalid_entry_names_are_errors_and_escaped() {
+        let f = fixture(1, vec![]);
+        let bad = with_bad_dir(
+            &f,
+            vec![
+                file_node(b"", &[]),
+                file_node(b"..", &[]),
+                file_node(b"a/b", &[]),
+                file_node(b"x\0y\n", &[]),
+                file_node(b"fine", &[]),
+            ],
+        );
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let trees = errors_of(&r, "tree");
+        assert_eq!(trees.len(), 4, "{:?}", r.errors);
+        assert_eq!(r.errors.len(), 4, "{:?}", r.errors);
+        for t in &trees {
+            assert_eq!(t.kind, "tree");
+            assert_eq!(t.object, bad.0.to_hex());
+            assert!(t.message.contains("invalid entry name"), "{}", t.message);
+            assert!(t.message.contains("/bad"), "{}", t.message);
+            assert!(!t.message.contains('\0') && !t.message.contains('\n'));
+        }
+        let all: Vec<&str> = trees.iter().map(|t| t.message.as_str()).collect();
+        assert!(all.iter().any(|m| m.contains(r#""x\0y\n""#)), "{all:?}");
+        assert!(all.iter().any(|m| m.contains(r#""a/b""#)), "{all:?}");
+        assert!(all.iter().any(|m| m.contains(r#""..""#)), "{all:?}");
+        assert!(all.iter().any(|m| m.contains(r#""""#)), "{all:?}");
+    }
+
+    #[test]
+    fn duplicate_entry_names_are_errors() {
+        let f = fixture(1, vec![]);
+        let bad = with_bad_dir(
+            &f,
+            vec![
+                file_node(b"dup", &[]),
+                file_node(b"other", &[]),
+                file_node(b"dup", &[]),
+                file_node(b"dup", &[]),
+            ],
+        );
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let p = &r.errors[0];
+        assert_eq!(p.kind, "tree");
+        assert_eq!(p.object, bad.0.to_hex());
+        assert!(p.message.contains(r#""dup""#), "{}", p.message);
+        assert!(p.message.contains("more than one"), "{}", p.message);
+        assert!(p.message.contains("/bad"), "{}", p.message);
+    }
+
+    #[test]
+    fn chunk_length_differing_from_index_is_an_error() {
+        let f = fixture(2, vec![]);
+        let blob = random_blob(0);
+        let id = f.data[0];
+        let wrong = blob.len() + 7;
+        with_bad_dir(&f, vec![file_of("liar", &[(id, wrong)])]);
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let p = &r.errors[0];
+        assert_eq!(p.kind, "blob");
+        assert_eq!(p.object, id.0.to_hex());
+        assert!(p.message.contains(&blob.len().to_string()), "{}", p.message);
+        assert!(p.message.contains(&wrong.to_string()), "{}", p.message);
+        assert!(p.message.contains("/bad/liar"), "{}", p.message);
+    }
+
+    #[test]
+    fn file_size_differing_from_its_chunks_is_an_error() {
+        let f = fixture(2, vec![]);
+        let mut node = file_of("grown", &[(f.data[1], random_blob(1).len())]);
+        node.size += 1;
+        let bad = with_bad_dir(&f, vec![node]);
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let p = &r.errors[0];
+        assert_eq!(p.kind, "tree");
+        assert_eq!(p.object, bad.0.to_hex());
+        assert!(p.message.contains("/bad/grown"), "{}", p.message);
+        assert!(p.message.contains("size"), "{}", p.message);
     }
 
     #[test]

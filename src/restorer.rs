@@ -5,10 +5,11 @@
 //! 1. **Plan.** The selected trees are walked (each tree blob is loaded
 //!    once, subtrees in parallel), include/exclude patterns are applied to
 //!    the absolute snapshot path of every entry, and what already exists in
-//!    the target is looked up. Looking is strictly read-only: directories of
-//!    the target are opened with `O_DIRECTORY|O_NOFOLLOW` one component at a
-//!    time and entries are inspected with `lstat` semantics, so planning never
-//!    creates anything (not even the target) and never follows a symlink.
+//!    the target is looked up. Looking is strictly read-only
+//!    ([`ReadOnlyDir`]): directories of the target are opened with
+//!    `O_DIRECTORY|O_NOFOLLOW` one component at a time and entries are
+//!    inspected with `lstat` semantics, so planning never creates anything
+//!    (not even the target) and never follows a symlink.
 //!    Entry names that are not a single, normal path component
 //!    ([`sandbox::validate_name`]) and names that occur more than once in a
 //!    tree (all of their entries) are reported in [`RestoreReport::errors`]
@@ -41,8 +42,9 @@
 //!   device nodes only when running as root (otherwise they are reported in
 //!   `errors`); sockets are never restored (reported in `errors`).
 //! * Linux only: verification re-opens a written file through
-//!   `/proc/self/fd` (falling back to a no-follow walk from the target, with
-//!   an inode check, when `/proc` is not mounted).
+//!   `/proc/self/fd` (falling back to a no-follow open relative to its
+//!   directory, with an inode check, when `/proc` is not mounted; see
+//!   [`DirHandle::open_read`]).
 //!
 //! Paths in the report are relative to the target and lossily converted to
 //! UTF-8; they come from the repository, so callers should escape control
@@ -52,26 +54,20 @@ use crate::filter::Patterns;
 use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
-use crate::sandbox::{self, DirHandle, Existing, Meta, OnConflict, Placed, Sandbox, SandboxError};
+use crate::sandbox::{
+    self, DirHandle, Existing, Meta, OnConflict, Placed, ReadOnlyDir, Sandbox, SandboxError,
+    Special,
+};
 use crate::tree::{ChunkRef, Node, NodeKind, chunk_offsets};
 use rayon::prelude::*;
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
-use rustix::io::Errno;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Suffix of the name used by [`OnConflict::Rename`] (same as the sandbox's).
-const RENAME_SUFFIX: &[u8] = b".strata-restored";
-/// How many `.strata-restored[-N]` candidates are tried for directories and
-/// special files (the sandbox does the same for files and symlinks).
-const MAX_RENAMES: u32 = 10_000;
 /// Directories nested deeper than this below the restored root are reported
 /// in `errors` and not restored (a crafted repository could otherwise nest
 /// trees until the recursion overflows the stack).
@@ -259,7 +255,7 @@ fn restore_in_pool(
         opts,
         errors: Mutex::new(Vec::new()),
     };
-    let plan = planner.plan(start, probe_target(&opts.target)?);
+    let plan = planner.plan(start, ReadOnlyDir::open_target(&opts.target)?);
     let mut report = RestoreReport {
         errors: planner.errors.into_inner().expect("errors lock"),
         ..Default::default()
@@ -279,15 +275,11 @@ fn restore_in_pool(
     }
 
     let sandbox = Sandbox::open(&opts.target)?;
-    let root_fd = open_target(&opts.target)?.ok_or_else(|| SandboxError::NotADirectory {
-        path: opts.target.to_string_lossy().into_owned(),
-    })?;
     progress.total(planned_bytes(&plan));
     let writer = Writer {
         repo,
         opts,
         progress,
-        root: root_fd,
         out: Collector::default(),
     };
     writer.write_entries(&sandbox.root(), &plan);
@@ -376,7 +368,7 @@ struct DirCtx {
     rel: Vec<u8>,
     /// The matching existing directory of the target, opened read-only; None
     /// when it does not exist (or will be created afresh).
-    fd: Option<OwnedFd>,
+    dir: Option<ReadOnlyDir>,
     /// The directory or one of its ancestors matched the include patterns.
     included: bool,
     /// The directory is skipped, and so is everything below it.
@@ -392,7 +384,7 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn plan(&self, start: Start, target: Option<OwnedFd>) -> Vec<Planned> {
+    fn plan(&self, start: Start, target: Option<ReadOnlyDir>) -> Vec<Planned> {
         // `abs` is the directory whose entries are planned: the subpath
         // directory, or the parent of a single file (whose own path is then
         // checked like any other entry's). Patterns matching it or one of its
@@ -409,7 +401,7 @@ impl Planner<'_> {
         let ctx = DirCtx {
             abs,
             rel: Vec::new(),
-            fd: target,
+            dir: target,
             included,
             skip: false,
             depth: 0,
@@ -469,11 +461,11 @@ impl Planner<'_> {
             return None;
         }
         let rel = join_rel(&ctx.rel, &node.name);
-        let existing = match (&ctx.fd, ctx.skip) {
-            (Some(fd), false) => match lstat_kind(fd.as_fd(), &node.name) {
+        let existing = match (&ctx.dir, ctx.skip) {
+            (Some(dir), false) => match dir.existing(&node.name) {
                 Ok(kind) => kind,
                 Err(e) => {
-                    self.error(&rel, format!("lstat: {}", io::Error::from(e)));
+                    self.error(&rel, text(e));
                     return None;
                 }
             },
@@ -499,16 +491,16 @@ impl Planner<'_> {
                 }
             };
             // Only a directory that is merged into has existing children.
-            let fd = match (&ctx.fd, existing, action) {
-                (Some(fd), Existing::Dir, EntryAction::Write) if !ctx.skip => {
-                    open_dir_nofollow(fd.as_fd(), &node.name).ok()
+            let dir = match (&ctx.dir, existing, action) {
+                (Some(dir), Existing::Dir, EntryAction::Write) if !ctx.skip => {
+                    dir.subdir(&node.name).ok()
                 }
                 _ => None,
             };
             let child = DirCtx {
                 abs,
                 rel: rel.clone(),
-                fd,
+                dir,
                 included,
                 skip: action == EntryAction::Skip,
                 depth: ctx.depth + 1,
@@ -644,11 +636,6 @@ struct Writer<'a> {
     repo: &'a IndexedRepo,
     opts: &'a RestoreOptions,
     progress: &'a dyn Progress,
-    /// Our own descriptor of the target, for the few operations the sandbox
-    /// does not offer (removing a partial file, mknod, re-reading a file).
-    /// Directories below it are only ever opened with `O_NOFOLLOW`, one
-    /// validated component at a time, so these stay inside the target too.
-    root: OwnedFd,
     out: Collector,
 }
 
@@ -677,19 +664,9 @@ impl Writer<'_> {
             NodeKind::Dir { .. } => self.write_dir(dir, e),
             NodeKind::File { content } => self.write_file(dir, e, content),
             NodeKind::Symlink { target } => self.write_symlink(dir, e, target),
-            NodeKind::Fifo => self.write_special(dir, e, FileType::Fifo, 0),
-            NodeKind::CharDev { rdev } | NodeKind::BlockDev { rdev } => {
-                if !rustix::process::geteuid().is_root() {
-                    return Err(
-                        "skipped special file: device nodes are only restored as root".into(),
-                    );
-                }
-                let ft = match e.node.kind {
-                    NodeKind::CharDev { .. } => FileType::CharacterDevice,
-                    _ => FileType::BlockDevice,
-                };
-                self.write_special(dir, e, ft, *rdev)
-            }
+            NodeKind::Fifo => self.write_special(dir, e, Special::Fifo, 0),
+            NodeKind::CharDev { rdev } => self.write_device(dir, e, Special::CharDevice, *rdev),
+            NodeKind::BlockDev { rdev } => self.write_device(dir, e, Special::BlockDevice, *rdev),
             NodeKind::Socket => Err("skipped special file: sockets are not restored".into()),
         }
     }
@@ -750,7 +727,7 @@ impl Writer<'_> {
         parent: &DirHandle,
         name: &[u8],
     ) -> std::result::Result<(DirHandle, Vec<u8>), String> {
-        let used = free_name(name, |n| parent.existing(n).map_err(text))?;
+        let used = parent.free_name(name).map_err(text)?;
         let handle = parent.dir(&used, OnConflict::Fail).map_err(text)?;
         Ok((handle, used))
     }
@@ -766,12 +743,10 @@ impl Writer<'_> {
         let written = match self.write_content(&file, content) {
             Ok(n) => n,
             Err(msg) => {
-                return Err(
-                    match remove_created(self.root.as_fd(), dir.rel_path(), &used, &file) {
-                        Ok(()) => msg,
-                        Err(why) => format!("{msg} (the partial file could not be removed: {why})"),
-                    },
-                );
+                return Err(match dir.remove_if_same(&used, &file) {
+                    Ok(()) => msg,
+                    Err(why) => format!("{msg} (the partial file could not be removed: {why})"),
+                });
             }
         };
         Collector::add(&self.out.files, 1);
@@ -827,7 +802,7 @@ impl Writer<'_> {
         name: &[u8],
         content: &[ChunkRef],
     ) -> EntryResult {
-        let reader = reopen_for_reading(file, self.root.as_fd(), dir.rel_path(), name)?;
+        let reader = dir.open_read(name, file).map_err(text)?;
         let offsets = chunk_offsets(content);
         let expected = offsets.last().copied().unwrap_or(0);
         let actual = reader.metadata().map_err(|e| format!("stat: {e}"))?.len();
@@ -871,174 +846,26 @@ impl Writer<'_> {
         dir.set_meta(&used, &self.meta(&e.node), true).map_err(text)
     }
 
-    /// Fifos and device nodes: `mknodat` relative to a no-follow descriptor of
-    /// the directory, with the conflict rules of the sandbox.
-    fn write_special(&self, dir: &DirHandle, e: &Planned, ft: FileType, rdev: u64) -> EntryResult {
-        let name = &e.node.name;
-        let dirfd = open_rel_dir(self.root.as_fd(), dir.rel_path()).map_err(errno_text)?;
-        let exists = |n: &[u8]| lstat_kind(dirfd.as_fd(), n).map_err(errno_text);
-        let used = match exists(name)? {
-            Existing::None => name.clone(),
-            _ => match self.opts.on_conflict {
-                OnConflict::Fail => return Err("already exists".into()),
-                OnConflict::Skip => {
-                    Collector::push(&self.out.skipped, shown(&e.rel));
-                    return Ok(());
-                }
-                OnConflict::Overwrite => {
-                    remove_entry(dirfd.as_fd(), name).map_err(errno_text)?;
-                    name.clone()
-                }
-                OnConflict::Rename => free_name(name, exists)?,
-            },
-        };
-        let dev: rfs::Dev = rdev;
-        rfs::mknodat(&dirfd, used.as_slice(), ft, Mode::from_raw_mode(0o600), dev)
-            .map_err(|e| format!("mknod: {}", io::Error::from(e)))?;
-        if &used != name {
-            self.record_rename(dir, e, &used);
+    /// Device nodes are only restored as root.
+    fn write_device(&self, dir: &DirHandle, e: &Planned, kind: Special, rdev: u64) -> EntryResult {
+        if !rustix::process::geteuid().is_root() {
+            return Err("skipped special file: device nodes are only restored as root".into());
         }
+        self.write_special(dir, e, kind, rdev)
+    }
+
+    /// Fifos and device nodes, with the conflict rules of the sandbox.
+    fn write_special(&self, dir: &DirHandle, e: &Planned, kind: Special, rdev: u64) -> EntryResult {
+        let placed = dir
+            .mknod(&e.node.name, kind, rdev, self.opts.on_conflict)
+            .map_err(text)?;
+        let Some(((), used)) = self.placed(dir, e, placed) else {
+            return Ok(());
+        };
         Collector::add(&self.out.others, 1);
         dir.set_meta(&used, &self.meta(&e.node), false)
             .map_err(text)
     }
-}
-
-// ---------------------------------------------------------------------------
-// Descriptor helpers (read-only inspection, and the few writes the sandbox
-// does not offer). Every name passed here is a validated single component.
-
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
-
-/// Opens the target for read-only planning: None when it does not exist.
-fn probe_target(target: &Path) -> Result<Option<OwnedFd>> {
-    open_target(target).map_err(RestoreError::from)
-}
-
-/// Opens the target directory (following a symlink: the target path is
-/// trusted user input, like in [`Sandbox::open`]).
-fn open_target(target: &Path) -> std::result::Result<Option<OwnedFd>, SandboxError> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let path = || target.to_string_lossy().into_owned();
-    match rfs::openat(rfs::CWD, target, flags, Mode::empty()) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::NOENT) => Ok(None),
-        Err(Errno::NOTDIR) => Err(SandboxError::NotADirectory { path: path() }),
-        Err(e) => Err(SandboxError::Io {
-            path: path(),
-            op: "open target directory",
-            source: io::Error::from(e),
-        }),
-    }
-}
-
-fn open_dir_nofollow(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
-    if sandbox::validate_name(name).is_err() {
-        return Err(Errno::INVAL);
-    }
-    rfs::openat(parent, name, DIR_FLAGS, Mode::empty())
-}
-
-/// Opens the directory at `rel` (components separated by '/') below `root`,
-/// never following a symlink.
-fn open_rel_dir(root: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
-    let mut cur = rfs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
-    if rel.is_empty() {
-        return Ok(cur);
-    }
-    for comp in rel.split(|&b| b == b'/') {
-        cur = open_dir_nofollow(cur.as_fd(), comp)?;
-    }
-    Ok(cur)
-}
-
-/// What exists at `name` (lstat semantics).
-fn lstat_kind(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<Existing> {
-    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => Existing::Dir,
-            FileType::RegularFile => Existing::File,
-            FileType::Symlink => Existing::Symlink,
-            _ => Existing::Other,
-        }),
-        Err(Errno::NOENT) => Ok(Existing::None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes a non-directory or an empty directory.
-fn remove_entry(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let flags = match lstat_kind(dir, name)? {
-        Existing::None => return Ok(()),
-        Existing::Dir => AtFlags::REMOVEDIR,
-        _ => AtFlags::empty(),
-    };
-    rfs::unlinkat(dir, name, flags)
-}
-
-/// Removes the file this restore created at `dir_rel/name`, provided the
-/// entry there is still that file (same device and inode).
-fn remove_created(
-    root: BorrowedFd<'_>,
-    dir_rel: &[u8],
-    name: &[u8],
-    file: &File,
-) -> std::result::Result<(), String> {
-    let ours = rfs::fstat(file).map_err(errno_text)?;
-    let dir = open_rel_dir(root, dir_rel).map_err(errno_text)?;
-    let there = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno_text)?;
-    if (there.st_dev, there.st_ino) != (ours.st_dev, ours.st_ino) {
-        return Err("it was replaced meanwhile".into());
-    }
-    rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(errno_text)
-}
-
-/// A read-only descriptor of exactly the inode `file` refers to.
-fn reopen_for_reading(
-    file: &File,
-    root: BorrowedFd<'_>,
-    dir_rel: &[u8],
-    name: &[u8],
-) -> std::result::Result<File, String> {
-    let ours = rfs::fstat(file).map_err(errno_text)?;
-    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let magic = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let fd = match rfs::open(magic.as_str(), flags, Mode::empty()) {
-        Err(Errno::NOENT) => {
-            let dir = open_rel_dir(root, dir_rel).map_err(errno_text)?;
-            let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK;
-            rfs::openat(&dir, name, flags, Mode::empty())
-        }
-        other => other,
-    }
-    .map_err(|e| format!("reopen for reading: {}", io::Error::from(e)))?;
-    let st = rfs::fstat(&fd).map_err(errno_text)?;
-    if (st.st_dev, st.st_ino) != (ours.st_dev, ours.st_ino) {
-        return Err("the restored file was replaced meanwhile".into());
-    }
-    Ok(File::from(fd))
-}
-
-/// The first of `name.strata-restored`, `name.strata-restored-2`, ... for
-/// which `exists` says nothing is there.
-fn free_name(
-    name: &[u8],
-    exists: impl Fn(&[u8]) -> std::result::Result<Existing, String>,
-) -> std::result::Result<Vec<u8>, String> {
-    for n in 1..=MAX_RENAMES {
-        let mut candidate = name.to_vec();
-        candidate.extend_from_slice(RENAME_SUFFIX);
-        if n > 1 {
-            candidate.extend_from_slice(format!("-{n}").as_bytes());
-        }
-        if exists(&candidate)? == Existing::None {
-            return Ok(candidate);
-        }
-    }
-    Err("no free name for the renamed entry".into())
 }
 
 // ---------------------------------------------------------------------------
@@ -1075,10 +902,6 @@ fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn errno_text(e: Errno) -> String {
-    io::Error::from(e).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1090,6 +913,7 @@ mod tests {
     use crate::tree::{Timespec, Tree};
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::path::Path;
     use tempfile::TempDir;
 
     struct Fx {
@@ -1751,7 +1575,6 @@ mod tests {
             repo: &fx.repo,
             opts: &opts,
             progress: &NoProgress,
-            root: open_target(&fx.target()).unwrap().unwrap(),
             out: Collector::default(),
         };
         let check = |data: &[u8]| {

@@ -17,7 +17,11 @@
 //!   ([`Placed::Written`]); a pre-existing entry may be a hard link to a file
 //!   outside the target, whose owner, mode and times would then change.
 //! * Linux only: changing the mode of an entry without following symlinks
-//!   relies on `O_PATH` and `/proc/self/fd`.
+//!   relies on `O_PATH` and `/proc/self/fd` (with a fallback when `/proc` is
+//!   not mounted), and so does [`DirHandle::open_read`].
+//!
+//! [`ReadOnlyDir`] inspects the target the same way (e.g. to plan a restore)
+//! but never creates, changes or removes anything, not even the target.
 //!
 //! The library never prints and never exits; everything is reported through
 //! [`SandboxError`].
@@ -41,6 +45,10 @@ const MAX_RENAMES: u32 = 10_000;
 const MAX_ATTEMPTS: usize = 8;
 /// Path used in errors about an open file whose name is not known here.
 const OPEN_FILE: &str = "<open file>";
+/// Mode of new files and special files until their final mode is set.
+const PRIVATE_FILE: Mode = Mode::from_raw_mode(0o600);
+/// Mode of new directories until their final mode is set.
+const PRIVATE_DIR: Mode = Mode::from_raw_mode(0o700);
 
 /// Errors of the sandbox. Paths are relative to the target root, lossily
 /// converted to UTF-8, and shown quoted (control characters escaped) so a
@@ -56,6 +64,9 @@ pub enum SandboxError {
     /// The restore target is not a directory.
     #[error("{path:?}: not a directory")]
     NotADirectory { path: String },
+    /// An entry is no longer the inode this restore created or inspected.
+    #[error("{path:?}: was replaced meanwhile")]
+    Replaced { path: String },
     /// A non-empty directory is in the way of an entry to be overwritten.
     #[error("{path:?}: a non-empty directory is in the way")]
     DirNotEmpty { path: String },
@@ -116,6 +127,24 @@ pub enum Existing {
     Other,
 }
 
+/// A special file [`DirHandle::mknod`] creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Special {
+    fn file_type(self) -> FileType {
+        match self {
+            Special::Fifo => FileType::Fifo,
+            Special::CharDevice => FileType::CharacterDevice,
+            Special::BlockDevice => FileType::BlockDevice,
+        }
+    }
+}
+
 /// Outcome of creating an entry.
 #[derive(Debug)]
 pub enum Placed<T> {
@@ -147,28 +176,65 @@ pub struct Sandbox {
 impl Sandbox {
     /// Creates the target directory (and parents, with std::fs::create_dir_all — the target path itself is trusted user input) and opens it.
     pub fn open(target: &Path) -> Result<Sandbox> {
-        let shown = target.to_string_lossy().into_owned();
         std::fs::create_dir_all(target).map_err(|source| SandboxError::Io {
-            path: shown.clone(),
+            path: target.to_string_lossy().into_owned(),
             op: "create target directory",
             source,
         })?;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = match rfs::openat(rfs::CWD, target, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOTDIR) => return Err(SandboxError::NotADirectory { path: shown }),
-            Err(e) => return Err(io_error(shown, "open target directory", e)),
-        };
-        let root = DirHandle {
-            fd: Arc::new(fd),
-            rel: Vec::new(),
-        };
-        Ok(Sandbox { root })
+        let fd = open_target_dir(target).map_err(|e| target_error(target, e))?;
+        Ok(Sandbox {
+            root: DirHandle::root(fd),
+        })
     }
 
     /// A handle to the root (shares the descriptor).
     pub fn root(&self) -> DirHandle {
         self.root.clone()
+    }
+}
+
+/// A directory of the target opened for inspection only: it offers no way to
+/// create, change or remove anything. Subdirectories are opened one validated
+/// component at a time without following symlinks, as with [`DirHandle`].
+#[derive(Debug)]
+pub struct ReadOnlyDir {
+    dir: DirHandle,
+}
+
+impl ReadOnlyDir {
+    /// Opens the restore target without creating it: `None` when it does not
+    /// exist. Like [`Sandbox::open`], a symlink at `target` itself is followed
+    /// (the target path is trusted user input).
+    pub fn open_target(target: &Path) -> Result<Option<ReadOnlyDir>> {
+        match open_target_dir(target) {
+            Ok(fd) => Ok(Some(ReadOnlyDir {
+                dir: DirHandle::root(fd),
+            })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(target_error(target, e)),
+        }
+    }
+
+    /// Path of this directory relative to the target root (empty for the root).
+    pub fn rel_path(&self) -> &[u8] {
+        self.dir.rel_path()
+    }
+
+    /// What exists at `name` (lstat semantics, never follows a symlink).
+    pub fn existing(&self, name: &[u8]) -> Result<Existing> {
+        self.dir.existing(name)
+    }
+
+    /// Opens the existing subdirectory `name`; anything else there (a symlink
+    /// included, which is never followed) or nothing is an error.
+    pub fn subdir(&self, name: &[u8]) -> Result<ReadOnlyDir> {
+        validate_name(name)?;
+        match self.dir.open_subdir(name) {
+            Ok(fd) => Ok(ReadOnlyDir {
+                dir: self.dir.child(name, fd),
+            }),
+            Err(e) => Err(self.dir.io_err(name, "open directory", e)),
+        }
     }
 }
 
@@ -241,6 +307,67 @@ impl DirHandle {
         })
     }
 
+    /// Creates the fifo or device node `name` with `mknodat` (mode 0o600; the
+    /// final mode is set later with [`DirHandle::set_meta`]). Same conflict
+    /// rules as [`DirHandle::create_file`]. Device nodes need privileges.
+    pub fn mknod(
+        &self,
+        name: &[u8],
+        kind: Special,
+        rdev: u64,
+        on_conflict: OnConflict,
+    ) -> Result<Placed<()>> {
+        validate_name(name)?;
+        let file_type = kind.file_type();
+        self.place(name, on_conflict, "mknod", |n| {
+            rfs::mknodat(self.fd(), n, file_type, PRIVATE_FILE, rdev)
+        })
+    }
+
+    /// The first of the names [`OnConflict::Rename`] tries for `name`
+    /// (`name.strata-restored`, `name.strata-restored-2`, ...) at which
+    /// nothing exists right now.
+    pub fn free_name(&self, name: &[u8]) -> Result<Vec<u8>> {
+        validate_name(name)?;
+        for candidate in rename_candidates(name) {
+            if self.lstat_kind(&candidate)? == Existing::None {
+                return Ok(candidate);
+            }
+        }
+        Err(self.conflict(name))
+    }
+
+    /// Removes the entry `name` provided it still is the file `file` refers
+    /// to (same device and inode), e.g. a partially written file.
+    pub fn remove_if_same(&self, name: &[u8], file: &File) -> Result<()> {
+        validate_name(name)?;
+        let ours = self.fstat(name, file.as_fd())?;
+        let there = rfs::statat(self.fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.io_err(name, "lstat", e))?;
+        if !same_inode(&there, &ours) {
+            return Err(self.replaced(name));
+        }
+        rfs::unlinkat(self.fd(), name, AtFlags::empty()).map_err(|e| self.io_err(name, "remove", e))
+    }
+
+    /// A new read-only descriptor of exactly the file `file` refers to, which
+    /// is `name` in this directory. It is reopened through `/proc/self/fd`,
+    /// or by name without following a symlink when `/proc` is not mounted,
+    /// and checked to be the same inode either way.
+    pub fn open_read(&self, name: &[u8], file: &File) -> Result<File> {
+        validate_name(name)?;
+        let ours = self.fstat(name, file.as_fd())?;
+        let fd = match reopen_via_procfs(file.as_fd()) {
+            Err(Errno::NOENT) => self.open_read_nofollow(name, OFlags::empty()),
+            other => other,
+        }
+        .map_err(|e| self.io_err(name, "reopen for reading", e))?;
+        if !same_inode(&self.fstat(name, fd.as_fd())?, &ours) {
+            return Err(self.replaced(name));
+        }
+        Ok(File::from(fd))
+    }
+
     /// Sets owner (when `Some`, lchown semantics), mode (not on symlinks) and
     /// mtime/atime (= mtime) of the entry `name`, never following a symlink.
     pub fn set_meta(&self, name: &[u8], meta: &Meta, is_symlink: bool) -> Result<()> {
@@ -261,6 +388,13 @@ impl DirHandle {
     pub fn set_dir_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.shown_self();
         apply_fd_meta(self.fd(), meta, path)
+    }
+
+    fn root(fd: OwnedFd) -> DirHandle {
+        DirHandle {
+            fd: Arc::new(fd),
+            rel: Vec::new(),
+        }
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -307,6 +441,12 @@ impl DirHandle {
         }
     }
 
+    fn replaced(&self, name: &[u8]) -> SandboxError {
+        SandboxError::Replaced {
+            path: self.shown(name),
+        }
+    }
+
     fn invalid_meta(&self, name: &[u8], reason: &'static str) -> SandboxError {
         SandboxError::InvalidMeta {
             path: self.shown(name),
@@ -322,8 +462,24 @@ impl DirHandle {
         }
     }
 
+    fn fstat(&self, name: &[u8], fd: BorrowedFd<'_>) -> Result<Stat> {
+        rfs::fstat(fd).map_err(|e| self.io_err(name, "fstat", e))
+    }
+
     fn open_subdir(&self, name: &[u8]) -> rustix::io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rfs::openat(self.fd(), name, flags, Mode::empty())
+    }
+
+    /// Opens `name` for reading (plus `extra` flags) without following a
+    /// symlink and without blocking on a fifo.
+    fn open_read_nofollow(&self, name: &[u8], extra: OFlags) -> rustix::io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC
+            | extra;
         rfs::openat(self.fd(), name, flags, Mode::empty())
     }
 
@@ -334,12 +490,12 @@ impl DirHandle {
             | OFlags::NOFOLLOW
             | OFlags::NOCTTY
             | OFlags::CLOEXEC;
-        rfs::openat(self.fd(), name, flags, Mode::from_raw_mode(0o600))
+        rfs::openat(self.fd(), name, flags, PRIVATE_FILE)
     }
 
     /// Creates the directory `name`; one that appeared meanwhile is fine.
     fn mkdir(&self, name: &[u8]) -> Result<()> {
-        match rfs::mkdirat(self.fd(), name, Mode::from_raw_mode(0o700)) {
+        match rfs::mkdirat(self.fd(), name, PRIVATE_DIR) {
             Ok(()) | Err(Errno::EXIST) => Ok(()),
             Err(e) => Err(self.io_err(name, "create directory", e)),
         }
@@ -404,8 +560,7 @@ impl DirHandle {
         op: &'static str,
         create: &impl Fn(&[u8]) -> rustix::io::Result<T>,
     ) -> Result<Placed<T>> {
-        for n in 1..=MAX_RENAMES {
-            let candidate = renamed(name, n);
+        for candidate in rename_candidates(name) {
             match create(&candidate) {
                 Ok(v) => return Ok(Placed::Written(v, candidate)),
                 Err(Errno::EXIST) => {}
@@ -422,7 +577,7 @@ impl DirHandle {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let pinned = rfs::openat(self.fd(), name, flags, Mode::empty())
             .map_err(|e| self.io_err(name, "open for chmod", e))?;
-        let st = rfs::fstat(&pinned).map_err(|e| self.io_err(name, "fstat", e))?;
+        let st = self.fstat(name, pinned.as_fd())?;
         if kind_of(&st) == Existing::Symlink {
             return Ok(());
         }
@@ -436,16 +591,15 @@ impl DirHandle {
     /// directory for reading (never following a symlink), make sure it is the
     /// pinned inode, and `fchmod` it.
     fn chmod_by_reopen(&self, name: &[u8], pinned: &Stat, mode: Mode) -> Result<()> {
-        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
-        match kind_of(pinned) {
-            Existing::File => {}
-            Existing::Dir => flags |= OFlags::DIRECTORY,
+        let extra = match kind_of(pinned) {
+            Existing::File => OFlags::empty(),
+            Existing::Dir => OFlags::DIRECTORY,
             _ => return Err(self.io_err(name, "chmod (no /proc)", Errno::NOENT)),
-        }
-        let fd = rfs::openat(self.fd(), name, flags | OFlags::CLOEXEC, Mode::empty())
+        };
+        let fd = self
+            .open_read_nofollow(name, extra)
             .map_err(|e| self.io_err(name, "open for chmod", e))?;
-        let st = rfs::fstat(&fd).map_err(|e| self.io_err(name, "fstat", e))?;
-        if (st.st_dev, st.st_ino) != (pinned.st_dev, pinned.st_ino) {
+        if !same_inode(&self.fstat(name, fd.as_fd())?, pinned) {
             return Err(self.conflict(name));
         }
         rfs::fchmod(&fd, mode).map_err(|e| self.io_err(name, "chmod", e))
@@ -506,7 +660,36 @@ fn apply_fd_meta(fd: BorrowedFd<'_>, meta: &Meta, path: String) -> Result<()> {
 /// descriptor: it resolves to exactly that inode, not to a path below the
 /// target, and the descriptor is known not to be a symlink.
 fn chmod_via_procfs(fd: BorrowedFd<'_>, mode: Mode) -> rustix::io::Result<()> {
-    rfs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode)
+    rfs::chmod(procfs_path(fd), mode)
+}
+
+/// Opens the file of `fd` anew, read-only, through its `/proc/self/fd` magic
+/// link (which resolves to exactly that inode).
+fn reopen_via_procfs(fd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC;
+    rfs::open(procfs_path(fd), flags, Mode::empty())
+}
+
+fn procfs_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens the restore target (following a symlink: trusted user input).
+fn open_target_dir(target: &Path) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rfs::openat(rfs::CWD, target, flags, Mode::empty())
+}
+
+fn target_error(target: &Path, e: Errno) -> SandboxError {
+    let path = target.to_string_lossy().into_owned();
+    match e {
+        Errno::NOTDIR => SandboxError::NotADirectory { path },
+        e => io_error(path, "open target directory", e),
+    }
+}
+
+fn same_inode(a: &Stat, b: &Stat) -> bool {
+    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 }
 
 fn kind_of(st: &Stat) -> Existing {
@@ -516,6 +699,11 @@ fn kind_of(st: &Stat) -> Existing {
         FileType::Symlink => Existing::Symlink,
         _ => Existing::Other,
     }
+}
+
+/// The names [`OnConflict::Rename`] tries, in order.
+fn rename_candidates(name: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    (1..=MAX_RENAMES).map(move |n| renamed(name, n))
 }
 
 /// `name.strata-restored` for `n == 1`, `name.strata-restored-N` otherwise.
@@ -545,7 +733,7 @@ mod tests {
     use super::*;
     use std::fs;
     use std::io::Write;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     use std::path::PathBuf;
     use tempfile::TempDir;
 
@@ -1013,5 +1201,157 @@ mod tests {
         let sandbox = Sandbox::open(&nested).unwrap();
         assert!(nested.is_dir());
         assert_eq!(sandbox.root().existing(b"x").unwrap(), Existing::None);
+    }
+
+    #[test]
+    fn read_only_dir_inspects_without_creating_or_following() {
+        let tmp = TempDir::new().unwrap();
+        let missing = tmp.path().join("missing");
+        assert!(ReadOnlyDir::open_target(&missing).unwrap().is_none());
+        assert!(!missing.exists());
+        let file = tmp.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            ReadOnlyDir::open_target(&file),
+            Err(SandboxError::NotADirectory { .. })
+        ));
+
+        let fx = fixture();
+        fs::create_dir_all(fx.target.join("d/e")).unwrap();
+        fs::write(fx.outside.join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(&fx.outside, fx.target.join("l")).unwrap();
+        let root = ReadOnlyDir::open_target(&fx.target).unwrap().unwrap();
+        let d = root.subdir(b"d").unwrap();
+        assert_eq!(d.rel_path(), b"d");
+        assert_eq!(d.existing(b"e").unwrap(), Existing::Dir);
+        assert_eq!(d.existing(b"nope").unwrap(), Existing::None);
+        assert_eq!(root.existing(b"l").unwrap(), Existing::Symlink);
+        let err = root.subdir(b"l").unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Io { path, .. } if path == "l"),
+            "{err}"
+        );
+        assert!(root.subdir(b"nope").is_err());
+        assert!(matches!(
+            root.subdir(b".."),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert_eq!(names(&fx.target), ["d", "l"]);
+    }
+
+    #[test]
+    fn free_name_skips_taken_candidates() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        assert_eq!(root.free_name(b"x").unwrap(), b"x.strata-restored");
+        fs::write(fx.target.join("x.strata-restored"), b"").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", fx.target.join("x.strata-restored-2")).unwrap();
+        assert_eq!(root.free_name(b"x").unwrap(), b"x.strata-restored-3");
+        assert!(matches!(
+            root.free_name(b"a/b"),
+            Err(SandboxError::InvalidName { .. })
+        ));
+        assert_eq!(
+            names(&fx.target),
+            ["x.strata-restored", "x.strata-restored-2"]
+        );
+    }
+
+    #[test]
+    fn mknod_creates_fifos_with_conflict_rules() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let fifo = |on| root.mknod(b"p", Special::Fifo, 0, on);
+        assert!(matches!(
+            fifo(OnConflict::Fail).unwrap(),
+            Placed::Written((), _)
+        ));
+        let md = fs::symlink_metadata(fx.target.join("p")).unwrap();
+        assert!(md.file_type().is_fifo());
+        assert_eq!(md.mode() & 0o077, 0, "{:o}", md.mode());
+        let err = fifo(OnConflict::Fail).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Conflict { path } if path == "p"),
+            "{err}"
+        );
+        assert!(matches!(fifo(OnConflict::Skip).unwrap(), Placed::Skipped));
+        let Placed::Written((), used) = fifo(OnConflict::Rename).unwrap() else {
+            panic!("rename must write");
+        };
+        assert_eq!(used, b"p.strata-restored");
+
+        // Overwrite replaces a symlink, never creating through it.
+        std::os::unix::fs::symlink(fx.outside.join("f"), fx.target.join("l")).unwrap();
+        root.mknod(b"l", Special::Fifo, 0, OnConflict::Overwrite)
+            .unwrap();
+        assert!(
+            fs::symlink_metadata(fx.target.join("l"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert_empty(&fx.outside);
+    }
+
+    /// Creates `name` holding `data` and returns the open file.
+    fn created(dir: &DirHandle, name: &[u8], data: &[u8]) -> File {
+        match write_file(dir, name, OnConflict::Fail, data) {
+            Placed::Written(file, _) => file,
+            Placed::Skipped => panic!("must write"),
+        }
+    }
+
+    #[test]
+    fn remove_if_same_removes_only_that_file() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let file = created(&root, b"f", b"partial");
+        root.remove_if_same(b"f", &file).unwrap();
+        assert!(!fx.target.join("f").exists());
+
+        let file = created(&root, b"g", b"partial");
+        fs::remove_file(fx.target.join("g")).unwrap();
+        fs::write(fx.target.join("g"), b"someone else's").unwrap();
+        let err = root.remove_if_same(b"g", &file).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Replaced { path } if path == "g"),
+            "{err}"
+        );
+        assert_eq!(fs::read(fx.target.join("g")).unwrap(), b"someone else's");
+        assert!(root.remove_if_same(b"missing", &file).is_err());
+    }
+
+    #[test]
+    fn open_read_reopens_exactly_the_written_file() {
+        let fx = fixture();
+        let sub = fx.sandbox.root().dir(b"sub", OnConflict::Fail).unwrap();
+        let file = created(&sub, b"f", b"content");
+        let mut reader = sub.open_read(b"f", &file).unwrap();
+        let mut buf = String::new();
+        io::Read::read_to_string(&mut reader, &mut buf).unwrap();
+        assert_eq!(buf, "content");
+        assert!(reader.write_all(b"x").is_err(), "must be read-only");
+
+        // The by-name fallback (no /proc) never follows a symlink.
+        fs::write(fx.outside.join("victim"), b"v").unwrap();
+        std::os::unix::fs::symlink(fx.outside.join("victim"), fx.target.join("sub/l")).unwrap();
+        assert_eq!(
+            sub.open_read_nofollow(b"l", OFlags::empty()).unwrap_err(),
+            Errno::LOOP
+        );
+        // Whatever the name refers to, only the inode of `file` is opened.
+        let other = created(&sub, b"g", b"other");
+        let reader = sub.open_read(b"g", &other).unwrap();
+        let st = rfs::fstat(&reader).unwrap();
+        assert!(same_inode(&st, &rfs::fstat(&other).unwrap()));
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
     }
 }

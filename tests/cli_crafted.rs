@@ -454,8 +454,8 @@ fn cmd_as(base: &Path, as_nobody: bool, args: &[OsString]) -> Command {
     cmd
 }
 
-fn run_as(base: &Path, as_nobody: bool, args: &[OsString], want: i32) -> Output {
-    let mut cmd = cmd_as(base, as_nobody, args);
+fn run_as(base: &Path, as_nobody: bool, args: Vec<OsString>, want: i32) -> Output {
+    let mut cmd = cmd_as(base, as_nobody, &args);
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -511,7 +511,7 @@ fn unreadable_entries_make_backup_partial() {
     run_as(
         base,
         as_nobody,
-        &os_args![
+        os_args![
             FAST_INIT[0],
             FAST_INIT[1],
             FAST_INIT[2],
@@ -520,7 +520,7 @@ fn unreadable_entries_make_backup_partial() {
         ],
         0,
     );
-    let out = run_as(base, as_nobody, &os_args!["backup", &src, "--json"], 3);
+    let out = run_as(base, as_nobody, os_args!["backup", &src, "--json"], 3);
     let err = stderr(&out);
     assert!(
         err.contains("secret.txt"),
@@ -556,7 +556,7 @@ fn unreadable_entries_make_backup_partial() {
         "a partial backup still saves a snapshot: {result:#}"
     );
 
-    let out = run_as(base, as_nobody, &os_args!["snapshots", "--json"], 0);
+    let out = run_as(base, as_nobody, os_args!["snapshots", "--json"], 0);
     let snaps: Value = serde_json::from_slice(&out.stdout).expect("snapshots --json");
     assert_eq!(
         snaps.as_array().map(Vec::len),
@@ -569,7 +569,7 @@ fn unreadable_entries_make_backup_partial() {
     run_as(
         base,
         false,
-        &os_args!["restore", "latest", "--target", &target],
+        os_args!["restore", "latest", "--target", &target],
         0,
     );
     let restored = restored_path(&target, &src);
@@ -585,9 +585,9 @@ fn unreadable_entries_make_backup_partial() {
 
     // Let the temp dir be removed whatever the modes.
     set_mode(&src.join("locked"), 0o755);
-    if let Ok(md) = fs::symlink_metadata(restored.join("locked")) {
-        if md.is_dir() {
-            set_mode(&restored.join("locked"), 0o755);
-        }
+    if let Ok(md) = fs::symlink_metadata(restored.join("locked"))
+        && md.is_dir()
+    {
+        set_mode(&restored.join("locked"), 0o755);
     }
 }
