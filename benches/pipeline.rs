@@ -154,7 +154,7 @@ fn chunking(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64))
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(6));
+        .measurement_time(Duration::from_secs(5));
     g.bench_function("fastcdc_64MiB", |b| {
         b.iter(|| {
             let chunks = Chunker::new(black_box(&data[..]), ChunkerParams::FILES, 0x5eed)
@@ -187,7 +187,7 @@ fn seal(c: &mut Criterion) {
     ];
     let mut g = c.benchmark_group("seal");
     g.throughput(Throughput::Bytes(MIB as u64))
-        .sample_size(30)
+        .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     for (name, plain) in &inputs {
@@ -224,94 +224,123 @@ fn bench_blobs() -> usize {
     }
 }
 
-fn index_lookup(c: &mut Criterion) {
-    const FILE_BATCH: usize = 50_000;
-    const BLOBS_PER_PACK: usize = 100;
-    const PROBES: usize = 1 << 16;
+const PROBES: usize = 1 << 16;
 
-    let n = bench_blobs();
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let index = Index::open(&dir.path().join("index.sqlite")).expect("open index");
+/// An on-disk index of `n` blobs plus random probe ids that are in it and that are not.
+struct IndexFixture {
+    index: Index,
+    hits: Vec<BlobId>,
+    misses: Vec<BlobId>,
+    // Dropped after `index`, which holds the database open.
+    _dir: tempfile::TempDir,
+}
 
-    // Setup (not timed): blob ids come from one seeded stream; every id is kept so the
-    // probes below can pick hits at random.
-    let mut rng = SplitMix64(4);
-    let mut ids = Vec::with_capacity(n);
-    let mut pack_rng = SplitMix64(5);
-    for (file_no, start) in (0..n).step_by(FILE_BATCH).enumerate() {
-        let end = (start + FILE_BATCH).min(n);
-        let mut packs = Vec::with_capacity((end - start).div_ceil(BLOBS_PER_PACK));
-        for pack_start in (start..end).step_by(BLOBS_PER_PACK) {
-            let count = BLOBS_PER_PACK.min(end - pack_start);
-            let mut offset = 0u32;
-            let blobs = (0..count)
-                .map(|_| {
-                    let id = BlobId(rng.id());
-                    ids.push(id);
-                    let raw_length = (512 * 1024 + rng.below(MIB)) as u32;
-                    let length = raw_length / 2 + 40;
-                    let entry = BlobEntry {
-                        ty: BlobType::Data,
-                        id,
-                        offset,
-                        length,
-                        raw_length,
-                        compressed: true,
-                    };
-                    offset = offset.wrapping_add(length);
-                    entry
-                })
-                .collect();
-            packs.push(PackEntries {
-                pack: PackId(pack_rng.id()),
-                blobs,
-            });
+impl IndexFixture {
+    /// Fills the index the way `strata` does from index files: one `add_file` per ~50k
+    /// blobs, 100 blobs per pack. Takes some seconds at 1M blobs (not timed).
+    fn build(n: usize) -> IndexFixture {
+        const FILE_BATCH: usize = 50_000;
+        const BLOBS_PER_PACK: usize = 100;
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let index = Index::open(&dir.path().join("index.sqlite")).expect("open index");
+        // Blob ids come from one seeded stream; every id is kept so probes can pick hits.
+        let mut rng = SplitMix64(4);
+        let mut pack_rng = SplitMix64(5);
+        let mut ids = Vec::with_capacity(n);
+        for (file_no, start) in (0..n).step_by(FILE_BATCH).enumerate() {
+            let end = (start + FILE_BATCH).min(n);
+            let mut packs = Vec::with_capacity((end - start).div_ceil(BLOBS_PER_PACK));
+            for pack_start in (start..end).step_by(BLOBS_PER_PACK) {
+                let mut offset = 0u32;
+                let blobs = (0..BLOBS_PER_PACK.min(end - pack_start))
+                    .map(|_| {
+                        let id = BlobId(rng.id());
+                        ids.push(id);
+                        let raw_length = (512 * 1024 + rng.below(MIB)) as u32;
+                        let length = raw_length / 2 + 40;
+                        let entry = BlobEntry {
+                            ty: BlobType::Data,
+                            id,
+                            offset,
+                            length,
+                            raw_length,
+                            compressed: true,
+                        };
+                        offset = offset.wrapping_add(length);
+                        entry
+                    })
+                    .collect();
+                packs.push(PackEntries {
+                    pack: PackId(pack_rng.id()),
+                    blobs,
+                });
+            }
+            index
+                .add_file(&format!("bench-{file_no:06}"), &packs)
+                .expect("add index file");
         }
-        index
-            .add_file(&format!("bench-{file_no:06}"), &packs)
-            .expect("add index file");
-    }
-    assert_eq!(index.counts().expect("counts").0, n as u64);
+        assert_eq!(index.counts().expect("counts").0, n as u64);
 
-    let mut probe_rng = SplitMix64(6);
-    let hits: Vec<BlobId> = (0..PROBES)
-        .map(|_| ids[probe_rng.below(ids.len())])
-        .collect();
-    let misses: Vec<BlobId> = (0..PROBES).map(|_| BlobId(probe_rng.id())).collect();
-    drop(ids);
-    assert!(index.contains(&hits[0]).expect("contains"));
-    assert!(!index.contains(&misses[0]).expect("contains"));
-    assert_eq!(
-        index.lookup(&hits[1]).expect("lookup").map(|l| l.entry.id),
-        Some(hits[1])
-    );
+        let mut probe_rng = SplitMix64(6);
+        let hits: Vec<BlobId> = (0..PROBES)
+            .map(|_| ids[probe_rng.below(ids.len())])
+            .collect();
+        let misses: Vec<BlobId> = (0..PROBES).map(|_| BlobId(probe_rng.id())).collect();
+        assert!(hits.iter().all(|id| index.contains(id).expect("contains")));
+        assert!(
+            !misses
+                .iter()
+                .any(|id| index.contains(id).expect("contains"))
+        );
+        assert_eq!(
+            index.lookup(&hits[0]).expect("lookup").map(|l| l.entry.id),
+            Some(hits[0])
+        );
+        IndexFixture {
+            index,
+            hits,
+            misses,
+            _dir: dir,
+        }
+    }
+}
+
+fn index_lookup(c: &mut Criterion) {
+    let n = bench_blobs();
+    // Built on first use, so filtering to other benchmarks skips the slow setup.
+    let fixture = std::cell::OnceCell::new();
+    let fixture = || fixture.get_or_init(|| IndexFixture::build(n));
 
     let mut g = c.benchmark_group("index_lookup");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    let cycle = |probes: &[BlobId]| {
-        let mut i = 0usize;
-        let probes = probes.to_vec();
-        move || {
-            i = (i + 1) & (PROBES - 1);
-            probes[i]
-        }
-    };
-    let mut next = cycle(&hits);
+    // Each benchmark walks its probe list across samples rather than restarting it.
+    let mut i = 0usize;
     g.bench_function(BenchmarkId::new("contains_hit", n), |b| {
-        b.iter(|| index.contains(black_box(&next())).expect("contains"))
+        let f = fixture();
+        b.iter(|| {
+            i = (i + 1) % PROBES;
+            f.index.contains(black_box(&f.hits[i])).expect("contains")
+        })
     });
-    let mut next = cycle(&misses);
+    let mut i = 0usize;
     g.bench_function(BenchmarkId::new("contains_miss", n), |b| {
-        b.iter(|| index.contains(black_box(&next())).expect("contains"))
+        let f = fixture();
+        b.iter(|| {
+            i = (i + 1) % PROBES;
+            f.index.contains(black_box(&f.misses[i])).expect("contains")
+        })
     });
-    let mut next = cycle(&hits);
+    let mut i = 0usize;
     g.bench_function(BenchmarkId::new("lookup_hit", n), |b| {
-        b.iter(|| index.lookup(black_box(&next())).expect("lookup"))
+        let f = fixture();
+        b.iter(|| {
+            i = (i + 1) % PROBES;
+            f.index.lookup(black_box(&f.hits[i])).expect("lookup")
+        })
     });
     g.finish();
-    drop(index);
-    drop(dir);
 }
 
 fn tree(c: &mut Criterion) {
@@ -367,5 +396,11 @@ fn tree(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunking, hashing, seal, index_lookup, tree);
+criterion_group! {
+    name = benches;
+    // Fewer bootstrap resamples than the default 100,000 keep the analysis between
+    // benchmarks short on small machines; the estimates are still stable.
+    config = Criterion::default().nresamples(20_000);
+    targets = chunking, hashing, seal, index_lookup, tree
+}
 criterion_main!(benches);
