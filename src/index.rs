@@ -6,13 +6,13 @@ use crate::id::{BlobId, Id, PackId};
 use crate::indexfile::PackEntries;
 use crate::pack::BlobEntry;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bumped whenever the schema changes; a cache with another version is rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -36,13 +36,16 @@ pub struct Location {
 
 pub struct Index {
     conn: Mutex<Connection>,
+    /// Pack row ids seen so far. AUTOINCREMENT never reuses a row id, so an entry can
+    /// only go missing (after a rebuild), never point at another pack.
+    packs: Mutex<HashMap<i64, PackId>>,
     path: String,
 }
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS index_files (name TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS packs (rowid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS packs (rowid INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, type INTEGER NOT NULL, pack INTEGER NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
@@ -56,6 +59,7 @@ impl Index {
         let conn = Connection::open(path).map_err(sql(path))?;
         let index = Index {
             conn: Mutex::new(conn),
+            packs: Mutex::default(),
             path: path.display().to_string(),
         };
         index.setup()?;
@@ -67,6 +71,7 @@ impl Index {
         let conn = Connection::open_in_memory().map_err(sql(Path::new(":memory:")))?;
         let index = Index {
             conn: Mutex::new(conn),
+            packs: Mutex::default(),
             path: ":memory:".into(),
         };
         index.setup()?;
@@ -115,6 +120,7 @@ impl Index {
     /// Empties the database (before a full reload).
     pub fn clear(&self) -> Result<()> {
         let conn = self.conn.lock().expect("index lock");
+        self.packs.lock().expect("pack cache").clear();
         clear(&conn).map_err(self.err())
     }
 
@@ -140,13 +146,17 @@ impl Index {
     pub fn lookup(&self, id: &BlobId) -> Result<Option<Location>> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
-            .prepare_cached(&format!("{SELECT_LOCATION} WHERE b.id = ?1"))
+            .prepare_cached(&format!("{SELECT_LOCATION} WHERE id = ?1"))
             .map_err(self.err())?;
         let row = stmt
             .query_row([&id.0.0[..]], RawRow::read)
             .optional()
             .map_err(self.err())?;
-        row.map(RawRow::location).transpose()
+        row.map(|r| {
+            let pack = self.pack_id(&conn, r.pack)?;
+            r.location(pack)
+        })
+        .transpose()
     }
 
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
@@ -161,13 +171,29 @@ impl Index {
     pub fn for_each(&self, mut f: impl FnMut(Location)) -> Result<()> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
-            .prepare(&format!("{SELECT_LOCATION} ORDER BY b.id"))
+            .prepare(&format!("{SELECT_LOCATION} ORDER BY id"))
             .map_err(self.err())?;
         let mut rows = stmt.query([]).map_err(self.err())?;
         while let Some(r) = rows.next().map_err(self.err())? {
-            f(RawRow::read(r).map_err(self.err())?.location()?);
+            let raw = RawRow::read(r).map_err(self.err())?;
+            let pack = self.pack_id(&conn, raw.pack)?;
+            f(raw.location(pack)?);
         }
         Ok(())
+    }
+
+    /// The pack id for a row id, from memory or (once per pack) from the database.
+    fn pack_id(&self, conn: &Connection, rowid: i64) -> Result<PackId> {
+        if let Some(id) = self.packs.lock().expect("pack cache").get(&rowid) {
+            return Ok(*id);
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM packs WHERE rowid = ?1")
+            .map_err(self.err())?;
+        let bytes: Vec<u8> = stmt.query_row([rowid], |r| r.get(0)).map_err(self.err())?;
+        let id = PackId(Id::from_slice(&bytes).ok_or(IndexError::Corrupt("pack id"))?);
+        self.packs.lock().expect("pack cache").insert(rowid, id);
+        Ok(id)
     }
 
     pub fn counts(&self) -> Result<(u64, u64)> {
@@ -179,14 +205,14 @@ impl Index {
     }
 }
 
-const SELECT_LOCATION: &str = "SELECT b.id, b.type, p.id, b.offset, b.length, b.raw_length, \
-     b.compressed FROM blobs b JOIN packs p ON p.rowid = b.pack";
+const SELECT_LOCATION: &str =
+    "SELECT id, type, pack, offset, length, raw_length, compressed FROM blobs";
 
 /// One row of `SELECT_LOCATION`, before its bytes are checked.
 struct RawRow {
     id: Vec<u8>,
     ty: u8,
-    pack: Vec<u8>,
+    pack: i64,
     offset: u32,
     length: u32,
     raw_length: u32,
@@ -206,9 +232,9 @@ impl RawRow {
         })
     }
 
-    fn location(self) -> Result<Location> {
+    fn location(self, pack: PackId) -> Result<Location> {
         Ok(Location {
-            pack: PackId(Id::from_slice(&self.pack).ok_or(IndexError::Corrupt("pack id"))?),
+            pack,
             entry: BlobEntry {
                 ty: BlobType::from_byte(self.ty).ok_or(IndexError::Corrupt("blob type"))?,
                 id: BlobId(Id::from_slice(&self.id).ok_or(IndexError::Corrupt("blob id"))?),

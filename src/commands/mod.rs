@@ -203,7 +203,10 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     #[test]
     fn escape_shows_control_characters() {
-        assert_eq!(super::escape("a\nb\u{1b}[31m\0ü"), "a\\nb\\u{1b}[31m\\u{0}ü");
+        assert_eq!(
+            super::escape("a\nb\u{1b}[31m\0ü"),
+            "a\\nb\\u{1b}[31m\\u{0}ü"
+        );
         assert_eq!(super::escape("plain name"), "plain name");
     }
 }
