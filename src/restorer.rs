@@ -709,9 +709,8 @@ impl Writer<'_> {
             self.record_rename(parent, e, &used);
             (handle, true)
         } else {
-            let existed = parent.existing(name).map_err(text)? == Existing::Dir;
             let handle = parent.dir(name, self.opts.on_conflict).map_err(text)?;
-            (handle, !existed)
+            (handle, e.existing != Existing::Dir)
         };
         Collector::add(&self.out.dirs, 1);
         self.write_entries(&handle, &e.children);
@@ -783,13 +782,9 @@ impl Writer<'_> {
             self.progress.advance(data.len() as u64);
             Ok(())
         };
-        if content.len() > 1 {
-            (0..content.len())
-                .into_par_iter()
-                .try_for_each(write_chunk)?;
-        } else {
-            (0..content.len()).try_for_each(write_chunk)?;
-        }
+        (0..content.len())
+            .into_par_iter()
+            .try_for_each(write_chunk)?;
         Ok(offsets.last().copied().unwrap_or(0))
     }
 
@@ -828,11 +823,7 @@ impl Writer<'_> {
             }
             Ok(())
         };
-        if content.len() > 1 {
-            (0..content.len()).into_par_iter().try_for_each(check_chunk)
-        } else {
-            (0..content.len()).try_for_each(check_chunk)
-        }
+        (0..content.len()).into_par_iter().try_for_each(check_chunk)
     }
 
     fn write_symlink(&self, dir: &DirHandle, e: &Planned, target: &[u8]) -> EntryResult {
@@ -910,6 +901,7 @@ mod tests {
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
     use crate::progress::NoProgress;
+    use crate::sandbox::tests::names;
     use crate::tree::{Timespec, Tree};
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -1094,15 +1086,6 @@ mod tests {
         assert!(md.is_dir(), "{}", path.display());
         assert_eq!(md.mode() & 0o7777, mode, "{}", path.display());
         assert_eq!((md.mtime(), md.mtime_nsec() as u32), mtime);
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut out: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        out.sort();
-        out
     }
 
     #[derive(Default)]

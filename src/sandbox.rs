@@ -729,7 +729,7 @@ fn io_error(path: String, op: &'static str, e: Errno) -> SandboxError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
     use std::io::Write;
@@ -1346,7 +1346,8 @@ mod tests {
         assert!(same_inode(&st, &rfs::fstat(&other).unwrap()));
     }
 
-    fn names(dir: &Path) -> Vec<String> {
+    /// The sorted names in a directory (shared with the restorer's tests).
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
         let mut out: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
