@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::validate_name;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree};
+use crate::vfs::{self, Reached};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -332,44 +333,15 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
     Ok(view)
 }
 
-/// A tree still to be loaded, with where it was first seen.
-struct Pending {
-    id: BlobId,
-    snapshot: SnapshotId,
-    path: String,
-}
-
-impl Pending {
-    /// "at PATH in snapshot SHORT", for messages about this tree.
-    fn location(&self) -> String {
-        format!("at {} in snapshot {}", self.path, self.snapshot.0.short())
-    }
-}
-
+/// Trees and data blobs reachable from the snapshots.
 #[derive(Default)]
 struct Walk {
     trees: HashSet<BlobId>,
     data: HashSet<BlobId>,
 }
 
-/// The path of entry `name` under `parent`. Names that are invalid as path components
-/// (see `sandbox::validate_name`) are shown escaped, so no raw `/` or NUL ends up in a path.
-fn child_path(parent: &str, name: &[u8]) -> String {
-    let lossy = String::from_utf8_lossy(name);
-    let name = match validate_name(name) {
-        Ok(()) => lossy.into_owned(),
-        Err(_) => format!("{lossy:?}"),
-    };
-    if parent.ends_with('/') {
-        format!("{parent}{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
 /// State of one walk over the trees reachable from the snapshots.
 struct Walker<'a> {
-    repo: &'a IndexedRepo,
     index: &'a IndexView,
     /// Root tree -> the snapshots that have it as their root.
     roots: HashMap<BlobId, Vec<SnapshotId>>,
@@ -388,58 +360,31 @@ fn walk_trees(
     problems: &mut Vec<Problem>,
     progress: &dyn Progress,
 ) -> Walk {
+    let mut roots: HashMap<BlobId, Vec<SnapshotId>> = HashMap::new();
+    for (id, snap) in snapshots {
+        roots.entry(snap.tree).or_default().push(*id);
+    }
     let mut w = Walker {
-        repo,
         index,
-        roots: HashMap::new(),
+        roots,
         walk: Walk::default(),
         wrong_lengths: HashSet::new(),
         problems,
     };
-    let mut frontier = w.queue_roots(snapshots);
-    while !frontier.is_empty() {
-        frontier = w.walk_level(&frontier, progress);
-    }
+    vfs::for_each_tree(repo, snapshots, |reached, tree| {
+        progress.item(&reached.path);
+        w.walk.trees.insert(reached.id);
+        match tree {
+            Ok(tree) => w.check_tree(reached, tree),
+            Err(e) => w.report_unloadable(reached, e),
+        }
+    });
     w.walk
 }
 
 impl Walker<'_> {
-    /// Records each snapshot's root tree and returns the distinct roots to load.
-    fn queue_roots(
-        &mut self,
-        snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
-    ) -> Vec<Pending> {
-        let mut frontier = Vec::new();
-        for (id, snap) in snapshots {
-            self.roots.entry(snap.tree).or_default().push(*id);
-            if self.walk.trees.insert(snap.tree) {
-                frontier.push(Pending {
-                    id: snap.tree,
-                    snapshot: *id,
-                    path: "/".into(),
-                });
-            }
-        }
-        frontier
-    }
-
-    /// Loads and checks every tree of `frontier`; returns the subtrees seen for the first time.
-    fn walk_level(&mut self, frontier: &[Pending], progress: &dyn Progress) -> Vec<Pending> {
-        let mut next = Vec::new();
-        for batch in frontier.chunks(BATCH) {
-            for (p, tree) in batch.iter().zip(load_batch(self.repo, batch)) {
-                progress.item(&p.path);
-                match tree {
-                    Ok(tree) => self.check_tree(p, &tree, &mut next),
-                    Err(e) => self.report_unloadable(p, e),
-                }
-            }
-        }
-        next
-    }
-
     /// Reports a tree that cannot be loaded, naming where it was reached from.
-    fn report_unloadable(&mut self, p: &Pending, e: RepoError) {
+    fn report_unloadable(&mut self, p: &Reached, e: RepoError) {
         let reason = match e {
             RepoError::MissingBlob(_) => "not in index".to_string(),
             e => e.to_string(),
@@ -458,8 +403,8 @@ impl Walker<'_> {
         ));
     }
 
-    /// Checks one loaded tree and its entries, queueing unseen subtrees onto `next`.
-    fn check_tree(&mut self, p: &Pending, tree: &Tree, next: &mut Vec<Pending>) {
+    /// Checks one loaded tree and its entries.
+    fn check_tree(&mut self, p: &Reached, tree: &Tree) {
         if matches!(self.index.blobs.get(&p.id), Some((BlobType::Data, _))) {
             self.problems.push(Problem::new(
                 "tree",
@@ -469,16 +414,14 @@ impl Walker<'_> {
         }
         self.check_names(p, tree);
         for node in &tree.nodes {
-            match &node.kind {
-                NodeKind::File { content } => self.check_file(p, node, content),
-                NodeKind::Dir { subtree } => self.queue_subtree(p, node, *subtree, next),
-                _ => {}
+            if let NodeKind::File { content } = &node.kind {
+                self.check_file(p, node, content);
             }
         }
     }
 
     /// Reports entry names that are invalid path components, and names used more than once.
-    fn check_names(&mut self, p: &Pending, tree: &Tree) {
+    fn check_names(&mut self, p: &Reached, tree: &Tree) {
         let mut seen: HashSet<&[u8]> = HashSet::new();
         let mut duplicates: HashSet<&[u8]> = HashSet::new();
         for node in &tree.nodes {
@@ -502,8 +445,8 @@ impl Walker<'_> {
     }
 
     /// Checks a file node: its size against its chunks, and each chunk against the index.
-    fn check_file(&mut self, p: &Pending, node: &Node, content: &[ChunkRef]) {
-        let path = child_path(&p.path, &node.name);
+    fn check_file(&mut self, p: &Reached, node: &Node, content: &[ChunkRef]) {
+        let path = vfs::child_path(&p.path, &node.name);
         let sum: u64 = content.iter().map(|c| u64::from(c.len)).sum();
         if node.size != sum {
             self.problems.push(Problem::new(
@@ -522,7 +465,7 @@ impl Walker<'_> {
     }
 
     /// Checks one chunk of the file at `path`: indexed, as a data blob, with the same length.
-    fn check_chunk(&mut self, p: &Pending, path: &str, chunk: &ChunkRef) {
+    fn check_chunk(&mut self, p: &Reached, path: &str, chunk: &ChunkRef) {
         let first = self.walk.data.insert(chunk.id);
         let problem = match self.index.blobs.get(&chunk.id) {
             Some(&(BlobType::Data, raw)) => {
@@ -547,28 +490,6 @@ impl Walker<'_> {
             ),
         ));
     }
-
-    /// Queues a directory's subtree for loading unless it was already reached.
-    fn queue_subtree(
-        &mut self,
-        p: &Pending,
-        node: &Node,
-        subtree: BlobId,
-        next: &mut Vec<Pending>,
-    ) {
-        if self.walk.trees.insert(subtree) {
-            next.push(Pending {
-                id: subtree,
-                snapshot: p.snapshot,
-                path: child_path(&p.path, &node.name),
-            });
-        }
-    }
-}
-
-/// Loads a batch of trees in parallel, in the batch's order.
-fn load_batch(repo: &IndexedRepo, batch: &[Pending]) -> Vec<Result<Tree, RepoError>> {
-    batch.par_iter().map(|p| repo.load_tree(&p.id)).collect()
 }
 
 /// What reading one pack found.

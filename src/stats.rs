@@ -5,12 +5,9 @@ use crate::id::{BlobId, PackId, SnapshotId};
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
-use crate::tree::NodeKind;
-use rayon::prelude::*;
+use crate::tree::{NodeKind, Tree};
+use crate::vfs;
 use std::collections::{HashMap, HashSet};
-
-/// Trees are loaded this many at a time.
-const BATCH: usize = 256;
 
 #[derive(serde::Serialize, Default, Debug)]
 pub struct Stats {
@@ -52,39 +49,17 @@ pub fn stats(
 ) -> Result<Stats, RepoError> {
     let mut infos: HashMap<BlobId, TreeInfo> = HashMap::new();
     let mut data: HashSet<BlobId> = HashSet::new();
-    let mut seen: HashSet<BlobId> = HashSet::new();
-    let mut frontier: Vec<BlobId> = snapshots
-        .iter()
-        .map(|(_, s)| s.tree)
-        .filter(|t| seen.insert(*t))
-        .collect();
-    while !frontier.is_empty() {
-        let mut next = Vec::new();
-        for batch in frontier.chunks(BATCH) {
-            let loaded: Vec<_> = batch.par_iter().map(|id| repo.load_tree(id)).collect();
-            for (id, tree) in batch.iter().zip(loaded) {
-                let tree = tree?;
-                let mut info = TreeInfo::default();
-                for node in &tree.nodes {
-                    match &node.kind {
-                        NodeKind::File { content } => {
-                            info.files += 1;
-                            info.size = info.size.saturating_add(node.size);
-                            data.extend(content.iter().map(|c| c.id));
-                        }
-                        NodeKind::Dir { subtree } => {
-                            info.children.push(*subtree);
-                            if seen.insert(*subtree) {
-                                next.push(*subtree);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                infos.insert(*id, info);
-            }
+    let mut failure = None;
+    vfs::for_each_tree(repo, snapshots, |reached, tree| match tree {
+        Ok(tree) => {
+            infos.insert(reached.id, tree_info(tree, &mut data));
         }
-        frontier = next;
+        Err(e) => {
+            failure.get_or_insert(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
 
     let mut st = Stats {
@@ -144,6 +119,23 @@ pub fn stats(
     st.dedup_ratio = ratio(st.logical_size, raw_data);
     st.compression_ratio = ratio(st.unique_raw_size, st.stored_size);
     Ok(st)
+}
+
+/// A tree's own files and subdirectories; its file chunks are added to `data`.
+fn tree_info(tree: &Tree, data: &mut HashSet<BlobId>) -> TreeInfo {
+    let mut info = TreeInfo::default();
+    for node in &tree.nodes {
+        match &node.kind {
+            NodeKind::File { content } => {
+                info.files += 1;
+                info.size = info.size.saturating_add(node.size);
+                data.extend(content.iter().map(|c| c.id));
+            }
+            NodeKind::Dir { subtree } => info.children.push(*subtree),
+            _ => {}
+        }
+    }
+    info
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -1,10 +1,15 @@
 //! Paths inside a snapshot: finding the node at a path, walking a subtree in order, and
 //! reading a file's bytes (whole or any range) from its chunk list.
-use crate::id::BlobId;
+use crate::id::{BlobId, SnapshotId};
 use crate::repository::{IndexedRepo, RepoError, Result};
-use crate::tree::{Node, NodeKind, Timespec, chunk_at, chunk_offsets};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::io::Write;
+
+/// Trees are loaded this many at a time, in parallel, by [`for_each_tree`].
+const TREE_BATCH: usize = 256;
 
 /// Splits `/a/b/` into its non-empty components.
 pub fn components(path: &[u8]) -> Vec<&[u8]> {
@@ -75,6 +80,89 @@ pub fn walk(
         }
     }
     Ok(())
+}
+
+/// A tree reached by [`for_each_tree`], with the first snapshot and path that reached it.
+pub struct Reached {
+    pub id: BlobId,
+    pub snapshot: SnapshotId,
+    pub path: String,
+}
+
+impl Reached {
+    /// "at PATH in snapshot SHORT", for messages about this tree.
+    pub fn location(&self) -> String {
+        format!("at {} in snapshot {}", self.path, self.snapshot.0.short())
+    }
+}
+
+/// Calls `visit` once for every distinct tree reachable from the snapshots' root trees
+/// (with the error when it cannot be loaded), breadth first, loading a batch of trees in
+/// parallel at a time. Iterative and visiting each tree once, so neither deep nor cyclic
+/// (forged) trees can overflow the stack or loop.
+pub fn for_each_tree(
+    repo: &IndexedRepo,
+    snapshots: &[(SnapshotId, Snapshot)],
+    mut visit: impl FnMut(&Reached, Result<&Tree>),
+) {
+    let mut seen = HashSet::new();
+    let mut frontier: Vec<Reached> = snapshots
+        .iter()
+        .filter(|(_, s)| seen.insert(s.tree))
+        .map(|(id, s)| Reached {
+            id: s.tree,
+            snapshot: *id,
+            path: "/".into(),
+        })
+        .collect();
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for batch in frontier.chunks(TREE_BATCH) {
+            let loaded: Vec<Result<Tree>> =
+                batch.par_iter().map(|r| repo.load_tree(&r.id)).collect();
+            for (reached, tree) in batch.iter().zip(loaded) {
+                match tree {
+                    Ok(tree) => {
+                        queue_subtrees(reached, &tree, &mut seen, &mut next);
+                        visit(reached, Ok(&tree));
+                    }
+                    Err(e) => visit(reached, Err(e)),
+                }
+            }
+        }
+        frontier = next;
+    }
+}
+
+fn queue_subtrees(
+    from: &Reached,
+    tree: &Tree,
+    seen: &mut HashSet<BlobId>,
+    next: &mut Vec<Reached>,
+) {
+    for node in &tree.nodes {
+        if let Some(id) = node.subtree().filter(|id| seen.insert(*id)) {
+            next.push(Reached {
+                id,
+                snapshot: from.snapshot,
+                path: child_path(&from.path, &node.name),
+            });
+        }
+    }
+}
+
+/// `parent/name` for messages: lossy UTF-8, and a name that is not a valid path component
+/// (empty, `..`, containing `/` or NUL) quoted and escaped so it cannot pass for one.
+pub fn child_path(parent: &str, name: &[u8]) -> String {
+    let lossy = String::from_utf8_lossy(name);
+    let name = match crate::sandbox::validate_name(name) {
+        Ok(()) => lossy.into_owned(),
+        Err(_) => format!("{lossy:?}"),
+    };
+    match parent.ends_with('/') {
+        true => format!("{parent}{name}"),
+        false => format!("{parent}/{name}"),
+    }
 }
 
 /// Writes a file's whole content to `out`, fetching a few chunks in parallel ahead.
@@ -186,5 +274,41 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![b"/d".to_vec(), b"/d/f".to_vec()]);
+    }
+
+    #[test]
+    fn for_each_tree_visits_each_distinct_tree_once() {
+        use crate::id::Id;
+        use crate::tree::tests::dir_of;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let packer = Packer::new(&repo, false);
+        let leaf = packer
+            .save(BlobType::Tree, &Tree::new(vec![]).encode())
+            .unwrap()
+            .0;
+        let ghost = BlobId(Id::hash_of(b"not stored"));
+        let nodes = vec![dir_of("a", leaf), dir_of("b", leaf), dir_of("g", ghost)];
+        let root = packer
+            .save(BlobType::Tree, &Tree::new(nodes).encode())
+            .unwrap()
+            .0;
+        packer.flush().unwrap();
+        let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
+            "username": "u", "uid": 0, "gid": 0, "paths": ["/"], "tree": root,
+            "program_version": "t"});
+        let snap: Snapshot = serde_json::from_value(json).unwrap();
+        let snaps = vec![
+            (SnapshotId(Id::hash_of(b"1")), snap.clone()),
+            (SnapshotId(Id::hash_of(b"2")), snap),
+        ];
+        let mut seen = Vec::new();
+        for_each_tree(&repo, &snaps, |r, t| seen.push((r.path.clone(), t.is_ok())));
+        seen.sort();
+        let want = [("/", true), ("/a", true), ("/g", false)].map(|(p, ok)| (p.to_string(), ok));
+        assert_eq!(
+            seen, want,
+            "the shared leaf once (first path), the missing tree as an error"
+        );
     }
 }
