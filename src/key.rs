@@ -44,6 +44,11 @@ impl KdfParams {
         }
     }
 
+    /// The default strength with a fresh salt.
+    pub fn recommended() -> KdfParams {
+        KdfParams::new(Self::DEFAULT_MEMORY_KIB, Self::DEFAULT_ITERATIONS)
+    }
+
     fn derive(&self, password: &[u8]) -> Result<MasterKey, KeyError> {
         if self.algorithm != "argon2id" {
             return Err(KeyError::UnsupportedKdf(self.algorithm.clone()));

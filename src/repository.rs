@@ -13,6 +13,7 @@ use crate::tree::{Tree, TreeError};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashSet;
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
@@ -342,7 +343,7 @@ impl IndexedRepo {
 
     /// Brings the SQLite index in line with the index files; returns the unreadable ones.
     pub fn sync_index(&self) -> Result<Vec<(String, String)>> {
-        let listed: Vec<String> = self
+        let listed: HashSet<String> = self
             .backend()
             .list(Kind::Index)?
             .into_iter()

@@ -1,6 +1,7 @@
 //! `strata init`: create a repository with its first password.
 use super::{Context, Outcome};
 use anyhow::{Result, bail};
+use strata::backend::Backend;
 use strata::config::{ChunkerParams, Config};
 use strata::key::KdfParams;
 use strata::repository::Repository;
@@ -39,17 +40,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = Repository::init(backend.clone(), password.as_bytes(), config, kdf)?;
     let id = repo.config().id.to_hex();
     if ctx.args.json {
-        ctx.print_json(&serde_json::json!({"id": id, "repository": backend_location(&backend)}))?;
+        ctx.print_json(&serde_json::json!({"id": id, "repository": backend.location()}))?;
     }
     ctx.say(&format!(
         "created repository {} at {}",
         &id[..8],
-        backend_location(&backend)
+        backend.location()
     ))?;
     Ok(Outcome::Ok)
-}
-
-fn backend_location(b: &strata::backend::local::LocalBackend) -> String {
-    use strata::backend::Backend;
-    b.location()
 }

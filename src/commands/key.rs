@@ -32,10 +32,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     match args.action {
         Action::List => list(ctx, &repo)?,
         Action::Add(np) => {
-            let id = repo.add_key(
-                new_password(&np)?.as_bytes(),
-                KdfParams::new(KdfParams::DEFAULT_MEMORY_KIB, KdfParams::DEFAULT_ITERATIONS),
-            )?;
+            let id = repo.add_key(new_password(&np)?.as_bytes(), KdfParams::recommended())?;
             report(ctx, "added", &id.0.to_hex())?;
         }
         Action::Remove { id } => {
@@ -44,10 +41,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             report(ctx, "removed", &id.0.to_hex())?;
         }
         Action::Passwd(np) => {
-            let id = repo.add_key(
-                new_password(&np)?.as_bytes(),
-                KdfParams::new(KdfParams::DEFAULT_MEMORY_KIB, KdfParams::DEFAULT_ITERATIONS),
-            )?;
+            let id = repo.add_key(new_password(&np)?.as_bytes(), KdfParams::recommended())?;
             repo.backend()
                 .remove(strata::backend::Kind::Key, &repo.key_id().0.to_hex())?;
             report(ctx, "changed password; new key", &id.0.to_hex())?;
