@@ -16,28 +16,6 @@ use common::*;
 
 const KIB64: u64 = 64 * 1024;
 
-fn u(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} is not an unsigned number in {v:#}"))
-}
-
-fn f(v: &Value, field: &str) -> f64 {
-    v[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} is not a number in {v:#}"))
-}
-
-fn s<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} is not a string in {v:#}"))
-}
-
-fn is_hex_id(id: &str) -> bool {
-    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// `src` joined with a relative path, as the UTF-8 string the CLI takes.
 fn snap_path(src: &Path, rel: impl AsRef<Path>) -> String {
     src.join(rel)
@@ -46,40 +24,12 @@ fn snap_path(src: &Path, rel: impl AsRef<Path>) -> String {
         .to_string()
 }
 
-/// Every entry below `root` (dirs included), relative, with its lstat metadata.
-fn entries(root: &Path) -> BTreeMap<PathBuf, fs::Metadata> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, fs::Metadata>) {
-        for e in fs::read_dir(root.join(rel)).unwrap() {
-            let e = e.unwrap();
-            let child = rel.join(e.file_name());
-            let md = fs::symlink_metadata(e.path()).unwrap();
-            if md.is_dir() {
-                walk(root, &child, out);
-            }
-            out.insert(child, md);
-        }
-    }
-    walk(root, Path::new(""), &mut out);
-    out
-}
-
-fn kind_name(md: &fs::Metadata) -> &'static str {
-    if md.file_type().is_symlink() {
-        "symlink"
-    } else if md.is_dir() {
-        "dir"
-    } else {
-        "file"
-    }
-}
-
 /// The differences `compare_trees(src, restored)` must report when exactly
 /// the entries of `src` for which `keep` is true were restored (and `keep`
 /// is closed under ancestors): one "only in a" line per top-most dropped
 /// entry.
 fn expected_dropped(src: &Path, keep: impl Fn(&Path, &fs::Metadata) -> bool) -> Vec<String> {
-    let all = entries(src);
+    let all = dir_entries(src);
     let kept: BTreeSet<&PathBuf> = all
         .iter()
         .filter(|(p, m)| keep(p, m))
@@ -121,31 +71,27 @@ fn name_ends_with(p: &Path, suffix: &[u8]) -> bool {
 
 #[test]
 fn round_trip_incremental_backups_and_inspection() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_tree(&src, 11);
+    let (repo, src, b1) = backed_up_tree(11);
     let files = regular_files(&src);
     let total_bytes: u64 = files.values().sum();
 
     // --- first backup
-    let b1 = repo.json(os_args!["backup", &src]);
-    let id1 = s(&b1, "snapshot_id").to_string();
+    let id1 = field_str(&b1, "snapshot_id").to_string();
     assert!(is_hex_id(&id1), "snapshot_id {id1:?}");
     assert_eq!(b1["parent"], Value::Null, "{b1:#}");
     assert_eq!(b1["errors"].as_array().map(Vec::len), Some(0), "{b1:#}");
     let s1 = &b1["summary"];
-    assert!(u(s1, "files_new") > 0, "{s1:#}");
-    assert_eq!(u(s1, "files_new"), files.len() as u64, "{s1:#}");
-    assert_eq!(u(s1, "total_files"), files.len() as u64, "{s1:#}");
-    assert_eq!(u(s1, "total_bytes"), total_bytes, "{s1:#}");
-    assert_eq!(u(s1, "bytes_read"), total_bytes, "{s1:#}");
-    assert_eq!(u(s1, "errors"), 0, "{s1:#}");
-    assert!(u(s1, "data_blobs_added") > 0, "{s1:#}");
+    assert!(field_u64(s1, "files_new") > 0, "{s1:#}");
+    assert_eq!(field_u64(s1, "files_new"), files.len() as u64, "{s1:#}");
+    assert_eq!(field_u64(s1, "total_files"), files.len() as u64, "{s1:#}");
+    assert_eq!(field_u64(s1, "total_bytes"), total_bytes, "{s1:#}");
+    assert_eq!(field_u64(s1, "bytes_read"), total_bytes, "{s1:#}");
+    assert_eq!(field_u64(s1, "errors"), 0, "{s1:#}");
+    assert!(field_u64(s1, "data_blobs_added") > 0, "{s1:#}");
 
     // --- full restore: bytes and metadata
     let target = repo.scratch("restore-full");
-    repo.ok(os_args!["restore", "latest", "--target", &target]);
+    repo.ok(restore_args("latest", &target, &[]));
     let restored = restored_path(&target, &src);
     assert!(restored.is_dir(), "{restored:?} was not restored");
     assert_trees_equal_with(
@@ -165,11 +111,11 @@ fn round_trip_incremental_backups_and_inspection() {
 
     // --- stats: sizes and deduplication of the three identical files
     let st = repo.json(["stats"]);
-    assert_eq!(u(&st, "snapshots"), 1, "{st:#}");
-    assert_eq!(u(&st, "files"), files.len() as u64, "{st:#}");
-    let logical = u(&st, "logical_size");
+    assert_eq!(field_u64(&st, "snapshots"), 1, "{st:#}");
+    assert_eq!(field_u64(&st, "files"), files.len() as u64, "{st:#}");
+    let logical = field_u64(&st, "logical_size");
     assert_eq!(logical, total_bytes, "{st:#}");
-    let dedup = f(&st, "dedup_ratio");
+    let dedup = field_f64(&st, "dedup_ratio");
     assert!(
         dedup > 1.0,
         "dedup_ratio {dedup} must show deduplication: {st:#}"
@@ -180,12 +126,12 @@ fn round_trip_incremental_backups_and_inspection() {
         "unique data {unique_data} should be at least 2 x 3 MiB below logical {logical}: {st:#}"
     );
     assert!(
-        u(&st, "unique_raw_size") < logical,
+        field_u64(&st, "unique_raw_size") < logical,
         "unique size must be below the logical size: {st:#}"
     );
-    assert!(f(&st, "compression_ratio") > 1.0, "{st:#}");
+    assert!(field_f64(&st, "compression_ratio") > 1.0, "{st:#}");
     assert_eq!(
-        u(&st, "repository_size"),
+        field_u64(&st, "repository_size"),
         dir_size(&repo.repo_path()),
         "{st:#}"
     );
@@ -193,17 +139,21 @@ fn round_trip_incremental_backups_and_inspection() {
     // --- second backup of the unchanged tree
     let size_before = dir_size(&repo.repo_path());
     let b2 = repo.json(os_args!["backup", &src]);
-    let id2 = s(&b2, "snapshot_id").to_string();
+    let id2 = field_str(&b2, "snapshot_id").to_string();
     assert_ne!(id2, id1);
-    assert_eq!(s(&b2, "parent"), id1, "{b2:#}");
+    assert_eq!(field_str(&b2, "parent"), id1, "{b2:#}");
     let s2 = &b2["summary"];
-    assert_eq!(u(s2, "bytes_read"), 0, "{s2:#}");
-    assert_eq!(u(s2, "files_unmodified"), files.len() as u64, "{s2:#}");
-    assert_eq!(u(s2, "total_files"), files.len() as u64, "{s2:#}");
-    assert_eq!(u(s2, "files_new"), 0, "{s2:#}");
-    assert_eq!(u(s2, "files_changed"), 0, "{s2:#}");
-    assert_eq!(u(s2, "data_blobs_added"), 0, "{s2:#}");
-    assert!(u(s2, "bytes_added") < KIB64, "{s2:#}");
+    assert_eq!(field_u64(s2, "bytes_read"), 0, "{s2:#}");
+    assert_eq!(
+        field_u64(s2, "files_unmodified"),
+        files.len() as u64,
+        "{s2:#}"
+    );
+    assert_eq!(field_u64(s2, "total_files"), files.len() as u64, "{s2:#}");
+    assert_eq!(field_u64(s2, "files_new"), 0, "{s2:#}");
+    assert_eq!(field_u64(s2, "files_changed"), 0, "{s2:#}");
+    assert_eq!(field_u64(s2, "data_blobs_added"), 0, "{s2:#}");
+    assert!(field_u64(s2, "bytes_added") < KIB64, "{s2:#}");
     let grown = dir_size(&repo.repo_path()) - size_before;
     assert!(grown < KIB64, "repository grew by {grown} bytes");
 
@@ -215,19 +165,23 @@ fn round_trip_incremental_backups_and_inspection() {
     let mutated = fs::read(&changed).unwrap();
     assert_ne!(original, mutated);
     let b3 = repo.json(os_args!["backup", &src]);
-    let id3 = s(&b3, "snapshot_id").to_string();
-    assert_eq!(s(&b3, "parent"), id2, "{b3:#}");
+    let id3 = field_str(&b3, "snapshot_id").to_string();
+    assert_eq!(field_str(&b3, "parent"), id2, "{b3:#}");
     let s3 = &b3["summary"];
-    assert_eq!(u(s3, "files_changed"), 1, "{s3:#}");
-    assert_eq!(u(s3, "files_new"), 0, "{s3:#}");
-    assert_eq!(u(s3, "files_unmodified"), files.len() as u64 - 1, "{s3:#}");
-    assert_eq!(u(s3, "bytes_read"), original.len() as u64, "{s3:#}");
-    assert!(u(s3, "data_blobs_added") >= 1, "{s3:#}");
+    assert_eq!(field_u64(s3, "files_changed"), 1, "{s3:#}");
+    assert_eq!(field_u64(s3, "files_new"), 0, "{s3:#}");
+    assert_eq!(
+        field_u64(s3, "files_unmodified"),
+        files.len() as u64 - 1,
+        "{s3:#}"
+    );
+    assert_eq!(field_u64(s3, "bytes_read"), original.len() as u64, "{s3:#}");
+    assert!(field_u64(s3, "data_blobs_added") >= 1, "{s3:#}");
 
     // --- snapshots
     let snaps = repo.json(["snapshots"]);
     let list = snaps.as_array().expect("snapshots --json is an array");
-    let ids: BTreeSet<&str> = list.iter().map(|x| s(x, "id")).collect();
+    let ids: BTreeSet<&str> = list.iter().map(|x| field_str(x, "id")).collect();
     assert_eq!(
         ids,
         BTreeSet::from([id1.as_str(), id2.as_str(), id3.as_str()]),
@@ -236,8 +190,11 @@ fn round_trip_incremental_backups_and_inspection() {
     let src_str = src.to_str().unwrap();
     for x in list {
         assert_eq!(x["paths"], serde_json::json!([src_str]), "{x:#}");
-        assert!(s(x, "id").starts_with(s(x, "short_id")), "{x:#}");
-        let want_parent = match s(x, "id") {
+        assert!(
+            field_str(x, "id").starts_with(field_str(x, "short_id")),
+            "{x:#}"
+        );
+        let want_parent = match field_str(x, "id") {
             i if i == id1 => Value::Null,
             i if i == id2 => Value::String(id1.clone()),
             _ => Value::String(id2.clone()),
@@ -248,10 +205,12 @@ fn round_trip_incremental_backups_and_inspection() {
     // --- ls --recursive --json lists exactly the tree, special names included
     let ls = repo.json(["ls", "latest", src_str, "--recursive"]);
     let ls = ls.as_array().expect("ls --json is an array");
-    let by_path: BTreeMap<String, &Value> =
-        ls.iter().map(|e| (s(e, "path").to_string(), e)).collect();
+    let by_path: BTreeMap<String, &Value> = ls
+        .iter()
+        .map(|e| (field_str(e, "path").to_string(), e))
+        .collect();
     assert_eq!(by_path.len(), ls.len(), "duplicate paths in ls output");
-    let want: BTreeSet<String> = entries(&src)
+    let want: BTreeSet<String> = dir_entries(&src)
         .keys()
         .map(|rel| String::from_utf8_lossy(src.join(rel).as_os_str().as_bytes()).into_owned())
         .collect();
@@ -268,32 +227,32 @@ fn round_trip_incremental_backups_and_inspection() {
             .unwrap_or_else(|| panic!("ls lacks {key:?}"))
     };
     for rel in [SPACE_NAME, NEWLINE_NAME, UNICODE_NAME] {
-        assert_eq!(s(entry(rel), "type"), "file", "{rel:?}");
+        assert_eq!(field_str(entry(rel), "type"), "file", "{rel:?}");
     }
     let bad =
         String::from_utf8_lossy(src.join(non_utf8_name()).as_os_str().as_bytes()).into_owned();
-    assert_eq!(s(by_path[&bad], "type"), "file", "non-UTF-8 name");
-    assert_eq!(u(entry(BIG_FILE), "size"), BIG_SIZE);
-    assert_eq!(u(entry(EXEC_FILE), "mode"), 0o755);
-    assert_eq!(u(entry(PRIVATE_DIR), "mode"), 0o700);
+    assert_eq!(field_str(by_path[&bad], "type"), "file", "non-UTF-8 name");
+    assert_eq!(field_u64(entry(BIG_FILE), "size"), BIG_SIZE);
+    assert_eq!(field_u64(entry(EXEC_FILE), "mode"), 0o755);
+    assert_eq!(field_u64(entry(PRIVATE_DIR), "mode"), 0o700);
     for (rel, target) in [
         (SYMLINK_REL, SYMLINK_REL_TARGET),
         (SYMLINK_ABS, SYMLINK_ABS_TARGET),
         (SYMLINK_DANGLING, SYMLINK_DANGLING_TARGET),
         (SYMLINK_DIR, SYMLINK_DIR_TARGET),
     ] {
-        assert_eq!(s(entry(rel), "type"), "symlink", "{rel}");
-        assert_eq!(s(entry(rel), "link_target"), target, "{rel}");
+        assert_eq!(field_str(entry(rel), "type"), "symlink", "{rel}");
+        assert_eq!(field_str(entry(rel), "link_target"), target, "{rel}");
     }
     for rel in EMPTY_DIRS {
-        assert_eq!(s(entry(rel), "type"), "dir", "{rel}");
+        assert_eq!(field_str(entry(rel), "type"), "dir", "{rel}");
     }
-    let nanos = s(entry(NANOS_FILE), "mtime");
+    let nanos = field_str(entry(NANOS_FILE), "mtime");
     assert!(
         nanos.contains(".123456789"),
         "mtime of {NANOS_FILE}: {nanos}"
     );
-    let old = s(entry(PRE1970_FILE), "mtime");
+    let old = field_str(entry(PRE1970_FILE), "mtime");
     assert!(old.starts_with("1966-"), "mtime of {PRE1970_FILE}: {old}");
 
     // --- cat prints exact bytes (small, unicode-named, 50 MiB; old and new versions)
@@ -319,33 +278,36 @@ fn round_trip_incremental_backups_and_inspection() {
 // ---------------------------------------------------------------------------
 // 4: subpath, include/exclude, conflicts, dry run, verify
 
-/// `dir/l1/side.txt` holding local content; returns its path.
-fn plant_local_copy(dir: &Path) -> PathBuf {
+/// A fresh `scratch/conflict-<name>` holding a local copy of `l1/side.txt`.
+fn conflict_target(repo: &TestRepo, name: &str) -> PathBuf {
+    let dir = repo.scratch(&format!("conflict-{name}"));
     fs::create_dir_all(dir.join("l1")).unwrap();
     set_mode(&dir.join("l1"), 0o755);
-    let p = dir.join("l1/side.txt");
-    fs::write(&p, b"locally modified copy\n").unwrap();
-    p
+    fs::write(dir.join("l1/side.txt"), b"locally modified copy\n").unwrap();
+    dir
 }
 
 #[test]
 fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_tree(&src, 22);
-    let b = repo.json(os_args!["backup", &src]);
-    let id = s(&b, "snapshot_id").to_string();
+    let (repo, src, b) = backed_up_tree(22);
+    let id = field_str(&b, "snapshot_id").to_string();
     let snap_sub = |rel: &str| format!("{}:{}", &id[..12], snap_path(&src, rel));
+    let restore_deep = |t: &Path, extra: &[&str]| restore_args(&snap_sub("deep"), t, extra);
+    // `restore latest` with `filters` into scratch/<name>: where <src> lands.
+    let restore_filtered = |name: &str, filters: &[&str]| {
+        let t = repo.scratch(name);
+        repo.ok(restore_args("latest", &t, filters));
+        restored_path(&t, &src)
+    };
 
     // --- subpath: the contents of <src>/deep go directly into the target
     let t = repo.scratch("sub-deep");
-    repo.ok(os_args!["restore", snap_sub("deep"), "--target", &t]);
+    repo.ok(restore_deep(&t, &[]));
     assert_trees_equal(&src.join("deep"), &t);
 
     // --- subpath naming a single file
     let t = repo.scratch("sub-file");
-    repo.ok(os_args!["restore", snap_sub(HELLO_FILE), "--target", &t]);
+    repo.ok(restore_args(&snap_sub(HELLO_FILE), &t, &[]));
     assert_eq!(rel_files(&t), vec![PathBuf::from("hello.txt")]);
     assert_eq!(
         fs::read(t.join("hello.txt")).unwrap(),
@@ -353,23 +315,15 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     );
 
     // --- --include: *.txt names anywhere plus the whole <src>/dup directory
-    let t = repo.scratch("include");
     let dup_pattern = snap_path(&src, "dup");
-    repo.ok(os_args![
-        "restore",
-        "latest",
-        "--target",
-        &t,
-        "--include",
-        "*.txt",
-        "--include",
-        &dup_pattern
-    ]);
-    let restored = restored_path(&t, &src);
+    let restored = restore_filtered(
+        "include",
+        &["--include", "*.txt", "--include", &dup_pattern],
+    );
     let included = |p: &Path, m: &fs::Metadata| -> bool {
         (!m.is_dir() && name_ends_with(p, b".txt")) || p.starts_with("dup")
     };
-    let all = entries(&src);
+    let all = dir_entries(&src);
     let kept: BTreeSet<PathBuf> = all
         .iter()
         .filter(|(p, m)| included(p, m))
@@ -390,19 +344,11 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     );
 
     // --- --exclude: *.bin names anywhere and the <src>/names directory
-    let t = repo.scratch("exclude");
     let names_pattern = snap_path(&src, "names");
-    repo.ok(os_args![
-        "restore",
-        "latest",
-        "--target",
-        &t,
-        "--exclude",
-        "*.bin",
-        "--exclude",
-        &names_pattern
-    ]);
-    let restored = restored_path(&t, &src);
+    let restored = restore_filtered(
+        "exclude",
+        &["--exclude", "*.bin", "--exclude", &names_pattern],
+    );
     let diffs = compare_trees(&src, &restored, CompareOpts::default());
     let want = expected_dropped(&src, |p, _| {
         !p.starts_with("names") && !name_ends_with(p, b".bin")
@@ -421,15 +367,10 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     let local = b"locally modified copy\n".to_vec();
 
     // fail (the default): exit 1, nothing written
-    let t = repo.scratch("conflict-fail");
-    plant_local_copy(&t);
+    let t = conflict_target(&repo, "fail");
     let before = dir_contents(&t);
     let before_listing = dir_listing(&t);
-    let out = run_expect(
-        &repo,
-        os_args!["restore", snap_sub("deep"), "--target", &t],
-        1,
-    );
+    let out = run_expect(&repo, restore_deep(&t, &[]), 1);
     assert!(
         stderr(&out).contains("side.txt"),
         "the conflict is named: {}",
@@ -438,36 +379,13 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     assert_eq!(dir_listing(&t), before_listing, "fail must write nothing");
     assert_eq!(dir_contents(&t), before);
     assert!(!t.join("l1/l2").exists());
-    let out = run_expect(
-        &repo,
-        os_args![
-            "restore",
-            snap_sub("deep"),
-            "--target",
-            &t,
-            "--on-conflict",
-            "fail"
-        ],
-        1,
-    );
+    let out = run_expect(&repo, restore_deep(&t, &["--on-conflict", "fail"]), 1);
     assert!(stderr(&out).contains("side.txt"), "{}", stderr(&out));
     assert_eq!(dir_listing(&t), before_listing, "fail must write nothing");
 
     // skip: the existing file is kept, the rest restored
-    let t = repo.scratch("conflict-skip");
-    plant_local_copy(&t);
-    let (_, rep) = json_expect(
-        &repo,
-        os_args![
-            "restore",
-            snap_sub("deep"),
-            "--target",
-            &t,
-            "--on-conflict",
-            "skip"
-        ],
-        0,
-    );
+    let t = conflict_target(&repo, "skip");
+    let (_, rep) = json_expect(&repo, restore_deep(&t, &["--on-conflict", "skip"]), 0);
     assert_eq!(fs::read(t.join("l1/side.txt")).unwrap(), local);
     assert_eq!(
         rep["skipped"],
@@ -484,16 +402,8 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     assert!(!t.join("l1/side.txt.strata-restored").exists());
 
     // overwrite: the snapshot's file replaces the existing one
-    let t = repo.scratch("conflict-overwrite");
-    plant_local_copy(&t);
-    repo.ok(os_args![
-        "restore",
-        snap_sub("deep"),
-        "--target",
-        &t,
-        "--on-conflict",
-        "overwrite"
-    ]);
+    let t = conflict_target(&repo, "overwrite");
+    repo.ok(restore_deep(&t, &["--on-conflict", "overwrite"]));
     assert_eq!(fs::read(t.join("l1/side.txt")).unwrap(), side_src);
     assert_trees_equal_with(
         &deep,
@@ -505,20 +415,8 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     );
 
     // rename: both are present
-    let t = repo.scratch("conflict-rename");
-    plant_local_copy(&t);
-    let (_, rep) = json_expect(
-        &repo,
-        os_args![
-            "restore",
-            snap_sub("deep"),
-            "--target",
-            &t,
-            "--on-conflict",
-            "rename"
-        ],
-        0,
-    );
+    let t = conflict_target(&repo, "rename");
+    let (_, rep) = json_expect(&repo, restore_deep(&t, &["--on-conflict", "rename"]), 0);
     assert_eq!(fs::read(t.join("l1/side.txt")).unwrap(), local);
     assert_eq!(
         fs::read(t.join("l1/side.txt.strata-restored")).unwrap(),
@@ -535,26 +433,17 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     );
 
     // --- dry run: nothing is written, not even the target directory
-    let t = repo.scratch("conflict-dry");
-    plant_local_copy(&t);
+    let t = conflict_target(&repo, "dry");
     let before = dir_listing(&t);
     let before_bytes = dir_contents(&t);
     let (_, rep) = json_expect(
         &repo,
-        os_args![
-            "restore",
-            snap_sub("deep"),
-            "--target",
-            &t,
-            "--dry-run",
-            "--on-conflict",
-            "overwrite"
-        ],
+        restore_deep(&t, &["--dry-run", "--on-conflict", "overwrite"]),
         0,
     );
     assert_eq!(dir_listing(&t), before, "dry run wrote something");
     assert_eq!(dir_contents(&t), before_bytes);
-    let planned = rep["planned"].as_array().expect("planned");
+    let planned = field_array(&rep, "planned");
     assert!(
         planned
             .iter()
@@ -562,13 +451,7 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
         "{rep:#}"
     );
     let fresh = repo.scratch("dry").join("not/yet");
-    repo.ok(os_args![
-        "restore",
-        "latest",
-        "--target",
-        &fresh,
-        "--dry-run"
-    ]);
+    repo.ok(restore_args("latest", &fresh, &["--dry-run"]));
     assert!(
         fs::symlink_metadata(&fresh).is_err(),
         "dry run created the target"
@@ -585,11 +468,11 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
     let t = repo.scratch("verify");
     let (_, rep) = json_expect(
         &repo,
-        os_args!["restore", snap_sub("sizes"), "--target", &t, "--verify"],
+        restore_args(&snap_sub("sizes"), &t, &["--verify"]),
         0,
     );
     assert_eq!(
-        u(&rep, "verified_files"),
+        field_u64(&rep, "verified_files"),
         SIZED_FILES.len() as u64,
         "{rep:#}"
     );
@@ -603,11 +486,7 @@ fn restore_subpaths_filters_conflicts_dry_run_and_verify() {
 
 #[test]
 fn wrong_password_is_refused_and_changes_nothing() {
-    let mut repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_small_tree(&src, 5, 30);
-    repo.ok(os_args!["backup", &src]);
+    let (mut repo, src) = backed_up_small_tree(5, 30);
     let before = dir_contents(&repo.repo_path());
     let before_listing = dir_listing(&repo.repo_path());
 
@@ -637,7 +516,7 @@ fn wrong_password_is_refused_and_changes_nothing() {
     assert!(dir_contents(&repo.repo_path()) == before, "repo changed");
 
     let t = repo.scratch("restore");
-    run_expect(&repo, os_args!["restore", "latest", "--target", &t], 1);
+    run_expect(&repo, restore_args("latest", &t, &[]), 1);
     assert!(list_files(&t).is_empty());
 
     // No password at all (stdin is not a terminal): refused as well.
@@ -661,17 +540,13 @@ fn key_list(repo: &TestRepo) -> Vec<(String, bool)> {
     v.as_array()
         .expect("key list --json is an array")
         .iter()
-        .map(|k| (s(k, "id").to_string(), k["current"] == true))
+        .map(|k| (field_str(k, "id").to_string(), k["current"] == true))
         .collect()
 }
 
 #[test]
 fn keys_add_list_and_remove() {
-    let mut repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_small_tree(&src, 6, 10);
-    repo.ok(os_args!["backup", &src]);
+    let (mut repo, _src) = backed_up_small_tree(6, 10);
 
     let keys = key_list(&repo);
     assert_eq!(keys.len(), 1, "{keys:?}");
@@ -683,8 +558,8 @@ fn keys_add_list_and_remove() {
     cmd.env("STRATA_NEW_PASSWORD", SECOND);
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "key add: {}", stderr(&out));
-    let added: Value = serde_json::from_slice(&out.stdout).expect("key add --json");
-    let second = s(&added, "id").to_string();
+    let added = stdout_json(&out, "key add --json");
+    let second = field_str(&added, "id").to_string();
     assert!(is_hex_id(&second) && second != first, "{added:#}");
 
     let keys = key_list(&repo);
@@ -725,24 +600,13 @@ fn keys_add_list_and_remove() {
 
 #[test]
 fn usage_errors_exit_2_and_missing_repository_exits_1() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_small_tree(&src, 7, 5);
-    repo.ok(os_args!["backup", &src]);
+    let (repo, src) = backed_up_small_tree(7, 5);
     let t = repo.scratch("t");
 
     for args in [
         os_args!["restore", "latest"],
         os_args!["restore", "--target", &t],
-        os_args![
-            "restore",
-            "latest",
-            "--target",
-            &t,
-            "--on-conflict",
-            "explode"
-        ],
+        restore_args("latest", &t, &["--on-conflict", "explode"]),
         os_args!["backup"],
         os_args!["frobnicate"],
         os_args!["snapshots", "--no-such-flag"],
@@ -766,7 +630,7 @@ fn usage_errors_exit_2_and_missing_repository_exits_1() {
     for args in [
         os_args!["snapshots"],
         os_args!["backup", &src],
-        os_args!["restore", "latest", "--target", &t],
+        restore_args("latest", &t, &[]),
         os_args!["check"],
     ] {
         let mut cmd = repo.cmd(&args);

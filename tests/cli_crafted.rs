@@ -104,9 +104,7 @@ fn assert_no_panic(what: &str, out: &Output) {
 
 /// The restore report's errors as (path, message) pairs.
 fn report_errors(report: &Value) -> Vec<(String, String)> {
-    report["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("restore report without errors: {report:#}"))
+    field_array(report, "errors")
         .iter()
         .map(|e| {
             (
@@ -284,8 +282,7 @@ fn assert_restored_good_entries(t: &Path, crafted: &Crafted) {
 
 #[test]
 fn crafted_repository_restores_only_inside_the_target() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
+    let repo = fast_repo();
     let outside = repo.scratch("outside");
     let crafted = craft_snapshot(&repo, &outside);
     let abs_name = crafted.abs_dir.join("abs-escape");
@@ -293,7 +290,7 @@ fn crafted_repository_restores_only_inside_the_target() {
 
     // Default (on-conflict fail) into a target that does not exist yet.
     let t1 = repo.path().join("scratch/restore-fail/t");
-    let out = repo.run(os_args!["restore", "latest", "--target", &t1]);
+    let out = repo.run(restore_args("latest", &t1, &[]));
     assert_no_panic("restore", &out);
     assert_eq!(code(&out), 3, "restore: {}", stderr(&out));
     assert_names_bad_entries(&stderr(&out), abs_name, false);
@@ -302,20 +299,16 @@ fn crafted_repository_restores_only_inside_the_target() {
     // --on-conflict overwrite into a fresh target, with the JSON report.
     let t2 = repo.scratch("restore-overwrite").join("t");
     fs::create_dir(&t2).unwrap();
-    let out = repo.run(os_args![
-        "restore",
+    let out = repo.run(restore_args(
         "latest",
-        "--target",
         &t2,
-        "--on-conflict",
-        "overwrite",
-        "--json"
-    ]);
+        &["--on-conflict", "overwrite", "--json"],
+    ));
     assert_no_panic("restore --on-conflict overwrite", &out);
     assert_eq!(code(&out), 3, "restore overwrite: {}", stderr(&out));
     assert_names_bad_entries(&stderr(&out), abs_name, false);
     assert_restored_good_entries(&t2, &crafted);
-    let report: Value = serde_json::from_slice(&out.stdout).expect("restore --json output");
+    let report = stdout_json(&out, "restore --json");
     let errors = report_errors(&report);
     let mut paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
     paths.sort();
@@ -332,14 +325,7 @@ fn crafted_repository_restores_only_inside_the_target() {
     // --dry-run: the plan holds only the valid, unique entries; nothing is
     // written, not even the target.
     let t3 = repo.path().join("scratch/restore-dry/t");
-    let out = repo.run(os_args![
-        "restore",
-        "latest",
-        "--target",
-        &t3,
-        "--dry-run",
-        "--json"
-    ]);
+    let out = repo.run(restore_args("latest", &t3, &["--dry-run", "--json"]));
     assert_no_panic("restore --dry-run", &out);
     assert_eq!(code(&out), 3, "restore --dry-run: {}", stderr(&out));
     assert_names_bad_entries(&stderr(&out), abs_name, true);
@@ -347,12 +333,10 @@ fn crafted_repository_restores_only_inside_the_target() {
         fs::symlink_metadata(&t3).is_err(),
         "--dry-run created the target {t3:?}"
     );
-    let plan: Value = serde_json::from_slice(&out.stdout).expect("dry-run --json output");
-    let mut planned: Vec<String> = plan["planned"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no plan: {plan:#}"))
+    let plan = stdout_json(&out, "restore --dry-run --json");
+    let mut planned: Vec<String> = field_array(&plan, "planned")
         .iter()
-        .map(|p| p["path"].as_str().expect("planned path").to_string())
+        .map(|p| field_str(p, "path").to_string())
         .collect();
     planned.sort();
     assert_eq!(
@@ -362,14 +346,7 @@ fn crafted_repository_restores_only_inside_the_target() {
     );
 
     // Nothing escaped any of the targets.
-    let entries: Vec<_> = fs::read_dir(&outside)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        entries.is_empty(),
-        "{outside:?} must stay empty: {entries:?}"
-    );
+    assert_empty_dir(&outside);
     assert!(
         fs::symlink_metadata(&crafted.abs_dir).is_err(),
         "{:?} was created",
@@ -402,12 +379,11 @@ fn crafted_repository_restores_only_inside_the_target() {
 /// raw control characters (here: the NUL byte of the crafted `nul\0name`).
 #[test]
 fn crafted_names_are_not_printed_raw() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
+    let repo = fast_repo();
     let outside = repo.scratch("outside");
     craft_snapshot(&repo, &outside);
     let target = repo.scratch("restore");
-    let out = repo.run(os_args!["restore", "latest", "--target", &target]);
+    let out = repo.run(restore_args("latest", &target, &[]));
     assert_no_panic("restore", &out);
     assert_eq!(code(&out), 3, "restore: {}", stderr(&out));
     assert!(
@@ -508,18 +484,7 @@ fn unreadable_entries_make_backup_partial() {
     fs::write(src.join("locked/inside.txt"), b"hidden\n").unwrap();
     set_mode(&src.join("locked"), 0o000);
 
-    run_as(
-        base,
-        as_nobody,
-        os_args![
-            FAST_INIT[0],
-            FAST_INIT[1],
-            FAST_INIT[2],
-            FAST_INIT[3],
-            FAST_INIT[4]
-        ],
-        0,
-    );
+    run_as(base, as_nobody, FAST_INIT.map(OsString::from).into(), 0);
     let out = run_as(base, as_nobody, os_args!["backup", &src, "--json"], 3);
     let err = stderr(&out);
     assert!(
@@ -530,8 +495,7 @@ fn unreadable_entries_make_backup_partial() {
         err.contains("locked"),
         "stderr does not name locked:\n{err}"
     );
-    let result: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("backup --json output is not JSON ({e}):\n{}", stdout(&out)));
+    let result = stdout_json(&out, "backup --json");
     let n = result["summary"]["errors"]
         .as_u64()
         .expect("summary.errors");
@@ -557,7 +521,7 @@ fn unreadable_entries_make_backup_partial() {
     );
 
     let out = run_as(base, as_nobody, os_args!["snapshots", "--json"], 0);
-    let snaps: Value = serde_json::from_slice(&out.stdout).expect("snapshots --json");
+    let snaps = stdout_json(&out, "snapshots --json");
     assert_eq!(
         snaps.as_array().map(Vec::len),
         Some(1),
@@ -566,12 +530,7 @@ fn unreadable_entries_make_backup_partial() {
 
     // Restore as ourselves.
     let target = base.join("restore");
-    run_as(
-        base,
-        false,
-        os_args!["restore", "latest", "--target", &target],
-        0,
-    );
+    run_as(base, false, restore_args("latest", &target, &[]), 0);
     let restored = restored_path(&target, &src);
     assert_eq!(fs::read(restored.join("readable.txt")).unwrap(), readable);
     assert!(

@@ -7,38 +7,40 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
-
-use serde_json::Value;
+use std::process::Output;
 
 use common::e2e::*;
 use common::tree::*;
 use common::*;
 
-fn problems(report: &Value) -> &Vec<Value> {
-    report["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("check report without an errors array: {report:#}"))
-}
-
-fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} is not a string in {v:#}"))
-}
-
 fn file_name_str(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap().to_string()
 }
 
-fn assert_empty_dir(dir: &Path) {
-    let entries: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        entries.is_empty(),
-        "{dir:?} must stay empty, holds {entries:?}"
-    );
+/// The `--on-conflict` modes, `fail` (the default) first.
+const CONFLICT_MODES: [&str; 4] = ["fail", "skip", "rename", "overwrite"];
+
+/// `restore latest --target <t>` with `--on-conflict <mode>` (no flag for
+/// the default, `fail`). Asserts that nothing reached `outside`, then the exit
+/// code: 1 for fail, 0 for overwrite, 0, 1 or 3 for the others.
+fn restore_in_mode(repo: &TestRepo, t: &Path, mode: &str, outside: &Path) -> Output {
+    let flag: &[&str] = match mode {
+        "fail" => &[],
+        _ => &["--on-conflict", mode],
+    };
+    let out = repo.run(restore_args("latest", t, flag));
+    let rc = code(&out);
+    assert_empty_dir(outside);
+    match mode {
+        "fail" => assert_eq!(rc, 1, "{mode}: {}", stderr(&out)),
+        "overwrite" => assert_eq!(rc, 0, "{mode}: {}", stderr(&out)),
+        _ => assert!(
+            [0, 1, 3].contains(&rc),
+            "{mode}: exit {rc}: {}",
+            stderr(&out)
+        ),
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -46,12 +48,8 @@ fn assert_empty_dir(dir: &Path) {
 
 #[test]
 fn flipped_byte_in_a_pack_is_found_and_restore_is_partial() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_tree(&src, 33);
-    let b = repo.json(os_args!["backup", &src]);
-    let snap = b["snapshot_id"].as_str().expect("snapshot_id").to_string();
+    let (repo, src, b) = backed_up_tree(33);
+    let snap = field_str(&b, "snapshot_id").to_string();
 
     let packs = packs_by_size(&repo.repo_path());
     assert!(packs.len() >= 2, "expected several packs: {packs:?}");
@@ -71,26 +69,23 @@ fn flipped_byte_in_a_pack_is_found_and_restore_is_partial() {
 
     // With --read-data the damage is named: the pack and the blob(s).
     let (_, report) = json_expect(&repo, ["check", "--read-data"], 1);
-    let errs = problems(&report);
+    let errs = field_array(&report, "errors");
     assert!(
-        errs.iter().any(|p| str_of(p, "object") == pack_id),
+        errs.iter().any(|p| field_str(p, "object") == pack_id),
         "no problem names pack {pack_id}: {report:#}"
     );
     let damaged: BTreeSet<String> = errs
         .iter()
-        .filter(|p| str_of(p, "kind") == "blob")
-        .map(|p| str_of(p, "object").to_string())
+        .filter(|p| field_str(p, "kind") == "blob")
+        .map(|p| field_str(p, "object").to_string())
         .collect();
     assert!(!damaged.is_empty(), "no damaged blob named: {report:#}");
     for id in &damaged {
-        assert!(
-            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-            "blob problem object {id:?} is not a blob id"
-        );
+        assert!(is_hex_id(id), "blob problem object {id:?} is not a blob id");
     }
     assert!(
         errs.iter()
-            .any(|p| str_of(p, "kind") == "blob" && str_of(p, "message").contains(&pack_id)),
+            .any(|p| field_str(p, "kind") == "blob" && field_str(p, "message").contains(&pack_id)),
         "blob problems should name the pack: {report:#}"
     );
 
@@ -110,7 +105,7 @@ fn flipped_byte_in_a_pack_is_found_and_restore_is_partial() {
     // Restore: partial (exit 3), the affected files named and not written,
     // everything else restored exactly.
     let target = repo.scratch("restore");
-    let out = run_expect(&repo, os_args!["restore", "latest", "--target", &target], 3);
+    let out = run_expect(&repo, restore_args("latest", &target, &[]), 3);
     let err = stderr(&out);
     for rel in &affected {
         assert!(
@@ -137,11 +132,7 @@ fn flipped_byte_in_a_pack_is_found_and_restore_is_partial() {
 
 #[test]
 fn restore_never_writes_through_planted_symlinks() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
-    generate_small_tree(&src, 9, 40);
-    repo.ok(os_args!["backup", &src]);
+    let (repo, src) = backed_up_small_tree(9, 40);
     let outside = repo.scratch("outside");
     let victims = repo.scratch("victims");
     let victim = victims.join("victim.txt");
@@ -162,42 +153,30 @@ fn restore_never_writes_through_planted_symlinks() {
     let first = src.components().nth(1).unwrap().as_os_str().to_owned();
 
     // (a) target/<first component of the source path> -> outside
-    for mode in ["fail", "skip", "rename", "overwrite"] {
+    for mode in CONFLICT_MODES {
         let t = repo.scratch(&format!("top-{mode}"));
         symlink(&outside, t.join(&first)).unwrap();
-        let mut args = os_args!["restore", "latest", "--target", &t];
-        if mode != "fail" {
-            args.extend(os_args!["--on-conflict", mode]);
-        }
-        let out = repo.run(&args);
-        let rc = code(&out);
-        assert_empty_dir(&outside);
+        restore_in_mode(&repo, &t, mode, &outside);
         let link = fs::symlink_metadata(t.join(&first)).unwrap();
         match mode {
             "fail" => {
-                assert_eq!(rc, 1, "{mode}: {}", stderr(&out));
                 assert!(link.file_type().is_symlink(), "fail replaced the symlink");
                 assert_eq!(rel_files(&t), vec![PathBuf::from(&first)]);
             }
             "overwrite" => {
-                assert_eq!(rc, 0, "{mode}: {}", stderr(&out));
                 assert!(
                     link.is_dir(),
                     "overwrite must replace the symlink by a directory"
                 );
                 assert_trees_equal(&src, &restored_path(&t, &src));
             }
-            _ => assert!(
-                [0, 1, 3].contains(&rc),
-                "{mode}: exit {rc}: {}",
-                stderr(&out)
-            ),
+            _ => {}
         }
     }
 
     // (b) deeper: a directory and a file of the snapshot are symlinks in the
     // target, pointing outside.
-    for mode in ["fail", "skip", "rename", "overwrite"] {
+    for mode in CONFLICT_MODES {
         let t = repo.scratch(&format!("deep-{mode}"));
         let r = restored_path(&t, &src);
         fs::create_dir_all(r.join("d1/e0")).unwrap();
@@ -206,17 +185,10 @@ fn restore_never_writes_through_planted_symlinks() {
         }
         symlink(&outside, r.join("d0")).unwrap();
         symlink(&victim, r.join("d1/e0/f00001.txt")).unwrap();
-        let mut args = os_args!["restore", "latest", "--target", &t];
-        if mode != "fail" {
-            args.extend(os_args!["--on-conflict", mode]);
-        }
-        let out = repo.run(&args);
-        let rc = code(&out);
-        assert_empty_dir(&outside);
+        let out = restore_in_mode(&repo, &t, mode, &outside);
         assert_eq!(victim_meta(), victim_before, "{mode}: the victim changed");
         match mode {
             "fail" => {
-                assert_eq!(rc, 1, "{mode}: {}", stderr(&out));
                 let err = stderr(&out);
                 assert!(err.contains("d0") && err.contains("f00001.txt"), "{err}");
                 assert_eq!(
@@ -226,7 +198,6 @@ fn restore_never_writes_through_planted_symlinks() {
                 );
             }
             "overwrite" => {
-                assert_eq!(rc, 0, "{mode}: {}", stderr(&out));
                 assert!(fs::symlink_metadata(r.join("d0")).unwrap().is_dir());
                 assert!(
                     fs::symlink_metadata(r.join("d1/e0/f00001.txt"))
@@ -242,11 +213,7 @@ fn restore_never_writes_through_planted_symlinks() {
                     },
                 );
             }
-            _ => assert!(
-                [0, 1, 3].contains(&rc),
-                "{mode}: exit {rc}: {}",
-                stderr(&out)
-            ),
+            _ => {}
         }
     }
 }
@@ -256,9 +223,7 @@ fn restore_never_writes_through_planted_symlinks() {
 
 #[test]
 fn deleted_pack_is_reported_by_check() {
-    let repo = TestRepo::new();
-    init_fast(&repo);
-    let src = repo.scratch("src");
+    let (repo, src) = init_with_src();
     generate_small_tree(&src, 10, 30);
     let mut rng = Rng::new(10);
     let mut big = vec![0u8; 3 * 1024 * 1024];
@@ -281,15 +246,15 @@ fn deleted_pack_is_reported_by_check() {
     );
     let (_, report) = json_expect(&repo, ["check"], 1);
     assert!(
-        problems(&report)
+        field_array(&report, "errors")
             .iter()
-            .any(|p| str_of(p, "kind") == "pack" && str_of(p, "object") == pack_id),
+            .any(|p| field_str(p, "kind") == "pack" && field_str(p, "object") == pack_id),
         "no pack problem names {pack_id}: {report:#}"
     );
 
     // Restoring is partial; whatever is restored is correct.
     let target = repo.scratch("restore");
-    run_expect(&repo, os_args!["restore", "latest", "--target", &target], 3);
+    run_expect(&repo, restore_args("latest", &target, &[]), 3);
     let restored = restored_path(&target, &src);
     for rel in rel_files(&restored) {
         assert_eq!(

@@ -1,7 +1,8 @@
 //! Helpers shared by the end-to-end CLI tests (`cli_backup_restore`,
-//! `cli_damage`): fast `init`, exit codes, repository listings, paths of
-//! backed-up sources inside a restore target, and walking a snapshot's trees
-//! through `strata cat tree`.
+//! `cli_damage`, `cli_crafted`): fast `init` and backed-up source trees,
+//! exit codes, `restore` command lines, JSON fields, repository listings,
+//! paths of backed-up sources inside a restore target, and walking a
+//! snapshot's trees through `strata cat tree`.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -14,7 +15,8 @@ use std::process::Output;
 use serde_json::Value;
 
 use super::fsutil::list_files;
-use super::repo::{TestRepo, describe};
+use super::repo::{TestRepo, stdout_json};
+use super::tree::{generate_small_tree, generate_tree};
 
 /// `init` with a cheap KDF so that opening the repository is fast.
 pub const FAST_INIT: [&str; 5] = ["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"];
@@ -22,6 +24,38 @@ pub const FAST_INIT: [&str; 5] = ["init", "--kdf-memory-mib", "8", "--kdf-iterat
 /// `strata init` with a cheap KDF.
 pub fn init_fast(repo: &TestRepo) {
     repo.ok(FAST_INIT);
+}
+
+/// A fresh repository, initialised with `init_fast`.
+pub fn fast_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    init_fast(&repo);
+    repo
+}
+
+/// A `fast_repo` and an empty `scratch/src` for the tree to back up.
+pub fn init_with_src() -> (TestRepo, PathBuf) {
+    let repo = fast_repo();
+    let src = repo.scratch("src");
+    (repo, src)
+}
+
+/// `init_with_src` filled by `generate_tree(src, seed)` and backed up with
+/// `backup src --json`: the repository, the source and the backup report.
+pub fn backed_up_tree(seed: u64) -> (TestRepo, PathBuf, Value) {
+    let (repo, src) = init_with_src();
+    generate_tree(&src, seed);
+    let report = repo.json([OsStr::new("backup"), src.as_os_str()]);
+    (repo, src, report)
+}
+
+/// `init_with_src` filled by `generate_small_tree(src, seed, files)` and
+/// backed up once.
+pub fn backed_up_small_tree(seed: u64, files: usize) -> (TestRepo, PathBuf) {
+    let (repo, src) = init_with_src();
+    generate_small_tree(&src, seed, files);
+    repo.ok([OsStr::new("backup"), src.as_os_str()]);
+    (repo, src)
 }
 
 /// The exit code; panics (showing the output) if the process died of a signal.
@@ -41,14 +75,9 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = repo.cmd(args);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run strata: {e}"));
-    if out.status.code() != Some(want) {
-        panic!("expected exit code {want}: {}", describe(&cmd, &out));
-    }
-    out
+    repo.run_checked(args, &format!("expected exit code {want}"), |status| {
+        status.code() == Some(want)
+    })
 }
 
 /// Run `args + ["--json"]` expecting exit code `want`; parse stdout as JSON.
@@ -60,14 +89,61 @@ where
     let mut all: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     all.push("--json".into());
     let out = run_expect(repo, &all, want);
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout of {all:?} is not JSON ({e}):\n{}\n--- stderr ---\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let value = stdout_json(&out, &all);
     (out, value)
+}
+
+/// `restore <snapshot> --target <target>` followed by `extra`.
+pub fn restore_args(snapshot: &str, target: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["restore".into(), snapshot.into(), "--target".into()];
+    args.push(target.into());
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
+/// `v[field]` as a string; panics (showing `v`) otherwise.
+pub fn field_str<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string in {v:#}"))
+}
+
+/// `v[field]` as an unsigned number; panics (showing `v`) otherwise.
+pub fn field_u64(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not an unsigned number in {v:#}"))
+}
+
+/// `v[field]` as a number; panics (showing `v`) otherwise.
+pub fn field_f64(v: &Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} is not a number in {v:#}"))
+}
+
+/// `v[field]` as an array; panics (showing `v`) otherwise.
+pub fn field_array<'a>(v: &'a Value, field: &str) -> &'a Vec<Value> {
+    v[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("{field} is not an array in {v:#}"))
+}
+
+/// A full object id: 64 hex digits.
+pub fn is_hex_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Asserts that the directory `dir` exists and holds nothing.
+pub fn assert_empty_dir(dir: &Path) {
+    let entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {dir:?}: {e}"))
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "{dir:?} must stay empty, holds {entries:?}"
+    );
 }
 
 /// Where the backed-up absolute path `src` lands when a whole snapshot is
@@ -92,30 +168,43 @@ pub fn dir_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// Every entry below `dir` (directories included, symlinks not followed)
 /// with its type and size, keyed by relative path.
 pub fn dir_listing(dir: &Path) -> BTreeMap<PathBuf, (String, u64)> {
+    dir_entries(dir)
+        .into_iter()
+        .map(|(rel, md)| (rel, (kind_name(&md).to_string(), md.len())))
+        .collect()
+}
+
+/// Every entry below `dir` (directories included, symlinks not followed)
+/// with its lstat metadata, keyed by relative path; empty if `dir` is absent.
+pub fn dir_entries(dir: &Path) -> BTreeMap<PathBuf, fs::Metadata> {
     let mut out = BTreeMap::new();
     if fs::symlink_metadata(dir).is_ok() {
-        listing_into(dir, Path::new(""), &mut out);
+        entries_into(dir, Path::new(""), &mut out);
     }
     out
 }
 
-fn listing_into(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (String, u64)>) {
+fn entries_into(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, fs::Metadata>) {
     let dir = root.join(rel);
     for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read_dir {dir:?}: {e}")) {
         let entry = entry.unwrap_or_else(|e| panic!("read_dir {dir:?}: {e}"));
         let child = rel.join(entry.file_name());
         let md = fs::symlink_metadata(entry.path()).expect("lstat");
-        let kind = if md.file_type().is_symlink() {
-            "symlink"
-        } else if md.is_dir() {
-            "dir"
-        } else {
-            "file"
-        };
-        out.insert(child.clone(), (kind.to_string(), md.len()));
         if md.is_dir() {
-            listing_into(root, &child, out);
+            entries_into(root, &child, out);
         }
+        out.insert(child, md);
+    }
+}
+
+/// "symlink", "dir" or "file" (anything else) for lstat metadata.
+pub fn kind_name(md: &fs::Metadata) -> &'static str {
+    if md.file_type().is_symlink() {
+        "symlink"
+    } else if md.is_dir() {
+        "dir"
+    } else {
+        "file"
     }
 }
 
@@ -209,13 +298,7 @@ pub fn snapshot_files(repo: &TestRepo, snapshot: &str) -> Vec<SnapshotFile> {
 
 /// Run `args` (no `--json` added), expect success, parse stdout as JSON.
 fn json_stdout(repo: &TestRepo, args: &[&str]) -> Value {
-    let out = repo.ok(args);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout of {args:?} is not JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    stdout_json(&repo.ok(args), args)
 }
 
 /// `p` as raw bytes.

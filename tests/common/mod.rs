@@ -13,7 +13,7 @@ pub use compare::{
     CompareOpts, assert_trees_equal, assert_trees_equal_with, compare_trees, first_difference,
 };
 pub use fsutil::{copy_mtime, dir_size, flip_byte, list_files, mtime_of, set_mode, set_mtime};
-pub use repo::{TestRepo, stderr, stdout};
+pub use repo::{TestRepo, stderr, stdout, stdout_json};
 pub use rng::Rng;
 pub use tree::{generate_small_tree, generate_tree, mutate_file};
 

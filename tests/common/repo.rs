@@ -2,9 +2,10 @@
 //! directory and scratch space, plus helpers to run the `strata` binary.
 
 use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 use tempfile::TempDir;
 
@@ -97,12 +98,7 @@ impl TestRepo {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = self.cmd(args);
-        let out = run_cmd(&mut cmd);
-        if !out.status.success() {
-            panic!("command failed: {}", describe(&cmd, &out));
-        }
-        out
+        self.run_checked(args, "command failed", ExitStatus::success)
     }
 
     /// Run and assert a non-zero exit (not a signal); returns the output.
@@ -111,10 +107,27 @@ impl TestRepo {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.run_checked(args, "expected a clean failure", |status| {
+            !status.success() && status.code().is_some()
+        })
+    }
+
+    /// Run and panic with `expected`, the command and its output unless
+    /// `accept` holds for the exit status.
+    pub fn run_checked<I, S>(
+        &self,
+        args: I,
+        expected: &str,
+        accept: impl Fn(&ExitStatus) -> bool,
+    ) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut cmd = self.cmd(args);
         let out = run_cmd(&mut cmd);
-        if out.status.success() || out.status.code().is_none() {
-            panic!("expected a clean failure: {}", describe(&cmd, &out));
+        if !accept(&out.status) {
+            panic!("{expected}: {}", describe(&cmd, &out));
         }
         out
     }
@@ -128,13 +141,7 @@ impl TestRepo {
         let mut all: Vec<std::ffi::OsString> =
             args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         all.push("--json".into());
-        let out = self.ok(&all);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout of {all:?} is not JSON ({e}):\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        stdout_json(&self.ok(&all), &all)
     }
 
     /// `strata init`.
@@ -163,6 +170,18 @@ pub fn describe(cmd: &Command, out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// stdout parsed as JSON; panics naming `what` (the command) and showing
+/// stdout and stderr otherwise.
+pub fn stdout_json(out: &Output, what: impl Debug) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout of {what:?} is not JSON ({e}):\n{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// stdout as a (lossy) String.
