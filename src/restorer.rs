@@ -1,28 +1,46 @@
 //! Restores a snapshot tree (or a part of it) into a target directory.
 //!
-//! A restore runs in two phases:
+//! A restore walks the selected trees one directory at a time and never
+//! holds the whole plan: memory is bounded by the depth of the tree and the
+//! width of its directories (the entries of the directories being worked on,
+//! a few per rayon worker), not by the number of entries in the snapshot.
 //!
-//! 1. **Plan.** The selected trees are walked (each tree blob is loaded
-//!    once, subtrees in parallel), include/exclude patterns are applied to
-//!    the absolute snapshot path of every entry, and what already exists in
-//!    the target is looked up. Looking is strictly read-only
-//!    ([`ReadOnlyDir`]): directories of the target are opened with
-//!    `O_DIRECTORY|O_NOFOLLOW` one component at a time and entries are
-//!    inspected with `lstat` semantics, so planning never creates anything
-//!    (not even the target) and never follows a symlink.
-//!    Entry names that are not a single, normal path component
-//!    ([`sandbox::validate_name`]) and names that occur more than once in a
-//!    tree (all of their entries) are reported in [`RestoreReport::errors`]
-//!    and never written. With [`OnConflict::Fail`] any conflict aborts the
-//!    restore here, before anything is written; with `dry_run` the plan is
-//!    returned as [`RestoreReport::planned`].
-//! 2. **Write.** Everything is created through the [`Sandbox`], so nothing can
-//!    be written outside the target. Entries of a directory are processed in
-//!    parallel with rayon (subdirectories recursively), and files with several
-//!    chunks fetch and write their chunks in parallel too; each worker holds
-//!    at most one chunk in memory. A file that cannot be restored (missing or
-//!    damaged blob, ...) is removed again, recorded in
-//!    [`RestoreReport::errors`], and the restore goes on with the others.
+//! **Planning a directory.** One function decides what happens to the
+//! entries of one directory, for every pass below: entry names that are not
+//! a single, normal path component ([`sandbox::validate_name`]) and names
+//! that occur more than once in a tree (all of their entries) are reported in
+//! [`RestoreReport::errors`] and never written; include/exclude patterns are
+//! applied to the absolute snapshot path of every entry (a directory that is
+//! not included itself is restored only when something below it is);
+//! directories nested too deeply are reported; and what already exists in
+//! the target is looked up. Looking is strictly read-only ([`ReadOnlyDir`]):
+//! directories of the target are opened with `O_DIRECTORY|O_NOFOLLOW` one
+//! component at a time and entries are inspected with `lstat` semantics, so
+//! planning never creates anything (not even the target) and never follows
+//! a symlink.
+//!
+//! The passes:
+//!
+//! 1. **Conflict scan** (only with [`OnConflict::Fail`] or `dry_run`). A
+//!    read-only walk of the selected trees (subtrees in parallel; the write
+//!    pass loads the trees again) that keeps only its output: the
+//!    conflicting paths and the number of content bytes to write (the
+//!    progress total). With [`OnConflict::Fail`] any conflict aborts the
+//!    restore here, before anything is written. With `dry_run` this walk is
+//!    the whole restore and also returns every selected entry as
+//!    [`RestoreReport::planned`]. Without this pass (the other conflict
+//!    modes) the progress gets no total.
+//! 2. **Write.** Each directory is planned right before its entries are
+//!    written, and its plan is dropped when they are done (the subtree of a
+//!    skipped directory is only walked read-only, for its errors and to know
+//!    whether anything in it is selected). Everything is created through the
+//!    [`Sandbox`], so nothing can be written outside the target. Entries of a
+//!    directory are processed in parallel with rayon (subdirectories
+//!    recursively), and files with several chunks fetch and write their
+//!    chunks in parallel too; each worker holds at most one chunk in memory.
+//!    A file that cannot be restored (missing or damaged blob, ...) is
+//!    removed again, recorded in [`RestoreReport::errors`], and the restore
+//!    goes on with the others.
 //!
 //! Conflicts: an existing directory where the snapshot has a directory is not
 //! a conflict; the two are merged. Anything else that exists at the name of a
@@ -65,8 +83,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// Directories nested deeper than this below the restored root are reported
 /// in `errors` and not restored (a crafted repository could otherwise nest
@@ -250,39 +268,46 @@ fn restore_in_pool(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let start = resolve(repo, root, &opts.subpath)?;
-    let planner = Planner {
-        repo,
-        opts,
-        errors: Mutex::new(Vec::new()),
-    };
-    let plan = planner.plan(start, ReadOnlyDir::open_target(&opts.target)?);
-    let mut report = RestoreReport {
-        errors: planner.errors.into_inner().expect("errors lock"),
-        ..Default::default()
-    };
 
-    if opts.dry_run {
-        summarize_plan(&plan, false, &mut report);
-        sort_report(&mut report);
-        return Ok(report);
-    }
-    if opts.on_conflict == OnConflict::Fail {
-        let mut conflicts = Vec::new();
-        collect_conflicts(&plan, &mut conflicts);
-        if !conflicts.is_empty() {
-            return Err(RestoreError::Conflicts(conflicts));
+    if opts.dry_run || opts.on_conflict == OnConflict::Fail {
+        // The read-only pass. Its errors are reported by the write pass,
+        // which meets them again (or with the plan, for a dry run).
+        let errors = Mutex::new(Vec::new());
+        let planner = Planner {
+            repo,
+            opts,
+            keep_plan: opts.dry_run,
+            errors: &errors,
+        };
+        let target = ReadOnlyDir::open_target(&opts.target)?;
+        let scan = planner
+            .root(&start.abs, target)
+            .and_then(|ctx| planner.scan_dir(start.nodes.clone(), &ctx))
+            .unwrap_or_default();
+        if opts.dry_run {
+            let mut report = scan.into_report();
+            report.errors = errors.into_inner().expect("errors lock");
+            sort_report(&mut report);
+            return Ok(report);
         }
+        if !scan.conflicts.is_empty() {
+            return Err(RestoreError::Conflicts(scan.conflicts));
+        }
+        progress.total(scan.bytes);
     }
 
+    let target = ReadOnlyDir::open_target(&opts.target)?;
     let sandbox = Sandbox::open(&opts.target)?;
-    progress.total(planned_bytes(&plan));
     let writer = Writer {
         repo,
         opts,
         progress,
         out: Collector::default(),
     };
-    writer.write_entries(&sandbox.root(), &plan);
+    if let Some(ctx) = writer.planner().root(&start.abs, target) {
+        writer.write_entries(&LazyDir::target(sandbox.root()), start.nodes, &ctx);
+    }
+    let mut report = RestoreReport::default();
     writer.out.into_report(&mut report);
     sort_report(&mut report);
     Ok(report)
@@ -291,13 +316,13 @@ fn restore_in_pool(
 // ---------------------------------------------------------------------------
 // Subpath resolution
 
-/// Where the restore starts.
-enum Start {
-    /// The entries of a directory (the root or a subpath directory).
-    Dir { abs: Vec<u8>, nodes: Vec<Node> },
-    /// A single non-directory entry named by the subpath; `abs` is its
-    /// parent's path.
-    One { abs: Vec<u8>, node: Node },
+/// Where the restore starts: the directory whose entries go into the target.
+struct Start {
+    /// Absolute snapshot path of the directory ("" for the root). For a
+    /// subpath naming a single non-directory entry, its parent's path.
+    abs: Vec<u8>,
+    /// Its entries; only the named one for a single non-directory entry.
+    nodes: Vec<Node>,
 }
 
 fn resolve(repo: &IndexedRepo, root: BlobId, subpath: &[Vec<u8>]) -> Result<Start> {
@@ -317,15 +342,15 @@ fn resolve(repo: &IndexedRepo, root: BlobId, subpath: &[Vec<u8>]) -> Result<Star
         match node.subtree() {
             Some(id) => nodes = load_tree(repo, &id, &abs)?,
             None if i + 1 == subpath.len() => {
-                return Ok(Start::One {
+                return Ok(Start {
                     abs: parent_abs,
-                    node,
+                    nodes: vec![node],
                 });
             }
             None => return Err(RestoreError::NotADirectory(lossy(&abs))),
         }
     }
-    Ok(Start::Dir { abs, nodes })
+    Ok(Start { abs, nodes })
 }
 
 fn load_tree(repo: &IndexedRepo, id: &BlobId, abs: &[u8]) -> Result<Vec<Node>> {
@@ -350,17 +375,23 @@ fn prefixes(abs: &[u8]) -> impl Iterator<Item = &[u8]> {
 // ---------------------------------------------------------------------------
 // Planning
 
-/// One selected entry and, for directories, its selected children.
+/// The decision for one entry of a directory. Only the entries of the
+/// directories being worked on are planned at any time.
 struct Planned {
     node: Node,
+    /// Absolute snapshot path.
+    abs: Vec<u8>,
     /// Path relative to the target.
     rel: Vec<u8>,
     existing: Existing,
     action: EntryAction,
-    children: Vec<Planned>,
+    /// The entry or one of its ancestors matched the include patterns. A
+    /// directory that is not included is only restored when something below
+    /// it is.
+    included: bool,
 }
 
-/// A directory being planned.
+/// A directory whose entries are planned.
 struct DirCtx {
     /// Absolute snapshot path ("" for the root).
     abs: Vec<u8>,
@@ -377,36 +408,57 @@ struct DirCtx {
     depth: usize,
 }
 
+impl DirCtx {
+    /// The context of the planned directory entry `e` of this directory.
+    fn child(&self, e: &Planned) -> DirCtx {
+        // Only a directory that is merged into has existing entries.
+        let dir = match (&self.dir, e.existing, e.action) {
+            (Some(dir), Existing::Dir, EntryAction::Write) if !self.skip => {
+                dir.subdir(&e.node.name).ok()
+            }
+            _ => None,
+        };
+        DirCtx {
+            abs: e.abs.clone(),
+            rel: e.rel.clone(),
+            dir,
+            included: e.included,
+            skip: e.action == EntryAction::Skip,
+            depth: self.depth + 1,
+        }
+    }
+}
+
+/// Decides what happens to the entries of one directory at a time. Used by
+/// the read-only walk (conflict scan and dry run) and by the writer alike.
 struct Planner<'a> {
     repo: &'a IndexedRepo,
     opts: &'a RestoreOptions,
-    errors: Mutex<Vec<(String, String)>>,
+    /// Dry run: keep every selected entry in [`Scan::planned`].
+    keep_plan: bool,
+    /// Entries that are not restored, with the reason.
+    errors: &'a Mutex<Vec<(String, String)>>,
 }
 
 impl Planner<'_> {
-    fn plan(&self, start: Start, target: Option<ReadOnlyDir>) -> Vec<Planned> {
-        // `abs` is the directory whose entries are planned: the subpath
-        // directory, or the parent of a single file (whose own path is then
-        // checked like any other entry's). Patterns matching it or one of its
-        // ancestors apply to everything below.
-        let (abs, nodes) = match start {
-            Start::Dir { abs, nodes } => (abs, nodes),
-            Start::One { abs, node } => (abs, vec![node]),
-        };
-        if prefixes(&abs).any(|p| self.opts.exclude.matches(p)) {
-            return Vec::new();
+    /// The context of the directory whose entries go into the target (the
+    /// subpath directory, or the parent of a single file, whose own path is
+    /// then checked like any other entry's); None when it is excluded.
+    /// Patterns matching it or one of its ancestors apply to everything below.
+    fn root(&self, abs: &[u8], target: Option<ReadOnlyDir>) -> Option<DirCtx> {
+        if prefixes(abs).any(|p| self.opts.exclude.matches(p)) {
+            return None;
         }
         let included =
-            self.opts.include.is_empty() || prefixes(&abs).any(|p| self.opts.include.matches(p));
-        let ctx = DirCtx {
-            abs,
+            self.opts.include.is_empty() || prefixes(abs).any(|p| self.opts.include.matches(p));
+        Some(DirCtx {
+            abs: abs.to_vec(),
             rel: Vec::new(),
             dir: target,
             included,
             skip: false,
             depth: 0,
-        };
-        self.plan_nodes(nodes, &ctx)
+        })
     }
 
     fn error(&self, rel: &[u8], message: String) {
@@ -416,9 +468,12 @@ impl Planner<'_> {
             .push((lossy(rel), message));
     }
 
-    /// Drops (and reports) invalid and duplicate names, then plans the rest
-    /// in parallel, keeping the tree order.
-    fn plan_nodes(&self, nodes: Vec<Node>, ctx: &DirCtx) -> Vec<Planned> {
+    /// Plans the entries of one directory, keeping the tree order: drops (and
+    /// reports) invalid and duplicate names, applies the patterns, looks up
+    /// what exists in the target and decides the action. A directory entry
+    /// that is not included is kept here; whether anything below it is
+    /// selected is only known once its own entries are planned.
+    fn plan_entries(&self, nodes: Vec<Node>, ctx: &DirCtx) -> Vec<Planned> {
         let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
         for n in &nodes {
             *counts.entry(n.name.clone()).or_default() += 1;
@@ -426,9 +481,11 @@ impl Planner<'_> {
         let mut reported = HashSet::new();
         let mut valid = Vec::with_capacity(nodes.len());
         for node in nodes {
-            let rel = join_rel(&ctx.rel, &node.name);
             if let Err(e) = sandbox::validate_name(&node.name) {
-                self.error(&rel, format!("not restored: {e}"));
+                self.error(
+                    &join_rel(&ctx.rel, &node.name),
+                    format!("not restored: {e}"),
+                );
                 continue;
             }
             let n = counts[&node.name];
@@ -438,7 +495,7 @@ impl Planner<'_> {
                         "not restored: {n} entries named {:?} in one directory of the snapshot",
                         lossy(&node.name)
                     );
-                    self.error(&rel, msg);
+                    self.error(&join_rel(&ctx.rel, &node.name), msg);
                 }
                 continue;
             }
@@ -446,18 +503,18 @@ impl Planner<'_> {
         }
         valid
             .into_par_iter()
-            .filter_map(|node| self.plan_node(node, ctx))
+            .filter_map(|node| self.plan_entry(node, ctx))
             .collect()
     }
 
-    fn plan_node(&self, node: Node, ctx: &DirCtx) -> Option<Planned> {
+    fn plan_entry(&self, node: Node, ctx: &DirCtx) -> Option<Planned> {
         let abs = join_abs(&ctx.abs, &node.name);
         if self.opts.exclude.matches(&abs) {
             return None;
         }
         let included = ctx.included || self.opts.include.matches(&abs);
-        let subtree = node.subtree();
-        if !included && subtree.is_none() {
+        let is_dir = node.subtree().is_some();
+        if !included && !is_dir {
             return None;
         }
         let rel = join_rel(&ctx.rel, &node.name);
@@ -474,49 +531,72 @@ impl Planner<'_> {
         let action = if ctx.skip {
             EntryAction::Skip
         } else {
-            decide(subtree.is_some(), existing, self.opts.on_conflict)
+            decide(is_dir, existing, self.opts.on_conflict)
         };
-        let mut children = Vec::new();
-        if let Some(id) = subtree {
-            if ctx.depth >= MAX_DEPTH {
-                let msg = format!("not restored: more than {MAX_DEPTH} directory levels deep");
-                self.error(&rel, msg);
-                return None;
-            }
-            let tree = match self.repo.load_tree(&id) {
-                Ok(tree) => tree,
-                Err(e) => {
-                    self.error(&rel, format!("not restored: {e}"));
-                    return None;
-                }
-            };
-            // Only a directory that is merged into has existing children.
-            let dir = match (&ctx.dir, existing, action) {
-                (Some(dir), Existing::Dir, EntryAction::Write) if !ctx.skip => {
-                    dir.subdir(&node.name).ok()
-                }
-                _ => None,
-            };
-            let child = DirCtx {
-                abs,
-                rel: rel.clone(),
-                dir,
-                included,
-                skip: action == EntryAction::Skip,
-                depth: ctx.depth + 1,
-            };
-            children = self.plan_nodes(tree.nodes, &child);
-            if !included && children.is_empty() {
-                return None;
-            }
+        if is_dir && ctx.depth >= MAX_DEPTH {
+            let msg = format!("not restored: more than {MAX_DEPTH} directory levels deep");
+            self.error(&rel, msg);
+            return None;
         }
         Some(Planned {
             node,
+            abs,
             rel,
             existing,
             action,
-            children,
+            included,
         })
+    }
+
+    /// Loads the entries of the directory entry `e`; None (reported) when
+    /// its tree cannot be loaded, and the directory is not restored.
+    fn load_entries(&self, e: &Planned, subtree: &BlobId) -> Option<Vec<Node>> {
+        match self.repo.load_tree(subtree) {
+            Ok(tree) => Some(tree.nodes),
+            Err(err) => {
+                self.error(&e.rel, format!("not restored: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Read-only walk of the directory `ctx` with the entries `nodes`,
+    /// subdirectories in parallel; None when nothing below it is selected.
+    fn scan_dir(&self, nodes: Vec<Node>, ctx: &DirCtx) -> Option<Scan> {
+        self.plan_entries(nodes, ctx)
+            .into_par_iter()
+            .map(|e| self.scan_entry(e, ctx))
+            .reduce(
+                || None,
+                |a, b| match (a, b) {
+                    (Some(mut a), Some(b)) => {
+                        a.append(b);
+                        Some(a)
+                    }
+                    (a, b) => a.or(b),
+                },
+            )
+    }
+
+    /// Read-only walk of one planned entry; None when it is not selected.
+    fn scan_entry(&self, e: Planned, ctx: &DirCtx) -> Option<Scan> {
+        let below = match e.node.subtree() {
+            None => None,
+            Some(subtree) => {
+                let nodes = self.load_entries(&e, &subtree)?;
+                let below = self.scan_dir(nodes, &ctx.child(&e));
+                if below.is_none() && !e.included {
+                    return None;
+                }
+                below
+            }
+        };
+        let mut scan = Scan::default();
+        scan.record(&e, ctx.skip, self.keep_plan);
+        if let Some(below) = below {
+            scan.append(below);
+        }
+        Some(scan)
     }
 }
 
@@ -533,53 +613,77 @@ fn decide(is_dir: bool, existing: Existing, on_conflict: OnConflict) -> EntryAct
     }
 }
 
-fn collect_conflicts(plan: &[Planned], out: &mut Vec<String>) {
-    for e in plan {
-        if e.action == EntryAction::Conflict {
-            out.push(shown(&e.rel));
-        }
-        collect_conflicts(&e.children, out);
-    }
+/// What the read-only walk found in (part of) the selection, in tree order.
+/// Everything in it is output; nothing of the plan is retained unless a dry
+/// run asks for it.
+#[derive(Default)]
+struct Scan {
+    /// Every selected entry (dry run only).
+    planned: Vec<PlannedEntry>,
+    conflicts: Vec<String>,
+    /// Skipped entries, not counting those below a skipped directory.
+    skipped: Vec<String>,
+    /// Content bytes of the files that will be written.
+    bytes: u64,
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+    others: u64,
 }
 
-/// Fills `planned`, `skipped` and the counters of a dry run.
-fn summarize_plan(plan: &[Planned], parent_skipped: bool, report: &mut RestoreReport) {
-    for e in plan {
-        report.planned.push(PlannedEntry {
-            path: shown(&e.rel),
-            kind: e.node.type_name(),
-            size: e.node.size,
-            existing: e.existing != Existing::None,
-            action: e.action,
-        });
+impl Scan {
+    fn record(&mut self, e: &Planned, parent_skipped: bool, keep_plan: bool) {
+        if keep_plan {
+            self.planned.push(PlannedEntry {
+                path: shown(&e.rel),
+                kind: e.node.type_name(),
+                size: e.node.size,
+                existing: e.existing != Existing::None,
+                action: e.action,
+            });
+        }
         match e.action {
-            EntryAction::Skip if !parent_skipped => report.skipped.push(shown(&e.rel)),
+            EntryAction::Skip if !parent_skipped => self.skipped.push(shown(&e.rel)),
+            EntryAction::Skip => {}
+            EntryAction::Conflict => self.conflicts.push(shown(&e.rel)),
             EntryAction::Write | EntryAction::Rename => match e.node.kind {
-                NodeKind::File { .. } => report.files += 1,
-                NodeKind::Dir { .. } => report.dirs += 1,
-                NodeKind::Symlink { .. } => report.symlinks += 1,
+                NodeKind::File { .. } => self.files += 1,
+                NodeKind::Dir { .. } => self.dirs += 1,
+                NodeKind::Symlink { .. } => self.symlinks += 1,
                 NodeKind::Socket => {}
-                _ => report.others += 1,
+                _ => self.others += 1,
             },
-            _ => {}
         }
-        summarize_plan(
-            &e.children,
-            parent_skipped || e.action == EntryAction::Skip,
-            report,
-        );
+        if e.action != EntryAction::Skip {
+            let content = e.node.content().iter();
+            self.bytes += content.map(|c| u64::from(c.len)).sum::<u64>();
+        }
     }
-}
 
-/// Content bytes of the files that will be written.
-fn planned_bytes(plan: &[Planned]) -> u64 {
-    plan.iter()
-        .filter(|e| e.action != EntryAction::Skip)
-        .map(|e| {
-            let own: u64 = e.node.content().iter().map(|c| u64::from(c.len)).sum();
-            own + planned_bytes(&e.children)
-        })
-        .sum()
+    /// Appends `later`, which follows in tree order.
+    fn append(&mut self, mut later: Scan) {
+        self.planned.append(&mut later.planned);
+        self.conflicts.append(&mut later.conflicts);
+        self.skipped.append(&mut later.skipped);
+        self.bytes += later.bytes;
+        self.files += later.files;
+        self.dirs += later.dirs;
+        self.symlinks += later.symlinks;
+        self.others += later.others;
+    }
+
+    /// The report of a dry run (without its errors).
+    fn into_report(self) -> RestoreReport {
+        RestoreReport {
+            files: self.files,
+            dirs: self.dirs,
+            symlinks: self.symlinks,
+            others: self.others,
+            skipped: self.skipped,
+            planned: self.planned,
+            ..Default::default()
+        }
+    }
 }
 
 fn sort_report(report: &mut RestoreReport) {
@@ -641,34 +745,176 @@ struct Writer<'a> {
 
 type EntryResult = std::result::Result<(), String>;
 
-impl Writer<'_> {
-    fn write_entries(&self, dir: &DirHandle, entries: &[Planned]) {
-        entries.par_iter().for_each(|e| {
-            if let Err(msg) = self.write_entry(dir, e) {
-                Collector::push(&self.out.errors, (shown(&e.rel), msg));
-            }
-        });
+/// A directory of the target, created (or opened, or renamed) when the first
+/// of its entries is restored — or right away when it is included itself —
+/// so that a directory that is not included only appears when something
+/// below it is restored.
+struct LazyDir<'a> {
+    /// The parent and this directory's entry in it; None for the target.
+    entry: Option<(&'a LazyDir<'a>, &'a Planned)>,
+    /// The open directory and whether this restore created it; None when it
+    /// could not be opened (an error is reported once).
+    handle: OnceLock<Option<(DirHandle, bool)>>,
+}
+
+impl<'a> LazyDir<'a> {
+    /// The target itself (already open; its metadata is never changed).
+    fn target(root: DirHandle) -> LazyDir<'a> {
+        LazyDir {
+            entry: None,
+            handle: OnceLock::from(Some((root, false))),
+        }
     }
 
-    fn write_entry(&self, dir: &DirHandle, e: &Planned) -> EntryResult {
+    fn new(parent: &'a LazyDir<'a>, entry: &'a Planned) -> LazyDir<'a> {
+        LazyDir {
+            entry: Some((parent, entry)),
+            handle: OnceLock::new(),
+        }
+    }
+
+    /// Opens the directory (and its parents) on first use.
+    fn get(&self, writer: &Writer) -> Option<&DirHandle> {
+        let opened = self.handle.get_or_init(|| {
+            let (parent, e) = self.entry?;
+            let parent = parent.get(writer)?;
+            match writer.open_dir(parent, e) {
+                Ok(opened) => Some(opened),
+                Err(msg) => {
+                    Collector::push(&writer.out.errors, (shown(&e.rel), msg));
+                    None
+                }
+            }
+        });
+        opened.as_ref().map(|(handle, _)| handle)
+    }
+}
+
+impl Writer<'_> {
+    /// Plans with the writer's error list.
+    fn planner(&self) -> Planner<'_> {
+        Planner {
+            repo: self.repo,
+            opts: self.opts,
+            keep_plan: false,
+            errors: &self.out.errors,
+        }
+    }
+
+    /// Plans the entries `nodes` of the directory `ctx` and restores them
+    /// into `dir` in parallel (subdirectories recursively). The plan of a
+    /// directory lives until its entries are done.
+    fn write_entries(&self, dir: &LazyDir<'_>, nodes: Vec<Node>, ctx: &DirCtx) {
+        self.planner()
+            .plan_entries(nodes, ctx)
+            .into_par_iter()
+            .for_each(|e| self.write_entry(dir, &e, ctx));
+    }
+
+    fn write_entry(&self, parent: &LazyDir<'_>, e: &Planned, ctx: &DirCtx) {
+        let result = match &e.node.kind {
+            NodeKind::Dir { subtree } => return self.write_dir(parent, e, subtree, ctx),
+            NodeKind::File { content } => {
+                self.leaf(parent, e, |dir| self.write_file(dir, e, content))
+            }
+            NodeKind::Symlink { target } => {
+                self.leaf(parent, e, |dir| self.write_symlink(dir, e, target))
+            }
+            NodeKind::Fifo => self.leaf(parent, e, |dir| {
+                self.write_special(dir, e, Special::Fifo, 0)
+            }),
+            NodeKind::CharDev { rdev } => self.leaf(parent, e, |dir| {
+                self.write_device(dir, e, Special::CharDevice, *rdev)
+            }),
+            NodeKind::BlockDev { rdev } => self.leaf(parent, e, |dir| {
+                self.write_device(dir, e, Special::BlockDevice, *rdev)
+            }),
+            NodeKind::Socket => self.leaf(parent, e, |_| {
+                Err("skipped special file: sockets are not restored".into())
+            }),
+        };
+        if let Err(msg) = result {
+            Collector::push(&self.out.errors, (shown(&e.rel), msg));
+        }
+    }
+
+    /// Opens the parent (nothing happens when that fails: its error is
+    /// reported) and writes the non-directory entry `e` with `write`, unless
+    /// it is skipped.
+    fn leaf(
+        &self,
+        parent: &LazyDir<'_>,
+        e: &Planned,
+        write: impl FnOnce(&DirHandle) -> EntryResult,
+    ) -> EntryResult {
+        let Some(dir) = parent.get(self) else {
+            return Ok(());
+        };
         match e.action {
             EntryAction::Skip => {
                 Collector::push(&self.out.skipped, shown(&e.rel));
-                return Ok(());
+                Ok(())
             }
             // Not reached: conflicts abort the restore before writing.
-            EntryAction::Conflict => return Err("already exists".into()),
-            EntryAction::Write | EntryAction::Rename => {}
+            EntryAction::Conflict => Err("already exists".into()),
+            EntryAction::Write | EntryAction::Rename => write(dir),
         }
-        match &e.node.kind {
-            NodeKind::Dir { .. } => self.write_dir(dir, e),
-            NodeKind::File { content } => self.write_file(dir, e, content),
-            NodeKind::Symlink { target } => self.write_symlink(dir, e, target),
-            NodeKind::Fifo => self.write_special(dir, e, Special::Fifo, 0),
-            NodeKind::CharDev { rdev } => self.write_device(dir, e, Special::CharDevice, *rdev),
-            NodeKind::BlockDev { rdev } => self.write_device(dir, e, Special::BlockDevice, *rdev),
-            NodeKind::Socket => Err("skipped special file: sockets are not restored".into()),
+    }
+
+    /// Restores the directory entry `e`: the directory, its entries, then
+    /// its metadata when this restore created it.
+    fn write_dir(&self, parent: &LazyDir<'_>, e: &Planned, subtree: &BlobId, ctx: &DirCtx) {
+        let planner = self.planner();
+        let Some(nodes) = planner.load_entries(e, subtree) else {
+            return;
+        };
+        let child = ctx.child(e);
+        if e.action == EntryAction::Skip {
+            // Nothing below is written. The read-only walk reports the errors
+            // below it and tells whether anything below is selected.
+            let selected = planner.scan_dir(nodes, &child).is_some();
+            if (e.included || selected) && parent.get(self).is_some() {
+                Collector::push(&self.out.skipped, shown(&e.rel));
+            }
+            return;
         }
+        let dir = LazyDir::new(parent, e);
+        if e.included {
+            dir.get(self);
+        }
+        self.write_entries(&dir, nodes, &child);
+        if let Some(Some((handle, true))) = dir.handle.get()
+            && let Err(err) = handle.set_dir_meta(&self.meta(&e.node))
+        {
+            Collector::push(&self.out.errors, (shown(&e.rel), text(err)));
+        }
+    }
+
+    /// Creates (or opens, when merging) the directory of the entry `e` in
+    /// `parent`; also says whether this restore created it.
+    fn open_dir(
+        &self,
+        parent: &DirHandle,
+        e: &Planned,
+    ) -> std::result::Result<(DirHandle, bool), String> {
+        let opened = match e.action {
+            EntryAction::Rename => {
+                let (handle, used) = self.renamed_dir(parent, &e.node.name)?;
+                self.record_rename(parent, e, &used);
+                (handle, true)
+            }
+            EntryAction::Write => {
+                let handle = parent
+                    .dir(&e.node.name, self.opts.on_conflict)
+                    .map_err(text)?;
+                (handle, e.existing != Existing::Dir)
+            }
+            // Not reached: conflicts abort the restore before writing, and
+            // skipped directories are never opened.
+            EntryAction::Conflict | EntryAction::Skip => return Err("already exists".into()),
+        };
+        Collector::add(&self.out.dirs, 1);
+        Ok(opened)
     }
 
     fn meta(&self, node: &Node) -> Meta {
@@ -702,24 +948,6 @@ impl Writer<'_> {
         Collector::push(&self.out.renamed, (shown(&e.rel), new));
     }
 
-    fn write_dir(&self, parent: &DirHandle, e: &Planned) -> EntryResult {
-        let name = &e.node.name;
-        let (handle, created) = if e.action == EntryAction::Rename {
-            let (handle, used) = self.renamed_dir(parent, name)?;
-            self.record_rename(parent, e, &used);
-            (handle, true)
-        } else {
-            let handle = parent.dir(name, self.opts.on_conflict).map_err(text)?;
-            (handle, e.existing != Existing::Dir)
-        };
-        Collector::add(&self.out.dirs, 1);
-        self.write_entries(&handle, &e.children);
-        if created {
-            handle.set_dir_meta(&self.meta(&e.node)).map_err(text)?;
-        }
-        Ok(())
-    }
-
     /// Creates `name.strata-restored[-N]`, the first candidate that is free.
     fn renamed_dir(
         &self,
@@ -730,7 +958,6 @@ impl Writer<'_> {
         let handle = parent.dir(&used, OnConflict::Fail).map_err(text)?;
         Ok((handle, used))
     }
-
     fn write_file(&self, dir: &DirHandle, e: &Planned, content: &[ChunkRef]) -> EntryResult {
         self.progress.item(&shown(&e.rel));
         let placed = dir
@@ -1230,6 +1457,36 @@ mod tests {
         opts.include = Patterns::new(&["/sub/b.bin"]).unwrap();
         fx.restore(s.root, &opts).unwrap();
         assert_eq!(names(&opts.target), ["b.bin"]);
+    }
+
+    #[test]
+    fn unselected_directories_are_neither_created_nor_skipped() {
+        let fx = Fx::new();
+        let s = sample(&fx.repo);
+        let t = fx.target();
+        fs::create_dir(&t).unwrap();
+        fs::write(t.join("sub"), b"a file where the snapshot has a dir").unwrap();
+        let mut opts = fx.opts();
+        opts.on_conflict = OnConflict::Skip;
+        // Nothing below /sub matches: it is not reported as skipped.
+        opts.include = Patterns::new(&["/a.txt", "/sub/nothing"]).unwrap();
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        assert_eq!(names(&t), ["a.txt", "sub"]);
+        // Something below it matches: the skipped directory is reported.
+        opts.include = Patterns::new(&["/sub/deep/c"]).unwrap();
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(report.skipped, ["sub"]);
+
+        // Without a conflict, an unselected directory is not created, and a
+        // selected one only holds what is selected.
+        let mut opts = RestoreOptions::new(fx.tmp.path().join("fresh"));
+        opts.on_conflict = OnConflict::Overwrite;
+        opts.include = Patterns::new(&["/sub/deep", "/nothing/*"]).unwrap();
+        let report = fx.restore(s.root, &opts).unwrap();
+        assert_eq!(names(&opts.target), ["sub"]);
+        assert_eq!(names(&opts.target.join("sub")), ["deep"]);
+        assert_eq!((report.files, report.dirs), (1, 2));
     }
 
     /// Target with an existing `a.txt` ("old") and an existing `sub/` dir.

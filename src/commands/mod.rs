@@ -145,13 +145,8 @@ impl Context {
         if self.args.quiet || self.args.json || !std::io::stderr().is_terminal() {
             return Box::new(NoProgress);
         }
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}] {wide_msg}",
-            )
-            .expect("valid template"),
-        );
+        let bar = ProgressBar::no_length();
+        bar.set_style(bar_style(false));
         bar.set_prefix(what.to_string());
         Box::new(Bar(bar))
     }
@@ -159,8 +154,18 @@ impl Context {
 
 struct Bar(ProgressBar);
 
+/// Bytes done, and the total once it is known.
+fn bar_style(with_total: bool) -> ProgressStyle {
+    let template = match with_total {
+        true => "{prefix} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}] {wide_msg}",
+        false => "{prefix} {bytes} {bytes_per_sec} [{elapsed_precise}] {wide_msg}",
+    };
+    ProgressStyle::with_template(template).expect("valid template")
+}
+
 impl Progress for Bar {
     fn total(&self, bytes: u64) {
+        self.0.set_style(bar_style(true));
         self.0.set_length(bytes);
     }
     fn advance(&self, bytes: u64) {
