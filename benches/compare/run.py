@@ -1,0 +1,1036 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of strata against restic, rustic, borg and bupstash.
+
+One command from a fresh clone:
+
+    python3 benches/compare/run.py            # both corpora, all tools
+    python3 benches/compare/run.py --quick    # small smoke run
+
+It installs what is missing (Debian packages, `cargo install` of rustic and bupstash into a
+cache dir), builds strata, prepares the corpora, measures the machine's read/hash/compress
+ceiling, then runs the four phases (first backup, unchanged re-backup, backup after a
+deterministic mutation, full restore verified byte for byte) interleaved tool by tool, and
+writes a markdown report plus the raw numbers as JSON. See README.md beside this file.
+
+Python 3.11 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+ALL_TOOLS = ["strata", "restic", "rustic", "borg", "bupstash"]
+PHASES = ["backup1", "backup2", "backup3", "restore"]
+PHASE_TITLES = {
+    "backup1": "first backup",
+    "backup2": "re-backup (unchanged)",
+    "backup3": "backup after mutation",
+    "restore": "full restore",
+}
+PASSWORD = "strata-bench-password"
+MB = 1_000_000
+MIB = 1 << 20
+GIB = 1 << 30
+
+# Debian packages: command that proves it is there -> package.
+APT_COMMANDS = {
+    "restic": "restic",
+    "borg": "borgbackup",
+    "b3sum": "b3sum",
+    "zstd": "zstd",
+    "tar": "tar",
+    "/usr/bin/time": "time",
+}
+CARGO_CRATES = {"rustic": ("rustic-rs", "rustic"), "bupstash": ("bupstash", "bupstash")}
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw) -> subprocess.CompletedProcess:
+    """Run a helper command (not timed), raising on failure."""
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+def capture(cmd, env=None) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable ({e})"
+    out = (p.stdout or p.stderr).strip()
+    return out.splitlines()[0].strip() if out else f"unavailable (exit {p.returncode})"
+
+
+# ----------------------------------------------------------------------------------------
+# Installation
+
+
+def ensure_installed(args, tools: list[str], cache: Path) -> dict[str, Path]:
+    """Install missing Debian packages and cargo-built tools; return tool -> binary path."""
+    need_apt = []
+    wanted = ["b3sum", "zstd", "tar", "/usr/bin/time"]
+    if "restic" in tools:
+        wanted.append("restic")
+    if "borg" in tools:
+        wanted.append("borg")
+    for c in wanted:
+        if shutil.which(c) is None:
+            need_apt.append(APT_COMMANDS[c])
+    cargo_root = cache / "cargo"
+    cargo_needed = [t for t in tools if t in CARGO_CRATES
+                    and not (cargo_root / "bin" / CARGO_CRATES[t][1]).exists()]
+    if "bupstash" in cargo_needed:  # its build needs libsodium through pkg-config
+        if shutil.which("pkg-config") is None:
+            need_apt += ["pkg-config", "libsodium-dev"]
+        elif subprocess.run(["pkg-config", "--exists", "libsodium"]).returncode != 0:
+            need_apt.append("libsodium-dev")
+    if need_apt:
+        if args.no_install:
+            sys.exit(f"missing Debian packages: {' '.join(need_apt)} (and --no-install given)")
+        if os.geteuid() != 0:
+            sys.exit(f"missing Debian packages, run as root or install them: "
+                     f"apt-get install -y {' '.join(need_apt)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        log(f"apt-get update && apt-get install -y {' '.join(need_apt)}")
+        sh(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+        sh(["apt-get", "install", "-y", "-q", *need_apt], env=env, stdout=subprocess.DEVNULL)
+    for t in cargo_needed:
+        crate, binname = CARGO_CRATES[t]
+        if args.no_install:
+            sys.exit(f"{cargo_root}/bin/{binname} missing (and --no-install given)")
+        cmd = ["cargo", "install", "--locked", "--root", str(cargo_root), crate]
+        log(f"{shlex.join(cmd)}   (takes many minutes on 2 cores; cached afterwards)")
+        sh(cmd)
+    bins = {}
+    for t in tools:
+        if t == "strata":
+            bins[t] = REPO_ROOT / "target" / "release" / "strata"
+        elif t in CARGO_CRATES:
+            bins[t] = cargo_root / "bin" / CARGO_CRATES[t][1]
+        else:
+            bins[t] = Path(shutil.which(t) or t)
+    if "strata" in tools and not args.no_build:
+        log("cargo build --release")
+        sh(["cargo", "build", "--release"], cwd=REPO_ROOT)
+    return bins
+
+
+# ----------------------------------------------------------------------------------------
+# Tools. Every command gets its repository, password and caches through the environment;
+# HOME and XDG dirs point into the tool's own directory inside the work dir, so no config or
+# cache from the real home is read and every tool starts cold for each corpus.
+
+
+class Tool:
+    name = ""
+    # The exact flags, for the report and README.
+    flags = ""
+
+    def __init__(self, binary: Path, base: Path, src: Path):
+        self.bin = str(binary)
+        self.base = base  # this tool's dir for this corpus
+        self.repo = base / "repo"
+        self.cache = base / "cache"
+        self.home = base / "home"
+        self.src = src
+        self.snapshot_ids: list[str] = []
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("STRATA_", "RESTIC_", "RUSTIC_", "BORG_", "BUPSTASH_"))}
+        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache),
+                   XDG_CONFIG_HOME=str(self.home / ".config"),
+                   XDG_DATA_HOME=str(self.home / ".local/share"))
+        env.update(self.tool_env())
+        return env
+
+    def tool_env(self) -> dict:
+        return {}
+
+    def prepare(self) -> None:
+        for d in (self.cache, self.home):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def init_cmds(self) -> list[list[str]]:
+        raise NotImplementedError
+
+    def backup_cmd(self, n: int) -> list[str]:
+        raise NotImplementedError
+
+    def after_backup(self, n: int, stdout: str) -> None:
+        pass
+
+    def restore_cmd(self, target: Path) -> tuple[list[str], Path | None]:
+        """(command, cwd)."""
+        raise NotImplementedError
+
+    def restored_root(self, target: Path) -> Path:
+        return target / self.src.relative_to("/")
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+
+class Strata(Tool):
+    name = "strata"
+    flags = ("`strata init` (defaults: zstd level 3, XChaCha20-Poly1305, Argon2id 64 MiB × 3, "
+             "16 MiB packs); `strata backup SRC -q --json`; "
+             "`strata restore latest --target DIR -q`")
+
+    def tool_env(self):
+        return {"STRATA_REPOSITORY": str(self.repo), "STRATA_PASSWORD": PASSWORD,
+                "STRATA_CACHE_DIR": str(self.cache)}
+
+    def init_cmds(self):
+        return [[self.bin, "init", "-q"]]
+
+    def backup_cmd(self, n):
+        return [self.bin, "backup", str(self.src), "-q", "--json"]
+
+    def restore_cmd(self, target):
+        return [self.bin, "restore", "latest", "--target", str(target), "-q"], None
+
+    def version(self):
+        v = capture([self.bin, "--version"])
+        rev = capture(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--",
+                                "src", "Cargo.toml", "Cargo.lock"]).returncode
+        return f"{v} (git {rev}{' + uncommitted changes' if dirty else ''})"
+
+
+class Restic(Tool):
+    name = "restic"
+    flags = ("`restic init --repository-version 2`; "
+             "`restic backup SRC -q --compression auto` (auto = klauspost zstd SpeedDefault, "
+             "≈ zstd level 3; AES-256-CTR + Poly1305-AES; scrypt key); "
+             "`restic restore latest --target DIR -q`")
+
+    def tool_env(self):
+        return {"RESTIC_REPOSITORY": str(self.repo), "RESTIC_PASSWORD": PASSWORD,
+                "RESTIC_CACHE_DIR": str(self.cache)}
+
+    def init_cmds(self):
+        return [[self.bin, "init", "--repository-version", "2", "-q"]]
+
+    def backup_cmd(self, n):
+        return [self.bin, "backup", str(self.src), "-q", "--compression", "auto"]
+
+    def restore_cmd(self, target):
+        return [self.bin, "restore", "latest", "--target", str(target), "-q"], None
+
+    def version(self):
+        return capture([self.bin, "version"])
+
+
+class Rustic(Tool):
+    name = "rustic"
+    flags = ("`rustic init --set-compression 3` (restic repository format v2, zstd level 3); "
+             "`rustic backup SRC --no-progress`; `rustic restore latest DIR --no-progress`")
+
+    def tool_env(self):
+        return {"RUSTIC_REPOSITORY": str(self.repo), "RUSTIC_PASSWORD": PASSWORD,
+                "RUSTIC_CACHE_DIR": str(self.cache)}
+
+    def init_cmds(self):
+        return [[self.bin, "init", "--set-compression", "3", "--no-progress"]]
+
+    def backup_cmd(self, n):
+        return [self.bin, "backup", str(self.src), "--no-progress"]
+
+    def restore_cmd(self, target):
+        return [self.bin, "restore", "latest", str(target), "--no-progress"], None
+
+    def version(self):
+        return capture([self.bin, "--version"])
+
+
+class Borg(Tool):
+    name = "borg"
+    flags = ("`borg init -e repokey-blake2` (AES-256-CTR + BLAKE2b-256 MAC); "
+             "`borg create --compression zstd,3 ::snap-N SRC`; "
+             "`borg extract ::snap-3` run inside DIR")
+
+    def tool_env(self):
+        return {"BORG_REPO": str(self.repo), "BORG_PASSPHRASE": PASSWORD,
+                "BORG_BASE_DIR": str(self.home), "BORG_CACHE_DIR": str(self.cache),
+                "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+
+    def init_cmds(self):
+        return [[self.bin, "init", "-e", "repokey-blake2"]]
+
+    def backup_cmd(self, n):
+        return [self.bin, "create", "--compression", "zstd,3", f"::snap-{n}", str(self.src)]
+
+    def restore_cmd(self, target):
+        target.mkdir(parents=True)
+        return [self.bin, "extract", "::snap-3"], target
+
+    def version(self):
+        return capture([self.bin, "--version"])
+
+
+class Bupstash(Tool):
+    name = "bupstash"
+    flags = ("`bupstash new-key -o KEY` + `bupstash init` (always encrypted, libsodium); "
+             "`bupstash put -q --compression zstd:3 --send-log CACHE/send-log SRC` "
+             "(zstd:3 is also its default); `bupstash restore -q --into DIR id=ID`")
+
+    def tool_env(self):
+        return {"BUPSTASH_REPOSITORY": str(self.repo), "BUPSTASH_KEY": str(self.home / "key"),
+                "BUPSTASH_SEND_LOG": str(self.cache / "send-log"),
+                "BUPSTASH_QUERY_CACHE": str(self.cache / "query-cache")}
+
+    def init_cmds(self):
+        return [[self.bin, "new-key", "-o", str(self.home / "key")], [self.bin, "init"]]
+
+    def backup_cmd(self, n):
+        return [self.bin, "put", "-q", "--compression", "zstd:3",
+                "--send-log", str(self.cache / "send-log"), str(self.src)]
+
+    def after_backup(self, n, stdout):
+        ids = re.findall(r"[0-9a-f]{32}", stdout)
+        if ids:
+            self.snapshot_ids.append(ids[-1])
+
+    def restore_cmd(self, target):
+        target.mkdir(parents=True)
+        sid = self.snapshot_ids[-1] if self.snapshot_ids else "missing"
+        return [self.bin, "restore", "-q", "--into", str(target), f"id={sid}"], None
+
+    def restored_root(self, target):
+        return target
+
+    def version(self):
+        return capture([self.bin, "version"])
+
+
+TOOL_CLASSES = {c.name: c for c in (Strata, Restic, Rustic, Borg, Bupstash)}
+
+
+# ----------------------------------------------------------------------------------------
+# Timed runs
+
+
+def run_timed(cmd: list[str], env: dict, cwd: Path | None, logbase: Path,
+              timeout: float) -> dict:
+    """Run cmd under /usr/bin/time -v; wall time from a monotonic clock around it."""
+    timefile = logbase.with_suffix(".time")
+    full = ["/usr/bin/time", "-v", "-o", str(timefile), *cmd]
+    with open(logbase.with_suffix(".out"), "wb") as out, \
+            open(logbase.with_suffix(".err"), "wb") as err:
+        t0 = time.monotonic()
+        # Own process group, so a timeout ends the tool and its children, not only `time`.
+        p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                             cwd=cwd, start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
+            rc = "timeout"
+        except BaseException:
+            os.killpg(p.pid, 9)
+            p.wait()
+            raise
+        wall = time.monotonic() - t0
+    res = {"cmd": shlex.join(cmd), "cwd": str(cwd) if cwd else None, "wall_s": wall, "rc": rc,
+           "rss_kb": None, "user_s": None, "sys_s": None}
+    try:
+        text = timefile.read_text()
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+        res["rss_kb"] = int(m.group(1)) if m else None
+        m = re.search(r"User time \(seconds\): ([\d.]+)", text)
+        res["user_s"] = float(m.group(1)) if m else None
+        m = re.search(r"System time \(seconds\): ([\d.]+)", text)
+        res["sys_s"] = float(m.group(1)) if m else None
+    except OSError:
+        pass
+    res["ok"] = rc == 0
+    if rc != 0:
+        errtext = logbase.with_suffix(".err").read_bytes().decode(errors="replace").strip()
+        res["error"] = f"exit {rc}: " + " | ".join(errtext.splitlines()[-5:])[:600]
+    return res
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of every file below path."""
+    apparent = allocated = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return apparent, allocated
+
+
+def compare_trees(a: Path, b: Path, limit: int = 10) -> tuple[bool, list[str], int]:
+    """Byte-for-byte comparison of two trees: names, entry types, file contents and symlink
+    targets (modes, owners and times are not compared). Returns (ok, problems, files)."""
+    problems: list[str] = []
+    nfiles = 0
+
+    def same_content(x: str, y: str) -> bool:
+        with open(x, "rb") as fx, open(y, "rb") as fy:
+            while True:
+                bx = fx.read(MIB)
+                by = fy.read(MIB)
+                if bx != by:
+                    return False
+                if not bx:
+                    return True
+
+    stack = [""]
+    while stack and len(problems) < limit:
+        rel = stack.pop()
+        da, db = os.path.join(a, rel), os.path.join(b, rel)
+        try:
+            na, nb = set(os.listdir(da)), set(os.listdir(db))
+        except OSError as e:
+            problems.append(f"{rel or '.'}: {e}")
+            continue
+        for n in sorted(na - nb):
+            problems.append(f"missing: {os.path.join(rel, n)}")
+        for n in sorted(nb - na):
+            problems.append(f"extra: {os.path.join(rel, n)}")
+        for n in sorted(na & nb):
+            r = os.path.join(rel, n)
+            sa, sb = os.lstat(os.path.join(a, r)), os.lstat(os.path.join(b, r))
+            if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
+                problems.append(f"type differs: {r}")
+            elif stat.S_ISDIR(sa.st_mode):
+                stack.append(r)
+            elif stat.S_ISLNK(sa.st_mode):
+                if os.readlink(os.path.join(a, r)) != os.readlink(os.path.join(b, r)):
+                    problems.append(f"symlink target differs: {r}")
+            elif stat.S_ISREG(sa.st_mode):
+                nfiles += 1
+                if sa.st_size != sb.st_size:
+                    problems.append(f"size differs: {r} ({sa.st_size} vs {sb.st_size})")
+                elif not same_content(os.path.join(a, r), os.path.join(b, r)):
+                    problems.append(f"content differs: {r}")
+    return not problems, problems[:limit], nfiles
+
+
+# ----------------------------------------------------------------------------------------
+# Corpora
+
+
+def corpus_stats(src: Path) -> dict:
+    files = dirs = links = other = 0
+    nbytes = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        for n in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, n))
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                nbytes += st.st_size
+            elif stat.S_ISDIR(st.st_mode):
+                dirs += 1
+            elif stat.S_ISLNK(st.st_mode):
+                links += 1
+            else:
+                other += 1
+    return {"files": files, "dirs": dirs, "symlinks": links, "other": other, "bytes": nbytes}
+
+
+def prepare_usr_share(dst: Path, nfiles: int, seed: int) -> str:
+    """A copy of /usr/share (all of it, or a seeded sample of nfiles files and symlinks)."""
+    origin = Path("/usr/share")
+    if nfiles <= 0:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        sh(["cp", "-a", str(origin), str(dst)])
+        return "copy of /usr/share (`cp -a`)"
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(origin):
+        dirnames.sort()
+        for n in sorted(filenames):
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                entries.append(os.path.relpath(p, origin))
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(entries, min(nfiles, len(entries))))
+    for rel in chosen:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(origin / rel, target, follow_symlinks=False)
+    return f"seeded sample of {len(chosen)} files and symlinks of /usr/share (of {len(entries)})"
+
+
+class TextGen:
+    """Deterministic log-like text: a pool of lines from a Zipf-weighted vocabulary,
+    emitted in random order (zstd -3 compresses it roughly 3-4x, nothing deduplicates)."""
+
+    def __init__(self, rng: random.Random, pool_lines: int = 40000):
+        self.rng = rng
+        syll = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "qu", "an", "el", "or",
+                "in", "us", "th", "st", "er", "on", "ch"]
+        words = sorted({"".join(rng.choice(syll) for _ in range(rng.randint(1, 4)))
+                        for _ in range(6000)})
+        weights = [1.0 / (i + 1) for i in range(len(words))]
+        cum, s = [], 0.0
+        for w in weights:
+            s += w
+            cum.append(s)
+        hosts = [f"node-{i:02d}" for i in range(24)]
+        svcs = ["api", "worker", "db", "cache", "auth", "billing", "cron", "gateway"]
+        lines = []
+        for i in range(pool_lines):
+            ws = rng.choices(words, cum_weights=cum, k=rng.randint(4, 18))
+            lines.append(
+                f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+                f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}."
+                f"{rng.randint(0, 999):03d}Z {rng.choice(hosts)} {rng.choice(svcs)}"
+                f"[{rng.randint(100, 65000)}]: {' '.join(ws)} id={rng.getrandbits(48):012x} "
+                f"took={rng.randint(0, 5000)}ms\n")
+        self.lines = lines
+        self.avg = sum(map(len, lines)) / len(lines)
+
+    def block(self, n: int) -> bytes:
+        k = int(n / self.avg * 1.1) + 8
+        b = "".join(self.rng.choices(self.lines, k=k)).encode()
+        while len(b) < n:
+            b += "".join(self.rng.choices(self.lines, k=64)).encode()
+        return b[:n]
+
+
+def write_blocks(path: Path, total: int, gen) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = total
+        while left > 0:
+            n = min(left, 8 * MIB)
+            f.write(gen(n))
+            left -= n
+
+
+def prepare_large(dst: Path, total_bytes: int, seed: int) -> str:
+    """Generated large files: compressible text, incompressible random, and a VM-image-like
+    file (zero runs, regions repeated at 4 KiB-aligned offsets, fresh text and random)."""
+    rng = random.Random(seed)
+    text = TextGen(rng)
+    t_bytes, r_bytes = int(total_bytes * 0.40), int(total_bytes * 0.25)
+    v_bytes = total_bytes - t_bytes - r_bytes
+    for i in range(4):
+        write_blocks(dst / "logs" / f"app-{i + 1}.log", t_bytes // 4, text.block)
+    for i in range(3):
+        write_blocks(dst / "media" / f"blob-{i + 1}.bin", r_bytes // 3, rng.randbytes)
+    # VM image: a pool of "OS file" segments reused at many offsets.
+    pool = []
+    for i in range(32):
+        n = rng.randint(16, 512) * 4096
+        kind = i % 3
+        if kind == 0:
+            pool.append(text.block(n))
+        elif kind == 1:
+            pool.append(rng.randbytes(n))
+        else:  # structured binary records: compressible, not text
+            rec = bytearray()
+            base = rng.getrandbits(32)
+            while len(rec) < n:
+                rec += (base + len(rec)).to_bytes(8, "little") + bytes(8) + rng.randbytes(4)
+            pool.append(bytes(rec[:n]))
+    img = dst / "vm" / "disk.img"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    with open(img, "wb") as f:
+        left = v_bytes
+        while left > 0:
+            r = rng.random()
+            if r < 0.25:
+                seg = bytes(rng.randint(16, 1024) * 4096)
+            elif r < 0.65:
+                seg = rng.choice(pool)
+            elif r < 0.85:
+                seg = text.block(rng.randint(16, 512) * 4096)
+            else:
+                seg = rng.randbytes(rng.randint(16, 512) * 4096)
+            seg = seg[:left]
+            f.write(seg)
+            left -= len(seg)
+    return (f"generated: 4 log-like text files ({t_bytes / MB:.0f} MB), 3 random files "
+            f"({r_bytes / MB:.0f} MB), 1 VM-image-like file ({v_bytes / MB:.0f} MB)")
+
+
+def mutate(src: Path, seed: int) -> dict:
+    """Deterministic mutation of the tree, applied once to the shared source after phase 2:
+    ~2% of regular files edited in place (a third overwritten in place at the same size, a
+    third with bytes inserted in the middle so the rest of the content shifts, a third
+    appended), 0.5% deleted, and some new files (a few hundred on a big tree) — half fresh
+    text, half near-copies of existing small files."""
+    rng = random.Random(seed)
+    files = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        for n in sorted(filenames):
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                files.append(p)
+    n = len(files)
+    n_edit = max(3, round(0.02 * n))
+    n_del = round(0.005 * n)
+    n_new = min(300, max(3, n // 10))
+    picked = rng.sample(files, min(n, n_edit + n_del))
+    deleted, edited = picked[:n_del], picked[n_del:]
+    summary = {"files_before": n, "overwritten": 0, "inserted": 0, "appended": 0,
+               "deleted": 0, "new": 0, "bytes_written": 0}
+    for i, p in enumerate(edited):
+        size = os.path.getsize(p)
+        kind = i % 3
+        with open(p, "r+b") as f:
+            if kind == 0:  # overwrite 4 KiB blocks in place (a VM disk write, a patched file)
+                for _ in range(1 + size // (16 * MIB)):
+                    blk = min(4096, max(size, 1))
+                    off = rng.randrange(0, size // 4096) * 4096 if size >= 8192 else 0
+                    data = rng.randbytes(blk)
+                    f.seek(off)
+                    f.write(data)
+                    summary["bytes_written"] += len(data)
+                summary["overwritten"] += 1
+            elif kind == 1:  # insert bytes in the middle: everything after shifts
+                off = rng.randint(size // 3, (2 * size) // 3) if size else 0
+                data = rng.randbytes(rng.randint(1, 4096))
+                f.seek(off)
+                tail = f.read()
+                f.seek(off)
+                f.write(data)
+                f.write(tail)
+                summary["inserted"] += 1
+                summary["bytes_written"] += len(data)
+            else:  # append
+                k = rng.randint(100, 65536) if size < MIB else rng.randint(MIB, 4 * MIB)
+                data = rng.randbytes(k)
+                f.seek(0, os.SEEK_END)
+                f.write(data)
+                summary["appended"] += 1
+                summary["bytes_written"] += len(data)
+    for p in deleted:
+        os.unlink(p)
+        summary["deleted"] += 1
+    pickedset = set(picked)
+    small = [p for p in files if p not in pickedset and os.path.getsize(p) <= MIB]
+    text = TextGen(rng, pool_lines=2000)
+    newdir = src / "new-files"
+    newdir.mkdir(exist_ok=True)
+    dirs = sorted({os.path.dirname(p) for p in files})
+    for i in range(n_new):
+        where = newdir if i % 2 == 0 or not dirs else Path(rng.choice(dirs))
+        path = where / f"bench-new-{i:04d}.dat"
+        if i % 2 == 1 and small:
+            data = Path(rng.choice(small)).read_bytes() + f"\ncopy {i}\n".encode()
+        else:
+            data = text.block(rng.randint(1024, 64 * 1024))
+        path.write_bytes(data)
+        summary["new"] += 1
+        summary["bytes_written"] += len(data)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------
+# Ceiling
+
+
+def timed_shell(script: str, logbase: Path) -> dict:
+    """Time a bash pipeline (pipefail), wall clock."""
+    with open(logbase.with_suffix(".out"), "wb") as out, \
+            open(logbase.with_suffix(".err"), "wb") as err:
+        t0 = time.monotonic()
+        p = subprocess.run(["bash", "-o", "pipefail", "-c", script], stdout=out, stderr=err,
+                           stdin=subprocess.DEVNULL)
+        wall = time.monotonic() - t0
+    res = {"cmd": script, "wall_s": wall, "rc": p.returncode, "ok": p.returncode == 0}
+    if p.returncode:
+        res["error"] = logbase.with_suffix(".err").read_text(errors="replace")[-400:]
+    return res
+
+
+def measure_ceiling(src: Path, nbytes: int, nproc: int, logdir: Path) -> dict:
+    q = shlex.quote(str(src))
+    # Warm-up: one full read so that every tool (and the ceiling) starts from a warm page
+    # cache; dropping caches is not reliably possible here.
+    warm = timed_shell(f"tar -C {q} -cf - . | cat > /dev/null", logdir / "warmup")
+    read = timed_shell(f"tar -C {q} -cf - . | cat > /dev/null", logdir / "ceiling-read")
+    hashed = timed_shell(
+        f"find {q} -type f -print0 | xargs -0 -r -P {nproc} -n 256 "
+        f"b3sum --num-threads {nproc} > /dev/null", logdir / "ceiling-b3sum")
+    comp = timed_shell(f"tar -C {q} -cf - . | zstd -3 -T{nproc} -q -c | wc -c",
+                       logdir / "ceiling-zstd")
+    try:
+        zbytes = int((logdir / "ceiling-zstd.out").read_text().strip())
+    except ValueError:
+        zbytes = None
+    out = {"warmup": warm, "read": read, "b3sum": hashed, "zstd": comp,
+           "zstd_output_bytes": zbytes}
+    for k in ("read", "b3sum", "zstd"):
+        out[f"{k}_MBps"] = nbytes / MB / out[k]["wall_s"] if out[k]["ok"] else None
+    rates = [out["b3sum_MBps"], out["zstd_MBps"]]
+    out["ceiling_MBps"] = min(r for r in rates if r) if any(rates) else None
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The benchmark
+
+
+def run_corpus(name: str, args, bins: dict, tools: list[str], workrun: Path,
+               nproc: int) -> dict:
+    cdir = workrun / name
+    src = cdir / "src"
+    logdir = cdir / "logs"
+    logdir.mkdir(parents=True)
+    log(f"[{name}] preparing corpus in {src}")
+    t0 = time.monotonic()
+    if name == "usr-share":
+        desc = prepare_usr_share(src, args.usr_share_files, args.seed)
+    else:
+        desc = prepare_large(src, int(args.large_gib * GIB), args.seed)
+    stats = corpus_stats(src)
+    log(f"[{name}] {desc}: {stats['files']} files, {stats['bytes'] / MB:.1f} MB "
+        f"({time.monotonic() - t0:.0f} s)")
+    os.sync()
+    ceiling = measure_ceiling(src, stats["bytes"], nproc, logdir)
+    log(f"[{name}] ceiling: read {ceiling['read_MBps']:.0f} MB/s, b3sum "
+        f"{ceiling['b3sum_MBps'] or 0:.0f} MB/s, zstd -3 -T{nproc} "
+        f"{ceiling['zstd_MBps'] or 0:.0f} MB/s")
+    result = {"description": desc, "source": str(src), "stats": stats, "ceiling": ceiling,
+              "tools": {}}
+    objs = {}
+    for t in tools:
+        obj = TOOL_CLASSES[t](bins[t], cdir / t, src)
+        obj.prepare()
+        objs[t] = obj
+        r = {"init": [], "phases": {}, "repo_bytes": {}, "repo_alloc_bytes": {},
+             "cache_bytes": {}}
+        ok = True
+        for i, cmd in enumerate(obj.init_cmds()):
+            res = run_timed(cmd, obj.env(), None, logdir / f"{t}-init{i}", args.timeout)
+            r["init"].append(res)
+            ok = ok and res["ok"]
+        r["init_ok"] = ok
+        if not ok:
+            log(f"[{name}] {t} init FAILED: {r['init'][-1].get('error')}")
+        result["tools"][t] = r
+
+    for phase in PHASES:
+        if phase == "backup3":
+            log(f"[{name}] mutating the source (seed {args.seed})")
+            result["mutation"] = mutate(src, args.seed + 1)
+            result["stats_after_mutation"] = corpus_stats(src)
+            log(f"[{name}] mutation: {result['mutation']}")
+        for t in tools:
+            obj, r = objs[t], result["tools"][t]
+            if not r["init_ok"]:
+                r["phases"][phase] = {"ok": False, "skipped": True, "error": "init failed"}
+                continue
+            os.sync()  # no pending writeback from the previous tool
+            if phase == "restore":
+                target = workrun / "restore" / f"{name}-{t}"  # fresh, never used before
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cmd, cwd = obj.restore_cmd(target)
+                res = run_timed(cmd, obj.env(), cwd, logdir / f"{t}-{phase}", args.timeout)
+                if res["ok"]:
+                    root = obj.restored_root(target)
+                    vok, problems, nfiles = compare_trees(src, root)
+                    res["verified"] = vok
+                    res["verified_files"] = nfiles
+                    res["restored_root"] = str(root)
+                    if not vok:
+                        res["ok"] = False
+                        res["error"] = "verification failed: " + "; ".join(problems)
+            else:
+                n = int(phase[-1])
+                res = run_timed(obj.backup_cmd(n), obj.env(), None, logdir / f"{t}-{phase}",
+                                args.timeout)
+                obj.after_backup(n, (logdir / f"{t}-{phase}.out").read_text(errors="replace"))
+                os.sync()
+                r["repo_bytes"][phase], r["repo_alloc_bytes"][phase] = tree_size(obj.repo)
+                r["cache_bytes"][phase] = tree_size(obj.cache)[0]
+            r["phases"][phase] = res
+            status = "ok" if res["ok"] else "FAILED: " + res.get("error", "")
+            rss = f"{res['rss_kb'] / 1024:.0f} MiB" if res.get("rss_kb") else "?"
+            log(f"[{name}] {PHASE_TITLES[phase]:<22} {t:<9} {res['wall_s']:8.2f} s  "
+                f"peak RSS {rss:>9}  {status}")
+        if phase == "backup1":
+            for t in tools:
+                r = result["tools"][t]
+                p = r["phases"].get("backup1", {})
+                if p.get("ok"):
+                    r["first_backup_MBps"] = stats["bytes"] / MB / p["wall_s"]
+                    if ceiling["ceiling_MBps"]:
+                        r["share_of_ceiling"] = r["first_backup_MBps"] / ceiling["ceiling_MBps"]
+    for t in tools:
+        r = result["tools"][t]
+        rb = r["repo_bytes"]
+        r["repo_after_first_bytes"] = rb.get("backup1")
+        if "backup3" in rb and "backup2" in rb:
+            r["bytes_added_by_third"] = rb["backup3"] - rb["backup2"]
+        if "backup2" in rb and "backup1" in rb:
+            r["bytes_added_by_second"] = rb["backup2"] - rb["backup1"]
+    if not args.keep:
+        log(f"[{name}] removing {cdir} and the restores")
+        shutil.rmtree(cdir, ignore_errors=True)
+        for t in tools:
+            shutil.rmtree(workrun / "restore" / f"{name}-{t}", ignore_errors=True)
+        os.sync()
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(x, spec=".2f", none="—"):
+    return none if x is None else format(x, spec)
+
+
+def machine_info(nproc: int, work: Path) -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    fs = capture(["findmnt", "-no", "FSTYPE", "-T", str(work)])
+    if fs.startswith("unavailable"):
+        fs = capture(["stat", "-f", "-c", "%T", str(work)])
+    debian = Path("/etc/debian_version").read_text().strip() \
+        if Path("/etc/debian_version").exists() else "n/a"
+    return {"nproc": nproc, "cpu": cpu, "mem_total_kb": mem_kb,
+            "mem_total_gib": round(mem_kb / 1024 / 1024, 1) if mem_kb else None,
+            "kernel": platform.release(), "debian": debian, "work_fs": fs,
+            "python": platform.python_version()}
+
+
+def render_markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# strata vs restic, rustic, borg, bupstash",
+        "",
+        f"Generated by `benches/compare/run.py` on {report['date']}.",
+        "",
+        f"- Machine: {m['nproc']} cores ({m['cpu']}), {m['mem_total_gib']} GiB RAM, "
+        f"Linux {m['kernel']}, Debian {m['debian']}, work dir on {m['work_fs']}",
+        f"- Reproduce: `{report['command']}`",
+        "- Versions: " + "; ".join(f"{t}: {v}" for t, v in report["versions"].items()),
+        "- Times are wall seconds; RSS is the peak resident set (MB = 10^6 bytes; "
+        "`/usr/bin/time -v`); repo sizes are apparent bytes of every file in the repository "
+        "(caches excluded). Ratios are restic's time / the tool's time: above 1 is faster "
+        "than restic. The page cache was warm (one full read of the corpus before phase 1); "
+        "`sync` ran before every timed command.",
+        "",
+        "Flags per tool:",
+        "",
+    ]
+    for t in report["tools"]:
+        lines.append(f"- **{t}**: {TOOL_CLASSES[t].flags}")
+    lines.append("")
+    for cname, c in report["corpora"].items():
+        st = c["stats"]
+        ce = c["ceiling"]
+        lines += [
+            f"## Corpus `{cname}`",
+            "",
+            f"{c['description']}: {st['files']:,} files, {st['dirs']:,} directories, "
+            f"{st['symlinks']:,} symlinks, {st['bytes'] / MB:,.1f} MB.",
+        ]
+        mu = c.get("mutation")
+        if mu:
+            lines.append(
+                f"Mutation before the third backup, in files: {mu['overwritten']} overwritten "
+                f"in place, {mu['inserted']} with bytes inserted in the middle, {mu['appended']} "
+                f"appended, {mu['deleted']} deleted, {mu['new']} new "
+                f"({mu['bytes_written'] / MB:.1f} MB written).")
+        zb = ce.get("zstd_output_bytes")
+        lines += [
+            "",
+            f"Physical ceiling on all {m['nproc']} cores: read (`tar | cat`) "
+            f"{fmt(ce['read_MBps'], '.0f')} MB/s; BLAKE3 (`b3sum`) "
+            f"{fmt(ce['b3sum_MBps'], '.0f')} MB/s; zstd -3 "
+            f"{fmt(ce['zstd_MBps'], '.0f')} MB/s"
+            + (f" (output {zb / MB:.1f} MB, ratio {st['bytes'] / zb:.2f})" if zb else "")
+            + f". Ceiling = slower of hash and compress = {fmt(ce['ceiling_MBps'], '.0f')} MB/s.",
+            "",
+        ]
+        s = c["tools"].get("strata", {})
+        if s.get("share_of_ceiling") is not None:
+            lines += [f"**strata's first backup: {s['first_backup_MBps']:.0f} MB/s = "
+                      f"{100 * s['share_of_ceiling']:.0f}% of the ceiling.**", ""]
+        hdr = ["tool", "first s", "re-backup s", "mutated s", "restore s",
+               "peak RSS MB (1st/re/mut/restore)", "repo after 1st MB", "added by 3rd MB",
+               "1st MB/s (% ceiling)", "×restic 1st", "×restic re", "×restic mut",
+               "×restic restore"]
+        lines += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+        restic = c["tools"].get("restic", {}).get("phases", {})
+        notes = []
+        for t, r in c["tools"].items():
+            ph = r["phases"]
+            if not r.get("init_ok", True):
+                bad = next((x for x in r["init"] if not x["ok"]), {})
+                notes.append(f"{t} init (`{bad.get('cmd', '?')}`): {bad.get('error', 'failed')}")
+
+            def cell(p):
+                x = ph.get(p, {})
+                if x.get("skipped"):
+                    return "skipped (init failed)"
+                if not x.get("ok"):
+                    notes.append(f"{t} {PHASE_TITLES[p]}: {x.get('error', 'failed')}")
+                    return f"FAIL ({x['wall_s']:.2f})" if "wall_s" in x else "FAIL"
+                return f"{x['wall_s']:.2f}"
+
+            def ratio(p):
+                x, y = ph.get(p, {}), restic.get(p, {})
+                if x.get("ok") and y.get("ok") and x["wall_s"] > 0:
+                    return f"{y['wall_s'] / x['wall_s']:.2f}"
+                return "—"
+
+            rss = "/".join(fmt(ph[p]["rss_kb"] * 1024 / MB if ph.get(p, {}).get("rss_kb")
+                               else None, ".0f") for p in PHASES)
+            rate = r.get("first_backup_MBps")
+            share = r.get("share_of_ceiling")
+            rate_s = "—" if rate is None else (
+                f"{rate:.0f}" + (f" ({100 * share:.0f}%)" if share is not None else ""))
+            added = r.get("bytes_added_by_third")
+            first = r.get("repo_after_first_bytes")
+            row = [t] + [cell(p) for p in PHASES] + [
+                rss, fmt(None if first is None else first / MB, ".1f"),
+                fmt(None if added is None else added / MB, ".1f"), rate_s] + [ratio(p) for p in PHASES]
+            lines.append("| " + " | ".join(row) + " |")
+        verified = sorted({x["phases"]["restore"].get("verified_files") for x in
+                           c["tools"].values() if x["phases"].get("restore", {}).get("verified")})
+        if verified:
+            lines += ["", "Every restore marked ok was verified byte for byte against the "
+                      f"mutated source ({', '.join(f'{v:,}' for v in verified)} files)."]
+        lines.append("")
+        if notes:
+            lines += ["Failures:", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["Raw numbers (every command, exit code, user/sys CPU, repo and cache sizes per "
+              "phase) are in the JSON file beside this one.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", choices=["usr-share", "large", "all"], default="all")
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS),
+                    help=f"comma-separated subset of {','.join(ALL_TOOLS)} (run in this order)")
+    ap.add_argument("--large-gib", type=float, default=None,
+                    help="size of the generated large corpus in GiB (default 2; 0.2 with --quick)")
+    ap.add_argument("--usr-share-files", type=int, default=None,
+                    help="sample this many files of /usr/share (default all; 3000 with --quick)")
+    ap.add_argument("--work", default="/tmp/strata-bench", help="work dir (default %(default)s)")
+    ap.add_argument("--out", default=str(REPO_ROOT / "BENCHMARKS.md"),
+                    help="markdown output; the JSON goes beside it (default %(default)s)")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "strata-bench"),
+                    help="where cargo-installed tools are kept (default %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--timeout", type=float, default=7200, help="per command, seconds")
+    ap.add_argument("--keep", action="store_true", help="keep sources, repos and restores")
+    ap.add_argument("--no-install", action="store_true", help="fail instead of installing")
+    ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
+    args = ap.parse_args()
+    if args.large_gib is None:
+        args.large_gib = 0.2 if args.quick else 2.0
+    if args.usr_share_files is None:
+        args.usr_share_files = 3000 if args.quick else 0
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    for t in tools:
+        if t not in TOOL_CLASSES:
+            sys.exit(f"unknown tool {t!r}; choose from {','.join(ALL_TOOLS)}")
+    corpora = ["usr-share", "large"] if args.corpus == "all" else [args.corpus]
+    out_md = Path(args.out).resolve()
+    out_json = out_md.with_suffix(".json")
+    cache = Path(args.cache).expanduser()
+    work = Path(args.work).resolve()
+    command = "python3 benches/compare/run.py" + (" " + shlex.join(sys.argv[1:])
+                                                  if sys.argv[1:] else "")
+
+    bins = ensure_installed(args, tools, cache)
+    nproc = os.cpu_count() or 1
+    try:
+        nproc = int(capture(["nproc"]))
+    except ValueError:
+        pass
+    # A fresh run dir (never-used paths for sources, repos and restore targets); runs left by
+    # earlier invocations are removed first.
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("run-*"):
+        log(f"removing old run {old}")
+        shutil.rmtree(old, ignore_errors=True)
+    workrun = work / ("run-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    workrun.mkdir()
+    if "strata" in bins:
+        # A private copy, so a concurrent `cargo build` cannot swap the binary mid-run.
+        (workrun / "bin").mkdir()
+        bins["strata"] = Path(shutil.copy2(bins["strata"], workrun / "bin" / "strata"))
+    os.sync()
+
+    versions = {}
+    for t in tools:
+        versions[t] = TOOL_CLASSES[t](bins[t], workrun, workrun).version()
+    versions["b3sum"] = capture(["b3sum", "--version"])
+    versions["zstd"] = capture(["zstd", "--version"]).strip("* ")
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "argv": sys.argv,
+        "options": {k: v for k, v in vars(args).items()},
+        "machine": machine_info(nproc, work),
+        "versions": versions,
+        "tools": tools,
+        "binaries": {t: str(b) for t, b in bins.items()},
+        "flags": {t: TOOL_CLASSES[t].flags for t in tools},
+        "work_run": str(workrun),
+        "corpora": {},
+    }
+    log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
+    for c in corpora:
+        report["corpora"][c] = run_corpus(c, args, bins, tools, workrun, nproc)
+        # Write after each corpus so a late failure keeps the earlier results.
+        out_md.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(report, indent=2) + "\n")
+        out_md.write_text(render_markdown(report))
+    if not args.keep:
+        shutil.rmtree(workrun, ignore_errors=True)
+    log(f"wrote {out_md} and {out_json}")
+    print(render_markdown(report))
+    failed = [(c, t, p) for c, cr in report["corpora"].items() for t, r in cr["tools"].items()
+              for p, x in r["phases"].items() if not x.get("ok")]
+    if failed:
+        log(f"{len(failed)} failed phase(s): " + ", ".join("/".join(f) for f in failed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
