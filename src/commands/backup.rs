@@ -31,6 +31,9 @@ pub struct Args {
     /// Read everything and count what would be added, but write nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Record this time instead of now: RFC 3339, or `YYYY-MM-DD HH:MM:SS` in the local zone
+    #[arg(long, value_name = "TIMESTAMP", value_parser = super::parse_time)]
+    time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
@@ -51,7 +54,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         tags: args.tags,
         host: args.host.unwrap_or_else(strata::sysinfo::hostname),
         dry_run: args.dry_run,
-        time: None,
+        time: args.time,
     };
     let progress = ctx.progress("backup");
     let result = archiver::backup(&repo, &opts, progress.as_ref())?;

@@ -200,12 +200,47 @@ pub fn escape(text: &str) -> String {
         .collect()
 }
 
+/// A point in time as users type it: RFC 3339 (`2024-01-31T12:00:00Z`), or
+/// `YYYY-MM-DD HH:MM[:SS]` / `YYYY-MM-DD` in the local time zone (as restic's `--time`).
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| format!("{text:?} is not a time: use RFC 3339 or YYYY-MM-DD HH:MM:SS"))?;
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| format!("{text:?} does not exist in the local time zone"))
+}
+
 pub fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::parse_time;
+    #[test]
+    fn times_parse_in_rfc3339_and_local_forms() {
+        let utc = parse_time("2024-01-31T12:00:00Z").unwrap();
+        assert_eq!(utc.to_rfc3339(), "2024-01-31T12:00:00+00:00");
+        let offset = parse_time("2024-01-31T12:00:00+02:00").unwrap();
+        assert_eq!(offset.to_rfc3339(), "2024-01-31T10:00:00+00:00");
+        let local = parse_time("2024-01-31 12:00:00").unwrap();
+        assert_eq!(local, parse_time("2024-01-31T12:00:00").unwrap());
+        assert!(parse_time("yesterday").is_err());
+    }
+
     #[test]
     fn escape_shows_control_characters() {
         assert_eq!(
