@@ -621,7 +621,7 @@ fn with_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};

@@ -196,6 +196,81 @@ impl Index {
         Ok(id)
     }
 
+    /// Starts an empty set of "used" blob ids: a temporary table on disk, so that marking
+    /// every blob a repository references costs no memory per blob.
+    pub fn reset_used(&self) -> Result<()> {
+        let conn = self.conn.lock().expect("index lock");
+        conn.execute_batch(
+            "PRAGMA temp_store=FILE;
+             CREATE TEMP TABLE IF NOT EXISTS used (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             DELETE FROM used;",
+        )
+        .map_err(self.err())
+    }
+
+    /// Adds `id` to the used set; true if it was not there yet.
+    pub fn mark_used(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare_cached("INSERT OR IGNORE INTO used (id) VALUES (?1)")
+            .map_err(self.err())?;
+        Ok(stmt.execute([&id.0.0[..]]).map_err(self.err())? == 1)
+    }
+
+    /// Up to `limit` used ids that the index does not hold.
+    pub fn missing_used(&self, limit: usize) -> Result<Vec<BlobId>> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare("SELECT id FROM used WHERE id NOT IN (SELECT id FROM blobs) LIMIT ?1")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([limit as i64], |r| r.get::<_, Vec<u8>>(0))
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|b| {
+                Id::from_slice(b)
+                    .map(BlobId)
+                    .ok_or(IndexError::Corrupt("blob id"))
+            })
+            .collect()
+    }
+
+    /// For every pack holding the indexed copy of a used blob: the stored bytes of those
+    /// copies. (A blob stored twice is used only where the index points.)
+    pub fn used_bytes_per_pack(&self) -> Result<HashMap<PackId, u64>> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare(
+                "SELECT blobs.pack, SUM(blobs.length) FROM blobs JOIN used USING (id)
+                 GROUP BY blobs.pack",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(rowid, bytes)| Ok((self.pack_id(&conn, rowid)?, bytes as u64)))
+            .collect()
+    }
+
+    /// The used blobs whose indexed copy is in `pack`.
+    pub fn used_in_pack(&self, pack: &PackId) -> Result<Vec<Location>> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare(&format!(
+                "{SELECT_LOCATION} JOIN used USING (id)
+                 WHERE pack = (SELECT rowid FROM packs WHERE id = ?1) ORDER BY offset"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([&pack.0.0[..]], RawRow::read)
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        rows.into_iter().map(|raw| raw.location(*pack)).collect()
+    }
+
     pub fn counts(&self) -> Result<(u64, u64)> {
         let conn = self.conn.lock().expect("index lock");
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0).map(|n| n as u64));

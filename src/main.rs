@@ -35,6 +35,12 @@ enum Command {
     Key(commands::key::Args),
     /// Show sizes, deduplication and compression
     Stats(commands::stats::Args),
+    /// Delete data no snapshot uses
+    Prune(commands::prune::PruneArgs),
+    /// Rebuild the index, or salvage damaged snapshots
+    Repair(commands::repair::Args),
+    /// Remove stale repository locks
+    Unlock(commands::unlock::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,9 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&ctx, a),
         Command::Key(a) => commands::key::run(&ctx, a),
         Command::Stats(a) => commands::stats::run(&ctx, a),
+        Command::Prune(a) => commands::prune::run(&ctx, a),
+        Command::Repair(a) => commands::repair::run(&ctx, a),
+        Command::Unlock(a) => commands::unlock::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

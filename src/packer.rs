@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Written packs are indexed once this many of their blobs await an index file.
-const INDEX_BATCH_BLOBS: usize = 50_000;
+pub(crate) const INDEX_BATCH_BLOBS: usize = 50_000;
 
 /// What the packer added to the repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId};
 use crate::index::{Index, IndexError, Location};
 use crate::indexfile::{self, PackEntries};
 use crate::key::{KdfParams, KeyError, KeyFile};
+use crate::lock::{LockError, LockGuard, LockMode};
 use crate::snapshot::Snapshot;
 use crate::tree::{Tree, TreeError};
 use rayon::prelude::*;
@@ -16,7 +17,8 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -54,6 +56,8 @@ pub enum RepoError {
     AmbiguousSnapshot(String),
     #[error("cannot remove the key in use ({0}); open the repository with another password")]
     KeyInUse(String),
+    #[error("{0}")]
+    Lock(#[from] LockError),
 }
 
 pub type Result<T> = std::result::Result<T, RepoError>;
@@ -66,6 +70,7 @@ pub struct Repository {
     key: MasterKey,
     key_id: KeyId,
     config: Config,
+    lock: Mutex<Option<LockGuard>>,
 }
 
 impl Repository {
@@ -90,6 +95,7 @@ impl Repository {
             key,
             key_id,
             config,
+            lock: Mutex::new(None),
         };
         let sealed = repo
             .key
@@ -112,6 +118,7 @@ impl Repository {
             key,
             key_id,
             config,
+            lock: Mutex::new(None),
         })
     }
 
@@ -129,6 +136,23 @@ impl Repository {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Takes a repository lock for `command`, waiting up to `wait` for conflicting holders;
+    /// it is held (and refreshed) until the repository is dropped.
+    pub fn lock(&self, mode: LockMode, command: &str, wait: Duration) -> Result<()> {
+        let guard = LockGuard::acquire(self.backend.clone(), &self.key, mode, command, wait)?;
+        *self.lock.lock().expect("lock slot") = Some(guard);
+        Ok(())
+    }
+
+    /// Fails if we took a lock and it can no longer be trusted (see `LockGuard::ensure_valid`).
+    /// Called before every write that others must be able to rely on.
+    pub fn ensure_locked(&self) -> Result<()> {
+        match self.lock.lock().expect("lock slot").as_ref() {
+            Some(guard) => Ok(guard.ensure_valid()?),
+            None => Ok(()),
+        }
     }
 
     pub fn list_keys(&self) -> Result<Vec<(KeyId, Result<KeyFile>)>> {
@@ -186,6 +210,7 @@ impl Repository {
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        self.ensure_locked()?;
         self.save_json(Kind::Snapshot, snap).map(SnapshotId)
     }
 
@@ -386,6 +411,7 @@ impl IndexedRepo {
 
     /// Writes an index file for packs already stored, then records it in the local index.
     pub fn save_index_file(&self, packs: &[PackEntries]) -> Result<IndexId> {
+        self.ensure_locked()?;
         let sealed = indexfile::encode(self.key(), packs);
         let id = Id::hash_of(&sealed);
         self.backend().put(Kind::Index, &id.to_hex(), &sealed)?;

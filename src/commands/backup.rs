@@ -4,6 +4,7 @@ use anyhow::Result;
 use std::path::PathBuf;
 use strata::archiver::{self, BackupOptions, ParentChoice};
 use strata::filter::Patterns;
+use strata::lock::LockMode;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_indexed()?;
+    let repo = ctx.open_locked(LockMode::Shared, "backup")?;
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {
         patterns.extend(Patterns::read_file(f)?);

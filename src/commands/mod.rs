@@ -6,9 +6,12 @@ pub mod check;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod unlock;
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use strata::backend::local::LocalBackend;
+use strata::lock::LockMode;
 use strata::progress::{NoProgress, Progress};
 use strata::repository::{IndexedRepo, Repository};
 
@@ -40,6 +44,13 @@ pub struct GlobalArgs {
     /// Print nothing but errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Let restore, check and mount run without a shared lock (they may then fail if a
+    /// prune runs at the same time); commands that write always lock
+    #[arg(long, global = true)]
+    no_lock: bool,
+    /// Wait up to this long for a conflicting lock to go away, e.g. `5m` (default: fail at once)
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retry_lock: Option<std::time::Duration>,
 }
 
 /// Exit codes (documented in README.md).
@@ -96,7 +107,29 @@ impl Context {
     }
 
     pub fn open_indexed(&self) -> Result<IndexedRepo> {
+        self.index(self.open()?)
+    }
+
+    /// Opens the repository and takes a lock for `command` before loading the index, so
+    /// that an exclusive holder sees an index no one else is changing.
+    pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<IndexedRepo> {
         let repo = self.open()?;
+        let wait = self.args.retry_lock.unwrap_or_default();
+        repo.lock(mode, command, wait).with_context(|| {
+            format!("cannot {command} now (see `strata unlock` if its holder is gone)")
+        })?;
+        self.index(repo)
+    }
+
+    /// For commands that only read: a shared lock, unless `--no-lock`.
+    pub fn open_reading(&self, command: &str) -> Result<IndexedRepo> {
+        match self.args.no_lock {
+            true => self.open_indexed(),
+            false => self.open_locked(LockMode::Shared, command),
+        }
+    }
+
+    fn index(&self, repo: Repository) -> Result<IndexedRepo> {
         let cache = if self.args.no_cache {
             None
         } else {

@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_indexed()?;
+    let repo = ctx.open_reading("restore")?;
     let (spec, subpath) = args
         .snapshot
         .split_once(':')

@@ -1,0 +1,567 @@
+//! Repairs: rebuilding the index from the pack headers alone, and salvaging snapshots that
+//! reference missing or damaged data by writing copies with the affected files cut out.
+use crate::backend::{Entry, Kind};
+use crate::blob::BlobType;
+use crate::id::{BlobId, Id, PackId, SnapshotId};
+use crate::indexfile::PackEntries;
+use crate::pack::{self, BlobEntry, TRAILER_LEN};
+use crate::packer::{INDEX_BATCH_BLOBS, Packer};
+use crate::progress::Progress;
+use crate::repository::{IndexedRepo, RepoError, Result};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind, Tree};
+use crate::vfs::child_path;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+/// Packs whose headers are read in parallel at a time.
+const HEADER_BATCH: usize = 64;
+/// Deeper trees than this are treated as forged.
+const MAX_DEPTH: usize = 1024;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IndexRepair {
+    pub packs: usize,
+    pub blobs: usize,
+    /// Packs whose header is unreadable, with the reason. Their blobs are indexed from the
+    /// old index files where those still list them, otherwise lost.
+    pub unreadable_packs: Vec<(String, String)>,
+    /// Blobs left out because their bytes failed verification (`read_data` only).
+    pub damaged_blobs: Vec<(String, String)>,
+    pub index_files_written: usize,
+    pub index_files_removed: usize,
+}
+
+/// Rebuilds the index from the pack headers: writes new index files listing every readable
+/// pack, then removes the old ones. With `read_data`, every blob is also verified and
+/// damaged ones are left out, so that `repair snapshots` cuts the files that need them.
+/// Needs an exclusive lock.
+pub fn repair_index(
+    repo: &IndexedRepo,
+    read_data: bool,
+    progress: &dyn Progress,
+) -> Result<IndexRepair> {
+    let old_files: Vec<String> = repo
+        .backend()
+        .list(Kind::Index)?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let packs = repo.backend().list(Kind::Pack)?;
+    progress.total(packs.iter().map(|e| e.size).sum());
+    let mut report = IndexRepair::default();
+    let mut pending = Vec::new();
+    let mut unreadable = Vec::new();
+    for batch in packs.chunks(HEADER_BATCH) {
+        let read: Vec<_> = batch
+            .par_iter()
+            .map(|e| (e, read_entries(repo, e, read_data)))
+            .collect();
+        for (entry, result) in read {
+            progress.advance(entry.size);
+            match result {
+                Ok((pack, blobs, damaged)) => {
+                    report.damaged_blobs.extend(damaged);
+                    pending.push(PackEntries { pack, blobs });
+                }
+                Err(reason) => unreadable.push((entry.name.clone(), reason)),
+            }
+            flush_if_full(repo, &mut pending, &mut report, false)?;
+        }
+    }
+    pending.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
+    flush_if_full(repo, &mut pending, &mut report, true)?;
+    report.unreadable_packs = unreadable;
+    report.packs = packs.len() - report.unreadable_packs.len();
+    repo.ensure_locked()?;
+    for name in &old_files {
+        repo.backend().remove(Kind::Index, name)?;
+    }
+    report.index_files_removed = old_files.len();
+    repo.index().clear()?;
+    repo.sync_index()?;
+    Ok(report)
+}
+
+fn flush_if_full(
+    repo: &IndexedRepo,
+    pending: &mut Vec<PackEntries>,
+    report: &mut IndexRepair,
+    last: bool,
+) -> Result<()> {
+    let blobs: usize = pending.iter().map(|p| p.blobs.len()).sum();
+    if blobs >= INDEX_BATCH_BLOBS || (last && !pending.is_empty()) {
+        repo.save_index_file(pending)?;
+        report.index_files_written += 1;
+        report.blobs += blobs;
+        pending.clear();
+    }
+    Ok(())
+}
+
+type PackRead = (PackId, Vec<BlobEntry>, Vec<(String, String)>);
+
+/// The entries of one pack from its header; with `verify`, only those whose bytes are
+/// intact, and the damaged ones with the reason.
+fn read_entries(
+    repo: &IndexedRepo,
+    e: &Entry,
+    verify: bool,
+) -> std::result::Result<PackRead, String> {
+    let id = Id::from_hex(&e.name).ok_or("not a pack name")?;
+    let entries = read_header(repo, e).map_err(|e| e.to_string())?;
+    if !verify {
+        return Ok((PackId(id), entries, Vec::new()));
+    }
+    let bytes = repo
+        .backend()
+        .get(Kind::Pack, &e.name)
+        .map_err(|e| e.to_string())?;
+    let (good, bad): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .map(|b| (b, verify_blob(repo, &bytes, &b)))
+        .partition(|(_, r)| r.is_ok());
+    let damaged = bad
+        .into_iter()
+        .map(|(b, r)| (b.id.0.to_hex(), r.unwrap_err()))
+        .collect();
+    Ok((
+        PackId(id),
+        good.into_iter().map(|(b, _)| b).collect(),
+        damaged,
+    ))
+}
+
+fn verify_blob(repo: &IndexedRepo, pack: &[u8], e: &BlobEntry) -> std::result::Result<(), String> {
+    let stored = pack
+        .get(e.offset as usize..e.offset as usize + e.length as usize)
+        .ok_or("beyond the end of the pack")?;
+    crate::blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Reads only a pack's trailer and header.
+fn read_header(repo: &IndexedRepo, e: &Entry) -> Result<Vec<BlobEntry>> {
+    let b = repo.backend();
+    let bad = |reason: String| RepoError::Damaged {
+        kind: Kind::Pack,
+        name: e.name.clone(),
+        reason,
+    };
+    if e.size < TRAILER_LEN as u64 {
+        return Err(bad("too short to hold a trailer".into()));
+    }
+    let trailer = b.get_range(
+        Kind::Pack,
+        &e.name,
+        e.size - TRAILER_LEN as u64,
+        TRAILER_LEN as u64,
+    )?;
+    let hlen = pack::header_length(&trailer).map_err(|x| bad(x.to_string()))? as u64;
+    let data_len = e
+        .size
+        .checked_sub(TRAILER_LEN as u64 + hlen)
+        .ok_or_else(|| bad(format!("header length {hlen} is impossible")))?;
+    let header = b.get_range(Kind::Pack, &e.name, data_len, hlen)?;
+    pack::decode_header(repo.key(), &header, data_len).map_err(|x| bad(x.to_string()))
+}
+
+/// Entries that readable old index files list for packs whose header is unreadable.
+fn salvage_from_old_index(
+    repo: &IndexedRepo,
+    old_files: &[String],
+    unreadable: &[(String, String)],
+) -> Result<Vec<PackEntries>> {
+    let wanted: HashSet<String> = unreadable.iter().map(|(n, _)| n.clone()).collect();
+    let mut found: HashMap<PackId, PackEntries> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    for name in old_files {
+        let Ok(packs) = repo.read_index_file(name) else {
+            continue;
+        };
+        for p in packs
+            .into_iter()
+            .filter(|p| wanted.contains(&p.pack.0.to_hex()))
+        {
+            found.entry(p.pack).or_insert(p);
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// What `repair snapshots` did for one snapshot that needed it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SalvagedSnapshot {
+    pub original: SnapshotId,
+    /// The repaired copy (None when nothing could be kept, or on a dry run).
+    pub repaired: Option<SnapshotId>,
+    /// Paths cut out (a directory stands for everything below it), with the reason.
+    pub lost: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SnapshotRepair {
+    pub snapshots_checked: usize,
+    pub salvaged: Vec<SalvagedSnapshot>,
+    /// Snapshot objects that cannot be read at all: nothing in them can be salvaged.
+    pub unreadable: Vec<(String, String)>,
+    pub originals_removed: usize,
+}
+
+pub struct SnapshotRepairOptions {
+    /// Verify every referenced data blob, not only that the index lists it.
+    pub read_data: bool,
+    /// Remove each original once its repaired copy is written.
+    pub forget: bool,
+    pub dry_run: bool,
+}
+
+/// Writes, for every snapshot that references missing or damaged blobs, a copy with the
+/// affected files and directories cut out, tagged `repaired`.
+pub fn repair_snapshots(
+    repo: &IndexedRepo,
+    opts: &SnapshotRepairOptions,
+    progress: &dyn Progress,
+) -> Result<SnapshotRepair> {
+    let (snapshots, bad) = repo.snapshots()?;
+    let packer = Packer::new(repo, opts.dry_run);
+    let mut salvager = Salvager {
+        repo,
+        packer: &packer,
+        read_data: opts.read_data,
+        trees: HashMap::new(),
+        active: HashSet::new(),
+        blobs: HashMap::new(),
+    };
+    let mut report = SnapshotRepair {
+        snapshots_checked: snapshots.len(),
+        unreadable: bad
+            .iter()
+            .map(|(id, e)| (id.0.to_hex(), e.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut repaired = Vec::new();
+    for (id, snap) in &snapshots {
+        progress.item(&id.0.short());
+        let (tree, lost) = salvager.root(snap.tree)?;
+        if lost.is_empty() {
+            continue;
+        }
+        repaired.push((*id, snap.clone(), tree, lost));
+    }
+    packer.flush()?;
+    for (id, snap, tree, lost) in repaired {
+        let copy = match (tree, opts.dry_run) {
+            (Some(tree), false) => Some(repo.save_snapshot(&repaired_copy(&snap, id, tree))?),
+            _ => None,
+        };
+        if opts.forget && !opts.dry_run {
+            repo.ensure_locked()?;
+            repo.backend().remove(Kind::Snapshot, &id.0.to_hex())?;
+            report.originals_removed += 1;
+        }
+        report.salvaged.push(SalvagedSnapshot {
+            original: id,
+            repaired: copy,
+            lost,
+        });
+    }
+    Ok(report)
+}
+
+fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: BlobId) -> Snapshot {
+    let mut copy = snap.clone();
+    copy.tree = tree;
+    copy.parent = Some(original);
+    if !copy.has_tag("repaired") {
+        copy.tags.push("repaired".into());
+    }
+    copy
+}
+
+/// A rewritten tree: its new id (None: unreadable, cut) and what was cut below it, as
+/// paths relative to it.
+type Rewritten = (Option<BlobId>, Vec<(String, String)>);
+
+struct Salvager<'a> {
+    repo: &'a IndexedRepo,
+    packer: &'a Packer<'a>,
+    read_data: bool,
+    /// Trees already rewritten, so shared subtrees are handled once.
+    trees: HashMap<BlobId, Rewritten>,
+    /// Trees on the current path from the root.
+    active: HashSet<BlobId>,
+    /// Data blobs already judged: None = intact, Some(reason) = missing or damaged.
+    blobs: HashMap<BlobId, Option<String>>,
+}
+
+impl Salvager<'_> {
+    /// The rewritten root tree and the paths cut below it.
+    fn root(&mut self, tree: BlobId) -> Result<Rewritten> {
+        let (id, lost) = self.tree(tree)?;
+        let lost = lost
+            .into_iter()
+            .map(|(p, why)| (format!("/{p}"), why))
+            .collect::<Vec<_>>();
+        match id {
+            None => Ok((None, vec![("/".into(), lost_root_reason(&lost))])),
+            Some(id) => Ok((Some(id), lost)),
+        }
+    }
+
+    /// Depth-first: each distinct tree is rewritten once, after its subtrees. A tree that
+    /// contains itself, or lies deeper than any real file system, is cut as unreadable.
+    fn tree(&mut self, id: BlobId) -> Result<Rewritten> {
+        if let Some(done) = self.trees.get(&id) {
+            return Ok(done.clone());
+        }
+        if self.active.len() >= MAX_DEPTH || !self.active.insert(id) {
+            return Ok((
+                None,
+                vec![(String::new(), "tree cycle or nesting too deep".into())],
+            ));
+        }
+        let result = match self.repo.load_tree(&id) {
+            Err(e) => (None, vec![(String::new(), e.to_string())]),
+            Ok(tree) => self.rewrite(id, tree)?,
+        };
+        self.active.remove(&id);
+        self.trees.insert(id, result.clone());
+        Ok(result)
+    }
+
+    fn rewrite(&mut self, id: BlobId, tree: Tree) -> Result<Rewritten> {
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        let mut lost = Vec::new();
+        for mut node in tree.nodes {
+            let path = child_path("", &node.name)
+                .trim_start_matches('/')
+                .to_string();
+            let (keep, below) = self.node(&mut node)?;
+            lost.extend(below.into_iter().map(|(p, why)| (join(&path, &p), why)));
+            if keep {
+                nodes.push(node);
+            }
+        }
+        if lost.is_empty() {
+            return Ok((Some(id), lost));
+        }
+        let (new_id, _) = self
+            .packer
+            .save(BlobType::Tree, &Tree::new(nodes).encode())?;
+        Ok((Some(new_id), lost))
+    }
+
+    /// Whether to keep the node (its subtree id updated), and what was cut at or below it.
+    fn node(&mut self, node: &mut Node) -> Result<(bool, Vec<(String, String)>)> {
+        if let Some(sub) = node.subtree() {
+            let (new_id, lost) = self.tree(sub)?;
+            if let (Some(new_id), NodeKind::Dir { subtree }) = (new_id, &mut node.kind) {
+                *subtree = new_id;
+            }
+            return Ok((new_id.is_some(), lost));
+        }
+        let bad = node.content().iter().find_map(|c| self.blob_problem(&c.id));
+        Ok(match bad {
+            None => (true, Vec::new()),
+            Some(why) => (false, vec![(String::new(), why)]),
+        })
+    }
+
+    fn blob_problem(&mut self, id: &BlobId) -> Option<String> {
+        if let Some(verdict) = self.blobs.get(id) {
+            return verdict.clone();
+        }
+        let verdict = match self.read_data {
+            true => self.repo.read_blob(id).err().map(|e| e.to_string()),
+            false => self.repo.locate(id).err().map(|e| e.to_string()),
+        };
+        self.blobs.insert(*id, verdict.clone());
+        verdict
+    }
+}
+
+fn join(dir: &str, rest: &str) -> String {
+    match rest.is_empty() {
+        true => dir.to_string(),
+        false => format!("{dir}/{rest}"),
+    }
+}
+
+fn lost_root_reason(lost: &[(String, String)]) -> String {
+    lost.first()
+        .map(|(_, why)| format!("the root tree is unreadable: {why}"))
+        .unwrap_or_else(|| "the root tree is unreadable".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::tests::snapshot_of;
+    use crate::checker::{self, ReadData};
+    use crate::packer::tests::{indexed_repo, random_blob};
+    use crate::progress::NoProgress;
+    use crate::repository::Repository;
+    use crate::tree::tests::{dir_of, file_of};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// One snapshot: `/sub/f0..f7` (one 1000-byte blob each, about four per pack) and `/g`.
+    fn fixture() -> (tempfile::TempDir, Vec<BlobId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 4096);
+        let packer = Packer::new(&repo, false);
+        let mut ids = Vec::new();
+        let mut files = Vec::new();
+        for i in 0..8u32 {
+            let (id, _) = packer.save(BlobType::Data, &random_blob(i)).unwrap();
+            ids.push(id);
+            files.push(file_of(&format!("f{i}"), &[(id, 1000)]));
+        }
+        let (sub, _) = packer
+            .save(BlobType::Tree, &Tree::new(files).encode())
+            .unwrap();
+        packer.flush().unwrap(); // the subtree gets a pack of its own
+        let (g, _) = packer.save(BlobType::Data, &random_blob(99)).unwrap();
+        let root = Tree::new(vec![dir_of("sub", sub), file_of("g", &[(g, 1000)])]);
+        let (root, _) = packer.save(BlobType::Tree, &root.encode()).unwrap();
+        packer.flush().unwrap();
+        repo.save_snapshot(&snapshot_of(root)).unwrap();
+        ids.push(g);
+        (dir, ids)
+    }
+
+    fn reopen(dir: &Path) -> IndexedRepo {
+        let backend = Arc::new(crate::backend::local::LocalBackend::new(dir.join("repo")));
+        Repository::open(backend, b"pw")
+            .unwrap()
+            .open_index(None)
+            .unwrap()
+    }
+
+    fn pack_file(dir: &Path, repo: &IndexedRepo, blob: &BlobId) -> std::path::PathBuf {
+        let hex = repo.locate(blob).unwrap().pack.0.to_hex();
+        dir.join("repo/data").join(&hex[..2]).join(hex)
+    }
+
+    fn flip_byte(path: &Path, offset: u64) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[offset as usize] ^= 0x40;
+        std::fs::write(path, &bytes).unwrap();
+    }
+
+    fn check_errors(dir: &Path) -> usize {
+        let report = checker::check(&reopen(dir), ReadData::All, &NoProgress).unwrap();
+        report.errors.len()
+    }
+
+    #[test]
+    fn the_index_is_rebuilt_from_pack_headers_alone() {
+        let (dir, ids) = fixture();
+        let index_dir = dir.path().join("repo/index");
+        for f in std::fs::read_dir(&index_dir).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        assert!(check_errors(dir.path()) > 0);
+        let r = repair_index(&reopen(dir.path()), false, &NoProgress).unwrap();
+        assert_eq!(r.blobs, ids.len() + 2, "{r:?}");
+        assert!(r.unreadable_packs.is_empty() && r.index_files_removed == 0);
+        assert_eq!(check_errors(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_pack_with_a_damaged_header_keeps_its_old_index_entries() {
+        let (dir, ids) = fixture();
+        let repo = reopen(dir.path());
+        let pack = pack_file(dir.path(), &repo, &ids[0]);
+        let len = std::fs::metadata(&pack).unwrap().len();
+        flip_byte(&pack, len - 20);
+        let r = repair_index(&repo, false, &NoProgress).unwrap();
+        assert_eq!(r.unreadable_packs.len(), 1, "{r:?}");
+        reopen(dir.path())
+            .read_blob(&ids[0])
+            .expect("still indexed from the old file");
+    }
+
+    #[test]
+    fn files_with_missing_blobs_are_cut_from_a_repaired_copy() {
+        let (dir, ids) = fixture();
+        let repo = reopen(dir.path());
+        std::fs::remove_file(pack_file(dir.path(), &repo, &ids[0])).unwrap();
+        repair_index(&repo, false, &NoProgress).unwrap();
+        let opts = SnapshotRepairOptions {
+            read_data: false,
+            forget: true,
+            dry_run: false,
+        };
+        let r = repair_snapshots(&reopen(dir.path()), &opts, &NoProgress).unwrap();
+        assert_eq!(r.salvaged.len(), 1, "{r:?}");
+        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(
+            !lost.is_empty() && lost.iter().all(|p| p.starts_with("/sub/f")),
+            "{lost:?}"
+        );
+        assert!(lost.len() < 8, "only the files in the lost pack go");
+        assert_eq!(r.originals_removed, 1);
+        assert_eq!(check_errors(dir.path()), 0);
+        let repo = reopen(dir.path());
+        let (_, snap) = repo.find_snapshot("latest").unwrap();
+        assert!(snap.has_tag("repaired"));
+        let kept = crate::vfs::node_at(&repo, snap.tree, b"/g").unwrap();
+        assert_eq!(
+            crate::vfs::read_range(&repo, &kept, 0, 1000).unwrap(),
+            random_blob(99)
+        );
+        let again = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        assert!(again.salvaged.is_empty());
+    }
+
+    #[test]
+    fn damaged_blobs_are_found_only_when_reading_data() {
+        let (dir, ids) = fixture();
+        let repo = reopen(dir.path());
+        let loc = repo.locate(&ids[8]).unwrap();
+        let pack = pack_file(dir.path(), &repo, &ids[8]);
+        flip_byte(&pack, loc.entry.offset as u64 + 100);
+        let mut opts = SnapshotRepairOptions {
+            read_data: false,
+            forget: false,
+            dry_run: true,
+        };
+        assert!(
+            repair_snapshots(&repo, &opts, &NoProgress)
+                .unwrap()
+                .salvaged
+                .is_empty()
+        );
+        opts.read_data = true;
+        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        assert_eq!(r.salvaged[0].lost.len(), 1);
+        assert_eq!(r.salvaged[0].lost[0].0, "/g");
+        assert!(r.salvaged[0].repaired.is_none(), "dry run writes nothing");
+        assert_eq!(repo.snapshot_ids().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_subtree_cuts_its_directory() {
+        let (dir, _) = fixture();
+        let repo = reopen(dir.path());
+        let (_, snap) = repo.find_snapshot("latest").unwrap();
+        let sub = crate::vfs::node_at(&repo, snap.tree, b"/sub").unwrap();
+        let pack = pack_file(dir.path(), &repo, &sub.subtree().unwrap());
+        std::fs::remove_file(pack).unwrap();
+        let opts = SnapshotRepairOptions {
+            read_data: false,
+            forget: false,
+            dry_run: false,
+        };
+        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let lost = &r.salvaged[0].lost;
+        assert!(lost.iter().any(|(p, _)| p == "/sub"), "{lost:?}");
+    }
+}
