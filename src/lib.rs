@@ -14,6 +14,7 @@ pub mod key;
 pub mod names;
 pub mod pack;
 pub mod packer;
+pub mod policy;
 pub mod progress;
 pub mod repository;
 pub mod restorer;
