@@ -25,18 +25,22 @@ pub enum PolicyError {
     WouldEmptyGroup(String),
 }
 
-/// How many buckets a counting rule keeps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How many buckets a counting rule keeps; `Limit(0)` (the default) turns the rule off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Count {
-    #[default]
-    Off,
     Limit(u32),
     Unlimited,
 }
 
+impl Default for Count {
+    fn default() -> Count {
+        Count::Limit(0)
+    }
+}
+
 impl Count {
     fn active(self) -> bool {
-        !matches!(self, Count::Off | Count::Limit(0))
+        self != Count::Limit(0)
     }
 
     fn use_one(&mut self) {
