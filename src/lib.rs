@@ -15,6 +15,7 @@ pub mod lock;
 pub mod names;
 pub mod pack;
 pub mod packer;
+pub mod policy;
 pub mod progress;
 pub mod pruner;
 pub mod repair;

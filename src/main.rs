@@ -35,6 +35,8 @@ enum Command {
     Key(commands::key::Args),
     /// Show sizes, deduplication and compression
     Stats(commands::stats::Args),
+    /// Remove snapshots by id or by a retention policy (then `--prune` to free space)
+    Forget(commands::forget::Args),
     /// Delete data no snapshot uses
     Prune(commands::prune::PruneArgs),
     /// Rebuild the index, or salvage damaged snapshots
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&ctx, a),
         Command::Key(a) => commands::key::run(&ctx, a),
         Command::Stats(a) => commands::stats::run(&ctx, a),
+        Command::Forget(a) => commands::forget::run(&ctx, a),
         Command::Prune(a) => commands::prune::run(&ctx, a),
         Command::Repair(a) => commands::repair::run(&ctx, a),
         Command::Unlock(a) => commands::unlock::run(&ctx, a),

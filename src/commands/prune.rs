@@ -16,7 +16,7 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
-fn percent(s: &str) -> Result<f64, String> {
+pub fn percent(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim_end_matches('%')
         .parse()
@@ -29,18 +29,7 @@ fn percent(s: &str) -> Result<f64, String> {
 
 pub fn run(ctx: &Context, args: PruneArgs) -> Result<Outcome> {
     let repo = ctx.open_locked(LockMode::Exclusive, "prune")?;
-    prune_locked(ctx, &repo, &args)
-}
-
-/// Prunes a repository the caller holds an exclusive lock on (also used by `forget --prune`).
-pub fn prune_locked(ctx: &Context, repo: &IndexedRepo, args: &PruneArgs) -> Result<Outcome> {
-    let opts = PruneOptions {
-        max_unused_percent: args.max_unused,
-        dry_run: args.dry_run,
-    };
-    let progress = ctx.progress("repack");
-    let report = pruner::prune(repo, &opts, progress.as_ref())?;
-    drop(progress);
+    let report = prune_locked(ctx, &repo, &args)?;
     match ctx.args.json {
         true => ctx.print_json(&report)?,
         false => print(ctx, &report)?,
@@ -48,7 +37,17 @@ pub fn prune_locked(ctx: &Context, repo: &IndexedRepo, args: &PruneArgs) -> Resu
     Ok(Outcome::Ok)
 }
 
-fn print(ctx: &Context, r: &PruneReport) -> Result<()> {
+/// Prunes a repository the caller holds an exclusive lock on (also used by `forget --prune`).
+pub fn prune_locked(ctx: &Context, repo: &IndexedRepo, args: &PruneArgs) -> Result<PruneReport> {
+    let opts = PruneOptions {
+        max_unused_percent: args.max_unused,
+        dry_run: args.dry_run,
+    };
+    let progress = ctx.progress("repack");
+    Ok(pruner::prune(repo, &opts, progress.as_ref())?)
+}
+
+pub fn print(ctx: &Context, r: &PruneReport) -> Result<()> {
     let would = if r.dry_run { "would " } else { "" };
     ctx.say(&format!(
         "{} snapshots use {} of {} in {} packs",
