@@ -186,6 +186,9 @@ pub fn check(
 ) -> Result<CheckReport, RepoError> {
     let mut report = CheckReport::default();
 
+    progress.item("keys");
+    check_keys(repo, &mut report.errors)?;
+
     progress.item("index");
     let index = load_index(repo, &mut report.errors)?;
     report.packs = index.packs.len() as u64;
@@ -282,6 +285,22 @@ pub fn check(
 }
 
 /// Reads every index file in the repository; unreadable ones become problems.
+/// Every key file must parse and, when it carries a MAC, match the master key.
+fn check_keys(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<(), RepoError> {
+    for (id, file) in repo.list_keys()? {
+        let verdict = file.and_then(|f| {
+            f.verify(repo.key()).map_err(|source| RepoError::Key {
+                id: id.0.to_hex(),
+                source,
+            })
+        });
+        if let Err(e) = verdict {
+            problems.push(Problem::new("key", id.0.to_hex(), format!("{e}")));
+        }
+    }
+    Ok(())
+}
+
 fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexView, RepoError> {
     let mut view = IndexView::default();
     let known_bad: HashMap<&str, &str> = repo

@@ -3,8 +3,11 @@
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
-/// The on-disk format version this build reads and writes (see repo-format.md).
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes (see repo-format.md).
+pub const FORMAT_VERSION: u32 = 2;
+/// The versions this build reads: version 1 lacks key-file MACs and defined locks, and
+/// everything it stores means the same in version 2.
+pub const READABLE_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkerParams {
@@ -67,9 +70,9 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.version != FORMAT_VERSION {
+        if !READABLE_VERSIONS.contains(&self.version) {
             return Err(format!(
-                "repository format version {} is not supported (this strata reads version {FORMAT_VERSION})",
+                "repository format version {} is not supported (this strata reads versions 1 to {FORMAT_VERSION})",
                 self.version
             ));
         }

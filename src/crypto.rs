@@ -61,6 +61,13 @@ impl MasterKey {
         BlobId(Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes()))
     }
 
+    /// A keyed BLAKE3 MAC of `data` for one purpose (`context`), with a key derived from the
+    /// id key: lets a holder of the master key verify objects it does not encrypt.
+    pub fn mac(&self, context: &str, data: &[u8]) -> [u8; 32] {
+        let key = blake3::derive_key(context, &self.id);
+        *blake3::keyed_hash(&key, data).as_bytes()
+    }
+
     /// The gear-table seed for content-defined chunking, derived from the id key so that
     /// chunk boundaries do not reveal content to someone without the key.
     pub fn chunker_seed(&self) -> u64 {

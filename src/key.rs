@@ -72,19 +72,48 @@ pub struct KeyFile {
     pub username: String,
     pub kdf: KdfParams,
     pub data: String,
+    /// Hex of `MasterKey::mac(KEY_MAC_CONTEXT, …)` over the other fields, so that anyone
+    /// holding the master key can tell a damaged key file from one with another password.
+    /// Absent in key files written by format version 1.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
+
+const KEY_MAC_CONTEXT: &str = "strata 2026 key file mac";
 
 impl KeyFile {
     pub fn new(master: &MasterKey, password: &[u8], kdf: KdfParams) -> Result<KeyFile, KeyError> {
         let wrapping = kdf.derive(password)?;
         let plain = serde_json::to_vec(master)?;
-        Ok(KeyFile {
+        let mut file = KeyFile {
             created: chrono::Utc::now().to_rfc3339(),
             host: crate::sysinfo::hostname(),
             username: crate::sysinfo::username(),
             kdf,
             data: hex::encode(wrapping.encrypt(&plain)),
-        })
+            mac: String::new(),
+        };
+        file.mac = hex::encode(file.expected_mac(master));
+        Ok(file)
+    }
+
+    /// The MAC input: every other field, as compact JSON in declaration order.
+    fn expected_mac(&self, master: &MasterKey) -> [u8; 32] {
+        let signed =
+            serde_json::json!([self.created, self.host, self.username, self.kdf, self.data]);
+        master.mac(KEY_MAC_CONTEXT, signed.to_string().as_bytes())
+    }
+
+    /// Checks the file against the repository's master key: Ok(false) when it carries no
+    /// MAC (format version 1), an error when it has been altered.
+    pub fn verify(&self, master: &MasterKey) -> Result<bool, KeyError> {
+        if self.mac.is_empty() {
+            return Ok(false);
+        }
+        match hex::encode(self.expected_mac(master)) == self.mac {
+            true => Ok(true),
+            false => Err(KeyError::Damaged(CryptoError::Authentication)),
+        }
     }
 
     pub fn random_id() -> KeyId {
@@ -107,7 +136,9 @@ impl KeyFile {
             CryptoError::Authentication => KeyError::WrongPassword,
             other => KeyError::Damaged(other),
         })?;
-        Ok(serde_json::from_slice(&plain)?)
+        let master: MasterKey = serde_json::from_slice(&plain)?;
+        self.verify(&master)?;
+        Ok(master)
     }
 }
 
@@ -126,6 +157,21 @@ mod tests {
         let parsed = KeyFile::parse(&kf.to_bytes()).unwrap();
         let opened = parsed.open(b"pw").unwrap();
         assert_eq!(opened.blob_id(b"a"), master.blob_id(b"a"));
+    }
+
+    #[test]
+    fn altered_key_files_fail_verification_with_the_master_key() {
+        let master = MasterKey::random();
+        let file = KeyFile::new(&master, b"pw", fast()).unwrap();
+        assert_eq!(file.verify(&master).unwrap(), true);
+        let mut altered = file.clone();
+        altered.host.push('x');
+        assert!(matches!(altered.verify(&master), Err(KeyError::Damaged(_))));
+        assert!(matches!(altered.open(b"pw"), Err(KeyError::Damaged(_))));
+        let mut old = file.clone();
+        old.mac.clear();
+        assert_eq!(old.verify(&master).unwrap(), false);
+        old.open(b"pw").unwrap();
     }
 
     #[test]
