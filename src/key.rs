@@ -163,14 +163,14 @@ mod tests {
     fn altered_key_files_fail_verification_with_the_master_key() {
         let master = MasterKey::random();
         let file = KeyFile::new(&master, b"pw", fast()).unwrap();
-        assert_eq!(file.verify(&master).unwrap(), true);
+        assert!(file.verify(&master).unwrap());
         let mut altered = file.clone();
         altered.host.push('x');
         assert!(matches!(altered.verify(&master), Err(KeyError::Damaged(_))));
         assert!(matches!(altered.open(b"pw"), Err(KeyError::Damaged(_))));
         let mut old = file.clone();
         old.mac.clear();
-        assert_eq!(old.verify(&master).unwrap(), false);
+        assert!(!old.verify(&master).unwrap());
         old.open(b"pw").unwrap();
     }
 
