@@ -129,6 +129,9 @@ struct Archiver<'a> {
     progress: &'a dyn Progress,
     counters: Counters,
     errors: Mutex<Vec<(String, String)>>,
+    /// The first error writing to the repository (a full disk, say): it ends the backup,
+    /// unlike an unreadable source file.
+    fatal: Mutex<Option<RepoError>>,
     names: Mutex<HashMap<(bool, u32), String>>,
     seed: u64,
 }
@@ -154,11 +157,16 @@ pub fn backup(
         progress,
         counters: Counters::default(),
         errors: Mutex::default(),
+        fatal: Mutex::default(),
         names: Mutex::default(),
         seed: repo.key().chunker_seed(),
     };
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
-    let tree = archiver.skeleton_dir(Path::new("/"), &Skeleton::build(&paths), parent_tree)?;
+    let tree = archiver.skeleton_dir(Path::new("/"), &Skeleton::build(&paths), parent_tree);
+    if let Some(e) = archiver.fatal.lock().expect("fatal lock").take() {
+        return Err(e.into());
+    }
+    let tree = tree?;
     let stats = archiver.packer.flush()?;
     let mut summary = archiver.summary();
     summary.bytes_added = stats.bytes;
@@ -242,6 +250,18 @@ impl Archiver<'_> {
         self.packer.repo()
     }
 
+    /// Records a repository error as fatal and turns it into an I/O error that ends the
+    /// file being read.
+    fn fail(&self, e: RepoError) -> std::io::Error {
+        let message = e.to_string();
+        self.fatal.lock().expect("fatal lock").get_or_insert(e);
+        std::io::Error::other(message)
+    }
+
+    fn failed(&self) -> bool {
+        self.fatal.lock().expect("fatal lock").is_some()
+    }
+
     fn error(&self, path: &Path, message: impl ToString) {
         let entry = (path.display().to_string(), message.to_string());
         self.errors.lock().expect("errors lock").push(entry);
@@ -310,6 +330,9 @@ impl Archiver<'_> {
         parent: Option<&Node>,
         root_dev: u64,
     ) -> Option<Node> {
+        if self.failed() {
+            return None;
+        }
         let result = if meta.is_dir() {
             self.dir(path, &meta, parent, root_dev)
         } else if meta.is_file() {
@@ -340,9 +363,10 @@ impl Archiver<'_> {
         } else {
             self.dir_entries(path, parent_id, root_dev)?
         };
-        let subtree = self
-            .save_tree(nodes, parent_id)
-            .map_err(std::io::Error::other)?;
+        let subtree = self.save_tree(nodes, parent_id).map_err(|e| match e {
+            ArchiveError::Repo(e) => self.fail(e),
+            other => std::io::Error::other(other),
+        })?;
         Ok(NodeKind::Dir { subtree })
     }
 
@@ -448,7 +472,7 @@ impl Archiver<'_> {
         let (id, _) = self
             .packer
             .save(BlobType::Data, data)
-            .map_err(std::io::Error::other)?;
+            .map_err(|e| self.fail(e))?;
         bump(&self.counters.bytes_read, data.len() as u64);
         self.progress.advance(data.len() as u64);
         Ok(ChunkRef {

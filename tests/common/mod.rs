@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod compare;
+pub mod digest;
 pub mod e2e;
 pub mod fsutil;
 pub mod repo;

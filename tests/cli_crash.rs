@@ -1,0 +1,333 @@
+//! Crash safety and concurrency, end to end: backups killed with SIGKILL at random moments,
+//! two backups at once, prune started during a backup, and a repository whose disk fills up.
+//! After each, `check` passes and every snapshot restores bit-exact.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::digest::*;
+use common::e2e::*;
+use common::*;
+
+const MIB: usize = 1 << 20;
+
+/// Four 48 MiB incompressible files and 300 small ones: about 200 MiB.
+fn big_tree(src: &Path, seed: u64) {
+    for i in 0..4 {
+        write_random_file(&src.join(format!("big{i}")), 48 * MIB, seed * 100 + i);
+    }
+    small_files(src, seed, 0..300);
+}
+
+fn small_files(src: &Path, seed: u64, range: std::ops::Range<u64>) {
+    let dir = src.join("small");
+    fs::create_dir_all(&dir).unwrap();
+    for i in range {
+        let size = (Rng::new(seed ^ i).below(64 * 1024)) as usize;
+        write_random_file(&dir.join(format!("f{i}")), size, seed * 1000 + i);
+    }
+}
+
+fn backup(repo: &TestRepo, src: &Path) -> String {
+    let v = repo.json([OsStr::new("backup"), src.as_os_str()]);
+    field_str(&v, "snapshot_id").to_string()
+}
+
+fn spawn(repo: &TestRepo, args: &[&OsStr]) -> Child {
+    repo.cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata")
+}
+
+/// A scratch directory on tmpfs when there is one (restores are then not slowed by disk
+/// writeback), else below the repository's temporary directory.
+fn restore_root(repo: &TestRepo) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let base = match shm.is_dir() {
+        true => shm.to_path_buf(),
+        false => repo.path().to_path_buf(),
+    };
+    tempfile::Builder::new()
+        .prefix("strata-restore-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// Restores every `(snapshot, digest of src when it was taken)` (a few at a time) and
+/// compares each with its digest.
+fn assert_all_restore(repo: &TestRepo, src: &Path, history: &[(String, Digest)]) {
+    let root = restore_root(repo);
+    for group in history.chunks(3) {
+        std::thread::scope(|s| {
+            for (i, (snap, want)) in group.iter().enumerate() {
+                let target = root.path().join(format!("{i}"));
+                s.spawn(move || {
+                    repo.ok(restore_args(snap, &target, &[]));
+                    let got = digest_tree(&restored_path(&target, src));
+                    assert_same_digest(want, &got, &format!("snapshot {snap}"));
+                    fs::remove_dir_all(&target).unwrap();
+                });
+            }
+        });
+    }
+}
+
+/// Edits the tree for round `round`: one big file rewritten, ten small files added, one
+/// removed.
+fn mutate(src: &Path, round: u64) {
+    write_random_file(
+        &src.join(format!("big{}", round % 4)),
+        48 * MIB,
+        7000 + round,
+    );
+    small_files(src, 500 + round, 300 + round * 10..310 + round * 10);
+    let _ = fs::remove_file(src.join("small").join(format!("f{round}")));
+}
+
+fn check_passes(repo: &TestRepo) -> String {
+    stdout(&repo.ok(["check"])).to_string()
+}
+
+/// Every repository object but the locks, with its size. Object names are content hashes,
+/// so an object that keeps its name and size and still passes `check` is unchanged.
+fn objects(repo: &TestRepo) -> Vec<(PathBuf, u64)> {
+    let locks = repo.repo_path().join("locks");
+    list_files(&repo.repo_path())
+        .into_iter()
+        .filter(|p| !p.starts_with(&locks))
+        .map(|p| {
+            let len = fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect()
+}
+
+/// Twenty backups killed with SIGKILL after a random delay (up to the time a backup of the
+/// same change took). After every kill: no earlier object is gone or changed, `check`
+/// passes, the first and the newest earlier snapshots restore bit-exact (every fifth round
+/// and at the end: all of them), and the next backup succeeds.
+#[test]
+fn backups_killed_at_random_moments_leave_every_snapshot_restorable() {
+    let (repo, src) = init_with_src();
+    big_tree(&src, 1);
+    let mut history = vec![(backup(&repo, &src), digest_tree(&src))];
+    let mut rng = Rng::new(20261125);
+    let mut typical = Duration::from_millis(1500);
+    let (mut killed, mut unused_seen) = (0, false);
+    for round in 0..20 {
+        mutate(&src, round);
+        let before = objects(&repo);
+        let mut child = spawn(&repo, &[OsStr::new("backup"), src.as_os_str()]);
+        std::thread::sleep(Duration::from_millis(
+            rng.below(typical.as_millis() as u64 + 1),
+        ));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+
+        let after = objects(&repo);
+        assert!(
+            before.iter().all(|o| after.contains(o)),
+            "round {round}: an object changed"
+        );
+        unused_seen |= check_passes(&repo).contains("unused data");
+        let everything = round % 5 == 4;
+        let some = [history[0].clone(), history[history.len() - 1].clone()];
+        assert_all_restore(&repo, &src, if everything { &history } else { &some });
+        let started = Instant::now();
+        history.push((backup(&repo, &src), digest_tree(&src)));
+        typical = started.elapsed();
+    }
+    assert!(
+        killed >= 10,
+        "only {killed} of 20 backups were still running when killed"
+    );
+    assert!(
+        unused_seen,
+        "no kill ever left unused data behind: the kills came too late"
+    );
+    repo.ok(["check", "--read-data"]);
+    assert_all_restore(&repo, &src, &history);
+}
+
+#[test]
+fn two_backups_started_at_the_same_moment_both_land() {
+    let repo = fast_repo();
+    let (a, b) = (repo.scratch("a"), repo.scratch("b"));
+    for (dir, seed) in [(&a, 1), (&b, 2)] {
+        write_random_file(&dir.join("big"), 40 * MIB, seed);
+        small_files(dir, seed, 0..200);
+    }
+    let children: Vec<Child> = [&a, &b]
+        .iter()
+        .map(|d| {
+            spawn(
+                &repo,
+                &[OsStr::new("backup"), d.as_os_str(), OsStr::new("--json")],
+            )
+        })
+        .collect();
+    let ids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            field_str(&v, "snapshot_id").to_string()
+        })
+        .collect();
+    let history: Vec<(String, Digest)> = ids
+        .iter()
+        .zip([&a, &b])
+        .map(|(id, d)| (id.clone(), digest_tree(d)))
+        .collect();
+    for ((id, want), dir) in history.iter().zip([&a, &b]) {
+        assert_all_restore(&repo, dir, &[(id.clone(), want.clone())]);
+    }
+    repo.ok(["check", "--read-data"]);
+}
+
+fn lock_count(repo: &TestRepo) -> usize {
+    fs::read_dir(repo.repo_path().join("locks"))
+        .unwrap()
+        .count()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn prune_started_during_a_backup_waits_for_it_and_loses_nothing() {
+    let (repo, src) = init_with_src();
+    write_random_file(&src.join("kept"), 20 * MIB, 1);
+    let kept = (backup(&repo, &src), digest_tree(&src));
+    write_random_file(&src.join("dropped"), 20 * MIB, 2);
+    let dropped = backup(&repo, &src);
+    fs::remove_file(src.join("dropped")).unwrap();
+    repo.ok(["forget", &dropped]);
+    big_tree(&src, 3);
+
+    let mut backup_run = spawn(&repo, &[OsStr::new("backup"), src.as_os_str()]);
+    wait_for("the backup's lock", || lock_count(&repo) > 0);
+    let before = list_files(&repo.repo_path());
+    let refused = run_expect(&repo, ["prune"], 1);
+    assert!(
+        stderr(&refused).contains("locked by a shared lock of `backup`"),
+        "{}",
+        stderr(&refused)
+    );
+    let prune = spawn(
+        &repo,
+        &[
+            OsStr::new("prune"),
+            OsStr::new("--retry-lock"),
+            OsStr::new("10m"),
+            OsStr::new("--json"),
+        ],
+    );
+    assert!(
+        backup_run.try_wait().unwrap().is_none(),
+        "the backup ended before prune started"
+    );
+    let after = list_files(&repo.repo_path());
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "the refused prune removed something"
+    );
+
+    let backed = backup_run.wait_with_output().unwrap();
+    assert_eq!(code(&backed), 0, "{}", stderr(&backed));
+    let pruned = prune.wait_with_output().unwrap();
+    assert_eq!(code(&pruned), 0, "{}", stderr(&pruned));
+    let report: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    assert!(field_u64(&report, "packs_deleted") > 0, "{report}");
+    assert!(
+        field_u64(&report, "bytes_freed") >= 20 * MIB as u64,
+        "{report}"
+    );
+
+    repo.ok(["check", "--read-data"]);
+    let latest = (latest_id(&repo), digest_tree(&src));
+    assert_all_restore(&repo, &src, &[kept, latest]);
+}
+
+fn latest_id(repo: &TestRepo) -> String {
+    let list = repo.json(["snapshots"]);
+    let last = list.as_array().unwrap().last().unwrap().clone();
+    field_str(&last, "id").to_string()
+}
+
+/// A tmpfs mounted at `path` for the life of the value.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        Tmpfs(path.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_the_next_backup_succeeds_once_there_is_space() {
+    let repo = TestRepo::new();
+    let disk = Tmpfs::mount(&repo.repo_path(), "40m");
+    init_fast(&repo);
+    let src = repo.scratch("src");
+    small_files(&src, 1, 0..20);
+    let first = (backup(&repo, &src), digest_tree(&src));
+    write_random_file(&src.join("big"), 64 * MIB, 2);
+
+    let out = repo.run([OsStr::new("backup"), src.as_os_str()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(repo.json(["snapshots"]).as_array().unwrap().len(), 1);
+    check_passes(&repo);
+    assert_all_restore(&repo, &src, std::slice::from_ref(&first));
+
+    disk.resize("200m");
+    let second = (backup(&repo, &src), digest_tree(&src));
+    repo.ok(["check", "--read-data"]);
+    assert_all_restore(&repo, &src, &[first, second]);
+}
