@@ -35,6 +35,10 @@ enum Command {
     Key(commands::key::Args),
     /// Show sizes, deduplication and compression
     Stats(commands::stats::Args),
+    /// Show what changed between two snapshots
+    Diff(commands::diff::Args),
+    /// Find paths matching patterns in snapshots, with each version
+    Find(commands::find::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,8 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&ctx, a),
         Command::Key(a) => commands::key::run(&ctx, a),
         Command::Stats(a) => commands::stats::run(&ctx, a),
+        Command::Diff(a) => commands::diff::run(&ctx, a),
+        Command::Find(a) => commands::find::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

@@ -3,6 +3,8 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod diff;
+pub mod find;
 pub mod init;
 pub mod key;
 pub mod ls;
