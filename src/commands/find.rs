@@ -25,9 +25,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let patterns = Patterns::new(&args.patterns)?;
     let repo = ctx.open_indexed()?;
     let selected = select(&repo, &args, ctx)?;
-    let progress = ctx.progress("find");
     let found = finder::find(&repo, &selected, &patterns)?;
-    drop(progress);
     if ctx.args.json {
         ctx.print_json(&found)?;
         return Ok(Outcome::Ok);
