@@ -21,6 +21,7 @@ pub mod progress;
 pub mod repository;
 pub mod restorer;
 pub mod sandbox;
+pub mod scan;
 pub mod snapshot;
 pub mod stats;
 pub mod sysinfo;

@@ -39,6 +39,8 @@ enum Command {
     Diff(commands::diff::Args),
     /// Find paths matching patterns in snapshots, with each version
     Find(commands::find::Args),
+    /// Compare files on disk with a snapshot: missing, modified and new files
+    Scan(commands::scan::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => commands::stats::run(&ctx, a),
         Command::Diff(a) => commands::diff::run(&ctx, a),
         Command::Find(a) => commands::find::run(&ctx, a),
+        Command::Scan(a) => commands::scan::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

@@ -9,6 +9,7 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod restore;
+pub mod scan;
 pub mod snapshots;
 pub mod stats;
 
@@ -52,6 +53,8 @@ pub enum Outcome {
     Failed = 1,
     /// The work finished, but some items could not be read or written.
     Partial = 3,
+    /// `scan` found missing or modified files.
+    Differences = 4,
 }
 
 impl From<Outcome> for ExitCode {
