@@ -391,6 +391,9 @@ impl<'a> Scanner<'a> {
 
     /// Reads and chunks the pending files (several at a time) and compares their chunks.
     fn hash_pending(&mut self, progress: &dyn Progress) {
+        if self.pending.is_empty() {
+            return;
+        }
         progress.total(self.pending.iter().map(|p| p.2.size).sum());
         let repo = self.repo;
         let hashed: Vec<_> = std::mem::take(&mut self.pending)
