@@ -43,6 +43,12 @@ enum Command {
     Repair(commands::repair::Args),
     /// Remove stale repository locks
     Unlock(commands::unlock::Args),
+    /// Show what changed between two snapshots
+    Diff(commands::diff::Args),
+    /// Find paths matching patterns in snapshots, with each version
+    Find(commands::find::Args),
+    /// Compare files on disk with a snapshot: missing, modified and new files
+    Scan(commands::scan::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,9 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(&ctx, a),
         Command::Repair(a) => commands::repair::run(&ctx, a),
         Command::Unlock(a) => commands::unlock::run(&ctx, a),
+        Command::Diff(a) => commands::diff::run(&ctx, a),
+        Command::Find(a) => commands::find::run(&ctx, a),
+        Command::Scan(a) => commands::scan::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

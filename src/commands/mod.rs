@@ -3,6 +3,8 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -10,6 +12,7 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod scan;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;
@@ -62,6 +65,8 @@ pub enum Outcome {
     Failed = 1,
     /// The work finished, but some items could not be read or written.
     Partial = 3,
+    /// `scan` found missing or modified files.
+    Differences = 4,
 }
 
 impl From<Outcome> for ExitCode {

@@ -1,0 +1,277 @@
+//! `strata scan`: compare the live file system with a snapshot; report missing, modified
+//! and new files, where an intact earlier version is and the command that restores it;
+//! optionally restore the missing files in place.
+use super::{Context, Outcome, escape, human_bytes};
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use strata::paths;
+use strata::scan::{self, Lost, NewEntry, Restored, ScanOptions, ScanReport};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Live paths to compare, each inside the snapshot's paths (default: all of them)
+    paths: Vec<PathBuf>,
+    /// Snapshot to compare with (id prefix or `latest`; default: the newest of this host
+    /// whose paths cover PATH...)
+    #[arg(long, value_name = "SNAPSHOT")]
+    snapshot: Option<String>,
+    /// Also read files whose size and mtime match and compare their content
+    #[arg(long)]
+    deep: bool,
+    /// Restore the missing files in place (never replacing anything that exists)
+    #[arg(long)]
+    restore_missing: bool,
+}
+
+/// A missing or modified entry with the command that brings its earlier version back.
+#[derive(Serialize)]
+struct Entry<'a> {
+    #[serde(flatten)]
+    lost: &'a Lost,
+    restore_command: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    snapshot: strata::id::SnapshotId,
+    paths: &'a [String],
+    missing: Vec<Entry<'a>>,
+    modified: Vec<Entry<'a>>,
+    new: &'a [NewEntry],
+    unchanged: u64,
+    errors: &'a [(String, String)],
+    restored: &'a [Restored],
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    let repo = ctx.open_reading("scan")?;
+    let (history, damaged) = repo.snapshots()?;
+    for (id, e) in &damaged {
+        ctx.warn(&format!("snapshot {} is skipped: {e}", id.0.short()));
+    }
+    let snapshot = match &args.snapshot {
+        Some(spec) => repo.find_snapshot(spec)?,
+        None => default_snapshot(&history, &args.paths)?,
+    };
+    let opts = ScanOptions {
+        paths: args.paths,
+        deep: args.deep,
+    };
+    let progress = ctx.progress("scan");
+    let report = scan::scan(&repo, &snapshot, &history, &opts, progress.as_ref())?;
+    drop(progress);
+    let restored = match args.restore_missing {
+        true => restore_missing(ctx, &repo, &report)?,
+        false => Vec::new(),
+    };
+    let failed = !report.errors.is_empty() || restored.iter().any(|r| !r.report.errors.is_empty());
+    print(ctx, &report, &restored)?;
+    Ok(if failed {
+        Outcome::Partial
+    } else if report.is_clean() {
+        Outcome::Ok
+    } else {
+        Outcome::Differences
+    })
+}
+
+fn default_snapshot(
+    history: &[(strata::id::SnapshotId, strata::snapshot::Snapshot)],
+    paths: &[PathBuf],
+) -> Result<(strata::id::SnapshotId, strata::snapshot::Snapshot)> {
+    let host = strata::sysinfo::hostname();
+    scan::default_snapshot(history, &host, paths)
+        .cloned()
+        .with_context(|| {
+            let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            let what = match shown.is_empty() {
+                true => String::new(),
+                false => format!(" that includes {}", shown.join(", ")),
+            };
+            format!("there is no snapshot of host {host:?}{what}; choose one with --snapshot")
+        })
+}
+
+fn restore_missing(
+    ctx: &Context,
+    repo: &strata::repository::IndexedRepo,
+    report: &ScanReport,
+) -> Result<Vec<Restored>> {
+    let owner = rustix::process::geteuid().is_root();
+    let progress = ctx.progress("restore");
+    Ok(scan::restore_missing(
+        repo,
+        report,
+        owner,
+        progress.as_ref(),
+    )?)
+}
+
+fn print(ctx: &Context, report: &ScanReport, restored: &[Restored]) -> Result<()> {
+    for (path, err) in &report.errors {
+        eprintln!("strata: error: {}: {}", escape(path), escape(err));
+    }
+    for (path, err) in restored.iter().flat_map(|r| &r.report.errors) {
+        eprintln!(
+            "strata: error: restoring /{}: {}",
+            escape(path),
+            escape(err)
+        );
+    }
+    if ctx.args.json {
+        return ctx.print_json(&JsonReport {
+            snapshot: report.snapshot,
+            paths: &report.paths,
+            missing: entries(ctx, &report.missing),
+            modified: entries(ctx, &report.modified),
+            new: &report.new,
+            unchanged: report.unchanged,
+            errors: &report.errors,
+            restored,
+        });
+    }
+    ctx.say(&format!(
+        "compared {} with snapshot {}",
+        escape(&report.paths.join(" ")),
+        report.snapshot.0.short()
+    ))?;
+    for lost in report.missing.iter().chain(&report.modified) {
+        print_lost(ctx, lost)?;
+    }
+    for new in &report.new {
+        let slash = if new.kind == "dir" { "/" } else { "" };
+        ctx.say(&format!(
+            "new       {}{slash}",
+            escape(&paths::display(&new.path))
+        ))?;
+    }
+    for r in restored {
+        print_restored(ctx, r)?;
+    }
+    ctx.say(&format!(
+        "{} missing, {} modified, {} new, {} unchanged",
+        report.missing.len(),
+        report.modified.len(),
+        report.new.len(),
+        report.unchanged
+    ))
+}
+
+fn entries<'a>(ctx: &Context, list: &'a [Lost]) -> Vec<Entry<'a>> {
+    list.iter()
+        .map(|lost| Entry {
+            lost,
+            restore_command: restore_command(ctx, lost),
+        })
+        .collect()
+}
+
+fn print_lost(ctx: &Context, lost: &Lost) -> Result<()> {
+    let path = escape(&paths::display(&lost.path));
+    let what = match lost.reason {
+        None => format!("missing   {path} ({})", human_bytes(lost.size)),
+        Some(reason) => format!("modified  {path} ({})", json_word(&reason)),
+    };
+    ctx.say(&what)?;
+    match (&lost.source, restore_command(ctx, lost)) {
+        (Some(source), Some(command)) => ctx.say(&format!(
+            "          intact in snapshot {} of {}; restore with:\n          {command}",
+            source.snapshot.0.short(),
+            source
+                .time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+        )),
+        _ => ctx.say("          no snapshot holds an intact earlier version"),
+    }
+}
+
+/// How a value is named in JSON (`"mtime"`), for text output.
+fn json_word(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_restored(ctx: &Context, r: &Restored) -> Result<()> {
+    let rep = &r.report;
+    ctx.say(&format!(
+        "restored {} files, {} symlinks, {} others ({}) from snapshot {}; \
+         {} already existed and were left alone; {} errors",
+        rep.files,
+        rep.symlinks,
+        rep.others,
+        human_bytes(rep.bytes_written),
+        r.snapshot.0.short(),
+        rep.skipped.len(),
+        rep.errors.len()
+    ))
+}
+
+/// The `strata restore` command that brings back the earlier version: in place for a
+/// missing entry; beside the current one (`NAME.strata-restored`) for a modified one.
+fn restore_command(ctx: &Context, lost: &Lost) -> Option<String> {
+    let source = lost.source.as_ref()?;
+    let mut words = vec!["strata".to_string()];
+    if let Some(repo) = &ctx.args.repo {
+        words.push("-r".into());
+        words.push(shell_quote(&repo.to_string_lossy()));
+    }
+    let conflict = match lost.reason {
+        None => "skip",
+        Some(_) => "rename",
+    };
+    words.extend([
+        "restore".into(),
+        source.snapshot.0.to_hex(),
+        "--target".into(),
+        "/".into(),
+        "--include".into(),
+        shell_quote(&scan::include_pattern(&lost.path)),
+        "--on-conflict".into(),
+        conflict.into(),
+    ]);
+    Some(words.join(" "))
+}
+
+/// `text` as one shell word: as is when plain, else single-quoted, or `$'…'` with escapes
+/// when it holds control characters.
+fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@%+=,-".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    if !text.chars().any(char::is_control) {
+        return format!("'{}'", text.replace('\'', "'\\''"));
+    }
+    let mut out = String::from("$'");
+    for c in text.chars() {
+        match c {
+            '\\' | '\'' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii() && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_words_are_quoted() {
+        assert_eq!(shell_quote("/srv/app/a.txt"), "/srv/app/a.txt");
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(shell_quote("/a\nb'\\"), "$'/a\\x0ab\\'\\\\'");
+        assert_eq!(shell_quote("\u{85}"), "$'\\u0085'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

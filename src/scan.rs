@@ -1,0 +1,681 @@
+//! Lost-file detection: compares the live file system below a snapshot's paths with the
+//! snapshot and finds the entries that are missing, modified or new. For every missing or
+//! modified entry it names the newest snapshot that still holds an intact earlier version,
+//! and it can restore the missing ones in place without touching anything that exists.
+//!
+//! Directories are compared by their contents: missing and modified entries are never
+//! directories, and a new directory is reported alone, not with its contents. A file is
+//! modified when its size or mtime differs; with `deep`, files whose size and mtime match
+//! are read and chunked exactly as backup does, and their keyed chunk ids compared with the
+//! snapshot's. Nothing is excluded: files left out of the backup with `--exclude` show as new.
+use crate::archiver;
+use crate::chunker::Chunker;
+use crate::filter::{FilterError, Patterns};
+use crate::id::{BlobId, SnapshotId};
+use crate::paths;
+use crate::progress::Progress;
+use crate::repository::{IndexedRepo, RepoError};
+use crate::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
+use crate::sandbox::OnConflict;
+use crate::snapshot::Snapshot;
+use crate::tree::{ChunkRef, Node, NodeKind, Timespec};
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Directories nested deeper than this are reported as errors and not compared.
+const MAX_DEPTH: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{path}: {source}")]
+    Repo { path: String, source: RepoError },
+    #[error("{path}: {source}")]
+    Path {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not inside the snapshot's paths ({})", .paths.join(", "))]
+    Outside { path: String, paths: Vec<String> },
+    #[error("{0}")]
+    Pattern(#[from] FilterError),
+    #[error("{0}")]
+    Restore(#[from] RestoreError),
+}
+
+pub type Result<T> = std::result::Result<T, ScanError>;
+
+/// What makes an entry modified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// Another type of entry (a symlink where the snapshot has a file, …).
+    Type,
+    Size,
+    Mtime,
+    /// Same size and mtime, other content (found only by a deep scan).
+    Content,
+    /// A symlink pointing elsewhere.
+    Target,
+}
+
+/// A snapshot that holds an intact version of a lost entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct Source {
+    pub snapshot: SnapshotId,
+    pub time: DateTime<Utc>,
+    /// The snapshot's root tree.
+    #[serde(skip)]
+    pub tree: BlobId,
+}
+
+/// What the live file system shows at a path.
+#[derive(Clone, Debug)]
+struct Live {
+    kind: &'static str,
+    size: u64,
+    mtime: Timespec,
+    target: Option<Vec<u8>>,
+    /// The content's chunks, once a deep scan has read the file.
+    chunks: Option<Vec<ChunkRef>>,
+}
+
+/// A missing or modified entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lost {
+    #[serde(serialize_with = "paths::lossy")]
+    pub path: Vec<u8>,
+    /// [`Node::type_name`] of the snapshot's entry.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Size in the snapshot.
+    pub size: u64,
+    /// Why a modified entry counts as modified (None for missing ones).
+    pub reason: Option<Reason>,
+    /// The newest snapshot with an intact earlier version (None: there is none).
+    pub source: Option<Source>,
+    #[serde(skip)]
+    node: Node,
+    #[serde(skip)]
+    live: Option<Live>,
+}
+
+/// An entry the snapshot does not have.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewEntry {
+    #[serde(serialize_with = "paths::lossy")]
+    pub path: Vec<u8>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// File length (0 for other types).
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScanReport {
+    pub snapshot: SnapshotId,
+    /// The live paths compared.
+    pub paths: Vec<String>,
+    pub missing: Vec<Lost>,
+    pub modified: Vec<Lost>,
+    /// A new directory is listed alone, not its contents.
+    pub new: Vec<NewEntry>,
+    /// Entries found identical.
+    pub unchanged: u64,
+    /// Entries that could not be read or compared: (path, reason).
+    pub errors: Vec<(String, String)>,
+}
+
+impl ScanReport {
+    /// Nothing is missing or modified.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.modified.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    /// Live paths to compare, each inside the snapshot's paths; empty: the snapshot's paths.
+    pub paths: Vec<PathBuf>,
+    /// Read files whose size and mtime match and compare their chunk ids.
+    pub deep: bool,
+}
+
+/// Compares the live file system with `snapshot`. `history` lists the repository's
+/// snapshots (any order); the ones with the same host and paths are searched, newest
+/// first, for versions of lost entries that `snapshot` does not hold intact.
+pub fn scan(
+    repo: &IndexedRepo,
+    snapshot: &(SnapshotId, Snapshot),
+    history: &[(SnapshotId, Snapshot)],
+    opts: &ScanOptions,
+    progress: &dyn Progress,
+) -> Result<ScanReport> {
+    let (id, snap) = snapshot;
+    let roots = scan_roots(snap, &opts.paths)?;
+    let mut scanner = Scanner::new(repo, opts.deep);
+    for root in &roots {
+        scanner.root(snap.tree, root)?;
+    }
+    scanner.hash_pending(progress);
+    let mut report = scanner.finish(*id, &roots);
+    let candidates = candidates(snapshot, history);
+    for lost in report.missing.iter_mut().chain(report.modified.iter_mut()) {
+        lost.source = source_of(repo, lost, &candidates)?;
+    }
+    Ok(report)
+}
+
+/// The newest snapshot of `host` whose paths cover all of `paths` (any, when empty).
+pub fn default_snapshot<'a>(
+    history: &'a [(SnapshotId, Snapshot)],
+    host: &str,
+    paths: &[PathBuf],
+) -> Option<&'a (SnapshotId, Snapshot)> {
+    history
+        .iter()
+        .filter(|(_, s)| s.host == host && scan_roots(s, paths).is_ok())
+        .max_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)))
+}
+
+/// The snapshot itself, then the others of the same host and paths, newest first.
+fn candidates<'a>(
+    snapshot: &'a (SnapshotId, Snapshot),
+    history: &'a [(SnapshotId, Snapshot)],
+) -> Vec<&'a (SnapshotId, Snapshot)> {
+    let (id, snap) = snapshot;
+    let mut others: Vec<&(SnapshotId, Snapshot)> = history
+        .iter()
+        .filter(|(other, s)| other != id && s.same_origin(&snap.host, &snap.paths))
+        .collect();
+    others.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+    std::iter::once(snapshot).chain(others).collect()
+}
+
+/// The absolute paths to compare: `wanted` (each inside the snapshot's paths, nested ones
+/// dropped) or the snapshot's paths.
+fn scan_roots(snap: &Snapshot, wanted: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    let mut roots: Vec<Vec<u8>> = match wanted.is_empty() {
+        true => snap.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        false => wanted
+            .iter()
+            .map(|p| inside_snapshot(snap, p))
+            .collect::<Result<_>>()?,
+    };
+    roots.sort();
+    roots.dedup();
+    let all = roots.clone();
+    roots.retain(|r| !all.iter().any(|o| o != r && is_within(r, o)));
+    Ok(roots)
+}
+
+fn inside_snapshot(snap: &Snapshot, path: &Path) -> Result<Vec<u8>> {
+    let abs = archiver::normalize(path).map_err(|source| ScanError::Path {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let bytes = abs.as_os_str().as_bytes().to_vec();
+    match snap.paths.iter().any(|p| is_within(&bytes, p.as_bytes())) {
+        true => Ok(bytes),
+        false => Err(ScanError::Outside {
+            path: abs.display().to_string(),
+            paths: snap.paths.clone(),
+        }),
+    }
+}
+
+/// `path` is `base` or below it.
+fn is_within(path: &[u8], base: &[u8]) -> bool {
+    let base = base.strip_suffix(b"/").unwrap_or(base);
+    path == base || (path.starts_with(base) && path.get(base.len()) == Some(&b'/'))
+}
+
+struct Scanner<'a> {
+    repo: &'a IndexedRepo,
+    deep: bool,
+    missing: Vec<Lost>,
+    modified: Vec<Lost>,
+    new: Vec<NewEntry>,
+    unchanged: u64,
+    errors: Vec<(String, String)>,
+    /// Files whose size and mtime match, to be read by a deep scan.
+    pending: Vec<(Vec<u8>, Node, Live)>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(repo: &'a IndexedRepo, deep: bool) -> Scanner<'a> {
+        Scanner {
+            repo,
+            deep,
+            missing: Vec::new(),
+            modified: Vec::new(),
+            new: Vec::new(),
+            unchanged: 0,
+            errors: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, path: &[u8], message: impl ToString) {
+        self.errors
+            .push((paths::display(path), message.to_string()));
+    }
+
+    fn root(&mut self, tree: BlobId, path: &[u8]) -> Result<()> {
+        let node = match crate::vfs::node_at(self.repo, tree, path) {
+            Ok(node) => Some(node),
+            Err(RepoError::NoSuchPath(_)) => None,
+            Err(source) => {
+                return Err(ScanError::Repo {
+                    path: paths::display(path),
+                    source,
+                });
+            }
+        };
+        if let Some(live) = self.lstat(path) {
+            self.compare(path.to_vec(), node, live, 0);
+        }
+        Ok(())
+    }
+
+    /// The live entry at `path` (Some(None) when there is none; None when it cannot be
+    /// inspected, which is recorded as an error).
+    fn lstat(&mut self, path: &[u8]) -> Option<Option<Metadata>> {
+        match std::fs::symlink_metadata(OsStr::from_bytes(path)) {
+            Ok(meta) => Some(Some(meta)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        }
+    }
+
+    fn compare(&mut self, path: Vec<u8>, node: Option<Node>, live: Option<Metadata>, depth: usize) {
+        let Some(node) = node else {
+            if let Some(meta) = live {
+                self.add_new(path, &meta);
+            }
+            return;
+        };
+        let live_dir = live.as_ref().is_some_and(Metadata::is_dir);
+        match (node.subtree().is_some(), live) {
+            (true, live) => {
+                if let Some(meta) = live.filter(|m| !m.is_dir()) {
+                    self.add_new(path.clone(), &meta);
+                }
+                self.dir(path, &node, live_dir, depth);
+            }
+            (false, None) => self.lost(path, node, None, None),
+            (false, Some(meta)) if meta.is_dir() => {
+                self.add_new(path.clone(), &meta);
+                self.lost(path, node, None, None);
+            }
+            (false, Some(meta)) => self.entry(path, node, &meta),
+        }
+    }
+
+    /// A directory of the snapshot, and the live one at its path when there is one.
+    fn dir(&mut self, path: Vec<u8>, node: &Node, live_dir: bool, depth: usize) {
+        if depth > MAX_DEPTH {
+            return self.error(&path, "directories nested too deeply");
+        }
+        let subtree = node.subtree().expect("a directory");
+        let mut nodes: BTreeMap<Vec<u8>, Node> = match self.repo.load_tree(&subtree) {
+            Ok(tree) => tree
+                .nodes
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
+            Err(e) => return self.error(&path, e),
+        };
+        let live_names = match live_dir.then(|| read_names(&path)).transpose() {
+            Ok(names) => names.unwrap_or_default(),
+            Err(e) => return self.error(&path, e),
+        };
+        let names: BTreeSet<Vec<u8>> = nodes.keys().chain(&live_names).cloned().collect();
+        for name in names {
+            let child = paths::join(&path, &name);
+            let live = match live_names.contains(&name) {
+                true => self.lstat(&child),
+                false => Some(None),
+            };
+            if let Some(live) = live {
+                self.compare(child, nodes.remove(&name), live, depth + 1);
+            }
+        }
+    }
+
+    /// A non-directory entry present in both.
+    fn entry(&mut self, path: Vec<u8>, node: Node, meta: &Metadata) {
+        let live = match Live::read(&path, meta) {
+            Ok(live) => live,
+            Err(e) => return self.error(&path, e),
+        };
+        match change(&node, &live) {
+            Some(reason) => self.lost(path, node, Some(reason), Some(live)),
+            None if self.deep && matches!(node.kind, NodeKind::File { .. }) => {
+                self.pending.push((path, node, live))
+            }
+            None => self.unchanged += 1,
+        }
+    }
+
+    fn lost(&mut self, path: Vec<u8>, node: Node, reason: Option<Reason>, live: Option<Live>) {
+        let lost = Lost {
+            path,
+            kind: node.type_name(),
+            size: node.size,
+            reason,
+            source: None,
+            node,
+            live,
+        };
+        match reason {
+            Some(_) => self.modified.push(lost),
+            None => self.missing.push(lost),
+        }
+    }
+
+    fn add_new(&mut self, path: Vec<u8>, meta: &Metadata) {
+        let kind = kind_of(meta.file_type());
+        let size = if meta.is_file() { meta.len() } else { 0 };
+        self.new.push(NewEntry { path, kind, size });
+    }
+
+    /// Reads and chunks the pending files (several at a time) and compares their chunks.
+    fn hash_pending(&mut self, progress: &dyn Progress) {
+        if self.pending.is_empty() {
+            return;
+        }
+        progress.total(self.pending.iter().map(|p| p.2.size).sum());
+        let repo = self.repo;
+        let hashed: Vec<_> = std::mem::take(&mut self.pending)
+            .into_par_iter()
+            .map(|(path, node, live)| {
+                progress.item(&paths::display(&path));
+                let chunks = chunk_ids(repo, &path, progress);
+                (path, node, live, chunks)
+            })
+            .collect();
+        for (path, node, mut live, chunks) in hashed {
+            match chunks {
+                Ok(chunks) => live.chunks = Some(chunks),
+                Err(e) => {
+                    self.error(&path, e);
+                    continue;
+                }
+            }
+            match change(&node, &live) {
+                Some(reason) => self.lost(path, node, Some(reason), Some(live)),
+                None => self.unchanged += 1,
+            }
+        }
+    }
+
+    fn finish(mut self, snapshot: SnapshotId, roots: &[Vec<u8>]) -> ScanReport {
+        self.missing.sort_by(|a, b| paths::cmp(&a.path, &b.path));
+        self.modified.sort_by(|a, b| paths::cmp(&a.path, &b.path));
+        self.new.sort_by(|a, b| paths::cmp(&a.path, &b.path));
+        ScanReport {
+            snapshot,
+            paths: roots.iter().map(|r| paths::display(r)).collect(),
+            missing: self.missing,
+            modified: self.modified,
+            new: self.new,
+            unchanged: self.unchanged,
+            errors: self.errors,
+        }
+    }
+}
+
+fn read_names(path: &[u8]) -> std::io::Result<BTreeSet<Vec<u8>>> {
+    std::fs::read_dir(OsStr::from_bytes(path))?
+        .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+        .collect()
+}
+
+/// The [`Node::type_name`] of a live entry.
+fn kind_of(ft: FileType) -> &'static str {
+    if ft.is_dir() {
+        "dir"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_char_device() {
+        "chardev"
+    } else if ft.is_block_device() {
+        "blockdev"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "socket"
+    }
+}
+
+impl Live {
+    fn read(path: &[u8], meta: &Metadata) -> std::io::Result<Live> {
+        let target = match meta.file_type().is_symlink() {
+            true => Some(std::fs::read_link(OsStr::from_bytes(path))?),
+            false => None,
+        };
+        Ok(Live {
+            kind: kind_of(meta.file_type()),
+            size: meta.len(),
+            mtime: Timespec {
+                sec: meta.mtime(),
+                nsec: meta.mtime_nsec() as u32,
+            },
+            target: target.map(|t| t.into_os_string().into_encoded_bytes()),
+            chunks: None,
+        })
+    }
+}
+
+/// Why the snapshot's `node` and the live entry differ, if they do.
+fn change(node: &Node, live: &Live) -> Option<Reason> {
+    if node.type_name() != live.kind {
+        return Some(Reason::Type);
+    }
+    match &node.kind {
+        NodeKind::File { content } => {
+            if node.size != live.size {
+                Some(Reason::Size)
+            } else if node.mtime != live.mtime {
+                Some(Reason::Mtime)
+            } else {
+                let other = live.chunks.as_ref().is_some_and(|c| c != content);
+                other.then_some(Reason::Content)
+            }
+        }
+        NodeKind::Symlink { target } => {
+            (live.target.as_ref() != Some(target)).then_some(Reason::Target)
+        }
+        _ => None,
+    }
+}
+
+/// The chunks backup would make of the live file at `path`: same chunker, same keyed ids.
+fn chunk_ids(
+    repo: &IndexedRepo,
+    path: &[u8],
+    progress: &dyn Progress,
+) -> std::io::Result<Vec<ChunkRef>> {
+    let file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(OsStr::from_bytes(path))?;
+    let chunker = Chunker::new(file, repo.config().chunker, repo.key().chunker_seed());
+    chunker
+        .map(|chunk| {
+            let chunk = chunk?;
+            progress.advance(chunk.len() as u64);
+            Ok(ChunkRef {
+                id: repo.key().blob_id(&chunk),
+                len: chunk.len() as u32,
+            })
+        })
+        .collect()
+}
+
+/// The first candidate snapshot whose version of `lost` is intact (every chunk indexed)
+/// and differs from the live entry.
+fn source_of(
+    repo: &IndexedRepo,
+    lost: &Lost,
+    candidates: &[&(SnapshotId, Snapshot)],
+) -> Result<Option<Source>> {
+    for (i, (id, snap)) in candidates.iter().enumerate() {
+        let node = match i {
+            0 => lost.node.clone(),
+            _ => match crate::vfs::node_at(repo, snap.tree, &lost.path) {
+                Ok(node) => node,
+                Err(_) => continue,
+            },
+        };
+        let differs = lost
+            .live
+            .as_ref()
+            .is_none_or(|l| change(&node, l).is_some());
+        if node.subtree().is_none() && differs && intact(repo, &node, &lost.path)? {
+            return Ok(Some(Source {
+                snapshot: *id,
+                time: snap.time,
+                tree: snap.tree,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn intact(repo: &IndexedRepo, node: &Node, path: &[u8]) -> Result<bool> {
+    for chunk in node.content() {
+        let indexed = repo
+            .index()
+            .contains(&chunk.id)
+            .map_err(|e| ScanError::Repo {
+                path: paths::display(path),
+                source: e.into(),
+            })?;
+        if !indexed {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A restore `--include` pattern that matches exactly `path` (glob characters escaped;
+/// each byte that is not UTF-8 becomes `?`, which matches any one byte).
+pub fn include_pattern(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for piece in path.utf8_chunks() {
+        for c in piece.valid().chars() {
+            if "*?[]{}\\".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.extend(piece.invalid().iter().map(|_| '?'));
+    }
+    out
+}
+
+/// One restore of missing entries from one snapshot.
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    pub snapshot: SnapshotId,
+    pub report: RestoreReport,
+}
+
+/// Restores the missing entries of `report` at their place (target `/`) from the snapshot
+/// named as their source, never replacing anything that exists. Entries without a source
+/// are left out.
+pub fn restore_missing(
+    repo: &IndexedRepo,
+    report: &ScanReport,
+    owner: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Restored>> {
+    let mut groups: BTreeMap<(SnapshotId, BlobId), Vec<String>> = BTreeMap::new();
+    for lost in &report.missing {
+        if let Some(source) = &lost.source {
+            let group = groups.entry((source.snapshot, source.tree)).or_default();
+            group.push(include_pattern(&lost.path));
+        }
+    }
+    let mut restored = Vec::new();
+    for ((snapshot, tree), patterns) in groups {
+        let mut opts = RestoreOptions::new("/");
+        opts.include = Patterns::new(&patterns)?;
+        opts.on_conflict = OnConflict::Skip;
+        opts.owner = owner;
+        let report = restorer::restore(repo, tree, &opts, progress)?;
+        restored.push(Restored { snapshot, report });
+    }
+    Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_patterns_match_exactly_their_path() {
+        let path: &[u8] = b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt";
+        let p = Patterns::new(&[include_pattern(path)]).unwrap();
+        assert!(p.matches(path));
+        assert!(!p.matches(b"/srv/weXird [1]/a?{b,c}\\d/bad\xff\xfe.txt"));
+        assert!(!p.matches(b"/srv/we*ird 1/a?{b,c}\\d/bad\xff\xfe.txt"));
+        assert!(!p.matches(b"/srv/we*ird [1]/ab\\d/bad\xff\xfe.txt"));
+        assert!(!p.matches(b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt2"));
+        assert!(!p.matches(b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt/x"));
+    }
+
+    #[test]
+    fn paths_within() {
+        assert!(is_within(b"/a/b", b"/a"));
+        assert!(is_within(b"/a", b"/a"));
+        assert!(is_within(b"/a", b"/"));
+        assert!(!is_within(b"/ab", b"/a"));
+        assert!(!is_within(b"/a", b"/a/b"));
+    }
+
+    fn live_file(size: u64, sec: i64, chunks: Option<Vec<ChunkRef>>) -> Live {
+        Live {
+            kind: "file",
+            size,
+            mtime: Timespec { sec, nsec: 0 },
+            target: None,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn changes_are_classified() {
+        use crate::tree::tests::file_of;
+        let id = BlobId(crate::id::Id::hash_of(b"x"));
+        let mut node = file_of("f", &[(id, 10)]);
+        node.mtime = Timespec { sec: 5, nsec: 0 };
+        assert_eq!(change(&node, &live_file(10, 5, None)), None);
+        assert_eq!(change(&node, &live_file(11, 5, None)), Some(Reason::Size));
+        assert_eq!(change(&node, &live_file(10, 6, None)), Some(Reason::Mtime));
+        let same = vec![ChunkRef { id, len: 10 }];
+        assert_eq!(change(&node, &live_file(10, 5, Some(same))), None);
+        let other = vec![ChunkRef {
+            id: BlobId(crate::id::Id::hash_of(b"y")),
+            len: 10,
+        }];
+        let got = change(&node, &live_file(10, 5, Some(other)));
+        assert_eq!(got, Some(Reason::Content));
+        let mut link = live_file(0, 5, None);
+        link.kind = "symlink";
+        assert_eq!(change(&node, &link), Some(Reason::Type));
+    }
+}
