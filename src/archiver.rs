@@ -622,7 +622,10 @@ mod tests {
 
         let second = backup(&repo, &o, &crate::progress::NoProgress).unwrap();
         let s = &second.snapshot.summary;
-        assert_eq!((s.files_unmodified, s.bytes_read, s.data_blobs_added), (2, 0, 0));
+        assert_eq!(
+            (s.files_unmodified, s.bytes_read, s.data_blobs_added),
+            (2, 0, 0)
+        );
         // Only the directories above the source may differ: other processes touch /tmp.
         assert!(s.tree_blobs_added <= comps.len() as u64, "{s:?}");
         assert_eq!(second.snapshot.parent, first.id);

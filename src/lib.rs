@@ -21,6 +21,7 @@ pub mod paths;
 pub mod policy;
 pub mod progress;
 pub mod pruner;
+pub mod repacker;
 pub mod repair;
 pub mod repository;
 pub mod restorer;

@@ -3,12 +3,11 @@
 //! rewrites the index files that listed what went away, in an order that a crash at any
 //! point leaves every snapshot restorable.
 use crate::backend::{BackendError, Kind};
-use crate::blob::{self, Sealed};
 use crate::id::{Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
-use crate::pack::{FinishedPack, PackBuilder};
 use crate::packer::INDEX_BATCH_BLOBS;
 use crate::progress::Progress;
+use crate::repacker::Repacker;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::vfs;
@@ -37,12 +36,6 @@ pub enum PruneError {
     MissingBlobs { count: usize, example: String },
     #[error("pack {0} holds used blobs but is missing. Run `strata repair index`")]
     MissingPack(String),
-    #[error("pack {pack}: blob {blob} is damaged ({reason}); nothing was deleted")]
-    DamagedBlob {
-        pack: String,
-        blob: String,
-        reason: String,
-    },
 }
 
 pub type Result<T> = std::result::Result<T, PruneError>;
@@ -314,61 +307,17 @@ fn repack(
     packs: &[PackId],
     progress: &dyn Progress,
 ) -> Result<Vec<(PackEntries, u64)>> {
-    let mut written = Vec::new();
-    let mut builder = PackBuilder::default();
+    let mut repacker = Repacker::new(repo);
     for pack in packs {
         let name = pack.0.to_hex();
         progress.item(&name);
         let bytes = repo.backend().get(Kind::Pack, &name)?;
         for loc in repo.index().used_in_pack(pack).map_err(RepoError::from)? {
-            builder.add(verified(repo, &name, &bytes, &loc)?);
-            if builder.size() >= repo.config().pack_size as usize {
-                written.push(write_pack(repo, std::mem::take(&mut builder))?);
-            }
+            repacker.copy(&name, &bytes, &loc.entry)?;
         }
         progress.advance(bytes.len() as u64);
     }
-    if !builder.is_empty() {
-        written.push(write_pack(repo, builder)?);
-    }
-    Ok(written)
-}
-
-fn verified(
-    repo: &IndexedRepo,
-    pack: &str,
-    bytes: &[u8],
-    loc: &crate::index::Location,
-) -> Result<Sealed> {
-    let e = &loc.entry;
-    let damaged = |reason: String| PruneError::DamagedBlob {
-        pack: pack.to_string(),
-        blob: e.id.0.to_hex(),
-        reason,
-    };
-    let range = e.offset as usize..e.offset as usize + e.length as usize;
-    let stored = bytes
-        .get(range)
-        .ok_or_else(|| damaged("beyond the end of the pack".into()))?;
-    blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length)
-        .map_err(|e| damaged(e.to_string()))?;
-    Ok(Sealed {
-        id: e.id,
-        ty: e.ty,
-        bytes: stored.to_vec(),
-        raw_len: e.raw_length,
-        compressed: e.compressed,
-    })
-}
-
-fn write_pack(repo: &IndexedRepo, builder: PackBuilder) -> Result<(PackEntries, u64)> {
-    let FinishedPack { id, bytes, entries } = builder.finish(repo.key());
-    repo.backend().put(Kind::Pack, &id.0.to_hex(), &bytes)?;
-    let entries = PackEntries {
-        pack: id,
-        blobs: entries,
-    };
-    Ok((entries, bytes.len() as u64))
+    Ok(repacker.finish()?)
 }
 
 /// Writes new index files for the kept packs of every index file that lists a pack going
@@ -551,15 +500,18 @@ mod tests {
     fn packs_no_index_file_lists_are_deleted() {
         let f = fixture();
         let repo = reopen(f.dir.path());
-        let mut orphan = PackBuilder::default();
-        orphan.add(blob::seal(
+        let sealed = crate::blob::seal(
             repo.key(),
             BlobType::Data,
             repo.key().blob_id(b"x"),
             b"x",
             3,
-        ));
-        write_pack(&repo, orphan).unwrap();
+        );
+        let mut orphan = crate::pack::PackBuilder::default();
+        orphan.add(sealed);
+        let pack = orphan.finish(repo.key());
+        let name = pack.id.0.to_hex();
+        repo.backend().put(Kind::Pack, &name, &pack.bytes).unwrap();
         let r = run(f.dir.path(), 10.0, false).unwrap();
         assert_eq!((r.packs_unindexed, r.packs_deleted), (1, 0), "{r:?}");
         let report = checker::check(&reopen(f.dir.path()), ReadData::None, &NoProgress);

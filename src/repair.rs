@@ -7,6 +7,7 @@ use crate::indexfile::PackEntries;
 use crate::pack::{self, BlobEntry, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
 use crate::progress::Progress;
+use crate::repacker::{Repacker, verified};
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
@@ -24,28 +25,28 @@ const MAX_DEPTH: usize = 1024;
 pub struct IndexRepair {
     pub packs: usize,
     pub blobs: usize,
-    /// Packs whose header is unreadable, with the reason. Their blobs are indexed from the
-    /// old index files where those still list them, otherwise lost.
+    /// Packs whose header is unreadable, with the reason. Their blobs that old index files
+    /// still list are verified and copied into new packs; the rest are lost.
     pub unreadable_packs: Vec<(String, String)>,
-    /// Blobs left out because their bytes failed verification (`read_data` only).
+    /// Blobs left out because their bytes failed verification.
     pub damaged_blobs: Vec<(String, String)>,
+    /// Damaged packs whose intact blobs were copied into new packs, then removed.
+    pub packs_rewritten: Vec<String>,
     pub index_files_written: usize,
     pub index_files_removed: usize,
 }
 
 /// Rebuilds the index from the pack headers: writes new index files listing every readable
-/// pack, then removes the old ones. With `read_data`, every blob is also verified and
-/// damaged ones are left out, so that `repair snapshots` cuts the files that need them.
-/// Needs an exclusive lock.
+/// pack, then removes the old ones. A pack whose header is unreadable, or (with
+/// `read_data`, which verifies every blob) that holds damaged blobs, has its intact blobs
+/// copied into a new pack and is removed; the damaged blobs are left out of the index, so
+/// `repair snapshots` cuts the files that need them. Needs an exclusive lock.
 pub fn repair_index(
     repo: &IndexedRepo,
     read_data: bool,
     progress: &dyn Progress,
 ) -> Result<IndexRepair> {
-    let old_files: Vec<String> = repo
-        .backend()
-        .list(Kind::Index)?
-        .into_iter()
+    let old_files: Vec<String> = (repo.backend().list(Kind::Index)?.into_iter())
         .map(|e| e.name)
         .collect();
     let packs = repo.backend().list(Kind::Pack)?;
@@ -53,6 +54,7 @@ pub fn repair_index(
     let mut report = IndexRepair::default();
     let mut pending = Vec::new();
     let mut unreadable = Vec::new();
+    let mut rewrite = Vec::new();
     for batch in packs.chunks(HEADER_BATCH) {
         let read: Vec<_> = batch
             .par_iter()
@@ -61,16 +63,20 @@ pub fn repair_index(
         for (entry, result) in read {
             progress.advance(entry.size);
             match result {
+                Ok((pack, blobs, damaged)) if damaged.is_empty() => {
+                    pending.push(PackEntries { pack, blobs })
+                }
                 Ok((pack, blobs, damaged)) => {
                     report.damaged_blobs.extend(damaged);
-                    pending.push(PackEntries { pack, blobs });
+                    rewrite.push(PackEntries { pack, blobs });
                 }
                 Err(reason) => unreadable.push((entry.name.clone(), reason)),
             }
             flush_if_full(repo, &mut pending, &mut report, false)?;
         }
     }
-    pending.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
+    rewrite.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
+    pending.extend(rewrite_packs(repo, &rewrite, &mut report)?);
     flush_if_full(repo, &mut pending, &mut report, true)?;
     report.unreadable_packs = unreadable;
     report.packs = packs.len() - report.unreadable_packs.len();
@@ -78,10 +84,35 @@ pub fn repair_index(
     for name in &old_files {
         repo.backend().remove(Kind::Index, name)?;
     }
+    for p in &rewrite {
+        repo.backend().remove(Kind::Pack, &p.pack.0.to_hex())?;
+    }
     report.index_files_removed = old_files.len();
     repo.index().clear()?;
     repo.sync_index()?;
     Ok(report)
+}
+
+/// Copies the intact blobs of damaged packs into new packs (the damaged packs are removed
+/// once the new index is written); returns the new packs' entries.
+fn rewrite_packs(
+    repo: &IndexedRepo,
+    damaged: &[PackEntries],
+    report: &mut IndexRepair,
+) -> Result<Vec<PackEntries>> {
+    let mut repacker = Repacker::new(repo);
+    for p in damaged {
+        let name = p.pack.0.to_hex();
+        let bytes = repo.backend().get(Kind::Pack, &name)?;
+        for e in &p.blobs {
+            match verified(repo, &bytes, e) {
+                Ok(_) => repacker.copy(&name, &bytes, e)?,
+                Err(reason) => report.damaged_blobs.push((e.id.0.to_hex(), reason)),
+            }
+        }
+        report.packs_rewritten.push(name);
+    }
+    Ok(repacker.finish()?.into_iter().map(|(e, _)| e).collect())
 }
 
 fn flush_if_full(
@@ -120,7 +151,7 @@ fn read_entries(
         .map_err(|e| e.to_string())?;
     let (good, bad): (Vec<_>, Vec<_>) = entries
         .into_iter()
-        .map(|b| (b, verify_blob(repo, &bytes, &b)))
+        .map(|b| (b, verified(repo, &bytes, &b).map(|_| ())))
         .partition(|(_, r)| r.is_ok());
     let damaged = bad
         .into_iter()
@@ -131,15 +162,6 @@ fn read_entries(
         good.into_iter().map(|(b, _)| b).collect(),
         damaged,
     ))
-}
-
-fn verify_blob(repo: &IndexedRepo, pack: &[u8], e: &BlobEntry) -> std::result::Result<(), String> {
-    let stored = pack
-        .get(e.offset as usize..e.offset as usize + e.length as usize)
-        .ok_or("beyond the end of the pack")?;
-    crate::blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Reads only a pack's trailer and header.
@@ -215,7 +237,8 @@ pub struct SnapshotRepair {
 pub struct SnapshotRepairOptions {
     /// Verify every referenced data blob, not only that the index lists it.
     pub read_data: bool,
-    /// Remove each original once its repaired copy is written.
+    /// Remove each original once its repaired copy is written, and every snapshot object
+    /// that cannot be read at all.
     pub forget: bool,
     pub dry_run: bool,
 }
@@ -270,6 +293,12 @@ pub fn repair_snapshots(
             repaired: copy,
             lost,
         });
+    }
+    if opts.forget && !opts.dry_run {
+        for (id, _) in &bad {
+            repo.backend().remove(Kind::Snapshot, &id.0.to_hex())?;
+            report.originals_removed += 1;
+        }
     }
     Ok(report)
 }
@@ -475,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pack_with_a_damaged_header_keeps_its_old_index_entries() {
+    fn a_pack_with_a_damaged_header_is_rewritten_from_its_old_index_entries() {
         let (dir, ids) = fixture();
         let repo = reopen(dir.path());
         let pack = pack_file(dir.path(), &repo, &ids[0]);
@@ -486,6 +515,24 @@ mod tests {
         reopen(dir.path())
             .read_blob(&ids[0])
             .expect("still indexed from the old file");
+    }
+
+    #[test]
+    fn with_read_data_damaged_blobs_leave_the_index_and_their_pack_is_rewritten() {
+        let (dir, ids) = fixture();
+        let repo = reopen(dir.path());
+        let loc = repo.locate(&ids[0]).unwrap();
+        let pack = pack_file(dir.path(), &repo, &ids[0]);
+        flip_byte(&pack, loc.entry.offset as u64 + 10);
+        let r = repair_index(&repo, true, &NoProgress).unwrap();
+        assert_eq!(
+            r.damaged_blobs,
+            vec![(ids[0].0.to_hex(), r.damaged_blobs[0].1.clone())]
+        );
+        assert!(!pack.exists());
+        let repo = reopen(dir.path());
+        assert!(!repo.index().contains(&ids[0]).unwrap());
+        repo.read_blob(&ids[1]).unwrap();
     }
 
     #[test]

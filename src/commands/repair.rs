@@ -25,7 +25,8 @@ enum What {
         /// Verify every referenced blob's content, not only that the index lists it
         #[arg(long)]
         read_data: bool,
-        /// Remove each damaged original once its repaired copy is written
+        /// Remove each damaged original once its repaired copy is written, and every
+        /// snapshot object that cannot be read at all
         #[arg(long)]
         forget: bool,
         /// Report what would be cut, write nothing
@@ -69,6 +70,11 @@ fn index_report(ctx: &Context, r: &IndexRepair) -> Result<Outcome> {
         }
         for (blob, why) in &r.damaged_blobs {
             ctx.warn(&format!("blob {blob} left out: {}", escape(why)));
+        }
+        for pack in &r.packs_rewritten {
+            ctx.say(&format!(
+                "pack {pack}: intact blobs copied to a new pack, damaged pack removed"
+            ))?;
         }
         ctx.say(&format!(
             "indexed {} blobs in {} packs: wrote {} index files, removed {} old ones",

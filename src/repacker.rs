@@ -1,0 +1,80 @@
+//! Copying blobs out of packs into new ones: each blob is verified, then copied still sealed
+//! (no re-compression or re-encryption), so prune and repair can rewrite packs cheaply.
+use crate::backend::Kind;
+use crate::blob::{self, Sealed};
+use crate::indexfile::PackEntries;
+use crate::pack::{BlobEntry, FinishedPack, PackBuilder};
+use crate::repository::{IndexedRepo, RepoError, Result};
+
+/// Collects verified blobs into packs of the repository's pack size and writes them.
+pub struct Repacker<'r> {
+    repo: &'r IndexedRepo,
+    builder: PackBuilder,
+    written: Vec<(PackEntries, u64)>,
+}
+
+impl<'r> Repacker<'r> {
+    pub fn new(repo: &'r IndexedRepo) -> Repacker<'r> {
+        Repacker {
+            repo,
+            builder: PackBuilder::default(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Verifies the blob `e` inside `pack_bytes` (the pack named `pack`) and queues it;
+    /// a blob that fails verification is an error naming it.
+    pub fn copy(&mut self, pack: &str, pack_bytes: &[u8], e: &BlobEntry) -> Result<()> {
+        let stored = verified(self.repo, pack_bytes, e).map_err(|reason| RepoError::Damaged {
+            kind: Kind::Pack,
+            name: pack.to_string(),
+            reason: format!("blob {}: {reason}", e.id),
+        })?;
+        self.builder.add(Sealed {
+            id: e.id,
+            ty: e.ty,
+            bytes: stored.to_vec(),
+            raw_len: e.raw_length,
+            compressed: e.compressed,
+        });
+        if self.builder.size() >= self.repo.config().pack_size as usize {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<()> {
+        let builder = std::mem::take(&mut self.builder);
+        let FinishedPack { id, bytes, entries } = builder.finish(self.repo.key());
+        self.repo
+            .backend()
+            .put(Kind::Pack, &id.0.to_hex(), &bytes)?;
+        let listed = PackEntries {
+            pack: id,
+            blobs: entries,
+        };
+        self.written.push((listed, bytes.len() as u64));
+        Ok(())
+    }
+
+    /// Writes what is queued; returns every pack written with its index entries and size.
+    pub fn finish(mut self) -> Result<Vec<(PackEntries, u64)>> {
+        if !self.builder.is_empty() {
+            self.write()?;
+        }
+        Ok(self.written)
+    }
+}
+
+/// The stored bytes of `e` in `pack_bytes`, once they decrypt, decompress and hash to its id.
+pub fn verified<'p>(
+    repo: &IndexedRepo,
+    pack_bytes: &'p [u8],
+    e: &BlobEntry,
+) -> std::result::Result<&'p [u8], String> {
+    let stored = pack_bytes
+        .get(e.offset as usize..e.offset as usize + e.length as usize)
+        .ok_or("it lies beyond the end of the pack")?;
+    blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length).map_err(|e| e.to_string())?;
+    Ok(stored)
+}
