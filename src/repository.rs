@@ -323,6 +323,7 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> 
     if entries.is_empty() {
         return Err(RepoError::NoKeys);
     }
+    let mut damaged_match = None;
     for e in entries {
         let Some(id) = Id::from_hex(&e.name) else {
             continue;
@@ -339,11 +340,20 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> 
         else {
             continue;
         };
-        if let Ok(key) = file.open(password) {
-            return Ok((KeyId(id), key));
+        match file.open(password) {
+            Ok(key) => return Ok((KeyId(id), key)),
+            // The password opened it, but the file was altered: say so, unless another
+            // key file opens.
+            Err(source @ KeyError::Damaged(_)) => {
+                damaged_match = Some(RepoError::Key {
+                    id: e.name.clone(),
+                    source,
+                })
+            }
+            Err(_) => {}
         }
     }
-    Err(RepoError::WrongPassword)
+    Err(damaged_match.unwrap_or(RepoError::WrongPassword))
 }
 
 /// A repository whose blob index is loaded: blobs and trees can be read and written.
