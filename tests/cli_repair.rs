@@ -254,7 +254,10 @@ fn a_damaged_key_file_is_reported_and_locks_out_only_its_own_password() {
     with_second.env("STRATA_PASSWORD", SECOND_PASSWORD);
     let out = bounded_with(with_second, &["snapshots"], &[1]);
     let err = stderr(&out);
-    assert!(err.contains("wrong password") || err.contains("damaged"), "{err}");
+    assert!(
+        err.contains("wrong password") || err.contains("damaged"),
+        "{err}"
+    );
 
     bounded(&f.repo, &["key", "remove", &f.second_key[..12]], &[0]);
     bounded(&f.repo, &["check"], &[0]);

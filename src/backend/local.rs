@@ -71,11 +71,20 @@ impl LocalBackend {
         };
         for ent in rd {
             let ent = ent.map_err(io("list", dir))?;
-            let meta = ent.metadata().map_err(io("stat", &ent.path()))?;
             let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if meta.is_file() && validate_name(Kind::Pack, &name).is_ok() {
+            // Temporary files of other writers are skipped unread; an object removed
+            // between listing and stat (a lock released, a pack pruned) is simply gone.
+            if validate_name(Kind::Pack, &name).is_err() {
+                continue;
+            }
+            let meta = match ent.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("stat", &ent.path())(e)),
+            };
+            if meta.is_file() {
                 out.push(Entry {
                     name,
                     size: meta.len(),

@@ -174,7 +174,8 @@ impl Context {
 
     pub fn print_json(&self, value: &impl serde::Serialize) -> Result<()> {
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, value)?;
+        // Through io::Error, so a closed pipe stays recognisable (see `is_broken_pipe`).
+        serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
         writeln!(out)?;
         Ok(())
     }
