@@ -11,6 +11,7 @@ pub mod id;
 pub mod index;
 pub mod indexfile;
 pub mod key;
+pub mod mount;
 pub mod names;
 pub mod pack;
 pub mod packer;
