@@ -89,22 +89,21 @@ pub struct Mount {
     ended: Receiver<io::Result<()>>,
 }
 
-/// Checks that `mountpoint` is a directory (and not a stale mount) and that FUSE can be used.
+/// Checks that FUSE can be used and that `mountpoint` is a directory (not a stale mount).
 pub fn preflight(mountpoint: &Path) -> Result<()> {
-    let shown = mountpoint.display().to_string();
-    match std::fs::metadata(mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(MountError::Stale(shown)),
-        Err(e) => return Err(MountError::Mountpoint(shown, e)),
-        Ok(m) if !m.is_dir() => return Err(MountError::NotADirectory(shown)),
-        Ok(_) => {}
-    }
     if !Path::new(FUSE_DEVICE).exists() {
         return Err(MountError::NoDevice);
     }
     if !is_root() && fusermount().is_none() {
         return Err(MountError::NoFusermount);
     }
-    Ok(())
+    let shown = mountpoint.display().to_string();
+    match std::fs::metadata(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(MountError::Stale(shown)),
+        Err(e) => Err(MountError::Mountpoint(shown, e)),
+        Ok(m) if !m.is_dir() => Err(MountError::NotADirectory(shown)),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn is_root() -> bool {
