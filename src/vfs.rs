@@ -8,6 +8,7 @@ use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chunk_offs
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::Write;
+use std::ops::Range;
 
 /// Trees are loaded this many at a time, in parallel, by [`for_each_tree`].
 const TREE_BATCH: usize = 256;
@@ -227,21 +228,33 @@ pub fn read_chunks<B: AsRef<[u8]>, E: From<BlobError>>(
     while offsets[i] < end {
         let blob = fetch(&content[i])?;
         let blob = blob.as_ref();
-        if blob.len() != content[i].len as usize {
-            let (id, expected, actual) = (content[i].id, content[i].len, blob.len());
-            return Err(BlobError::Length {
-                id,
-                expected,
-                actual,
-            }
-            .into());
-        }
-        let from = offset.max(offsets[i]) - offsets[i];
-        let to = end.min(offsets[i + 1]) - offsets[i];
-        out.extend_from_slice(&blob[from as usize..to as usize]);
+        let part = chunk_range(blob.len(), &content[i], offsets[i], offset..end)?;
+        out.extend_from_slice(&blob[part]);
         i += 1;
     }
     Ok(out)
+}
+
+/// Where the bytes `wanted` (file offsets) lie in chunk `chunk`, which starts at file offset
+/// `start` and was read as a blob of `blob_len` bytes: an error when that is not the length
+/// the tree gives the chunk.
+pub fn chunk_range(
+    blob_len: usize,
+    chunk: &ChunkRef,
+    start: u64,
+    wanted: Range<u64>,
+) -> std::result::Result<Range<usize>, BlobError> {
+    if blob_len != chunk.len as usize {
+        return Err(BlobError::Length {
+            id: chunk.id,
+            expected: chunk.len,
+            actual: blob_len,
+        });
+    }
+    let end = start + u64::from(chunk.len);
+    let from = wanted.start.clamp(start, end) - start;
+    let to = wanted.end.clamp(start, end) - start;
+    Ok(from as usize..to.max(from) as usize)
 }
 
 #[cfg(test)]

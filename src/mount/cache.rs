@@ -143,12 +143,12 @@ mod tests {
         BlobId(Id([n; 32]))
     }
 
-    fn bytes(v: &Arc<[u8]>) -> u64 {
+    fn bytes(v: &Arc<Vec<u8>>) -> u64 {
         v.len() as u64
     }
 
-    fn value(len: usize) -> Result<Arc<[u8]>, RepoError> {
-        Ok(Arc::from(vec![7u8; len]))
+    fn value(len: usize) -> Result<Arc<Vec<u8>>, RepoError> {
+        Ok(Arc::new(vec![7u8; len]))
     }
 
     #[test]

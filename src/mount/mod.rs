@@ -19,12 +19,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the kernel's FUSE device lives.
 const FUSE_DEVICE: &str = "/dev/fuse";
 /// How long to wait for the request loop to finish after a clean unmount.
 const END_WAIT: Duration = Duration::from_secs(10);
+/// How long to retry an unmount that fails, e.g. because the kernel is still releasing a file
+/// that was closed a moment ago, before detaching the filesystem lazily.
+const UNMOUNT_RETRY: Duration = Duration::from_secs(2);
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -199,9 +203,13 @@ impl Mount {
     /// Unmounts; when the filesystem is busy (a program has a file open or its working
     /// directory in it), detaches it lazily instead so that nothing stale is left behind.
     pub fn unmount(self) -> Result<Unmounted> {
-        let unmounted = match unmount(&self.mountpoint, false) {
-            Ok(()) => Unmounted::Clean,
-            Err(_) => unmount(&self.mountpoint, true).map(|()| Unmounted::Detached)?,
+        let deadline = Instant::now() + UNMOUNT_RETRY;
+        let unmounted = loop {
+            match unmount(&self.mountpoint, false) {
+                Ok(()) => break Unmounted::Clean,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(RETRY_PAUSE),
+                Err(_) => break unmount(&self.mountpoint, true).map(|()| Unmounted::Detached)?,
+            }
         };
         if unmounted == Unmounted::Clean {
             let _ = self.ended.recv_timeout(END_WAIT);
