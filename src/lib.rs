@@ -14,6 +14,7 @@ pub mod index;
 pub mod indexfile;
 pub mod key;
 pub mod lock;
+pub mod mount;
 pub mod names;
 pub mod pack;
 pub mod packer;

@@ -49,6 +49,8 @@ enum Command {
     Find(commands::find::Args),
     /// Compare files on disk with a snapshot: missing, modified and new files
     Scan(commands::scan::Args),
+    /// Browse all snapshots as a read-only filesystem (FUSE) until Ctrl-C
+    Mount(commands::mount::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&ctx, a),
         Command::Find(a) => commands::find::run(&ctx, a),
         Command::Scan(a) => commands::scan::run(&ctx, a),
+        Command::Mount(a) => commands::mount::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

@@ -1,12 +1,14 @@
 //! Paths inside a snapshot: finding the node at a path, walking a subtree in order, and
 //! reading a file's bytes (whole or any range) from its chunk list.
+use crate::blob::BlobError;
 use crate::id::{BlobId, SnapshotId};
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
+use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::Write;
+use std::ops::Range;
 
 /// Trees are loaded this many at a time, in parallel, by [`for_each_tree`].
 const TREE_BATCH: usize = 256;
@@ -165,13 +167,18 @@ pub fn child_path(parent: &str, name: &[u8]) -> String {
     }
 }
 
+/// How many chunks to fetch in parallel ahead of a sequential reader.
+pub fn read_ahead_window() -> usize {
+    rayon::current_num_threads().max(2) * 2
+}
+
 /// Writes a file's whole content to `out`, fetching a few chunks in parallel ahead.
 pub fn copy_file(
     repo: &IndexedRepo,
     node: &Node,
     out: &mut dyn Write,
 ) -> std::result::Result<u64, CopyError> {
-    let window = rayon::current_num_threads().max(2) * 2;
+    let window = read_ahead_window();
     let mut written = 0u64;
     for batch in node.content().chunks(window) {
         let blobs: Vec<Vec<u8>> = batch
@@ -198,21 +205,56 @@ pub enum CopyError {
 pub fn read_range(repo: &IndexedRepo, node: &Node, offset: u64, len: u64) -> Result<Vec<u8>> {
     let content = node.content();
     let offsets = chunk_offsets(content);
+    read_chunks(content, &offsets, offset, len, |c| repo.read_blob(&c.id))
+}
+
+/// Up to `len` bytes from `offset` of the file made of `content` (whose `chunk_offsets` are
+/// `offsets`), asking `fetch` only for the chunks that hold them. A chunk whose length is not
+/// the one in the tree is an error.
+pub fn read_chunks<B: AsRef<[u8]>, E: From<BlobError>>(
+    content: &[ChunkRef],
+    offsets: &[u64],
+    offset: u64,
+    len: u64,
+    mut fetch: impl FnMut(&ChunkRef) -> std::result::Result<B, E>,
+) -> std::result::Result<Vec<u8>, E> {
     let end = offset
         .saturating_add(len)
         .min(*offsets.last().unwrap_or(&0));
     let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-    let Some(mut i) = chunk_at(&offsets, offset) else {
+    let Some(mut i) = chunk_at(offsets, offset) else {
         return Ok(out);
     };
     while offsets[i] < end {
-        let blob = repo.read_blob(&content[i].id)?;
-        let from = offset.max(offsets[i]) - offsets[i];
-        let to = end.min(offsets[i + 1]) - offsets[i];
-        out.extend_from_slice(&blob[from as usize..to as usize]);
+        let blob = fetch(&content[i])?;
+        let blob = blob.as_ref();
+        let part = chunk_range(blob.len(), &content[i], offsets[i], offset..end)?;
+        out.extend_from_slice(&blob[part]);
         i += 1;
     }
     Ok(out)
+}
+
+/// Where the bytes `wanted` (file offsets) lie in chunk `chunk`, which starts at file offset
+/// `start` and was read as a blob of `blob_len` bytes: an error when that is not the length
+/// the tree gives the chunk.
+pub fn chunk_range(
+    blob_len: usize,
+    chunk: &ChunkRef,
+    start: u64,
+    wanted: Range<u64>,
+) -> std::result::Result<Range<usize>, BlobError> {
+    if blob_len != chunk.len as usize {
+        return Err(BlobError::Length {
+            id: chunk.id,
+            expected: chunk.len,
+            actual: blob_len,
+        });
+    }
+    let end = start + u64::from(chunk.len);
+    let from = wanted.start.clamp(start, end) - start;
+    let to = wanted.end.clamp(start, end) - start;
+    Ok(from as usize..to.max(from) as usize)
 }
 
 #[cfg(test)]
@@ -274,6 +316,23 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![b"/d".to_vec(), b"/d/f".to_vec()]);
+    }
+
+    #[test]
+    fn a_chunk_of_the_wrong_length_is_an_error() {
+        let node = file_node(b"f", &[10, 20]);
+        let offsets = chunk_offsets(node.content());
+        let fill = |c: &ChunkRef| Ok::<_, RepoError>(vec![c.len as u8; c.len as usize]);
+        let read = read_chunks(node.content(), &offsets, 5, 10, fill).unwrap();
+        assert_eq!(read, [vec![10u8; 5], vec![20u8; 5]].concat());
+        let short = |c: &ChunkRef| Ok::<_, RepoError>(vec![0u8; c.len as usize - 1]);
+        let err = read_chunks(node.content(), &offsets, 0, 30, short).unwrap_err();
+        let want = BlobError::Length {
+            id: node.content()[0].id,
+            expected: 10,
+            actual: 9,
+        };
+        assert_eq!(err.to_string(), RepoError::Blob(want).to_string());
     }
 
     #[test]

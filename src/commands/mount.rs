@@ -1,0 +1,140 @@
+//! `strata mount`: serve the repository's snapshots as a read-only FUSE filesystem in the
+//! foreground, refreshing the snapshot list, until Ctrl-C or SIGTERM unmounts it.
+use super::{Context, Outcome};
+use anyhow::{Context as _, Result};
+use crossbeam_channel::{Receiver, select};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use strata::id::SnapshotId;
+use strata::mount::{self, Mount, MountOptions, Selection, Unmounted};
+use strata::repository::{IndexedRepo, RepoError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory to mount on
+    mountpoint: PathBuf,
+    /// Show only this snapshot: an id prefix or `latest` (repeatable)
+    #[arg(long = "snapshot", value_name = "SNAP")]
+    snapshots: Vec<String>,
+    /// Show only snapshots from this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Show only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Show only snapshots that include this path (repeatable: all must match)
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    /// Look for new snapshots every SECONDS
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    refresh: u64,
+    /// Memory for decoded file data, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    cache_mib: u64,
+}
+
+/// Why serving stopped.
+enum Stop {
+    Signal,
+    /// Unmounted from outside; the request loop's result.
+    Ended(std::io::Result<()>),
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    mount::preflight(&args.mountpoint)?;
+    // The shared lock is held (and refreshed) until the repository is dropped at unmount.
+    let repo = ctx.open_reading("mount")?;
+    let selection = selection(&repo, &args)?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .context("cannot handle Ctrl-C and SIGTERM")?;
+    let options = MountOptions {
+        cache_bytes: args.cache_mib << 20,
+        threads: 2 * std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2),
+    };
+    let (mounted, found) = mount::mount(Arc::new(repo), selection, &args.mountpoint, &options)?;
+    warn_damaged(ctx, found.damaged);
+    announce(ctx, &args, &mounted)?;
+    match serve(ctx, &mounted, &stop_rx, Duration::from_secs(args.refresh)) {
+        Stop::Signal => finish(ctx, &args, mounted.unmount()?),
+        Stop::Ended(result) => {
+            result.context("the FUSE connection failed")?;
+            ctx.say(&format!("{} was unmounted", args.mountpoint.display()))?;
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+/// `latest` stays dynamic (the newest selected snapshot at each refresh); other values are
+/// resolved to one snapshot now, so a typo fails at once.
+fn selection(repo: &IndexedRepo, args: &Args) -> Result<Selection> {
+    let mut ids = Vec::new();
+    for spec in args.snapshots.iter().filter(|s| *s != "latest") {
+        ids.push(repo.find_snapshot(spec)?.0);
+    }
+    Ok(Selection {
+        ids,
+        latest: args.snapshots.iter().any(|s| s == "latest"),
+        host: args.host.clone(),
+        tags: args.tags.clone(),
+        paths: args.paths.clone(),
+    })
+}
+
+fn announce(ctx: &Context, args: &Args, mounted: &Mount) -> Result<()> {
+    let shown = args.mountpoint.display();
+    if ctx.args.json {
+        return ctx.print_json(&serde_json::json!({
+            "mountpoint": args.mountpoint,
+            "snapshots": mounted.snapshot_count(),
+            "refresh_seconds": args.refresh,
+        }));
+    }
+    ctx.say(&format!(
+        "serving {} snapshots at {shown} (new ones appear within {} s); press Ctrl-C to unmount",
+        mounted.snapshot_count(),
+        args.refresh
+    ))
+}
+
+/// Refreshes every `every` until a signal arrives or the filesystem goes away.
+fn serve(ctx: &Context, mounted: &Mount, stop: &Receiver<()>, every: Duration) -> Stop {
+    loop {
+        select! {
+            recv(stop) -> _ => return Stop::Signal,
+            recv(mounted.ended()) -> r => return Stop::Ended(r.unwrap_or(Ok(()))),
+            default(every) => refresh(ctx, mounted),
+        }
+    }
+}
+
+fn refresh(ctx: &Context, mounted: &Mount) {
+    match mounted.refresh() {
+        Ok(found) => warn_damaged(ctx, found.damaged),
+        Err(e) => ctx.warn(&format!("refreshing the snapshot list failed: {e}")),
+    }
+}
+
+fn warn_damaged(ctx: &Context, damaged: Vec<(SnapshotId, RepoError)>) {
+    for (id, e) in damaged {
+        ctx.warn(&format!("snapshot {} is not shown: {e}", id.0.short()));
+    }
+}
+
+fn finish(ctx: &Context, args: &Args, how: Unmounted) -> Result<Outcome> {
+    let shown = args.mountpoint.display();
+    match how {
+        Unmounted::Clean => ctx.say(&format!("unmounted {shown}"))?,
+        Unmounted::Detached => ctx.warn(&format!(
+            "{shown} was busy and was detached: programs still using it get errors"
+        )),
+    }
+    Ok(Outcome::Ok)
+}
