@@ -19,6 +19,7 @@ pub mod repository;
 pub mod restorer;
 pub mod sandbox;
 pub mod snapshot;
+pub mod sources;
 pub mod stats;
 pub mod sysinfo;
 pub mod tree;

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod e2e;
 pub mod fsutil;
+pub mod mongo;
 pub mod repo;
 pub mod rng;
 pub mod tree;
