@@ -273,3 +273,49 @@ pub fn unique_db(name: &str) -> String {
         .subsec_nanos();
     format!("{name}_{}_{nanos}", std::process::id())
 }
+
+/// What a database holds, per namespace: documents (raw, in `_id` order), the
+/// `listCollections` entry (without `info` and `ns`) and the index specs (without `ns`).
+pub type DbState =
+    std::collections::BTreeMap<String, (Vec<RawDocumentBuf>, Document, Vec<Document>)>;
+
+impl Mongo {
+    pub fn state(&self, db: &str) -> DbState {
+        self.collections(db)
+            .into_iter()
+            .map(|(name, mut spec)| {
+                if let Ok(id) = spec.get_document_mut("idIndex") {
+                    id.remove("ns");
+                }
+                let is_view = spec.get_str("type").ok() == Some("view");
+                let indexes = match is_view {
+                    true => Vec::new(),
+                    false => self
+                        .indexes(db, &name)
+                        .into_iter()
+                        .map(|mut i| {
+                            i.remove("ns");
+                            i
+                        })
+                        .collect(),
+                };
+                (name.clone(), (self.raw_docs(db, &name), spec, indexes))
+            })
+            .collect()
+    }
+}
+
+/// Asserts two database states are equal, naming the first namespace that differs.
+pub fn assert_same_state(want: &DbState, got: &DbState, what: &str) {
+    let names = |s: &DbState| s.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(want), names(got), "{what}: namespaces");
+    for (ns, (docs, spec, indexes)) in want {
+        let (gdocs, gspec, gindexes) = &got[ns];
+        assert_eq!(spec, gspec, "{what}: options of {ns}");
+        assert_eq!(indexes, gindexes, "{what}: indexes of {ns}");
+        assert_eq!(docs.len(), gdocs.len(), "{what}: document count of {ns}");
+        for (a, b) in docs.iter().zip(gdocs) {
+            assert!(a.as_bytes() == b.as_bytes(), "{what}: {ns}: {a:?} != {b:?}");
+        }
+    }
+}

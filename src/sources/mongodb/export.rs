@@ -279,9 +279,7 @@ impl MongoExport {
 
     /// Users and roles of every database, as `usersInfo`/`rolesInfo` show them.
     fn export_users(&self, w: &DumpWriter, files: &mut BTreeMap<String, Vec<Node>>) -> Result<()> {
-        let cmd = doc! {"usersInfo": 1, "showCredentials": true, "forAllDBs": true};
-        let users = docs_at(&self.conn.command("admin", cmd)?, "users");
-        let mut roles = Vec::new();
+        let (mut users, mut roles) = (Vec::new(), Vec::new());
         let dbs = self
             .conn
             .block_on(self.conn.client().list_database_names())
@@ -290,6 +288,8 @@ impl MongoExport {
             .iter()
             .filter(|d| !matches!(d.as_str(), "local" | "config"))
         {
+            let cmd = doc! {"usersInfo": 1, "showCredentials": true};
+            users.extend(docs_at(&self.conn.command(db, cmd)?, "users"));
             let cmd = doc! {"rolesInfo": 1, "showPrivileges": true, "showBuiltinRoles": false};
             roles.extend(docs_at(&self.conn.command(db, cmd)?, "roles"));
         }
