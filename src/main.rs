@@ -35,6 +35,8 @@ enum Command {
     Key(commands::key::Args),
     /// Show sizes, deduplication and compression
     Stats(commands::stats::Args),
+    /// MongoDB point-in-time recovery: archive the oplog, show recoverable times
+    Mongo(commands::mongo::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&ctx, a),
         Command::Key(a) => commands::key::run(&ctx, a),
         Command::Stats(a) => commands::stats::run(&ctx, a),
+        Command::Mongo(a) => commands::mongo::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

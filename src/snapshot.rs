@@ -24,6 +24,18 @@ pub enum Source {
         /// False with `--no-consistency`: documents were read at different times.
         consistent: bool,
     },
+    /// A slice of a server's oplog below `/mongodb-oplog/oplog.bson`: every entry with
+    /// `start < ts <= end`, stored by `strata mongo follow`.
+    #[serde(rename = "mongodb-oplog")]
+    MongoOplog {
+        server: String,
+        start: BsonTime,
+        end: BsonTime,
+        entries: u64,
+        /// Set when the oplog had rolled over past where the previous slice (or the oldest
+        /// snapshot) ended: entries in `(gap_from, start]` are lost.
+        gap_from: Option<BsonTime>,
+    },
 }
 
 /// A BSON timestamp (cluster time): seconds since the epoch and an increment.

@@ -30,22 +30,35 @@ fn writer(uri: &str, db: &str, stop: &AtomicBool) -> Vec<Write> {
         let (id, value) = match i % 3 {
             0 => {
                 let id = INITIAL + i;
-                m.block(coll.insert_one(doc! {"_id": id, "v": i}).session(&mut session)).unwrap();
+                m.block(
+                    coll.insert_one(doc! {"_id": id, "v": i})
+                        .session(&mut session),
+                )
+                .unwrap();
                 (id, Some(i))
             }
             1 => {
                 let id = (i * 7919) % INITIAL;
-                m.block(coll.update_one(doc! {"_id": id}, doc! {"$set": {"v": i}}).session(&mut session)).unwrap();
+                m.block(
+                    coll.update_one(doc! {"_id": id}, doc! {"$set": {"v": i}})
+                        .session(&mut session),
+                )
+                .unwrap();
                 (id, Some(i))
             }
             _ => {
                 let id = (i * 104_729) % INITIAL;
-                m.block(coll.delete_one(doc! {"_id": id}).session(&mut session)).unwrap();
+                m.block(coll.delete_one(doc! {"_id": id}).session(&mut session))
+                    .unwrap();
                 (id, None)
             }
         };
         let t = session.operation_time().expect("an operation time");
-        log.push(Write { time: (t.time, t.increment), id, value });
+        log.push(Write {
+            time: (t.time, t.increment),
+            id,
+            value,
+        });
     }
     log
 }
@@ -57,21 +70,48 @@ fn restore_equals_the_state_at_the_recorded_cluster_time() {
     let db = unique_db("consistency");
     let pad = "p".repeat(1000);
     for start in (0..INITIAL).step_by(5000) {
-        m.insert(&db, "c", (start..start + 5000).map(|i| doc! {"_id": i, "v": 0_i64, "pad": &pad}).collect());
+        m.insert(
+            &db,
+            "c",
+            (start..start + 5000)
+                .map(|i| doc! {"_id": i, "v": 0_i64, "pad": &pad})
+                .collect(),
+        );
     }
     let repo = fast_repo();
     let stop = AtomicBool::new(false);
     let (report, log) = std::thread::scope(|s| {
         let w = s.spawn(|| writer(uri, &db, &stop));
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let (_, report) = json_expect(&repo, ["backup", "--mongo", uri, "--mongo-db", &db, "--mongo-parallel", "1"], 0);
+        let (_, report) = json_expect(
+            &repo,
+            [
+                "backup",
+                "--mongo",
+                uri,
+                "--mongo-db",
+                &db,
+                "--mongo-parallel",
+                "1",
+            ],
+            0,
+        );
         stop.store(true, Ordering::Relaxed);
         (report, w.join().unwrap())
     });
     let mongo = &report["mongodb"];
-    let at = (mongo["cluster_time"]["t"].as_u64().unwrap() as u32, mongo["cluster_time"]["i"].as_u64().unwrap() as u32);
-    assert!(mongo["oplog_entries"].as_u64().unwrap() > 0, "writes ran during the export: {report:#}");
-    assert!(log.iter().any(|w| w.time > at), "writes continued after the recorded time");
+    let at = (
+        mongo["cluster_time"]["t"].as_u64().unwrap() as u32,
+        mongo["cluster_time"]["i"].as_u64().unwrap() as u32,
+    );
+    assert!(
+        mongo["oplog_entries"].as_u64().unwrap() > 0,
+        "writes ran during the export: {report:#}"
+    );
+    assert!(
+        log.iter().any(|w| w.time > at),
+        "writes continued after the recorded time"
+    );
 
     let mut want: BTreeMap<i64, i64> = (0..INITIAL).map(|i| (i, 0)).collect();
     for w in log.iter().filter(|w| w.time <= at) {
@@ -86,13 +126,33 @@ fn restore_equals_the_state_at_the_recorded_cluster_time() {
         }
     }
     let copy = unique_db("consistency_copy");
-    json_expect(&repo, ["restore", "latest", "--mongo", uri, "--ns-from", &format!("{db}.*"), "--ns-to", &format!("{copy}.*")], 0);
+    json_expect(
+        &repo,
+        [
+            "restore",
+            "latest",
+            "--mongo",
+            uri,
+            "--ns-from",
+            &format!("{db}.*"),
+            "--ns-to",
+            &format!("{copy}.*"),
+        ],
+        0,
+    );
     let got: BTreeMap<i64, i64> = m
         .raw_docs(&copy, "c")
         .iter()
         .map(|d| (d.get_i64("_id").unwrap(), d.get_i64("v").unwrap()))
         .collect();
     assert_eq!(got.len(), want.len(), "document count at the recorded time");
-    let diff: Vec<_> = want.iter().filter(|(k, v)| got.get(k) != Some(v)).take(5).collect();
-    assert!(diff.is_empty(), "documents differ from the state at {at:?}: {diff:?}");
+    let diff: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(k) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "documents differ from the state at {at:?}: {diff:?}"
+    );
 }

@@ -6,6 +6,7 @@ pub mod check;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mongo;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use strata::filter::Patterns;
 use strata::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use strata::sandbox::OnConflict;
+use strata::snapshot::{BsonTime, Snapshot};
 use strata::sources::mongodb::import::{self, ImportOptions, ImportReport, Mode};
-use strata::sources::mongodb::{Conn, NsFilter, Renames};
+use strata::sources::mongodb::{Conn, NsFilter, Renames, follow};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Conflict {
@@ -19,7 +20,8 @@ enum Conflict {
 #[derive(clap::Args)]
 pub struct Args {
     /// SNAPSHOT or SNAPSHOT:SUBPATH (the subpath's contents go into the target)
-    snapshot: String,
+    #[arg(required_unless_present = "at")]
+    snapshot: Option<String>,
     /// Directory to restore into (created if missing)
     #[arg(short, long, required_unless_present = "mongo")]
     target: Option<PathBuf>,
@@ -84,6 +86,23 @@ struct MongoArgs {
     /// Also restore users and roles (`--mongo-users` backups)
     #[arg(long = "mongo-users", requires = "mongo")]
     users: bool,
+    /// Restore MongoDB as of this time: RFC 3339 (every entry of that second) or a BSON
+    /// timestamp SECONDS:INCREMENT (up to and including that entry)
+    #[arg(long, value_name = "TIMESTAMP", requires = "mongo", conflicts_with_all = ["snapshot", "target"], value_parser = parse_at)]
+    at: Option<BsonTime>,
+}
+
+/// `SECONDS:INCREMENT`, or a time (RFC 3339 or local) standing for the last entry of its
+/// second.
+fn parse_at(text: &str) -> Result<BsonTime, String> {
+    if let Some((t, i)) = text.split_once(':')
+        && let (Ok(t), Ok(i)) = (t.parse(), i.parse())
+    {
+        return Ok(BsonTime { t, i });
+    }
+    let time = super::parse_time(text)?;
+    let t = u32::try_from(time.timestamp()).map_err(|_| format!("{text:?} is out of range"))?;
+    Ok(BsonTime { t, i: u32::MAX })
 }
 
 impl MongoArgs {
@@ -106,17 +125,19 @@ impl MongoArgs {
             parallel: self.parallel,
             batch_size: self.batch_size,
             dry_run,
-            until: None,
+            until: self.at,
+            after: None,
         })
     }
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
-    let (spec, subpath) = args
-        .snapshot
-        .split_once(':')
-        .unwrap_or((&args.snapshot, ""));
+    if let (Some(at), Some(uri)) = (args.mongo.at, &args.mongo.mongo) {
+        return restore_at(ctx, &repo, uri, at, &args);
+    }
+    let spec = args.snapshot.as_deref().unwrap_or("latest");
+    let (spec, subpath) = spec.split_once(':').unwrap_or((spec, ""));
     let (_, snap) = repo.find_snapshot(spec)?;
     let mut outcome = Outcome::Ok;
     if let Some(target) = &args.target {
@@ -137,6 +158,34 @@ fn worst(a: Outcome, b: Outcome) -> Outcome {
     }
 }
 
+/// Point in time: the newest dump at or before `at`, its window, and the archived slices.
+fn restore_at(
+    ctx: &Context,
+    repo: &strata::repository::IndexedRepo,
+    uri: &str,
+    at: BsonTime,
+    args: &Args,
+) -> Result<Outcome> {
+    let (all, _) = repo.snapshots()?;
+    let (id, time, slices) = follow::plan_at(&all, at).map_err(anyhow::Error::msg)?;
+    let snap: Snapshot = repo.load_snapshot(id)?;
+    let mut opts = args.mongo.options(args.dry_run)?;
+    opts.after = Some(time);
+    let files = slices
+        .iter()
+        .map(|s| strata::vfs::node_at(repo, s.tree, b"/mongodb-oplog/oplog.bson"))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
+    let conn = Conn::connect(uri)?;
+    ctx.say(&format!(
+        "restoring snapshot {} ({time}) and {} oplog slices up to {at}",
+        id.0.short(),
+        slices.len()
+    ))?;
+    let report = import::import(repo, &conn, &dump, &files, &opts)?;
+    print_mongo(ctx, &report)
+}
+
 fn restore_mongo(
     ctx: &Context,
     repo: &strata::repository::IndexedRepo,
@@ -148,8 +197,13 @@ fn restore_mongo(
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
     let conn = Conn::connect(uri)?;
     let report = import::import(repo, &conn, &dump, &[], &opts)?;
-    print_mongo(ctx, &report)?;
-    let failed = report.total.failed > 0 || !report.errors.is_empty();
+    print_mongo(ctx, &report)
+}
+
+/// Prints the counts; Partial when documents, indexes, views or users failed.
+fn print_mongo(ctx: &Context, r: &ImportReport) -> Result<Outcome> {
+    print_counts(ctx, r)?;
+    let failed = r.total.failed > 0 || !r.errors.is_empty();
     Ok(if failed {
         Outcome::Partial
     } else {
@@ -157,7 +211,7 @@ fn restore_mongo(
     })
 }
 
-fn print_mongo(ctx: &Context, r: &ImportReport) -> Result<()> {
+fn print_counts(ctx: &Context, r: &ImportReport) -> Result<()> {
     for e in &r.errors {
         ctx.warn(&escape(e));
     }
@@ -297,4 +351,29 @@ fn print_report(ctx: &Context, r: &RestoreReport) -> Result<()> {
             String::new()
         }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_takes_bson_timestamps_and_whole_seconds() {
+        assert_eq!(
+            parse_at("1700000000:7"),
+            Ok(BsonTime {
+                t: 1_700_000_000,
+                i: 7
+            })
+        );
+        let whole = parse_at("2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(
+            whole,
+            BsonTime {
+                t: 1_700_000_000,
+                i: u32::MAX
+            }
+        );
+        assert!(parse_at("soon").is_err());
+    }
 }

@@ -111,6 +111,26 @@ impl Conn {
     }
 }
 
+/// The `host:port` list of a URI (what snapshots record), without connecting.
+pub fn server_of(uri: &str) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let opts = rt
+        .block_on(ClientOptions::parse(uri).into_future())
+        .map_err(|e| MongoError::Connect {
+            server: "the given URI".into(),
+            message: e.to_string(),
+        })?;
+    Ok(opts
+        .hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         let _runtime = self.rt.enter();

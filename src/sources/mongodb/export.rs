@@ -359,7 +359,7 @@ async fn send_documents(
 }
 
 /// Saves chunks and builds the file and directory nodes of the dump.
-struct DumpWriter<'a> {
+pub(crate) struct DumpWriter<'a> {
     packer: &'a Packer<'a>,
     seed: u64,
     bson: ChunkerParams,
@@ -367,7 +367,7 @@ struct DumpWriter<'a> {
 }
 
 impl<'a> DumpWriter<'a> {
-    fn new(packer: &'a Packer<'a>) -> DumpWriter<'a> {
+    pub(crate) fn new(packer: &'a Packer<'a>) -> DumpWriter<'a> {
         let now = chrono::Utc::now();
         DumpWriter {
             packer,
@@ -380,11 +380,11 @@ impl<'a> DumpWriter<'a> {
         }
     }
 
-    fn record_chunker(&self) -> RecordChunker {
+    pub(crate) fn record_chunker(&self) -> RecordChunker {
         RecordChunker::new(self.bson, self.seed)
     }
 
-    fn save_chunks(&self, chunks: Vec<Vec<u8>>) -> Result<Vec<ChunkRef>> {
+    pub(crate) fn save_chunks(&self, chunks: Vec<Vec<u8>>) -> Result<Vec<ChunkRef>> {
         chunks
             .iter()
             .map(|c| {
@@ -406,12 +406,12 @@ impl<'a> DumpWriter<'a> {
         Ok(self.file(name, self.save_chunks(chunks)?))
     }
 
-    fn file(&self, name: &[u8], content: Vec<ChunkRef>) -> Node {
+    pub(crate) fn file(&self, name: &[u8], content: Vec<ChunkRef>) -> Node {
         let size = content.iter().map(|c| c.len as u64).sum();
         self.node(name, NodeKind::File { content }, 0o644, size)
     }
 
-    fn dir(&self, name: &[u8], nodes: Vec<Node>) -> Result<Node> {
+    pub(crate) fn dir(&self, name: &[u8], nodes: Vec<Node>) -> Result<Node> {
         let (subtree, _) = self
             .packer
             .save(BlobType::Tree, &Tree::new(nodes).encode())?;

@@ -44,6 +44,9 @@ pub struct ImportOptions {
     pub dry_run: bool,
     /// Replay oplog entries up to and including this time (all of the window when None).
     pub until: Option<BsonTime>,
+    /// Entries of the further oplog files at or before this time (the dump's cluster
+    /// time) are already in the dump and its window, and skipped.
+    pub after: Option<BsonTime>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -193,8 +196,7 @@ pub fn import(
         create(conn, ns, opts.drop)?;
     }
     report.namespaces = insert_all(repo, conn, &collections, opts)?;
-    let oplogs = dump.oplog.iter().chain(more_oplog);
-    let (applied, last) = replay(repo, conn, oplogs, opts)?;
+    let (applied, last) = replay(repo, conn, dump.oplog.as_ref(), more_oplog, opts)?;
     (report.oplog_applied, report.replayed_until) = (applied, last);
     if opts.indexes {
         for ns in &collections {
@@ -458,16 +460,21 @@ async fn upsert_batch(
     }
 }
 
-/// Replays oplog files in order up to `opts.until`; returns entries applied and the last time.
-fn replay<'n>(
+/// Replays the dump's window, then further oplog files (skipping what the dump already
+/// holds), up to `opts.until`; returns entries applied and the last time.
+fn replay(
     repo: &IndexedRepo,
     conn: &Conn,
-    files: impl Iterator<Item = &'n Node>,
+    window: Option<&Node>,
+    more: &[Node],
     opts: &ImportOptions,
 ) -> Result<(u64, Option<BsonTime>)> {
     let mut r = Replayer::new(conn, &opts.filter, &opts.renames);
-    let until = opts.until;
-    for node in files {
+    let files = window
+        .map(|w| (w, None))
+        .into_iter()
+        .chain(more.iter().map(|n| (n, opts.after)));
+    for (node, after) in files {
         stream::for_each_batch(repo, node, "oplog", &mut |docs| {
             for d in docs {
                 let entry = Document::try_from(&d).map_err(|e| MongoError::Dump {
@@ -478,7 +485,10 @@ fn replay<'n>(
                     .get_timestamp("ts")
                     .map(super::connection::from_ts)
                     .ok();
-                if until.is_some_and(|u| ts.is_some_and(|t| t > u)) {
+                if after.is_some_and(|a| ts.is_some_and(|t| t <= a)) {
+                    continue;
+                }
+                if opts.until.is_some_and(|u| ts.is_some_and(|t| t > u)) {
                     break;
                 }
                 r.entry(entry)?;

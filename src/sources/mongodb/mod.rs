@@ -3,6 +3,7 @@
 //! async; each entry point runs it on its own small tokio runtime and stays blocking.
 pub mod connection;
 pub mod export;
+pub mod follow;
 pub mod import;
 pub mod metadata;
 pub mod namespace;
