@@ -132,3 +132,36 @@ fn restore_to_recorded_times_equals_the_state_then() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rolled_over_oplog_is_recorded_as_a_gap_and_refused() {
+    if common::mongo::is_external() {
+        // An external server's oplog cannot be made to roll over from here.
+        return;
+    }
+    let server = common::mongo::Server::start(&["--oplog-max-entries", "30"]);
+    let m = Mongo::new(&server.uri);
+    m.insert("g", "c", vec![doc! {"_id": 0}]);
+    let repo = fast_repo();
+    run_expect(&repo, ["backup", "--mongo", &server.uri], 0);
+    let lost = m.cluster_time();
+    // SecantusDB prunes its oplog every 1000 entries.
+    m.insert("g", "c", (1..1200).map(|i| doc! {"_id": i}).collect());
+    let out = run_expect(&repo, ["mongo", "follow", &server.uri, "--once"], 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("are lost (a gap)"), "{err}");
+    let (_, t) = json_expect(&repo, ["mongo", "timeline"], 0);
+    assert_eq!(t["gaps"].as_array().unwrap().len(), 1, "{t}");
+    let (sec, inc) = lost.split_once(':').unwrap();
+    let inside = format!("{sec}:{}", inc.parse::<u32>().unwrap() + 5);
+    let out = run_expect(
+        &repo,
+        ["restore", "--mongo", &server.uri, "--at", &inside],
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not recoverable") && err.contains("nearest recoverable times"),
+        "{err}"
+    );
+}
