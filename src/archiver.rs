@@ -27,6 +27,10 @@ pub enum ArchiveError {
     Repo(#[from] RepoError),
     #[error("no backup path given")]
     NoPaths,
+    #[error("{0}")]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0} is both a backup path and the place of another source in the snapshot")]
+    NameClash(String),
     #[error("cannot back up {path}: {source}")]
     Path {
         path: String,
@@ -136,13 +140,33 @@ struct Archiver<'a> {
     seed: u64,
 }
 
+/// A source other than files (a database) that saves its own entry of the root tree.
+pub trait TreeSource: Sync {
+    /// Saves the source's data through `packer`; returns its root-tree entry and record.
+    fn save(
+        &self,
+        packer: &Packer,
+        progress: &dyn Progress,
+    ) -> std::result::Result<(Node, Source), Box<dyn std::error::Error + Send + Sync>>;
+}
+
 pub fn backup(
     repo: &IndexedRepo,
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupResult> {
+    backup_with(repo, opts, &[], progress)
+}
+
+/// A backup of `opts.paths` (possibly none) and of `sources`, in one snapshot.
+pub fn backup_with(
+    repo: &IndexedRepo,
+    opts: &BackupOptions,
+    sources: &[&dyn TreeSource],
+    progress: &dyn Progress,
+) -> Result<BackupResult> {
     let start = Instant::now();
-    if opts.paths.is_empty() {
+    if opts.paths.is_empty() && sources.is_empty() {
         return Err(ArchiveError::NoPaths);
     }
     let paths = normalized_paths(&opts.paths)?;
@@ -162,11 +186,27 @@ pub fn backup(
         seed: repo.key().chunker_seed(),
     };
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
-    let tree = archiver.skeleton_dir(Path::new("/"), &Skeleton::build(&paths), parent_tree);
+    let skeleton = Skeleton::build(&paths);
+    let root = archiver.skeleton_nodes(Path::new("/"), &skeleton, parent_tree);
     if let Some(e) = archiver.fatal.lock().expect("fatal lock").take() {
         return Err(e.into());
     }
-    let tree = tree?;
+    let mut root = root?;
+    let mut source_records = Vec::new();
+    for source in sources {
+        let (node, record) = source
+            .save(&archiver.packer, progress)
+            .map_err(ArchiveError::Source)?;
+        if root.iter().any(|n| n.name == node.name) {
+            return Err(ArchiveError::NameClash(format!(
+                "/{}",
+                String::from_utf8_lossy(&node.name)
+            )));
+        }
+        root.push(node);
+        source_records.push(record);
+    }
+    let tree = archiver.save_tree(root, parent_tree)?;
     let stats = archiver.packer.flush()?;
     let mut summary = archiver.summary();
     summary.bytes_added = stats.bytes;
@@ -186,9 +226,10 @@ pub fn backup(
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
         tree,
-        sources: vec![Source::Files {
-            paths: path_strings,
-        }],
+        sources: files_source(path_strings)
+            .into_iter()
+            .chain(source_records)
+            .collect(),
         summary,
         program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
     };
@@ -201,6 +242,10 @@ pub fn backup(
         id,
         errors,
     })
+}
+
+fn files_source(paths: Vec<String>) -> Option<Source> {
+    (!paths.is_empty()).then_some(Source::Files { paths })
 }
 
 fn normalized_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -273,6 +318,17 @@ impl Archiver<'_> {
 
     /// A directory above (or at) the backup paths.
     fn skeleton_dir(&self, path: &Path, sk: &Skeleton, parent: Option<BlobId>) -> Result<BlobId> {
+        let nodes = self.skeleton_nodes(path, sk, parent)?;
+        self.save_tree(nodes, parent)
+    }
+
+    /// The entries of a directory above (or at) the backup paths.
+    fn skeleton_nodes(
+        &self,
+        path: &Path,
+        sk: &Skeleton,
+        parent: Option<BlobId>,
+    ) -> Result<Vec<Node>> {
         let parent_tree = self.parent_tree(parent);
         let nodes: Vec<Option<Node>> = sk
             .children
@@ -283,7 +339,7 @@ impl Archiver<'_> {
                 self.skeleton_entry(&child_path, name, child, parent_node)
             })
             .collect::<Result<_>>()?;
-        self.save_tree(nodes.into_iter().flatten().collect(), parent)
+        Ok(nodes.into_iter().flatten().collect())
     }
 
     fn skeleton_entry(

@@ -1,5 +1,7 @@
 //! Content-defined chunking with FastCDC 2020. Boundaries depend only on the bytes and the
-//! repository's parameters and seed, never on how the input is read.
+//! repository's parameters and seed, never on how the input is read. [`Chunker`] cuts byte
+//! streams (files); [`RecordChunker`] cuts a stream of records (BSON documents) only
+//! between records.
 use crate::config::ChunkerParams;
 use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 use std::borrow::Cow;
@@ -14,46 +16,32 @@ pub struct Chunker<R: Read> {
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
+    cutter: Cutter,
+}
+
+/// FastCDC's cut-point search with the repository's parameters and seed.
+struct Cutter {
     params: ChunkerParams,
     masks: [u64; 4],
     gear: (Cow<'static, [u64]>, Cow<'static, [u64]>),
 }
 
-impl<R: Read> Chunker<R> {
-    pub fn new(source: R, params: ChunkerParams, seed: u64) -> Chunker<R> {
+impl Cutter {
+    fn new(params: ChunkerParams, seed: u64) -> Cutter {
         let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
-        Chunker {
-            source,
-            buf: Vec::new(),
-            pos: 0,
-            eof: false,
+        Cutter {
             params,
             masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
             gear: get_gear_with_seed(seed),
         }
     }
 
-    /// Makes at least `max_size` unconsumed bytes available, or everything up to EOF.
-    fn fill(&mut self) -> std::io::Result<()> {
-        let max = self.params.max_size as usize;
-        if self.eof || self.buf.len() - self.pos >= max {
-            return Ok(());
-        }
-        if self.pos >= max {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let want = (max - (self.buf.len() - self.pos)) as u64;
-        let got = (&mut self.source).take(want).read_to_end(&mut self.buf)?;
-        self.eof = (got as u64) < want;
-        Ok(())
-    }
-
-    fn cut(&self) -> usize {
+    /// The length of the first chunk of `data` (all of it when no cut point is found).
+    fn cut(&self, data: &[u8]) -> usize {
         let p = &self.params;
         let [ms, ml, msl, mll] = self.masks;
         let (_, n) = cut_gear(
-            &self.buf[self.pos..],
+            data,
             p.min_size as usize,
             p.avg_size as usize,
             p.max_size as usize,
@@ -68,6 +56,34 @@ impl<R: Read> Chunker<R> {
     }
 }
 
+impl<R: Read> Chunker<R> {
+    pub fn new(source: R, params: ChunkerParams, seed: u64) -> Chunker<R> {
+        Chunker {
+            source,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+            cutter: Cutter::new(params, seed),
+        }
+    }
+
+    /// Makes at least `max_size` unconsumed bytes available, or everything up to EOF.
+    fn fill(&mut self) -> std::io::Result<()> {
+        let max = self.cutter.params.max_size as usize;
+        if self.eof || self.buf.len() - self.pos >= max {
+            return Ok(());
+        }
+        if self.pos >= max {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let want = (max - (self.buf.len() - self.pos)) as u64;
+        let got = (&mut self.source).take(want).read_to_end(&mut self.buf)?;
+        self.eof = (got as u64) < want;
+        Ok(())
+    }
+}
+
 impl<R: Read> Iterator for Chunker<R> {
     type Item = std::io::Result<Vec<u8>>;
 
@@ -78,10 +94,66 @@ impl<R: Read> Iterator for Chunker<R> {
         if self.pos == self.buf.len() {
             return None;
         }
-        let n = self.cut();
+        let n = self.cutter.cut(&self.buf[self.pos..]);
         let chunk = self.buf[self.pos..self.pos + n].to_vec();
         self.pos += n;
         Some(Ok(chunk))
+    }
+}
+
+/// Cuts a stream of records into chunks whose boundaries fall only between records: a chunk
+/// ends at the first record end at or after FastCDC's cut point, so boundaries stay
+/// content-defined (an edit moves only nearby ones) and a record is never split. A chunk is
+/// longer than `max_size` only by the tail of one record.
+pub struct RecordChunker {
+    cutter: Cutter,
+    buf: Vec<u8>,
+    /// End offsets (in `buf`) of the records it holds, ascending.
+    ends: std::collections::VecDeque<usize>,
+}
+
+impl RecordChunker {
+    pub fn new(params: ChunkerParams, seed: u64) -> RecordChunker {
+        RecordChunker {
+            cutter: Cutter::new(params, seed),
+            buf: Vec::new(),
+            ends: Default::default(),
+        }
+    }
+
+    /// Adds one record; returns the chunks completed by it (usually none).
+    pub fn push(&mut self, record: &[u8]) -> Vec<Vec<u8>> {
+        self.buf.extend_from_slice(record);
+        self.ends.push_back(self.buf.len());
+        let mut out = Vec::new();
+        while self.buf.len() >= self.cutter.params.max_size as usize {
+            out.push(self.take_chunk());
+        }
+        out
+    }
+
+    /// The chunks holding the remaining records.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while !self.buf.is_empty() {
+            out.push(self.take_chunk());
+        }
+        out
+    }
+
+    fn take_chunk(&mut self) -> Vec<u8> {
+        let cut = self.cutter.cut(&self.buf);
+        let end = loop {
+            let end = self.ends.pop_front().expect("buffered bytes end a record");
+            if end >= cut {
+                break end;
+            }
+        };
+        let rest = self.buf.split_off(end);
+        for e in self.ends.iter_mut() {
+            *e -= end;
+        }
+        std::mem::replace(&mut self.buf, rest)
     }
 }
 
@@ -163,5 +235,60 @@ mod tests {
         let b = lengths(&edited, 7);
         assert_eq!(a[2..], b[2..], "only the first chunks change");
         assert!(lengths(&[], 7).is_empty());
+    }
+
+    /// Records of 50..550 bytes, each starting with its length as u32 LE, as in BSON.
+    fn records(seed: u64, n: usize) -> Vec<Vec<u8>> {
+        let bytes = seeded_bytes(seed, n * 2);
+        (0..n)
+            .map(|i| {
+                let len = 50 + (u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]) % 500);
+                let mut r = seeded_bytes(seed ^ i as u64, len as usize);
+                r[..4].copy_from_slice(&(len as u32).to_le_bytes());
+                r
+            })
+            .collect()
+    }
+
+    fn record_chunks(recs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut c = RecordChunker::new(ChunkerParams::BSON, 5);
+        let mut out: Vec<Vec<u8>> = recs.iter().flat_map(|r| c.push(r)).collect();
+        out.extend(c.finish());
+        out
+    }
+
+    /// Splits a chunk back into records by their length prefixes; panics if one is cut.
+    fn split_records(chunk: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut n = 0;
+        while pos < chunk.len() {
+            let len = u32::from_le_bytes(chunk[pos..pos + 4].try_into().unwrap()) as usize;
+            pos += len;
+            n += 1;
+        }
+        assert_eq!(pos, chunk.len(), "a record was split across chunks");
+        n
+    }
+
+    #[test]
+    fn record_chunks_cut_only_between_records_and_resync_after_edits() {
+        let recs = records(11, 6000);
+        let a = record_chunks(&recs);
+        assert_eq!(a.concat(), recs.concat());
+        assert_eq!(
+            a.iter().map(|c| split_records(c)).sum::<usize>(),
+            recs.len()
+        );
+        let max = ChunkerParams::BSON.max_size as usize;
+        assert!(a.iter().all(|c| c.len() < max + 600));
+        let avg = recs.concat().len() / a.len();
+        assert!((16 << 10..=128 << 10).contains(&avg), "average {avg}");
+        let mut edited = recs.clone();
+        edited[3000][10] ^= 1;
+        let b = record_chunks(&edited);
+        let old: std::collections::HashSet<_> = a.iter().collect();
+        let changed = b.iter().filter(|c| !old.contains(c)).count();
+        assert!(changed <= 2, "one edited record changes {changed} chunks");
+        assert!(record_chunks(&[]).is_empty());
     }
 }

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this build writes (see repo-format.md).
 pub const FORMAT_VERSION: u32 = 2;
-/// The versions this build reads: version 1 lacks key-file MACs and defined locks, and
-/// everything it stores means the same in version 2.
-pub const READABLE_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
+
+/// The oldest format version this build still reads: version 1 lacks key-file MACs, defined
+/// locks and `bson_chunker` (which then takes its default).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkerParams {
@@ -21,6 +22,14 @@ impl ChunkerParams {
         min_size: 512 * 1024,
         avg_size: 1024 * 1024,
         max_size: 8 * 1024 * 1024,
+    };
+
+    /// For BSON documents (MongoDB collections): smaller chunks, so that changing a few
+    /// documents stores little.
+    pub const BSON: ChunkerParams = ChunkerParams {
+        min_size: 16 * 1024,
+        avg_size: 64 * 1024,
+        max_size: 256 * 1024,
     };
 
     /// Within the limits of FastCDC 2020 and ordered min <= avg <= max.
@@ -42,12 +51,19 @@ impl ChunkerParams {
     }
 }
 
+fn bson_chunker_default() -> ChunkerParams {
+    ChunkerParams::BSON
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Config {
     pub version: u32,
     pub id: Id,
     pub created: String,
     pub chunker: ChunkerParams,
+    /// Chunk sizes for MongoDB collections (cut only between documents). Since version 2.
+    #[serde(default = "bson_chunker_default")]
+    pub bson_chunker: ChunkerParams,
     /// Target size of a pack file in bytes.
     pub pack_size: u32,
     /// zstd level for blobs (0 stores every blob uncompressed).
@@ -64,15 +80,16 @@ impl Config {
             id: Id::random(),
             created: chrono::Utc::now().to_rfc3339(),
             chunker,
+            bson_chunker: ChunkerParams::BSON,
             pack_size,
             compression,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if !READABLE_VERSIONS.contains(&self.version) {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.version) {
             return Err(format!(
-                "repository format version {} is not supported (this strata reads versions 1 to {FORMAT_VERSION})",
+                "repository format version {} is not supported (this strata reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})",
                 self.version
             ));
         }
@@ -85,7 +102,8 @@ impl Config {
                 self.compression
             ));
         }
-        self.chunker.validate()
+        self.chunker.validate()?;
+        self.bson_chunker.validate()
     }
 }
 
@@ -109,5 +127,17 @@ mod tests {
         c.version = FORMAT_VERSION;
         c.chunker.max_size = 100;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn version_1_configs_read_with_the_default_bson_chunker() {
+        let c = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        let mut json = serde_json::to_value(&c).unwrap();
+        json["version"] = 1.into();
+        json.as_object_mut().unwrap().remove("bson_chunker");
+        let old: Config = serde_json::from_value(json).unwrap();
+        old.validate().unwrap();
+        assert_eq!(old.bson_chunker, ChunkerParams::BSON);
+        assert_eq!(c.version, FORMAT_VERSION);
     }
 }

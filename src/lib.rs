@@ -29,6 +29,7 @@ pub mod restorer;
 pub mod sandbox;
 pub mod scan;
 pub mod snapshot;
+pub mod sources;
 pub mod stats;
 pub mod sysinfo;
 pub mod tree;

@@ -51,6 +51,8 @@ enum Command {
     Scan(commands::scan::Args),
     /// Browse all snapshots as a read-only filesystem (FUSE) until Ctrl-C
     Mount(commands::mount::Args),
+    /// MongoDB point-in-time recovery: archive the oplog, show recoverable times
+    Mongo(commands::mongo::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Find(a) => commands::find::run(&ctx, a),
         Command::Scan(a) => commands::scan::run(&ctx, a),
         Command::Mount(a) => commands::mount::run(&ctx, a),
+        Command::Mongo(a) => commands::mongo::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

@@ -10,6 +10,45 @@ use serde::{Deserialize, Serialize};
 pub enum Source {
     /// Directory trees, stored at their absolute paths below the root tree.
     Files { paths: Vec<String> },
+    /// A MongoDB dump below `/mongodb` (layout in repo-format.md).
+    #[serde(rename = "mongodb")]
+    MongoDB {
+        /// The server's address, without credentials.
+        server: String,
+        databases: Vec<String>,
+        /// The cluster time the dump stands for once its oplog window is replayed; without a
+        /// consistency window, the newest oplog time at the end of the export, if any.
+        cluster_time: Option<BsonTime>,
+        /// The oplog window `(start, cluster_time]` stored in `/mongodb/oplog.bson`.
+        window_start: Option<BsonTime>,
+        /// False with `--no-consistency`: documents were read at different times.
+        consistent: bool,
+    },
+    /// A slice of a server's oplog below `/mongodb-oplog/oplog.bson`: every entry with
+    /// `start < ts <= end`, stored by `strata mongo follow`.
+    #[serde(rename = "mongodb-oplog")]
+    MongoOplog {
+        server: String,
+        start: BsonTime,
+        end: BsonTime,
+        entries: u64,
+        /// Set when the oplog had rolled over past where the previous slice (or the oldest
+        /// snapshot) ended: entries in `(gap_from, start]` are lost.
+        gap_from: Option<BsonTime>,
+    },
+}
+
+/// A BSON timestamp (cluster time): seconds since the epoch and an increment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BsonTime {
+    pub t: u32,
+    pub i: u32,
+}
+
+impl std::fmt::Display for BsonTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.t, self.i)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -56,6 +95,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The MongoDB source of this snapshot, if it has one.
+    pub fn mongodb(&self) -> Option<&Source> {
+        self.sources
+            .iter()
+            .find(|s| matches!(s, Source::MongoDB { .. }))
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
@@ -87,9 +133,18 @@ mod tests {
             tags: vec!["t".into()],
             parent: None,
             tree: BlobId(Id::hash_of(b"t")),
-            sources: vec![Source::Files {
-                paths: vec!["/a".into()],
-            }],
+            sources: vec![
+                Source::Files {
+                    paths: vec!["/a".into()],
+                },
+                Source::MongoDB {
+                    server: "localhost:27017".into(),
+                    databases: vec!["app".into()],
+                    cluster_time: Some(BsonTime { t: 5, i: 2 }),
+                    window_start: None,
+                    consistent: true,
+                },
+            ],
             summary: Summary {
                 files_new: 3,
                 ..Default::default()
@@ -101,5 +156,11 @@ mod tests {
         assert!(s.same_origin("h", &["/a".into(), "/b".into()]));
         assert!(!s.same_origin("other", &["/a".into(), "/b".into()]));
         assert!(s.has_tag("t") && !s.has_tag("x"));
+        assert!(s.mongodb().is_some());
+        assert!(
+            String::from_utf8(json)
+                .unwrap()
+                .contains(r#""kind":"mongodb""#)
+        );
     }
 }

@@ -2,15 +2,19 @@
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use std::path::PathBuf;
-use strata::archiver::{self, BackupOptions, ParentChoice};
+use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
 use strata::filter::Patterns;
 use strata::lock::LockMode;
+use strata::sources::mongodb::NsFilter;
+use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Files and directories to back up
-    #[arg(required = true)]
+    #[arg(required_unless_present = "mongo")]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    mongo: MongoArgs,
     /// Add a tag to the snapshot (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -37,8 +41,58 @@ pub struct Args {
     time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+#[derive(clap::Args)]
+struct MongoArgs {
+    /// Also back up the MongoDB server at this URI (into /mongodb of the snapshot)
+    #[arg(long, value_name = "URI")]
+    mongo: Option<String>,
+    /// Only this database (repeatable)
+    #[arg(long = "mongo-db", value_name = "DB", requires = "mongo")]
+    databases: Vec<String>,
+    /// Only namespaces matching db.coll (`*` wildcards; repeatable)
+    #[arg(long = "ns-include", value_name = "PATTERN", requires = "mongo")]
+    include: Vec<String>,
+    /// Leave out namespaces matching db.coll (`*` wildcards; repeatable)
+    #[arg(long = "ns-exclude", value_name = "PATTERN", requires = "mongo")]
+    exclude: Vec<String>,
+    /// Also back up users and roles
+    #[arg(long = "mongo-users", requires = "mongo")]
+    users: bool,
+    /// Do not capture the oplog window (allows servers without an oplog)
+    #[arg(long, requires = "mongo")]
+    no_consistency: bool,
+    /// Collections read at once
+    #[arg(
+        long = "mongo-parallel",
+        value_name = "N",
+        default_value_t = 4,
+        requires = "mongo"
+    )]
+    parallel: usize,
+}
+
+impl MongoArgs {
+    fn export(&self) -> Result<Option<MongoExport>> {
+        let Some(uri) = &self.mongo else {
+            return Ok(None);
+        };
+        let opts = ExportOptions {
+            filter: NsFilter {
+                databases: self.databases.clone(),
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+            },
+            users: self.users,
+            consistency: !self.no_consistency,
+            parallel: self.parallel,
+        };
+        Ok(Some(MongoExport::new(uri, opts)?))
+    }
+}
+
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_locked(LockMode::Shared, "backup")?;
+    let export = args.mongo.export()?;
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {
         patterns.extend(Patterns::read_file(f)?);
@@ -58,19 +112,21 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         time: args.time,
     };
     let progress = ctx.progress("backup");
-    let result = archiver::backup(&repo, &opts, progress.as_ref())?;
+    let sources: Vec<&dyn TreeSource> = export.iter().map(|e| e as &dyn TreeSource).collect();
+    let result = archiver::backup_with(&repo, &opts, &sources, progress.as_ref())?;
     drop(progress);
+    let mongo = export.map(|e| e.report());
     for (path, err) in &result.errors {
         ctx.warn(&format!("{}: {}", escape(path), escape(err)));
     }
-    report(ctx, &result)?;
+    report(ctx, &result, mongo.as_ref())?;
     Ok(match result.errors.is_empty() {
         true => Outcome::Ok,
         false => Outcome::Partial,
     })
 }
 
-fn report(ctx: &Context, r: &archiver::BackupResult) -> Result<()> {
+fn report(ctx: &Context, r: &archiver::BackupResult, mongo: Option<&ExportReport>) -> Result<()> {
     let s = &r.snapshot.summary;
     if ctx.args.json {
         let errors: Vec<_> = r
@@ -84,7 +140,11 @@ fn report(ctx: &Context, r: &archiver::BackupResult) -> Result<()> {
             "parent": r.snapshot.parent.map(|id| id.0.to_hex()),
             "summary": s,
             "errors": errors,
+            "mongodb": mongo,
         }));
+    }
+    if let Some(m) = mongo {
+        report_mongo(ctx, m)?;
     }
     ctx.say(&format!(
         "Files: {} new, {} changed, {} unmodified\nDirs:  {} new, {} changed, {} unmodified\n\
@@ -108,4 +168,23 @@ fn report(ctx: &Context, r: &archiver::BackupResult) -> Result<()> {
         Some(id) => ctx.say(&format!("snapshot {} saved", id.0.short())),
         None => ctx.say("dry run: nothing was written"),
     }
+}
+
+fn report_mongo(ctx: &Context, m: &ExportReport) -> Result<()> {
+    let docs: u64 = m.collections.iter().map(|c| c.documents).sum();
+    let bytes: u64 = m.collections.iter().map(|c| c.bytes).sum();
+    let time = match (m.window_start, m.cluster_time) {
+        (Some(start), Some(end)) => format!(
+            "consistent as of cluster time {end} ({} oplog entries after {start})",
+            m.oplog_entries
+        ),
+        _ => "without a consistency window".to_string(),
+    };
+    ctx.say(&format!(
+        "MongoDB {}: {} collections, {} views, {docs} documents ({}); {time}",
+        escape(&m.server),
+        m.collections.len(),
+        m.views,
+        human_bytes(bytes)
+    ))
 }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use strata::filter::Patterns;
 use strata::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use strata::sandbox::OnConflict;
+use strata::snapshot::{BsonTime, Snapshot};
+use strata::sources::mongodb::import::{self, ImportOptions, ImportReport, Mode};
+use strata::sources::mongodb::{Conn, NsFilter, Renames, follow};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Conflict {
@@ -17,10 +20,11 @@ enum Conflict {
 #[derive(clap::Args)]
 pub struct Args {
     /// SNAPSHOT or SNAPSHOT:SUBPATH (the subpath's contents go into the target)
-    snapshot: String,
+    #[arg(required_unless_present = "at")]
+    snapshot: Option<String>,
     /// Directory to restore into (created if missing)
-    #[arg(short, long)]
-    target: PathBuf,
+    #[arg(short, long, required_unless_present = "mongo")]
+    target: Option<PathBuf>,
     /// Restore only paths matching GLOB (repeatable)
     #[arg(long = "include", value_name = "GLOB")]
     includes: Vec<String>,
@@ -36,17 +40,226 @@ pub struct Args {
     /// Re-read what was written and check it against the snapshot
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    mongo: MongoArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InsertMode {
+    Insert,
+    Upsert,
+    SkipExisting,
+}
+
+#[derive(clap::Args)]
+struct MongoArgs {
+    /// Restore the snapshot's MongoDB dump into the server at this URI
+    #[arg(long, value_name = "URI")]
+    mongo: Option<String>,
+    /// Only namespaces matching db.coll (`*` wildcards; repeatable)
+    #[arg(long = "ns-include", value_name = "PATTERN", requires = "mongo")]
+    include: Vec<String>,
+    /// Leave out namespaces matching db.coll (repeatable)
+    #[arg(long = "ns-exclude", value_name = "PATTERN", requires = "mongo")]
+    exclude: Vec<String>,
+    /// Rename namespaces matching this pattern (with --ns-to; repeatable)
+    #[arg(long = "ns-from", value_name = "PATTERN", requires = "mongo")]
+    from: Vec<String>,
+    /// The new name for the matching --ns-from (`*` takes what the `*` there matched)
+    #[arg(long = "ns-to", value_name = "PATTERN", requires = "mongo")]
+    to: Vec<String>,
+    /// Drop each collection before restoring it
+    #[arg(long, requires = "mongo")]
+    drop: bool,
+    /// What to do with documents whose _id already exists
+    #[arg(long, value_enum, default_value = "insert", requires = "mongo")]
+    mode: InsertMode,
+    /// Do not build the indexes
+    #[arg(long, requires = "mongo")]
+    no_indexes: bool,
+    /// Insert batches in flight at once
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "mongo")]
+    parallel: usize,
+    /// Documents per insert batch
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "mongo")]
+    batch_size: usize,
+    /// Also restore users and roles (`--mongo-users` backups)
+    #[arg(long = "mongo-users", requires = "mongo")]
+    users: bool,
+    /// Restore MongoDB as of this time: RFC 3339 (every entry of that second) or a BSON
+    /// timestamp SECONDS:INCREMENT (up to and including that entry)
+    #[arg(long, value_name = "TIMESTAMP", requires = "mongo", conflicts_with_all = ["snapshot", "target"], value_parser = parse_at)]
+    at: Option<BsonTime>,
+}
+
+/// `SECONDS:INCREMENT`, or a time (RFC 3339 or local) standing for the last entry of its
+/// second.
+fn parse_at(text: &str) -> Result<BsonTime, String> {
+    if let Some((t, i)) = text.split_once(':')
+        && let (Ok(t), Ok(i)) = (t.parse(), i.parse())
+    {
+        return Ok(BsonTime { t, i });
+    }
+    let time = super::parse_time(text)?;
+    let t = u32::try_from(time.timestamp()).map_err(|_| format!("{text:?} is out of range"))?;
+    Ok(BsonTime { t, i: u32::MAX })
+}
+
+impl MongoArgs {
+    fn options(&self, dry_run: bool) -> Result<ImportOptions> {
+        Ok(ImportOptions {
+            filter: NsFilter {
+                databases: vec![],
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+            },
+            renames: Renames::new(&self.from, &self.to)?,
+            drop: self.drop,
+            mode: match self.mode {
+                InsertMode::Insert => Mode::Insert,
+                InsertMode::Upsert => Mode::Upsert,
+                InsertMode::SkipExisting => Mode::SkipExisting,
+            },
+            indexes: !self.no_indexes,
+            users: self.users,
+            parallel: self.parallel,
+            batch_size: self.batch_size,
+            dry_run,
+            until: self.at,
+            after: None,
+        })
+    }
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_reading("restore")?;
-    let (spec, subpath) = args
-        .snapshot
-        .split_once(':')
-        .unwrap_or((&args.snapshot, ""));
+    if let (Some(at), Some(uri)) = (args.mongo.at, &args.mongo.mongo) {
+        return restore_at(ctx, &repo, uri, at, &args);
+    }
+    let spec = args.snapshot.as_deref().unwrap_or("latest");
+    let (spec, subpath) = spec.split_once(':').unwrap_or((spec, ""));
     let (_, snap) = repo.find_snapshot(spec)?;
+    let mut outcome = Outcome::Ok;
+    if let Some(target) = &args.target {
+        outcome = restore_files(ctx, &repo, &snap, subpath, target, &args)?;
+    }
+    if let (Some(uri), Outcome::Ok | Outcome::Partial) = (&args.mongo.mongo, outcome) {
+        let mongo = restore_mongo(ctx, &repo, &snap, uri, &args)?;
+        outcome = worst(outcome, mongo);
+    }
+    Ok(outcome)
+}
+
+fn worst(a: Outcome, b: Outcome) -> Outcome {
+    match (a, b) {
+        (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
+        (Outcome::Partial, _) | (_, Outcome::Partial) => Outcome::Partial,
+        _ => Outcome::Ok,
+    }
+}
+
+/// Point in time: the newest dump at or before `at`, its window, and the archived slices.
+fn restore_at(
+    ctx: &Context,
+    repo: &strata::repository::IndexedRepo,
+    uri: &str,
+    at: BsonTime,
+    args: &Args,
+) -> Result<Outcome> {
+    let (all, _) = repo.snapshots()?;
+    let (id, time, slices) = follow::plan_at(&all, at).map_err(anyhow::Error::msg)?;
+    let snap: Snapshot = repo.load_snapshot(id)?;
+    let mut opts = args.mongo.options(args.dry_run)?;
+    opts.after = Some(time);
+    let files = slices
+        .iter()
+        .map(|s| strata::vfs::node_at(repo, s.tree, b"/mongodb-oplog/oplog.bson"))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
+    let conn = Conn::connect(uri)?;
+    ctx.say(&format!(
+        "restoring snapshot {} ({time}) and {} oplog slices up to {at}",
+        id.0.short(),
+        slices.len()
+    ))?;
+    let report = import::import(repo, &conn, &dump, &files, &opts)?;
+    print_mongo(ctx, &report)
+}
+
+fn restore_mongo(
+    ctx: &Context,
+    repo: &strata::repository::IndexedRepo,
+    snap: &strata::snapshot::Snapshot,
+    uri: &str,
+    args: &Args,
+) -> Result<Outcome> {
+    let opts = args.mongo.options(args.dry_run)?;
+    let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
+    let conn = Conn::connect(uri)?;
+    let report = import::import(repo, &conn, &dump, &[], &opts)?;
+    print_mongo(ctx, &report)
+}
+
+/// Prints the counts; Partial when documents, indexes, views or users failed.
+fn print_mongo(ctx: &Context, r: &ImportReport) -> Result<Outcome> {
+    print_counts(ctx, r)?;
+    let failed = r.total.failed > 0 || !r.errors.is_empty();
+    Ok(if failed {
+        Outcome::Partial
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn print_counts(ctx: &Context, r: &ImportReport) -> Result<()> {
+    for e in &r.errors {
+        ctx.warn(&escape(e));
+    }
+    for n in &r.namespaces {
+        for e in &n.errors {
+            ctx.warn(&format!("{}: {}", escape(&n.ns), escape(e)));
+        }
+    }
+    if ctx.args.json {
+        return ctx.print_json(r);
+    }
+    if r.dry_run {
+        for n in &r.namespaces {
+            ctx.say(&format!("would restore {}", escape(&n.ns)))?;
+        }
+        return ctx.say("dry run: nothing was written to MongoDB");
+    }
+    for n in r.namespaces.iter().chain([&r.total]) {
+        ctx.say(&format!(
+            "{}: {} inserted, {} replaced, {} skipped, {} failed",
+            escape(&n.ns),
+            n.inserted,
+            n.replaced,
+            n.skipped,
+            n.failed
+        ))?;
+    }
+    ctx.say(&format!(
+        "{} indexes built, {} views created, {} oplog entries replayed{}",
+        r.indexes_built,
+        r.views.len(),
+        r.oplog_applied,
+        r.replayed_until
+            .map(|t| format!(" (up to {t})"))
+            .unwrap_or_default()
+    ))
+}
+
+fn restore_files(
+    ctx: &Context,
+    repo: &strata::repository::IndexedRepo,
+    snap: &strata::snapshot::Snapshot,
+    subpath: &str,
+    target: &std::path::Path,
+    args: &Args,
+) -> Result<Outcome> {
     let opts = RestoreOptions {
-        target: args.target,
+        target: target.to_path_buf(),
         subpath: strata::vfs::components(subpath.as_bytes())
             .into_iter()
             .map(<[u8]>::to_vec)
@@ -64,7 +277,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         owner: rustix::process::geteuid().is_root(),
     };
     let progress = ctx.progress("restore");
-    let result = restorer::restore(&repo, snap.tree, &opts, progress.as_ref());
+    let result = restorer::restore(repo, snap.tree, &opts, progress.as_ref());
     drop(progress);
     let report = match result {
         Err(RestoreError::Conflicts(paths)) => return conflicts(ctx, &paths),
@@ -138,4 +351,29 @@ fn print_report(ctx: &Context, r: &RestoreReport) -> Result<()> {
             String::new()
         }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_takes_bson_timestamps_and_whole_seconds() {
+        assert_eq!(
+            parse_at("1700000000:7"),
+            Ok(BsonTime {
+                t: 1_700_000_000,
+                i: 7
+            })
+        );
+        let whole = parse_at("2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(
+            whole,
+            BsonTime {
+                t: 1_700_000_000,
+                i: u32::MAX
+            }
+        );
+        assert!(parse_at("soon").is_err());
+    }
 }

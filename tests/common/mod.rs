@@ -6,6 +6,7 @@ pub mod compare;
 pub mod digest;
 pub mod e2e;
 pub mod fsutil;
+pub mod mongo;
 pub mod repo;
 pub mod rng;
 pub mod tree;

@@ -1,0 +1,140 @@
+//! `strata mongo follow` (archive the oplog as slices) and `strata mongo timeline` (the
+//! recoverable windows and gaps of MongoDB servers).
+use super::{Context, Outcome, escape};
+use anyhow::Result;
+use strata::snapshot::BsonTime;
+use strata::sources::mongodb::Conn;
+use strata::sources::mongodb::connection::server_of;
+use strata::sources::mongodb::follow::{self, FollowOptions, Slice, Timeline};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Tail the oplog and store it in the repository as slices
+    Follow {
+        /// The server's URI
+        uri: String,
+        /// Oplog time one slice covers at most (e.g. 10m, 1h)
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        slice: std::time::Duration,
+        /// Archive up to now, then exit
+        #[arg(long)]
+        once: bool,
+        /// Host name to record (default: this machine's)
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Show recoverable windows (snapshot times and oplog coverage) and gaps
+    Timeline {
+        /// Only this server: a URI or the host:port that snapshots record
+        server: Option<String>,
+    },
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    match args.command {
+        Command::Follow {
+            uri,
+            slice,
+            once,
+            host,
+        } => {
+            let opts = FollowOptions {
+                slice,
+                once,
+                host: host.unwrap_or_else(strata::sysinfo::hostname),
+            };
+            run_follow(ctx, &uri, &opts)
+        }
+        Command::Timeline { server } => run_timeline(ctx, server.as_deref()),
+    }
+}
+
+fn run_follow(ctx: &Context, uri: &str, opts: &FollowOptions) -> Result<Outcome> {
+    let repo = ctx.open_indexed()?;
+    let conn = Conn::connect(uri)?;
+    let mut say = |s: &Slice| {
+        let _ = ctx.say(&describe_slice(s));
+    };
+    let slices = follow::follow(&repo, &conn, opts, &mut say)?;
+    for s in slices.iter().filter(|s| s.gap_from.is_some()) {
+        ctx.warn(&format!(
+            "the oplog no longer reaches back to {}: entries up to {} are lost (a gap)",
+            s.gap_from.expect("filtered"),
+            s.start
+        ));
+    }
+    if ctx.args.json {
+        ctx.print_json(&slices)?;
+    } else if slices.is_empty() {
+        ctx.say("nothing new in the oplog")?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn describe_slice(s: &Slice) -> String {
+    format!(
+        "slice {} of {}: {} entries after {} up to {}",
+        s.id.0.short(),
+        escape(&s.server),
+        s.entries,
+        when(s.start),
+        when(s.end)
+    )
+}
+
+/// `SECONDS:INCREMENT (RFC 3339)`.
+fn when(t: BsonTime) -> String {
+    let date = chrono::DateTime::from_timestamp(t.t as i64, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    format!("{t} ({date})")
+}
+
+fn run_timeline(ctx: &Context, server: Option<&str>) -> Result<Outcome> {
+    let repo = ctx.open()?;
+    let server = match server {
+        Some(s) if s.contains("://") => Some(server_of(s)?),
+        other => other.map(str::to_string),
+    };
+    let (all, _) = repo.snapshots()?;
+    let t = follow::timeline(&all, server.as_deref());
+    if ctx.args.json {
+        ctx.print_json(&t)?;
+    } else {
+        print_timeline(ctx, &t)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_timeline(ctx: &Context, t: &Timeline) -> Result<()> {
+    if t.windows.is_empty() {
+        ctx.say("no consistent MongoDB snapshots")?;
+    }
+    for w in &t.windows {
+        let reach = match w.to == w.from {
+            true => "that time only (no archived oplog after it)".to_string(),
+            false => format!("any time up to {}", when(w.to)),
+        };
+        ctx.say(&format!(
+            "{}: snapshot {} at {}: recoverable to {reach}",
+            escape(&w.server),
+            w.snapshot.0.short(),
+            when(w.from)
+        ))?;
+    }
+    for g in &t.gaps {
+        ctx.say(&format!(
+            "{}: gap after {} up to {} (the oplog rolled over before it was archived)",
+            escape(&g.server),
+            when(g.from),
+            when(g.to)
+        ))?;
+    }
+    ctx.say(&format!("{} oplog slices", t.slices.len()))
+}

@@ -1,0 +1,2 @@
+//! Sources other than files that a snapshot can hold (see `archiver::TreeSource`).
+pub mod mongodb;

@@ -1,0 +1,153 @@
+//! Connecting: a client on a private tokio runtime, checked with a `ping` so that an
+//! unreachable server or wrong credentials fail at once with a clear message.
+use super::{MongoError, Result, cmd_err};
+use crate::snapshot::BsonTime;
+use bson::{Document, doc};
+use mongodb::Client;
+use mongodb::options::ClientOptions;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+/// How long to look for a server when the URI does not say.
+const SELECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Conn {
+    /// Always Some until dropped: taken in `drop` to be dropped inside the runtime.
+    client: Option<Client>,
+    rt: tokio::runtime::Runtime,
+    /// host:port list, without credentials: what snapshots and messages show.
+    pub server: String,
+}
+
+impl Conn {
+    pub fn connect(uri: &str) -> Result<Conn> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let connect_err = |server: &str, e: &dyn std::fmt::Display| MongoError::Connect {
+            server: server.to_string(),
+            message: e.to_string(),
+        };
+        let mut opts = rt
+            .block_on(ClientOptions::parse(uri).into_future())
+            .map_err(|e| connect_err("the given URI", &e))?;
+        let server = opts
+            .hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        opts.server_selection_timeout.get_or_insert(SELECT_TIMEOUT);
+        opts.connect_timeout.get_or_insert(SELECT_TIMEOUT);
+        opts.app_name.get_or_insert_with(|| "strata".to_string());
+        let client = {
+            let _runtime = rt.enter();
+            Client::with_options(opts).map_err(|e| connect_err(&server, &e))?
+        };
+        rt.block_on(
+            client
+                .database("admin")
+                .run_command(doc! {"ping": 1})
+                .into_future(),
+        )
+        .map_err(|e| connect_err(&server, &e))?;
+        Ok(Conn {
+            client: Some(client),
+            rt,
+            server,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("a client until dropped")
+    }
+
+    pub fn block_on<F: IntoFuture>(&self, f: F) -> F::Output {
+        self.rt.block_on(f.into_future())
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.rt.handle()
+    }
+
+    pub fn command(&self, db: &str, cmd: Document) -> Result<Document> {
+        let what = format!("{} on {db}", cmd.keys().next().map_or("", |k| k.as_str()));
+        self.block_on(self.client().database(db).run_command(cmd))
+            .map_err(cmd_err(what))
+    }
+
+    /// Whether the server keeps an oplog (`local.oplog.rs`): replica set members do.
+    pub fn has_oplog(&self) -> Result<bool> {
+        let hello = self.command("admin", doc! {"hello": 1})?;
+        if !hello.contains_key("setName") {
+            return Ok(false);
+        }
+        let names = self
+            .block_on(self.client().database("local").list_collection_names())
+            .map_err(cmd_err("listing collections of local"))?;
+        Ok(names.iter().any(|n| n == "oplog.rs"))
+    }
+
+    /// The timestamp of the newest oplog entry.
+    pub fn newest_oplog_time(&self) -> Result<Option<BsonTime>> {
+        self.oplog_edge(-1)
+    }
+
+    pub fn oldest_oplog_time(&self) -> Result<Option<BsonTime>> {
+        self.oplog_edge(1)
+    }
+
+    fn oplog_edge(&self, order: i32) -> Result<Option<BsonTime>> {
+        let coll = self
+            .client()
+            .database("local")
+            .collection::<Document>("oplog.rs");
+        let found = self
+            .block_on(coll.find_one(doc! {}).sort(doc! {"$natural": order}))
+            .map_err(cmd_err("reading local.oplog.rs"))?;
+        Ok(found.and_then(|d| d.get_timestamp("ts").ok()).map(from_ts))
+    }
+}
+
+/// The `host:port` list of a URI (what snapshots record), without connecting.
+pub fn server_of(uri: &str) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let opts = rt
+        .block_on(ClientOptions::parse(uri).into_future())
+        .map_err(|e| MongoError::Connect {
+            server: "the given URI".into(),
+            message: e.to_string(),
+        })?;
+    Ok(opts
+        .hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _runtime = self.rt.enter();
+        self.client.take();
+    }
+}
+
+pub fn from_ts(ts: bson::Timestamp) -> BsonTime {
+    BsonTime {
+        t: ts.time,
+        i: ts.increment,
+    }
+}
+
+pub fn to_ts(t: BsonTime) -> bson::Timestamp {
+    bson::Timestamp {
+        time: t.t,
+        increment: t.i,
+    }
+}

@@ -1,0 +1,502 @@
+//! Backup of a MongoDB server into the snapshot tree as mongodump's layout below
+//! `/mongodb`: `<db>/<coll>.bson` (raw documents, never re-encoded, cut into chunks only
+//! between documents), `<db>/<coll>.metadata.json`, and `oplog.bson` holding the oplog
+//! window that passed during the export. Several collections are read at once; memory per
+//! collection is bounded by a few read batches, one chunk and one document.
+use super::metadata::CollMeta;
+use super::namespace::{NsFilter, file_name, skipped_by_default};
+use super::{Conn, MongoError, Result, cmd_err, oplog};
+use crate::archiver::TreeSource;
+use crate::blob::BlobType;
+use crate::chunker::{Chunker, RecordChunker};
+use crate::config::ChunkerParams;
+use crate::packer::Packer;
+use crate::progress::Progress;
+use crate::snapshot::{BsonTime, Source};
+use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use bson::{Document, RawDocumentBuf, doc};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+/// Bytes of documents handed from the reading task to the chunking thread at a time.
+const READ_BATCH: usize = 1 << 20;
+/// Read batches in flight per collection.
+const READ_AHEAD: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub filter: NsFilter,
+    /// Also users and roles (`admin/system.users.bson`, `admin/system.roles.bson`).
+    pub users: bool,
+    /// Capture the oplog window; refuse servers without an oplog.
+    pub consistency: bool,
+    /// Collections read at once.
+    pub parallel: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CollReport {
+    pub ns: String,
+    pub documents: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExportReport {
+    pub server: String,
+    pub collections: Vec<CollReport>,
+    pub views: u64,
+    pub users: u64,
+    pub roles: u64,
+    pub oplog_entries: u64,
+    pub window_start: Option<BsonTime>,
+    pub cluster_time: Option<BsonTime>,
+}
+
+/// A MongoDB server as a [`TreeSource`] of a backup.
+pub struct MongoExport {
+    conn: Conn,
+    opts: ExportOptions,
+    report: Mutex<ExportReport>,
+}
+
+/// One namespace to dump.
+struct Item {
+    db: String,
+    meta: CollMeta,
+}
+
+impl MongoExport {
+    /// Connects and checks that the export can be consistent (or was asked not to be).
+    pub fn new(uri: &str, opts: ExportOptions) -> Result<MongoExport> {
+        let conn = Conn::connect(uri)?;
+        if opts.consistency && !conn.has_oplog()? {
+            return Err(MongoError::NoOplog {
+                server: conn.server.clone(),
+            });
+        }
+        Ok(MongoExport {
+            conn,
+            opts,
+            report: Mutex::default(),
+        })
+    }
+
+    pub fn report(&self) -> ExportReport {
+        self.report.lock().expect("report lock").clone()
+    }
+
+    fn run(&self, packer: &Packer, progress: &dyn Progress) -> Result<(Node, Source)> {
+        let start = match self.opts.consistency {
+            true => oplog::window_start(&self.conn)?,
+            false => None,
+        };
+        let items = self.plan()?;
+        let w = DumpWriter::new(packer);
+        let mut files = self.export_all(&w, &items, progress)?;
+        if self.opts.users {
+            self.export_users(&w, &mut files)?;
+        }
+        let end = self.conn.newest_oplog_time()?;
+        let mut root = files
+            .into_iter()
+            .map(|(db, nodes)| w.dir(db.as_bytes(), nodes))
+            .collect::<Result<Vec<_>>>()?;
+        if let (Some(start), Some(end)) = (start, end) {
+            root.push(self.export_window(&w, start, end)?);
+        }
+        let databases = items.iter().map(|i| i.db.clone()).collect::<Vec<_>>();
+        let mut r = self.report.lock().expect("report lock");
+        r.server = self.conn.server.clone();
+        r.window_start = start;
+        r.cluster_time = end;
+        let source = Source::MongoDB {
+            server: self.conn.server.clone(),
+            databases: dedup(databases),
+            cluster_time: end,
+            window_start: start,
+            consistent: self.opts.consistency,
+        };
+        Ok((w.dir(b"mongodb", root)?, source))
+    }
+
+    /// Every namespace the filters take, with its metadata.
+    fn plan(&self) -> Result<Vec<Item>> {
+        let dbs = self
+            .conn
+            .block_on(self.conn.client().list_database_names())
+            .map_err(cmd_err("listing databases"))?;
+        let mut items = Vec::new();
+        for db in dbs.iter().filter(|d| self.opts.filter.takes_db(d)) {
+            items.extend(self.db_items(db)?);
+        }
+        if items.is_empty() && !self.opts.filter.is_empty() {
+            return Err(MongoError::NothingMatched {
+                what: "database or collection on the server",
+            });
+        }
+        Ok(items)
+    }
+
+    fn db_items(&self, db: &str) -> Result<Vec<Item>> {
+        let specs = list_collections(&self.conn, db)?;
+        let mut items = Vec::new();
+        for spec in specs {
+            let name = spec.get_str("name").unwrap_or_default().to_string();
+            if skipped_by_default(db, &name) || !self.opts.filter.matches(db, &name) {
+                continue;
+            }
+            let mut meta = meta_of(&spec);
+            if !meta.is_view() {
+                meta.indexes = list_indexes(&self.conn, db, &name)?;
+            }
+            items.push(Item {
+                db: db.to_string(),
+                meta,
+            });
+        }
+        Ok(items)
+    }
+
+    /// Dumps the items, `parallel` at a time; returns each database's file nodes.
+    fn export_all(
+        &self,
+        w: &DumpWriter,
+        items: &[Item],
+        progress: &dyn Progress,
+    ) -> Result<BTreeMap<String, Vec<Node>>> {
+        let queue = Mutex::new(items.iter().collect::<VecDeque<_>>());
+        let done = Mutex::new(Vec::new());
+        let workers = self.opts.parallel.clamp(1, items.len().max(1));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| s.spawn(|| self.worker(w, &queue, &done, progress)))
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("export worker panicked"))
+        })?;
+        let mut files: BTreeMap<String, Vec<Node>> = BTreeMap::new();
+        for (db, nodes) in done.into_inner().expect("done lock") {
+            files.entry(db).or_default().extend(nodes);
+        }
+        Ok(files)
+    }
+
+    fn worker(
+        &self,
+        w: &DumpWriter,
+        queue: &Mutex<VecDeque<&Item>>,
+        done: &Mutex<Vec<(String, Vec<Node>)>>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        while let Some(item) = queue.lock().expect("queue lock").pop_front() {
+            progress.item(&format!("{}.{}", item.db, item.meta.name));
+            let nodes = self.export_item(w, item, progress)?;
+            done.lock()
+                .expect("done lock")
+                .push((item.db.clone(), nodes));
+        }
+        Ok(())
+    }
+
+    fn export_item(
+        &self,
+        w: &DumpWriter,
+        item: &Item,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Node>> {
+        let ns = format!("{}.{}", item.db, item.meta.name);
+        let base = file_name(&item.meta.name);
+        let json = item
+            .meta
+            .to_json()
+            .map_err(|message| MongoError::Metadata {
+                ns: ns.clone(),
+                message,
+            })?;
+        let mut nodes = vec![w.small_file(format!("{base}.metadata.json").as_bytes(), &json)?];
+        if item.meta.is_view() {
+            self.report.lock().expect("report lock").views += 1;
+            return Ok(nodes);
+        }
+        let (content, report) = self.export_documents(w, &item.db, &item.meta.name, progress)?;
+        nodes.push(w.file(format!("{base}.bson").as_bytes(), content));
+        self.report
+            .lock()
+            .expect("report lock")
+            .collections
+            .push(CollReport { ns, ..report });
+        Ok(nodes)
+    }
+
+    /// Reads a collection on the runtime while this thread chunks and saves.
+    fn export_documents(
+        &self,
+        w: &DumpWriter,
+        db: &str,
+        coll: &str,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<ChunkRef>, CollReport)> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let collection = self
+            .conn
+            .client()
+            .database(db)
+            .collection::<RawDocumentBuf>(coll);
+        self.conn.handle().spawn(read_documents(collection, tx));
+        let mut chunker = w.record_chunker();
+        let mut content = Vec::new();
+        let mut report = CollReport::default();
+        while let Some(batch) = rx.blocking_recv() {
+            let batch = batch.map_err(cmd_err(format!("reading {db}.{coll}")))?;
+            for doc in batch.docs() {
+                report.documents += 1;
+                report.bytes += doc.len() as u64;
+                content.extend(w.save_chunks(chunker.push(doc))?);
+            }
+            progress.advance(batch.bytes.len() as u64);
+        }
+        content.extend(w.save_chunks(chunker.finish())?);
+        Ok((content, report))
+    }
+
+    fn export_window(&self, w: &DumpWriter, start: BsonTime, end: BsonTime) -> Result<Node> {
+        let mut chunker = w.record_chunker();
+        let mut content = Vec::new();
+        let mut entries = 0;
+        oplog::for_each_entry(&self.conn, start, end, &mut |entry| {
+            entries += 1;
+            content.extend(w.save_chunks(chunker.push(entry))?);
+            Ok(())
+        })?;
+        content.extend(w.save_chunks(chunker.finish())?);
+        self.report.lock().expect("report lock").oplog_entries = entries;
+        Ok(w.file(b"oplog.bson", content))
+    }
+
+    /// Users and roles of every database, as `usersInfo`/`rolesInfo` show them.
+    fn export_users(&self, w: &DumpWriter, files: &mut BTreeMap<String, Vec<Node>>) -> Result<()> {
+        let (mut users, mut roles) = (Vec::new(), Vec::new());
+        let dbs = self
+            .conn
+            .block_on(self.conn.client().list_database_names())
+            .map_err(cmd_err("listing databases"))?;
+        for db in dbs
+            .iter()
+            .filter(|d| !matches!(d.as_str(), "local" | "config"))
+        {
+            let cmd = doc! {"usersInfo": 1, "showCredentials": true};
+            users.extend(docs_at(&self.conn.command(db, cmd)?, "users"));
+            let cmd = doc! {"rolesInfo": 1, "showPrivileges": true, "showBuiltinRoles": false};
+            roles.extend(docs_at(&self.conn.command(db, cmd)?, "roles"));
+        }
+        let mut r = self.report.lock().expect("report lock");
+        (r.users, r.roles) = (users.len() as u64, roles.len() as u64);
+        let admin = files.entry("admin".into()).or_default();
+        admin.push(w.small_file(b"system.users.bson", &concat_docs(&users)?)?);
+        admin.push(w.small_file(b"system.roles.bson", &concat_docs(&roles)?)?);
+        Ok(())
+    }
+}
+
+impl TreeSource for MongoExport {
+    fn save(
+        &self,
+        packer: &Packer,
+        progress: &dyn Progress,
+    ) -> std::result::Result<(Node, Source), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.run(packer, progress)?)
+    }
+}
+
+/// Documents read together: their bytes back to back and where each ends.
+#[derive(Default)]
+struct DocBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl DocBatch {
+    fn push(&mut self, doc: &[u8]) {
+        self.bytes.extend_from_slice(doc);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn docs(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter())
+            .map(|(s, &e)| &self.bytes[s..e])
+    }
+}
+
+type BatchSender = tokio::sync::mpsc::Sender<std::result::Result<DocBatch, mongodb::error::Error>>;
+
+async fn read_documents(coll: mongodb::Collection<RawDocumentBuf>, tx: BatchSender) {
+    if let Err(e) = send_documents(coll, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn send_documents(
+    coll: mongodb::Collection<RawDocumentBuf>,
+    tx: &BatchSender,
+) -> std::result::Result<(), mongodb::error::Error> {
+    let mut cursor = coll.find(doc! {}).await?;
+    let mut batch = DocBatch::default();
+    while cursor.advance().await? {
+        batch.push(cursor.current().as_bytes());
+        if batch.bytes.len() >= READ_BATCH && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
+        {
+            return Ok(());
+        }
+    }
+    let _ = tx.send(Ok(batch)).await;
+    Ok(())
+}
+
+/// Saves chunks and builds the file and directory nodes of the dump.
+pub(crate) struct DumpWriter<'a> {
+    packer: &'a Packer<'a>,
+    seed: u64,
+    bson: ChunkerParams,
+    mtime: Timespec,
+}
+
+impl<'a> DumpWriter<'a> {
+    pub(crate) fn new(packer: &'a Packer<'a>) -> DumpWriter<'a> {
+        let now = chrono::Utc::now();
+        DumpWriter {
+            packer,
+            seed: packer.repo().key().chunker_seed(),
+            bson: packer.repo().config().bson_chunker,
+            mtime: Timespec {
+                sec: now.timestamp(),
+                nsec: now.timestamp_subsec_nanos(),
+            },
+        }
+    }
+
+    pub(crate) fn record_chunker(&self) -> RecordChunker {
+        RecordChunker::new(self.bson, self.seed)
+    }
+
+    pub(crate) fn save_chunks(&self, chunks: Vec<Vec<u8>>) -> Result<Vec<ChunkRef>> {
+        chunks
+            .iter()
+            .map(|c| {
+                let (id, _) = self.packer.save(BlobType::Data, c)?;
+                Ok(ChunkRef {
+                    id,
+                    len: c.len() as u32,
+                })
+            })
+            .collect()
+    }
+
+    /// A file of arbitrary bytes, chunked as files are.
+    fn small_file(&self, name: &[u8], data: &[u8]) -> Result<Node> {
+        let params = self.packer.repo().config().chunker;
+        let chunks = Chunker::new(data, params, self.seed)
+            .collect::<std::io::Result<Vec<_>>>()
+            .expect("reading memory cannot fail");
+        Ok(self.file(name, self.save_chunks(chunks)?))
+    }
+
+    pub(crate) fn file(&self, name: &[u8], content: Vec<ChunkRef>) -> Node {
+        let size = content.iter().map(|c| c.len as u64).sum();
+        self.node(name, NodeKind::File { content }, 0o644, size)
+    }
+
+    pub(crate) fn dir(&self, name: &[u8], nodes: Vec<Node>) -> Result<Node> {
+        let (subtree, _) = self
+            .packer
+            .save(BlobType::Tree, &Tree::new(nodes).encode())?;
+        Ok(self.node(name, NodeKind::Dir { subtree }, 0o755, 0))
+    }
+
+    fn node(&self, name: &[u8], kind: NodeKind, mode: u32, size: u64) -> Node {
+        let (uid, gid) = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid,
+            gid,
+            user: crate::sysinfo::user_name(uid).unwrap_or_default(),
+            group: crate::sysinfo::group_name(gid).unwrap_or_default(),
+            mtime: self.mtime,
+            ctime: self.mtime,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+pub fn list_collections(conn: &Conn, db: &str) -> Result<Vec<Document>> {
+    cursor_docs(conn, db, doc! {"listCollections": 1})
+}
+
+pub fn list_indexes(conn: &Conn, db: &str, coll: &str) -> Result<Vec<Document>> {
+    cursor_docs(conn, db, doc! {"listIndexes": coll})
+}
+
+/// Every document of a command's cursor (`listCollections`, `listIndexes`).
+fn cursor_docs(conn: &Conn, db: &str, cmd: Document) -> Result<Vec<Document>> {
+    let what = format!("{} on {db}", cmd.keys().next().map_or("", |k| k.as_str()));
+    let database = conn.client().database(db);
+    conn.block_on(async {
+        let cursor = database.run_cursor_command(cmd).await?;
+        cursor.try_collect::<Vec<Document>>().await
+    })
+    .map_err(cmd_err(what))
+}
+
+/// The metadata of a namespace from its `listCollections` entry.
+pub fn meta_of(spec: &Document) -> CollMeta {
+    let info = spec.get_document("info").ok();
+    let uuid = info
+        .and_then(|i| i.get_binary_generic("uuid").ok())
+        .map(hex::encode);
+    CollMeta {
+        name: spec.get_str("name").unwrap_or_default().to_string(),
+        kind: spec.get_str("type").unwrap_or("collection").to_string(),
+        options: spec.get_document("options").cloned().unwrap_or_default(),
+        id_index: spec.get_document("idIndex").ok().cloned(),
+        indexes: Vec::new(),
+        uuid,
+    }
+}
+
+pub fn docs_at(d: &Document, key: &str) -> Vec<Document> {
+    d.get_array(key)
+        .map(|a| a.iter().filter_map(|b| b.as_document().cloned()).collect())
+        .unwrap_or_default()
+}
+
+fn concat_docs(docs: &[Document]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for d in docs {
+        let bytes = d.to_vec().map_err(|e| MongoError::Metadata {
+            ns: "users and roles".into(),
+            message: e.to_string(),
+        })?;
+        out.extend(bytes);
+    }
+    Ok(out)
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}

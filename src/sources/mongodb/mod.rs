@@ -1,0 +1,70 @@
+//! MongoDB as a backup source: consistent dumps into the snapshot tree (`export`), restores
+//! into a server (`import`), and replay of the oplog (`oplog`, `replay`). The driver is
+//! async; each entry point runs it on its own small tokio runtime and stays blocking.
+pub mod connection;
+pub mod export;
+pub mod follow;
+pub mod import;
+pub mod metadata;
+pub mod namespace;
+pub mod oplog;
+pub mod replay;
+pub mod stream;
+
+pub use connection::Conn;
+pub use namespace::{NsFilter, Renames};
+
+use crate::repository::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    #[error("cannot connect to MongoDB at {server}: {message}")]
+    Connect { server: String, message: String },
+    #[error("{what}: {source}")]
+    Command {
+        what: String,
+        source: mongodb::error::Error,
+    },
+    #[error(
+        "{server} has no oplog (a standalone server?), so a consistent backup is impossible: \
+         run it as a replica set, or pass --no-consistency to accept documents read at different times"
+    )]
+    NoOplog { server: String },
+    #[error("the namespace filters match no {what}")]
+    NothingMatched { what: &'static str },
+    #[error("metadata of {ns}: {message}")]
+    Metadata { ns: String, message: String },
+    #[error("{0}")]
+    Repo(#[from] RepoError),
+    #[error("{0}")]
+    Rename(#[from] namespace::RenameError),
+    #[error("the snapshot holds no MongoDB dump")]
+    NoDump,
+    #[error("{path} is damaged: {message}")]
+    Dump { path: String, message: String },
+    #[error("{0}")]
+    Replay(#[from] replay::ReplayError),
+    #[error(
+        "{} existing collection(s) differ from the snapshot and --drop was not given; nothing was written:\n{}",
+        .0.len(), .0.join("\n")
+    )]
+    Conflicts(Vec<String>),
+}
+
+pub type Result<T> = std::result::Result<T, MongoError>;
+
+/// Wraps a driver error with what was being done.
+pub(crate) fn cmd_err(what: impl Into<String>) -> impl FnOnce(mongodb::error::Error) -> MongoError {
+    let what = what.into();
+    move |source| MongoError::Command { what, source }
+}
+
+/// The server's error code of a failed command or write, if it has one.
+pub fn error_code(e: &mongodb::error::Error) -> Option<i32> {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}

@@ -1,0 +1,67 @@
+//! The oplog (`local.oplog.rs`): where a consistent export's window starts (the newest
+//! entry, or the start of the oldest open transaction, as `mongodump --oplog` does) and
+//! reading the raw entries of a time range.
+use super::connection::{from_ts, to_ts};
+use super::{Conn, Result, cmd_err};
+use crate::snapshot::BsonTime;
+use bson::{Document, RawDocumentBuf, doc};
+use futures_util::TryStreamExt;
+
+/// The start of the consistency window: the newest oplog entry, or the first entry of the
+/// oldest transaction still open (whose commit may fall inside the window).
+pub fn window_start(conn: &Conn) -> Result<Option<BsonTime>> {
+    let newest = conn.newest_oplog_time()?;
+    let open = oldest_open_transaction(conn)?;
+    Ok(match (newest, open) {
+        (Some(n), Some(o)) => Some(n.min(BsonTime {
+            t: o.t,
+            i: o.i.saturating_sub(1),
+        })),
+        (n, o) => n.or(o),
+    })
+}
+
+/// The `startOpTime` of the oldest transaction in `config.transactions` that has not
+/// committed or aborted; None when there is none (or the server keeps no such table).
+fn oldest_open_transaction(conn: &Conn) -> Result<Option<BsonTime>> {
+    let coll = conn
+        .client()
+        .database("config")
+        .collection::<Document>("transactions");
+    let filter = doc! {"state": {"$in": ["prepared", "inProgress"]}};
+    let found = conn.block_on(async {
+        let cursor = coll.find(filter).await?;
+        cursor.try_collect::<Vec<Document>>().await
+    });
+    let open = found.unwrap_or_default();
+    Ok(open
+        .iter()
+        .filter_map(|t| t.get_document("startOpTime").ok())
+        .filter_map(|o| o.get_timestamp("ts").ok())
+        .map(from_ts)
+        .min())
+}
+
+/// Calls `f` with every oplog entry with `after < ts <= until`, raw, in oplog order.
+pub fn for_each_entry(
+    conn: &Conn,
+    after: BsonTime,
+    until: BsonTime,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let coll = conn
+        .client()
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs");
+    let filter = doc! {"ts": {"$gt": to_ts(after), "$lte": to_ts(until)}};
+    let mut cursor = conn
+        .block_on(coll.find(filter))
+        .map_err(cmd_err("reading local.oplog.rs"))?;
+    while conn
+        .block_on(cursor.advance())
+        .map_err(cmd_err("reading local.oplog.rs"))?
+    {
+        f(cursor.current().as_bytes())?;
+    }
+    Ok(())
+}
