@@ -693,6 +693,11 @@ fn missing_fuse_and_bad_arguments_are_clear_errors() {
         stderr(&out)
     );
 
+    // A copy of the binary that the unprivileged user can surely reach.
+    let public = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    set_mode(public.path(), 0o755);
+    let bin = public.path().join("strata");
+    fs::copy(strata_bin(), &bin).unwrap();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -701,7 +706,7 @@ fn missing_fuse_and_bad_arguments_are_clear_errors() {
             "env",
             "PATH=/nowhere",
         ])
-        .arg(strata_bin())
+        .arg(&bin)
         .args(["mount", "/"])
         .stdin(Stdio::null())
         .output()

@@ -31,7 +31,7 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     refresh: u64,
     /// Memory for decoded file data, in MiB
-    #[arg(long, value_name = "MIB", default_value_t = 64,
+    #[arg(long, value_name = "MIB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
     cache_mib: u64,
 }

@@ -339,11 +339,8 @@ impl State {
             .get(&handle)
             .cloned()
             .ok_or(Errno::EBADF)?;
-        let bytes = self.read_file(&file, offset, size)?;
-        if !bytes.is_empty() {
-            self.read_ahead(&file, offset, bytes.len() as u64);
-        }
-        Ok(bytes)
+        self.read_ahead(&file, offset, size.into());
+        self.read_file(&file, offset, size)
     }
 
     /// A read within one chunk is a view of the cached chunk; others are assembled.
@@ -363,14 +360,16 @@ impl State {
         Ok(Bytes::whole(Arc::new(data)))
     }
 
-    /// After a read that continues the previous one (it starts in the chunk where the last
-    /// ended or the next; requests may arrive slightly out of order), fetches the following
-    /// chunks on the thread pool so they are decoded before the reader asks.
+    /// When a read of `len` bytes at `offset` continues the previous one (it starts in the
+    /// chunk where the last ended or the next; requests may arrive slightly out of order),
+    /// starts fetching the chunks after it on the thread pool, before the read itself waits.
     fn read_ahead(self: &Arc<Self>, file: &OpenFile, offset: u64, len: u64) {
+        let total = *file.offsets.last().unwrap_or(&0);
         let Some(first) = chunk_at(&file.offsets, offset) else {
             return;
         };
-        let last = chunk_at(&file.offsets, offset + len - 1).unwrap_or(first);
+        let end = offset.saturating_add(len.max(1)).min(total);
+        let last = chunk_at(&file.offsets, end - 1).unwrap_or(first);
         if file
             .last_chunk
             .swap(last, Ordering::Relaxed)
