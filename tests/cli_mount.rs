@@ -630,7 +630,16 @@ fn snapshot_host_tag_and_path_options_limit_what_is_shown() {
         names_h1,
         [want[0].clone(), want[1].clone(), "latest".into()]
     );
+    // The mount holds a shared lock: exclusive work waits for it to end.
+    let refused = repo.run(["prune"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("shared lock of `mount`"),
+        "{}",
+        stderr(&refused)
+    );
     assert!(mounted.stop_with(libc::SIGTERM).success());
+    repo.ok(["prune"]);
     let json: Value = serde_json::from_str(&mounted.output().0).expect("JSON on stdout");
     assert_eq!(field_u64(&json, "snapshots"), 2);
     assert_eq!(field_str(&json, "mountpoint"), mnt.to_str().unwrap());
