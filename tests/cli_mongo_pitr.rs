@@ -143,17 +143,31 @@ fn a_rolled_over_oplog_is_recorded_as_a_gap_and_refused() {
     let m = Mongo::new(&server.uri);
     m.insert("g", "c", vec![doc! {"_id": 0}]);
     let repo = fast_repo();
-    run_expect(&repo, ["backup", "--mongo", &server.uri], 0);
-    let lost = m.cluster_time();
-    // SecantusDB prunes its oplog every 1000 entries.
-    m.insert("g", "c", (1..1200).map(|i| doc! {"_id": i}).collect());
+    let (_, backup) = json_expect(&repo, ["backup", "--mongo", &server.uri], 0);
+    let at = &backup["mongodb"]["cluster_time"];
+    // SecantusDB prunes its oplog after every 1000 single-document writes.
+    for i in 1..1100 {
+        m.insert("g", "c", vec![doc! {"_id": i}]);
+    }
+    let oplog = m
+        .client
+        .database("local")
+        .collection::<bson::Document>("oplog.rs");
+    let start = std::time::Instant::now();
+    while m.block(oplog.count_documents(doc! {})).unwrap() > 1000 {
+        assert!(start.elapsed().as_secs() < 60, "the oplog was not pruned");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let out = run_expect(&repo, ["mongo", "follow", &server.uri, "--once"], 0);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("are lost (a gap)"), "{err}");
+    assert!(
+        err.contains("are lost (a gap)"),
+        "{err} {}",
+        common::stdout(&out)
+    );
     let (_, t) = json_expect(&repo, ["mongo", "timeline"], 0);
     assert_eq!(t["gaps"].as_array().unwrap().len(), 1, "{t}");
-    let (sec, inc) = lost.split_once(':').unwrap();
-    let inside = format!("{sec}:{}", inc.parse::<u32>().unwrap() + 5);
+    let inside = format!("{}:{}", at["t"], at["i"].as_u64().unwrap() + 5);
     let out = run_expect(
         &repo,
         ["restore", "--mongo", &server.uri, "--at", &inside],

@@ -95,6 +95,20 @@ impl Conn {
         self.oplog_edge(-1)
     }
 
+    /// The time of the last write as `hello` reports it (at or after the newest oplog
+    /// entry; answered at once by servers whose oplog has no index), else the newest entry.
+    pub fn last_write_time(&self) -> Result<Option<BsonTime>> {
+        let hello = self.command("admin", doc! {"hello": 1})?;
+        let last_write = hello
+            .get_document("lastWrite")
+            .and_then(|w| w.get_document("opTime"))
+            .and_then(|o| o.get_timestamp("ts"));
+        match last_write {
+            Ok(ts) => Ok(Some(from_ts(ts))),
+            Err(_) => self.newest_oplog_time(),
+        }
+    }
+
     pub fn oldest_oplog_time(&self) -> Result<Option<BsonTime>> {
         self.oplog_edge(1)
     }

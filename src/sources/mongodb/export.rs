@@ -99,7 +99,7 @@ impl MongoExport {
         if self.opts.users {
             self.export_users(&w, &mut files)?;
         }
-        let end = self.conn.newest_oplog_time()?;
+        let end = self.conn.last_write_time()?;
         let mut root = files
             .into_iter()
             .map(|(db, nodes)| w.dir(db.as_bytes(), nodes))

@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 /// The start of the consistency window: the newest oplog entry, or the first entry of the
 /// oldest transaction still open (whose commit may fall inside the window).
 pub fn window_start(conn: &Conn) -> Result<Option<BsonTime>> {
-    let newest = conn.newest_oplog_time()?;
+    let newest = conn.last_write_time()?;
     let open = oldest_open_transaction(conn)?;
     Ok(match (newest, open) {
         (Some(n), Some(o)) => Some(n.min(BsonTime {
