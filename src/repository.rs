@@ -257,8 +257,9 @@ impl Repository {
     /// Resolves `latest` or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            let (mut all, _) = self.snapshots()?;
-            return all.pop().ok_or(RepoError::NoSnapshot(spec.into()));
+            let (all, _) = self.snapshots()?;
+            let newest = all.into_iter().rev().find(|(_, s)| !s.is_oplog_slice());
+            return newest.ok_or(RepoError::NoSnapshot(spec.into()));
         }
         let names = self.snapshot_ids()?.into_iter().map(|id| id.0.to_hex());
         let name = unique_prefix(names, spec)?;

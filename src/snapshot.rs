@@ -106,6 +106,12 @@ impl Snapshot {
         self.tags.iter().any(|t| t == tag)
     }
 
+    /// An oplog slice stored by `strata mongo follow`: not a backup of its own, so `latest`
+    /// and retention policies pass it by.
+    pub fn is_oplog_slice(&self) -> bool {
+        (self.sources.iter()).any(|s| matches!(s, Source::MongoOplog { .. }))
+    }
+
     /// Parent matching: same host and the same set of paths.
     pub fn same_origin(&self, host: &str, paths: &[String]) -> bool {
         let mut a = self.paths.clone();

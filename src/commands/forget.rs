@@ -117,7 +117,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         let chosen: Vec<&Entry> = chosen.iter().collect();
         return finish(ctx, &repo, &[], &chosen, prune, args.dry_run);
     }
-    let (all, damaged) = repo.snapshots()?;
+    let (mut all, damaged) = repo.snapshots()?;
+    // Oplog slices serve point-in-time recovery between backups; no keep rule removes them
+    // (name them to remove them).
+    all.retain(|(_, s)| !s.is_oplog_slice());
     for (id, e) in &damaged {
         ctx.warn(&format!("snapshot {} is left alone: {e}", id.0.short()));
     }
