@@ -115,7 +115,10 @@ fn damaged(report: &Value, kind: &str) -> Vec<String> {
 
 /// Flips one byte at a random offset of each of `count` randomly chosen files in `dir`.
 fn corrupt(dir: &Path, count: usize, rng: &mut Rng) -> Vec<String> {
-    let mut files = list_files(dir);
+    corrupt_among(list_files(dir), count, rng)
+}
+
+fn corrupt_among(mut files: Vec<PathBuf>, count: usize, rng: &mut Rng) -> Vec<String> {
     let mut chosen = Vec::new();
     for _ in 0..count {
         let f = files.remove(rng.below(files.len() as u64) as usize);
@@ -138,7 +141,12 @@ fn restore_digest(f: &Fixture, snap: &str) -> Digest {
 fn damaged_packs_are_reported_and_everything_readable_is_salvaged() {
     let f = fixture(11);
     let mut rng = Rng::new(3);
-    let hit = corrupt(&f.repo.repo_path().join("data"), 3, &mut rng);
+    // Data packs (tree packs here are far smaller): damage to a tree pack loses whole
+    // directories, which `repair`'s unit tests cover; here most files must survive.
+    let mut packs = list_files(&f.repo.repo_path().join("data"));
+    packs.retain(|p| fs::metadata(p).unwrap().len() > 256 << 10);
+    let hit = corrupt_among(packs.clone(), packs.len().min(3), &mut rng);
+    assert!(!hit.is_empty());
 
     let report = json_of(&bounded(&f.repo, &["check", "--read-data", "--json"], &[1]));
     let reported = damaged(&report, "pack");
@@ -149,7 +157,22 @@ fn damaged_packs_are_reported_and_everything_readable_is_salvaged() {
         );
     }
 
-    bounded(&f.repo, &["repair", "index", "--read-data"], &[0, 3]);
+    let out = bounded(
+        &f.repo,
+        &["repair", "index", "--read-data", "--json"],
+        &[0, 3],
+    );
+    let rewritten = json_of(&out)["packs_rewritten"].clone();
+    for pack in &hit {
+        assert!(
+            rewritten
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == pack.as_str()),
+            "{rewritten}"
+        );
+    }
     let out = bounded(
         &f.repo,
         &["repair", "snapshots", "--forget", "--json"],
@@ -159,7 +182,6 @@ fn damaged_packs_are_reported_and_everything_readable_is_salvaged() {
     bounded(&f.repo, &["check", "--read-data"], &[0]);
 
     let salvaged = field_array(&repair, "salvaged");
-    let mut lost_any = false;
     for (original, want) in &f.digests {
         let entry = salvaged
             .iter()
@@ -168,7 +190,6 @@ fn damaged_packs_are_reported_and_everything_readable_is_salvaged() {
             None => (original.clone(), Vec::new()),
             Some(s) => (field_str(s, "repaired").to_string(), lost_paths(s, &f.src)),
         };
-        lost_any |= !lost.is_empty();
         let expected: Digest = (want.iter())
             .filter(|(p, _)| !lost.iter().any(|l| p.starts_with(l)))
             .map(|(p, d)| (p.clone(), d.clone()))
@@ -179,10 +200,6 @@ fn damaged_packs_are_reported_and_everything_readable_is_salvaged() {
         );
         assert_same_digest(&expected, &restore_digest(&f, &snap), &snap);
     }
-    assert!(
-        lost_any,
-        "three damaged packs cost no file at all: {repair}"
-    );
 }
 
 /// The lost paths of one `salvaged` entry, relative to `src`.
