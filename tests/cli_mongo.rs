@@ -4,7 +4,7 @@ mod common;
 
 use bson::doc;
 use common::e2e::{fast_repo, json_expect, run_expect};
-use common::mongo::{Mongo, Server, shared, unique_db};
+use common::mongo::{Mongo, Server, renamed_restore, shared, unique_db};
 use common::stdout;
 
 #[test]
@@ -56,20 +56,7 @@ fn backup_layout_and_restore_round_trip() {
     assert_eq!(raw.len(), want.len());
 
     let target = unique_db("layout_copy");
-    let (_, r) = json_expect(
-        &repo,
-        [
-            "restore",
-            "latest",
-            "--mongo",
-            uri,
-            "--ns-from",
-            &format!("{db}.*"),
-            "--ns-to",
-            &format!("{target}.*"),
-        ],
-        0,
-    );
+    let (_, r) = json_expect(&repo, renamed_restore(uri, &db, &target), 0);
     assert_eq!(r["total"]["inserted"], 500, "{r:#}");
     assert_eq!(m.raw_docs(&target, "users"), m.raw_docs(&db, "users"));
     assert_eq!(m.collections(&target).len(), 2);

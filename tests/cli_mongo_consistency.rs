@@ -5,7 +5,7 @@ mod common;
 
 use bson::{Document, doc};
 use common::e2e::{fast_repo, json_expect};
-use common::mongo::{Mongo, shared, unique_db};
+use common::mongo::{Mongo, renamed_restore, shared, unique_db};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -126,20 +126,7 @@ fn restore_equals_the_state_at_the_recorded_cluster_time() {
         }
     }
     let copy = unique_db("consistency_copy");
-    json_expect(
-        &repo,
-        [
-            "restore",
-            "latest",
-            "--mongo",
-            uri,
-            "--ns-from",
-            &format!("{db}.*"),
-            "--ns-to",
-            &format!("{copy}.*"),
-        ],
-        0,
-    );
+    json_expect(&repo, renamed_restore(uri, &db, &copy), 0);
     let got: BTreeMap<i64, i64> = m
         .raw_docs(&copy, "c")
         .iter()

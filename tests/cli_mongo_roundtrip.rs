@@ -6,7 +6,9 @@ mod common;
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Decimal128, Document, Regex, Timestamp, doc, oid::ObjectId};
 use common::e2e::{code, fast_repo, json_expect, run_expect};
-use common::mongo::{Fresh, Mongo, assert_same_state, is_external, shared, unique_db};
+use common::mongo::{
+    Fresh, Mongo, assert_same_state, is_external, renamed_restore, shared, unique_db,
+};
 
 fn regex(pattern: &str, options: &str) -> Regex {
     Regex {
@@ -161,20 +163,7 @@ fn every_type_option_index_and_view_round_trips() {
 
     // Into the same server, renamed.
     let copy = unique_db("copy");
-    let (_, r) = json_expect(
-        &repo,
-        [
-            "restore",
-            "latest",
-            "--mongo",
-            uri,
-            "--ns-from",
-            &format!("{db}.*"),
-            "--ns-to",
-            &format!("{copy}.*"),
-        ],
-        0,
-    );
+    let (_, r) = json_expect(&repo, renamed_restore(uri, &db, &copy), 0);
     let docs = want
         .values()
         .filter(|(_, s, _)| s.get_str("type").ok() != Some("view"))

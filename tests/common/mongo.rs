@@ -266,6 +266,14 @@ impl Mongo {
 }
 
 /// A database name unique to this test run.
+/// `restore latest --mongo URI --ns-from 'FROM.*' --ns-to 'TO.*'`.
+pub fn renamed_restore(uri: &str, from: &str, to: &str) -> Vec<String> {
+    let args = ["restore", "latest", "--mongo", uri, "--ns-from"];
+    let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    v.extend([format!("{from}.*"), "--ns-to".into(), format!("{to}.*")]);
+    v
+}
+
 pub fn unique_db(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
