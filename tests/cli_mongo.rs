@@ -177,7 +177,12 @@ fn conflicting_options_stop_the_restore_and_modes_count_per_namespace() {
         args.extend(extra);
         json_expect(&repo, args, want).1
     };
-    m.run(&target, doc! {"create": "a", "capped": true, "size": 4096});
+    // Not a capped collection: SecantusDB 0.7.0b3 has been seen to bring a dropped capped
+    // collection's documents back (see the issue 5 note).
+    m.run(
+        &target,
+        doc! {"create": "a", "validator": {"v": {"$exists": true}}},
+    );
     m.insert(&target, "a", vec![doc! {"_id": 1, "v": "keep"}]);
     let out = repo.run([
         "restore", "latest", "--mongo", uri, &rename[0], &rename[1], &rename[2], &rename[3],
