@@ -31,6 +31,17 @@ impl ChunkerParams {
         avg_size: 64 * 1024,
         max_size: 256 * 1024,
     };
+    pub const BSON_AVERAGE_KIB: u32 = 64;
+
+    /// BSON chunking around an average of `avg` bytes: a quarter of it at least, four
+    /// times it at most, as [`ChunkerParams::BSON`] has it.
+    pub fn bson_with_average(avg: u32) -> ChunkerParams {
+        ChunkerParams {
+            min_size: avg / 4,
+            avg_size: avg,
+            max_size: avg.saturating_mul(4),
+        }
+    }
 
     /// Within the limits of FastCDC 2020 and ordered min <= avg <= max.
     pub fn validate(&self) -> Result<(), String> {
@@ -110,6 +121,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bson_chunker_by_average_matches_the_default_and_checks_its_range() {
+        let avg = ChunkerParams::BSON_AVERAGE_KIB * 1024;
+        assert_eq!(ChunkerParams::bson_with_average(avg), ChunkerParams::BSON);
+        assert!(ChunkerParams::bson_with_average(1024).validate().is_ok());
+        assert!(ChunkerParams::bson_with_average(16).validate().is_err());
+        assert!(
+            ChunkerParams::bson_with_average(u32::MAX)
+                .validate()
+                .is_err()
+        );
+    }
 
     #[test]
     fn default_config_is_valid_and_round_trips() {

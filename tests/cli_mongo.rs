@@ -240,3 +240,52 @@ fn conflicting_options_stop_the_restore_and_modes_count_per_namespace() {
     let r = restore(&["--dry-run"], 0);
     assert_eq!(r["dry_run"], true, "{r}");
 }
+
+/// Bytes a second backup adds before compression, as a share of the collection, after
+/// changing every hundredth document (spread over the whole collection).
+fn scattered_change_share(extra_init: &[&str]) -> f64 {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("chunkavg");
+    let docs: Vec<bson::Document> = (0..5000)
+        .map(|i: i64| doc! {"_id": i, "name": format!("user {i}"), "pad": format!("{:x}", i.wrapping_mul(0x9e37_79b9))})
+        .collect();
+    m.insert(&db, "c", docs);
+    let size: usize = m
+        .raw_docs(&db, "c")
+        .iter()
+        .map(|d| d.as_bytes().len())
+        .sum();
+    let repo = common::TestRepo::new();
+    let mut init = common::e2e::FAST_INIT.to_vec();
+    init.extend(extra_init);
+    repo.ok(&init);
+    run_expect(&repo, ["backup", "--mongo", uri, "--mongo-db", &db], 0);
+    let updates: Vec<bson::Document> = (0..50)
+        .map(|k: i64| doc! {"q": {"_id": k * 100 + 37}, "u": {"$set": {"name": "changed"}}})
+        .collect();
+    m.run(&db, doc! {"update": "c", "updates": updates});
+    let (_, r) = json_expect(&repo, ["backup", "--mongo", uri, "--mongo-db", &db], 0);
+    let raw = r["summary"]["bytes_added_raw"]
+        .as_f64()
+        .expect("bytes_added_raw");
+    raw / size as f64
+}
+
+#[test]
+fn a_smaller_bson_chunk_average_stores_less_after_scattered_changes() {
+    let default = scattered_change_share(&[]);
+    let small = scattered_change_share(&["--bson-chunk-kib", "1"]);
+    assert!(
+        default > 0.7,
+        "64 KiB chunks: {default:.3} of the collection"
+    );
+    assert!(small < 0.5, "1 KiB chunks: {small:.3} of the collection");
+    let repo = common::TestRepo::new();
+    let out = repo.fail(["init", "--bson-chunk-kib", "0"]);
+    assert!(
+        common::stderr(&out).contains("--bson-chunk-kib"),
+        "{}",
+        common::stderr(&out)
+    );
+}

@@ -14,6 +14,10 @@ pub struct Args {
     /// Target pack size in MiB
     #[arg(long, default_value_t = 16)]
     pack_size_mib: u32,
+    /// Average chunk size in KiB for MongoDB collections (cut only between documents);
+    /// smaller stores less after scattered changes of small documents, at more chunks
+    #[arg(long, default_value_t = ChunkerParams::BSON_AVERAGE_KIB)]
+    bson_chunk_kib: u32,
     /// Argon2id memory in MiB for the key file
     #[arg(long, default_value_t = KdfParams::DEFAULT_MEMORY_KIB / 1024)]
     kdf_memory_mib: u32,
@@ -28,11 +32,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     if password.is_empty() {
         bail!("an empty password is not allowed");
     }
-    let config = Config::new(
+    let mut config = Config::new(
         ChunkerParams::FILES,
         args.pack_size_mib.saturating_mul(1 << 20),
         args.compression,
     );
+    config.bson_chunker =
+        ChunkerParams::bson_with_average(args.bson_chunk_kib.saturating_mul(1024));
+    if let Err(e) = config.bson_chunker.validate() {
+        bail!("invalid --bson-chunk-kib {}: {e}", args.bson_chunk_kib);
+    }
     let kdf = KdfParams::new(
         args.kdf_memory_mib.saturating_mul(1024),
         args.kdf_iterations,

@@ -42,13 +42,17 @@ fn oldest_open_transaction(conn: &Conn) -> Result<Option<BsonTime>> {
         .min())
 }
 
-/// Calls `f` with every oplog entry with `after < ts <= until`, raw, in oplog order.
+/// Calls `f` with every oplog entry with `after < ts <= until`, raw, in oplog order. An
+/// empty range asks nothing of the server, whose oplog query may scan the whole oplog.
 pub fn for_each_entry(
     conn: &Conn,
     after: BsonTime,
     until: BsonTime,
     f: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    if until <= after {
+        return Ok(());
+    }
     let coll = conn
         .client()
         .database("local")
