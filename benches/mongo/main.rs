@@ -5,6 +5,9 @@
 //! one contiguous `_id` range and scattered at random.
 //!
 //! `cargo bench --bench mongo` (documents: `STRATA_BENCH_DOCS`, default 1,000,000).
+//! The restore comparison alternates plain, strata, strata, plain into fresh databases,
+//! dropped after each run, so that neither side gains from running on an emptier server.
+//! The dedup figures are taken with the default 64 KiB and with 4 KiB BSON chunks.
 #[path = "../../tests/common/mongo.rs"]
 #[allow(dead_code)]
 mod mongo;
@@ -31,74 +34,72 @@ fn main() {
     let m = Mongo::new(&uri);
     let db = mongo::unique_db("bench");
     populate(&m, &db, docs);
-    let repo = tempfile::tempdir().expect("temp dir");
-    strata(
-        &repo,
-        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
-    );
+    let repo = Repo::new(&[]);
 
-    let (read_secs, bytes) = plain_read(&m, &db);
-    let t = Instant::now();
-    let first = strata(
-        &repo,
-        &["backup", "--mongo", &uri, "--mongo-db", &db, "--json"],
-    );
-    let export_secs = t.elapsed().as_secs_f64();
+    let (read_a, bytes) = plain_read(&m, &db);
+    let (first, export_secs) = timed(|| repo.backup(&uri, &db, true));
+    let (_, export_plain_secs) = timed(|| repo.backup(&uri, &db, false));
+    let (read_b, _) = plain_read(&m, &db);
+    let read_secs = (read_a + read_b) / 2.0;
     let size = bytes as f64;
     println!("collection: {docs} documents, {:.1} MB", size / 1e6);
+    let rate = |secs: f64| format!("{secs:.2}s ({:.1} MB/s)", size / 1e6 / secs);
     println!(
-        "plain cursor read: {read_secs:.2}s ({:.1} MB/s)",
-        size / 1e6 / read_secs
+        "plain cursor read (mean of one before and one after): {}",
+        rate(read_secs)
     );
     println!(
-        "strata export:     {export_secs:.2}s ({:.1} MB/s)",
-        size / 1e6 / export_secs
+        "strata export, collections only (--no-consistency): {}",
+        rate(export_plain_secs)
+    );
+    println!("strata export with the oplog window: {}", rate(export_secs));
+    println!(
+        "export ratio, collections (plain time / strata time): {:.2}",
+        read_secs / export_plain_secs
     );
     println!(
-        "export ratio (plain time / strata time): {:.2}",
+        "export ratio, with the oplog window: {:.2}",
         read_secs / export_secs
     );
     println!("first snapshot added {:.1} MB", added(&first) / 1e6);
 
     let all = m.raw_docs(&db, "c");
-    let t = Instant::now();
-    plain_insert(&m, &format!("{db}_plain"), all);
-    let insert_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    strata(
-        &repo,
-        &[
-            "restore",
-            "latest",
-            "--mongo",
-            &uri,
-            "--ns-from",
-            &format!("{db}.*"),
-            "--ns-to",
-            &format!("{db}_strata.*"),
-            "--parallel",
-            &PARALLEL.to_string(),
-            "--batch-size",
-            &BATCH.to_string(),
-            "--json",
-        ],
+    // A B B A: the server slows as it fills, so each side gets an early and a late turn.
+    let plain = |n: usize| {
+        let target = format!("{db}_plain{n}");
+        let secs = timed(|| plain_insert(&m, &target, all.clone())).1;
+        m.drop_db(&target);
+        secs
+    };
+    let restore = |n: usize| {
+        let target = format!("{db}_strata{n}");
+        let secs = timed(|| repo.restore(&uri, &db, &target)).1;
+        m.drop_db(&target);
+        secs
+    };
+    let insert_secs = plain(1);
+    let restore_secs = restore(1) + restore(2);
+    let insert_secs = insert_secs + plain(2);
+    println!(
+        "plain insert_many ({PARALLEL} parallel batches of {BATCH}), two runs: {insert_secs:.2}s"
     );
-    let restore_secs = t.elapsed().as_secs_f64();
-    println!("plain insert_many ({PARALLEL} parallel batches of {BATCH}): {insert_secs:.2}s");
-    println!("strata restore:    {restore_secs:.2}s");
+    println!("strata restore, two runs:    {restore_secs:.2}s");
     println!(
         "restore ratio (plain time / strata time): {:.2}",
         insert_secs / restore_secs
     );
+    drop(all);
 
+    let small = Repo::new(&["--bson-chunk-kib", "4"]);
+    let small_first = small.backup(&uri, &db, false);
+    let repos = [
+        ("64 KiB chunks", &repo, first),
+        ("4 KiB chunks", &small, small_first),
+    ];
     let share = docs / 100;
-    bump(&m, &db, &(docs / 2..docs / 2 + share).collect::<Vec<_>>());
-    let contiguous = added_both(&strata(
-        &repo,
-        &["backup", "--mongo", &uri, "--mongo-db", &db, "--json"],
-    ));
+    let contiguous: Vec<i64> = (docs / 2..docs / 2 + share).collect();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let ids: Vec<i64> = (0..share)
+    let scattered: Vec<i64> = (0..share)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -106,26 +107,31 @@ fn main() {
             (x % docs as u64) as i64
         })
         .collect();
-    bump(&m, &db, &ids);
-    let scattered = added_both(&strata(
-        &repo,
-        &["backup", "--mongo", &uri, "--mongo-db", &db, "--json"],
-    ));
-    let first_stored = added(&first);
-    for (what, (stored, raw)) in [
+    for (what, ids) in [
         ("contiguous _id range", contiguous),
         ("scattered at random", scattered),
     ] {
-        println!(
-            "1% changed, {what}: added {:.2} MB stored ({:.2}% of the first snapshot's {:.2} MB), \
-             {:.2} MB before compression ({:.2}% of the collection)",
-            stored / 1e6,
-            100.0 * stored / first_stored,
-            first_stored / 1e6,
-            raw / 1e6,
-            100.0 * raw / size
-        );
+        bump(&m, &db, &ids);
+        for (chunks, r, first) in &repos {
+            let (stored, raw) = added_both(&r.backup(&uri, &db, false));
+            let first_stored = added(first);
+            println!(
+                "1% changed, {what}, {chunks}: added {:.2} MB stored ({:.2}% of the first \
+                 snapshot's {:.2} MB), {:.2} MB before compression ({:.2}% of the collection)",
+                stored / 1e6,
+                100.0 * stored / first_stored,
+                first_stored / 1e6,
+                raw / 1e6,
+                100.0 * raw / size
+            );
+        }
     }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
 }
 
 /// Changes the documents with these ids, a batch of point updates at a time.
@@ -185,20 +191,61 @@ fn plain_insert(m: &Mongo, db: &str, docs: Vec<RawDocumentBuf>) {
     );
 }
 
-fn strata(repo: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .env("STRATA_REPOSITORY", repo.path().join("repo"))
-        .env("STRATA_PASSWORD", "bench")
-        .env("STRATA_CACHE_DIR", repo.path().join("cache"))
-        .output()
-        .expect("run strata");
-    assert!(
-        out.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+/// A repository in a temporary directory and the strata commands the benchmark runs on it.
+struct Repo(tempfile::TempDir);
+
+impl Repo {
+    fn new(init: &[&str]) -> Repo {
+        let repo = Repo(tempfile::tempdir().expect("temp dir"));
+        let mut args = vec!["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"];
+        args.extend(init);
+        repo.run(&args);
+        repo
+    }
+
+    fn backup(&self, uri: &str, db: &str, consistent: bool) -> serde_json::Value {
+        let mut args = vec!["backup", "--mongo", uri, "--mongo-db", db, "--json"];
+        if !consistent {
+            args.push("--no-consistency");
+        }
+        self.run(&args)
+    }
+
+    fn restore(&self, uri: &str, db: &str, target: &str) -> serde_json::Value {
+        let (parallel, batch) = (PARALLEL.to_string(), BATCH.to_string());
+        let (from, to) = (format!("{db}.*"), format!("{target}.*"));
+        self.run(&[
+            "restore",
+            "latest",
+            "--mongo",
+            uri,
+            "--ns-from",
+            &from,
+            "--ns-to",
+            &to,
+            "--parallel",
+            &parallel,
+            "--batch-size",
+            &batch,
+            "--json",
+        ])
+    }
+
+    fn run(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("STRATA_REPOSITORY", self.0.path().join("repo"))
+            .env("STRATA_PASSWORD", "bench")
+            .env("STRATA_CACHE_DIR", self.0.path().join("cache"))
+            .output()
+            .expect("run strata");
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
 }
 
 fn added(report: &serde_json::Value) -> f64 {
