@@ -73,13 +73,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     };
     let failed = !report.errors.is_empty() || restored.iter().any(|r| !r.report.errors.is_empty());
     print(ctx, &report, &restored)?;
-    Ok(if failed {
-        Outcome::Partial
-    } else if report.is_clean() {
-        Outcome::Ok
-    } else {
-        Outcome::Differences
-    })
+    Ok(outcome(failed, report.is_clean()))
+}
+
+/// Partial when something could not be compared or restored, else Differences unless clean.
+fn outcome(failed: bool, clean: bool) -> Outcome {
+    match (failed, clean) {
+        (true, _) => Outcome::Partial,
+        (false, true) => Outcome::Ok,
+        (false, false) => Outcome::Differences,
+    }
 }
 
 /// The readable snapshots, oldest first, with a warning for each damaged one.

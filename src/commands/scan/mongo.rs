@@ -7,11 +7,11 @@ use serde::Serialize;
 use strata::id::SnapshotId;
 use strata::repository::IndexedRepo;
 use strata::snapshot::Snapshot;
+use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
 use strata::sources::mongodb::scan::{
     self, Finding, IdList, RestoreMode, ScanOptions, ScanReport, What,
 };
-use strata::sources::mongodb::{Conn, NsFilter};
 
 /// `_id`s listed per collection in text output (JSON lists all of them).
 const ID_LIMIT: usize = 20;
@@ -21,28 +21,13 @@ pub struct MongoArgs {
     /// Compare the MongoDB server at this URI with a snapshot's dump (instead of files)
     #[arg(long, value_name = "URI", conflicts_with_all = ["paths", "restore_missing"])]
     mongo: Option<String>,
-    /// Only this database (repeatable)
-    #[arg(long = "mongo-db", value_name = "DB", requires = "mongo")]
-    databases: Vec<String>,
-    /// Only namespaces matching db.coll (`*` wildcards; repeatable)
-    #[arg(long = "ns-include", value_name = "PATTERN", requires = "mongo")]
-    include: Vec<String>,
-    /// Leave out namespaces matching db.coll (repeatable)
-    #[arg(long = "ns-exclude", value_name = "PATTERN", requires = "mongo")]
-    exclude: Vec<String>,
+    #[command(flatten)]
+    namespaces: super::super::NsFilterArgs,
 }
 
 impl MongoArgs {
     pub fn uri(&self) -> Option<&str> {
         self.mongo.as_deref()
-    }
-
-    fn filter(&self) -> NsFilter {
-        NsFilter {
-            databases: self.databases.clone(),
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-        }
     }
 }
 
@@ -86,7 +71,7 @@ pub fn run(
     let (id, snap) = choose_snapshot(ctx, &repo, uri, snapshot)?;
     let conn = Conn::connect(uri)?;
     let opts = ScanOptions {
-        filter: args.filter(),
+        filter: args.namespaces.filter(),
         deep,
         id_limit: (!ctx.args.json).then_some(ID_LIMIT),
     };
@@ -107,13 +92,7 @@ pub fn run(
         true => print_json(&restore, &report, deep, password_left_out)?,
         false => print_text(&restore, &report, password_left_out)?,
     }
-    Ok(if !report.errors.is_empty() {
-        Outcome::Partial
-    } else if report.is_clean() {
-        Outcome::Ok
-    } else {
-        Outcome::Differences
-    })
+    Ok(super::outcome(!report.errors.is_empty(), report.is_clean()))
 }
 
 /// `--snapshot`, else the newest MongoDB snapshot of the URI's server.

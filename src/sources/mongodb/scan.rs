@@ -460,28 +460,28 @@ fn deep_compare(
             .map_err(sql)?;
         for_each_dump_doc(repo, ns, &mut |d| {
             counts.snapshot += 1;
-            let hash = blake3::hash(d.as_bytes());
-            insert
-                .execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
-                .map_err(sql)?;
-            Ok(())
+            run_with_hash(&mut insert, d, ns)
         })?;
         let mut check = tx
             .prepare("UPDATE docs SET state = CASE WHEN hash = ?2 THEN 1 ELSE 2 END WHERE id = ?1")
             .map_err(sql)?;
         for_each_live_doc(conn, ns, &mut |d| {
             counts.live += 1;
-            let hash = blake3::hash(d.as_bytes());
-            check
-                .execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
-                .map_err(sql)?;
-            Ok(())
+            run_with_hash(&mut check, d, ns)
         })?;
     }
     counts.missing = id_list(&tx, UNSEEN, id_limit)?;
     counts.changed = id_list(&tx, CHANGED, id_limit)?;
     tx.commit().map_err(sql)?;
     Ok(counts)
+}
+
+/// Runs `stmt` with a document's `_id` key and content hash.
+fn run_with_hash(stmt: &mut rusqlite::Statement, d: &RawDocument, ns: &DumpNs) -> Result<()> {
+    let hash = blake3::hash(d.as_bytes());
+    stmt.execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
+        .map_err(sql)?;
+    Ok(())
 }
 
 /// The `_id`s in `state`: their number and the first `limit` of them.
