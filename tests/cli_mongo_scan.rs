@@ -120,6 +120,18 @@ fn lost_namespaces_indexes_and_documents_are_found_and_restorable() {
     let (_, rescan) = json_expect(&repo, scan_args(uri, &db, &only_orders), 0);
     assert!(field_array(&rescan, "findings").is_empty(), "{rescan:#}");
     assert_eq!(rescan["unchanged"], 1, "{rescan:#}");
+
+    run_printed(&repo, field_str(users, "restore_command"));
+    run_printed(
+        &repo,
+        field_str(
+            finding(&deep, "view", &format!("{db}.big")),
+            "restore_command",
+        ),
+    );
+    let (_, all) = json_expect(&repo, scan_args(uri, &db, &["--deep"]), 0);
+    assert!(field_array(&all, "findings").is_empty(), "{all:#}");
+    assert_eq!(m.count(&db, "users"), 200);
 }
 
 #[test]
