@@ -47,7 +47,7 @@ enum Command {
     Diff(commands::diff::Args),
     /// Find paths matching patterns in snapshots, with each version
     Find(commands::find::Args),
-    /// Compare files on disk with a snapshot: missing, modified and new files
+    /// Compare files on disk with a snapshot: missing, modified and new files (with --mongo: what a MongoDB server lost)
     Scan(commands::scan::Args),
     /// Browse all snapshots as a read-only filesystem (FUSE) until Ctrl-C
     Mount(commands::mount::Args),

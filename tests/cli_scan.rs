@@ -5,10 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -20,7 +18,6 @@ use strata::repository::{IndexedRepo, Repository};
 use strata::tree::{ChunkRef, NodeKind};
 
 use common::e2e::*;
-use common::repo::strata_bin;
 use common::*;
 
 /// Exit code of `scan` when something is missing or modified.
@@ -66,33 +63,6 @@ fn entry<'a>(report: &'a Value, list: &str, src: &Path, rel: &str) -> &'a Value 
         .iter()
         .find(|e| e["path"] == path.as_str())
         .unwrap_or_else(|| panic!("{path} is not {list} in {report:#}"))
-}
-
-/// Runs a printed shell command line with `strata` on the PATH and the test's repository
-/// environment, expecting success.
-fn run_printed(repo: &TestRepo, command_line: &str) -> String {
-    assert!(command_line.starts_with("strata "), "{command_line}");
-    let bin_dir = strata_bin().parent().unwrap();
-    let mut path = OsString::from(bin_dir);
-    path.push(":");
-    path.push(std::env::var_os("PATH").unwrap_or_default());
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(command_line)
-        .env("PATH", path)
-        .env("STRATA_PASSWORD", &repo.password)
-        .env("STRATA_CACHE_DIR", repo.cache_path())
-        .env_remove("STRATA_REPOSITORY")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "{command_line}\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
 }
 
 fn contents(src: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

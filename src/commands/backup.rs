@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
 use strata::filter::Patterns;
 use strata::lock::LockMode;
-use strata::sources::mongodb::NsFilter;
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
 #[derive(clap::Args)]
@@ -46,15 +45,8 @@ struct MongoArgs {
     /// Also back up the MongoDB server at this URI (into /mongodb of the snapshot)
     #[arg(long, value_name = "URI")]
     mongo: Option<String>,
-    /// Only this database (repeatable)
-    #[arg(long = "mongo-db", value_name = "DB", requires = "mongo")]
-    databases: Vec<String>,
-    /// Only namespaces matching db.coll (`*` wildcards; repeatable)
-    #[arg(long = "ns-include", value_name = "PATTERN", requires = "mongo")]
-    include: Vec<String>,
-    /// Leave out namespaces matching db.coll (`*` wildcards; repeatable)
-    #[arg(long = "ns-exclude", value_name = "PATTERN", requires = "mongo")]
-    exclude: Vec<String>,
+    #[command(flatten)]
+    namespaces: super::NsFilterArgs,
     /// Also back up users and roles
     #[arg(long = "mongo-users", requires = "mongo")]
     users: bool,
@@ -77,11 +69,7 @@ impl MongoArgs {
             return Ok(None);
         };
         let opts = ExportOptions {
-            filter: NsFilter {
-                databases: self.databases.clone(),
-                include: self.include.clone(),
-                exclude: self.exclude.clone(),
-            },
+            filter: self.namespaces.filter(),
             users: self.users,
             consistency: !self.no_consistency,
             parallel: self.parallel,

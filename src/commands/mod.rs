@@ -59,6 +59,30 @@ pub struct GlobalArgs {
     retry_lock: Option<std::time::Duration>,
 }
 
+/// Which MongoDB namespaces `backup --mongo` and `scan --mongo` take.
+#[derive(clap::Args)]
+pub struct NsFilterArgs {
+    /// Only this database (repeatable)
+    #[arg(long = "mongo-db", value_name = "DB", requires = "mongo")]
+    databases: Vec<String>,
+    /// Only namespaces matching db.coll (`*` wildcards; repeatable)
+    #[arg(long = "ns-include", value_name = "PATTERN", requires = "mongo")]
+    include: Vec<String>,
+    /// Leave out namespaces matching db.coll (`*` wildcards; repeatable)
+    #[arg(long = "ns-exclude", value_name = "PATTERN", requires = "mongo")]
+    exclude: Vec<String>,
+}
+
+impl NsFilterArgs {
+    pub fn filter(&self) -> strata::sources::mongodb::NsFilter {
+        strata::sources::mongodb::NsFilter {
+            databases: self.databases.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
 /// Exit codes (documented in README.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

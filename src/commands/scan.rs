@@ -1,6 +1,9 @@
 //! `strata scan`: compare the live file system with a snapshot; report missing, modified
 //! and new files, where an intact earlier version is and the command that restores it;
-//! optionally restore the missing files in place.
+//! optionally restore the missing files in place. With `--mongo`, compare a MongoDB server
+//! with a snapshot's dump instead (`mongo`).
+mod mongo;
+
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -13,15 +16,18 @@ pub struct Args {
     /// Live paths to compare, each inside the snapshot's paths (default: all of them)
     paths: Vec<PathBuf>,
     /// Snapshot to compare with (id prefix or `latest`; default: the newest of this host
-    /// whose paths cover PATH...)
+    /// whose paths cover PATH..., or with --mongo the newest MongoDB snapshot of that server)
     #[arg(long, value_name = "SNAPSHOT")]
     snapshot: Option<String>,
-    /// Also read files whose size and mtime match and compare their content
+    /// Also read files whose size and mtime match and compare their content; with --mongo,
+    /// list the missing and changed documents' _ids
     #[arg(long)]
     deep: bool,
     /// Restore the missing files in place (never replacing anything that exists)
     #[arg(long)]
     restore_missing: bool,
+    #[command(flatten)]
+    mongo: mongo::MongoArgs,
 }
 
 /// A missing or modified entry with the command that brings its earlier version back.
@@ -45,11 +51,11 @@ struct JsonReport<'a> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_reading("scan")?;
-    let (history, damaged) = repo.snapshots()?;
-    for (id, e) in &damaged {
-        ctx.warn(&format!("snapshot {} is skipped: {e}", id.0.short()));
+    if let Some(uri) = args.mongo.uri() {
+        return mongo::run(ctx, &args.mongo, uri, args.snapshot.as_deref(), args.deep);
     }
+    let repo = ctx.open_reading("scan")?;
+    let history = history(ctx, &repo)?;
     let snapshot = match &args.snapshot {
         Some(spec) => repo.find_snapshot(spec)?,
         None => default_snapshot(&history, &args.paths)?,
@@ -67,13 +73,28 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     };
     let failed = !report.errors.is_empty() || restored.iter().any(|r| !r.report.errors.is_empty());
     print(ctx, &report, &restored)?;
-    Ok(if failed {
-        Outcome::Partial
-    } else if report.is_clean() {
-        Outcome::Ok
-    } else {
-        Outcome::Differences
-    })
+    Ok(outcome(failed, report.is_clean()))
+}
+
+/// Partial when something could not be compared or restored, else Differences unless clean.
+fn outcome(failed: bool, clean: bool) -> Outcome {
+    match (failed, clean) {
+        (true, _) => Outcome::Partial,
+        (false, true) => Outcome::Ok,
+        (false, false) => Outcome::Differences,
+    }
+}
+
+/// The readable snapshots, oldest first, with a warning for each damaged one.
+fn history(
+    ctx: &Context,
+    repo: &strata::repository::IndexedRepo,
+) -> Result<Vec<(strata::id::SnapshotId, strata::snapshot::Snapshot)>> {
+    let (history, damaged) = repo.snapshots()?;
+    for (id, e) in &damaged {
+        ctx.warn(&format!("snapshot {} is skipped: {e}", id.0.short()));
+    }
+    Ok(history)
 }
 
 fn default_snapshot(
@@ -178,13 +199,15 @@ fn print_lost(ctx: &Context, lost: &Lost) -> Result<()> {
         (Some(source), Some(command)) => ctx.say(&format!(
             "          intact in snapshot {} of {}; restore with:\n          {command}",
             source.snapshot.0.short(),
-            source
-                .time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
+            local_time(&source.time)
         )),
         _ => ctx.say("          no snapshot holds an intact earlier version"),
     }
+}
+
+fn local_time(time: &chrono::DateTime<chrono::Utc>) -> String {
+    let local = time.with_timezone(&chrono::Local);
+    local.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// How a value is named in JSON (`"mtime"`), for text output.
@@ -214,11 +237,7 @@ fn print_restored(ctx: &Context, r: &Restored) -> Result<()> {
 /// missing entry; beside the current one (`NAME.strata-restored`) for a modified one.
 fn restore_command(ctx: &Context, lost: &Lost) -> Option<String> {
     let source = lost.source.as_ref()?;
-    let mut words = vec!["strata".to_string()];
-    if let Some(repo) = &ctx.args.repo {
-        words.push("-r".into());
-        words.push(shell_quote(&repo.to_string_lossy()));
-    }
+    let mut words = strata_words(ctx);
     let conflict = match lost.reason {
         None => "skip",
         Some(_) => "rename",
@@ -234,6 +253,16 @@ fn restore_command(ctx: &Context, lost: &Lost) -> Option<String> {
         conflict.into(),
     ]);
     Some(words.join(" "))
+}
+
+/// `strata` and the repository option of a printed command.
+fn strata_words(ctx: &Context) -> Vec<String> {
+    let mut words = vec!["strata".to_string()];
+    if let Some(repo) = &ctx.args.repo {
+        words.push("-r".into());
+        words.push(shell_quote(&repo.to_string_lossy()));
+    }
+    words
 }
 
 /// `text` as one shell word: as is when plain, else single-quoted, or `$'…'` with escapes

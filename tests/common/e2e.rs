@@ -10,12 +10,12 @@ use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
 use super::fsutil::list_files;
-use super::repo::{TestRepo, stdout_json};
+use super::repo::{TestRepo, stderr, stdout, stdout_json, strata_bin};
 use super::tree::{generate_small_tree, generate_tree};
 
 /// `init` with a cheap KDF so that opening the repository is fast.
@@ -309,4 +309,31 @@ pub fn path_bytes(p: &Path) -> Vec<u8> {
 /// A path from raw bytes.
 pub fn path_from_bytes(b: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(b.to_vec()))
+}
+
+/// Runs a printed shell command line with `strata` on the PATH and the test's repository
+/// environment, expecting success.
+pub fn run_printed(repo: &TestRepo, command_line: &str) -> String {
+    assert!(command_line.starts_with("strata "), "{command_line}");
+    let bin_dir = strata_bin().parent().unwrap();
+    let mut path = OsString::from(bin_dir);
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command_line)
+        .env("PATH", path)
+        .env("STRATA_PASSWORD", &repo.password)
+        .env("STRATA_CACHE_DIR", repo.cache_path())
+        .env_remove("STRATA_REPOSITORY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{command_line}\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
 }

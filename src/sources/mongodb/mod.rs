@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod oplog;
 pub mod replay;
+pub mod scan;
 pub mod stream;
 
 pub use connection::Conn;
