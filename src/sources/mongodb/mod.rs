@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod oplog;
 pub mod replay;
+pub mod retention;
 pub mod stream;
 
 pub use connection::Conn;
