@@ -300,4 +300,15 @@ fn forget_keeps_the_slices_kept_snapshots_need_and_expires_old_ones() {
     step(&m, &db, 4);
     let (_, s4_start, _) = follow(&repo, &uri);
     assert_eq!(s4_start, s3_end, "resumes where slice 3 ended");
+
+    // A slice named is removed like any snapshot; the timeline's gap then reaches slice 4.
+    let text = stdout(&run_expect(&repo, ["forget", &s3[..8]], 0));
+    assert!(
+        text.contains("removed 1 snapshots (1 of them oplog slices)"),
+        "{text}"
+    );
+    let (_, tl) = json_expect(&repo, ["mongo", "timeline", &uri], 0);
+    let gaps = tl["gaps"].as_array().unwrap();
+    let to = format!("{}:{}", gaps[0]["to"]["t"], gaps[0]["to"]["i"]);
+    assert_eq!((gaps.len(), to), (1, s3_end), "{tl}");
 }

@@ -252,7 +252,8 @@ fn print_plan(ctx: &Context, plan: &Plan) -> Result<()> {
     print_slices(ctx, &plan.slices)
 }
 
-/// `oplog slices of SERVER: keep N, remove M`, then a line per slice with its reasons.
+/// `oplog slices of SERVER: keep N, remove M`, then a line per slice: its end in the local
+/// zone (as `line` shows snapshot times), its exact oplog range, and its reasons.
 fn print_slices(ctx: &Context, slices: &[SliceVerdict]) -> Result<()> {
     for (nr, v) in slices.iter().enumerate() {
         let server = &v.slice.server;
@@ -267,17 +268,18 @@ fn print_slices(ctx: &Context, slices: &[SliceVerdict]) -> Result<()> {
         }
         let verb = if v.keep { "keep" } else { "remove" };
         let reasons: Vec<String> = v.reasons.iter().map(|r| r.to_string()).collect();
-        let (start, end) = (local(v.slice.start), local(v.slice.end));
+        let (start, end) = (v.slice.start, v.slice.end);
         ctx.say(&format!(
-            "  {verb:<6}  {}  {start} .. {end}  {}",
+            "  {verb:<6}  {}  {}  ({start}..{end})  {}",
             v.slice.id.0.short(),
+            local(end),
             reasons.join(", ")
         ))?;
     }
     Ok(())
 }
 
-/// An oplog time's second in the local zone, as `line` prints snapshot times.
+/// An oplog time's second in the local zone.
 fn local(t: BsonTime) -> String {
     (chrono::DateTime::from_timestamp(t.t.into(), 0))
         .map(|d| {

@@ -448,15 +448,28 @@ mod tests {
         })
     }
 
-    #[test]
-    fn plans_chain_slices_and_refuse_gaps() {
-        let dump = snap(Source::MongoDB {
+    fn dump_at(at: u32) -> (SnapshotId, Snapshot) {
+        snap(Source::MongoDB {
             server: "s".into(),
             databases: vec![],
-            cluster_time: Some(t(10)),
+            cluster_time: Some(t(at)),
             window_start: None,
             consistent: true,
-        });
+        })
+    }
+
+    fn gap(from: u32, to: u32, kind: GapKind) -> Gap {
+        Gap {
+            server: "s".into(),
+            from: t(from),
+            to: t(to),
+            kind,
+        }
+    }
+
+    #[test]
+    fn plans_chain_slices_and_refuse_gaps() {
+        let dump = dump_at(10);
         let all = vec![
             dump.clone(),
             slice(10, 20, None),
@@ -474,35 +487,12 @@ mod tests {
         assert!(plan_at(&all, t(5)).unwrap_err().contains("no consistent"));
         let tl = timeline(&all, None);
         assert_eq!(tl.windows[0].to, t(30));
-        assert_eq!(
-            tl.gaps,
-            vec![Gap {
-                server: "s".into(),
-                from: t(30),
-                to: t(40),
-                kind: GapKind::RolledOver,
-            }]
-        );
-    }
-
-    fn gap(from: u32, to: u32, kind: GapKind) -> Gap {
-        Gap {
-            server: "s".into(),
-            from: t(from),
-            to: t(to),
-            kind,
-        }
+        assert_eq!(tl.gaps, vec![gap(30, 40, GapKind::RolledOver)]);
     }
 
     #[test]
     fn forgotten_slices_are_missing_gaps_not_rollovers() {
-        let dump = snap(Source::MongoDB {
-            server: "s".into(),
-            databases: vec![],
-            cluster_time: Some(t(10)),
-            window_start: None,
-            consistent: true,
-        });
+        let dump = dump_at(10);
         // (10, 20] and (30, 40] were forgotten; (50, 60] rolled over before it was read.
         let all = vec![
             dump.clone(),
