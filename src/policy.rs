@@ -468,7 +468,7 @@ fn newest_past(list: &[&Entry], now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// `newest` minus `span`: years and months on the calendar of `tz` (a day that does not
 /// exist in the target month becomes that month's last day), then calendar days, then hours.
-fn cutoff<Tz: TimeZone>(newest: DateTime<Utc>, span: Span, tz: &Tz) -> DateTime<Utc> {
+pub(crate) fn cutoff<Tz: TimeZone>(newest: DateTime<Utc>, span: Span, tz: &Tz) -> DateTime<Utc> {
     let local = newest.with_timezone(tz);
     let months = span
         .years

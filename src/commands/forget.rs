@@ -1,5 +1,6 @@
 //! `strata forget`: remove snapshots named by id, or those a retention policy does not keep,
-//! printing per group what is kept and why. Only snapshot files are removed, never packs.
+//! printing per group what is kept and why, and which MongoDB oplog slices go with them.
+//! Only snapshot files are removed, never packs.
 use super::prune::{PruneArgs, print as print_prune, prune_locked};
 use super::{Context, Outcome, escape};
 use anyhow::Result;
@@ -10,6 +11,8 @@ use strata::lock::LockMode;
 use strata::policy::{self, Count, Entry, Group, GroupBy, Policy, Reason, Span, TagList};
 use strata::pruner::PruneReport;
 use strata::repository::{IndexedRepo, Repository};
+use strata::snapshot::BsonTime;
+use strata::sources::mongodb::retention::{self, SliceVerdict};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,6 +66,10 @@ struct PolicyArgs {
     /// Keep snapshots carrying all these tags (comma-separated; '' = untagged; repeatable)
     #[arg(long = "keep-tag", value_name = "TAGS")]
     keep_tags: Vec<TagList>,
+    /// Remove MongoDB oplog slices ending DURATION or more before the newest slice of their
+    /// server, even where a kept snapshot could use them (alone: snapshots are all kept)
+    #[arg(long, value_name = "DURATION")]
+    keep_oplog_within: Option<Span>,
 }
 
 impl PolicyArgs {
@@ -106,6 +113,13 @@ fn listed<'a>(entry: &'a Entry, reasons: Option<&'a [Reason]>) -> Listed<'a> {
     }
 }
 
+/// What `forget` removes, and why it keeps the rest.
+struct Plan<'a> {
+    groups: Vec<Group<'a>>,
+    slices: Vec<SliceVerdict>,
+    remove: Vec<&'a Entry>,
+}
+
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_locked(LockMode::Exclusive, "forget")?;
     let prune = args.prune.then_some(PruneArgs {
@@ -114,20 +128,41 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     });
     if !args.snapshots.is_empty() {
         let chosen = resolve(&repo, &args.snapshots)?;
-        let chosen: Vec<&Entry> = chosen.iter().collect();
-        return finish(ctx, &repo, &[], &chosen, prune, args.dry_run);
+        let plan = Plan {
+            groups: Vec::new(),
+            slices: Vec::new(),
+            remove: chosen.iter().collect(),
+        };
+        return finish(ctx, &repo, &plan, prune, args.dry_run);
     }
-    let (mut all, damaged) = repo.snapshots()?;
-    // Oplog slices serve point-in-time recovery between backups; no keep rule removes them
-    // (name them to remove them).
-    all.retain(|(_, s)| !s.is_oplog_slice());
+    let (all, damaged) = repo.snapshots()?;
     for (id, e) in &damaged {
         ctx.warn(&format!("snapshot {} is left alone: {e}", id.0.short()));
     }
+    // Oplog slices are not backups of their own: the policy passes them by, and they go
+    // when no kept snapshot can use them, or by age.
+    let backups: Vec<Entry> = (all.iter())
+        .filter(|(_, s)| !s.is_oplog_slice())
+        .cloned()
+        .collect();
+    let oplog_within = args.policy.keep_oplog_within;
     let policy = args.policy.policy();
-    let groups = policy::apply(&all, &policy, args.group_by, &Local, Utc::now())?;
-    let remove: Vec<&Entry> = groups.iter().flat_map(|g| g.remove.clone()).collect();
-    finish(ctx, &repo, &groups, &remove, prune, args.dry_run)
+    let now = Utc::now();
+    let groups = match policy.is_empty() && oplog_within.is_some() {
+        true => Vec::new(),
+        false => policy::apply(&backups, &policy, args.group_by, &Local, now)?,
+    };
+    let mut remove: Vec<&Entry> = groups.iter().flat_map(|g| g.remove.clone()).collect();
+    let gone: Vec<SnapshotId> = remove.iter().map(|e| e.0).collect();
+    let slices = retention::decide(&all, &gone, oplog_within, &Local, now);
+    let dropped = slices.iter().filter(|v| !v.keep).map(|v| v.slice.id);
+    remove.extend(dropped.filter_map(|id| all.iter().find(|e| e.0 == id)));
+    let plan = Plan {
+        groups,
+        slices,
+        remove,
+    };
+    finish(ctx, &repo, &plan, prune, args.dry_run)
 }
 
 /// The snapshots named on the command line, each once, in the order given.
@@ -142,20 +177,19 @@ fn resolve(repo: &Repository, specs: &[String]) -> Result<Vec<Entry>> {
     Ok(chosen)
 }
 
-/// Prints the plan, removes `remove` unless `dry_run`, prunes if asked, and reports what
-/// happened.
+/// Prints the plan, removes its snapshots unless `dry_run`, prunes if asked, and reports
+/// what happened.
 fn finish(
     ctx: &Context,
     repo: &IndexedRepo,
-    groups: &[Group],
-    remove: &[&Entry],
+    plan: &Plan,
     prune: Option<PruneArgs>,
     dry_run: bool,
 ) -> Result<Outcome> {
-    print_plan(ctx, groups, remove)?;
+    print_plan(ctx, plan)?;
     let failed = match dry_run {
         true => Vec::new(),
-        false => remove_all(ctx, repo, remove),
+        false => remove_all(ctx, repo, &plan.remove),
     };
     // Pruning right after removing needs the removals to have happened; a dry run
     // prunes as if they had not, so its figures are a lower bound.
@@ -163,22 +197,13 @@ fn finish(
         Some(p) if failed.is_empty() => Some(prune_locked(ctx, repo, p)?),
         _ => None,
     };
-    let removed: Vec<String> = (remove.iter())
+    let removed: Vec<&Entry> = (plan.remove.iter().copied())
         .filter(|(id, _)| !dry_run && failed.iter().all(|(f, _)| f != id))
-        .map(|(id, _)| id.0.to_hex())
         .collect();
     if ctx.args.json {
-        print_json(
-            ctx,
-            groups,
-            remove,
-            &removed,
-            &failed,
-            pruned.as_ref(),
-            dry_run,
-        )?;
+        print_json(ctx, plan, &removed, &failed, pruned.as_ref(), dry_run)?;
     } else {
-        print_summary(ctx, remove, removed.len(), dry_run)?;
+        print_summary(ctx, &plan.remove, &removed, dry_run)?;
         if let Some(report) = &pruned {
             print_prune(ctx, report)?;
         }
@@ -201,14 +226,15 @@ fn remove_all(ctx: &Context, repo: &Repository, remove: &[&Entry]) -> Vec<(Snaps
     failed
 }
 
-/// Per group what is kept (and why) and removed; without groups, the snapshots named.
-fn print_plan(ctx: &Context, groups: &[Group], remove: &[&Entry]) -> Result<()> {
-    if groups.is_empty() {
-        for entry in remove {
+/// Per group what is kept (and why) and removed, then the same per server for oplog slices;
+/// without either, the snapshots named.
+fn print_plan(ctx: &Context, plan: &Plan) -> Result<()> {
+    if plan.groups.is_empty() && plan.slices.is_empty() {
+        for entry in &plan.remove {
             ctx.say(&line("remove", entry, ""))?;
         }
     }
-    for g in groups {
+    for g in &plan.groups {
         ctx.say(&format!(
             "{}: keep {}, remove {}",
             escape(&g.key.to_string()),
@@ -223,7 +249,45 @@ fn print_plan(ctx: &Context, groups: &[Group], remove: &[&Entry]) -> Result<()> 
             ctx.say(&line("remove", entry, ""))?;
         }
     }
+    print_slices(ctx, &plan.slices)
+}
+
+/// `oplog slices of SERVER: keep N, remove M`, then a line per slice: its end in the local
+/// zone (as `line` shows snapshot times), its exact oplog range, and its reasons.
+fn print_slices(ctx: &Context, slices: &[SliceVerdict]) -> Result<()> {
+    for (nr, v) in slices.iter().enumerate() {
+        let server = &v.slice.server;
+        if nr == 0 || slices[nr - 1].slice.server != *server {
+            let mine = slices.iter().filter(|o| o.slice.server == *server);
+            let kept = mine.clone().filter(|o| o.keep).count();
+            let removed = mine.count() - kept;
+            let server = escape(server);
+            ctx.say(&format!(
+                "oplog slices of {server}: keep {kept}, remove {removed}"
+            ))?;
+        }
+        let verb = if v.keep { "keep" } else { "remove" };
+        let reasons: Vec<String> = v.reasons.iter().map(|r| r.to_string()).collect();
+        let (start, end) = (v.slice.start, v.slice.end);
+        ctx.say(&format!(
+            "  {verb:<6}  {}  {}  ({start}..{end})  {}",
+            v.slice.id.0.short(),
+            local(end),
+            reasons.join(", ")
+        ))?;
+    }
     Ok(())
+}
+
+/// An oplog time's second in the local zone.
+fn local(t: BsonTime) -> String {
+    (chrono::DateTime::from_timestamp(t.t.into(), 0))
+        .map(|d| {
+            d.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| t.to_string())
 }
 
 /// `  keep    1a2b3c4d  2024-05-01 12:00:00  <detail>`, the time in the local zone.
@@ -234,23 +298,36 @@ fn line(verb: &str, (id, s): &Entry, detail: &str) -> String {
         .to_string()
 }
 
-fn print_summary(ctx: &Context, remove: &[&Entry], removed: usize, dry_run: bool) -> Result<()> {
+fn print_summary(
+    ctx: &Context,
+    remove: &[&Entry],
+    removed: &[&Entry],
+    dry_run: bool,
+) -> Result<()> {
     match dry_run {
-        true => ctx.say(&format!("dry run: would remove {} snapshots", remove.len())),
-        false => ctx.say(&format!("removed {removed} snapshots")),
+        true => ctx.say(&format!("dry run: would remove {}", count(remove))),
+        false => ctx.say(&format!("removed {}", count(removed))),
+    }
+}
+
+/// `N snapshots`, and how many of them are oplog slices when any are.
+fn count(entries: &[&Entry]) -> String {
+    let slices = entries.iter().filter(|(_, s)| s.is_oplog_slice()).count();
+    match slices {
+        0 => format!("{} snapshots", entries.len()),
+        n => format!("{} snapshots ({n} of them oplog slices)", entries.len()),
     }
 }
 
 fn print_json(
     ctx: &Context,
-    groups: &[Group],
-    remove: &[&Entry],
-    removed: &[String],
+    plan: &Plan,
+    removed: &[&Entry],
     failed: &[(SnapshotId, String)],
     pruned: Option<&PruneReport>,
     dry_run: bool,
 ) -> Result<()> {
-    let groups: Vec<_> = (groups.iter())
+    let groups: Vec<_> = (plan.groups.iter())
         .map(|g| {
             serde_json::json!({
                 "group": g.key,
@@ -265,8 +342,9 @@ fn print_json(
     ctx.print_json(&serde_json::json!({
         "dry_run": dry_run,
         "groups": groups,
-        "remove": remove.iter().map(|e| listed(e, None)).collect::<Vec<_>>(),
-        "removed": removed,
+        "oplog_slices": plan.slices,
+        "remove": plan.remove.iter().map(|e| listed(e, None)).collect::<Vec<_>>(),
+        "removed": removed.iter().map(|(id, _)| id.0.to_hex()).collect::<Vec<_>>(),
         "failed": failed,
         "prune": pruned,
     }))

@@ -5,7 +5,7 @@ use anyhow::Result;
 use strata::snapshot::BsonTime;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
-use strata::sources::mongodb::follow::{self, FollowOptions, Slice, Timeline};
+use strata::sources::mongodb::follow::{self, FollowOptions, GapKind, Slice, Timeline};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -129,8 +129,14 @@ fn print_timeline(ctx: &Context, t: &Timeline) -> Result<()> {
         ))?;
     }
     for g in &t.gaps {
+        let why = match g.kind {
+            GapKind::RolledOver => "the oplog rolled over before it was archived",
+            GapKind::Missing => {
+                "not recoverable: its oplog slices were forgotten or are unreadable"
+            }
+        };
         ctx.say(&format!(
-            "{}: gap after {} up to {} (the oplog rolled over before it was archived)",
+            "{}: gap after {} up to {} ({why})",
             escape(&g.server),
             when(g.from),
             when(g.to)

@@ -13,6 +13,7 @@ use crate::snapshot::{BsonTime, Snapshot, Source, Summary};
 use bson::{RawDocumentBuf, doc};
 use mongodb::options::{CollectionOptions, CursorType, ReadConcern};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub const SLICE_TAG: &str = "mongodb-oplog";
@@ -279,11 +280,23 @@ pub struct Window {
     pub to: BsonTime,
 }
 
+/// Oplog time `(from, to]` of a server that no stored slice covers.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Gap {
     pub server: String,
     pub from: BsonTime,
     pub to: BsonTime,
+    pub kind: GapKind,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GapKind {
+    /// The oplog rolled over before `follow` read it (recorded by the slice after it).
+    RolledOver,
+    /// Archived once, but its slices are gone (forgotten, or unreadable): between the
+    /// oldest snapshot or a slice's end and the next slice's start.
+    Missing,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -321,15 +334,41 @@ pub fn timeline(snapshots: &[(SnapshotId, Snapshot)], server: Option<&str>) -> T
             to,
         });
     }
-    for s in slices.iter().filter(|s| s.gap_from.is_some()) {
-        t.gaps.push(Gap {
-            server: s.server.clone(),
-            from: s.gap_from.expect("filtered"),
-            to: s.start,
-        });
+    let servers: BTreeSet<&str> = slices.iter().map(|s| s.server.as_str()).collect();
+    for sv in servers {
+        let mine: Vec<&Slice> = slices.iter().filter(|s| s.server == sv).collect();
+        let first_dump = dumps(snapshots, Some(sv)).first().map(|d| d.1);
+        t.gaps.extend(gaps(sv, &mine, first_dump));
     }
     t.slices = slices;
     t
+}
+
+/// The gaps in one server's slices (ordered by start): each recorded rollover, and every
+/// stretch from the oldest snapshot's time (`since`) or the end of the archive so far to
+/// where the next slice (or its rollover gap) begins.
+fn gaps(server: &str, mine: &[&Slice], since: Option<BsonTime>) -> Vec<Gap> {
+    let mut out = Vec::new();
+    let mut gap = |from, to, kind| {
+        out.push(Gap {
+            server: server.to_string(),
+            from,
+            to,
+            kind,
+        })
+    };
+    let mut reached = since;
+    for s in mine {
+        let lost_from = s.gap_from.map_or(s.start, |g| g.min(s.start));
+        if let Some(r) = reached.filter(|r| *r < lost_from) {
+            gap(r, lost_from, GapKind::Missing);
+        }
+        if let Some(g) = s.gap_from {
+            gap(g, s.start, GapKind::RolledOver);
+        }
+        reached = Some(reached.map_or(s.end, |r| r.max(s.end)));
+    }
+    out
 }
 
 /// What a point-in-time restore to `at` uses: the newest consistent dump at or before it and
@@ -409,15 +448,28 @@ mod tests {
         })
     }
 
-    #[test]
-    fn plans_chain_slices_and_refuse_gaps() {
-        let dump = snap(Source::MongoDB {
+    fn dump_at(at: u32) -> (SnapshotId, Snapshot) {
+        snap(Source::MongoDB {
             server: "s".into(),
             databases: vec![],
-            cluster_time: Some(t(10)),
+            cluster_time: Some(t(at)),
             window_start: None,
             consistent: true,
-        });
+        })
+    }
+
+    fn gap(from: u32, to: u32, kind: GapKind) -> Gap {
+        Gap {
+            server: "s".into(),
+            from: t(from),
+            to: t(to),
+            kind,
+        }
+    }
+
+    #[test]
+    fn plans_chain_slices_and_refuse_gaps() {
+        let dump = dump_at(10);
         let all = vec![
             dump.clone(),
             slice(10, 20, None),
@@ -435,13 +487,41 @@ mod tests {
         assert!(plan_at(&all, t(5)).unwrap_err().contains("no consistent"));
         let tl = timeline(&all, None);
         assert_eq!(tl.windows[0].to, t(30));
+        assert_eq!(tl.gaps, vec![gap(30, 40, GapKind::RolledOver)]);
+    }
+
+    #[test]
+    fn forgotten_slices_are_missing_gaps_not_rollovers() {
+        let dump = dump_at(10);
+        // (10, 20] and (30, 40] were forgotten; (50, 60] rolled over before it was read.
+        let all = vec![
+            dump.clone(),
+            slice(20, 30, None),
+            slice(40, 50, None),
+            slice(60, 70, Some(50)),
+            slice(70, 80, None),
+        ];
+        let tl = timeline(&all, Some("s"));
         assert_eq!(
             tl.gaps,
-            vec![Gap {
-                server: "s".into(),
-                from: t(30),
-                to: t(40)
-            }]
+            vec![
+                gap(10, 20, GapKind::Missing),
+                gap(30, 40, GapKind::Missing),
+                gap(50, 60, GapKind::RolledOver),
+            ]
         );
+        assert_eq!(tl.windows[0].to, t(10), "the snapshot reaches no slice");
+        let err = plan_at(&all, t(25)).unwrap_err();
+        assert!(err.contains("archived only up to 10:1"), "{err}");
+        // A rollover gap recorded after a forgotten slice: both show.
+        let all = vec![dump, slice(10, 20, None), slice(40, 50, Some(30))];
+        assert_eq!(
+            timeline(&all, None).gaps,
+            vec![
+                gap(20, 30, GapKind::Missing),
+                gap(30, 40, GapKind::RolledOver)
+            ]
+        );
+        assert!(plan_at(&all, t(15)).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! MongoDB as a backup source: consistent dumps into the snapshot tree (`export`), restores
-//! into a server (`import`), and replay of the oplog (`oplog`, `replay`). The driver is
-//! async; each entry point runs it on its own small tokio runtime and stays blocking.
+//! into a server (`import`), replay of the oplog (`oplog`, `replay`), and which archived
+//! oplog slices `forget` keeps (`retention`). The driver is async; each entry point runs it
+//! on its own small tokio runtime and stays blocking.
 pub mod connection;
 pub mod export;
 pub mod follow;
@@ -9,6 +10,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod oplog;
 pub mod replay;
+pub mod retention;
 pub mod scan;
 pub mod stream;
 
