@@ -179,3 +179,33 @@ fn a_rolled_over_oplog_is_recorded_as_a_gap_and_refused() {
         "{err}"
     );
 }
+
+/// A continuous follower writes packs that no index lists until its slice is saved, so it
+/// holds a shared lock: prune, which deletes unlisted packs, is refused while it runs.
+#[test]
+fn a_running_follower_holds_off_prune() {
+    let uri = shared();
+    let repo = fast_repo();
+    let mut follower = repo
+        .cmd(["mongo", "follow", uri, "--slice", "1h"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mongo follow");
+    let locks = repo.repo_path().join("locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&locks).unwrap().any(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "no lock appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let refused = run_expect(&repo, ["prune"], 1);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("shared lock of `mongo follow`"), "{err}");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}

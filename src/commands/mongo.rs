@@ -2,6 +2,7 @@
 //! recoverable windows and gaps of MongoDB servers).
 use super::{Context, Outcome, escape};
 use anyhow::Result;
+use strata::lock::LockMode;
 use strata::snapshot::BsonTime;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
@@ -56,7 +57,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 }
 
 fn run_follow(ctx: &Context, uri: &str, opts: &FollowOptions) -> Result<Outcome> {
-    let repo = ctx.open_indexed()?;
+    // Its packs are unindexed until each slice is saved: prune must not run meanwhile.
+    let repo = ctx.open_locked(LockMode::Shared, "mongo follow")?;
     let conn = Conn::connect(uri)?;
     let mut say = |s: &Slice| {
         let _ = ctx.say(&describe_slice(s));
