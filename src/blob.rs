@@ -95,16 +95,29 @@ pub fn open(
     compressed: bool,
     raw_len: u32,
 ) -> Result<Vec<u8>, BlobError> {
-    let inner = key
-        .decrypt(stored)
+    open_owned(key, id, stored.to_vec(), compressed, raw_len)
+}
+
+/// [`open`] for a blob read into a buffer of its own, decrypted where it lies.
+pub fn open_owned(
+    key: &MasterKey,
+    id: BlobId,
+    mut stored: Vec<u8>,
+    compressed: bool,
+    raw_len: u32,
+) -> Result<Vec<u8>, BlobError> {
+    let body = key
+        .decrypt_in_place(&mut stored)
         .map_err(|source| BlobError::Crypto { id, source })?;
     let plain = if compressed {
-        zstd::bulk::decompress(&inner, raw_len as usize).map_err(|e| BlobError::Decompress {
+        decompress(&stored[body], raw_len).map_err(|e| BlobError::Decompress {
             id,
             message: e.to_string(),
         })?
     } else {
-        inner
+        stored.truncate(body.end);
+        stored.drain(..body.start);
+        stored
     };
     if plain.len() != raw_len as usize {
         return Err(BlobError::Length {
@@ -117,6 +130,22 @@ pub fn open(
         return Err(BlobError::Hash { id });
     }
     Ok(plain)
+}
+
+thread_local! {
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// zstd decompression with this thread's reused context.
+fn decompress(data: &[u8], raw_len: u32) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(data, raw_len as usize)
+    })
 }
 
 #[cfg(test)]

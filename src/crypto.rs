@@ -4,6 +4,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
@@ -95,21 +96,25 @@ impl MasterKey {
     }
 
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut buf = data.to_vec();
+        let body = self.decrypt_in_place(&mut buf)?;
+        buf.truncate(body.end);
+        buf.drain(..body.start);
+        Ok(buf)
+    }
+
+    /// Decrypts nonce || ciphertext || tag where it lies; returns where the plaintext is.
+    pub fn decrypt_in_place(&self, data: &mut [u8]) -> Result<Range<usize>, CryptoError> {
         if data.len() < OVERHEAD {
             return Err(CryptoError::TooShort(data.len()));
         }
-        let (nonce, rest) = data.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plain = body.to_vec();
+        let (nonce, rest) = data.split_at_mut(NONCE_LEN);
+        let body_len = rest.len() - TAG_LEN;
+        let (body, tag) = rest.split_at_mut(body_len);
         self.cipher()
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                b"",
-                &mut plain,
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), b"", body, Tag::from_slice(tag))
             .map_err(|_| CryptoError::Authentication)?;
-        Ok(plain)
+        Ok(NONCE_LEN..NONCE_LEN + body_len)
     }
 }
 

@@ -448,10 +448,10 @@ impl IndexedRepo {
             e.offset as u64,
             e.length as u64,
         )?;
-        Ok(blob::open(
+        Ok(blob::open_owned(
             self.key(),
             e.id,
-            &stored,
+            stored,
             e.compressed,
             e.raw_length,
         )?)

@@ -2,8 +2,7 @@
 //! moved into place without replacing anything, and its directory fsynced.
 use super::{Backend, BackendError, Entry, Kind, Result, validate_name};
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub struct LocalBackend {
@@ -144,19 +143,23 @@ impl Backend for LocalBackend {
     }
 
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let file = File::open(self.path_of(kind, name)?).map_err(Self::not_found(kind, name))?;
-        let mut buf = vec![0u8; len as usize];
-        match file.read_exact_at(&mut buf, offset) {
-            Ok(()) => Ok(buf),
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(BackendError::ShortRead {
+        let mut file =
+            File::open(self.path_of(kind, name)?).map_err(Self::not_found(kind, name))?;
+        // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+        let mut buf = Vec::with_capacity(len as usize);
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| (&mut file).take(len).read_to_end(&mut buf))
+            .map_err(Self::not_found(kind, name))?;
+        if buf.len() as u64 != len {
+            return Err(BackendError::ShortRead {
                 kind,
                 name: name.to_string(),
                 offset,
                 len,
                 size: file.metadata().map(|m| m.len()).unwrap_or(0),
-            }),
-            Err(e) => Err(Self::not_found(kind, name)(e)),
+            });
         }
+        Ok(buf)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<Entry>> {

@@ -11,6 +11,11 @@ use std::time::Duration;
 /// How long to look for a server when the URI does not say.
 const SELECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection attempt or a monitor's check may take when the URI does not say:
+/// generous, because a monitor check that times out interrupts the export's cursors, and a
+/// busy server may answer slowly (an unreachable one still fails at `SELECT_TIMEOUT`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct Conn {
     /// Always Some until dropped: taken in `drop` to be dropped inside the runtime.
     client: Option<Client>,
@@ -40,7 +45,7 @@ impl Conn {
             .collect::<Vec<_>>()
             .join(",");
         opts.server_selection_timeout.get_or_insert(SELECT_TIMEOUT);
-        opts.connect_timeout.get_or_insert(SELECT_TIMEOUT);
+        opts.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
         opts.app_name.get_or_insert_with(|| "strata".to_string());
         let client = {
             let _runtime = rt.enter();
