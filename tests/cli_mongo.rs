@@ -289,3 +289,38 @@ fn a_smaller_bson_chunk_average_stores_less_after_scattered_changes() {
         common::stderr(&out)
     );
 }
+
+/// One snapshot holds the files and the database, and one command restores both, with one
+/// JSON report holding both parts.
+#[test]
+fn files_and_mongodb_share_a_snapshot_and_a_restore() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("both");
+    m.insert(&db, "c", (0..50).map(|i| doc! {"_id": i}).collect());
+    let (repo, src) = common::e2e::init_with_src();
+    common::generate_small_tree(&src, 9, 40);
+    let src_arg = src.to_str().unwrap();
+    let (_, b) = json_expect(
+        &repo,
+        ["backup", src_arg, "--mongo", uri, "--mongo-db", &db],
+        0,
+    );
+    assert_eq!(b["mongodb"]["collections"][0]["documents"], 50, "{b:#}");
+    assert_eq!(repo.json(["snapshots"]).as_array().unwrap().len(), 1);
+
+    let copy = unique_db("both_copy");
+    let target = repo.scratch("restored");
+    let mut args = renamed_restore(uri, &db, &copy);
+    args.extend(["--target".into(), target.to_str().unwrap().into()]);
+    let (_, r) = json_expect(&repo, &args, 0);
+    assert_eq!(r["mongodb"]["total"]["inserted"], 50, "{r:#}");
+    assert!(r["files"]["files"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(m.raw_docs(&copy, "c"), m.raw_docs(&db, "c"));
+    let restored = common::e2e::restored_path(&target, &src);
+    common::digest::assert_same_digest(
+        &common::digest::digest_tree(&src),
+        &common::digest::digest_tree(&restored),
+        "files restored beside the database",
+    );
+}

@@ -1,6 +1,8 @@
 //! `strata restore`: write a snapshot, or a subpath of it, into a target directory.
 use super::{Context, Outcome, escape};
 use anyhow::Result;
+use serde::Serialize;
+use std::cell::RefCell;
 use std::path::PathBuf;
 use strata::filter::Patterns;
 use strata::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
@@ -131,22 +133,55 @@ impl MongoArgs {
     }
 }
 
+/// Where `--json` reports go: printed at once, or gathered into one document
+/// (`{"files": …, "mongodb": …}`) when one command restores both.
+struct JsonOut<'c> {
+    ctx: &'c Context,
+    gather: bool,
+    parts: RefCell<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl JsonOut<'_> {
+    fn emit<T: Serialize>(&self, part: &str, report: &T) -> Result<()> {
+        if !self.gather {
+            return self.ctx.print_json(report);
+        }
+        let value = serde_json::to_value(report)?;
+        self.parts.borrow_mut().insert(part.to_string(), value);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        let parts = self.parts.into_inner();
+        match self.gather && !parts.is_empty() {
+            true => self.ctx.print_json(&parts),
+            false => Ok(()),
+        }
+    }
+}
+
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_reading("restore")?;
+    let out = JsonOut {
+        ctx,
+        gather: args.target.is_some() && args.mongo.mongo.is_some(),
+        parts: RefCell::default(),
+    };
     if let (Some(at), Some(uri)) = (args.mongo.at, &args.mongo.mongo) {
-        return restore_at(ctx, &repo, uri, at, &args);
+        return restore_at(&out, &repo, uri, at, &args);
     }
     let spec = args.snapshot.as_deref().unwrap_or("latest");
     let (spec, subpath) = spec.split_once(':').unwrap_or((spec, ""));
     let (_, snap) = repo.find_snapshot(spec)?;
     let mut outcome = Outcome::Ok;
     if let Some(target) = &args.target {
-        outcome = restore_files(ctx, &repo, &snap, subpath, target, &args)?;
+        outcome = restore_files(&out, &repo, &snap, subpath, target, &args)?;
     }
     if let (Some(uri), Outcome::Ok | Outcome::Partial) = (&args.mongo.mongo, outcome) {
-        let mongo = restore_mongo(ctx, &repo, &snap, uri, &args)?;
+        let mongo = restore_mongo(&out, &repo, &snap, uri, &args)?;
         outcome = worst(outcome, mongo);
     }
+    out.finish()?;
     Ok(outcome)
 }
 
@@ -160,7 +195,7 @@ fn worst(a: Outcome, b: Outcome) -> Outcome {
 
 /// Point in time: the newest dump at or before `at`, its window, and the archived slices.
 fn restore_at(
-    ctx: &Context,
+    out: &JsonOut,
     repo: &strata::repository::IndexedRepo,
     uri: &str,
     at: BsonTime,
@@ -177,17 +212,17 @@ fn restore_at(
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
     let conn = Conn::connect(uri)?;
-    ctx.say(&format!(
+    out.ctx.say(&format!(
         "restoring snapshot {} ({time}) and {} oplog slices up to {at}",
         id.0.short(),
         slices.len()
     ))?;
     let report = import::import(repo, &conn, &dump, &files, &opts)?;
-    print_mongo(ctx, &report)
+    print_mongo(out, &report)
 }
 
 fn restore_mongo(
-    ctx: &Context,
+    out: &JsonOut,
     repo: &strata::repository::IndexedRepo,
     snap: &strata::snapshot::Snapshot,
     uri: &str,
@@ -197,12 +232,12 @@ fn restore_mongo(
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
     let conn = Conn::connect(uri)?;
     let report = import::import(repo, &conn, &dump, &[], &opts)?;
-    print_mongo(ctx, &report)
+    print_mongo(out, &report)
 }
 
 /// Prints the counts; Partial when documents, indexes, views or users failed.
-fn print_mongo(ctx: &Context, r: &ImportReport) -> Result<Outcome> {
-    print_counts(ctx, r)?;
+fn print_mongo(out: &JsonOut, r: &ImportReport) -> Result<Outcome> {
+    print_counts(out, r)?;
     let failed = r.total.failed > 0 || !r.errors.is_empty();
     Ok(if failed {
         Outcome::Partial
@@ -211,7 +246,8 @@ fn print_mongo(ctx: &Context, r: &ImportReport) -> Result<Outcome> {
     })
 }
 
-fn print_counts(ctx: &Context, r: &ImportReport) -> Result<()> {
+fn print_counts(out: &JsonOut, r: &ImportReport) -> Result<()> {
+    let ctx = out.ctx;
     for e in &r.errors {
         ctx.warn(&escape(e));
     }
@@ -221,7 +257,7 @@ fn print_counts(ctx: &Context, r: &ImportReport) -> Result<()> {
         }
     }
     if ctx.args.json {
-        return ctx.print_json(r);
+        return out.emit("mongodb", r);
     }
     if r.dry_run {
         for n in &r.namespaces {
@@ -251,7 +287,7 @@ fn print_counts(ctx: &Context, r: &ImportReport) -> Result<()> {
 }
 
 fn restore_files(
-    ctx: &Context,
+    out: &JsonOut,
     repo: &strata::repository::IndexedRepo,
     snap: &strata::snapshot::Snapshot,
     subpath: &str,
@@ -276,14 +312,14 @@ fn restore_files(
         verify: args.verify,
         owner: rustix::process::geteuid().is_root(),
     };
-    let progress = ctx.progress("restore");
+    let progress = out.ctx.progress("restore");
     let result = restorer::restore(repo, snap.tree, &opts, progress.as_ref());
     drop(progress);
     let report = match result {
-        Err(RestoreError::Conflicts(paths)) => return conflicts(ctx, &paths),
+        Err(RestoreError::Conflicts(paths)) => return conflicts(out, &paths),
         other => other?,
     };
-    print_report(ctx, &report)?;
+    print_report(out, &report)?;
     let failed = !report.errors.is_empty() || !report.verify_failures.is_empty();
     Ok(if failed {
         Outcome::Partial
@@ -292,9 +328,9 @@ fn restore_files(
     })
 }
 
-fn conflicts(ctx: &Context, paths: &[String]) -> Result<Outcome> {
-    if ctx.args.json {
-        ctx.print_json(&serde_json::json!({"conflicts": paths}))?;
+fn conflicts(out: &JsonOut, paths: &[String]) -> Result<Outcome> {
+    if out.ctx.args.json {
+        out.emit("files", &serde_json::json!({"conflicts": paths}))?;
     }
     for p in paths.iter().take(20) {
         eprintln!(
@@ -310,7 +346,8 @@ fn conflicts(ctx: &Context, paths: &[String]) -> Result<Outcome> {
     Ok(Outcome::Failed)
 }
 
-fn print_report(ctx: &Context, r: &RestoreReport) -> Result<()> {
+fn print_report(out: &JsonOut, r: &RestoreReport) -> Result<()> {
+    let ctx = out.ctx;
     for (path, err) in &r.errors {
         eprintln!("strata: error: {}: {}", escape(path), escape(err));
     }
@@ -318,7 +355,7 @@ fn print_report(ctx: &Context, r: &RestoreReport) -> Result<()> {
         eprintln!("strata: verify failed: {}: {}", escape(path), escape(err));
     }
     if ctx.args.json {
-        return ctx.print_json(r);
+        return out.emit("files", r);
     }
     for p in &r.planned {
         let note = if p.existing { " (exists)" } else { "" };
