@@ -91,6 +91,20 @@ fn mongod_entry_formats_replay_through_ordinary_commands() {
     let doc1 = Document::try_from(doc1).unwrap();
     assert_eq!(doc1, doc! {"_id": 1, "arr": [9, 2], "n": "new"});
 
+    // Field names with dots: as a `$set` path "a.b" would reach into `a`, not the field.
+    m.insert(&db, "t", vec![doc! {"_id": 50, "a.b": 1, "a": {"b": 2}}]);
+    let mut dotted = entry(
+        8,
+        "u",
+        &ns,
+        doc! {"$v": 2, "diff": {"u": {"a.b": 10}, "i": {"c.d": 3}}},
+    );
+    dotted.insert("o2", doc! {"_id": 50});
+    r.entry(dotted).unwrap();
+    let coll = m.client.database(&db).collection::<Document>("t");
+    let got = m.block(coll.find_one(doc! {"_id": 50})).unwrap().unwrap();
+    assert_eq!(got, doc! {"_id": 50, "a.b": 10, "a": {"b": 2}, "c.d": 3});
+
     r.entry(entry(
         9,
         "c",

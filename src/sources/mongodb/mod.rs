@@ -3,6 +3,7 @@
 //! oplog slices `forget` keeps (`retention`). The driver is async; each entry point runs it
 //! on its own small tokio runtime and stays blocking.
 pub mod connection;
+pub mod diff;
 pub mod export;
 pub mod follow;
 pub mod import;

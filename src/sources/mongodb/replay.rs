@@ -6,6 +6,7 @@
 //! `commitTransaction`, and entries that each carry `lsid`/`txnNumber` until the
 //! transaction's last entry.
 use super::connection::from_ts;
+use super::diff;
 use super::namespace::{NsFilter, Renames, skipped_by_default, split_ns};
 use super::{Conn, MongoError};
 use crate::snapshot::BsonTime;
@@ -127,13 +128,49 @@ impl<'a> Replayer<'a> {
         let cmds = match op_of(e) {
             "i" => vec![upsert(&coll, id_filter(o, ts)?, o.clone())],
             "d" => vec![doc! {"delete": &coll, "deletes": [{"q": id_filter(o, ts)?, "limit": 1}]}],
-            _ => update_commands(&coll, id_filter(get_doc(e, "o2", ts)?, ts)?, o, ts)?,
+            _ => {
+                let q = id_filter(get_doc(e, "o2", ts)?, ts)?;
+                match o.get_document("diff") {
+                    Ok(d) if diff::has_unaddressable_names(d) => {
+                        self.replacement(&db, &coll, q, d, ts, ns)?
+                    }
+                    _ => update_commands(&coll, q, o, ts)?,
+                }
+            }
         };
         for cmd in cmds {
             self.run(&db, cmd, ts, ns)?;
         }
         self.applied += 1;
         Ok(())
+    }
+
+    /// The document as it is now with `d` applied, as a replacement; nothing when it is gone.
+    fn replacement(
+        &self,
+        db: &str,
+        coll: &str,
+        q: Document,
+        d: &Document,
+        ts: BsonTime,
+        ns: &str,
+    ) -> Result<Vec<Document>> {
+        let collection = self.conn.client().database(db).collection::<Document>(coll);
+        let current = self
+            .conn
+            .block_on(collection.find_one(q.clone()))
+            .map_err(|e| ReplayError::Apply {
+                ts,
+                ns: ns.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(current
+            .map(|mut doc| {
+                diff::apply(&mut doc, d);
+                update(coll, &q, doc)
+            })
+            .into_iter()
+            .collect())
     }
 
     fn command(&mut self, e: &Document, ts: BsonTime) -> Result<()> {
@@ -326,7 +363,8 @@ fn update(coll: &str, q: &Document, u: Document) -> Document {
 }
 
 /// The update commands for an `u` entry: a replacement, `$v:2` diff (mongod's `u/i/d/sX`
-/// form or the `updatedFields/removedFields/truncatedArrays` form), or update operators.
+/// form or the `updatedFields/removedFields/truncatedArrays` form, whose dotted paths cannot
+/// name fields with dots; mongod's form then goes through [`diff`]), or update operators.
 fn update_commands(coll: &str, q: Document, o: &Document, ts: BsonTime) -> Result<Vec<Document>> {
     let mut ops = UpdateOps::default();
     if let Ok(diff) = o.get_document("diff") {
