@@ -4,6 +4,7 @@
 //! talk to a server only through the `mongodb` crate, via [`Mongo`].
 use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
+use std::future::IntoFuture;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -170,9 +171,16 @@ impl Mongo {
             .enable_all()
             .build()
             .expect("runtime");
-        let client = rt
-            .block_on(mongodb::Client::with_uri_str(uri))
-            .expect("client");
+        let mut opts = rt
+            .block_on(mongodb::options::ClientOptions::parse(uri).into_future())
+            .expect("client options");
+        // A busy server (dropping a large database) must not have its connections cut by a
+        // monitor check that timed out.
+        opts.connect_timeout = Some(Duration::from_secs(60));
+        let client = {
+            let _runtime = rt.enter();
+            mongodb::Client::with_options(opts).expect("client")
+        };
         Mongo { rt, client }
     }
 
