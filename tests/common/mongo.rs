@@ -167,7 +167,11 @@ pub struct Mongo {
 
 impl Mongo {
     pub fn new(uri: &str) -> Mongo {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // A worker thread keeps the driver's monitor running while the caller does other
+        // work: on a current-thread runtime its check would time out during a long strata
+        // command and then cut the next operation's connection.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
