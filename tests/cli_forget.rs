@@ -321,3 +321,29 @@ fn day_buckets_follow_the_local_time_zone() {
     );
     assert_eq!(times(&repo).len(), 3);
 }
+
+/// `snapshots --host/--tag/--path` select as `mount` does: every filter must match.
+#[test]
+fn snapshots_filter_by_host_tag_and_path() {
+    let (repo, src) = common::e2e::init_with_src();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let src_arg = src.to_str().unwrap();
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["backup", src_arg];
+        args.extend(extra);
+        repo.ok(&args);
+    };
+    backup(&["--host", "a", "--tag", "daily"]);
+    backup(&["--host", "a", "--tag", "weekly"]);
+    backup(&["--host", "b", "--tag", "daily"]);
+    let count = |filter: &[&str]| {
+        let mut args = vec!["snapshots"];
+        args.extend(filter);
+        repo.json(&args).as_array().unwrap().len()
+    };
+    assert_eq!(count(&[]), 3);
+    assert_eq!(count(&["--host", "a"]), 2);
+    assert_eq!(count(&["--host", "a", "--tag", "daily"]), 1);
+    assert_eq!(count(&["--tag", "daily", "--path", src_arg]), 2);
+    assert_eq!(count(&["--path", "/elsewhere"]), 0);
+}

@@ -83,6 +83,38 @@ impl NsFilterArgs {
     }
 }
 
+/// Which snapshots `snapshots` and `mount` show, by host, tag and path.
+#[derive(clap::Args)]
+pub struct SnapshotFilterArgs {
+    /// Only snapshots from this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all must match)
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+impl SnapshotFilterArgs {
+    /// The selection by these filters, of the snapshots `ids` (all when empty) and, with
+    /// `latest`, the newest matching one.
+    pub fn selection(
+        &self,
+        ids: Vec<strata::id::SnapshotId>,
+        latest: bool,
+    ) -> strata::mount::Selection {
+        strata::mount::Selection {
+            ids,
+            latest,
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
 /// Exit codes (documented in README.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

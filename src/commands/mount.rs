@@ -1,6 +1,6 @@
 //! `strata mount`: serve the repository's snapshots as a read-only FUSE filesystem in the
 //! foreground, refreshing the snapshot list, until Ctrl-C or SIGTERM unmounts it.
-use super::{Context, Outcome};
+use super::{Context, Outcome, SnapshotFilterArgs};
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, select};
 use std::path::PathBuf;
@@ -17,15 +17,8 @@ pub struct Args {
     /// Show only this snapshot: an id prefix or `latest` (repeatable)
     #[arg(long = "snapshot", value_name = "SNAP")]
     snapshots: Vec<String>,
-    /// Show only snapshots from this host
-    #[arg(long)]
-    host: Option<String>,
-    /// Show only snapshots with this tag (repeatable: all must match)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// Show only snapshots that include this path (repeatable: all must match)
-    #[arg(long = "path")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
     /// Look for new snapshots every SECONDS
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -79,13 +72,8 @@ fn selection(repo: &IndexedRepo, args: &Args) -> Result<Selection> {
     for spec in args.snapshots.iter().filter(|s| *s != "latest") {
         ids.push(repo.find_snapshot(spec)?.0);
     }
-    Ok(Selection {
-        ids,
-        latest: args.snapshots.iter().any(|s| s == "latest"),
-        host: args.host.clone(),
-        tags: args.tags.clone(),
-        paths: args.paths.clone(),
-    })
+    let latest = args.snapshots.iter().any(|s| s == "latest");
+    Ok(args.filter.selection(ids, latest))
 }
 
 fn announce(ctx: &Context, args: &Args, mounted: &Mount) -> Result<()> {

@@ -1,20 +1,13 @@
 //! `strata snapshots`: list snapshots, optionally filtered by host, tag and path.
-use super::{Context, Outcome};
+use super::{Context, Outcome, SnapshotFilterArgs};
 use anyhow::Result;
 use strata::id::SnapshotId;
 use strata::snapshot::Snapshot;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only snapshots from this host
-    #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must match)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all must match)
-    #[arg(long = "path")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -32,7 +25,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         ctx.warn(&format!("snapshot {}: {e}", id.0.short()));
     }
     let selected: Vec<&(SnapshotId, Snapshot)> =
-        all.iter().filter(|(_, s)| matches(&args, s)).collect();
+        args.filter.selection(Vec::new(), false).apply(&all);
     if ctx.args.json {
         let listed: Vec<Listed> = selected
             .iter()
@@ -65,13 +58,4 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     }
     ctx.say(&format!("{} snapshots", selected.len()))?;
     Ok(Outcome::Ok)
-}
-
-fn matches(args: &Args, s: &Snapshot) -> bool {
-    args.host.as_ref().is_none_or(|h| &s.host == h)
-        && args.tags.iter().all(|t| s.has_tag(t))
-        && args
-            .paths
-            .iter()
-            .all(|p| s.paths.iter().any(|sp| sp == p.trim_end_matches('/')))
 }
