@@ -9,7 +9,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a statement waits for another process's lock on the cache database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Bumped whenever the schema changes; a cache with another version is rebuilt.
 const SCHEMA_VERSION: i64 = 2;
@@ -85,23 +88,24 @@ impl Index {
         }
     }
 
+    /// Creates or checks the schema in one write transaction, so that processes opening
+    /// the same cache at once see it either absent or whole.
     fn setup(&self) -> Result<()> {
-        let conn = self.conn.lock().expect("index lock");
-        conn.busy_timeout(Duration::from_secs(300))
-            .map_err(self.err())?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(self.err())?;
-        conn.execute_batch(SCHEMA).map_err(self.err())?;
-        let version: Option<i64> = conn
+        let mut conn = self.conn.lock().expect("index lock");
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(self.err())?;
+        enable_wal(&conn).map_err(self.err())?;
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
+        tx.execute_batch(SCHEMA).map_err(self.err())?;
+        let version: Option<i64> = tx
             .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
                 r.get(0)
             })
             .optional()
             .map_err(self.err())?;
         if version != Some(SCHEMA_VERSION) {
-            clear(&conn).map_err(self.err())?;
+            clear(&tx).map_err(self.err())?;
         }
-        Ok(())
+        tx.commit().map_err(self.err())
     }
 
     /// Names of the index files already loaded.
@@ -119,18 +123,18 @@ impl Index {
 
     /// Empties the database (before a full reload).
     pub fn clear(&self) -> Result<()> {
-        let conn = self.conn.lock().expect("index lock");
+        let mut conn = self.conn.lock().expect("index lock");
         self.packs.lock().expect("pack cache").clear();
-        clear(&conn).map_err(self.err())
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
+        clear(&tx).map_err(self.err())?;
+        tx.commit().map_err(self.err())
     }
 
     /// Records the contents of one index file, atomically with its name. A blob already
     /// known keeps its first location.
     pub fn add_file(&self, name: &str, packs: &[PackEntries]) -> Result<()> {
         let mut conn = self.conn.lock().expect("index lock");
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(self.err())?;
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
         let fresh = tx
             .execute(
                 "INSERT OR IGNORE INTO index_files (name) VALUES (?1)",
@@ -358,6 +362,31 @@ fn insert_packs(tx: &rusqlite::Transaction, packs: &[PackEntries]) -> rusqlite::
     Ok(())
 }
 
+/// Switches the database to WAL. On a fresh file the switch needs an exclusive lock that
+/// SQLite takes without calling the busy handler, so two processes opening a new cache at
+/// once (two backups started together) get "database is locked" at once; retry instead.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A transaction that takes the write lock at its start (waiting for it), so that it never
+/// fails on upgrading a read lock another writer got to first.
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
 fn sql(path: &Path) -> impl FnOnce(rusqlite::Error) -> IndexError + '_ {
     move |source| IndexError::Sqlite {
         path: path.display().to_string(),
@@ -425,5 +454,24 @@ mod tests {
         let idx = Index::open(&path).unwrap();
         assert_eq!(idx.counts().unwrap(), (0, 0));
         assert!(idx.loaded_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn processes_opening_a_new_cache_at_once_all_succeed() {
+        for round in 0..200 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("i.sqlite");
+            let errors: Vec<String> = std::thread::scope(|s| {
+                let opens: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| Index::open(&path).map(|_| ())))
+                    .collect();
+                opens
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap().err())
+                    .map(|e| e.to_string())
+                    .collect()
+            });
+            assert!(errors.is_empty(), "round {round}: {errors:?}");
+        }
     }
 }
