@@ -31,6 +31,10 @@ pub struct KdfParams {
 impl KdfParams {
     pub const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
     pub const DEFAULT_ITERATIONS: u32 = 3;
+    /// Lanes (RFC 9106's second recommended setting: 64 MiB, 3 passes, 4 lanes). The
+    /// lanes are computed on parallel threads, so opening a repository costs a fraction
+    /// of the single-lane time on a multi-core machine at the same memory hardness.
+    pub const DEFAULT_PARALLELISM: u32 = 4;
 
     pub fn new(memory_kib: u32, iterations: u32) -> KdfParams {
         let mut salt = [0u8; 16];
@@ -39,7 +43,7 @@ impl KdfParams {
             algorithm: "argon2id".into(),
             memory_kib,
             iterations,
-            parallelism: 1,
+            parallelism: Self::DEFAULT_PARALLELISM,
             salt: hex::encode(salt),
         }
     }
@@ -185,5 +189,22 @@ mod tests {
         let mut kf = KeyFile::new(&MasterKey::random(), b"pw", fast()).unwrap();
         kf.kdf.algorithm = "md5".into();
         assert!(matches!(kf.open(b"pw"), Err(KeyError::UnsupportedKdf(_))));
+    }
+
+    #[test]
+    fn lanes_are_part_of_the_derivation_and_one_lane_keys_still_open() {
+        let master = MasterKey::random();
+        assert_eq!(fast().parallelism, KdfParams::DEFAULT_PARALLELISM);
+        for lanes in [1, KdfParams::DEFAULT_PARALLELISM] {
+            let kdf = KdfParams {
+                parallelism: lanes,
+                ..fast()
+            };
+            let mut kf = KeyFile::new(&master, b"pw", kdf).unwrap();
+            assert_eq!(kf.open(b"pw").unwrap().blob_id(b"a"), master.blob_id(b"a"));
+            kf.kdf.parallelism = lanes % 4 + 1;
+            kf.mac.clear();
+            assert!(matches!(kf.open(b"pw"), Err(KeyError::WrongPassword)));
+        }
     }
 }
