@@ -12,7 +12,7 @@ use crate::snapshot::{Snapshot, Source, Summary};
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -283,6 +283,36 @@ fn find_parent(
     })
 }
 
+/// A directory as the parent snapshot holds it.
+struct ParentDir {
+    tree: Tree,
+    /// The chunks of its files that the index still holds.
+    indexed: HashSet<BlobId>,
+}
+
+impl ParentDir {
+    fn find(&self, name: &[u8]) -> Option<Prior<'_>> {
+        let node = self.tree.find(name)?;
+        Some(Prior {
+            node,
+            indexed: &self.indexed,
+        })
+    }
+}
+
+/// An entry as the parent snapshot holds it.
+#[derive(Clone, Copy)]
+struct Prior<'a> {
+    node: &'a Node,
+    indexed: &'a HashSet<BlobId>,
+}
+
+impl Prior<'_> {
+    fn subtree(self) -> Option<BlobId> {
+        self.node.subtree()
+    }
+}
+
 fn timespec(sec: i64, nsec: i64) -> Timespec {
     Timespec {
         sec,
@@ -312,8 +342,20 @@ impl Archiver<'_> {
         self.errors.lock().expect("errors lock").push(entry);
     }
 
-    fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
-        id.and_then(|id| self.repo().load_tree(&id).ok())
+    /// A directory's tree in the parent snapshot, with which of its files' chunks the
+    /// index holds, asked once for the whole directory.
+    fn parent_dir(&self, id: Option<BlobId>) -> Option<ParentDir> {
+        let tree = self.repo().load_tree(&id?).ok()?;
+        let chunks = tree.nodes.iter().flat_map(|n| match &n.kind {
+            NodeKind::File { content } => content.as_slice(),
+            _ => &[],
+        });
+        let indexed = self
+            .repo()
+            .index()
+            .which_contained(chunks.map(|c| &c.id))
+            .unwrap_or_default();
+        Some(ParentDir { tree, indexed })
     }
 
     /// A directory above (or at) the backup paths.
@@ -329,14 +371,14 @@ impl Archiver<'_> {
         sk: &Skeleton,
         parent: Option<BlobId>,
     ) -> Result<Vec<Node>> {
-        let parent_tree = self.parent_tree(parent);
+        let parent_dir = self.parent_dir(parent);
         let nodes: Vec<Option<Node>> = sk
             .children
             .par_iter()
             .map(|(name, child)| {
                 let child_path = path.join(std::ffi::OsStr::from_bytes(name));
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
-                self.skeleton_entry(&child_path, name, child, parent_node)
+                let prior = parent_dir.as_ref().and_then(|d| d.find(name));
+                self.skeleton_entry(&child_path, name, child, prior)
             })
             .collect::<Result<_>>()?;
         Ok(nodes.into_iter().flatten().collect())
@@ -347,7 +389,7 @@ impl Archiver<'_> {
         path: &Path,
         name: &[u8],
         sk: &Skeleton,
-        parent: Option<&Node>,
+        parent: Option<Prior>,
     ) -> Result<Option<Node>> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -360,7 +402,7 @@ impl Archiver<'_> {
             let dev = meta.dev();
             return Ok(self.entry(path, name, meta, parent, dev));
         }
-        let subtree = self.skeleton_dir(path, sk, parent.and_then(Node::subtree))?;
+        let subtree = self.skeleton_dir(path, sk, parent.and_then(Prior::subtree))?;
         Ok(Some(self.node(name, &meta, NodeKind::Dir { subtree })))
     }
 
@@ -383,7 +425,7 @@ impl Archiver<'_> {
         path: &Path,
         name: &[u8],
         meta: Metadata,
-        parent: Option<&Node>,
+        parent: Option<Prior>,
         root_dev: u64,
     ) -> Option<Node> {
         if self.failed() {
@@ -409,10 +451,10 @@ impl Archiver<'_> {
         &self,
         path: &Path,
         meta: &Metadata,
-        parent: Option<&Node>,
+        parent: Option<Prior>,
         root_dev: u64,
     ) -> std::io::Result<NodeKind> {
-        let parent_id = parent.and_then(Node::subtree);
+        let parent_id = parent.and_then(Prior::subtree);
         let cross_device = self.opts.one_file_system && meta.dev() != root_dev;
         let nodes = if cross_device {
             Vec::new()
@@ -432,7 +474,7 @@ impl Archiver<'_> {
         parent: Option<BlobId>,
         root_dev: u64,
     ) -> std::io::Result<Vec<Node>> {
-        let parent_tree = self.parent_tree(parent);
+        let parent_dir = self.parent_dir(parent);
         let mut names = Vec::new();
         for entry in std::fs::read_dir(path)? {
             names.push(entry?.file_name());
@@ -448,8 +490,8 @@ impl Archiver<'_> {
                 let meta = std::fs::symlink_metadata(&child)
                     .map_err(|e| self.error(&child, e))
                     .ok()?;
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
-                self.entry(&child, name.as_bytes(), meta, parent_node, root_dev)
+                let prior = parent_dir.as_ref().and_then(|d| d.find(name.as_bytes()));
+                self.entry(&child, name.as_bytes(), meta, prior, root_dev)
             })
             .collect())
     }
@@ -458,7 +500,7 @@ impl Archiver<'_> {
         &self,
         path: &Path,
         meta: &Metadata,
-        parent: Option<&Node>,
+        parent: Option<Prior>,
     ) -> std::io::Result<NodeKind> {
         self.progress.item(&path.to_string_lossy());
         let (content, counter) = match parent.and_then(|p| self.unchanged(p, meta)) {
@@ -486,19 +528,16 @@ impl Archiver<'_> {
 
     /// The parent's content when size, mtime, ctime and inode match and every chunk is
     /// still indexed.
-    fn unchanged(&self, parent: &Node, meta: &Metadata) -> Option<Vec<ChunkRef>> {
-        let NodeKind::File { content } = &parent.kind else {
+    fn unchanged(&self, parent: Prior, meta: &Metadata) -> Option<Vec<ChunkRef>> {
+        let node = parent.node;
+        let NodeKind::File { content } = &node.kind else {
             return None;
         };
-        let same = parent.size == meta.len()
-            && parent.mtime == timespec(meta.mtime(), meta.mtime_nsec())
-            && parent.ctime == timespec(meta.ctime(), meta.ctime_nsec())
-            && parent.inode == meta.ino();
-        let indexed = || {
-            content
-                .iter()
-                .all(|c| self.repo().index().contains(&c.id).unwrap_or(false))
-        };
+        let same = node.size == meta.len()
+            && node.mtime == timespec(meta.mtime(), meta.mtime_nsec())
+            && node.ctime == timespec(meta.ctime(), meta.ctime_nsec())
+            && node.inode == meta.ino();
+        let indexed = || content.iter().all(|c| parent.indexed.contains(&c.id));
         (same && indexed()).then(|| content.clone())
     }
 

@@ -130,9 +130,13 @@ fn corrupt_among(mut files: Vec<PathBuf>, count: usize, rng: &mut Rng) -> Vec<St
 }
 
 fn restore_digest(f: &Fixture, snap: &str) -> Digest {
-    let target = f.repo.scratch(&format!("restore-{snap}"));
-    f.repo.ok(restore_args(snap, &target, &[]));
-    let got = digest_tree(&restored_path(&target, &f.src));
+    restored_digest(&f.repo, &f.src, snap)
+}
+
+fn restored_digest(repo: &TestRepo, src: &Path, snap: &str) -> Digest {
+    let target = repo.scratch(&format!("restore-{snap}"));
+    repo.ok(restore_args(snap, &target, &[]));
+    let got = digest_tree(&restored_path(&target, src));
     fs::remove_dir_all(&target).unwrap();
     got
 }
@@ -199,6 +203,34 @@ fn damaged_packs_are_reported_and_everything_readable_is_salvaged() {
             "most files survive: {lost:?}"
         );
         assert_same_digest(&expected, &restore_digest(&f, &snap), &snap);
+    }
+}
+
+#[test]
+fn a_backup_after_a_pack_is_lost_stores_its_chunks_again_and_heals_every_snapshot() {
+    let (repo, src) = init_with_src();
+    generate_small_tree(&src, 13, 150);
+    for i in 0..3 {
+        write_random_file(&src.join(format!("big{i}")), 3 << 20, 13 + i);
+    }
+    let want = digest_tree(&src);
+    let first = repo.json([OsStr::new("backup"), src.as_os_str()]);
+    let mut packs = list_files(&repo.repo_path().join("data"));
+    packs.retain(|p| fs::metadata(p).unwrap().len() > 256 << 10);
+    fs::remove_file(&packs[0]).unwrap();
+    bounded(&repo, &["repair", "index", "--json"], &[0, 3]);
+    bounded(&repo, &["check", "--read-data"], &[1]);
+
+    // Nothing changed on disk, but the files whose chunks were in the lost pack are no
+    // longer "unchanged": their chunks are not indexed, so they are read and stored again.
+    let second = repo.json([OsStr::new("backup"), src.as_os_str()]);
+    let summary = &second["summary"];
+    assert!(field_u64(summary, "files_changed") >= 1, "{second}");
+    assert!(field_u64(summary, "files_unmodified") >= 1, "{second}");
+    bounded(&repo, &["check", "--read-data"], &[0]);
+    for v in [&first, &second] {
+        let snap = field_str(v, "snapshot_id");
+        assert_same_digest(&want, &restored_digest(&repo, &src, snap), snap);
     }
 }
 
