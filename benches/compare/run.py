@@ -191,7 +191,7 @@ class Tool:
 
 class Strata(Tool):
     name = "strata"
-    flags = ("`strata init` (defaults: zstd level 3, XChaCha20-Poly1305, Argon2id 64 MiB × 3 × 4 lanes, "
+    flags = ("`strata init` (defaults: zstd level 3, XChaCha20-Poly1305, Argon2id 32 MiB × 3 × 4 lanes, "
              "16 MiB packs); `strata backup SRC -q --json`; "
              "`strata restore latest --target DIR -q`")
 
