@@ -509,7 +509,7 @@ impl Archiver<'_> {
                 (content, &self.counters.files_unmodified)
             }
             None => {
-                let content = self.read_content(File::open(path)?)?;
+                let content = self.read_content(File::open(path)?, meta.len())?;
                 let counter = match parent {
                     Some(_) => &self.counters.files_changed,
                     None => &self.counters.files_new,
@@ -543,9 +543,9 @@ impl Archiver<'_> {
 
     /// Chunks a file and saves the chunks, a window of them in parallel at a time so that
     /// one large file uses every core while memory stays bounded.
-    fn read_content(&self, file: File) -> std::io::Result<Vec<ChunkRef>> {
+    fn read_content(&self, file: File, len: u64) -> std::io::Result<Vec<ChunkRef>> {
         let window = rayon::current_num_threads().max(2);
-        let mut chunks = Chunker::new(file, self.repo().config().chunker, self.seed);
+        let mut chunks = Chunker::new(file, self.repo().config().chunker, self.seed).expecting(len);
         let mut content = Vec::new();
         loop {
             let batch = chunks

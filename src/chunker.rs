@@ -67,6 +67,15 @@ impl<R: Read> Chunker<R> {
         }
     }
 
+    /// Sizes the buffer for an input of about `len` bytes (a file's size from its
+    /// metadata), so that reading it takes one read and one that finds the end, with no
+    /// probing reads or regrowth. The input may still turn out longer or shorter.
+    pub fn expecting(mut self, len: u64) -> Chunker<R> {
+        let max = self.cutter.params.max_size as u64;
+        self.buf.reserve(len.min(max) as usize + 1);
+        self
+    }
+
     /// Makes at least `max_size` unconsumed bytes available, or everything up to EOF.
     fn fill(&mut self) -> std::io::Result<()> {
         let max = self.cutter.params.max_size as usize;
@@ -95,6 +104,10 @@ impl<R: Read> Iterator for Chunker<R> {
             return None;
         }
         let n = self.cutter.cut(&self.buf[self.pos..]);
+        if self.eof && self.pos == 0 && n == self.buf.len() {
+            // The whole input is one chunk (every small file): hand the buffer over.
+            return Some(Ok(std::mem::take(&mut self.buf)));
+        }
         let chunk = self.buf[self.pos..self.pos + n].to_vec();
         self.pos += n;
         Some(Ok(chunk))
@@ -219,6 +232,24 @@ mod tests {
             .map(|c| c.unwrap().len())
             .collect();
         assert_eq!(whole, trickled);
+    }
+
+    #[test]
+    fn size_hints_change_no_chunk_whether_right_or_wrong() {
+        for len in [0, 100, 600 << 10, 9 << 20] {
+            let data = seeded_bytes(4, len);
+            let plain: Vec<Vec<u8>> = Chunker::new(&data[..], ChunkerParams::FILES, 5)
+                .map(Result::unwrap)
+                .collect();
+            for hint in [0, len as u64, len as u64 / 2, len as u64 * 2 + 7] {
+                let hinted: Vec<Vec<u8>> = Chunker::new(&data[..], ChunkerParams::FILES, 5)
+                    .expecting(hint)
+                    .map(Result::unwrap)
+                    .collect();
+                assert_eq!(hinted, plain, "length {len}, hint {hint}");
+            }
+            assert_eq!(plain.concat(), data);
+        }
     }
 
     #[test]
