@@ -207,6 +207,24 @@ impl Index {
         Ok(())
     }
 
+    /// Calls `f` with every blob id, in one read statement.
+    pub fn for_each_id(&self, mut f: impl FnMut(&BlobId)) -> Result<()> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn.prepare("SELECT id FROM blobs").map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let bytes = r
+                .get_ref(0)
+                .map_err(self.err())?
+                .as_blob()
+                .map_err(|_| IndexError::Corrupt("blob id"))?;
+            f(&BlobId(
+                Id::from_slice(bytes).ok_or(IndexError::Corrupt("blob id"))?,
+            ));
+        }
+        Ok(())
+    }
+
     /// The pack id for a row id, from memory or (once per pack) from the database.
     fn pack_id(&self, conn: &Connection, rowid: i64) -> Result<PackId> {
         if let Some(id) = self.packs.lock().expect("pack cache").get(&rowid) {

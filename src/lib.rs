@@ -10,6 +10,7 @@ pub mod diff;
 pub mod filter;
 pub mod finder;
 pub mod id;
+pub mod idfilter;
 pub mod index;
 pub mod indexfile;
 pub mod key;

@@ -4,6 +4,7 @@
 use crate::backend::Kind;
 use crate::blob::{self, BlobType};
 use crate::id::BlobId;
+use crate::idfilter::IdFilter;
 use crate::indexfile::PackEntries;
 use crate::pack::{FinishedPack, PackBuilder};
 use crate::repository::{IndexedRepo, Result};
@@ -13,6 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Written packs are indexed once this many of their blobs await an index file.
 pub(crate) const INDEX_BATCH_BLOBS: usize = 50_000;
+
+/// Once this many blobs of a run turned out new, the packer loads a filter of the index's
+/// ids so that further new blobs cost no index query (a run adding nothing never loads it).
+const FILTER_AFTER_MISSES: u32 = 1024;
+
+/// Indexes with more blobs than this are queried blob by blob instead: the filter would
+/// take over 16 MiB.
+const FILTER_MAX_BLOBS: u64 = 4_000_000;
 
 /// What the packer added to the repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +41,56 @@ struct Unindexed {
     ids: HashSet<BlobId>,
     packs: Vec<PackEntries>,
     blobs_in_packs: usize,
+    filter: Filter,
+}
+
+/// Which ids the index may hold, as far as this run knows. Blobs other processes index
+/// meanwhile are missed, so at worst stored twice, as with any two concurrent backups.
+enum Filter {
+    /// Not loaded yet: every id is looked up in the index.
+    Pending {
+        misses: u32,
+    },
+    Loaded(IdFilter),
+    /// The index is too large to filter in bounded memory.
+    Off,
+}
+
+impl Default for Filter {
+    fn default() -> Filter {
+        Filter::Pending { misses: 0 }
+    }
+}
+
+impl Filter {
+    fn may_contain(&self, id: &BlobId) -> bool {
+        match self {
+            Filter::Loaded(f) => f.may_contain(id),
+            Filter::Pending { .. } | Filter::Off => true,
+        }
+    }
+
+    /// Records that the index lacked an id; true when the filter should now be loaded.
+    fn missed(&mut self) -> bool {
+        match self {
+            Filter::Pending { misses } => {
+                *misses += 1;
+                *misses >= FILTER_AFTER_MISSES
+            }
+            Filter::Loaded(_) | Filter::Off => false,
+        }
+    }
+
+    /// Adds ids that just got indexed; a filter grown past its size is dropped, to be
+    /// loaded again, larger, after as many misses again.
+    fn indexed<'a>(&mut self, ids: impl Iterator<Item = &'a BlobId>) {
+        if let Filter::Loaded(f) = self {
+            ids.for_each(|id| f.insert(id));
+            if f.is_full() {
+                *self = Filter::default();
+            }
+        }
+    }
 }
 
 pub struct Packer<'r> {
@@ -87,19 +146,34 @@ impl<'r> Packer<'r> {
 
     /// True when this caller must store `id`: it is neither indexed nor claimed by this run.
     fn claim(&self, id: BlobId) -> Result<bool> {
-        if self
-            .unindexed
-            .lock()
-            .expect("packer lock")
-            .ids
-            .contains(&id)
-        {
+        let maybe_indexed = {
+            let u = self.unindexed.lock().expect("packer lock");
+            if u.ids.contains(&id) {
+                return Ok(false);
+            }
+            u.filter.may_contain(&id)
+        };
+        if maybe_indexed && self.repo.index().contains(&id)? {
             return Ok(false);
         }
-        if self.repo.index().contains(&id)? {
-            return Ok(false);
+        let mut u = self.unindexed.lock().expect("packer lock");
+        if maybe_indexed && u.filter.missed() {
+            u.filter = self.load_filter()?;
         }
-        Ok(self.unindexed.lock().expect("packer lock").ids.insert(id))
+        Ok(u.ids.insert(id))
+    }
+
+    /// Called with the packer lock held, so that no index file this run writes meanwhile
+    /// can fall between the filter and the in-memory set.
+    fn load_filter(&self) -> Result<Filter> {
+        let index = self.repo.index();
+        let (blobs, _) = index.counts()?;
+        if blobs > FILTER_MAX_BLOBS {
+            return Ok(Filter::Off);
+        }
+        let mut filter = IdFilter::with_capacity(2 * blobs as usize);
+        index.for_each_id(|id| filter.insert(id))?;
+        Ok(Filter::Loaded(filter))
     }
 
     fn count(&self, ty: BlobType, bytes: u64, raw: u64) {
@@ -143,8 +217,10 @@ impl<'r> Packer<'r> {
         }
         let mut u = self.unindexed.lock().expect("packer lock");
         if !self.dry_run {
-            for b in packs.iter().flat_map(|p| &p.blobs) {
-                u.ids.remove(&b.id);
+            let ids = || packs.iter().flat_map(|p| &p.blobs).map(|b| &b.id);
+            u.filter.indexed(ids());
+            for id in ids() {
+                u.ids.remove(id);
             }
         }
         Ok(())
@@ -241,6 +317,36 @@ pub(crate) mod tests {
             "duplicate of an indexed blob"
         );
         assert_eq!(repo.backend().list(Kind::Index).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn blobs_indexed_before_and_after_the_filter_loads_are_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let packer = Packer::new(&repo, false);
+        let total = FILTER_AFTER_MISSES + 100;
+        let save = |seed| packer.save(BlobType::Data, &random_blob(seed)).unwrap().1;
+        assert!((0..100).all(save));
+        packer.flush().unwrap();
+        let filter_loaded = || {
+            let u = packer.unindexed.lock().unwrap();
+            matches!(u.filter, Filter::Loaded(_))
+        };
+        assert!(
+            !filter_loaded(),
+            "loaded before {FILTER_AFTER_MISSES} misses"
+        );
+        assert!((100..total).all(save));
+        assert!(filter_loaded());
+        packer.flush().unwrap();
+        let stored_again: Vec<u32> = (0..total).filter(|&seed| save(seed)).collect();
+        assert!(
+            stored_again.is_empty(),
+            "{} stored twice, the first from seed {:?}",
+            stored_again.len(),
+            stored_again.first()
+        );
+        assert_eq!(packer.flush().unwrap().data_blobs, total as u64);
     }
 
     #[test]
