@@ -49,11 +49,6 @@ impl IdFilter {
     pub fn is_full(&self) -> bool {
         self.len > self.capacity
     }
-
-    /// Heap bytes held.
-    pub fn bytes(&self) -> usize {
-        self.words.len() * 8
-    }
 }
 
 /// The four bits of `id`: one from each 8 bytes of the digest.
