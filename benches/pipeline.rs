@@ -1,5 +1,5 @@
 //! Throughput and latency of the backup pipeline's stages: chunking, blob ids, sealing and
-//! opening blobs, the SQLite index and tree (de)serialisation.
+//! opening blobs, the SQLite index (and the packer's filter of it) and tree (de)serialisation.
 //!
 //! Run with `cargo bench --bench pipeline` (add `-- --quick` for a fast smoke run). Sample
 //! sizes and measurement times are kept modest so the whole run takes a couple of minutes.
@@ -17,6 +17,7 @@ use strata::chunker::Chunker;
 use strata::config::{ChunkerParams, Config};
 use strata::crypto::MasterKey;
 use strata::id::{BlobId, Id, PackId};
+use strata::idfilter::IdFilter;
 use strata::index::Index;
 use strata::indexfile::PackEntries;
 use strata::pack::BlobEntry;
@@ -229,6 +230,8 @@ const PROBES: usize = 1 << 16;
 /// An on-disk index of `n` blobs plus random probe ids that are in it and that are not.
 struct IndexFixture {
     index: Index,
+    /// The packer's filter of the index's ids, loaded as a backup loads it.
+    filter: IdFilter,
     hits: Vec<BlobId>,
     misses: Vec<BlobId>,
     // Dropped after `index`, which holds the database open.
@@ -297,8 +300,12 @@ impl IndexFixture {
             index.lookup(&hits[0]).expect("lookup").map(|l| l.entry.id),
             Some(hits[0])
         );
+        let mut filter = IdFilter::with_capacity(2 * n);
+        index.for_each_id(|id| filter.insert(id)).expect("ids");
+        assert!(hits.iter().all(|id| filter.may_contain(id)));
         IndexFixture {
             index,
+            filter,
             hits,
             misses,
             _dir: dir,
@@ -330,6 +337,15 @@ fn index_lookup(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % PROBES;
             f.index.contains(black_box(&f.misses[i])).expect("contains")
+        })
+    });
+    // What a backup adding new data pays per blob once the filter is loaded.
+    let mut i = 0usize;
+    g.bench_function(BenchmarkId::new("filter_miss", n), |b| {
+        let f = fixture();
+        b.iter(|| {
+            i = (i + 1) % PROBES;
+            f.filter.may_contain(black_box(&f.misses[i]))
         })
     });
     let mut i = 0usize;
