@@ -268,6 +268,13 @@ impl MongoExport {
         let mut content = Vec::new();
         let mut entries = 0;
         oplog::for_each_entry(&self.conn, start, end, &mut |entry| {
+            if !self
+                .opts
+                .filter
+                .needs_oplog_entry_on(oplog::entry_ns(entry))
+            {
+                return Ok(());
+            }
             entries += 1;
             content.extend(w.save_chunks(chunker.push(entry))?);
             Ok(())

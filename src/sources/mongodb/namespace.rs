@@ -43,6 +43,21 @@ impl NsFilter {
         self.databases.is_empty() || self.databases.iter().any(|d| d == db)
     }
 
+    /// Whether restoring what this filter takes could need an oplog entry on `ns`: writes to
+    /// the collections it takes, commands on the databases it takes (`db.$cmd`), and
+    /// `admin.$cmd`, which carries transactions and renames across databases. What remains is
+    /// other databases' writes and no-ops, which replay would skip anyway.
+    pub fn needs_oplog_entry_on(&self, ns: &str) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let (db, coll) = split_ns(ns);
+        match coll.as_str() {
+            "$cmd" => db == "admin" || self.takes_db(&db),
+            _ => !skipped_by_default(&db, &coll) && self.matches(&db, &coll),
+        }
+    }
+
     pub fn matches(&self, db: &str, coll: &str) -> bool {
         let ns = format!("{db}.{coll}");
         let included =
@@ -168,6 +183,30 @@ mod tests {
             Err(RenameError::Wildcards { .. })
         ));
         assert!(Renames::new(&["a.*".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn a_filtered_backup_keeps_the_oplog_entries_its_restore_could_replay() {
+        let app = NsFilter {
+            databases: vec!["app".into()],
+            include: vec![],
+            exclude: vec!["app.cache".into()],
+        };
+        for ns in ["app.users", "app.a.b", "app.$cmd", "admin.$cmd"] {
+            assert!(app.needs_oplog_entry_on(ns), "{ns}");
+        }
+        for ns in [
+            "other.users",
+            "other.$cmd",
+            "app.cache",
+            "app.system.views",
+            "",
+            "config.x",
+        ] {
+            assert!(!app.needs_oplog_entry_on(ns), "{ns:?}");
+        }
+        let all = NsFilter::default();
+        assert!(all.needs_oplog_entry_on("other.users") && all.needs_oplog_entry_on(""));
     }
 
     #[test]

@@ -42,6 +42,14 @@ fn oldest_open_transaction(conn: &Conn) -> Result<Option<BsonTime>> {
         .min())
 }
 
+/// The `ns` of a raw oplog entry: `db.coll`, `db.$cmd`, or empty (no-ops, malformed bytes).
+pub fn entry_ns(entry: &[u8]) -> &str {
+    bson::RawDocument::from_bytes(entry)
+        .ok()
+        .and_then(|d| d.get_str("ns").ok())
+        .unwrap_or_default()
+}
+
 /// Calls `f` with every oplog entry with `after < ts <= until`, raw, in oplog order. An
 /// empty range asks nothing of the server, whose oplog query may scan the whole oplog.
 pub fn for_each_entry(
