@@ -4,7 +4,7 @@
 //! window that passed during the export. Several collections are read at once; memory per
 //! collection is bounded by a few read batches, one chunk and one document.
 use super::metadata::CollMeta;
-use super::namespace::{NsFilter, file_name, skipped_by_default};
+use super::namespace::{NsFilter, file_name};
 use super::{Conn, MongoError, Result, cmd_err, oplog};
 use crate::archiver::TreeSource;
 use crate::blob::BlobType;
@@ -145,7 +145,7 @@ impl MongoExport {
         let mut items = Vec::new();
         for spec in specs {
             let name = spec.get_str("name").unwrap_or_default().to_string();
-            if skipped_by_default(db, &name) || !self.opts.filter.matches(db, &name) {
+            if !self.opts.filter.takes(db, &name) {
                 continue;
             }
             let mut meta = meta_of(&spec);

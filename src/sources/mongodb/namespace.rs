@@ -54,8 +54,14 @@ impl NsFilter {
         let (db, coll) = split_ns(ns);
         match coll.as_str() {
             "$cmd" => db == "admin" || self.takes_db(&db),
-            _ => !skipped_by_default(&db, &coll) && self.matches(&db, &coll),
+            _ => self.takes(&db, &coll),
         }
+    }
+
+    /// Whether backup, restore and replay handle `db.coll`: the filters match it and
+    /// mongodump would not skip it.
+    pub fn takes(&self, db: &str, coll: &str) -> bool {
+        !skipped_by_default(db, coll) && self.matches(db, coll)
     }
 
     pub fn matches(&self, db: &str, coll: &str) -> bool {

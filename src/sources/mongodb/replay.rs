@@ -7,7 +7,7 @@
 //! transaction's last entry.
 use super::connection::from_ts;
 use super::diff;
-use super::namespace::{NsFilter, Renames, skipped_by_default, split_ns};
+use super::namespace::{NsFilter, Renames, split_ns};
 use super::{Conn, MongoError};
 use crate::snapshot::BsonTime;
 use bson::{Bson, Document, doc};
@@ -115,7 +115,7 @@ impl<'a> Replayer<'a> {
     /// The target namespace of an entry's `ns`, or None when the filters leave it out.
     fn target(&self, ns: &str) -> Option<(String, String)> {
         let (db, coll) = split_ns(ns);
-        let taken = !skipped_by_default(&db, &coll) && self.filter.matches(&db, &coll);
+        let taken = self.filter.takes(&db, &coll);
         taken.then(|| self.renames.apply(&db, &coll))
     }
 
