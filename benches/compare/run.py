@@ -3,7 +3,7 @@
 
 One command from a fresh clone:
 
-    python3 benches/compare/run.py            # both corpora, all tools
+    python3 benches/compare/run.py            # all three corpora, all tools
     python3 benches/compare/run.py --quick    # small smoke run
 
 It installs what is missing (Debian packages, `cargo install` of rustic and bupstash into a
@@ -35,6 +35,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 ALL_TOOLS = ["strata", "restic", "rustic", "borg", "bupstash"]
+# Not in ALL_TOOLS: an earlier strata binary (--strata-base BIN), run beside the current one
+# so that a change is measured before and after in one run.
+BASE_TOOL = "strata-base"
+CORPORA = ["usr-share", "large", "small-text"]
 PHASES = ["backup1", "backup2", "backup3", "restore"]
 PHASE_TITLES = {
     "backup1": "first backup",
@@ -123,6 +127,10 @@ def ensure_installed(args, tools: list[str], cache: Path) -> dict[str, Path]:
     for t in tools:
         if t == "strata":
             bins[t] = REPO_ROOT / "target" / "release" / "strata"
+        elif t == BASE_TOOL:
+            if not args.strata_base:
+                sys.exit(f"--tools {BASE_TOOL} needs --strata-base BIN")
+            bins[t] = Path(args.strata_base).resolve()
         elif t in CARGO_CRATES:
             bins[t] = cargo_root / "bin" / CARGO_CRATES[t][1]
         else:
@@ -214,6 +222,15 @@ class Strata(Tool):
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--",
                                 "src", "Cargo.toml", "Cargo.lock"]).returncode
         return f"{v} (git {rev}{' + uncommitted changes' if dirty else ''})"
+
+
+class StrataBase(Strata):
+    """An earlier strata binary (`--strata-base`), with the same flags as `strata`."""
+    name = BASE_TOOL
+    flags = "as strata, with the binary given by `--strata-base`"
+
+    def version(self):
+        return capture([self.bin, "--version"]) + f" ({self.bin})"
 
 
 class Restic(Tool):
@@ -322,7 +339,7 @@ class Bupstash(Tool):
         return capture([self.bin, "version"])
 
 
-TOOL_CLASSES = {c.name: c for c in (Strata, Restic, Rustic, Borg, Bupstash)}
+TOOL_CLASSES = {c.name: c for c in (Strata, StrataBase, Restic, Rustic, Borg, Bupstash)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -476,6 +493,28 @@ def prepare_usr_share(dst: Path, nfiles: int, seed: int) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(origin / rel, target, follow_symlinks=False)
     return f"seeded sample of {len(chosen)} files and symlinks of /usr/share (of {len(entries)})"
+
+
+def rust_docs_html() -> Path | None:
+    """The HTML documentation of the Rust toolchain (rustup's `rust-docs` component)."""
+    try:
+        sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    html = Path(sysroot) / "share" / "doc" / "rust" / "html"
+    return html if html.is_dir() else None
+
+
+def prepare_small_text(dst: Path) -> str:
+    """Tens of thousands of small text files: the Rust toolchain's HTML documentation
+    (`$(rustc --print sysroot)/share/doc/rust/html`, about 52,000 files, most under 64 KiB)."""
+    origin = rust_docs_html()
+    if origin is None:
+        sys.exit("corpus small-text needs the Rust documentation: rustup component add rust-docs")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    sh(["cp", "-a", str(origin), str(dst)])
+    return f"copy of the Rust toolchain's HTML documentation ({origin})"
 
 
 class TextGen:
@@ -703,6 +742,8 @@ def run_corpus(name: str, args, bins: dict, tools: list[str], workrun: Path,
     t0 = time.monotonic()
     if name == "usr-share":
         desc = prepare_usr_share(src, args.usr_share_files, args.seed)
+    elif name == "small-text":
+        desc = prepare_small_text(src)
     else:
         desc = prepare_large(src, int(args.large_gib * GIB), args.seed)
     stats = corpus_stats(src)
@@ -941,9 +982,12 @@ def render_markdown(report: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", choices=["usr-share", "large", "all"], default="all")
+    ap.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
-                    help=f"comma-separated subset of {','.join(ALL_TOOLS)} (run in this order)")
+                    help=f"comma-separated subset of {','.join(ALL_TOOLS)} (run in this order); "
+                    f"{BASE_TOOL} runs the binary of --strata-base")
+    ap.add_argument("--strata-base", default=None, metavar="BIN",
+                    help=f"an earlier strata binary, run as tool {BASE_TOOL} (before/after)")
     ap.add_argument("--large-gib", type=float, default=None,
                     help="size of the generated large corpus in GiB (default 2; 0.2 with --quick)")
     ap.add_argument("--usr-share-files", type=int, default=None,
@@ -968,7 +1012,7 @@ def main() -> None:
     for t in tools:
         if t not in TOOL_CLASSES:
             sys.exit(f"unknown tool {t!r}; choose from {','.join(ALL_TOOLS)}")
-    corpora = ["usr-share", "large"] if args.corpus == "all" else [args.corpus]
+    corpora = CORPORA if args.corpus == "all" else [args.corpus]
     out_md = Path(args.out).resolve()
     out_json = out_md.with_suffix(".json")
     cache = Path(args.cache).expanduser()
@@ -990,10 +1034,11 @@ def main() -> None:
         shutil.rmtree(old, ignore_errors=True)
     workrun = work / ("run-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     workrun.mkdir()
-    if "strata" in bins:
-        # A private copy, so a concurrent `cargo build` cannot swap the binary mid-run.
-        (workrun / "bin").mkdir()
-        bins["strata"] = Path(shutil.copy2(bins["strata"], workrun / "bin" / "strata"))
+    (workrun / "bin").mkdir()
+    for t in ("strata", BASE_TOOL):
+        if t in bins:
+            # A private copy, so a concurrent `cargo build` cannot swap the binary mid-run.
+            bins[t] = Path(shutil.copy2(bins[t], workrun / "bin" / t))
     os.sync()
 
     versions = {}
