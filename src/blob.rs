@@ -1,6 +1,6 @@
 //! Blobs: the unit of deduplication. A blob's plaintext is compressed with zstd when that
 //! makes it smaller, then encrypted; opening reverses both and checks the keyed id.
-use crate::crypto::{CryptoError, MasterKey};
+use crate::crypto::{Aad, CryptoError, MasterKey};
 use crate::id::BlobId;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -77,7 +77,7 @@ fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// Compresses (when it helps) and encrypts a blob whose id has already been computed.
 pub fn seal(key: &MasterKey, ty: BlobType, id: BlobId, plain: &[u8], level: i32) -> Sealed {
     let compressed = compress(plain, level);
-    let bytes = key.encrypt(compressed.as_deref().unwrap_or(plain));
+    let bytes = key.encrypt(&Aad::legacy(), compressed.as_deref().unwrap_or(plain));
     Sealed {
         id,
         ty,
@@ -107,7 +107,7 @@ pub fn open_owned(
     raw_len: u32,
 ) -> Result<Vec<u8>, BlobError> {
     let body = key
-        .decrypt_in_place(&mut stored)
+        .decrypt_in_place(&Aad::legacy(), &mut stored)
         .map_err(|source| BlobError::Crypto { id, source })?;
     let plain = if compressed {
         decompress(&stored[body], raw_len).map_err(|e| BlobError::Decompress {

@@ -1,4 +1,5 @@
-//! Authenticated encryption (XChaCha20-Poly1305, random nonces) and keyed BLAKE3 blob ids.
+//! Authenticated encryption (XChaCha20-Poly1305, random nonces) with each object's kind as
+//! associated data, and keyed BLAKE3 blob ids.
 use crate::id::{BlobId, Id};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
@@ -17,6 +18,66 @@ pub enum CryptoError {
     TooShort(usize),
     #[error("authentication failed: wrong key or damaged data")]
     Authentication,
+}
+
+/// What an encrypted object is. From format version 3 on, the kind (with a binding such as a
+/// blob's type and id) is authenticated as the AEAD's associated data, so that the ciphertext of
+/// one kind of object never opens as another (a data blob saved as a snapshot, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Config,
+    Key,
+    Snapshot,
+    Index,
+    Lock,
+    PackHeader,
+    Blob,
+    Dictionary,
+}
+
+impl ObjectKind {
+    fn name(self) -> &'static [u8] {
+        match self {
+            ObjectKind::Config => b"config",
+            ObjectKind::Key => b"key",
+            ObjectKind::Snapshot => b"snapshot",
+            ObjectKind::Index => b"index",
+            ObjectKind::Lock => b"lock",
+            ObjectKind::PackHeader => b"pack-header",
+            ObjectKind::Blob => b"blob",
+            ObjectKind::Dictionary => b"dictionary",
+        }
+    }
+}
+
+/// The associated data of one object: `"strata3" 0 kind 0 binding` in format version 3, empty
+/// before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aad(Vec<u8>);
+
+impl Aad {
+    /// No associated data: how format versions 1 and 2 encrypted every object.
+    pub fn legacy() -> Aad {
+        Aad(Vec::new())
+    }
+
+    /// `kind` and `binding` (empty where nothing about the object is known before it is read).
+    pub fn bound(kind: ObjectKind, binding: &[u8]) -> Aad {
+        let mut aad = b"strata3\0".to_vec();
+        aad.extend_from_slice(kind.name());
+        aad.push(0);
+        aad.extend_from_slice(binding);
+        Aad(aad)
+    }
+
+    /// The associated data of `kind` in a repository of format `version`.
+    pub fn for_version(version: u32, kind: ObjectKind, binding: &[u8]) -> Aad {
+        if version >= 3 {
+            Aad::bound(kind, binding)
+        } else {
+            Aad::legacy()
+        }
+    }
 }
 
 pub fn fill_random(buf: &mut [u8]) {
@@ -80,8 +141,8 @@ impl MasterKey {
         XChaCha20Poly1305::new(Key::from_slice(&self.encrypt))
     }
 
-    /// nonce || ciphertext || tag.
-    pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
+    /// nonce || ciphertext || tag, with `aad` authenticated but not stored.
+    pub fn encrypt(&self, aad: &Aad, plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
@@ -89,22 +150,26 @@ impl MasterKey {
         out.extend_from_slice(plaintext);
         let tag = self
             .cipher()
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad.0, &mut out[NONCE_LEN..])
             .expect("XChaCha20-Poly1305 accepts any message length used here");
         out.extend_from_slice(&tag);
         out
     }
 
-    pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn decrypt(&self, aad: &Aad, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut buf = data.to_vec();
-        let body = self.decrypt_in_place(&mut buf)?;
+        let body = self.decrypt_in_place(aad, &mut buf)?;
         buf.truncate(body.end);
         buf.drain(..body.start);
         Ok(buf)
     }
 
     /// Decrypts nonce || ciphertext || tag where it lies; returns where the plaintext is.
-    pub fn decrypt_in_place(&self, data: &mut [u8]) -> Result<Range<usize>, CryptoError> {
+    pub fn decrypt_in_place(
+        &self,
+        aad: &Aad,
+        data: &mut [u8],
+    ) -> Result<Range<usize>, CryptoError> {
         if data.len() < OVERHEAD {
             return Err(CryptoError::TooShort(data.len()));
         }
@@ -112,7 +177,12 @@ impl MasterKey {
         let body_len = rest.len() - TAG_LEN;
         let (body, tag) = rest.split_at_mut(body_len);
         self.cipher()
-            .decrypt_in_place_detached(XNonce::from_slice(nonce), b"", body, Tag::from_slice(tag))
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aad.0,
+                body,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| CryptoError::Authentication)?;
         Ok(NONCE_LEN..NONCE_LEN + body_len)
     }
@@ -140,16 +210,16 @@ mod tests {
     #[test]
     fn round_trip() {
         let k = MasterKey::random();
-        let c = k.encrypt(b"hello");
+        let c = k.encrypt(&Aad::legacy(), b"hello");
         assert_eq!(c.len(), 5 + OVERHEAD);
-        assert_eq!(k.decrypt(&c).unwrap(), b"hello");
+        assert_eq!(k.decrypt(&Aad::legacy(), &c).unwrap(), b"hello");
     }
 
     #[test]
     fn wrong_key_fails_authentication() {
-        let c = MasterKey::random().encrypt(b"secret");
+        let c = MasterKey::random().encrypt(&Aad::legacy(), b"secret");
         assert_eq!(
-            MasterKey::random().decrypt(&c),
+            MasterKey::random().decrypt(&Aad::legacy(), &c),
             Err(CryptoError::Authentication)
         );
     }
@@ -157,10 +227,31 @@ mod tests {
     #[test]
     fn flipped_bit_fails_authentication() {
         let k = MasterKey::random();
-        let mut c = k.encrypt(b"secret data");
+        let none = Aad::legacy();
+        let mut c = k.encrypt(&none, b"secret data");
         c[NONCE_LEN + 2] ^= 1;
-        assert_eq!(k.decrypt(&c), Err(CryptoError::Authentication));
-        assert_eq!(k.decrypt(&c[..10]), Err(CryptoError::TooShort(10)));
+        assert_eq!(k.decrypt(&none, &c), Err(CryptoError::Authentication));
+        assert_eq!(k.decrypt(&none, &c[..10]), Err(CryptoError::TooShort(10)));
+    }
+
+    #[test]
+    fn an_object_of_one_kind_does_not_open_as_another() {
+        let k = MasterKey::random();
+        let blob = Aad::bound(ObjectKind::Blob, b"\0id");
+        let c = k.encrypt(&blob, b"{}");
+        assert_eq!(k.decrypt(&blob, &c).unwrap(), b"{}");
+        for other in [
+            Aad::bound(ObjectKind::Snapshot, b""),
+            Aad::bound(ObjectKind::Blob, b"\x01id"),
+            Aad::legacy(),
+        ] {
+            assert_eq!(k.decrypt(&other, &c), Err(CryptoError::Authentication));
+        }
+        assert_eq!(Aad::for_version(2, ObjectKind::Lock, b"x"), Aad::legacy());
+        assert_eq!(
+            Aad::for_version(3, ObjectKind::Lock, b"x"),
+            Aad::bound(ObjectKind::Lock, b"x")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Index files: immutable, encrypted lists of packs and the blobs each holds. They are the
 //! repository's truth about where blobs are; the SQLite index is built from them.
-use crate::crypto::MasterKey;
+use crate::crypto::{Aad, MasterKey};
 use crate::id::{Id, PackId};
 use crate::pack::{BlobEntry, PackError, decode_entries, encode_entries};
 
@@ -20,11 +20,11 @@ pub fn encode(key: &MasterKey, packs: &[PackEntries]) -> Vec<u8> {
         plain.extend_from_slice(&p.pack.0.0);
         encode_entries(&p.blobs, &mut plain);
     }
-    key.encrypt(&plain)
+    key.encrypt(&Aad::legacy(), &plain)
 }
 
 pub fn decode(key: &MasterKey, data: &[u8]) -> Result<Vec<PackEntries>, PackError> {
-    let plain = key.decrypt(data)?;
+    let plain = key.decrypt(&Aad::legacy(), data)?;
     let body = plain
         .strip_prefix(MAGIC)
         .ok_or(PackError::Malformed("index magic"))?;

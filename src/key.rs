@@ -1,6 +1,6 @@
 //! Key files: the master key encrypted under a key derived from a password with Argon2id.
 //! A repository may hold several, one per password.
-use crate::crypto::{CryptoError, MasterKey};
+use crate::crypto::{Aad, CryptoError, MasterKey};
 use crate::id::{Id, KeyId};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,7 @@ impl KeyFile {
             host: crate::sysinfo::hostname(),
             username: crate::sysinfo::username(),
             kdf,
-            data: hex::encode(wrapping.encrypt(&plain)),
+            data: hex::encode(wrapping.encrypt(&Aad::legacy(), &plain)),
             mac: String::new(),
         };
         file.mac = hex::encode(file.expected_mac(master));
@@ -138,10 +138,12 @@ impl KeyFile {
         let wrapping = self.kdf.derive(password)?;
         let data =
             hex::decode(&self.data).map_err(|_| KeyError::Damaged(CryptoError::TooShort(0)))?;
-        let plain = wrapping.decrypt(&data).map_err(|e| match e {
-            CryptoError::Authentication => KeyError::WrongPassword,
-            other => KeyError::Damaged(other),
-        })?;
+        let plain = wrapping
+            .decrypt(&Aad::legacy(), &data)
+            .map_err(|e| match e {
+                CryptoError::Authentication => KeyError::WrongPassword,
+                other => KeyError::Damaged(other),
+            })?;
         let master: MasterKey = serde_json::from_slice(&plain)?;
         self.verify(&master)?;
         Ok(master)

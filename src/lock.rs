@@ -2,7 +2,7 @@
 //! mount), exclusive ones for work that deletes (forget, prune, repair), each an encrypted
 //! object under `locks/` that its holder refreshes until it lets go.
 use crate::backend::{Backend, BackendError, Kind};
-use crate::crypto::{MasterKey, fill_random};
+use crate::crypto::{Aad, MasterKey, fill_random};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -137,7 +137,9 @@ pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
 }
 
 fn decode(key: &MasterKey, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
-    let plain = key.decrypt(sealed).map_err(|e| e.to_string())?;
+    let plain = key
+        .decrypt(&Aad::legacy(), sealed)
+        .map_err(|e| e.to_string())?;
     serde_json::from_slice(&plain).map_err(|e| e.to_string())
 }
 
@@ -145,7 +147,10 @@ fn write(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<Stri
     let mut raw = [0u8; 32];
     fill_random(&mut raw);
     let name = hex::encode(raw);
-    let sealed = key.encrypt(&serde_json::to_vec(info).expect("serialisable"));
+    let sealed = key.encrypt(
+        &Aad::legacy(),
+        &serde_json::to_vec(info).expect("serialisable"),
+    );
     backend.put(Kind::Lock, &name, &sealed)?;
     Ok(name)
 }

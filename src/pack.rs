@@ -1,7 +1,7 @@
 //! The pack file format: sealed blobs back to back, then an encrypted header listing them,
 //! then a fixed trailer, so the index can always be rebuilt from the packs alone.
 use crate::blob::{BlobType, Sealed};
-use crate::crypto::{CryptoError, MasterKey};
+use crate::crypto::{Aad, CryptoError, MasterKey};
 use crate::id::{BlobId, Id, PackId};
 
 /// Last 8 bytes of a pack: the encrypted header's length (u32 LE) and this magic.
@@ -93,7 +93,7 @@ pub fn decode_entries(b: &[u8]) -> Result<(Vec<BlobEntry>, &[u8]), PackError> {
 fn header_and_trailer(key: &MasterKey, entries: &[BlobEntry]) -> Vec<u8> {
     let mut plain = HEADER_MAGIC.to_vec();
     encode_entries(entries, &mut plain);
-    let mut out = key.encrypt(&plain);
+    let mut out = key.encrypt(&Aad::legacy(), &plain);
     let len = out.len() as u32;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(TRAILER_MAGIC);
@@ -118,7 +118,7 @@ pub fn decode_header(
     enc: &[u8],
     data_len: u64,
 ) -> Result<Vec<BlobEntry>, PackError> {
-    let plain = key.decrypt(enc)?;
+    let plain = key.decrypt(&Aad::legacy(), enc)?;
     let body = plain
         .strip_prefix(HEADER_MAGIC)
         .ok_or(PackError::Malformed("header magic"))?;

@@ -3,7 +3,7 @@
 use crate::backend::{Backend, BackendError, Kind};
 use crate::blob::{self, BlobError};
 use crate::config::Config;
-use crate::crypto::MasterKey;
+use crate::crypto::{Aad, MasterKey};
 use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId};
 use crate::index::{Index, IndexError, Location};
 use crate::indexfile::{self, PackEntries};
@@ -97,9 +97,10 @@ impl Repository {
             config,
             lock: Mutex::new(None),
         };
-        let sealed = repo
-            .key
-            .encrypt(&serde_json::to_vec(&repo.config).expect("config"));
+        let sealed = repo.key.encrypt(
+            &Aad::legacy(),
+            &serde_json::to_vec(&repo.config).expect("config"),
+        );
         repo.backend.put(Kind::Config, "config", &sealed)?;
         Ok(repo)
     }
@@ -201,9 +202,10 @@ impl Repository {
     }
 
     fn save_json<T: Serialize>(&self, kind: Kind, value: &T) -> Result<Id> {
-        let sealed = self
-            .key
-            .encrypt(&serde_json::to_vec(value).expect("serialisable"));
+        let sealed = self.key.encrypt(
+            &Aad::legacy(),
+            &serde_json::to_vec(value).expect("serialisable"),
+        );
         let id = Id::hash_of(&sealed);
         self.backend.put(kind, &id.to_hex(), &sealed)?;
         Ok(id)
@@ -305,7 +307,9 @@ fn decrypt_json<T: DeserializeOwned>(
     name: &str,
     sealed: &[u8],
 ) -> Result<T> {
-    let plain = key.decrypt(sealed).map_err(|e| damaged(kind, name, e))?;
+    let plain = key
+        .decrypt(&Aad::legacy(), sealed)
+        .map_err(|e| damaged(kind, name, e))?;
     serde_json::from_slice(&plain).map_err(|e| damaged(kind, name, e))
 }
 
