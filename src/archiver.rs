@@ -9,13 +9,14 @@ use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::{Snapshot, Source, Summary};
+use crate::source_fs::{SourceDir, Stat};
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
+use rustix::fs::FileType;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, Metadata};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,7 +188,12 @@ pub fn backup_with(
     };
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     let skeleton = Skeleton::build(&paths);
-    let root = archiver.skeleton_nodes(Path::new("/"), &skeleton, parent_tree);
+    crate::source_fs::raise_open_file_limit();
+    let (root_dir, _) = SourceDir::open_named(Path::new("/")).map_err(|e| ArchiveError::Path {
+        path: "/".into(),
+        source: e.into(),
+    })?;
+    let root = archiver.skeleton_nodes(&root_dir, Path::new("/"), &skeleton, parent_tree);
     if let Some(e) = archiver.fatal.lock().expect("fatal lock").take() {
         return Err(e.into());
     }
@@ -313,7 +319,7 @@ impl Prior<'_> {
     }
 }
 
-fn timespec(sec: i64, nsec: i64) -> Timespec {
+fn timespec((sec, nsec): (i64, i64)) -> Timespec {
     Timespec {
         sec,
         nsec: nsec as u32,
@@ -358,15 +364,10 @@ impl Archiver<'_> {
         Some(ParentDir { tree, indexed })
     }
 
-    /// A directory above (or at) the backup paths.
-    fn skeleton_dir(&self, path: &Path, sk: &Skeleton, parent: Option<BlobId>) -> Result<BlobId> {
-        let nodes = self.skeleton_nodes(path, sk, parent)?;
-        self.save_tree(nodes, parent)
-    }
-
     /// The entries of a directory above (or at) the backup paths.
     fn skeleton_nodes(
         &self,
+        dir: &SourceDir,
         path: &Path,
         sk: &Skeleton,
         parent: Option<BlobId>,
@@ -378,32 +379,47 @@ impl Archiver<'_> {
             .map(|(name, child)| {
                 let child_path = path.join(std::ffi::OsStr::from_bytes(name));
                 let prior = parent_dir.as_ref().and_then(|d| d.find(name));
-                self.skeleton_entry(&child_path, name, child, prior)
+                match child.leaf {
+                    true => Ok(self.backup_path(dir, &child_path, name, prior)),
+                    false => self.skeleton_dir(dir, &child_path, name, child, prior),
+                }
             })
             .collect::<Result<_>>()?;
         Ok(nodes.into_iter().flatten().collect())
     }
 
-    fn skeleton_entry(
+    /// A directory above the backup paths, entered as named (following a symlink).
+    fn skeleton_dir(
         &self,
+        dir: &SourceDir,
         path: &Path,
         name: &[u8],
         sk: &Skeleton,
         parent: Option<Prior>,
     ) -> Result<Option<Node>> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let (sub, meta) = match dir.open_named_child(name) {
+            Ok(opened) => opened,
             Err(e) => {
                 self.error(path, e);
                 return Ok(None);
             }
         };
-        if sk.leaf {
-            let dev = meta.dev();
-            return Ok(self.entry(path, name, meta, parent, dev));
-        }
-        let subtree = self.skeleton_dir(path, sk, parent.and_then(Prior::subtree))?;
+        let parent = parent.and_then(Prior::subtree);
+        let nodes = self.skeleton_nodes(&sub, path, sk, parent)?;
+        let subtree = self.save_tree(nodes, parent)?;
         Ok(Some(self.node(name, &meta, NodeKind::Dir { subtree })))
+    }
+
+    /// A backup path: examined, not followed, like every entry below it.
+    fn backup_path(
+        &self,
+        dir: &SourceDir,
+        path: &Path,
+        name: &[u8],
+        parent: Option<Prior>,
+    ) -> Option<Node> {
+        let meta = dir.stat(name).map_err(|e| self.error(path, e)).ok()?;
+        self.entry(dir, path, name, meta, parent, meta.dev())
     }
 
     fn save_tree(&self, nodes: Vec<Node>, parent: Option<BlobId>) -> Result<BlobId> {
@@ -419,12 +435,13 @@ impl Archiver<'_> {
         Ok(id)
     }
 
-    /// One entry found on disk. Errors are recorded and the entry left out.
+    /// One entry of `dir`, as `lstat` found it. Errors are recorded and the entry left out.
     fn entry(
         &self,
+        dir: &SourceDir,
         path: &Path,
         name: &[u8],
-        meta: Metadata,
+        meta: Stat,
         parent: Option<Prior>,
         root_dev: u64,
     ) -> Option<Node> {
@@ -432,11 +449,11 @@ impl Archiver<'_> {
             return None;
         }
         let result = if meta.is_dir() {
-            self.dir(path, &meta, parent, root_dev)
+            self.dir(dir, path, name, &meta, parent, root_dev)
         } else if meta.is_file() {
-            self.file(path, &meta, parent)
+            self.file(dir, path, name, &meta, parent)
         } else {
-            self.special(path, &meta)
+            self.special(dir, name, &meta)
         };
         match result {
             Ok(kind) => Some(self.node(name, &meta, kind)),
@@ -449,8 +466,10 @@ impl Archiver<'_> {
 
     fn dir(
         &self,
+        dir: &SourceDir,
         path: &Path,
-        meta: &Metadata,
+        name: &[u8],
+        meta: &Stat,
         parent: Option<Prior>,
         root_dev: u64,
     ) -> std::io::Result<NodeKind> {
@@ -459,7 +478,8 @@ impl Archiver<'_> {
         let nodes = if cross_device {
             Vec::new()
         } else {
-            self.dir_entries(path, parent_id, root_dev)?
+            let sub = dir.open_dir(name, meta)?;
+            self.dir_entries(&sub, path, parent_id, root_dev)?
         };
         let subtree = self.save_tree(nodes, parent_id).map_err(|e| match e {
             ArchiveError::Repo(e) => self.fail(e),
@@ -470,46 +490,43 @@ impl Archiver<'_> {
 
     fn dir_entries(
         &self,
+        dir: &SourceDir,
         path: &Path,
         parent: Option<BlobId>,
         root_dev: u64,
     ) -> std::io::Result<Vec<Node>> {
         let parent_dir = self.parent_dir(parent);
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(path)? {
-            names.push(entry?.file_name());
-        }
-        names.sort();
+        let names = dir.names()?;
         Ok(names
             .par_iter()
             .filter_map(|name| {
-                let child = path.join(name);
+                let child = path.join(std::ffi::OsStr::from_bytes(name));
                 if self.opts.exclude.matches(child.as_os_str().as_bytes()) {
                     return None;
                 }
-                let meta = std::fs::symlink_metadata(&child)
-                    .map_err(|e| self.error(&child, e))
-                    .ok()?;
-                let prior = parent_dir.as_ref().and_then(|d| d.find(name.as_bytes()));
-                self.entry(&child, name.as_bytes(), meta, prior, root_dev)
+                let meta = dir.stat(name).map_err(|e| self.error(&child, e)).ok()?;
+                let prior = parent_dir.as_ref().and_then(|d| d.find(name));
+                self.entry(dir, &child, name, meta, prior, root_dev)
             })
             .collect())
     }
 
     fn file(
         &self,
+        dir: &SourceDir,
         path: &Path,
-        meta: &Metadata,
+        name: &[u8],
+        meta: &Stat,
         parent: Option<Prior>,
     ) -> std::io::Result<NodeKind> {
         self.progress.item(&path.to_string_lossy());
         let (content, counter) = match parent.and_then(|p| self.unchanged(p, meta)) {
             Some(content) => {
-                self.progress.advance(meta.len());
+                self.progress.advance(meta.size());
                 (content, &self.counters.files_unmodified)
             }
             None => {
-                let content = self.read_content(File::open(path)?, meta.len())?;
+                let content = self.read_content(dir.open_file(name, meta)?, meta.size())?;
                 let counter = match parent {
                     Some(_) => &self.counters.files_changed,
                     None => &self.counters.files_new,
@@ -528,14 +545,14 @@ impl Archiver<'_> {
 
     /// The parent's content when size, mtime, ctime and inode match and every chunk is
     /// still indexed.
-    fn unchanged(&self, parent: Prior, meta: &Metadata) -> Option<Vec<ChunkRef>> {
+    fn unchanged(&self, parent: Prior, meta: &Stat) -> Option<Vec<ChunkRef>> {
         let node = parent.node;
         let NodeKind::File { content } = &node.kind else {
             return None;
         };
-        let same = node.size == meta.len()
-            && node.mtime == timespec(meta.mtime(), meta.mtime_nsec())
-            && node.ctime == timespec(meta.ctime(), meta.ctime_nsec())
+        let same = node.size == meta.size()
+            && node.mtime == timespec(meta.mtime())
+            && node.ctime == timespec(meta.ctime())
             && node.inode == meta.ino();
         let indexed = || content.iter().all(|c| parent.indexed.contains(&c.id));
         (same && indexed()).then(|| content.clone())
@@ -576,21 +593,16 @@ impl Archiver<'_> {
         })
     }
 
-    fn special(&self, path: &Path, meta: &Metadata) -> std::io::Result<NodeKind> {
-        let ft = meta.file_type();
-        Ok(if ft.is_symlink() {
-            let target = std::fs::read_link(path)?;
-            NodeKind::Symlink {
-                target: target.into_os_string().into_vec(),
-            }
-        } else if ft.is_char_device() {
-            NodeKind::CharDev { rdev: meta.rdev() }
-        } else if ft.is_block_device() {
-            NodeKind::BlockDev { rdev: meta.rdev() }
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else {
-            NodeKind::Socket
+    /// A symlink (its target read, never followed) or an entry that is never opened.
+    fn special(&self, dir: &SourceDir, name: &[u8], meta: &Stat) -> std::io::Result<NodeKind> {
+        Ok(match meta.file_type() {
+            FileType::Symlink => NodeKind::Symlink {
+                target: dir.read_link(name)?,
+            },
+            FileType::CharacterDevice => NodeKind::CharDev { rdev: meta.rdev() },
+            FileType::BlockDevice => NodeKind::BlockDev { rdev: meta.rdev() },
+            FileType::Fifo => NodeKind::Fifo,
+            _ => NodeKind::Socket,
         })
     }
 
@@ -608,7 +620,7 @@ impl Archiver<'_> {
             .clone()
     }
 
-    fn node(&self, name: &[u8], meta: &Metadata, kind: NodeKind) -> Node {
+    fn node(&self, name: &[u8], meta: &Stat, kind: NodeKind) -> Node {
         let size = match &kind {
             NodeKind::File { content } => content.iter().map(|c| c.len as u64).sum(),
             _ => 0,
@@ -621,8 +633,8 @@ impl Archiver<'_> {
             gid: meta.gid(),
             user: self.name_of(false, meta.uid()),
             group: self.name_of(true, meta.gid()),
-            mtime: timespec(meta.mtime(), meta.mtime_nsec()),
-            ctime: timespec(meta.ctime(), meta.ctime_nsec()),
+            mtime: timespec(meta.mtime()),
+            ctime: timespec(meta.ctime()),
             inode: meta.ino(),
             device: meta.dev(),
             links: meta.nlink(),

@@ -30,6 +30,7 @@ pub mod restorer;
 pub mod sandbox;
 pub mod scan;
 pub mod snapshot;
+pub mod source_fs;
 pub mod sources;
 pub mod stats;
 pub mod sysinfo;
