@@ -162,10 +162,13 @@ impl SourceDir {
         }
     }
 
-    /// The target of the symlink `name`.
+    /// The target of the symlink `name` (`EINVAL`: it is no longer a symlink).
     pub fn read_link(&self, name: &[u8]) -> Result<Vec<u8>> {
-        let target = rfs::readlinkat(&self.fd, OsStr::from_bytes(name), Vec::new())?;
-        Ok(target.into_bytes())
+        match rfs::readlinkat(&self.fd, OsStr::from_bytes(name), Vec::new()) {
+            Ok(target) => Ok(target.into_bytes()),
+            Err(rustix::io::Errno::INVAL) => Err(SourceError::Changed),
+            Err(e) => Err(SourceError::Io(e)),
+        }
     }
 
     /// The names in this directory, without `.` and `..`, sorted.
@@ -269,6 +272,16 @@ mod tests {
         let fifo = tmp.path().join("file");
         rfs::mknodat(rfs::CWD, &fifo, FileType::Fifo, Mode::from(0o600), 0).unwrap();
         let err = dir.open_file(b"file", &seen).unwrap_err();
+        assert!(matches!(err, SourceError::Changed), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_swapped_for_a_file_is_reported_as_changed() {
+        let (tmp, dir) = fixture();
+        std::os::unix::fs::symlink("secret", tmp.path().join("link")).unwrap();
+        assert_eq!(dir.read_link(b"link").unwrap(), b"secret");
+        std::fs::rename(tmp.path().join("file"), tmp.path().join("link")).unwrap();
+        let err = dir.read_link(b"link").unwrap_err();
         assert!(matches!(err, SourceError::Changed), "{err}");
     }
 
