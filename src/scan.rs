@@ -24,9 +24,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::fs::{FileType, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Directories nested deeper than this are reported as errors and not compared.
@@ -508,10 +508,7 @@ fn chunk_ids(
     path: &[u8],
     progress: &dyn Progress,
 ) -> std::io::Result<Vec<ChunkRef>> {
-    let file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(OsStr::from_bytes(path))?;
+    let file = crate::source_fs::open_regular(Path::new(OsStr::from_bytes(path)))?;
     let chunker = Chunker::new(file, repo.config().chunker, repo.key().chunker_seed());
     chunker
         .map(|chunk| {
