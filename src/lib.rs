@@ -35,3 +35,4 @@ pub mod stats;
 pub mod sysinfo;
 pub mod tree;
 pub mod vfs;
+pub mod walk;
