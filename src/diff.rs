@@ -6,7 +6,7 @@ use crate::id::BlobId;
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::tree::{Node, NodeKind, Tree};
-use crate::walk::{Budget, WalkError};
+use crate::walk::{Budget, OverBudget};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +19,7 @@ pub enum DiffError {
     #[error("{path}: {source}")]
     Repo { path: String, source: RepoError },
     #[error("{path}: {source}")]
-    Walk { path: String, source: WalkError },
+    Walk { path: String, source: OverBudget },
 }
 
 pub type Result<T> = std::result::Result<T, DiffError>;
@@ -368,7 +368,7 @@ mod tests {
             matches!(
                 tight,
                 Err(DiffError::Walk {
-                    source: WalkError::Budget(12),
+                    source: OverBudget { limit: 12 },
                     ..
                 })
             ),

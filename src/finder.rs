@@ -10,7 +10,7 @@ use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, Timespec, Tree};
-use crate::walk::{Budget, WalkError};
+use crate::walk::{Budget, OverBudget};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -25,7 +25,7 @@ pub enum FindError {
     #[error("{at}: {source}")]
     Repo { at: String, source: RepoError },
     #[error("{at}: {source}")]
-    Walk { at: String, source: WalkError },
+    Walk { at: String, source: OverBudget },
 }
 
 /// One snapshot's version of a matching path.
@@ -383,7 +383,7 @@ mod tests {
             matches!(
                 e,
                 FindError::Walk {
-                    source: WalkError::Budget(2),
+                    source: OverBudget { limit: 2 },
                     ..
                 }
             ),

@@ -3,10 +3,12 @@
 //! entries the snapshot records (so a forged tree DAG whose shared subtrees expand to 2^40
 //! paths is refused instead of running forever). Trees are content-addressed and so cannot
 //! form cycles; the budget is what stops an exponential expansion.
+use crate::id::BlobId;
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::tree::Node;
+use std::collections::HashMap;
 
 /// An old snapshot (without `summary.entries`) may hold this many entries per file and
 /// directory it records: its counts leave out symlinks, devices, FIFOs and sockets.
@@ -18,8 +20,15 @@ const LEGACY_FLOOR: u64 = 1 << 20;
 pub enum WalkError {
     #[error("{path}: {source}")]
     Repo { path: String, source: RepoError },
-    #[error("the trees expand to more than the {0} entries the snapshot allows (a forged tree?)")]
-    Budget(u64),
+    #[error(transparent)]
+    Budget(#[from] OverBudget),
+}
+
+/// A walk reached more entries than its snapshot records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the trees expand to more than the {limit} entries the snapshot allows (a forged tree?)")]
+pub struct OverBudget {
+    pub limit: u64,
 }
 
 pub type Result<T> = std::result::Result<T, WalkError>;
@@ -62,10 +71,10 @@ impl Budget {
     }
 
     /// Counts `n` more entries: an error once they exceed the limit.
-    pub fn charge(&mut self, n: u64) -> Result<()> {
+    pub fn charge(&mut self, n: u64) -> std::result::Result<(), OverBudget> {
         self.used = self.used.saturating_add(n);
         match self.used > self.limit {
-            true => Err(WalkError::Budget(self.limit)),
+            true => Err(OverBudget { limit: self.limit }),
             false => Ok(()),
         }
     }
@@ -137,49 +146,46 @@ fn open(
     }))
 }
 
-/// How many entries the snapshot with root tree `root` holds, counting a subtree once per
-/// place it appears, without expanding it: `own(id)` gives a tree's own entry count and its
-/// subtrees (None when it was not loaded, counted as empty). Saturates at `u64::MAX`, so a
-/// forged DAG gives a huge count in time linear in its distinct trees.
-pub fn expanded_entries<'a>(
-    root: crate::id::BlobId,
-    own: impl Fn(&crate::id::BlobId) -> Option<(u64, &'a [crate::id::BlobId])>,
-    memo: &mut std::collections::HashMap<crate::id::BlobId, u64>,
-) -> u64 {
+/// What the tree `root` holds expanded to every place each subtree appears, computed once per
+/// distinct tree: `own(id)` gives a tree's own value and its subtrees (a tree that was not
+/// loaded gives a value that says so, and no subtrees), `add` sums values (saturating, so a
+/// forged DAG's 2^40 paths give a huge total in time linear in its distinct trees). `memo`
+/// keeps the totals of trees already summed, to share between snapshots.
+pub fn expand<'a, T: Copy + Default>(
+    root: BlobId,
+    own: impl Fn(&BlobId) -> (T, &'a [BlobId]),
+    add: impl Fn(T, T) -> T,
+    memo: &mut HashMap<BlobId, T>,
+) -> T {
     let mut stack = vec![(root, false)];
-    while let Some((id, expanded)) = stack.pop() {
+    while let Some((id, children_done)) = stack.pop() {
+        let (value, children) = own(&id);
+        if children_done {
+            let total = (children.iter()).fold(value, |sum, c| add(sum, memo[c]));
+            memo.insert(id, total);
+            continue;
+        }
         if memo.contains_key(&id) {
             continue;
         }
-        let Some((entries, children)) = own(&id) else {
-            memo.insert(id, 0);
-            continue;
-        };
-        if !expanded {
-            stack.push((id, true));
-            stack.extend(children.iter().map(|c| (*c, false)));
-            continue;
-        }
-        let below = children
-            .iter()
-            .map(|c| memo.get(c).copied().unwrap_or(0))
-            .fold(entries, u64::saturating_add);
-        memo.insert(id, below);
+        // A placeholder until its subtrees are summed: a tree that (only in a forged
+        // repository) contains itself counts as nothing there.
+        memo.insert(id, T::default());
+        stack.push((id, true));
+        stack.extend(children.iter().map(|c| (*c, false)));
     }
-    memo.get(&root).copied().unwrap_or(0)
+    memo[&root]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::blob::BlobType;
-    use crate::id::BlobId;
     use crate::packer::Packer;
     use crate::packer::tests::indexed_repo;
     use crate::tree::Tree;
     use crate::tree::tests::{dir_of, file_of};
     use crate::vfs::root_node;
-    use std::collections::HashMap;
 
     fn snapshot(summary: serde_json::Value) -> Snapshot {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
@@ -242,40 +248,44 @@ mod tests {
             |_, _| Ok(()),
         );
         assert!(
-            matches!(err, Err(WalkError::Budget(l)) if l == depth as u64),
+            matches!(err, Err(WalkError::Budget(OverBudget { limit })) if limit == depth as u64),
             "{err:?}"
         );
     }
 
     #[test]
-    fn expanded_entries_counts_a_shared_subtree_per_place() {
-        let (a, b, c) = (
-            BlobId::default(),
-            BlobId(crate::id::Id::hash_of(b"b")),
-            BlobId(crate::id::Id::hash_of(b"c")),
-        );
-        let trees: HashMap<BlobId, (u64, Vec<BlobId>)> =
-            [(a, (2, vec![b, b])), (b, (3, vec![c])), (c, (5, vec![]))].into();
-        let own = |id: &BlobId| trees.get(id).map(|(n, ch)| (*n, ch.as_slice()));
-        assert_eq!(
-            expanded_entries(a, own, &mut HashMap::new()),
-            2 + 2 * (3 + 5)
-        );
+    fn expand_counts_a_shared_subtree_per_place() {
+        let id = |n: u32| BlobId(crate::id::Id::hash_of(&n.to_le_bytes()));
+        let trees: HashMap<BlobId, (u64, Vec<BlobId>)> = [
+            (id(0), (2, vec![id(1), id(1)])),
+            (id(1), (3, vec![id(2)])),
+            (id(2), (5, vec![])),
+        ]
+        .into();
+        let own = |i: &BlobId| {
+            trees
+                .get(i)
+                .map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()))
+        };
+        let total = expand(id(0), own, u64::saturating_add, &mut HashMap::new());
+        assert_eq!(total, 2 + 2 * (3 + 5));
         // 64 levels of one tree listing the next twice: 2^65 paths, saturated.
-        let ids: Vec<BlobId> = (0..64u32)
-            .map(|i| BlobId(crate::id::Id::hash_of(&i.to_le_bytes())))
+        let dag: HashMap<BlobId, (u64, Vec<BlobId>)> = (0..64)
+            .map(|i| (id(i), (2, vec![id(i + 1), id(i + 1)])))
             .collect();
-        let dag: HashMap<BlobId, (u64, Vec<BlobId>)> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                (
-                    *id,
-                    (2, ids.get(i + 1).map(|n| vec![*n, *n]).unwrap_or_default()),
-                )
-            })
-            .collect();
-        let own = |id: &BlobId| dag.get(id).map(|(n, ch)| (*n, ch.as_slice()));
-        assert_eq!(expanded_entries(ids[0], own, &mut HashMap::new()), u64::MAX);
+        let own = |i: &BlobId| dag.get(i).map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()));
+        let total = expand(id(0), own, u64::saturating_add, &mut HashMap::new());
+        assert_eq!(total, u64::MAX);
+        // A tree listing itself (impossible with verified ids) still ends.
+        let cycle: HashMap<BlobId, (u64, Vec<BlobId>)> = [(id(0), (1, vec![id(0)]))].into();
+        let own = |i: &BlobId| {
+            cycle
+                .get(i)
+                .map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()))
+        };
+        assert_eq!(
+            expand(id(0), own, u64::saturating_add, &mut HashMap::new()),
+            1
+        );
     }
 }
