@@ -122,6 +122,7 @@ struct Counters {
     bytes_read: AtomicU64,
     total_files: AtomicU64,
     total_bytes: AtomicU64,
+    entries: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -143,12 +144,13 @@ struct Archiver<'a> {
 
 /// A source other than files (a database) that saves its own entry of the root tree.
 pub trait TreeSource: Sync {
-    /// Saves the source's data through `packer`; returns its root-tree entry and record.
+    /// Saves the source's data through `packer`; returns its root-tree entry, its record,
+    /// and how many entries its trees hold below that entry (for `summary.entries`).
     fn save(
         &self,
         packer: &Packer,
         progress: &dyn Progress,
-    ) -> std::result::Result<(Node, Source), Box<dyn std::error::Error + Send + Sync>>;
+    ) -> std::result::Result<(Node, Source, u64), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 pub fn backup(
@@ -200,9 +202,10 @@ pub fn backup_with(
     let mut root = root?;
     let mut source_records = Vec::new();
     for source in sources {
-        let (node, record) = source
+        let (node, record, entries) = source
             .save(&archiver.packer, progress)
             .map_err(ArchiveError::Source)?;
+        bump(&archiver.counters.entries, entries);
         if root.iter().any(|n| n.name == node.name) {
             return Err(ArchiveError::NameClash(format!(
                 "/{}",
@@ -423,6 +426,7 @@ impl Archiver<'_> {
     }
 
     fn save_tree(&self, nodes: Vec<Node>, parent: Option<BlobId>) -> Result<BlobId> {
+        bump(&self.counters.entries, nodes.len() as u64);
         let (id, _) = self
             .packer
             .save(BlobType::Tree, &Tree::new(nodes).encode())?;
@@ -656,6 +660,7 @@ impl Archiver<'_> {
             bytes_read: get(&c.bytes_read),
             total_files: get(&c.total_files),
             total_bytes: get(&c.total_bytes),
+            entries: Some(get(&c.entries)),
             ..Summary::default()
         }
     }

@@ -1,17 +1,16 @@
 //! Comparing two snapshot trees: which paths were added, removed, changed in content, or
 //! changed only in metadata. Subtrees with the same tree blob id are identical and are
-//! skipped without being loaded; the others are loaded a batch at a time, in parallel.
+//! skipped without being loaded; the others are loaded a batch at a time, in parallel, and
+//! their entries charged to a [`Budget`], so a forged tree DAG is refused, not expanded.
 use crate::id::BlobId;
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::walk::{Budget, OverBudget};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-/// Trees nested deeper than this are reported as an error (a forged tree could nest
-/// itself forever).
-const MAX_DEPTH: usize = 1024;
 /// Directory pairs loaded at a time, in parallel.
 const BATCH: usize = 256;
 
@@ -19,8 +18,8 @@ const BATCH: usize = 256;
 pub enum DiffError {
     #[error("{path}: {source}")]
     Repo { path: String, source: RepoError },
-    #[error("{0}: trees are nested more than {MAX_DEPTH} levels deep")]
-    TooDeep(String),
+    #[error("{path}: {source}")]
+    Walk { path: String, source: OverBudget },
 }
 
 pub type Result<T> = std::result::Result<T, DiffError>;
@@ -99,7 +98,6 @@ struct Pending {
     path: Vec<u8>,
     before: Option<BlobId>,
     after: Option<BlobId>,
-    depth: usize,
 }
 
 #[derive(Default)]
@@ -111,21 +109,32 @@ struct Differ {
     next: Vec<Pending>,
 }
 
-/// Compares the trees `before` and `after` (root tree ids of two snapshots).
-pub fn diff(repo: &IndexedRepo, before: BlobId, after: BlobId) -> Result<DiffReport> {
+/// Compares the trees `before` and `after` (root tree ids of two snapshots), loading at most
+/// `budget` entries (the sum of both snapshots' [`crate::walk::entry_budget`]).
+pub fn diff(
+    repo: &IndexedRepo,
+    before: BlobId,
+    after: BlobId,
+    mut budget: Budget,
+) -> Result<DiffReport> {
     let mut differ = Differ::default();
     let mut frontier = vec![Pending {
         path: Vec::new(),
         before: Some(before),
         after: Some(after),
-        depth: 0,
     }];
     while !frontier.is_empty() {
         for batch in frontier.chunks(BATCH) {
             let loaded: Vec<_> = batch.par_iter().map(|p| load_pair(repo, p)).collect();
             for (pending, trees) in batch.iter().zip(loaded) {
                 let (a, b) = trees?;
-                differ.compare_dirs(pending, a, b)?;
+                budget
+                    .charge((a.len() + b.len()) as u64)
+                    .map_err(|source| DiffError::Walk {
+                        path: paths::display(&pending.path),
+                        source,
+                    })?;
+                differ.compare_dirs(pending, a, b);
             }
         }
         frontier = std::mem::take(&mut differ.next);
@@ -154,34 +163,30 @@ fn load_pair(repo: &IndexedRepo, p: &Pending) -> Result<(Nodes, Nodes)> {
 }
 
 impl Differ {
-    fn compare_dirs(&mut self, dir: &Pending, mut a: Nodes, mut b: Nodes) -> Result<()> {
-        if dir.depth > MAX_DEPTH {
-            return Err(DiffError::TooDeep(paths::display(&dir.path)));
-        }
+    fn compare_dirs(&mut self, dir: &Pending, mut a: Nodes, mut b: Nodes) {
         let names: Vec<Vec<u8>> = a.keys().chain(b.keys()).cloned().collect();
         for name in names {
             let (x, y) = (a.remove(&name), b.remove(&name));
-            self.compare(paths::join(&dir.path, &name), x, y, dir.depth + 1);
+            self.compare(paths::join(&dir.path, &name), x, y);
         }
-        Ok(())
     }
 
-    fn compare(&mut self, path: Vec<u8>, a: Option<Node>, b: Option<Node>, depth: usize) {
+    fn compare(&mut self, path: Vec<u8>, a: Option<Node>, b: Option<Node>) {
         match (a, b) {
-            (Some(a), Some(b)) if a.type_name() == b.type_name() => self.both(path, &a, &b, depth),
+            (Some(a), Some(b)) if a.type_name() == b.type_name() => self.both(path, &a, &b),
             (a, b) => {
                 if let Some(a) = a {
-                    self.one_side(path.clone(), &a, ChangeKind::Removed, depth);
+                    self.one_side(path.clone(), &a, ChangeKind::Removed);
                 }
                 if let Some(b) = b {
-                    self.one_side(path, &b, ChangeKind::Added, depth);
+                    self.one_side(path, &b, ChangeKind::Added);
                 }
             }
         }
     }
 
     /// An entry (and its subtree) that only one snapshot has.
-    fn one_side(&mut self, path: Vec<u8>, node: &Node, change: ChangeKind, depth: usize) {
+    fn one_side(&mut self, path: Vec<u8>, node: &Node, change: ChangeKind) {
         let added = change == ChangeKind::Added;
         let size = node.subtree().is_none().then_some(node.size);
         let counter = match (&node.kind, added) {
@@ -204,7 +209,7 @@ impl Differ {
             } else {
                 (Some(id), None)
             };
-            self.queue(&path, before, after, depth);
+            self.queue(&path, before, after);
         }
         self.changes.push(Change {
             path,
@@ -217,11 +222,11 @@ impl Differ {
     }
 
     /// An entry of the same type in both snapshots.
-    fn both(&mut self, path: Vec<u8>, a: &Node, b: &Node, depth: usize) {
+    fn both(&mut self, path: Vec<u8>, a: &Node, b: &Node) {
         if let (Some(x), Some(y)) = (a.subtree(), b.subtree())
             && x != y
         {
-            self.queue(&path, Some(x), Some(y), depth);
+            self.queue(&path, Some(x), Some(y));
         }
         let fields = metadata_changes(a, b);
         let change = if a.content() != b.content() {
@@ -248,12 +253,11 @@ impl Differ {
         });
     }
 
-    fn queue(&mut self, path: &[u8], before: Option<BlobId>, after: Option<BlobId>, depth: usize) {
+    fn queue(&mut self, path: &[u8], before: Option<BlobId>, after: Option<BlobId>) {
         self.next.push(Pending {
             path: path.to_vec(),
             before,
             after,
-            depth,
         });
     }
 
@@ -358,7 +362,18 @@ mod tests {
         ]));
         packer.flush().unwrap();
 
-        let report = diff(&repo, before, after).unwrap();
+        let report = diff(&repo, before, after, Budget::new(u64::MAX)).unwrap();
+        let tight = diff(&repo, before, after, Budget::new(12));
+        assert!(
+            matches!(
+                tight,
+                Err(DiffError::Walk {
+                    source: OverBudget { limit: 12 },
+                    ..
+                })
+            ),
+            "5 + 6 entries at the root, 1 + 1 below: over 12"
+        );
         let got: Vec<(String, char)> = report
             .changes
             .iter()

@@ -36,3 +36,4 @@ pub mod stats;
 pub mod sysinfo;
 pub mod tree;
 pub mod vfs;
+pub mod walk;

@@ -72,6 +72,11 @@ pub struct Summary {
     pub total_bytes: u64,
     pub errors: u64,
     pub duration_secs: f64,
+    /// Entries (paths below the root, of every type) the snapshot's trees hold, counting a
+    /// shared subtree once per place; bounds every walk of them (see `walk::entry_budget`).
+    /// Absent in snapshots made before it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

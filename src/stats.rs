@@ -1,5 +1,7 @@
 //! `strata stats`: how much the selected snapshots hold (as restore would write it) and what
-//! they cost in the repository after deduplication and compression.
+//! they cost in the repository after deduplication and compression. A snapshot whose trees
+//! cannot all be loaded, or expand to more entries than it records (a forged tree DAG), is
+//! reported and left out of the per-snapshot sums.
 use crate::backend::Kind;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::progress::Progress;
@@ -7,10 +9,12 @@ use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::tree::{NodeKind, Tree};
 use crate::vfs;
+use crate::walk;
 use std::collections::{HashMap, HashSet};
 
 #[derive(serde::Serialize, Default, Debug)]
 pub struct Stats {
+    /// Snapshots summed (the selected ones less `skipped`).
     pub snapshots: u64,
     /// File entries summed over the selected snapshots.
     pub files: u64,
@@ -32,14 +36,43 @@ pub struct Stats {
     pub dedup_ratio: f64,
     /// unique_raw_size / stored_size; 0 when empty.
     pub compression_ratio: f64,
+    /// Selected snapshots left out of the sums, and why.
+    pub skipped: Vec<Skipped>,
 }
 
-/// One distinct tree: its own files and its subdirectories (with repetitions).
+#[derive(serde::Serialize, Debug)]
+pub struct Skipped {
+    pub snapshot: SnapshotId,
+    pub reason: String,
+}
+
+/// One distinct tree: its own entries, files and their size, and its subdirectories (with
+/// repetitions).
 #[derive(Default)]
 struct TreeInfo {
+    own: Totals,
+    children: Vec<BlobId>,
+}
+
+/// What a tree holds, or everything below it once expanded (see [`walk::expand`]).
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    entries: u64,
     files: u64,
     size: u64,
-    children: Vec<BlobId>,
+    /// A tree below could not be loaded.
+    unloaded: Option<BlobId>,
+}
+
+impl Totals {
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            entries: self.entries.saturating_add(o.entries),
+            files: self.files.saturating_add(o.files),
+            size: self.size.saturating_add(o.size),
+            unloaded: self.unloaded.or(o.unloaded),
+        }
+    }
 }
 
 pub fn stats(
@@ -49,21 +82,17 @@ pub fn stats(
 ) -> Result<Stats, RepoError> {
     let mut infos: HashMap<BlobId, TreeInfo> = HashMap::new();
     let mut data: HashSet<BlobId> = HashSet::new();
-    let mut failure = None;
+    let mut failures: HashMap<BlobId, RepoError> = HashMap::new();
     vfs::for_each_tree(repo, snapshots, |reached, tree| match tree {
         Ok(tree) => {
             infos.insert(reached.id, tree_info(tree, &mut data));
         }
         Err(e) => {
-            failure.get_or_insert(e);
+            failures.insert(reached.id, e);
         }
     });
-    if let Some(e) = failure {
-        return Err(e);
-    }
 
     let mut st = Stats {
-        snapshots: snapshots.len() as u64,
         data_blobs: data.len() as u64,
         tree_blobs: infos.len() as u64,
         ..Default::default()
@@ -71,9 +100,18 @@ pub fn stats(
     let mut memo = HashMap::new();
     for (id, snap) in snapshots {
         progress.item(&format!("snapshot {}", id.0.short()));
-        let (files, size) = totals(&infos, snap.tree, &mut memo);
-        st.files += files;
-        st.logical_size = st.logical_size.saturating_add(size);
+        let t = totals(&infos, snap.tree, &mut memo);
+        match skip_reason(snap, &t, &failures) {
+            Some(reason) => st.skipped.push(Skipped {
+                snapshot: *id,
+                reason,
+            }),
+            None => {
+                st.snapshots += 1;
+                st.files = st.files.saturating_add(t.files);
+                st.logical_size = st.logical_size.saturating_add(t.size);
+            }
+        }
     }
 
     let mut packs: HashSet<PackId> = HashSet::new();
@@ -124,11 +162,12 @@ pub fn stats(
 /// A tree's own files and subdirectories; its file chunks are added to `data`.
 fn tree_info(tree: &Tree, data: &mut HashSet<BlobId>) -> TreeInfo {
     let mut info = TreeInfo::default();
+    info.own.entries = tree.nodes.len() as u64;
     for node in &tree.nodes {
         match &node.kind {
             NodeKind::File { content } => {
-                info.files += 1;
-                info.size = info.size.saturating_add(node.size);
+                info.own.files += 1;
+                info.own.size = info.own.size.saturating_add(node.size);
                 data.extend(content.iter().map(|c| c.id));
             }
             NodeKind::Dir { subtree } => info.children.push(*subtree),
@@ -142,45 +181,38 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// Files and bytes below `root`, counting a subtree once per place it appears; `memo` holds
-/// the totals of trees already summed. Iterative, so deep trees cannot overflow the stack.
+/// Entries, files and bytes below `root`, counting a subtree once per place it appears;
+/// `memo` holds the totals of trees already summed.
 fn totals(
     infos: &HashMap<BlobId, TreeInfo>,
     root: BlobId,
-    memo: &mut HashMap<BlobId, (u64, u64)>,
-) -> (u64, u64) {
-    let mut stack = vec![(root, false)];
-    let mut open: HashSet<BlobId> = HashSet::new();
-    while let Some((id, expanded)) = stack.pop() {
-        if memo.contains_key(&id) {
-            continue;
-        }
-        let Some(info) = infos.get(&id) else {
-            memo.insert(id, (0, 0));
-            continue;
-        };
-        if !expanded {
-            if !open.insert(id) {
-                continue; // a cycle: only possible in a forged repository
-            }
-            stack.push((id, true));
-            stack.extend(
-                info.children
-                    .iter()
-                    .filter(|c| !memo.contains_key(*c))
-                    .map(|c| (*c, false)),
-            );
-            continue;
-        }
-        let (mut files, mut size) = (info.files, info.size);
-        for c in &info.children {
-            let (f, s) = memo.get(c).copied().unwrap_or((0, 0));
-            files = files.saturating_add(f);
-            size = size.saturating_add(s);
-        }
-        memo.insert(id, (files, size));
+    memo: &mut HashMap<BlobId, Totals>,
+) -> Totals {
+    let own = |id: &BlobId| match infos.get(id) {
+        Some(info) => (info.own, info.children.as_slice()),
+        None => (
+            Totals {
+                unloaded: Some(*id),
+                ..Totals::default()
+            },
+            &[][..],
+        ),
+    };
+    walk::expand(root, own, Totals::add, memo)
+}
+
+/// Why `snap`, whose trees hold `t`, cannot be summed, if it cannot.
+fn skip_reason(
+    snap: &Snapshot,
+    t: &Totals,
+    failures: &HashMap<BlobId, RepoError>,
+) -> Option<String> {
+    if let Some(id) = t.unloaded {
+        let why = failures.get(&id).map(|e| e.to_string()).unwrap_or_default();
+        return Some(format!("tree {} cannot be loaded: {why}", id.0.short()));
     }
-    memo.get(&root).copied().unwrap_or((0, 0))
+    let limit = walk::entry_budget(snap);
+    (t.entries > limit).then(|| walk::OverBudget { limit }.to_string())
 }
 
 #[cfg(test)]
@@ -313,6 +345,47 @@ mod tests {
         assert!(
             matches!(err, RepoError::MissingBlob(id) if id == ghost),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_over_its_budget_or_with_an_unloadable_tree_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 4096);
+        let packer = Packer::new(&repo, false);
+        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let leaf = save(Tree::new(vec![file_of("f", &[])]));
+        let mut dag = leaf;
+        for _ in 0..40 {
+            dag = save(Tree::new(vec![dir_of("a", dag), dir_of("b", dag)]));
+        }
+        let ghost = BlobId(crate::id::Id::hash_of(b"not stored"));
+        let broken = save(Tree::new(vec![dir_of("g", ghost)]));
+        packer.flush().unwrap();
+        let snap = |tree| {
+            (
+                SnapshotId(crate::id::Id::random()),
+                snapshot_of(tree, "2020-01-01T00:00:00Z"),
+            )
+        };
+        let snaps = [snap(leaf), snap(dag), snap(broken)];
+        let st = stats(&repo, &snaps, &NoProgress).unwrap();
+        assert_eq!(
+            (st.snapshots, st.files),
+            (1, 1),
+            "only the genuine snapshot"
+        );
+        let skipped: Vec<_> = st.skipped.iter().map(|s| s.snapshot).collect();
+        assert_eq!(skipped, vec![snaps[1].0, snaps[2].0]);
+        assert!(
+            st.skipped[0].reason.contains("1048576 entries"),
+            "{:?}",
+            st.skipped
+        );
+        assert!(
+            st.skipped[1].reason.contains("cannot be loaded"),
+            "{:?}",
+            st.skipped
         );
     }
 }

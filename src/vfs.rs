@@ -1,4 +1,4 @@
-//! Paths inside a snapshot: finding the node at a path, walking a subtree in order, and
+//! Paths inside a snapshot: finding the node at a path, visiting each distinct tree once, and
 //! reading a file's bytes (whole or any range) from its chunk list.
 use crate::blob::BlobError;
 use crate::id::{BlobId, SnapshotId};
@@ -56,32 +56,6 @@ pub fn node_at(repo: &IndexedRepo, tree: BlobId, path: &[u8]) -> Result<Node> {
 
 fn not_found(path: &[u8]) -> RepoError {
     RepoError::NoSuchPath(String::from_utf8_lossy(path).into_owned())
-}
-
-/// Calls `f(path, node)` for every entry below `dir` (depth first, in name order); `path`
-/// is `prefix` joined with the names. With `recursive` false, only the direct children.
-pub fn walk(
-    repo: &IndexedRepo,
-    dir: &Node,
-    prefix: &[u8],
-    recursive: bool,
-    f: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
-) -> Result<()> {
-    let Some(subtree) = dir.subtree() else {
-        return Ok(());
-    };
-    for child in repo.load_tree(&subtree)?.nodes {
-        let mut path = prefix.to_vec();
-        if !path.ends_with(b"/") {
-            path.push(b'/');
-        }
-        path.extend_from_slice(&child.name);
-        f(&path, &child)?;
-        if recursive {
-            walk(repo, &child, &path, true, f)?;
-        }
-    }
-    Ok(())
 }
 
 /// A tree reached by [`for_each_tree`], with the first snapshot and path that reached it.
@@ -266,7 +240,7 @@ mod tests {
     use crate::tree::{ChunkRef, Tree, tests::file_node};
 
     #[test]
-    fn find_walk_and_read_ranges() {
+    fn find_and_read_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         let packer = Packer::new(&repo, false);
@@ -309,13 +283,6 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(copy_file(&repo, &f, &mut out).unwrap(), 3000);
         assert_eq!(out, whole);
-        let mut seen = Vec::new();
-        walk(&repo, &root_node(root), b"/", true, &mut |p, _| {
-            seen.push(p.to_vec());
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, vec![b"/d".to_vec(), b"/d/f".to_vec()]);
     }
 
     #[test]

@@ -3,6 +3,7 @@ use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use strata::diff::{self, Change, ChangeKind, DiffSummary};
 use strata::paths;
+use strata::walk::{self, Budget};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,7 +17,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
     let (id1, s1) = repo.find_snapshot(&args.before)?;
     let (id2, s2) = repo.find_snapshot(&args.after)?;
-    let report = diff::diff(&repo, s1.tree, s2.tree)?;
+    let budget = walk::entry_budget(&s1).saturating_add(walk::entry_budget(&s2));
+    let report = diff::diff(&repo, s1.tree, s2.tree, Budget::new(budget))?;
     if ctx.args.json {
         ctx.print_json(&serde_json::json!({
             "before": id1, "after": id2,

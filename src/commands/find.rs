@@ -1,5 +1,5 @@
 //! `strata find`: which snapshots hold paths matching patterns, and each version's size
-//! and mtime.
+//! and mtime; a snapshot that cannot be searched is reported and the others still are.
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use strata::filter::Patterns;
@@ -25,20 +25,30 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let patterns = Patterns::new(&args.patterns)?;
     let repo = ctx.open_indexed()?;
     let selected = select(&repo, &args, ctx)?;
-    let found = finder::find(&repo, &selected, &patterns)?;
-    if ctx.args.json {
-        ctx.print_json(&found)?;
-        return Ok(Outcome::Ok);
+    let report = finder::find(&repo, &selected, &patterns);
+    for (id, e) in &report.skipped {
+        ctx.warn(&escape(&format!(
+            "snapshot {} is skipped: {e}",
+            id.0.short()
+        )));
     }
-    for f in &found {
+    let outcome = match report.skipped.is_empty() {
+        true => Outcome::Ok,
+        false => Outcome::Partial,
+    };
+    if ctx.args.json {
+        ctx.print_json(&report.found)?;
+        return Ok(outcome);
+    }
+    for f in &report.found {
         print_found(ctx, f)?;
     }
     ctx.say(&format!(
         "{} matching paths in {} snapshots searched",
-        found.len(),
-        selected.len()
+        report.found.len(),
+        selected.len() - report.skipped.len()
     ))?;
-    Ok(Outcome::Ok)
+    Ok(outcome)
 }
 
 /// The snapshots to search, oldest first.

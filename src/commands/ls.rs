@@ -1,8 +1,12 @@
-//! `strata ls`: list the entries of a snapshot, below a path, optionally recursively.
+//! `strata ls`: list the entries of a snapshot, below a path, optionally recursively,
+//! streaming them as the walk reaches them.
 use super::{Context, Outcome, escape};
 use anyhow::Result;
+use std::borrow::Cow;
+use std::io::{BufWriter, StdoutLock, Write};
 use strata::tree::{Node, NodeKind};
 use strata::vfs;
+use strata::walk::{self, Budget};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,41 +27,92 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let start = vfs::node_at(&repo, snap.tree, args.path.as_bytes())?;
-    let mut entries = Vec::new();
-    let prefix = format!(
-        "/{}",
-        vfs::components(args.path.as_bytes())
-            .join(&b'/')
-            .escape_ascii()
-    );
+    let prefix = normalize(args.path.as_bytes());
+    let mut out = Lister::new(ctx, args.long);
     if start.subtree().is_none() {
-        entries.push((prefix.as_bytes().to_vec(), start.clone()));
+        out.entry(&prefix, &start)?;
     }
-    vfs::walk(
+    let mut budget = Budget::of(&snap);
+    walk::walk(
         &repo,
         &start,
-        args.path.as_bytes(),
+        &prefix,
         args.recursive,
-        &mut |p, n| {
-            entries.push((normalize(p), n.clone()));
-            Ok(())
-        },
+        &mut budget,
+        |p, n| out.entry(p, n),
     )?;
-    if ctx.args.json {
-        let listed: Vec<_> = entries.iter().map(|(p, n)| json(p, n)).collect();
-        ctx.print_json(&listed)?;
-        return Ok(Outcome::Ok);
-    }
-    for (path, node) in &entries {
-        let shown = escape(&String::from_utf8_lossy(path));
-        match args.long {
-            true => ctx.say(&long_line(&shown, node))?,
-            false => ctx.say(&shown)?,
-        }
-    }
+    out.finish()?;
     Ok(Outcome::Ok)
 }
 
+/// Writes entries as they are walked (a listing of millions of entries is never held in
+/// memory): lines of text, or the elements of one JSON array.
+struct Lister {
+    out: Option<BufWriter<StdoutLock<'static>>>,
+    json: bool,
+    long: bool,
+    listed: u64,
+}
+
+impl Lister {
+    fn new(ctx: &Context, long: bool) -> Lister {
+        let json = ctx.args.json;
+        let shown = json || !ctx.args.quiet;
+        Lister {
+            out: shown.then(|| BufWriter::new(std::io::stdout().lock())),
+            json,
+            long,
+            listed: 0,
+        }
+    }
+
+    fn entry(&mut self, path: &[u8], node: &Node) -> Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        match (self.json, self.listed) {
+            (true, 0) => out.write_all(b"[\n  ")?,
+            (true, _) => out.write_all(b",\n  ")?,
+            (false, _) => {}
+        }
+        self.listed += 1;
+        if self.json {
+            serde_json::to_writer(&mut *out, &json(path, node)).map_err(std::io::Error::from)?;
+            return Ok(());
+        }
+        let shown = shown(path);
+        match self.long {
+            true => writeln!(out, "{}", long_line(&shown, node))?,
+            false => writeln!(out, "{shown}")?,
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        match (self.json, self.listed) {
+            (true, 0) => out.write_all(b"[]\n")?,
+            (true, _) => out.write_all(b"\n]\n")?,
+            (false, _) => {}
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// The path for a terminal: escaped only when it holds a control character, so that deep
+/// paths (tens of kilobytes a line) are not copied a character at a time.
+fn shown(path: &[u8]) -> Cow<'_, str> {
+    let lossy = String::from_utf8_lossy(path);
+    match lossy.chars().any(char::is_control) {
+        true => Cow::Owned(escape(&lossy)),
+        false => lossy,
+    }
+}
+
+/// `/a/b` for the path as given (`a//b/`, `/a/./b`…); empty for the root.
 fn normalize(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len() + 1);
     for c in vfs::components(path) {

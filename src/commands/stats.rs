@@ -1,5 +1,6 @@
-//! `strata stats`: logical and stored sizes, deduplication and compression ratios.
-use super::{Context, Outcome, human_bytes};
+//! `strata stats`: logical and stored sizes, deduplication and compression ratios; a
+//! snapshot that cannot be walked is reported, left out, and makes the exit code 3.
+use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 
 #[derive(clap::Args)]
@@ -17,9 +18,20 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let progress = ctx.progress("stats");
     let s = strata::stats::stats(&repo, &selected, progress.as_ref())?;
     drop(progress);
+    for skipped in &s.skipped {
+        let id = skipped.snapshot.0.short();
+        ctx.warn(&escape(&format!(
+            "snapshot {id} is skipped: {}",
+            skipped.reason
+        )));
+    }
+    let outcome = match s.skipped.is_empty() {
+        true => Outcome::Ok,
+        false => Outcome::Partial,
+    };
     if ctx.args.json {
         ctx.print_json(&s)?;
-        return Ok(Outcome::Ok);
+        return Ok(outcome);
     }
     ctx.say(&format!(
         "snapshots:          {}\nfiles:              {}\nlogical size:       {}\n\
@@ -39,5 +51,5 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         s.dedup_ratio,
         s.compression_ratio
     ))?;
-    Ok(Outcome::Ok)
+    Ok(outcome)
 }

@@ -19,6 +19,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of documents handed from the reading task to the chunking thread at a time.
 const READ_BATCH: usize = 1 << 20;
@@ -88,7 +89,7 @@ impl MongoExport {
         self.report.lock().expect("report lock").clone()
     }
 
-    fn run(&self, packer: &Packer, progress: &dyn Progress) -> Result<(Node, Source)> {
+    fn run(&self, packer: &Packer, progress: &dyn Progress) -> Result<(Node, Source, u64)> {
         let start = match self.opts.consistency {
             true => oplog::window_start(&self.conn)?,
             false => None,
@@ -119,7 +120,8 @@ impl MongoExport {
             window_start: start,
             consistent: self.opts.consistency,
         };
-        Ok((w.dir(b"mongodb", root)?, source))
+        let node = w.dir(b"mongodb", root)?;
+        Ok((node, source, w.entries()))
     }
 
     /// Every namespace the filters take, with its metadata.
@@ -314,7 +316,7 @@ impl TreeSource for MongoExport {
         &self,
         packer: &Packer,
         progress: &dyn Progress,
-    ) -> std::result::Result<(Node, Source), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> std::result::Result<(Node, Source, u64), Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.run(packer, progress)?)
     }
 }
@@ -371,6 +373,8 @@ pub(crate) struct DumpWriter<'a> {
     seed: u64,
     bson: ChunkerParams,
     mtime: Timespec,
+    /// Entries of the directories saved so far (for `summary.entries`).
+    entries: AtomicU64,
 }
 
 impl<'a> DumpWriter<'a> {
@@ -384,7 +388,13 @@ impl<'a> DumpWriter<'a> {
                 sec: now.timestamp(),
                 nsec: now.timestamp_subsec_nanos(),
             },
+            entries: AtomicU64::new(0),
         }
+    }
+
+    /// How many entries the directories saved through this writer hold.
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_chunker(&self) -> RecordChunker {
@@ -419,6 +429,7 @@ impl<'a> DumpWriter<'a> {
     }
 
     pub(crate) fn dir(&self, name: &[u8], nodes: Vec<Node>) -> Result<Node> {
+        (self.entries).fetch_add(nodes.len() as u64, Ordering::Relaxed);
         let (subtree, _) = self
             .packer
             .save(BlobType::Tree, &Tree::new(nodes).encode())?;

@@ -252,6 +252,7 @@ impl<'r> SliceBuilder<'r> {
                 bytes_added_raw: stats.raw_bytes,
                 data_blobs_added: stats.data_blobs,
                 tree_blobs_added: stats.tree_blobs,
+                entries: Some(w.entries()),
                 ..Summary::default()
             },
             program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
