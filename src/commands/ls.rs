@@ -49,7 +49,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     for (path, node) in &entries {
-        let shown = escape(&String::from_utf8_lossy(path));
+        let name = String::from_utf8_lossy(path);
+        let shown = escape(&name);
         match args.long {
             true => ctx.say(&long_line(&shown, node))?,
             false => ctx.say(&shown)?,
@@ -112,6 +113,9 @@ fn long_line(path: &str, n: &Node) -> String {
         .unwrap_or_default();
     format!(
         "{kind}{:04o} {:>8} {:>8} {:>12} {time} {path}",
-        n.mode, n.user, n.group, n.size
+        n.mode,
+        escape(&n.user),
+        escape(&n.group),
+        n.size
     )
 }
