@@ -85,10 +85,10 @@ impl LockInfo {
                 LockMode::Shared => "a shared",
                 LockMode::Exclusive => "an exclusive",
             },
-            self.command,
+            self.command.escape_debug(),
             self.pid,
-            self.host,
-            self.username,
+            self.host.escape_debug(),
+            self.username.escape_debug(),
             self.created.to_rfc3339(),
             self.refreshed.to_rfc3339()
         )

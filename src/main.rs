@@ -83,7 +83,8 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strata: error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("strata: error: {}", commands::terminal_safe(&message));
             commands::Outcome::Failed.into()
         }
     }

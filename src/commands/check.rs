@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             eprintln!(
                 "strata: damage: {} {}: {}",
                 p.kind,
-                p.object,
+                escape(&p.object),
                 escape(&p.message)
             );
         }

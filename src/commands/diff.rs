@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 
 /// `+ /path (size)`, `M /path (before -> after)`, `U /dir/ (mode, mtime)`.
 fn line(c: &Change) -> String {
-    let mut path = escape(&paths::display(&c.path));
+    let mut path = escape(&paths::display(&c.path)).into_owned();
     if c.kind == "dir" {
         path.push('/');
     }

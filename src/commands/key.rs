@@ -1,5 +1,5 @@
 //! `strata key`: list, add and remove passwords, or change the current one.
-use super::{Context, Outcome};
+use super::{Context, Outcome, escape};
 use anyhow::{Result, bail};
 use strata::key::KdfParams;
 
@@ -100,9 +100,9 @@ fn list(ctx: &Context, repo: &strata::repository::Repository) -> Result<()> {
         ctx.say(&format!(
             "{mark}{} {} {}@{}",
             &id[..8],
-            r["created"].as_str().unwrap_or_default(),
-            r["username"].as_str().unwrap_or_default(),
-            r["host"].as_str().unwrap_or_default()
+            escape(r["created"].as_str().unwrap_or_default()),
+            escape(r["username"].as_str().unwrap_or_default()),
+            escape(r["host"].as_str().unwrap_or_default())
         ))?;
     }
     Ok(())

@@ -106,9 +106,9 @@ impl Lister {
 /// paths (tens of kilobytes a line) are not copied a character at a time.
 fn shown(path: &[u8]) -> Cow<'_, str> {
     let lossy = String::from_utf8_lossy(path);
-    match lossy.chars().any(char::is_control) {
-        true => Cow::Owned(escape(&lossy)),
-        false => lossy,
+    match escape(&lossy) {
+        Cow::Borrowed(_) => lossy.clone(),
+        Cow::Owned(escaped) => Cow::Owned(escaped),
     }
 }
 
@@ -167,6 +167,9 @@ fn long_line(path: &str, n: &Node) -> String {
         .unwrap_or_default();
     format!(
         "{kind}{:04o} {:>8} {:>8} {:>12} {time} {path}",
-        n.mode, n.user, n.group, n.size
+        n.mode,
+        escape(&n.user),
+        escape(&n.group),
+        n.size
     )
 }

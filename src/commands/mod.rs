@@ -21,6 +21,7 @@ pub mod unlock;
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -219,13 +220,13 @@ impl Context {
     }
 
     pub fn warn(&self, msg: &str) {
-        eprintln!("strata: warning: {msg}");
+        eprintln!("strata: warning: {}", terminal_safe(msg));
     }
 
     /// Human-readable output, unless --json or --quiet.
     pub fn say(&self, text: &str) -> Result<()> {
         if !self.args.json && !self.args.quiet {
-            writeln!(std::io::stdout().lock(), "{text}")?;
+            writeln!(std::io::stdout().lock(), "{}", terminal_safe(text))?;
         }
         Ok(())
     }
@@ -288,14 +289,33 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Text from the repository made safe for a terminal: control characters (newlines, ESC,
-/// NUL…) are shown escaped, everything else as is.
-pub fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
+/// NUL…) are shown escaped, everything else as is. Borrows when there is nothing to escape,
+/// which is almost always.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    escape_controls(text, |_| false)
+}
+
+/// A whole message made safe for a terminal: like `escape`, but its line breaks are kept.
+/// Everything `say`, `warn` and the final error print goes through it, so that a string
+/// from the repository that a call site forgot to escape still cannot carry ESC.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    escape_controls(text, |c| c == '\n')
+}
+
+fn escape_controls(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && !keep(c);
+    let Some(first) = text.find(unsafe_char) else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        match unsafe_char(c) {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A point in time as users type it: RFC 3339 (`2024-01-31T12:00:00Z`), or
@@ -345,6 +365,13 @@ mod tests {
             super::escape("a\nb\u{1b}[31m\0ü"),
             "a\\nb\\u{1b}[31m\\u{0}ü"
         );
-        assert_eq!(super::escape("plain name"), "plain name");
+        assert!(matches!(
+            super::escape("plain name"),
+            std::borrow::Cow::Borrowed("plain name")
+        ));
+        assert_eq!(
+            super::terminal_safe("two\nlines\u{1b}[2J\u{9b}"),
+            "two\nlines\\u{1b}[2J\\u{9b}"
+        );
     }
 }

@@ -189,7 +189,7 @@ fn entries<'a>(ctx: &Context, list: &'a [Lost]) -> Vec<Entry<'a>> {
 }
 
 fn print_lost(ctx: &Context, lost: &Lost) -> Result<()> {
-    let path = escape(&paths::display(&lost.path));
+    let path = escape(&paths::display(&lost.path)).into_owned();
     let what = match lost.reason {
         None => format!("missing   {path} ({})", human_bytes(lost.size)),
         Some(reason) => format!("modified  {path} ({})", json_word(&reason)),

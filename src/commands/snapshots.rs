@@ -1,5 +1,5 @@
 //! `strata snapshots`: list snapshots, optionally filtered by host, tag and path.
-use super::{Context, Outcome, SnapshotFilterArgs};
+use super::{Context, Outcome, SnapshotFilterArgs, escape};
 use anyhow::Result;
 use strata::id::SnapshotId;
 use strata::snapshot::Snapshot;
@@ -50,9 +50,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         let line = format!(
             "{:<8}  {time}  {:<12}  {:<16}  {}",
             id.0.short(),
-            s.host,
-            s.tags.join(","),
-            s.paths.join(" ")
+            escape(&s.host),
+            escape(&s.tags.join(",")),
+            escape(&s.paths.join(" "))
         );
         ctx.say(&line)?;
     }

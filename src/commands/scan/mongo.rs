@@ -225,7 +225,7 @@ fn details(f: &Finding) -> Vec<String> {
 }
 
 fn id_line(list: &IdList) -> String {
-    let shown: Vec<String> = list.ids.iter().map(|id| escape(id)).collect();
+    let shown: Vec<String> = list.ids.iter().map(|id| escape(id).into_owned()).collect();
     let more = list.total.saturating_sub(list.ids.len() as u64);
     match more {
         0 => shown.join(", "),
