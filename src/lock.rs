@@ -136,7 +136,8 @@ pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
     Ok(found)
 }
 
-fn decode(key: &MasterKey, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
+/// A lock object's content from its stored bytes, or why it is unreadable.
+pub fn decode(key: &MasterKey, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
     let plain = key
         .decrypt(&Aad::legacy(), sealed)
         .map_err(|e| e.to_string())?;
