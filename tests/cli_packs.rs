@@ -66,6 +66,9 @@ fn version_3_packs_are_whole_blocks() {
     }
     let target = repo.scratch("restored");
     repo.ok(restore_args("latest", &target, &[]));
-    assert_eq!(dir_contents(&restored_path(&target, &src)), dir_contents(&src));
+    assert_eq!(
+        dir_contents(&restored_path(&target, &src)),
+        dir_contents(&src)
+    );
     repo.ok(["check", "--read-data"]);
 }
