@@ -20,7 +20,10 @@ use strata::id::{BlobId, Id, PackId};
 use strata::idfilter::IdFilter;
 use strata::index::Index;
 use strata::indexfile::PackEntries;
-use strata::pack::BlobEntry;
+use strata::pack::{BlobEntry, PackFormat};
+
+/// Benchmarks seal and index what new (version 3) repositories write.
+const V3: PackFormat = PackFormat::V3;
 use strata::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 
 const MIB: usize = 1024 * 1024;
@@ -193,21 +196,23 @@ fn seal(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for (name, plain) in &inputs {
         let id = key.blob_id(plain);
-        let sealed = blob::seal(&key, BlobType::Data, id, plain, level);
+        let sealed = blob::seal(&key, V3, BlobType::Data, id, plain, level);
+        let entry = BlobEntry {
+            ty: BlobType::Data,
+            id,
+            offset: 0,
+            length: sealed.bytes.len() as u32,
+            raw_length: sealed.raw_len,
+            compressed: sealed.compressed,
+        };
         assert_eq!(sealed.compressed, *name == "compressible");
         g.bench_function(BenchmarkId::new("seal", name), |b| {
-            b.iter(|| blob::seal(&key, BlobType::Data, id, black_box(plain), level))
+            b.iter(|| blob::seal(&key, V3, BlobType::Data, id, black_box(plain), level))
         });
         g.bench_function(BenchmarkId::new("open", name), |b| {
             b.iter(|| {
-                blob::open(
-                    &key,
-                    id,
-                    black_box(&sealed.bytes),
-                    sealed.compressed,
-                    sealed.raw_len,
-                )
-                .expect("a freshly sealed blob opens")
+                blob::open(&key, V3, &entry, black_box(&sealed.bytes))
+                    .expect("a freshly sealed blob opens")
             })
         });
     }
@@ -276,6 +281,8 @@ impl IndexFixture {
                     .collect();
                 packs.push(PackEntries {
                     pack: PackId(pack_rng.id()),
+                    format: V3,
+                    length: None,
                     blobs,
                 });
             }

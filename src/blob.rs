@@ -1,7 +1,9 @@
 //! Blobs: the unit of deduplication. A blob's plaintext is compressed with zstd when that
-//! makes it smaller, then encrypted; opening reverses both and checks the keyed id.
-use crate::crypto::{Aad, CryptoError, MasterKey};
+//! makes it smaller, then encrypted (in version 3 packs bound to its type and id); opening
+//! reverses both and checks the keyed id.
+use crate::crypto::{CryptoError, MasterKey};
 use crate::id::BlobId;
+use crate::pack::{BlobEntry, PackFormat};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
@@ -74,10 +76,19 @@ fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// Compresses (when it helps) and encrypts a blob whose id has already been computed.
-pub fn seal(key: &MasterKey, ty: BlobType, id: BlobId, plain: &[u8], level: i32) -> Sealed {
+/// Compresses (when it helps) and encrypts a blob whose id has already been computed, for a
+/// pack of `format`.
+pub fn seal(
+    key: &MasterKey,
+    format: PackFormat,
+    ty: BlobType,
+    id: BlobId,
+    plain: &[u8],
+    level: i32,
+) -> Sealed {
     let compressed = compress(plain, level);
-    let bytes = key.encrypt(&Aad::legacy(), compressed.as_deref().unwrap_or(plain));
+    let aad = format.blob_aad(ty, &id);
+    let bytes = key.encrypt(&aad, compressed.as_deref().unwrap_or(plain));
     Sealed {
         id,
         ty,
@@ -87,29 +98,28 @@ pub fn seal(key: &MasterKey, ty: BlobType, id: BlobId, plain: &[u8], level: i32)
     }
 }
 
-/// Decrypts, decompresses and verifies a blob read from a pack.
+/// Decrypts, decompresses and verifies the blob `e` read from a pack of `format`.
 pub fn open(
     key: &MasterKey,
-    id: BlobId,
+    format: PackFormat,
+    e: &BlobEntry,
     stored: &[u8],
-    compressed: bool,
-    raw_len: u32,
 ) -> Result<Vec<u8>, BlobError> {
-    open_owned(key, id, stored.to_vec(), compressed, raw_len)
+    open_owned(key, format, e, stored.to_vec())
 }
 
 /// [`open`] for a blob read into a buffer of its own, decrypted where it lies.
 pub fn open_owned(
     key: &MasterKey,
-    id: BlobId,
+    format: PackFormat,
+    e: &BlobEntry,
     mut stored: Vec<u8>,
-    compressed: bool,
-    raw_len: u32,
 ) -> Result<Vec<u8>, BlobError> {
+    let (id, raw_len) = (e.id, e.raw_length);
     let body = key
-        .decrypt_in_place(&Aad::legacy(), &mut stored)
+        .decrypt_in_place(&format.blob_aad(e.ty, &id), &mut stored)
         .map_err(|source| BlobError::Crypto { id, source })?;
-    let plain = if compressed {
+    let plain = if e.compressed {
         decompress(&stored[body], raw_len).map_err(|e| BlobError::Decompress {
             id,
             message: e.to_string(),
@@ -132,6 +142,25 @@ pub fn open_owned(
     Ok(plain)
 }
 
+/// The sealed bytes of `e`, taken from a pack of format `from`, sealed for a pack of format
+/// `to`: unchanged when the formats agree, else decrypted and encrypted again (still
+/// compressed). The caller has verified the blob.
+pub fn reseal(
+    key: &MasterKey,
+    from: PackFormat,
+    to: PackFormat,
+    e: &BlobEntry,
+    stored: &[u8],
+) -> Result<Vec<u8>, BlobError> {
+    if from == to {
+        return Ok(stored.to_vec());
+    }
+    let payload = key
+        .decrypt(&from.blob_aad(e.ty, &e.id), stored)
+        .map_err(|source| BlobError::Crypto { id: e.id, source })?;
+    Ok(key.encrypt(&to.blob_aad(e.ty, &e.id), &payload))
+}
+
 thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
@@ -152,14 +181,27 @@ fn decompress(data: &[u8], raw_len: u32) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    const V3: PackFormat = PackFormat::V3;
+
+    fn entry(s: &Sealed) -> BlobEntry {
+        BlobEntry {
+            ty: s.ty,
+            id: s.id,
+            offset: 0,
+            length: s.bytes.len() as u32,
+            raw_length: s.raw_len,
+            compressed: s.compressed,
+        }
+    }
+
     #[test]
     fn compressible_blob_round_trips_compressed() {
         let k = MasterKey::random();
         let plain = b"abcabcabc".repeat(1000);
         let id = k.blob_id(&plain);
-        let s = seal(&k, BlobType::Data, id, &plain, 3);
+        let s = seal(&k, V3, BlobType::Data, id, &plain, 3);
         assert!(s.compressed && s.bytes.len() < plain.len());
-        assert_eq!(open(&k, id, &s.bytes, true, s.raw_len).unwrap(), plain);
+        assert_eq!(open(&k, V3, &entry(&s), &s.bytes).unwrap(), plain);
     }
 
     #[test]
@@ -168,22 +210,64 @@ mod tests {
         let mut plain = vec![0u8; 4096];
         crate::crypto::fill_random(&mut plain);
         let id = k.blob_id(&plain);
-        let s = seal(&k, BlobType::Data, id, &plain, 3);
+        let s = seal(&k, V3, BlobType::Data, id, &plain, 3);
         assert!(!s.compressed);
-        assert_eq!(open(&k, id, &s.bytes, false, 4096).unwrap(), plain);
+        assert_eq!(open(&k, V3, &entry(&s), &s.bytes).unwrap(), plain);
     }
 
     #[test]
     fn wrong_id_or_key_is_detected() {
         let k = MasterKey::random();
         let id = k.blob_id(b"data");
-        let s = seal(&k, BlobType::Data, id, b"data", 3);
-        let other = k.blob_id(b"other");
+        let s = seal(&k, PackFormat::Legacy, BlobType::Data, id, b"data", 3);
+        let other = BlobEntry {
+            id: k.blob_id(b"other"),
+            ..entry(&s)
+        };
         assert!(matches!(
-            open(&k, other, &s.bytes, false, 4),
+            open(&k, PackFormat::Legacy, &other, &s.bytes),
             Err(BlobError::Hash { .. })
         ));
-        let err = open(&MasterKey::random(), id, &s.bytes, false, 4).unwrap_err();
-        assert!(matches!(err, BlobError::Crypto { .. }));
+        let err = open(
+            &MasterKey::random(),
+            PackFormat::Legacy,
+            &entry(&s),
+            &s.bytes,
+        );
+        assert!(matches!(err, Err(BlobError::Crypto { .. })));
+    }
+
+    #[test]
+    fn v3_blob_with_another_id_fails_authentication_not_just_the_hash() {
+        let k = MasterKey::random();
+        let s = seal(&k, V3, BlobType::Data, k.blob_id(b"data"), b"data", 3);
+        let other = BlobEntry {
+            id: k.blob_id(b"other"),
+            ..entry(&s)
+        };
+        assert!(matches!(
+            open(&k, V3, &other, &s.bytes),
+            Err(BlobError::Crypto { .. })
+        ));
+    }
+
+    #[test]
+    fn legacy_blob_resealed_for_v3_opens_only_as_v3() {
+        let k = MasterKey::random();
+        let plain = b"xyz".repeat(100);
+        let s = seal(
+            &k,
+            PackFormat::Legacy,
+            BlobType::Tree,
+            k.blob_id(&plain),
+            &plain,
+            3,
+        );
+        let e = entry(&s);
+        let v3 = reseal(&k, PackFormat::Legacy, V3, &e, &s.bytes).unwrap();
+        assert_eq!(open(&k, V3, &e, &v3).unwrap(), plain);
+        assert!(open(&k, PackFormat::Legacy, &e, &v3).is_err());
+        let same = reseal(&k, V3, V3, &e, &v3).unwrap();
+        assert_eq!(same, v3);
     }
 }

@@ -1,6 +1,7 @@
 //! `strata check`: verifies that the repository is complete and consistent. Index files must
 //! load, snapshots must load, every tree they reach must load, every blob those trees
-//! reference must be indexed, and every indexed pack must exist and be large enough. With
+//! reference must be indexed, and every indexed pack must exist and have the size its index
+//! entries imply (the recorded length, or at least its blobs, header and trailer). With
 //! read-data, selected packs are downloaded whole and verified: their hash, their header
 //! against the index, and every indexed blob (decryption, decompression and keyed id).
 //!
@@ -11,7 +12,7 @@ use crate::backend::Kind;
 use crate::blob::{self, BlobType};
 use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
-use crate::pack::{self, BlobEntry, TRAILER_LEN};
+use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::validate_name;
@@ -174,6 +175,8 @@ impl CheckReport {
 #[derive(Default)]
 struct IndexView {
     packs: HashMap<PackId, Vec<BlobEntry>>,
+    /// Pack id -> its format and recorded length, as the first index file listing it says.
+    pack_formats: HashMap<PackId, (PackFormat, Option<u64>)>,
     /// Blob id -> its type and raw (plaintext) length.
     blobs: HashMap<BlobId, (BlobType, u32)>,
 }
@@ -238,19 +241,10 @@ pub fn check(
             ));
             continue;
         };
-        let needed = entries
-            .iter()
-            .map(|e| e.offset as u64 + e.length as u64)
-            .max()
-            .unwrap_or(0)
-            + TRAILER_LEN as u64;
-        if size < needed {
-            report.errors.push(Problem::new(
-                "pack",
-                &name,
-                format!("is {size} bytes, too short for its indexed blobs ({needed} bytes needed)"),
-            ));
-        }
+        let (format, length) = index.pack_formats[pack];
+        report
+            .errors
+            .extend(size_problem(&name, size, format, length, entries));
         readable.push((*pack, size));
     }
     let mut unused: Vec<String> = present
@@ -269,7 +263,7 @@ pub fn check(
                 .par_iter()
                 .map(|(pack, size)| {
                     let entries = index.packs.get(pack).map(Vec::as_slice).unwrap_or(&[]);
-                    let r = read_pack(repo, *pack, entries);
+                    let r = read_pack(repo, *pack, index.pack_formats[pack].0, entries);
                     progress.advance(*size);
                     r
                 })
@@ -282,6 +276,33 @@ pub fn check(
         }
     }
     Ok(report)
+}
+
+/// A pack whose listed `size` differs from what its index entries imply: the length its
+/// index file records (version 3), or else at least the end of its last blob plus its
+/// header and trailer (Finding 11: a truncated pack is found without reading data).
+fn size_problem(
+    name: &str,
+    size: u64,
+    format: PackFormat,
+    length: Option<u64>,
+    entries: &[BlobEntry],
+) -> Option<Problem> {
+    let blobs_end = entries
+        .iter()
+        .map(|e| e.offset as u64 + e.length as u64)
+        .max()
+        .unwrap_or(0);
+    let needed = blobs_end + format.header_len(entries.len()) + TRAILER_LEN as u64;
+    let message = match length {
+        Some(n) if size < n => format!("is {size} bytes, too short: its index records {n} bytes"),
+        Some(n) if size > n => format!("is {size} bytes, longer than the {n} its index records"),
+        _ if size < needed => format!(
+            "is {size} bytes, too short for its indexed blobs and header ({needed} bytes needed)"
+        ),
+        _ => return None,
+    };
+    Some(Problem::new("pack", name, message))
 }
 
 /// Reads every index file in the repository; unreadable ones become problems.
@@ -331,6 +352,9 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
             match r {
                 Ok(packs) => {
                     for p in packs {
+                        view.pack_formats
+                            .entry(p.pack)
+                            .or_insert((p.format, p.length));
                         for b in &p.blobs {
                             view.blobs.entry(b.id).or_insert((b.ty, b.raw_length));
                         }
@@ -521,7 +545,12 @@ struct PackResult {
 
 /// Downloads one pack and verifies its hash, its header against `entries` (the index's
 /// entries for it), and every blob in `entries`.
-fn read_pack(repo: &IndexedRepo, pack: PackId, entries: &[BlobEntry]) -> PackResult {
+fn read_pack(
+    repo: &IndexedRepo,
+    pack: PackId,
+    format: PackFormat,
+    entries: &[BlobEntry],
+) -> PackResult {
     let name = pack.0.to_hex();
     let mut r = PackResult::default();
     let bytes = match repo.backend().get(Kind::Pack, &name) {
@@ -537,13 +566,18 @@ fn read_pack(repo: &IndexedRepo, pack: PackId, entries: &[BlobEntry]) -> PackRes
         r.problems
             .push(Problem::new("pack", &name, "content does not match its id"));
     }
-    match pack::read_header(repo.key(), &bytes) {
+    match pack::read_header(repo.key(), repo.config().version, &bytes) {
         Err(e) => r.problems.push(Problem::new(
             "pack",
             &name,
             format!("header cannot be read: {e}"),
         )),
-        Ok(header) => {
+        Ok((written, _)) if written != format => r.problems.push(Problem::new(
+            "pack",
+            &name,
+            format!("is a {written:?} pack, but its index says {format:?}"),
+        )),
+        Ok((_, header)) => {
             let by_id: HashMap<BlobId, &BlobEntry> = header.iter().map(|e| (e.id, e)).collect();
             let indexed: HashSet<BlobId> = entries.iter().map(|e| e.id).collect();
             for e in entries {
@@ -602,7 +636,7 @@ fn read_pack(repo: &IndexedRepo, pack: PackId, entries: &[BlobEntry]) -> PackRes
             ));
             continue;
         };
-        if let Err(err) = blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length) {
+        if let Err(err) = blob::open(repo.key(), format, e, stored) {
             let reason = match err {
                 blob::BlobError::Crypto { source, .. } => source.to_string(),
                 blob::BlobError::Decompress { message, .. } => {

@@ -4,7 +4,7 @@
 use crate::blob::BlobType;
 use crate::id::{BlobId, Id, PackId};
 use crate::indexfile::PackEntries;
-use crate::pack::BlobEntry;
+use crate::pack::{BlobEntry, PackFormat};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Bumped whenever the schema changes; a cache with another version is rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: packs record their format and length.
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -34,6 +35,8 @@ pub type Result<T> = std::result::Result<T, IndexError>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
     pub pack: PackId,
+    /// The pack's format, which decides how its blobs are opened.
+    pub format: PackFormat,
     pub entry: BlobEntry,
 }
 
@@ -41,16 +44,22 @@ pub struct Index {
     conn: Mutex<Connection>,
     /// Pack row ids seen so far. AUTOINCREMENT never reuses a row id, so an entry can
     /// only go missing (after a rebuild), never point at another pack.
-    packs: Mutex<HashMap<i64, PackId>>,
+    packs: Mutex<HashMap<i64, (PackId, PackFormat)>>,
     path: String,
 }
 
 const SELECT_EXISTS: &str = "SELECT 1 FROM blobs WHERE id = ?1";
 
+const META: &str =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);";
+
+/// Tables of the current schema; those of an older schema are dropped first.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS index_files (name TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS packs (rowid INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS packs (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE,
+    format INTEGER NOT NULL, length INTEGER
+);
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, type INTEGER NOT NULL, pack INTEGER NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
@@ -97,13 +106,18 @@ impl Index {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(self.err())?;
         enable_wal(&conn).map_err(self.err())?;
         let tx = write_transaction(&mut conn).map_err(self.err())?;
-        tx.execute_batch(SCHEMA).map_err(self.err())?;
+        tx.execute_batch(META).map_err(self.err())?;
         let version: Option<i64> = tx
             .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
                 r.get(0)
             })
             .optional()
             .map_err(self.err())?;
+        if version != Some(SCHEMA_VERSION) {
+            tx.execute_batch("DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS index_files;")
+                .map_err(self.err())?;
+        }
+        tx.execute_batch(SCHEMA).map_err(self.err())?;
         if version != Some(SCHEMA_VERSION) {
             clear(&tx).map_err(self.err())?;
         }
@@ -159,7 +173,7 @@ impl Index {
             .optional()
             .map_err(self.err())?;
         row.map(|r| {
-            let pack = self.pack_id(&conn, r.pack)?;
+            let pack = self.pack_of(&conn, r.pack)?;
             r.location(pack)
         })
         .transpose()
@@ -201,7 +215,7 @@ impl Index {
         let mut rows = stmt.query([]).map_err(self.err())?;
         while let Some(r) = rows.next().map_err(self.err())? {
             let raw = RawRow::read(r).map_err(self.err())?;
-            let pack = self.pack_id(&conn, raw.pack)?;
+            let pack = self.pack_of(&conn, raw.pack)?;
             f(raw.location(pack)?);
         }
         Ok(())
@@ -225,18 +239,22 @@ impl Index {
         Ok(())
     }
 
-    /// The pack id for a row id, from memory or (once per pack) from the database.
-    fn pack_id(&self, conn: &Connection, rowid: i64) -> Result<PackId> {
-        if let Some(id) = self.packs.lock().expect("pack cache").get(&rowid) {
-            return Ok(*id);
+    /// The pack id and format for a row id, from memory or (once per pack) from the database.
+    fn pack_of(&self, conn: &Connection, rowid: i64) -> Result<(PackId, PackFormat)> {
+        if let Some(pack) = self.packs.lock().expect("pack cache").get(&rowid) {
+            return Ok(*pack);
         }
         let mut stmt = conn
-            .prepare_cached("SELECT id FROM packs WHERE rowid = ?1")
+            .prepare_cached("SELECT id, format FROM packs WHERE rowid = ?1")
             .map_err(self.err())?;
-        let bytes: Vec<u8> = stmt.query_row([rowid], |r| r.get(0)).map_err(self.err())?;
+        let (bytes, format): (Vec<u8>, u8) = stmt
+            .query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
         let id = PackId(Id::from_slice(&bytes).ok_or(IndexError::Corrupt("pack id"))?);
-        self.packs.lock().expect("pack cache").insert(rowid, id);
-        Ok(id)
+        let format = PackFormat::from_byte(format).ok_or(IndexError::Corrupt("pack format"))?;
+        let pack = (id, format);
+        self.packs.lock().expect("pack cache").insert(rowid, pack);
+        Ok(pack)
     }
 
     /// Starts an empty set of "used" blob ids: a temporary table on disk, so that marking
@@ -294,7 +312,7 @@ impl Index {
             .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
             .map_err(self.err())?;
         rows.into_iter()
-            .map(|(rowid, bytes)| Ok((self.pack_id(&conn, rowid)?, bytes as u64)))
+            .map(|(rowid, bytes)| Ok((self.pack_of(&conn, rowid)?.0, bytes as u64)))
             .collect()
     }
 
@@ -311,7 +329,12 @@ impl Index {
             .query_map([&pack.0.0[..]], RawRow::read)
             .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
             .map_err(self.err())?;
-        rows.into_iter().map(|raw| raw.location(*pack)).collect()
+        rows.into_iter()
+            .map(|raw| {
+                let pack = self.pack_of(&conn, raw.pack)?;
+                raw.location(pack)
+            })
+            .collect()
     }
 
     pub fn counts(&self) -> Result<(u64, u64)> {
@@ -350,9 +373,10 @@ impl RawRow {
         })
     }
 
-    fn location(self, pack: PackId) -> Result<Location> {
+    fn location(self, (pack, format): (PackId, PackFormat)) -> Result<Location> {
         Ok(Location {
             pack,
+            format,
             entry: BlobEntry {
                 ty: BlobType::from_byte(self.ty).ok_or(IndexError::Corrupt("blob type"))?,
                 id: BlobId(Id::from_slice(&self.id).ok_or(IndexError::Corrupt("blob id"))?),
@@ -377,14 +401,19 @@ fn clear(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn insert_packs(tx: &rusqlite::Transaction, packs: &[PackEntries]) -> rusqlite::Result<()> {
-    let mut pack_stmt = tx.prepare_cached("INSERT OR IGNORE INTO packs (id) VALUES (?1)")?;
+    let mut pack_stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO packs (id, format, length) VALUES (?1, ?2, ?3)")?;
     let mut rowid_stmt = tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1")?;
     let mut blob_stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO blobs (id, type, pack, offset, length, raw_length, compressed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for p in packs {
-        pack_stmt.execute([&p.pack.0.0[..]])?;
+        pack_stmt.execute(params![
+            &p.pack.0.0[..],
+            p.format.to_byte(),
+            p.length.map(|n| n as i64)
+        ])?;
         let rowid: i64 = rowid_stmt.query_row([&p.pack.0.0[..]], |r| r.get(0))?;
         for b in &p.blobs {
             blob_stmt.execute(params![
@@ -451,6 +480,12 @@ mod tests {
     fn pack(n: u8, blobs: Vec<BlobEntry>) -> PackEntries {
         PackEntries {
             pack: PackId(Id::hash_of(&[b'p', n])),
+            format: if n == 1 {
+                PackFormat::Legacy
+            } else {
+                PackFormat::V3
+            },
+            length: Some(8192),
             blobs,
         }
     }
@@ -465,7 +500,10 @@ mod tests {
         idx.add_file("bb", &[pack(3, vec![entry(9)])]).unwrap();
         let loc = idx.lookup(&entry(2).id).unwrap().unwrap();
         assert_eq!(loc.pack, pack(1, vec![]).pack);
+        assert_eq!(loc.format, PackFormat::Legacy);
         assert_eq!(loc.entry, entry(2));
+        let loc = idx.lookup(&entry(3).id).unwrap().unwrap();
+        assert_eq!(loc.format, PackFormat::V3);
         assert!(
             idx.lookup(&entry(9).id).unwrap().is_none(),
             "a file is loaded once"
@@ -496,6 +534,27 @@ mod tests {
         let idx = Index::open(&path).unwrap();
         assert_eq!(idx.counts().unwrap(), (0, 0));
         assert!(idx.loaded_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cache_of_schema_2_is_rebuilt_with_pack_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO meta VALUES ('schema', 2);
+             CREATE TABLE index_files (name TEXT PRIMARY KEY);
+             INSERT INTO index_files VALUES ('aa');
+             CREATE TABLE packs (rowid INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE);",
+        )
+        .unwrap();
+        drop(old);
+        let idx = Index::open(&path).unwrap();
+        assert!(idx.loaded_files().unwrap().is_empty(), "old cache emptied");
+        idx.add_file("aa", &[pack(2, vec![entry(1)])]).unwrap();
+        let loc = idx.lookup(&entry(1).id).unwrap().unwrap();
+        assert_eq!(loc.format, PackFormat::V3);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Saving blobs: deduplicates against the index and this run, seals new blobs, groups them
 //! into packs by type, writes full packs, and writes index files for written packs in
-//! batches so memory stays bounded however much is saved.
+//! batches so memory stays bounded however much is saved. Data blobs go to one of two open
+//! packs at random, so that a pack mixes chunks of several files and consecutive chunks of
+//! one file do not sit side by side.
 use crate::backend::Kind;
 use crate::blob::{self, BlobType};
 use crate::id::BlobId;
 use crate::idfilter::IdFilter;
 use crate::indexfile::PackEntries;
-use crate::pack::{FinishedPack, PackBuilder};
+use crate::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, Result};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -22,6 +24,10 @@ const FILTER_AFTER_MISSES: u32 = 1024;
 /// Indexes with more blobs than this are queried blob by blob instead: the filter would
 /// take over 16 MiB.
 const FILTER_MAX_BLOBS: u64 = 4_000_000;
+
+/// Open data packs that data blobs are spread over (at most this many data packs, of up
+/// to the pack size each, are held in memory at once).
+const DATA_PACKS: usize = 2;
 
 /// What the packer added to the repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -96,7 +102,11 @@ impl Filter {
 pub struct Packer<'r> {
     repo: &'r IndexedRepo,
     dry_run: bool,
-    open: [Mutex<PackBuilder>; 2],
+    format: PackFormat,
+    /// The open data packs, then the open tree pack.
+    open: [Mutex<PackBuilder>; DATA_PACKS + 1],
+    /// State of the generator that picks a data pack for each blob (seeded at random).
+    picker: AtomicU64,
     unindexed: Mutex<Unindexed>,
     counters: [AtomicU64; 5],
 }
@@ -104,10 +114,15 @@ pub struct Packer<'r> {
 impl<'r> Packer<'r> {
     /// With `dry_run`, blobs are sealed and counted but nothing is written.
     pub fn new(repo: &'r IndexedRepo, dry_run: bool) -> Packer<'r> {
+        let format = PackFormat::for_version(repo.config().version);
+        let mut seed = [0u8; 8];
+        crate::crypto::fill_random(&mut seed);
         Packer {
             repo,
             dry_run,
-            open: Default::default(),
+            format,
+            open: std::array::from_fn(|_| Mutex::new(PackBuilder::new(format))),
+            picker: AtomicU64::new(u64::from_le_bytes(seed)),
             unindexed: Default::default(),
             counters: Default::default(),
         }
@@ -126,6 +141,7 @@ impl<'r> Packer<'r> {
         }
         let sealed = blob::seal(
             self.repo.key(),
+            self.format,
             ty,
             id,
             plain,
@@ -133,15 +149,30 @@ impl<'r> Packer<'r> {
         );
         self.count(ty, sealed.bytes.len() as u64, plain.len() as u64);
         let full = {
-            let mut open = self.open[ty.to_byte() as usize].lock().expect("pack lock");
+            let mut open = self.open[self.slot(ty)].lock().expect("pack lock");
             open.add(sealed);
             (open.size() >= self.repo.config().pack_size as usize)
-                .then(|| std::mem::take(&mut *open))
+                .then(|| std::mem::replace(&mut *open, PackBuilder::new(self.format)))
         };
         if let Some(builder) = full {
             self.write_pack(builder)?;
         }
         Ok((id, true))
+    }
+
+    /// The open pack a blob of type `ty` goes to: the tree pack, or a data pack picked by
+    /// a SplitMix64 step of the random-seeded picker.
+    fn slot(&self, ty: BlobType) -> usize {
+        if ty == BlobType::Tree {
+            return DATA_PACKS;
+        }
+        let state = self
+            .picker
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        let mut z = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % DATA_PACKS as u64) as usize
     }
 
     /// True when this caller must store `id`: it is neither indexed nor claimed by this run.
@@ -187,20 +218,17 @@ impl<'r> Packer<'r> {
     }
 
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
-        let FinishedPack { id, bytes, entries } = builder.finish(self.repo.key());
+        let FinishedPack { bytes, listing } = builder.finish(self.repo.key());
         if !self.dry_run {
             self.repo
                 .backend()
-                .put(Kind::Pack, &id.0.to_hex(), &bytes)?;
+                .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
         }
         self.counters[4].fetch_add(1, Ordering::Relaxed);
         let batch = {
             let mut u = self.unindexed.lock().expect("packer lock");
-            u.blobs_in_packs += entries.len();
-            u.packs.push(PackEntries {
-                pack: id,
-                blobs: entries,
-            });
+            u.blobs_in_packs += listing.blobs.len();
+            u.packs.push(listing);
             (u.blobs_in_packs >= INDEX_BATCH_BLOBS).then(|| take_batch(&mut u))
         };
         match batch {
@@ -230,7 +258,8 @@ impl<'r> Packer<'r> {
     /// returns, every blob saved so far is durable and indexed.
     pub fn flush(&self) -> Result<PackerStats> {
         for slot in &self.open {
-            let builder = std::mem::take(&mut *slot.lock().expect("pack lock"));
+            let fresh = PackBuilder::new(self.format);
+            let builder = std::mem::replace(&mut *slot.lock().expect("pack lock"), fresh);
             if !builder.is_empty() {
                 self.write_pack(builder)?;
             }
@@ -265,8 +294,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
     use crate::config::{ChunkerParams, Config};
+    use crate::id::PackId;
     use crate::key::KdfParams;
     use crate::repository::Repository;
+    use std::collections::HashMap;
     use std::path::Path;
     use std::sync::Arc;
 
@@ -347,6 +378,35 @@ pub(crate) mod tests {
             stored_again.first()
         );
         assert_eq!(packer.flush().unwrap().data_blobs, total as u64);
+    }
+
+    #[test]
+    fn data_blobs_are_spread_over_two_packs_and_trees_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let packer = Packer::new(&repo, false);
+        for seed in 0..40 {
+            packer.save(BlobType::Data, &random_blob(seed)).unwrap();
+        }
+        packer.save(BlobType::Tree, b"a tree").unwrap();
+        assert_eq!(
+            packer.flush().unwrap().packs,
+            3,
+            "two data packs, one tree pack"
+        );
+        let mut per_pack: HashMap<PackId, Vec<BlobType>> = HashMap::new();
+        repo.index()
+            .for_each(|loc| per_pack.entry(loc.pack).or_default().push(loc.entry.ty))
+            .unwrap();
+        let mut data_packs: Vec<usize> = per_pack
+            .values()
+            .filter(|types| types.iter().all(|t| *t == BlobType::Data))
+            .map(Vec::len)
+            .collect();
+        data_packs.sort();
+        assert_eq!(data_packs.len(), 2, "{per_pack:?}");
+        assert!(data_packs[0] > 0 && data_packs[0] + data_packs[1] == 40);
+        assert!(per_pack.values().any(|types| types == &[BlobType::Tree]));
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn repack(
         progress.item(&name);
         let bytes = repo.backend().get(Kind::Pack, &name)?;
         for loc in repo.index().used_in_pack(pack).map_err(RepoError::from)? {
-            repacker.copy(&name, &bytes, &loc.entry)?;
+            repacker.copy(&name, loc.format, &bytes, &loc.entry)?;
         }
         progress.advance(bytes.len() as u64);
     }
@@ -500,17 +500,19 @@ mod tests {
     fn packs_no_index_file_lists_are_deleted() {
         let f = fixture();
         let repo = reopen(f.dir.path());
+        let format = crate::pack::PackFormat::for_version(repo.config().version);
         let sealed = crate::blob::seal(
             repo.key(),
+            format,
             BlobType::Data,
             repo.key().blob_id(b"x"),
             b"x",
             3,
         );
-        let mut orphan = crate::pack::PackBuilder::default();
+        let mut orphan = crate::pack::PackBuilder::new(format);
         orphan.add(sealed);
         let pack = orphan.finish(repo.key());
-        let name = pack.id.0.to_hex();
+        let name = pack.listing.pack.0.to_hex();
         repo.backend().put(Kind::Pack, &name, &pack.bytes).unwrap();
         let r = run(f.dir.path(), 10.0, false).unwrap();
         assert_eq!((r.packs_unindexed, r.packs_deleted), (1, 0), "{r:?}");

@@ -1,12 +1,14 @@
 //! Copying blobs out of packs into new ones: each blob is verified, then copied still sealed
-//! (no re-compression or re-encryption), so prune and repair can rewrite packs cheaply.
+//! (no re-compression; re-encryption only to move a legacy blob into a version 3 pack), so
+//! prune and repair can rewrite packs cheaply.
 use crate::backend::Kind;
 use crate::blob::{self, Sealed};
 use crate::indexfile::PackEntries;
-use crate::pack::{BlobEntry, FinishedPack, PackBuilder};
+use crate::pack::{BlobEntry, FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, RepoError, Result};
 
-/// Collects verified blobs into packs of the repository's pack size and writes them.
+/// Collects verified blobs into packs of the repository's pack size and format and writes
+/// them.
 pub struct Repacker<'r> {
     repo: &'r IndexedRepo,
     builder: PackBuilder,
@@ -17,23 +19,33 @@ impl<'r> Repacker<'r> {
     pub fn new(repo: &'r IndexedRepo) -> Repacker<'r> {
         Repacker {
             repo,
-            builder: PackBuilder::default(),
+            builder: PackBuilder::new(PackFormat::for_version(repo.config().version)),
             written: Vec::new(),
         }
     }
 
-    /// Verifies the blob `e` inside `pack_bytes` (the pack named `pack`) and queues it;
-    /// a blob that fails verification is an error naming it.
-    pub fn copy(&mut self, pack: &str, pack_bytes: &[u8], e: &BlobEntry) -> Result<()> {
-        let stored = verified(self.repo, pack_bytes, e).map_err(|reason| RepoError::Damaged {
+    /// Verifies the blob `e` inside `pack_bytes` (the pack named `pack`, of `format`) and
+    /// queues it; a blob that fails verification is an error naming it.
+    pub fn copy(
+        &mut self,
+        pack: &str,
+        format: PackFormat,
+        pack_bytes: &[u8],
+        e: &BlobEntry,
+    ) -> Result<()> {
+        let damaged = |reason: String| RepoError::Damaged {
             kind: Kind::Pack,
             name: pack.to_string(),
             reason: format!("blob {}: {reason}", e.id),
-        })?;
+        };
+        let stored = verified(self.repo, format, pack_bytes, e).map_err(damaged)?;
+        let to = self.builder.format();
+        let bytes = blob::reseal(self.repo.key(), format, to, e, stored)
+            .map_err(|x| damaged(x.to_string()))?;
         self.builder.add(Sealed {
             id: e.id,
             ty: e.ty,
-            bytes: stored.to_vec(),
+            bytes,
             raw_len: e.raw_length,
             compressed: e.compressed,
         });
@@ -44,16 +56,13 @@ impl<'r> Repacker<'r> {
     }
 
     fn write(&mut self) -> Result<()> {
-        let builder = std::mem::take(&mut self.builder);
-        let FinishedPack { id, bytes, entries } = builder.finish(self.repo.key());
+        let fresh = PackBuilder::new(self.builder.format());
+        let builder = std::mem::replace(&mut self.builder, fresh);
+        let FinishedPack { bytes, listing } = builder.finish(self.repo.key());
         self.repo
             .backend()
-            .put(Kind::Pack, &id.0.to_hex(), &bytes)?;
-        let listed = PackEntries {
-            pack: id,
-            blobs: entries,
-        };
-        self.written.push((listed, bytes.len() as u64));
+            .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
+        self.written.push((listing, bytes.len() as u64));
         Ok(())
     }
 
@@ -66,15 +75,17 @@ impl<'r> Repacker<'r> {
     }
 }
 
-/// The stored bytes of `e` in `pack_bytes`, once they decrypt, decompress and hash to its id.
+/// The stored bytes of `e` in `pack_bytes` (a pack of `format`), once they decrypt,
+/// decompress and hash to its id.
 pub fn verified<'p>(
     repo: &IndexedRepo,
+    format: PackFormat,
     pack_bytes: &'p [u8],
     e: &BlobEntry,
 ) -> std::result::Result<&'p [u8], String> {
     let stored = pack_bytes
         .get(e.offset as usize..e.offset as usize + e.length as usize)
         .ok_or("it lies beyond the end of the pack")?;
-    blob::open(repo.key(), e.id, stored, e.compressed, e.raw_length).map_err(|e| e.to_string())?;
+    blob::open(repo.key(), format, e, stored).map_err(|e| e.to_string())?;
     Ok(stored)
 }

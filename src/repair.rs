@@ -4,7 +4,7 @@ use crate::backend::{Entry, Kind};
 use crate::blob::BlobType;
 use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
-use crate::pack::{self, BlobEntry, TRAILER_LEN};
+use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
 use crate::progress::Progress;
 use crate::repacker::{Repacker, verified};
@@ -63,12 +63,10 @@ pub fn repair_index(
         for (entry, result) in read {
             progress.advance(entry.size);
             match result {
-                Ok((pack, blobs, damaged)) if damaged.is_empty() => {
-                    pending.push(PackEntries { pack, blobs })
-                }
-                Ok((pack, blobs, damaged)) => {
+                Ok((listing, damaged)) if damaged.is_empty() => pending.push(listing),
+                Ok((listing, damaged)) => {
                     report.damaged_blobs.extend(damaged);
-                    rewrite.push(PackEntries { pack, blobs });
+                    rewrite.push(listing);
                 }
                 Err(reason) => unreadable.push((entry.name.clone(), reason)),
             }
@@ -105,8 +103,8 @@ fn rewrite_packs(
         let name = p.pack.0.to_hex();
         let bytes = repo.backend().get(Kind::Pack, &name)?;
         for e in &p.blobs {
-            match verified(repo, &bytes, e) {
-                Ok(_) => repacker.copy(&name, &bytes, e)?,
+            match verified(repo, p.format, &bytes, e) {
+                Ok(_) => repacker.copy(&name, p.format, &bytes, e)?,
                 Err(reason) => report.damaged_blobs.push((e.id.0.to_hex(), reason)),
             }
         }
@@ -131,7 +129,7 @@ fn flush_if_full(
     Ok(())
 }
 
-type PackRead = (PackId, Vec<BlobEntry>, Vec<(String, String)>);
+type PackRead = (PackEntries, Vec<(String, String)>);
 
 /// The entries of one pack from its header; with `verify`, only those whose bytes are
 /// intact, and the damaged ones with the reason.
@@ -141,9 +139,15 @@ fn read_entries(
     verify: bool,
 ) -> std::result::Result<PackRead, String> {
     let id = Id::from_hex(&e.name).ok_or("not a pack name")?;
-    let entries = read_header(repo, e).map_err(|e| e.to_string())?;
+    let (format, entries) = read_header(repo, e).map_err(|e| e.to_string())?;
+    let listing = |blobs| PackEntries {
+        pack: PackId(id),
+        format,
+        length: Some(e.size),
+        blobs,
+    };
     if !verify {
-        return Ok((PackId(id), entries, Vec::new()));
+        return Ok((listing(entries), Vec::new()));
     }
     let bytes = repo
         .backend()
@@ -151,21 +155,17 @@ fn read_entries(
         .map_err(|e| e.to_string())?;
     let (good, bad): (Vec<_>, Vec<_>) = entries
         .into_iter()
-        .map(|b| (b, verified(repo, &bytes, &b).map(|_| ())))
+        .map(|b| (b, verified(repo, format, &bytes, &b).map(|_| ())))
         .partition(|(_, r)| r.is_ok());
     let damaged = bad
         .into_iter()
         .map(|(b, r)| (b.id.0.to_hex(), r.unwrap_err()))
         .collect();
-    Ok((
-        PackId(id),
-        good.into_iter().map(|(b, _)| b).collect(),
-        damaged,
-    ))
+    Ok((listing(good.into_iter().map(|(b, _)| b).collect()), damaged))
 }
 
 /// Reads only a pack's trailer and header.
-fn read_header(repo: &IndexedRepo, e: &Entry) -> Result<Vec<BlobEntry>> {
+fn read_header(repo: &IndexedRepo, e: &Entry) -> Result<(PackFormat, Vec<BlobEntry>)> {
     let b = repo.backend();
     let bad = |reason: String| RepoError::Damaged {
         kind: Kind::Pack,
@@ -181,13 +181,17 @@ fn read_header(repo: &IndexedRepo, e: &Entry) -> Result<Vec<BlobEntry>> {
         e.size - TRAILER_LEN as u64,
         TRAILER_LEN as u64,
     )?;
-    let hlen = pack::header_length(&trailer).map_err(|x| bad(x.to_string()))? as u64;
+    let (format, hlen) =
+        pack::header_length(&trailer, repo.config().version).map_err(|x| bad(x.to_string()))?;
+    let hlen = hlen as u64;
     let data_len = e
         .size
         .checked_sub(TRAILER_LEN as u64 + hlen)
         .ok_or_else(|| bad(format!("header length {hlen} is impossible")))?;
     let header = b.get_range(Kind::Pack, &e.name, data_len, hlen)?;
-    pack::decode_header(repo.key(), &header, data_len).map_err(|x| bad(x.to_string()))
+    let entries = pack::decode_header(repo.key(), format, &header, data_len)
+        .map_err(|x| bad(x.to_string()))?;
+    Ok((format, entries))
 }
 
 /// Entries that readable old index files list for packs whose header is unreadable.

@@ -421,13 +421,14 @@ impl IndexedRepo {
                 "content does not match its name",
             ));
         }
-        indexfile::decode(self.key(), &sealed).map_err(|e| damaged(Kind::Index, name, e))
+        indexfile::decode(self.key(), self.config().version, &sealed)
+            .map_err(|e| damaged(Kind::Index, name, e))
     }
 
     /// Writes an index file for packs already stored, then records it in the local index.
     pub fn save_index_file(&self, packs: &[PackEntries]) -> Result<IndexId> {
         self.ensure_locked()?;
-        let sealed = indexfile::encode(self.key(), packs);
+        let sealed = indexfile::encode(self.key(), self.config().version, packs);
         let id = Id::hash_of(&sealed);
         self.backend().put(Kind::Index, &id.to_hex(), &sealed)?;
         self.index.add_file(&id.to_hex(), packs)?;
@@ -452,13 +453,7 @@ impl IndexedRepo {
             e.offset as u64,
             e.length as u64,
         )?;
-        Ok(blob::open_owned(
-            self.key(),
-            e.id,
-            stored,
-            e.compressed,
-            e.raw_length,
-        )?)
+        Ok(blob::open_owned(self.key(), loc.format, e, stored)?)
     }
 
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
