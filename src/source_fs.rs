@@ -207,9 +207,11 @@ fn changed_if_swapped(e: rustix::io::Errno, extra: OFlags) -> SourceError {
     }
 }
 
-/// A regular file opened with `O_NONBLOCK`, switched back to blocking reads.
+/// A regular file opened with [`safe_flags`], switched back to blocking reads. `F_SETFL` sets
+/// only the status flags (`O_APPEND`, `O_ASYNC`, `O_DIRECT`, `O_NOATIME`, `O_NONBLOCK`), and of
+/// those the file was opened with `O_NONBLOCK` alone: one call, no `F_GETFL`.
 fn blocking(fd: OwnedFd) -> Result<File> {
-    rfs::fcntl_setfl(&fd, rfs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    rfs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(File::from(fd))
 }
 
