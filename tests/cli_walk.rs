@@ -1,0 +1,388 @@
+//! Finding 8 of issue 12: tree walks. Every walk is iterative (a 30,000-level snapshot
+//! lists), bounded by the entries the snapshot records (a forged 40-level tree DAG with
+//! 2^40 paths is refused by ls, find, diff and stats), one bad snapshot does not stop
+//! `find` searching the others, and backups record their entry count.
+//!
+//! The 30,000-level tree and the DAG are forged in the repository through the library:
+//! a 30,000-level directory cannot be read by path (PATH_MAX), and a DAG is not something a
+//! file system can hold.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::e2e::*;
+use common::*;
+use strata::backend::local::LocalBackend;
+use strata::blob::BlobType;
+use strata::id::BlobId;
+use strata::packer::Packer;
+use strata::repository::Repository;
+use strata::snapshot::{Snapshot, Summary};
+use strata::tree::{Node, NodeKind, Timespec, Tree};
+
+/// A hung command (the old code expanding a DAG forever) is killed after this long.
+const HANG: Duration = Duration::from_secs(120);
+
+fn node(name: &[u8], kind: NodeKind) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        user: String::new(),
+        group: String::new(),
+        mtime: Timespec::default(),
+        ctime: Timespec::default(),
+        inode: 0,
+        device: 0,
+        links: 1,
+        size: 0,
+        xattrs: Vec::new(),
+    }
+}
+
+fn dir(name: &[u8], subtree: BlobId) -> Node {
+    node(name, NodeKind::Dir { subtree })
+}
+
+fn file(name: &[u8]) -> Node {
+    node(name, NodeKind::File { content: vec![] })
+}
+
+/// Saves a snapshot whose root tree `build` writes through the packer, recording `entries`
+/// (None: a snapshot from before entries were recorded, that says it holds one file).
+fn forge(
+    repo: &TestRepo,
+    time: &str,
+    entries: Option<u64>,
+    build: impl FnOnce(&dyn Fn(Tree) -> BlobId) -> BlobId,
+) {
+    let backend = Arc::new(LocalBackend::new(repo.repo_path()));
+    let opened = Repository::open(backend, repo.password.as_bytes()).expect("open repository");
+    let indexed = opened.open_index(None).expect("load index");
+    let packer = Packer::new(&indexed, false);
+    let save = |t: Tree| {
+        let bytes = t.encode();
+        packer.save(BlobType::Tree, &bytes).expect("save tree").0
+    };
+    let tree = build(&save);
+    packer.flush().expect("flush");
+    let snap = Snapshot {
+        time: time.parse().unwrap(),
+        host: "forged".into(),
+        username: String::new(),
+        uid: 0,
+        gid: 0,
+        paths: vec!["/forged".into()],
+        tags: Vec::new(),
+        parent: None,
+        tree,
+        sources: Vec::new(),
+        summary: Summary {
+            total_files: 1,
+            entries,
+            ..Summary::default()
+        },
+        program_version: "test".into(),
+    };
+    indexed.save_snapshot(&snap).expect("save snapshot");
+}
+
+/// A chain of `depth` directories named `d` with the file `f` at the bottom.
+fn chain(save: &dyn Fn(Tree) -> BlobId, depth: usize) -> BlobId {
+    let mut id = save(Tree::new(vec![file(b"f")]));
+    for _ in 0..depth {
+        id = save(Tree::new(vec![dir(b"d", id)]));
+    }
+    id
+}
+
+/// 40 levels of a tree listing the next one twice (`a` and `b`): 2^41 paths.
+fn dag(save: &dyn Fn(Tree) -> BlobId) -> BlobId {
+    let mut id = save(Tree::new(vec![file(b"f")]));
+    for _ in 0..40 {
+        id = save(Tree::new(vec![dir(b"a", id), dir(b"b", id)]));
+    }
+    id
+}
+
+/// What a bounded run of strata printed: stdout's line count, byte count and last line
+/// (read as it streams, never held whole), stderr, and the exit code.
+struct Streamed {
+    lines: u64,
+    bytes: u64,
+    last: Vec<u8>,
+    stderr: String,
+    code: i32,
+}
+
+/// Runs `args`, reading stdout as it streams; a run longer than [`HANG`] is killed and fails
+/// the test (the old code never finished on a forged DAG).
+fn streamed(repo: &TestRepo, args: &[&str]) -> Streamed {
+    let mut child = repo
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    let reader = std::thread::spawn({
+        let out = child.stdout.take().unwrap();
+        move || count_lines(out)
+    });
+    let mut stderr = String::new();
+    let err_reader = std::thread::spawn({
+        let mut err = child.stderr.take().unwrap();
+        move || {
+            err.read_to_string(&mut stderr).unwrap();
+            stderr
+        }
+    });
+    let status = wait_bounded(&mut child, args);
+    let (lines, bytes, last) = reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    let code = status.unwrap_or_else(|| panic!("strata {args:?} was killed by a signal: {stderr}"));
+    Streamed {
+        lines,
+        bytes,
+        last,
+        stderr,
+        code,
+    }
+}
+
+fn count_lines(out: impl Read) -> (u64, u64, Vec<u8>) {
+    let mut reader = BufReader::with_capacity(1 << 20, out);
+    let (mut lines, mut bytes, mut line) = (0u64, 0u64, Vec::new());
+    let mut last = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).unwrap();
+        if n == 0 {
+            return (lines, bytes, last);
+        }
+        lines += 1;
+        bytes += n as u64;
+        std::mem::swap(&mut last, &mut line);
+    }
+}
+
+/// The exit code (None: killed by a signal); panics when the run outlasts [`HANG`].
+fn wait_bounded(child: &mut Child, args: &[&str]) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > HANG {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("strata {args:?} did not finish within {HANG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn snapshot_ids(repo: &TestRepo) -> Vec<(String, String)> {
+    let list = repo.json(["snapshots"]);
+    let mut ids: Vec<(String, String)> = (list.as_array().unwrap().iter())
+        .map(|s| {
+            (
+                field_str(s, "time").to_string(),
+                field_str(s, "id").to_string(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn finding_8_ls_r_lists_a_30000_level_snapshot() {
+    let repo = fast_repo();
+    let depth = 30_000;
+    forge(
+        &repo,
+        "2020-01-01T00:00:00Z",
+        Some(depth as u64 + 1),
+        |save| chain(save, depth),
+    );
+    let out = streamed(&repo, &["ls", "-R", "latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.lines, depth as u64 + 1);
+    // Line k (1-based) of the chain is `/d` k times plus a newline; the file adds `/f`.
+    let chain_bytes: u64 = (1..=depth as u64).map(|k| 2 * k + 1).sum();
+    assert_eq!(out.bytes, chain_bytes + 2 * depth as u64 + 3);
+    let want = [b"/d".repeat(depth), b"/f\n".to_vec()].concat();
+    assert!(
+        out.last == want,
+        "the deepest entry is listed last, in full"
+    );
+}
+
+#[test]
+fn finding_8_a_forged_tree_dag_is_refused_by_ls_find_diff_and_stats() {
+    let repo = fast_repo();
+    forge(&repo, "2020-01-01T00:00:00Z", Some(2), |save| {
+        let f = save(Tree::new(vec![file(b"wanted.txt")]));
+        save(Tree::new(vec![dir(b"g", f)]))
+    });
+    // It claims 1,000 entries: the walks stop there instead of expanding 2^41 paths.
+    forge(&repo, "2021-01-01T00:00:00Z", Some(1_000), dag);
+    let ids = snapshot_ids(&repo);
+    let (genuine, forged) = (ids[0].1.as_str(), ids[1].1.as_str());
+    let refused = "entries the snapshot allows";
+
+    let ls = streamed(&repo, &["ls", "-R", forged]);
+    assert_eq!(ls.code, 1, "ls -R refuses: {}", ls.stderr);
+    assert!(ls.stderr.contains(refused), "{}", ls.stderr);
+    assert!(
+        ls.lines <= 1_000,
+        "it stops at the budget: {} lines",
+        ls.lines
+    );
+
+    let find = streamed(&repo, &["find", "wanted.txt"]);
+    assert_eq!(
+        find.code, 3,
+        "find goes on with the other snapshot: {}",
+        find.stderr
+    );
+    let skipped = format!("snapshot {} is skipped", &forged[..8]);
+    assert!(
+        find.stderr.contains(&skipped) && find.stderr.contains(refused),
+        "{}",
+        find.stderr
+    );
+    let (_, found) = json_expect(&repo, ["find", "wanted.txt"], 3);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(field_str(&found[0], "path"), "/g/wanted.txt");
+
+    for args in [["diff", genuine, forged], ["diff", forged, genuine]] {
+        let diff = streamed(&repo, &args);
+        assert_eq!(diff.code, 1, "{args:?}: {}", diff.stderr);
+        assert!(diff.stderr.contains(refused), "{}", diff.stderr);
+    }
+
+    let stats = streamed(&repo, &["stats"]);
+    assert_eq!(stats.code, 3, "{}", stats.stderr);
+    assert!(
+        stats.stderr.contains(&skipped) && stats.stderr.contains(refused),
+        "{}",
+        stats.stderr
+    );
+    let (_, st) = json_expect(&repo, ["stats"], 3);
+    assert_eq!(
+        (field_u64(&st, "snapshots"), field_u64(&st, "files")),
+        (1, 1)
+    );
+}
+
+#[test]
+fn finding_8_find_searches_past_a_deep_snapshot() {
+    let repo = fast_repo();
+    forge(&repo, "2020-01-01T00:00:00Z", Some(2_001), |save| {
+        chain(save, 2_000)
+    });
+    forge(&repo, "2021-01-01T00:00:00Z", Some(2), |save| {
+        let f = save(Tree::new(vec![file(b"f")]));
+        save(Tree::new(vec![dir(b"top", f)]))
+    });
+    let (_, found) = json_expect(&repo, ["find", "f"], 0);
+    let paths: Vec<&str> = (found.as_array().unwrap().iter())
+        .map(|f| field_str(f, "path"))
+        .collect();
+    let deep = format!("{}/f", "/d".repeat(2_000));
+    assert_eq!(paths, vec![deep.as_str(), "/top/f"]);
+}
+
+/// A directory `levels` deep below `base` (names `d`), made relative to each parent's fd
+/// (one mkdir per level, not a path lookup per level); a file `f` at the bottom.
+fn deep_dir(base: &Path, levels: usize) {
+    use rustix::fs::{Mode, OFlags, mkdirat, openat};
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let mut fd: OwnedFd = openat(rustix::fs::CWD, base, flags, Mode::empty()).unwrap();
+    for _ in 0..levels {
+        mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+        fd = openat(&fd, "d", flags, Mode::empty()).unwrap();
+    }
+    let f = openat(
+        &fd,
+        "f",
+        OFlags::CREATE | OFlags::WRONLY,
+        Mode::from_raw_mode(0o644),
+    );
+    rustix::io::write(f.unwrap(), b"bottom").unwrap();
+}
+
+/// Backs up a genuine directory `levels` deep (plus a symlink beside it), then checks that
+/// the snapshot records its entry count, and that `ls -R` and `find` walk all of it.
+fn back_up_and_list_deep(levels: usize) {
+    let repo = fast_repo();
+    // Below /tmp, so that the deepest path fits in PATH_MAX.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    assert!(src.as_os_str().len() + 2 * levels + 2 < 4096, "{src:?}");
+    deep_dir(src, levels);
+    std::os::unix::fs::symlink("d", src.join("link")).unwrap();
+    let (_, backup) = json_expect(&repo, [Path::new("backup").as_os_str(), src.as_os_str()], 0);
+    let entries = field_u64(&backup["summary"], "entries");
+    let ancestors = src.components().count() - 1;
+    let want = ancestors + levels + 2;
+    assert_eq!(
+        entries, want as u64,
+        "the path to src, the chain, f and link"
+    );
+    let snapshots = repo.json(["snapshots"]);
+    let recorded = field_u64(&snapshots[0]["summary"], "entries");
+    assert_eq!(recorded, entries, "snapshots --json shows the count");
+
+    let listed = streamed(&repo, &["ls", "-R", "latest"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(
+        listed.lines, entries,
+        "the count is every path of the snapshot"
+    );
+    let last = String::from_utf8_lossy(&listed.last);
+    let want = format!("{}/link\n", src.display());
+    assert_eq!(last, want, "depth first, in name order");
+    let (_, found) = json_expect(&repo, ["find", "f"], 0);
+    let deepest = format!("{}{}/f", src.display(), "/d".repeat(levels));
+    assert_eq!(field_str(&found[0], "path"), deepest);
+}
+
+#[test]
+fn finding_8_backups_record_their_entries_and_deep_directories_list() {
+    back_up_and_list_deep(300);
+}
+
+#[test]
+#[ignore = "the archiver (not this walker) still recurses per directory level and overflows \
+            a worker's stack at 2,030 levels in the dev profile; enable once it is iterative"]
+fn finding_8_a_2030_level_directory_backs_up_and_lists() {
+    back_up_and_list_deep(2_030);
+}
+
+#[test]
+fn finding_8_diff_walks_deep_snapshots() {
+    let repo = fast_repo();
+    forge(&repo, "2020-01-01T00:00:00Z", Some(3_001), |save| {
+        chain(save, 3_000)
+    });
+    forge(&repo, "2021-01-01T00:00:00Z", Some(1), |save| {
+        save(Tree::new(vec![file(b"only")]))
+    });
+    let ids = snapshot_ids(&repo);
+    let (_, diff) = json_expect(&repo, ["diff", &ids[0].1, &ids[1].1], 0);
+    let summary = &diff["summary"];
+    assert_eq!(field_u64(summary, "dirs_removed"), 3_000);
+    assert_eq!(field_u64(summary, "files_removed"), 1);
+    assert_eq!(field_u64(summary, "files_added"), 1);
+}
