@@ -1,10 +1,16 @@
 //! Repository locks: shared ones for work that adds or reads data (backup, restore, check,
 //! mount), exclusive ones for work that deletes (forget, prune, repair), each an encrypted
-//! object under `locks/` that its holder refreshes until it lets go.
+//! object under `locks/` that its holder refreshes until it lets go. Whether another's lock
+//! is stale is judged from what this machine saw (see `Judge`), not from others' clocks.
+mod sightings;
+
 use crate::backend::{Backend, BackendError, Kind};
 use crate::crypto::{Aad, MasterKey, fill_random};
+use crate::sysinfo::{boot_clock, boot_identity};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sightings::Sightings;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -12,8 +18,13 @@ use std::time::Duration;
 
 /// A holder rewrites its lock this often.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// A lock not refreshed for this long is stale, whoever holds it.
+/// A lock seen unchanged for this long (on this machine's boot clock) is stale, whoever
+/// holds it.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How far another machine's clock may be off from ours. A lock dated more than
+/// `STALE_AFTER + CLOCK_SKEW` in the past is stale at first sight; a date in the future
+/// counts for nothing (it cannot keep a lock alive: only refreshes seen here can).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30 * 60);
 /// A holder whose lock is older than this stops before its next commit (snapshot, index,
 /// deletion), so that it never acts on a lock that others may already consider stale.
 pub const VALID_FOR: Duration = Duration::from_secs(20 * 60);
@@ -51,6 +62,10 @@ pub struct LockInfo {
     pub pid: u32,
     pub username: String,
     pub command: String,
+    /// The holder's `sysinfo::boot_identity()`: its pid is only checked on that boot of
+    /// that machine. Empty in locks of earlier versions.
+    #[serde(default)]
+    pub boot: String,
 }
 
 impl LockInfo {
@@ -64,14 +79,22 @@ impl LockInfo {
             pid: std::process::id(),
             username: crate::sysinfo::username(),
             command: command.to_string(),
+            boot: boot_identity().to_string(),
         }
     }
 
-    /// Stale: the holder is provably gone (same host, no such process) or has not refreshed
-    /// the lock for `STALE_AFTER`.
-    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        let age = (now - self.refreshed).to_std().unwrap_or_default();
-        age >= STALE_AFTER || (self.host == crate::sysinfo::hostname() && !pid_alive(self.pid))
+    /// The holder is provably gone: it ran on this boot of this machine, and its process
+    /// no longer exists.
+    fn holder_is_gone(&self) -> bool {
+        !self.boot.is_empty() && self.boot == boot_identity() && !pid_alive(self.pid)
+    }
+
+    /// Dated so long ago that no clock within `CLOCK_SKEW` of ours can have refreshed it
+    /// within `STALE_AFTER`.
+    fn dated_stale(&self, now: DateTime<Utc>) -> bool {
+        (now - self.refreshed)
+            .to_std()
+            .is_ok_and(|age| age >= STALE_AFTER + CLOCK_SKEW)
     }
 
     fn conflicts_with(&self, mode: LockMode) -> bool {
@@ -110,30 +133,95 @@ fn pid_alive(pid: u32) -> bool {
 pub struct Found {
     pub name: String,
     pub info: std::result::Result<LockInfo, String>,
+    /// BLAKE3 of the object's bytes: a refresh changes them.
+    content: blake3::Hash,
 }
 
-impl Found {
-    /// Unreadable lock objects cannot belong to a live holder (objects appear whole), so they
-    /// count as stale.
-    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        self.info.as_ref().map(|i| i.is_stale(now)).unwrap_or(true)
-    }
+/// A lock object and what this machine makes of it.
+pub struct Judged {
+    pub found: Found,
+    /// How long this machine has seen the object unchanged.
+    pub unchanged_for: Duration,
+    pub stale: bool,
 }
 
 /// Every lock object in the repository.
-pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
+fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
     let mut found = Vec::new();
     for e in backend.list(Kind::Lock)? {
-        let info = match backend.get(Kind::Lock, &e.name) {
+        let sealed = match backend.get(Kind::Lock, &e.name) {
             Err(err) if err.is_not_found() => continue,
             other => other?,
         };
         found.push(Found {
-            info: decode(key, &info),
+            info: decode(key, &sealed),
+            content: blake3::hash(&sealed),
             name: e.name,
         });
     }
     Ok(found)
+}
+
+/// The clocks a judgement is made at.
+#[derive(Clone, Copy)]
+struct Clocks {
+    wall: DateTime<Utc>,
+    boot: Duration,
+}
+
+impl Clocks {
+    fn now() -> Clocks {
+        Clocks {
+            wall: Utc::now(),
+            boot: boot_clock(),
+        }
+    }
+}
+
+/// Judges locks by what this machine saw: a lock is stale when it has been seen unchanged
+/// for `STALE_AFTER` on the boot clock, when its holder ran on this boot and is gone, when
+/// it is dated more than `STALE_AFTER + CLOCK_SKEW` ago, or when it is unreadable (objects
+/// appear whole, so no live holder wrote it). Sightings are kept in `sightings` (a file in
+/// the local cache) between commands.
+pub struct Judge {
+    sightings: Sightings,
+}
+
+impl Judge {
+    pub fn new(sightings: Option<PathBuf>) -> Judge {
+        Judge {
+            sightings: Sightings::load(sightings, boot_identity()),
+        }
+    }
+
+    /// Every lock object in the repository, judged now.
+    pub fn survey(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Judged>> {
+        let found = list(backend, key)?;
+        Ok(self.judge_all(found, Clocks::now()))
+    }
+
+    fn judge_all(&mut self, found: Vec<Found>, at: Clocks) -> Vec<Judged> {
+        let judged: Vec<Judged> = found.into_iter().map(|f| self.judge(f, at)).collect();
+        let present: Vec<&str> = judged.iter().map(|j| j.found.name.as_str()).collect();
+        self.sightings.save(&present);
+        judged
+    }
+
+    fn judge(&mut self, found: Found, at: Clocks) -> Judged {
+        let unchanged_for = self
+            .sightings
+            .unchanged_for(&found.name, &found.content, at.boot);
+        let stale = unchanged_for >= STALE_AFTER
+            || found
+                .info
+                .as_ref()
+                .map_or(true, |i| i.holder_is_gone() || i.dated_stale(at.wall));
+        Judged {
+            found,
+            unchanged_for,
+            stale,
+        }
+    }
 }
 
 /// A lock object's content from its stored bytes, or why it is unreadable.
@@ -144,7 +232,8 @@ pub fn decode(key: &MasterKey, sealed: &[u8]) -> std::result::Result<LockInfo, S
     serde_json::from_slice(&plain).map_err(|e| e.to_string())
 }
 
-fn write(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
+/// Writes a lock object for `info` under a new random name, which it returns.
+pub fn write(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
     let mut raw = [0u8; 32];
     fill_random(&mut raw);
     let name = hex::encode(raw);
@@ -162,33 +251,52 @@ fn conflict(
     key: &MasterKey,
     mode: LockMode,
     own: Option<&str>,
+    sightings: Option<&Path>,
 ) -> Result<Option<LockInfo>> {
-    let now = Utc::now();
-    Ok(list(backend, key)?
+    Ok(Judge::new(sightings.map(Path::to_path_buf))
+        .survey(backend, key)?
         .into_iter()
-        .filter(|f| Some(f.name.as_str()) != own && !f.is_stale(now))
-        .filter_map(|f| f.info.ok())
+        .filter(|j| Some(j.found.name.as_str()) != own && !j.stale)
+        .filter_map(|j| j.found.info.ok())
         .find(|i| i.conflicts_with(mode)))
 }
 
-/// Removes stale lock objects (every lock object with `all`); returns how many.
-pub fn remove_stale(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<usize> {
-    let now = Utc::now();
-    let mut removed = 0;
-    for f in list(backend, key)? {
-        if all || f.is_stale(now) {
-            backend.remove(Kind::Lock, &f.name)?;
-            removed += 1;
+/// What `remove_stale` did.
+pub struct Unlocked {
+    pub removed: usize,
+    /// The locks left in place, none of them stale.
+    pub remaining: Vec<Judged>,
+}
+
+/// Removes stale lock objects (every lock object with `all`).
+pub fn remove_stale(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    all: bool,
+    sightings: Option<&Path>,
+) -> Result<Unlocked> {
+    let mut judge = Judge::new(sightings.map(Path::to_path_buf));
+    let mut unlocked = Unlocked {
+        removed: 0,
+        remaining: Vec::new(),
+    };
+    for j in judge.survey(backend, key)? {
+        match all || j.stale {
+            true => {
+                backend.remove(Kind::Lock, &j.found.name)?;
+                unlocked.removed += 1;
+            }
+            false => unlocked.remaining.push(j),
         }
     }
-    Ok(removed)
+    Ok(unlocked)
 }
 
 struct State {
     name: String,
     info: LockInfo,
-    /// When the current object was written, by our clock.
-    written: std::time::SystemTime,
+    /// When the current object was written, on the boot clock (which no one can set back).
+    written: Duration,
     /// Set when a refresh failed or found the object gone.
     lost: bool,
 }
@@ -204,17 +312,18 @@ pub struct LockGuard {
 impl LockGuard {
     /// Takes a lock: writes it, then looks again for conflicting locks written meanwhile and
     /// backs off if there are any, so of two racing takers at most one proceeds. Retries with
-    /// a random pause until `wait` has passed.
+    /// a random pause until `wait` has passed. `sightings`: see `Judge`.
     pub fn acquire(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
         mode: LockMode,
         command: &str,
         wait: Duration,
+        sightings: Option<&Path>,
     ) -> Result<LockGuard> {
         let deadline = std::time::Instant::now() + wait;
         loop {
-            match try_acquire(backend.as_ref(), key, mode, command)? {
+            match try_acquire(backend.as_ref(), key, mode, command, sightings)? {
                 Ok(name) => return Ok(LockGuard::hold(backend, key, name, mode, command)),
                 Err(holder) if std::time::Instant::now() >= deadline => {
                     return Err(LockError::Locked(holder.describe()));
@@ -234,7 +343,7 @@ impl LockGuard {
         let state = Arc::new(Mutex::new(State {
             name,
             info: LockInfo::new(mode, command),
-            written: std::time::SystemTime::now(),
+            written: boot_clock(),
             lost: false,
         }));
         let (stop, stopped) = mpsc::channel();
@@ -258,7 +367,7 @@ impl LockGuard {
     /// removed, or it is older than `VALID_FOR`. Called before every commit.
     pub fn ensure_valid(&self) -> Result<()> {
         let state = self.state.lock().expect("lock state");
-        let age = state.written.elapsed().unwrap_or_default();
+        let age = boot_clock().saturating_sub(state.written);
         let present = self
             .backend
             .get(Kind::Lock, &state.name)
@@ -281,12 +390,13 @@ fn try_acquire(
     key: &MasterKey,
     mode: LockMode,
     command: &str,
+    sightings: Option<&Path>,
 ) -> Result<std::result::Result<String, LockInfo>> {
-    if let Some(holder) = conflict(backend, key, mode, None)? {
+    if let Some(holder) = conflict(backend, key, mode, None, sightings)? {
         return Ok(Err(holder));
     }
     let name = write(backend, key, &LockInfo::new(mode, command))?;
-    match conflict(backend, key, mode, Some(&name))? {
+    match conflict(backend, key, mode, Some(&name), sightings)? {
         None => Ok(Ok(name)),
         Some(holder) => {
             backend.remove(Kind::Lock, &name)?;
@@ -317,7 +427,7 @@ fn refresh(backend: &dyn Backend, key: &MasterKey, state: &Mutex<State>) {
             let _ = backend.remove(Kind::Lock, &s.name);
             s.name = name;
             s.info = info;
-            s.written = std::time::SystemTime::now();
+            s.written = boot_clock();
         }
         _ => s.lost = true,
     }
@@ -347,7 +457,7 @@ mod tests {
     }
 
     fn take(b: &Arc<dyn Backend>, k: &MasterKey, mode: LockMode) -> Result<LockGuard> {
-        LockGuard::acquire(b.clone(), k, mode, "test", Duration::ZERO)
+        LockGuard::acquire(b.clone(), k, mode, "test", Duration::ZERO, None)
     }
 
     #[test]
@@ -382,6 +492,7 @@ mod tests {
             LockMode::Shared,
             "t",
             Duration::from_secs(10),
+            None,
         );
         release.join().unwrap();
         assert_eq!(got.unwrap().mode(), LockMode::Shared);
@@ -393,21 +504,28 @@ mod tests {
         write(b.as_ref(), k, &info).unwrap()
     }
 
-    #[test]
-    fn dead_pids_old_refreshes_and_unreadable_objects_are_stale() {
-        let (_d, b, k) = backend();
-        let child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        let mut child = child;
+    fn removed(b: &Arc<dyn Backend>, k: &MasterKey, all: bool) -> usize {
+        remove_stale(b.as_ref(), k, all, None).unwrap().removed
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         child.wait().unwrap();
-        plant(&b, &k, |i| i.pid = dead);
+        child.id()
+    }
+
+    #[test]
+    fn dead_pids_old_dates_and_unreadable_objects_are_stale() {
+        let (_d, b, k) = backend();
+        plant(&b, &k, |i| i.pid = dead_pid());
         plant(&b, &k, |i| {
             i.host = "elsewhere".into();
-            i.refreshed = Utc::now() - chrono::Duration::minutes(31);
+            i.boot = "elsewhere".into();
+            i.refreshed = Utc::now() - chrono::Duration::minutes(61);
         });
         b.put(Kind::Lock, "abcd", b"garbage").unwrap();
         take(&b, &k, LockMode::Exclusive).expect("all planted locks are stale");
-        assert_eq!(remove_stale(b.as_ref(), &k, false).unwrap(), 3);
+        assert_eq!(removed(&b, &k, false), 3);
     }
 
     #[test]
@@ -415,9 +533,111 @@ mod tests {
         let (_d, b, k) = backend();
         plant(&b, &k, |i| i.host = "elsewhere".into());
         assert!(take(&b, &k, LockMode::Shared).is_err());
-        assert_eq!(remove_stale(b.as_ref(), &k, false).unwrap(), 0);
-        assert_eq!(remove_stale(b.as_ref(), &k, true).unwrap(), 1);
+        assert_eq!(removed(&b, &k, false), 0);
+        assert_eq!(removed(&b, &k, true), 1);
         take(&b, &k, LockMode::Shared).unwrap();
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    /// A lock object as `list` finds it, written by a holder whose clock shows `dated`.
+    fn found(name: &str, dated: DateTime<Utc>, edit: impl FnOnce(&mut LockInfo)) -> Found {
+        let mut info = LockInfo::new(LockMode::Shared, "elsewhere");
+        (info.host, info.boot) = ("elsewhere".into(), "other".into());
+        (info.created, info.refreshed) = (dated, dated);
+        edit(&mut info);
+        Found {
+            name: name.to_string(),
+            content: blake3::hash(&serde_json::to_vec(&info).unwrap()),
+            info: Ok(info),
+        }
+    }
+
+    fn at(wall: DateTime<Utc>, boot: Duration) -> Clocks {
+        Clocks { wall, boot }
+    }
+
+    /// Judges one lock at `at`; returns it and whether it is stale.
+    fn judge_one(judge: &mut Judge, f: Found, at: Clocks) -> (Found, bool) {
+        let j = judge.judge_all(vec![f], at).pop().unwrap();
+        (j.found, j.stale)
+    }
+
+    #[test]
+    fn lock_of_a_holder_25_minutes_behind_is_not_stale_while_it_keeps_refreshing() {
+        let mut judge = Judge::new(None);
+        let start = Utc::now();
+        let minutes = |m: u32| chrono::Duration::minutes(m.into());
+        let mut current = found("r0", start - minutes(25), |_| {});
+        for m in 0..180u32 {
+            if m % 5 == 0 {
+                current = found(&format!("r{m}"), start + minutes(m) - minutes(25), |_| {});
+            }
+            let now = at(start + minutes(m), m * MIN);
+            let stale;
+            (current, stale) = judge_one(&mut judge, current, now);
+            assert!(!stale, "judged stale at minute {m} while refreshed");
+        }
+        // It stops refreshing: its last object (written at minute 175) is left.
+        let mut stale_at = Vec::new();
+        for m in 180..240u32 {
+            let stale;
+            (current, stale) = judge_one(&mut judge, current, at(start + minutes(m), m * MIN));
+            stale_at.extend(stale.then_some(m));
+        }
+        assert_eq!(
+            stale_at.first(),
+            Some(&205),
+            "stale once seen unchanged for 30 minutes"
+        );
+    }
+
+    #[test]
+    fn lock_dated_9999_is_stale_once_seen_unchanged_for_the_stale_time() {
+        let year_9999 = "9999-12-31T23:59:59Z".parse::<DateTime<Utc>>().unwrap();
+        let mut judge = Judge::new(None);
+        let now = Utc::now();
+        let mut seen = |m: u32| {
+            let f = found("future", year_9999, |_| {});
+            judge.judge_all(vec![f], at(now, Duration::from_secs(7) + m * MIN))[0].stale
+        };
+        assert!(
+            !seen(0) && !seen(29),
+            "not stale before the stale time observed"
+        );
+        assert!(seen(30), "a date in the future does not keep a lock alive");
+    }
+
+    #[test]
+    fn dead_process_shortcut_needs_the_same_machine_and_boot() {
+        let mut judge = Judge::new(None);
+        let now = Utc::now();
+        let here = crate::sysinfo::hostname();
+        let dead = dead_pid();
+        let stale = |boot: &str, judge: &mut Judge| {
+            let f = found(boot, now, |i| {
+                (i.host, i.boot, i.pid) = (here.clone(), boot.into(), dead)
+            });
+            judge.judge_all(vec![f], at(now, MIN))[0].stale
+        };
+        assert!(
+            !stale("another boot", &mut judge),
+            "same host name, other boot"
+        );
+        assert!(!stale("", &mut judge), "a lock of an earlier version");
+        assert!(
+            stale(boot_identity(), &mut judge),
+            "this boot, no such process"
+        );
+    }
+
+    #[test]
+    fn own_lock_age_is_measured_on_the_boot_clock() {
+        let (_d, b, k) = backend();
+        let g = take(&b, &k, LockMode::Shared).unwrap();
+        g.ensure_valid().unwrap();
+        g.state.lock().unwrap().written = boot_clock().saturating_sub(VALID_FOR);
+        assert!(matches!(g.ensure_valid(), Err(LockError::Lost(_))));
     }
 
     #[test]
@@ -432,7 +652,7 @@ mod tests {
             "refresh replaces the object"
         );
         g.ensure_valid().unwrap();
-        remove_stale(b.as_ref(), &k, true).unwrap();
+        assert_eq!(removed(&b, &k, true), 1);
         assert!(matches!(g.ensure_valid(), Err(LockError::Lost(_))));
         refresh(b.as_ref(), &k, &g.state);
         assert!(b.list(Kind::Lock).unwrap().is_empty(), "not recreated");

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,11 +140,35 @@ impl Repository {
     }
 
     /// Takes a repository lock for `command`, waiting up to `wait` for conflicting holders;
-    /// it is held (and refreshed) until the repository is dropped.
-    pub fn lock(&self, mode: LockMode, command: &str, wait: Duration) -> Result<()> {
-        let guard = LockGuard::acquire(self.backend.clone(), &self.key, mode, command, wait)?;
+    /// it is held (and refreshed) until the repository is dropped. `cache`: the local cache
+    /// directory, where what this machine saw of others' locks is kept.
+    pub fn lock(
+        &self,
+        mode: LockMode,
+        command: &str,
+        wait: Duration,
+        cache: Option<&Path>,
+    ) -> Result<()> {
+        let sightings = self.lock_sightings(cache);
+        let guard = LockGuard::acquire(
+            self.backend.clone(),
+            &self.key,
+            mode,
+            command,
+            wait,
+            sightings.as_deref(),
+        )?;
         *self.lock.lock().expect("lock slot") = Some(guard);
         Ok(())
+    }
+
+    /// The file in the local cache `cache` that keeps what this machine saw of the
+    /// repository's locks (see `lock::Judge`).
+    pub fn lock_sightings(&self, cache: Option<&Path>) -> Option<PathBuf> {
+        cache.map(|dir| {
+            dir.join(self.config.id.to_hex())
+                .join("lock-sightings.json")
+        })
     }
 
     /// Fails if we took a lock and it can no longer be trusted (see `LockGuard::ensure_valid`).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::backend::local::LocalBackend;
-use strata::lock::LockMode;
+use strata::lock::{self, LockInfo, LockMode};
 use strata::repository::Repository;
 
 use common::e2e::*;
@@ -62,11 +62,25 @@ fn copy_key_with_host(repo: &Path) {
     fs::write(keys.join(name), serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
-/// A shared lock whose holder's command holds control bytes, held while it lives.
+/// A shared lock whose holder's command holds control bytes, held while it lives, and a
+/// live-looking one of another machine with a crafted host and user.
 fn crafted_lock(repo: &TestRepo) -> Repository {
     let backend = Arc::new(LocalBackend::new(repo.repo_path()));
     let held = Repository::open(backend, repo.password.as_bytes()).unwrap();
-    held.lock(LockMode::Shared, HOLDER, Duration::ZERO).unwrap();
+    held.lock(LockMode::Shared, HOLDER, Duration::ZERO, None)
+        .unwrap();
+    let now = chrono::Utc::now();
+    let info = LockInfo {
+        mode: LockMode::Shared,
+        created: now,
+        refreshed: now,
+        host: HOST.into(),
+        pid: 1,
+        username: USER.into(),
+        command: "backup".into(),
+        boot: "another machine".into(),
+    };
+    lock::write(held.backend(), held.key(), &info).unwrap();
     held
 }
 

@@ -685,6 +685,50 @@ fn a_stale_mount_is_reported_and_a_busy_one_is_detached() {
     drop(open);
 }
 
+/// The options of the mount at `dir`, from /proc/mounts.
+fn mount_options(dir: &Path) -> Vec<String> {
+    let mounts = fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    let want = dir.to_str().expect("test paths are UTF-8");
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(want))
+        .unwrap_or_else(|| panic!("{want} is not in /proc/mounts:\n{mounts}"));
+    line.split(' ')
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect()
+}
+
+/// Issue 12, finding 10: a mount by root got neither `nosuid` nor `nodev`, so a set-user-id
+/// file or a device node stored in the repository would take effect in it.
+#[test]
+fn mount_as_root_is_nosuid_nodev_read_only_and_shared_only_with_allow_other() {
+    require_fuse();
+    let (repo, _) = small_history();
+    let mnt = repo.scratch("options");
+    for (extra, shared) in [(&[][..], false), (&["--allow-other"][..], true)] {
+        let mut mounted = Mounted::start(&repo, &mnt, extra);
+        let options = mount_options(&mnt);
+        for want in ["ro", "nosuid", "nodev"] {
+            assert!(options.iter().any(|o| o == want), "{want}: {options:?}");
+        }
+        let others = options.iter().any(|o| o == "allow_other");
+        let checked = options.iter().any(|o| o == "default_permissions");
+        assert_eq!(
+            (others, checked),
+            (shared, shared),
+            "{extra:?}: {options:?}"
+        );
+        assert!(
+            mounted.stop_with(libc::SIGINT).success(),
+            "{}",
+            mounted.output().1
+        );
+    }
+}
+
 #[test]
 fn missing_fuse_and_bad_arguments_are_clear_errors() {
     require_fuse();

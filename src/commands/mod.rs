@@ -180,9 +180,10 @@ impl Context {
     pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<IndexedRepo> {
         let repo = self.open()?;
         let wait = self.args.retry_lock.unwrap_or_default();
-        repo.lock(mode, command, wait).with_context(|| {
-            format!("cannot {command} now (see `strata unlock` if its holder is gone)")
-        })?;
+        repo.lock(mode, command, wait, self.cache().as_deref())
+            .with_context(|| {
+                format!("cannot {command} now (see `strata unlock` if its holder is gone)")
+            })?;
         self.index(repo)
     }
 
@@ -195,18 +196,21 @@ impl Context {
     }
 
     fn index(&self, repo: Repository) -> Result<IndexedRepo> {
-        let cache = if self.args.no_cache {
-            None
-        } else {
-            self.cache_dir()
-        };
-        let repo = repo.open_index(cache.as_deref())?;
+        let repo = repo.open_index(self.cache().as_deref())?;
         for (name, reason) in &repo.damaged_index_files {
             self.warn(&format!(
                 "index file {name} is unreadable and was skipped: {reason}"
             ));
         }
         Ok(repo)
+    }
+
+    /// The local cache directory, unless `--no-cache`.
+    pub fn cache(&self) -> Option<PathBuf> {
+        match self.args.no_cache {
+            true => None,
+            false => self.cache_dir(),
+        }
     }
 
     fn cache_dir(&self) -> Option<PathBuf> {

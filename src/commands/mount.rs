@@ -27,6 +27,10 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
     cache_mib: u64,
+    /// Let other users read the mount too (each file as its recorded owner and mode allow);
+    /// for ordinary users this needs `user_allow_other` in /etc/fuse.conf
+    #[arg(long)]
+    allow_other: bool,
 }
 
 /// Why serving stopped.
@@ -51,6 +55,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         threads: 2 * std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2),
+        allow_other: args.allow_other,
     };
     let (mounted, found) = mount::mount(Arc::new(repo), selection, &args.mountpoint, &options)?;
     warn_damaged(ctx, found.damaged);

@@ -1,7 +1,7 @@
 //! `strata unlock`: remove stale repository locks (or, with `--remove-all`, every lock).
-use super::{Context, Outcome};
+use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::lock;
+use strata::lock::{self, Judged, STALE_AFTER};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,27 +12,45 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open()?;
-    let removed = lock::remove_stale(repo.backend(), repo.key(), args.remove_all)?;
-    let remaining = lock::list(repo.backend(), repo.key())?;
+    let sightings = repo.lock_sightings(ctx.cache().as_deref());
+    let unlocked = lock::remove_stale(
+        repo.backend(),
+        repo.key(),
+        args.remove_all,
+        sightings.as_deref(),
+    )?;
     if ctx.args.json {
-        let held: Vec<_> = remaining.iter().map(describe).collect();
-        ctx.print_json(&serde_json::json!({"removed": removed, "remaining": held}))?;
+        let held: Vec<_> = unlocked.remaining.iter().map(json).collect();
+        ctx.print_json(&serde_json::json!({"removed": unlocked.removed, "remaining": held}))?;
         return Ok(Outcome::Ok);
     }
-    ctx.say(&format!("removed {removed} lock(s)"))?;
-    for found in &remaining {
-        ctx.say(&format!("still held: {}", describe(found)))?;
+    ctx.say(&format!("removed {} lock(s)", unlocked.removed))?;
+    for judged in &unlocked.remaining {
+        ctx.say(&format!(
+            "still held: {}; unchanged for {} s as seen from here, stale after {} s",
+            describe(judged),
+            judged.unchanged_for.as_secs(),
+            STALE_AFTER.as_secs()
+        ))?;
     }
     Ok(Outcome::Ok)
 }
 
-fn describe(found: &lock::Found) -> String {
+fn json(judged: &Judged) -> serde_json::Value {
+    serde_json::json!({
+        "lock": describe(judged),
+        "unchanged_secs": judged.unchanged_for.as_secs(),
+        "stale_after_secs": STALE_AFTER.as_secs(),
+    })
+}
+
+fn describe(judged: &Judged) -> String {
+    let found = &judged.found;
     match &found.info {
-        Ok(info) => format!(
-            "{} {}",
-            &found.name[..8.min(found.name.len())],
-            info.describe()
-        ),
-        Err(e) => format!("{} unreadable: {e}", found.name),
+        Ok(info) => {
+            let short: String = found.name.chars().take(8).collect();
+            format!("{} {}", escape(&short), info.describe())
+        }
+        Err(e) => format!("{} unreadable: {}", escape(&found.name), escape(e)),
     }
 }

@@ -12,7 +12,7 @@ pub use layout::{LATEST, Selection, local_time};
 use crate::id::SnapshotId;
 use crate::repository::{IndexedRepo, RepoError};
 use crossbeam_channel::Receiver;
-use fuser::{Config, MountOption, Session};
+use fuser::{Config, MountOption, Session, SessionACL};
 use layout::Layout;
 use state::State;
 use std::io;
@@ -64,6 +64,9 @@ pub struct MountOptions {
     pub cache_bytes: u64,
     /// Threads answering kernel requests.
     pub threads: usize,
+    /// Let other users see the filesystem (with the kernel checking each file's owner and
+    /// mode); by default only the mounting user can.
+    pub allow_other: bool,
 }
 
 /// How the filesystem went away.
@@ -155,14 +158,23 @@ pub fn mount(
     Ok((mounted, found))
 }
 
+/// Read-only, and never honouring set-user-id bits or device nodes from the repository
+/// (`fusermount3` adds `nosuid,nodev` for ordinary users, but a mount by root gets only
+/// what is asked for).
 fn config(options: &MountOptions) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
         MountOption::NoAtime,
         MountOption::FSName("strata".into()),
         MountOption::Subtype("strata".into()),
     ];
+    if options.allow_other {
+        config.acl = SessionACL::All;
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
     config
