@@ -1057,11 +1057,11 @@ impl Writer<'_> {
         let placed = dir
             .symlink(&e.node.name, target, self.opts.on_conflict)
             .map_err(text)?;
-        let Some(((), used)) = self.placed(dir, e, placed) else {
+        let Some((pinned, _)) = self.placed(dir, e, placed) else {
             return Ok(());
         };
         Collector::add(&self.out.symlinks, 1);
-        dir.set_meta(&used, &self.meta(&e.node), true).map_err(text)
+        pinned.set_meta(&self.meta(&e.node)).map_err(text)
     }
 
     /// Device nodes are only restored as root.
@@ -1077,12 +1077,11 @@ impl Writer<'_> {
         let placed = dir
             .mknod(&e.node.name, kind, rdev, self.opts.on_conflict)
             .map_err(text)?;
-        let Some(((), used)) = self.placed(dir, e, placed) else {
+        let Some((pinned, _)) = self.placed(dir, e, placed) else {
             return Ok(());
         };
         Collector::add(&self.out.others, 1);
-        dir.set_meta(&used, &self.meta(&e.node), false)
-            .map_err(text)
+        pinned.set_meta(&self.meta(&e.node)).map_err(text)
     }
 }
 
