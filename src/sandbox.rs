@@ -186,9 +186,8 @@ impl Sandbox {
             source,
         })?;
         let fd = open_target_dir(target).map_err(|e| target_error(target, e))?;
-        Ok(Sandbox {
-            root: DirHandle::root(fd),
-        })
+        let root = DirHandle::root(fd).map_err(|e| target_error(target, e))?;
+        Ok(Sandbox { root })
     }
 
     /// A handle to the root (shares the descriptor).
@@ -200,7 +199,7 @@ impl Sandbox {
 /// A directory of the target opened for inspection only: it offers no way to
 /// create, change or remove anything. Subdirectories are opened one validated
 /// component at a time without following symlinks, as with [`DirHandle`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadOnlyDir {
     dir: DirHandle,
 }
@@ -210,10 +209,8 @@ impl ReadOnlyDir {
     /// exist. Like [`Sandbox::open`], a symlink at `target` itself is followed
     /// (the target path is trusted user input).
     pub fn open_target(target: &Path) -> Result<Option<ReadOnlyDir>> {
-        match open_target_dir(target) {
-            Ok(fd) => Ok(Some(ReadOnlyDir {
-                dir: DirHandle::root(fd),
-            })),
+        match open_target_dir(target).and_then(DirHandle::root) {
+            Ok(dir) => Ok(Some(ReadOnlyDir { dir })),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(target_error(target, e)),
         }
@@ -232,12 +229,35 @@ impl ReadOnlyDir {
     /// Opens the existing subdirectory `name`; anything else there (a symlink
     /// included, which is never followed) or nothing is an error.
     pub fn subdir(&self, name: &[u8]) -> Result<ReadOnlyDir> {
-        validate_name(name)?;
-        match self.dir.open_subdir(name) {
-            Ok(fd) => Ok(ReadOnlyDir {
-                dir: self.dir.child(name, fd),
-            }),
-            Err(e) => Err(self.dir.io_err(name, "open directory", e)),
+        let dir = self.dir.subdir(name)?;
+        Ok(ReadOnlyDir { dir })
+    }
+
+    /// Which directory this is (device and inode).
+    pub fn identity(&self) -> Identity {
+        self.dir.identity()
+    }
+
+    /// Opens the subdirectory `name` again, provided it still is the
+    /// directory `id` (see [`DirHandle::reopen`]).
+    pub fn reopen(&self, name: &[u8], id: Identity) -> Result<ReadOnlyDir> {
+        let dir = self.dir.reopen(name, id)?;
+        Ok(ReadOnlyDir { dir })
+    }
+}
+
+/// Which file an entry is: its device and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    fn of(st: &Stat) -> Identity {
+        Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
         }
     }
 }
@@ -248,9 +268,42 @@ impl ReadOnlyDir {
 pub struct DirHandle {
     fd: Arc<OwnedFd>,
     rel: Vec<u8>,
+    id: Identity,
 }
 
 impl DirHandle {
+    /// Which directory this is (device and inode).
+    pub fn identity(&self) -> Identity {
+        self.id
+    }
+
+    /// The same directory, for inspection only (shares the descriptor).
+    pub fn read_only(&self) -> ReadOnlyDir {
+        ReadOnlyDir { dir: self.clone() }
+    }
+
+    /// Opens the existing subdirectory `name` without creating anything; a
+    /// symlink there is never followed and, like anything else that is not a
+    /// directory, is an error.
+    pub fn subdir(&self, name: &[u8]) -> Result<DirHandle> {
+        validate_name(name)?;
+        let fd = self
+            .open_subdir(name)
+            .map_err(|e| self.io_err(name, "open directory", e))?;
+        self.child(name, fd)
+    }
+
+    /// Opens the subdirectory `name` again after its descriptor was closed,
+    /// provided it still is the directory `id`: a directory moved or replaced
+    /// meanwhile is [`SandboxError::Replaced`], never entered.
+    pub fn reopen(&self, name: &[u8], id: Identity) -> Result<DirHandle> {
+        let dir = self.subdir(name)?;
+        if dir.id != id {
+            return Err(self.replaced(name));
+        }
+        Ok(dir)
+    }
+
     /// Path of this directory relative to the target root (empty for the root).
     pub fn rel_path(&self) -> &[u8] {
         &self.rel
@@ -271,7 +324,7 @@ impl DirHandle {
         validate_name(name)?;
         for _ in 0..MAX_ATTEMPTS {
             match self.open_subdir(name) {
-                Ok(fd) => return Ok(self.child(name, fd)),
+                Ok(fd) => return self.child(name, fd),
                 Err(Errno::NOENT) => self.mkdir(name)?,
                 Err(Errno::NOTDIR | Errno::LOOP) => self.clear_for_dir(name, on_conflict)?,
                 Err(e) => return Err(self.io_err(name, "open directory", e)),
@@ -390,11 +443,13 @@ impl DirHandle {
         apply_fd_meta(self.fd(), meta, path)
     }
 
-    fn root(fd: OwnedFd) -> DirHandle {
-        DirHandle {
+    fn root(fd: OwnedFd) -> rustix::io::Result<DirHandle> {
+        let id = Identity::of(&rfs::fstat(&fd)?);
+        Ok(DirHandle {
             fd: Arc::new(fd),
             rel: Vec::new(),
-        }
+            id,
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -413,11 +468,13 @@ impl DirHandle {
         rel
     }
 
-    fn child(&self, name: &[u8], fd: OwnedFd) -> DirHandle {
-        DirHandle {
+    fn child(&self, name: &[u8], fd: OwnedFd) -> Result<DirHandle> {
+        let id = Identity::of(&self.fstat(name, fd.as_fd())?);
+        Ok(DirHandle {
             fd: Arc::new(fd),
             rel: self.child_rel(name),
-        }
+            id,
+        })
     }
 
     fn shown(&self, name: &[u8]) -> String {
