@@ -2,8 +2,22 @@
 //!
 //! A restore walks the selected trees one directory at a time and never
 //! holds the whole plan: memory is bounded by the depth of the tree and the
-//! width of its directories (the entries of the directories being worked on,
-//! a few per rayon worker), not by the number of entries in the snapshot.
+//! width of its directories (the entries of the directories on the walk's
+//! path), not by the number of entries in the snapshot.
+//!
+//! **The walk.** Every pass walks depth first with an explicit stack of the
+//! directories from its root down to the current one, so any depth the
+//! backup recorded restores, with no recursion that grows with it. Only the
+//! target and the 16 deepest directories on the stack keep a directory
+//! descriptor open; an ancestor further up is closed and, when the walk comes
+//! back to it, reopened one component at a time from the nearest open
+//! ancestor (`O_DIRECTORY|O_NOFOLLOW`) and checked to be the same directory
+//! (device and inode), so a restore needs a bounded number of descriptors.
+//! Every pass counts the tree entries it visits against the entry budget
+//! given to [`restore`] (the entries the snapshot records): trees are
+//! content-addressed and cannot form cycles, but a forged DAG of shared
+//! subtrees can expand to 2^40 paths, and is refused with
+//! [`RestoreError::TooManyEntries`].
 //!
 //! **Planning a directory.** One function decides what happens to the
 //! entries of one directory, for every pass below: entry names that are not
@@ -11,9 +25,8 @@
 //! that occur more than once in a tree (all of their entries) are reported in
 //! [`RestoreReport::errors`] and never written; include/exclude patterns are
 //! applied to the absolute snapshot path of every entry (a directory that is
-//! not included itself is restored only when something below it is);
-//! directories nested too deeply are reported; and what already exists in
-//! the target is looked up. Looking is strictly read-only ([`ReadOnlyDir`]):
+//! not included itself is restored only when something below it is); and
+//! what already exists in the target is looked up. Looking is strictly read-only ([`ReadOnlyDir`]):
 //! directories of the target are opened with `O_DIRECTORY|O_NOFOLLOW` one
 //! component at a time and entries are inspected with `lstat` semantics, so
 //! planning never creates anything (not even the target) and never follows
@@ -22,8 +35,8 @@
 //! The passes:
 //!
 //! 1. **Conflict scan** (only with [`OnConflict::Fail`] or `dry_run`). A
-//!    read-only walk of the selected trees (subtrees in parallel; the write
-//!    pass loads the trees again) that keeps only its output: the
+//!    read-only walk of the selected trees (the write pass loads the trees
+//!    again) that keeps only its output: the
 //!    conflicting paths and the number of content bytes to write (the
 //!    progress total). With [`OnConflict::Fail`] any conflict aborts the
 //!    restore here, before anything is written. With `dry_run` this walk is
@@ -34,9 +47,9 @@
 //!    written, and its plan is dropped when they are done (the subtree of a
 //!    skipped directory is only walked read-only, for its errors and to know
 //!    whether anything in it is selected). Everything is created through the
-//!    [`Sandbox`], so nothing can be written outside the target. Entries of a
-//!    directory are processed in parallel with rayon (subdirectories
-//!    recursively), and files with several chunks fetch and write their
+//!    [`Sandbox`], so nothing can be written outside the target. The entries
+//!    of a directory that are not directories are written in parallel with
+//!    rayon, and files with several chunks fetch and write their
 //!    chunks in parallel too; each worker holds at most one chunk in memory.
 //!    A file that cannot be restored (missing or damaged blob, ...) is
 //!    removed again, recorded in [`RestoreReport::errors`], and the restore
@@ -73,8 +86,8 @@ use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::{
-    self, DirHandle, Existing, Meta, OnConflict, Placed, ReadOnlyDir, Sandbox, SandboxError,
-    Special,
+    self, DirHandle, Existing, Identity, Meta, OnConflict, Placed, ReadOnlyDir, Sandbox,
+    SandboxError, Special,
 };
 use crate::tree::{ChunkRef, Node, NodeKind, chunk_offsets};
 use rayon::prelude::*;
@@ -83,16 +96,13 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
-/// Directories nested deeper than this below the restored root are reported
-/// in `errors` and not restored (a crafted repository could otherwise nest
-/// trees until the recursion overflows the stack).
-const MAX_DEPTH: usize = if cfg!(test) { 40 } else { 1024 };
-/// Stack size of the restore's worker threads: planning and writing recurse
-/// once per directory level, within rayon's work stealing.
-const STACK_SIZE: usize = 32 << 20;
+/// Directory levels below the walk's root whose descriptors a walk keeps
+/// open; deeper ancestors are closed and reopened (and checked to be the same
+/// directory) when the walk comes back to them.
+const OPEN_DIRS: usize = if cfg!(test) { 3 } else { 16 };
 
 /// Errors that stop a restore. Problems with single entries do not: they are
 /// collected in [`RestoreReport::errors`].
@@ -124,6 +134,13 @@ pub enum RestoreError {
     /// (paths relative to the target). Nothing was written.
     #[error("{}", conflicts_message(.0))]
     Conflicts(Vec<String>),
+    /// The trees expand to more entries than the snapshot records: a forged
+    /// tree DAG (trees are content-addressed, so they cannot form cycles, but
+    /// shared subtrees can multiply the paths beyond any bound).
+    #[error(
+        "the snapshot's trees expand to more than the {0} entries it records; refusing to walk them (forged or damaged trees)"
+    )]
+    TooManyEntries(u64),
 }
 
 fn conflicts_message(paths: &[String]) -> String {
@@ -242,32 +259,20 @@ pub struct RestoreReport {
 
 /// Restores the tree `root` (or `opts.subpath` inside it) into `opts.target`.
 ///
-/// Runs on a dedicated rayon pool (as many threads as the current pool, with
-/// large stacks for deep trees).
+/// `budget` is the number of entries the snapshot records: each pass visits
+/// at most that many tree entries and fails with
+/// [`RestoreError::TooManyEntries`] beyond it.
 pub fn restore(
     repo: &IndexedRepo,
     root: BlobId,
     opts: &RestoreOptions,
+    budget: u64,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
-        .stack_size(STACK_SIZE)
-        .thread_name(|i| format!("strata-restore-{i}"))
-        .build();
-    match pool {
-        Ok(pool) => pool.install(|| restore_in_pool(repo, root, opts, progress)),
-        Err(_) => restore_in_pool(repo, root, opts, progress),
-    }
-}
-
-fn restore_in_pool(
-    repo: &IndexedRepo,
-    root: BlobId,
-    opts: &RestoreOptions,
-    progress: &dyn Progress,
-) -> Result<RestoreReport> {
-    let start = resolve(repo, root, &opts.subpath)?;
+    // Each pass visits the trees again: each gets what is left after
+    // resolving the subpath.
+    let mut budget = Budget::new(budget);
+    let start = resolve(repo, root, &opts.subpath, &mut budget)?;
 
     if opts.dry_run || opts.on_conflict == OnConflict::Fail {
         // The read-only pass. Its errors are reported by the write pass,
@@ -280,10 +285,11 @@ fn restore_in_pool(
             errors: &errors,
         };
         let target = ReadOnlyDir::open_target(&opts.target)?;
-        let scan = planner
-            .root(&start.abs, target)
-            .and_then(|ctx| planner.scan_dir(start.nodes.clone(), &ctx))
-            .unwrap_or_default();
+        let scan = match planner.root(&start.abs) {
+            Some(ctx) => planner.scan_dir(start.nodes.clone(), ctx, target, &mut budget.clone())?,
+            None => None,
+        }
+        .unwrap_or_default();
         if opts.dry_run {
             let mut report = scan.into_report();
             report.errors = errors.into_inner().expect("errors lock");
@@ -296,7 +302,6 @@ fn restore_in_pool(
         progress.total(scan.bytes);
     }
 
-    let target = ReadOnlyDir::open_target(&opts.target)?;
     let sandbox = Sandbox::open(&opts.target)?;
     let writer = Writer {
         repo,
@@ -304,8 +309,8 @@ fn restore_in_pool(
         progress,
         out: Collector::default(),
     };
-    if let Some(ctx) = writer.planner().root(&start.abs, target) {
-        writer.write_entries(&LazyDir::target(sandbox.root()), start.nodes, &ctx);
+    if let Some(ctx) = writer.planner().root(&start.abs) {
+        writer.write_tree(sandbox.root(), start.nodes, ctx, &mut budget)?;
     }
     let mut report = RestoreReport::default();
     writer.out.into_report(&mut report);
@@ -325,9 +330,15 @@ struct Start {
     nodes: Vec<Node>,
 }
 
-fn resolve(repo: &IndexedRepo, root: BlobId, subpath: &[Vec<u8>]) -> Result<Start> {
+fn resolve(
+    repo: &IndexedRepo,
+    root: BlobId,
+    subpath: &[Vec<u8>],
+    budget: &mut Budget,
+) -> Result<Start> {
     let mut abs = Vec::new();
     let mut nodes = load_tree(repo, &root, b"/")?;
+    budget.take(nodes.len())?;
     for (i, comp) in subpath.iter().enumerate() {
         sandbox::validate_name(comp).map_err(RestoreError::InvalidSubpath)?;
         let parent_abs = abs.clone();
@@ -340,7 +351,10 @@ fn resolve(repo: &IndexedRepo, root: BlobId, subpath: &[Vec<u8>]) -> Result<Star
             return Err(RestoreError::Ambiguous(lossy(&abs)));
         }
         match node.subtree() {
-            Some(id) => nodes = load_tree(repo, &id, &abs)?,
+            Some(id) => {
+                nodes = load_tree(repo, &id, &abs)?;
+                budget.take(nodes.len())?;
+            }
             None if i + 1 == subpath.len() => {
                 return Ok(Start {
                     abs: parent_abs,
@@ -397,34 +411,53 @@ struct DirCtx {
     abs: Vec<u8>,
     /// Path relative to the target ("" for the target).
     rel: Vec<u8>,
-    /// The matching existing directory of the target, opened read-only; None
-    /// when it does not exist (or will be created afresh).
-    dir: Option<ReadOnlyDir>,
     /// The directory or one of its ancestors matched the include patterns.
     included: bool,
     /// The directory is skipped, and so is everything below it.
     skip: bool,
-    /// Directory levels below the restored root.
-    depth: usize,
 }
 
 impl DirCtx {
     /// The context of the planned directory entry `e` of this directory.
     fn child(&self, e: &Planned) -> DirCtx {
-        // Only a directory that is merged into has existing entries.
-        let dir = match (&self.dir, e.existing, e.action) {
-            (Some(dir), Existing::Dir, EntryAction::Write) if !self.skip => {
-                dir.subdir(&e.node.name).ok()
-            }
-            _ => None,
-        };
         DirCtx {
             abs: e.abs.clone(),
             rel: e.rel.clone(),
-            dir,
             included: e.included,
             skip: e.action == EntryAction::Skip,
-            depth: self.depth + 1,
+        }
+    }
+}
+
+impl Planned {
+    /// A directory entry restored into the existing directory of that name:
+    /// what exists below it matters.
+    fn merges(&self) -> bool {
+        self.existing == Existing::Dir && self.action == EntryAction::Write
+    }
+}
+
+/// How many more tree entries a pass may visit.
+#[derive(Clone)]
+struct Budget {
+    limit: u64,
+    left: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Budget {
+        Budget { limit, left: limit }
+    }
+
+    /// Counts the `n` entries of a tree about to be visited.
+    fn take(&mut self, n: usize) -> Result<()> {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        match self.left.checked_sub(n) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(RestoreError::TooManyEntries(self.limit)),
         }
     }
 }
@@ -445,7 +478,7 @@ impl Planner<'_> {
     /// subpath directory, or the parent of a single file, whose own path is
     /// then checked like any other entry's); None when it is excluded.
     /// Patterns matching it or one of its ancestors apply to everything below.
-    fn root(&self, abs: &[u8], target: Option<ReadOnlyDir>) -> Option<DirCtx> {
+    fn root(&self, abs: &[u8]) -> Option<DirCtx> {
         if prefixes(abs).any(|p| self.opts.exclude.matches(p)) {
             return None;
         }
@@ -454,10 +487,8 @@ impl Planner<'_> {
         Some(DirCtx {
             abs: abs.to_vec(),
             rel: Vec::new(),
-            dir: target,
             included,
             skip: false,
-            depth: 0,
         })
     }
 
@@ -470,10 +501,16 @@ impl Planner<'_> {
 
     /// Plans the entries of one directory, keeping the tree order: drops (and
     /// reports) invalid and duplicate names, applies the patterns, looks up
-    /// what exists in the target and decides the action. A directory entry
-    /// that is not included is kept here; whether anything below it is
-    /// selected is only known once its own entries are planned.
-    fn plan_entries(&self, nodes: Vec<Node>, ctx: &DirCtx) -> Vec<Planned> {
+    /// what exists in `existing` (the matching directory of the target, if
+    /// any) and decides the action. A directory entry that is not included is
+    /// kept here; whether anything below it is selected is only known once
+    /// its own entries are planned.
+    fn plan_entries(
+        &self,
+        nodes: Vec<Node>,
+        ctx: &DirCtx,
+        existing: Option<&ReadOnlyDir>,
+    ) -> Vec<Planned> {
         let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
         for n in &nodes {
             *counts.entry(n.name.clone()).or_default() += 1;
@@ -501,13 +538,19 @@ impl Planner<'_> {
             }
             valid.push(node);
         }
+        let existing = existing.filter(|_| !ctx.skip);
         valid
             .into_par_iter()
-            .filter_map(|node| self.plan_entry(node, ctx))
+            .filter_map(|node| self.plan_entry(node, ctx, existing))
             .collect()
     }
 
-    fn plan_entry(&self, node: Node, ctx: &DirCtx) -> Option<Planned> {
+    fn plan_entry(
+        &self,
+        node: Node,
+        ctx: &DirCtx,
+        existing: Option<&ReadOnlyDir>,
+    ) -> Option<Planned> {
         let abs = join_abs(&ctx.abs, &node.name);
         if self.opts.exclude.matches(&abs) {
             return None;
@@ -518,26 +561,19 @@ impl Planner<'_> {
             return None;
         }
         let rel = join_rel(&ctx.rel, &node.name);
-        let existing = match (&ctx.dir, ctx.skip) {
-            (Some(dir), false) => match dir.existing(&node.name) {
-                Ok(kind) => kind,
-                Err(e) => {
-                    self.error(&rel, text(e));
-                    return None;
-                }
-            },
-            _ => Existing::None,
+        let existing = match existing.map(|dir| dir.existing(&node.name)) {
+            None => Existing::None,
+            Some(Ok(kind)) => kind,
+            Some(Err(e)) => {
+                self.error(&rel, text(e));
+                return None;
+            }
         };
         let action = if ctx.skip {
             EntryAction::Skip
         } else {
             decide(is_dir, existing, self.opts.on_conflict)
         };
-        if is_dir && ctx.depth >= MAX_DEPTH {
-            let msg = format!("not restored: more than {MAX_DEPTH} directory levels deep");
-            self.error(&rel, msg);
-            return None;
-        }
         Some(Planned {
             node,
             abs,
@@ -548,55 +584,124 @@ impl Planner<'_> {
         })
     }
 
-    /// Loads the entries of the directory entry `e`; None (reported) when
-    /// its tree cannot be loaded, and the directory is not restored.
-    fn load_entries(&self, e: &Planned, subtree: &BlobId) -> Option<Vec<Node>> {
+    /// Loads the entries of the directory entry `e`, counting them against
+    /// `budget`; None (reported) when its tree cannot be loaded, and the
+    /// directory is not restored.
+    fn load_entries(
+        &self,
+        e: &Planned,
+        subtree: &BlobId,
+        budget: &mut Budget,
+    ) -> Result<Option<Vec<Node>>> {
         match self.repo.load_tree(subtree) {
-            Ok(tree) => Some(tree.nodes),
+            Ok(tree) => {
+                budget.take(tree.nodes.len())?;
+                Ok(Some(tree.nodes))
+            }
             Err(err) => {
                 self.error(&e.rel, format!("not restored: {err}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Opens the existing directory of the entry `e` of frame `i` for the
+    /// lookups below it, when it is merged into; None otherwise or when it
+    /// cannot be opened (the writer then reports why).
+    fn open_existing<H: TargetDir, S>(
+        &self,
+        stack: &mut Stack<H, S>,
+        i: usize,
+        e: &Planned,
+    ) -> Option<H> {
+        if !e.merges() {
+            return None;
+        }
+        let parent = self.reopened(stack, i)?;
+        parent.subdir(&e.node.name).ok()
+    }
+
+    /// The directory of frame `i`, reopened if needed; failures are reported.
+    fn reopened<H: TargetDir, S>(&self, stack: &mut Stack<H, S>, i: usize) -> Option<H> {
+        match stack.open(i) {
+            Ok(dir) => dir,
+            Err((rel, err)) => {
+                self.error(&rel, text(err));
                 None
             }
         }
     }
 
-    /// Read-only walk of the directory `ctx` with the entries `nodes`,
-    /// subdirectories in parallel; None when nothing below it is selected.
-    fn scan_dir(&self, nodes: Vec<Node>, ctx: &DirCtx) -> Option<Scan> {
-        self.plan_entries(nodes, ctx)
-            .into_par_iter()
-            .map(|e| self.scan_entry(e, ctx))
-            .reduce(
-                || None,
-                |a, b| match (a, b) {
-                    (Some(mut a), Some(b)) => {
-                        a.append(b);
-                        Some(a)
-                    }
-                    (a, b) => a.or(b),
-                },
-            )
+    /// Read-only walk of the directory `ctx` with the entries `nodes` and the
+    /// existing directory `existing` of the target, in tree order; None when
+    /// nothing below it is selected.
+    fn scan_dir(
+        &self,
+        nodes: Vec<Node>,
+        ctx: DirCtx,
+        existing: Option<ReadOnlyDir>,
+        budget: &mut Budget,
+    ) -> Result<Option<Scan>> {
+        let todo = self.plan_entries(nodes, &ctx, existing.as_ref());
+        let mut stack = Stack::new(Frame::new(ctx, Vec::new(), existing, ScanState::default()));
+        stack.top().todo = todo.into_iter();
+        loop {
+            let i = stack.frames.len() - 1;
+            let Some(e) = stack.frames[i].todo.next() else {
+                let done = stack.pop();
+                let Some(parent) = stack.frames.last_mut() else {
+                    return Ok(done.state.below);
+                };
+                parent
+                    .state
+                    .add_dir(done.state, parent.ctx.skip, self.keep_plan);
+                continue;
+            };
+            let Some(subtree) = e.node.subtree() else {
+                let top = stack.top();
+                let below = top.state.below.get_or_insert_default();
+                below.record(&e, top.ctx.skip, self.keep_plan);
+                continue;
+            };
+            let Some(nodes) = self.load_entries(&e, &subtree, budget)? else {
+                continue;
+            };
+            let ctx = stack.frames[i].ctx.child(&e);
+            let dir = self.open_existing(&mut stack, i, &e);
+            let todo = self.plan_entries(nodes, &ctx, dir.as_ref());
+            let name = e.node.name.clone();
+            let state = ScanState {
+                entry: Some(e),
+                below: None,
+            };
+            stack.push(Frame::new(ctx, name, dir, state));
+            stack.top().todo = todo.into_iter();
+        }
     }
+}
 
-    /// Read-only walk of one planned entry; None when it is not selected.
-    fn scan_entry(&self, e: Planned, ctx: &DirCtx) -> Option<Scan> {
-        let below = match e.node.subtree() {
-            None => None,
-            Some(subtree) => {
-                let nodes = self.load_entries(&e, &subtree)?;
-                let below = self.scan_dir(nodes, &ctx.child(&e));
-                if below.is_none() && !e.included {
-                    return None;
-                }
-                below
-            }
-        };
-        let mut scan = Scan::default();
-        scan.record(&e, ctx.skip, self.keep_plan);
-        if let Some(below) = below {
+/// What the read-only walk keeps for a directory it is in.
+#[derive(Default)]
+struct ScanState {
+    /// The directory's own entry (None for the walk's root).
+    entry: Option<Planned>,
+    /// What is selected below it so far; None while nothing is.
+    below: Option<Scan>,
+}
+
+impl ScanState {
+    /// Adds the subdirectory `done` that the walk has left: its entry, then
+    /// what is below it, unless nothing in or below it is selected.
+    fn add_dir(&mut self, done: ScanState, parent_skipped: bool, keep_plan: bool) {
+        let Some(e) = done.entry else { return };
+        if done.below.is_none() && !e.included {
+            return;
+        }
+        let scan = self.below.get_or_insert_default();
+        scan.record(&e, parent_skipped, keep_plan);
+        if let Some(below) = done.below {
             scan.append(below);
         }
-        Some(scan)
     }
 }
 
@@ -694,6 +799,155 @@ fn sort_report(report: &mut RestoreReport) {
 }
 
 // ---------------------------------------------------------------------------
+// The walk's stack
+
+/// A directory of the target as a walk holds it.
+enum Held<H> {
+    /// Not open: it does not exist (yet), or nothing needs it.
+    Absent,
+    Open(H),
+    /// Closed to bound the open descriptors; reopened by name from the
+    /// nearest open ancestor and checked to be this same directory.
+    Closed(Identity),
+    /// Could not be opened or reopened (reported); nothing below it is
+    /// written.
+    Failed,
+}
+
+impl<H> Held<H> {
+    fn open(&self) -> Option<&H> {
+        match self {
+            Held::Open(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+/// A directory of the target that a walk can close and reopen.
+trait TargetDir: Clone {
+    fn identity(&self) -> Identity;
+    fn subdir(&self, name: &[u8]) -> sandbox::Result<Self>;
+    fn reopen(&self, name: &[u8], id: Identity) -> sandbox::Result<Self>;
+}
+
+impl TargetDir for ReadOnlyDir {
+    fn identity(&self) -> Identity {
+        ReadOnlyDir::identity(self)
+    }
+    fn subdir(&self, name: &[u8]) -> sandbox::Result<Self> {
+        ReadOnlyDir::subdir(self, name)
+    }
+    fn reopen(&self, name: &[u8], id: Identity) -> sandbox::Result<Self> {
+        ReadOnlyDir::reopen(self, name, id)
+    }
+}
+
+impl TargetDir for DirHandle {
+    fn identity(&self) -> Identity {
+        DirHandle::identity(self)
+    }
+    fn subdir(&self, name: &[u8]) -> sandbox::Result<Self> {
+        DirHandle::subdir(self, name)
+    }
+    fn reopen(&self, name: &[u8], id: Identity) -> sandbox::Result<Self> {
+        DirHandle::reopen(self, name, id)
+    }
+}
+
+/// A directory a walk is in.
+struct Frame<H, S> {
+    ctx: DirCtx,
+    /// Its name in the parent directory of the target (differs from the
+    /// snapshot's with [`OnConflict::Rename`]).
+    name: Vec<u8>,
+    held: Held<H>,
+    /// Its entries the walk has yet to visit, in tree order.
+    todo: std::vec::IntoIter<Planned>,
+    /// What the pass keeps for it.
+    state: S,
+}
+
+impl<H, S> Frame<H, S> {
+    fn new(ctx: DirCtx, name: Vec<u8>, dir: Option<H>, state: S) -> Frame<H, S> {
+        Frame {
+            ctx,
+            name,
+            held: dir.map_or(Held::Absent, Held::Open),
+            todo: Vec::new().into_iter(),
+            state,
+        }
+    }
+}
+
+/// The directories from a walk's root down to the one it is in: an explicit
+/// stack, so no recursion grows with the depth of the tree. Only the root
+/// and the [`OPEN_DIRS`] deepest directories keep their descriptors open.
+struct Stack<H, S> {
+    frames: Vec<Frame<H, S>>,
+}
+
+impl<H: TargetDir, S> Stack<H, S> {
+    fn new(root: Frame<H, S>) -> Stack<H, S> {
+        Stack { frames: vec![root] }
+    }
+
+    fn top(&mut self) -> &mut Frame<H, S> {
+        self.frames.last_mut().expect("walk stack")
+    }
+
+    fn push(&mut self, frame: Frame<H, S>) {
+        self.frames.push(frame);
+        if let Some(f) = self.frames.len().checked_sub(OPEN_DIRS + 1) {
+            self.close_outside(f);
+        }
+    }
+
+    fn pop(&mut self) -> Frame<H, S> {
+        self.frames.pop().expect("walk stack")
+    }
+
+    /// Closes the directory of frame `f` when it is outside the window of
+    /// open descriptors: not the root and not one of the [`OPEN_DIRS`]
+    /// deepest frames.
+    fn close_outside(&mut self, f: usize) {
+        if f == 0 || f + OPEN_DIRS >= self.frames.len() {
+            return;
+        }
+        let frame = &mut self.frames[f];
+        if let Held::Open(dir) = &frame.held {
+            frame.held = Held::Closed(dir.identity());
+        }
+    }
+
+    /// The open directory of frame `i`, reopened (with its closed ancestors,
+    /// from the nearest open one) when it was closed; None when it is absent
+    /// or failed. A directory that is no longer the one the walk opened is
+    /// an error, with its path relative to the target.
+    fn open(&mut self, i: usize) -> std::result::Result<Option<H>, (Vec<u8>, SandboxError)> {
+        let mut j = i;
+        while matches!(self.frames[j].held, Held::Closed(_)) {
+            j -= 1;
+        }
+        for k in j + 1..=i {
+            let (Some(parent), Held::Closed(id)) =
+                (self.frames[k - 1].held.open(), &self.frames[k].held)
+            else {
+                return Ok(None);
+            };
+            match parent.reopen(&self.frames[k].name, *id) {
+                Ok(dir) => self.frames[k].held = Held::Open(dir),
+                Err(err) => {
+                    self.frames[k].held = Held::Failed;
+                    return Err((self.frames[k].ctx.rel.clone(), err));
+                }
+            }
+            self.close_outside(k - 1);
+        }
+        Ok(self.frames[i].held.open().cloned())
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Writing
 
 /// Results gathered from parallel workers.
@@ -745,49 +999,17 @@ struct Writer<'a> {
 
 type EntryResult = std::result::Result<(), String>;
 
-/// A directory of the target, created (or opened, or renamed) when the first
-/// of its entries is restored — or right away when it is included itself —
-/// so that a directory that is not included only appears when something
-/// below it is restored.
-struct LazyDir<'a> {
-    /// The parent and this directory's entry in it; None for the target.
-    entry: Option<(&'a LazyDir<'a>, &'a Planned)>,
-    /// The open directory and whether this restore created it; None when it
-    /// could not be opened (an error is reported once).
-    handle: OnceLock<Option<(DirHandle, bool)>>,
-}
-
-impl<'a> LazyDir<'a> {
-    /// The target itself (already open; its metadata is never changed).
-    fn target(root: DirHandle) -> LazyDir<'a> {
-        LazyDir {
-            entry: None,
-            handle: OnceLock::from(Some((root, false))),
-        }
-    }
-
-    fn new(parent: &'a LazyDir<'a>, entry: &'a Planned) -> LazyDir<'a> {
-        LazyDir {
-            entry: Some((parent, entry)),
-            handle: OnceLock::new(),
-        }
-    }
-
-    /// Opens the directory (and its parents) on first use.
-    fn get(&self, writer: &Writer) -> Option<&DirHandle> {
-        let opened = self.handle.get_or_init(|| {
-            let (parent, e) = self.entry?;
-            let parent = parent.get(writer)?;
-            match writer.open_dir(parent, e) {
-                Ok(opened) => Some(opened),
-                Err(msg) => {
-                    Collector::push(&writer.out.errors, (shown(&e.rel), msg));
-                    None
-                }
-            }
-        });
-        opened.as_ref().map(|(handle, _)| handle)
-    }
+/// What the writer keeps for a directory it is in.
+struct WriteState {
+    /// The directory's own entry (None for the target).
+    entry: Option<Planned>,
+    /// The directory is restored into (created, renamed or merged into, and
+    /// counted). A directory that is not included itself is only created when
+    /// the first entry below it is written, so that it only appears when
+    /// something below it is restored.
+    ready: bool,
+    /// This restore created it: its metadata is set when the walk leaves it.
+    created: bool,
 }
 
 impl Writer<'_> {
@@ -801,113 +1023,203 @@ impl Writer<'_> {
         }
     }
 
-    /// Plans the entries `nodes` of the directory `ctx` and restores them
-    /// into `dir` in parallel (subdirectories recursively). The plan of a
-    /// directory lives until its entries are done.
-    fn write_entries(&self, dir: &LazyDir<'_>, nodes: Vec<Node>, ctx: &DirCtx) {
-        self.planner()
-            .plan_entries(nodes, ctx)
-            .into_par_iter()
-            .for_each(|e| self.write_entry(dir, &e, ctx));
+    fn report(&self, rel: &[u8], msg: String) {
+        Collector::push(&self.out.errors, (shown(rel), msg));
     }
 
-    fn write_entry(&self, parent: &LazyDir<'_>, e: &Planned, ctx: &DirCtx) {
-        let result = match &e.node.kind {
-            NodeKind::Dir { subtree } => return self.write_dir(parent, e, subtree, ctx),
-            NodeKind::File { content } => {
-                self.leaf(parent, e, |dir| self.write_file(dir, e, content))
-            }
-            NodeKind::Symlink { target } => {
-                self.leaf(parent, e, |dir| self.write_symlink(dir, e, target))
-            }
-            NodeKind::Fifo => self.leaf(parent, e, |dir| {
-                self.write_special(dir, e, Special::Fifo, 0)
-            }),
-            NodeKind::CharDev { rdev } => self.leaf(parent, e, |dir| {
-                self.write_device(dir, e, Special::CharDevice, *rdev)
-            }),
-            NodeKind::BlockDev { rdev } => self.leaf(parent, e, |dir| {
-                self.write_device(dir, e, Special::BlockDevice, *rdev)
-            }),
-            NodeKind::Socket => self.leaf(parent, e, |_| {
-                Err("skipped special file: sockets are not restored".into())
-            }),
+    /// Restores the entries `nodes` of the directory `ctx` into `root`,
+    /// walking the subdirectories depth first with an explicit stack.
+    fn write_tree(
+        &self,
+        root: DirHandle,
+        nodes: Vec<Node>,
+        ctx: DirCtx,
+        budget: &mut Budget,
+    ) -> Result<()> {
+        let state = WriteState {
+            entry: None,
+            ready: true,
+            created: false,
         };
-        if let Err(msg) = result {
-            Collector::push(&self.out.errors, (shown(&e.rel), msg));
+        let mut stack = Stack::new(Frame::new(ctx, Vec::new(), Some(root), state));
+        self.enter(&mut stack, nodes);
+        while let Some(i) = stack.frames.len().checked_sub(1) {
+            match stack.frames[i].todo.next() {
+                Some(e) => self.descend(&mut stack, e, budget)?,
+                None => self.leave(&mut stack),
+            }
+        }
+        Ok(())
+    }
+
+    /// Enters the subdirectory entry `e` of the current directory (or, when
+    /// it is skipped, only walks it read-only).
+    fn descend(
+        &self,
+        stack: &mut Stack<DirHandle, WriteState>,
+        e: Planned,
+        budget: &mut Budget,
+    ) -> Result<()> {
+        let planner = self.planner();
+        let NodeKind::Dir { subtree } = &e.node.kind else {
+            return Ok(());
+        };
+        let Some(nodes) = planner.load_entries(&e, subtree, budget)? else {
+            return Ok(());
+        };
+        let i = stack.frames.len() - 1;
+        let ctx = stack.frames[i].ctx.child(&e);
+        if e.action == EntryAction::Skip {
+            // Nothing below is written. The read-only walk reports the errors
+            // below it and tells whether anything below is selected.
+            let selected = planner.scan_dir(nodes, ctx, None, budget)?.is_some();
+            if (e.included || selected) && self.ensure(stack, i).is_some() {
+                Collector::push(&self.out.skipped, shown(&e.rel));
+            }
+            return Ok(());
+        }
+        let dir = planner.open_existing(stack, i, &e);
+        let name = e.node.name.clone();
+        let state = WriteState {
+            entry: Some(e),
+            ready: false,
+            created: false,
+        };
+        stack.push(Frame::new(ctx, name, dir, state));
+        self.enter(stack, nodes);
+        Ok(())
+    }
+
+    /// Plans the entries of the directory just entered and writes the ones
+    /// that are not directories, in parallel; the walk visits the
+    /// subdirectories. The directory itself is restored into first when it
+    /// holds anything to write or is included itself.
+    fn enter(&self, stack: &mut Stack<DirHandle, WriteState>, nodes: Vec<Node>) {
+        let i = stack.frames.len() - 1;
+        let top = stack.top();
+        let lookup = top.held.open().map(DirHandle::read_only);
+        let planned = self
+            .planner()
+            .plan_entries(nodes, &top.ctx, lookup.as_ref());
+        drop(lookup);
+        let included = top.state.entry.as_ref().is_some_and(|e| e.included);
+        let (dirs, leaves): (Vec<Planned>, Vec<Planned>) = planned
+            .into_iter()
+            .partition(|e| e.node.subtree().is_some());
+        if (!leaves.is_empty() || included)
+            && let Some(dir) = self.ensure(stack, i)
+        {
+            leaves.par_iter().for_each(|e| self.write_leaf(&dir, e));
+        }
+        stack.frames[i].todo = dirs.into_iter();
+    }
+
+    /// Leaves the current directory: its metadata is set when this restore
+    /// created it, now that everything below it is written.
+    fn leave(&self, stack: &mut Stack<DirHandle, WriteState>) {
+        let i = stack.frames.len() - 1;
+        if stack.frames[i].state.created
+            && let Some(dir) = self.reopened(stack, i)
+            && let Some(e) = &stack.frames[i].state.entry
+            && let Err(err) = dir.set_dir_meta(&self.meta(&e.node))
+        {
+            self.report(&e.rel, text(err));
+        }
+        stack.pop();
+    }
+
+    /// The directory of frame `i`, restored into first (with its parents)
+    /// when it is not yet; None when that failed (reported once).
+    fn ensure(&self, stack: &mut Stack<DirHandle, WriteState>, i: usize) -> Option<DirHandle> {
+        let mut j = i;
+        while !stack.frames[j].state.ready {
+            j -= 1;
+        }
+        for k in j + 1..=i {
+            self.make_ready(stack, k)?;
+            stack.close_outside(k - 1);
+        }
+        self.reopened(stack, i)
+    }
+
+    /// Creates, renames or merges into the directory of frame `k`, whose
+    /// parent is ready.
+    fn make_ready(&self, stack: &mut Stack<DirHandle, WriteState>, k: usize) -> Option<()> {
+        if matches!(stack.frames[k].held, Held::Failed) {
+            return None;
+        }
+        let parent = self.reopened(stack, k - 1)?;
+        let frame = &mut stack.frames[k];
+        let e = frame.state.entry.as_ref()?;
+        match self.open_dir(&parent, e) {
+            Ok((handle, used, created)) => {
+                frame.held = Held::Open(handle);
+                frame.name = used;
+                frame.state.ready = true;
+                frame.state.created = created;
+                Some(())
+            }
+            Err(msg) => {
+                self.report(&e.rel, msg);
+                frame.held = Held::Failed;
+                None
+            }
         }
     }
 
-    /// Opens the parent (nothing happens when that fails: its error is
-    /// reported) and writes the non-directory entry `e` with `write`, unless
-    /// it is skipped.
-    fn leaf(
-        &self,
-        parent: &LazyDir<'_>,
-        e: &Planned,
-        write: impl FnOnce(&DirHandle) -> EntryResult,
-    ) -> EntryResult {
-        let Some(dir) = parent.get(self) else {
-            return Ok(());
-        };
-        match e.action {
+    /// The directory of frame `i`, reopened if needed; failures are reported.
+    fn reopened(&self, stack: &mut Stack<DirHandle, WriteState>, i: usize) -> Option<DirHandle> {
+        self.planner().reopened(stack, i)
+    }
+
+    /// Writes the non-directory entry `e` into `dir`, unless it is skipped.
+    fn write_leaf(&self, dir: &DirHandle, e: &Planned) {
+        let result = match e.action {
             EntryAction::Skip => {
                 Collector::push(&self.out.skipped, shown(&e.rel));
                 Ok(())
             }
             // Not reached: conflicts abort the restore before writing.
             EntryAction::Conflict => Err("already exists".into()),
-            EntryAction::Write | EntryAction::Rename => write(dir),
+            EntryAction::Write | EntryAction::Rename => self.write_node(dir, e),
+        };
+        if let Err(msg) = result {
+            self.report(&e.rel, msg);
         }
     }
 
-    /// Restores the directory entry `e`: the directory, its entries, then
-    /// its metadata when this restore created it.
-    fn write_dir(&self, parent: &LazyDir<'_>, e: &Planned, subtree: &BlobId, ctx: &DirCtx) {
-        let planner = self.planner();
-        let Some(nodes) = planner.load_entries(e, subtree) else {
-            return;
-        };
-        let child = ctx.child(e);
-        if e.action == EntryAction::Skip {
-            // Nothing below is written. The read-only walk reports the errors
-            // below it and tells whether anything below is selected.
-            let selected = planner.scan_dir(nodes, &child).is_some();
-            if (e.included || selected) && parent.get(self).is_some() {
-                Collector::push(&self.out.skipped, shown(&e.rel));
-            }
-            return;
-        }
-        let dir = LazyDir::new(parent, e);
-        if e.included {
-            dir.get(self);
-        }
-        self.write_entries(&dir, nodes, &child);
-        if let Some(Some((handle, true))) = dir.handle.get()
-            && let Err(err) = handle.set_dir_meta(&self.meta(&e.node))
-        {
-            Collector::push(&self.out.errors, (shown(&e.rel), text(err)));
+    fn write_node(&self, dir: &DirHandle, e: &Planned) -> EntryResult {
+        match &e.node.kind {
+            NodeKind::File { content } => self.write_file(dir, e, content),
+            NodeKind::Symlink { target } => self.write_symlink(dir, e, target),
+            NodeKind::Fifo => self.write_special(dir, e, Special::Fifo, 0),
+            NodeKind::CharDev { rdev } => self.write_device(dir, e, Special::CharDevice, *rdev),
+            NodeKind::BlockDev { rdev } => self.write_device(dir, e, Special::BlockDevice, *rdev),
+            NodeKind::Socket => Err("skipped special file: sockets are not restored".into()),
+            // Not reached: the walk visits directories.
+            NodeKind::Dir { .. } => Ok(()),
         }
     }
 
     /// Creates (or opens, when merging) the directory of the entry `e` in
-    /// `parent`; also says whether this restore created it.
+    /// `parent`; also says which name it got and whether this restore
+    /// created it.
     fn open_dir(
         &self,
         parent: &DirHandle,
         e: &Planned,
-    ) -> std::result::Result<(DirHandle, bool), String> {
+    ) -> std::result::Result<(DirHandle, Vec<u8>, bool), String> {
         let opened = match e.action {
             EntryAction::Rename => {
                 let (handle, used) = self.renamed_dir(parent, &e.node.name)?;
                 self.record_rename(parent, e, &used);
-                (handle, true)
+                (handle, used, true)
             }
             EntryAction::Write => {
                 let handle = parent
                     .dir(&e.node.name, self.opts.on_conflict)
                     .map_err(text)?;
-                (handle, e.existing != Existing::Dir)
+                (handle, e.node.name.clone(), e.existing != Existing::Dir)
             }
             // Not reached: conflicts abort the restore before writing, and
             // skipped directories are never opened.
@@ -1057,11 +1369,11 @@ impl Writer<'_> {
         let placed = dir
             .symlink(&e.node.name, target, self.opts.on_conflict)
             .map_err(text)?;
-        let Some(((), used)) = self.placed(dir, e, placed) else {
+        let Some((pinned, _)) = self.placed(dir, e, placed) else {
             return Ok(());
         };
         Collector::add(&self.out.symlinks, 1);
-        dir.set_meta(&used, &self.meta(&e.node), true).map_err(text)
+        pinned.set_meta(&self.meta(&e.node)).map_err(text)
     }
 
     /// Device nodes are only restored as root.
@@ -1077,12 +1389,11 @@ impl Writer<'_> {
         let placed = dir
             .mknod(&e.node.name, kind, rdev, self.opts.on_conflict)
             .map_err(text)?;
-        let Some(((), used)) = self.placed(dir, e, placed) else {
+        let Some((pinned, _)) = self.placed(dir, e, placed) else {
             return Ok(());
         };
         Collector::add(&self.out.others, 1);
-        dir.set_meta(&used, &self.meta(&e.node), false)
-            .map_err(text)
+        pinned.set_meta(&self.meta(&e.node)).map_err(text)
     }
 }
 
@@ -1156,7 +1467,7 @@ mod tests {
         }
 
         fn restore(&self, root: BlobId, opts: &RestoreOptions) -> Result<RestoreReport> {
-            restore(&self.repo, root, opts, &NoProgress)
+            restore(&self.repo, root, opts, u64::MAX, &NoProgress)
         }
     }
 
@@ -1337,7 +1648,7 @@ mod tests {
         let mut opts = fx.opts();
         opts.owner = true;
         let progress = Counting::default();
-        let report = restore(&fx.repo, s.root, &opts, &progress).unwrap();
+        let report = restore(&fx.repo, s.root, &opts, u64::MAX, &progress).unwrap();
         let t = fx.target();
         for w in &s.files {
             check_file(&t, w);
@@ -1770,34 +2081,131 @@ mod tests {
         }
     }
 
-    fn nested(b: &Builder, depth: usize) -> Node {
+    /// `depth` nested directories `d` (mode 0o750, mtime 7) ending in a file
+    /// `f`.
+    fn chain(b: &Builder, depth: usize) -> Node {
         let mut cur = vec![b.file(b"f", &[b"x"], 0o644, (1, 0))];
         for _ in 1..depth {
-            cur = vec![b.dir(b"d", cur, 0o755, (1, 0))];
+            cur = vec![b.dir(b"d", cur, 0o750, (7, 0))];
         }
-        b.dir(b"d", cur, 0o755, (1, 0))
+        b.dir(b"d", cur, 0o750, (7, 0))
     }
 
+    fn chain_path(top: &Path, depth: usize) -> PathBuf {
+        (0..depth).fold(top.to_path_buf(), |p, _| p.join("d"))
+    }
+
+    /// Finding 8 of issue 12 (restore part): a tree far deeper than the
+    /// window of open directory descriptors restores completely, with every
+    /// directory's metadata, merged into an existing part of the chain or
+    /// beside it, and with a lazily created chain (include patterns).
     #[test]
-    fn depth_limit_is_reported() {
+    fn restore_restores_any_depth_with_a_bounded_window_of_descriptors() {
+        const DEPTH: usize = 40;
         let fx = Fx::new();
         let b = Builder::new(&fx.repo);
-        let ok = nested(&b, MAX_DEPTH);
-        let mut deep = nested(&b, MAX_DEPTH + 1);
-        deep.name = b"deep".to_vec();
-        let root = b.tree(Tree::new(vec![ok, deep]).nodes);
+        let root = b.tree(vec![chain(&b, DEPTH)]);
         b.flush();
-        let report = fx.restore(root, &fx.opts()).unwrap();
-        let mut ok_file = fx.target();
-        for _ in 0..MAX_DEPTH {
-            ok_file.push("d");
+        let t = fx.target();
+        fs::create_dir_all(chain_path(&t, 5)).unwrap();
+        let mut opts = fx.opts();
+        opts.on_conflict = OnConflict::Skip;
+        let report = fx.restore(root, &opts).unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!((report.files, report.dirs), (1, DEPTH as u64));
+        assert_eq!(fs::read(chain_path(&t, DEPTH).join("f")).unwrap(), b"x");
+        for depth in [1, 5] {
+            let md = fs::metadata(chain_path(&t, depth)).unwrap();
+            assert_ne!(md.mtime(), 7, "a merged directory keeps its metadata");
         }
-        assert_eq!(fs::read(ok_file.join("f")).unwrap(), b"x");
-        assert_eq!(report.files, 1);
-        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
-        let (path, msg) = &report.errors[0];
-        assert!(path.starts_with("deep/d/") && msg.contains("levels deep"));
-        assert!(!fx.target().join(path).exists());
+        for depth in [6, 20, DEPTH] {
+            check_dir_meta(&chain_path(&t, depth), 0o750, (7, 0));
+        }
+
+        let mut opts = RestoreOptions::new(fx.tmp.path().join("lazy"));
+        let deep = chain_path(Path::new("/"), DEPTH).join("f");
+        opts.include = Patterns::new(&[deep.to_str().unwrap()]).unwrap();
+        let report = fx.restore(root, &opts).unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!((report.files, report.dirs), (1, DEPTH as u64));
+        check_dir_meta(&chain_path(&opts.target, DEPTH - 10), 0o750, (7, 0));
+        assert_eq!(
+            fs::read(chain_path(&opts.target, DEPTH).join("f")).unwrap(),
+            b"x"
+        );
+    }
+
+    /// A directory moved away while its descriptor was closed is not
+    /// reopened by name: the walk notices it is another directory.
+    #[test]
+    fn a_closed_directory_is_reopened_only_if_it_is_the_same() {
+        let fx = Fx::new();
+        let sandbox = Sandbox::open(&fx.target()).unwrap();
+        let a = sandbox.root().dir(b"a", OnConflict::Fail).unwrap();
+        let ctx = || DirCtx {
+            abs: Vec::new(),
+            rel: b"a".to_vec(),
+            included: true,
+            skip: false,
+        };
+        let mut stack = Stack::new(Frame::new(ctx(), Vec::new(), Some(sandbox.root()), ()));
+        stack.push(Frame::new(ctx(), b"a".to_vec(), Some(a), ()));
+        for _ in 0..OPEN_DIRS {
+            stack.push(Frame::new(ctx(), b"x".to_vec(), None, ()));
+        }
+        assert!(matches!(stack.frames[1].held, Held::Closed(_)));
+        assert!(stack.open(1).unwrap().is_some(), "reopened");
+        stack.close_outside(1);
+        assert!(matches!(stack.frames[1].held, Held::Closed(_)));
+        fs::rename(fx.target().join("a"), fx.target().join("moved")).unwrap();
+        fs::create_dir(fx.target().join("a")).unwrap();
+        let (rel, err) = stack.open(1).unwrap_err();
+        assert_eq!(rel, b"a");
+        assert!(matches!(err, SandboxError::Replaced { .. }), "{err}");
+        assert!(matches!(stack.frames[1].held, Held::Failed));
+    }
+
+    /// A forged tree DAG: `levels` levels of two entries sharing one subtree,
+    /// 2^levels paths from a handful of stored trees.
+    fn forged_dag(b: &Builder, levels: usize) -> BlobId {
+        let mut cur = vec![b.file(b"f", &[b"x"], 0o644, (1, 0))];
+        for _ in 0..levels {
+            let subtree = b.tree(cur);
+            let dir = |name: &[u8]| node(name, NodeKind::Dir { subtree }, 0o755, (1, 0));
+            cur = vec![dir(b"a"), dir(b"b")];
+        }
+        b.tree(cur)
+    }
+
+    /// Finding 8 of issue 12: a walk is capped by the entries the snapshot
+    /// records, so a tree DAG expanding to 2^40 paths is refused, in the
+    /// conflict scan, the dry run and the write pass alike.
+    #[test]
+    fn restore_refuses_a_forged_tree_dag_beyond_the_entry_budget() {
+        let fx = Fx::new();
+        let b = Builder::new(&fx.repo);
+        let root = forged_dag(&b, 40);
+        b.flush();
+        for (on, dry_run) in [
+            (OnConflict::Fail, false),
+            (OnConflict::Overwrite, true),
+            (OnConflict::Overwrite, false),
+        ] {
+            let mut opts = fx.opts();
+            opts.on_conflict = on;
+            opts.dry_run = dry_run;
+            let err = restore(&fx.repo, root, &opts, 5_000, &NoProgress).unwrap_err();
+            assert!(matches!(err, RestoreError::TooManyEntries(5_000)), "{err}");
+            assert!(err.to_string().contains("5000 entries"), "{err}");
+        }
+        // A budget as large as what the trees hold is enough.
+        let small = forged_dag(&b, 3);
+        b.flush();
+        let opts = RestoreOptions::new(fx.tmp.path().join("small"));
+        assert!(restore(&fx.repo, small, &opts, 2 + 4 + 8 + 8, &NoProgress).is_ok());
+        let opts = RestoreOptions::new(fx.tmp.path().join("small2"));
+        let err = restore(&fx.repo, small, &opts, 2 + 4 + 8 + 7, &NoProgress).unwrap_err();
+        assert!(matches!(err, RestoreError::TooManyEntries(_)), "{err}");
     }
 
     #[test]

@@ -13,12 +13,16 @@
 //! * Set a directory's final metadata ([`DirHandle::set_dir_meta`]) only after
 //!   all of its children are written: a restored read-only mode would
 //!   otherwise prevent creating them.
-//! * Only call [`DirHandle::set_meta`] on entries this restore created
-//!   ([`Placed::Written`]); a pre-existing entry may be a hard link to a file
-//!   outside the target, whose owner, mode and times would then change.
-//! * Linux only: changing the mode of an entry without following symlinks
-//!   relies on `O_PATH` and `/proc/self/fd` (with a fallback when `/proc` is
-//!   not mounted), and so does [`DirHandle::open_read`].
+//! * Metadata is set through descriptors only, and only on entries this
+//!   restore created: files through their open descriptor, directories
+//!   through theirs ([`DirHandle::set_dir_meta`]), symlinks, fifos and device
+//!   nodes through the `O_PATH|O_NOFOLLOW` descriptor [`DirHandle::symlink`]
+//!   and [`DirHandle::mknod`] pin them with right after creating them
+//!   ([`Pinned`]). A pre-existing entry may be a hard link to a file outside
+//!   the target, whose owner, mode and times would otherwise change.
+//! * Linux only: changing the mode of a pinned entry relies on `O_PATH` and
+//!   `/proc/self/fd`, and so does [`DirHandle::open_read`] (with a fallback
+//!   when `/proc` is not mounted).
 //!
 //! [`ReadOnlyDir`] inspects the target the same way (e.g. to plan a restore)
 //! but never creates, changes or removes anything, not even the target.
@@ -182,9 +186,8 @@ impl Sandbox {
             source,
         })?;
         let fd = open_target_dir(target).map_err(|e| target_error(target, e))?;
-        Ok(Sandbox {
-            root: DirHandle::root(fd),
-        })
+        let root = DirHandle::root(fd).map_err(|e| target_error(target, e))?;
+        Ok(Sandbox { root })
     }
 
     /// A handle to the root (shares the descriptor).
@@ -196,7 +199,7 @@ impl Sandbox {
 /// A directory of the target opened for inspection only: it offers no way to
 /// create, change or remove anything. Subdirectories are opened one validated
 /// component at a time without following symlinks, as with [`DirHandle`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadOnlyDir {
     dir: DirHandle,
 }
@@ -206,10 +209,8 @@ impl ReadOnlyDir {
     /// exist. Like [`Sandbox::open`], a symlink at `target` itself is followed
     /// (the target path is trusted user input).
     pub fn open_target(target: &Path) -> Result<Option<ReadOnlyDir>> {
-        match open_target_dir(target) {
-            Ok(fd) => Ok(Some(ReadOnlyDir {
-                dir: DirHandle::root(fd),
-            })),
+        match open_target_dir(target).and_then(DirHandle::root) {
+            Ok(dir) => Ok(Some(ReadOnlyDir { dir })),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(target_error(target, e)),
         }
@@ -228,12 +229,35 @@ impl ReadOnlyDir {
     /// Opens the existing subdirectory `name`; anything else there (a symlink
     /// included, which is never followed) or nothing is an error.
     pub fn subdir(&self, name: &[u8]) -> Result<ReadOnlyDir> {
-        validate_name(name)?;
-        match self.dir.open_subdir(name) {
-            Ok(fd) => Ok(ReadOnlyDir {
-                dir: self.dir.child(name, fd),
-            }),
-            Err(e) => Err(self.dir.io_err(name, "open directory", e)),
+        let dir = self.dir.subdir(name)?;
+        Ok(ReadOnlyDir { dir })
+    }
+
+    /// Which directory this is (device and inode).
+    pub fn identity(&self) -> Identity {
+        self.dir.identity()
+    }
+
+    /// Opens the subdirectory `name` again, provided it still is the
+    /// directory `id` (see [`DirHandle::reopen`]).
+    pub fn reopen(&self, name: &[u8], id: Identity) -> Result<ReadOnlyDir> {
+        let dir = self.dir.reopen(name, id)?;
+        Ok(ReadOnlyDir { dir })
+    }
+}
+
+/// Which file an entry is: its device and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    fn of(st: &Stat) -> Identity {
+        Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
         }
     }
 }
@@ -244,9 +268,42 @@ impl ReadOnlyDir {
 pub struct DirHandle {
     fd: Arc<OwnedFd>,
     rel: Vec<u8>,
+    id: Identity,
 }
 
 impl DirHandle {
+    /// Which directory this is (device and inode).
+    pub fn identity(&self) -> Identity {
+        self.id
+    }
+
+    /// The same directory, for inspection only (shares the descriptor).
+    pub fn read_only(&self) -> ReadOnlyDir {
+        ReadOnlyDir { dir: self.clone() }
+    }
+
+    /// Opens the existing subdirectory `name` without creating anything; a
+    /// symlink there is never followed and, like anything else that is not a
+    /// directory, is an error.
+    pub fn subdir(&self, name: &[u8]) -> Result<DirHandle> {
+        validate_name(name)?;
+        let fd = self
+            .open_subdir(name)
+            .map_err(|e| self.io_err(name, "open directory", e))?;
+        self.child(name, fd)
+    }
+
+    /// Opens the subdirectory `name` again after its descriptor was closed,
+    /// provided it still is the directory `id`: a directory moved or replaced
+    /// meanwhile is [`SandboxError::Replaced`], never entered.
+    pub fn reopen(&self, name: &[u8], id: Identity) -> Result<DirHandle> {
+        let dir = self.subdir(name)?;
+        if dir.id != id {
+            return Err(self.replaced(name));
+        }
+        Ok(dir)
+    }
+
     /// Path of this directory relative to the target root (empty for the root).
     pub fn rel_path(&self) -> &[u8] {
         &self.rel
@@ -267,7 +324,7 @@ impl DirHandle {
         validate_name(name)?;
         for _ in 0..MAX_ATTEMPTS {
             match self.open_subdir(name) {
-                Ok(fd) => return Ok(self.child(name, fd)),
+                Ok(fd) => return self.child(name, fd),
                 Err(Errno::NOENT) => self.mkdir(name)?,
                 Err(Errno::NOTDIR | Errno::LOOP) => self.clear_for_dir(name, on_conflict)?,
                 Err(e) => return Err(self.io_err(name, "open directory", e)),
@@ -286,15 +343,15 @@ impl DirHandle {
         })
     }
 
-    /// Creates a symlink `name` -> `target`. The target is stored verbatim
-    /// (it may point anywhere; it is never followed by this module). Same
-    /// conflict rules as [`DirHandle::create_file`].
+    /// Creates a symlink `name` -> `target` and pins it ([`Pinned`]). The
+    /// target is stored verbatim (it may point anywhere; it is never followed
+    /// by this module). Same conflict rules as [`DirHandle::create_file`].
     pub fn symlink(
         &self,
         name: &[u8],
         target: &[u8],
         on_conflict: OnConflict,
-    ) -> Result<Placed<()>> {
+    ) -> Result<Placed<Pinned>> {
         validate_name(name)?;
         if target.is_empty() || target.contains(&0) {
             return Err(SandboxError::InvalidSymlinkTarget {
@@ -302,25 +359,37 @@ impl DirHandle {
                 target: lossy(target),
             });
         }
-        self.place(name, on_conflict, "create symlink", |n| {
+        let placed = self.place(name, on_conflict, "create symlink", |n| {
             rfs::symlinkat(target, self.fd(), n)
+        })?;
+        self.pin_placed(placed, |fd| {
+            let st = rfs::fstat(fd)?;
+            let link = rfs::readlinkat(fd, "", Vec::new())?;
+            Ok(kind_of(&st) == Existing::Symlink && link.as_bytes() == target)
         })
     }
 
     /// Creates the fifo or device node `name` with `mknodat` (mode 0o600; the
-    /// final mode is set later with [`DirHandle::set_meta`]). Same conflict
-    /// rules as [`DirHandle::create_file`]. Device nodes need privileges.
+    /// final mode is set later with [`Pinned::set_meta`]) and pins it. Same
+    /// conflict rules as [`DirHandle::create_file`]. Device nodes need
+    /// privileges.
     pub fn mknod(
         &self,
         name: &[u8],
         kind: Special,
         rdev: u64,
         on_conflict: OnConflict,
-    ) -> Result<Placed<()>> {
+    ) -> Result<Placed<Pinned>> {
         validate_name(name)?;
         let file_type = kind.file_type();
-        self.place(name, on_conflict, "mknod", |n| {
+        let placed = self.place(name, on_conflict, "mknod", |n| {
             rfs::mknodat(self.fd(), n, file_type, PRIVATE_FILE, rdev)
+        })?;
+        self.pin_placed(placed, |fd| {
+            let st = rfs::fstat(fd)?;
+            let is_device = kind != Special::Fifo;
+            Ok(FileType::from_raw_mode(st.st_mode) == file_type
+                && (!is_device || st.st_rdev == rdev))
         })
     }
 
@@ -368,33 +437,19 @@ impl DirHandle {
         Ok(File::from(fd))
     }
 
-    /// Sets owner (when `Some`, lchown semantics), mode (not on symlinks) and
-    /// mtime/atime (= mtime) of the entry `name`, never following a symlink.
-    pub fn set_meta(&self, name: &[u8], meta: &Meta, is_symlink: bool) -> Result<()> {
-        validate_name(name)?;
-        let m = Checked::new(meta).map_err(|reason| self.invalid_meta(name, reason))?;
-        if m.uid.is_some() || m.gid.is_some() {
-            rfs::chownat(self.fd(), name, m.uid, m.gid, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.io_err(name, "chown", e))?;
-        }
-        if !is_symlink {
-            self.chmod_entry(name, m.mode)?;
-        }
-        rfs::utimensat(self.fd(), name, &m.times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.io_err(name, "set times", e))
-    }
-
     /// Sets owner, mode and times of this directory itself via its descriptor.
     pub fn set_dir_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.shown_self();
         apply_fd_meta(self.fd(), meta, path)
     }
 
-    fn root(fd: OwnedFd) -> DirHandle {
-        DirHandle {
+    fn root(fd: OwnedFd) -> rustix::io::Result<DirHandle> {
+        let id = Identity::of(&rfs::fstat(&fd)?);
+        Ok(DirHandle {
             fd: Arc::new(fd),
             rel: Vec::new(),
-        }
+            id,
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -413,11 +468,13 @@ impl DirHandle {
         rel
     }
 
-    fn child(&self, name: &[u8], fd: OwnedFd) -> DirHandle {
-        DirHandle {
+    fn child(&self, name: &[u8], fd: OwnedFd) -> Result<DirHandle> {
+        let id = Identity::of(&self.fstat(name, fd.as_fd())?);
+        Ok(DirHandle {
             fd: Arc::new(fd),
             rel: self.child_rel(name),
-        }
+            id,
+        })
     }
 
     fn shown(&self, name: &[u8]) -> String {
@@ -452,6 +509,31 @@ impl DirHandle {
             path: self.shown(name),
             reason,
         }
+    }
+
+    /// Pins the entry a `place` call created: opens it with
+    /// `O_PATH|O_NOFOLLOW` and checks with `is_ours` that it is what was
+    /// created (the name may have been swapped in between).
+    fn pin_placed(
+        &self,
+        placed: Placed<()>,
+        is_ours: impl Fn(BorrowedFd<'_>) -> rustix::io::Result<bool>,
+    ) -> Result<Placed<Pinned>> {
+        let Placed::Written((), used) = placed else {
+            return Ok(Placed::Skipped);
+        };
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(self.fd(), &used, flags, Mode::empty())
+            .map_err(|e| self.io_err(&used, "open created entry", e))?;
+        if !is_ours(fd.as_fd()).map_err(|e| self.io_err(&used, "inspect created entry", e))? {
+            return Err(self.replaced(&used));
+        }
+        let pinned = Pinned {
+            fd,
+            dir: self.clone(),
+            name: used.clone(),
+        };
+        Ok(Placed::Written(pinned, used))
     }
 
     fn lstat_kind(&self, name: &[u8]) -> Result<Existing> {
@@ -569,40 +651,66 @@ impl DirHandle {
         }
         Err(self.conflict(name))
     }
+}
 
-    /// Changes the mode of the entry `name` unless it is a symlink. The entry
-    /// is pinned with an `O_PATH|O_NOFOLLOW` descriptor first, so the mode
-    /// lands on exactly the inode that was checked.
-    fn chmod_entry(&self, name: &[u8], mode: Mode) -> Result<()> {
-        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let pinned = rfs::openat(self.fd(), name, flags, Mode::empty())
-            .map_err(|e| self.io_err(name, "open for chmod", e))?;
-        let st = self.fstat(name, pinned.as_fd())?;
-        if kind_of(&st) == Existing::Symlink {
-            return Ok(());
+/// A symlink, fifo or device node this restore created, held by an
+/// `O_PATH|O_NOFOLLOW` descriptor: its metadata is set on exactly that inode,
+/// even when its name is swapped or renamed away meanwhile.
+#[derive(Debug)]
+pub struct Pinned {
+    fd: OwnedFd,
+    /// Where it was created, for errors and the by-name fallback of times.
+    dir: DirHandle,
+    name: Vec<u8>,
+}
+
+impl Pinned {
+    /// Sets owner (when `Some`), mode (not on a symlink, whose mode Linux
+    /// cannot change) and mtime/atime (= mtime) of the pinned inode: owner
+    /// with `fchownat(fd, "", AT_EMPTY_PATH)`, mode through the
+    /// `/proc/self/fd` magic link, times with `utimensat(fd, "",
+    /// AT_EMPTY_PATH)` (see [`Pinned::set_times`]).
+    pub fn set_meta(&self, meta: &Meta) -> Result<()> {
+        let m = Checked::new(meta).map_err(|reason| self.dir.invalid_meta(&self.name, reason))?;
+        let err = |op| move |e| self.dir.io_err(&self.name, op, e);
+        if m.uid.is_some() || m.gid.is_some() {
+            rfs::chownat(&self.fd, "", m.uid, m.gid, AtFlags::EMPTY_PATH).map_err(err("chown"))?;
         }
-        match chmod_via_procfs(pinned.as_fd(), mode) {
-            Err(Errno::NOENT) => self.chmod_by_reopen(name, &st, mode),
-            other => other.map_err(|e| self.io_err(name, "chmod", e)),
+        let st = rfs::fstat(&self.fd).map_err(err("fstat"))?;
+        if kind_of(&st) != Existing::Symlink {
+            chmod_via_procfs(self.fd.as_fd(), m.mode).map_err(err("chmod"))?;
+        }
+        self.set_times(&m.times, &st)
+    }
+
+    /// `utimensat(fd, "", AT_EMPTY_PATH)` acts on the pinned inode itself
+    /// (symlinks included). Kernels without `AT_EMPTY_PATH` for `utimensat`
+    /// (before 5.8) answer `EINVAL`; then the times are set by name without
+    /// following a symlink, and the name is checked to be the pinned inode
+    /// right before and after, so a swap is reported as
+    /// [`SandboxError::Replaced`].
+    fn set_times(&self, times: &Timestamps, pinned: &Stat) -> Result<()> {
+        let flags = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
+        match rfs::utimensat(&self.fd, "", times, flags) {
+            Err(Errno::INVAL) => self.set_times_by_name(times, pinned),
+            other => other.map_err(|e| self.dir.io_err(&self.name, "set times", e)),
         }
     }
 
-    /// Fallback when `/proc` is not mounted: reopen a regular file or
-    /// directory for reading (never following a symlink), make sure it is the
-    /// pinned inode, and `fchmod` it.
-    fn chmod_by_reopen(&self, name: &[u8], pinned: &Stat, mode: Mode) -> Result<()> {
-        let extra = match kind_of(pinned) {
-            Existing::File => OFlags::empty(),
-            Existing::Dir => OFlags::DIRECTORY,
-            _ => return Err(self.io_err(name, "chmod (no /proc)", Errno::NOENT)),
+    fn set_times_by_name(&self, times: &Timestamps, pinned: &Stat) -> Result<()> {
+        let (dir, name) = (&self.dir, self.name.as_slice());
+        let still_ours = || -> Result<()> {
+            let there = rfs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| dir.io_err(name, "lstat", e))?;
+            match same_inode(&there, pinned) {
+                true => Ok(()),
+                false => Err(dir.replaced(name)),
+            }
         };
-        let fd = self
-            .open_read_nofollow(name, extra)
-            .map_err(|e| self.io_err(name, "open for chmod", e))?;
-        if !same_inode(&self.fstat(name, fd.as_fd())?, pinned) {
-            return Err(self.conflict(name));
-        }
-        rfs::fchmod(&fd, mode).map_err(|e| self.io_err(name, "chmod", e))
+        still_ours()?;
+        rfs::utimensat(dir.fd(), name, times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| dir.io_err(name, "set times", e))?;
+        still_ours()
     }
 }
 
@@ -807,7 +915,6 @@ pub(crate) mod tests {
     fn methods_validate_names() {
         let fx = fixture();
         let root = fx.sandbox.root();
-        let meta = meta(0o644, 0, 0);
         assert!(matches!(
             root.existing(b".."),
             Err(SandboxError::InvalidName { .. })
@@ -825,7 +932,7 @@ pub(crate) mod tests {
             Err(SandboxError::InvalidName { .. })
         ));
         assert!(matches!(
-            root.set_meta(b".", &meta, false),
+            root.mknod(b".", Special::Fifo, 0, OnConflict::Overwrite),
             Err(SandboxError::InvalidName { .. })
         ));
         assert_empty(&fx.target);
@@ -1018,12 +1125,12 @@ pub(crate) mod tests {
 
         assert!(matches!(
             sub.symlink(b"abs", abs_bytes, OnConflict::Fail).unwrap(),
-            Placed::Written((), _)
+            Placed::Written(_, _)
         ));
         assert!(matches!(
             sub.symlink(b"up", b"../../outside/up", OnConflict::Fail)
                 .unwrap(),
-            Placed::Written((), _)
+            Placed::Written(_, _)
         ));
         assert_eq!(fs::read_link(fx.target.join("sub/abs")).unwrap(), abs);
         assert_eq!(
@@ -1047,8 +1154,7 @@ pub(crate) mod tests {
             sub.symlink(b"up", b"x", OnConflict::Skip).unwrap(),
             Placed::Skipped
         ));
-        let Placed::Written((), used) = sub.symlink(b"up", b"x", OnConflict::Rename).unwrap()
-        else {
+        let Placed::Written(_, used) = sub.symlink(b"up", b"x", OnConflict::Rename).unwrap() else {
             panic!("rename must write");
         };
         assert_eq!(used, b"up.strata-restored");
@@ -1073,16 +1179,32 @@ pub(crate) mod tests {
         assert_empty(&fx.outside);
     }
 
+    /// Creates the fifo `name` and returns its pin.
+    fn fifo(dir: &DirHandle, name: &[u8]) -> Pinned {
+        match dir.mknod(name, Special::Fifo, 0, OnConflict::Fail).unwrap() {
+            Placed::Written(pinned, _) => pinned,
+            Placed::Skipped => panic!("must write"),
+        }
+    }
+
+    /// Creates the symlink `name` -> `target` and returns its pin.
+    fn symlink(dir: &DirHandle, name: &[u8], target: &[u8]) -> Pinned {
+        match dir.symlink(name, target, OnConflict::Fail).unwrap() {
+            Placed::Written(pinned, _) => pinned,
+            Placed::Skipped => panic!("must write"),
+        }
+    }
+
     #[test]
-    fn set_meta_sets_mode_and_mtime() {
+    fn set_meta_sets_owner_mode_and_mtime() {
         let fx = fixture();
         let root = fx.sandbox.root();
-        write_file(&root, b"f", OnConflict::Fail, b"x");
+        let pinned = fifo(&root, b"p");
         let mut m = meta(0o751, 1_000_000_000, 123_456_789);
         m.uid = Some(rustix::process::getuid().as_raw());
         m.gid = Some(rustix::process::getgid().as_raw());
-        root.set_meta(b"f", &m, false).unwrap();
-        let md = fs::symlink_metadata(fx.target.join("f")).unwrap();
+        pinned.set_meta(&m).unwrap();
+        let md = fs::symlink_metadata(fx.target.join("p")).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o751);
         assert_eq!(md.mtime(), 1_000_000_000);
         assert_eq!(md.mtime_nsec(), 123_456_789);
@@ -1098,71 +1220,114 @@ pub(crate) mod tests {
         fs::write(&victim, b"v").unwrap();
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
         let before = fs::metadata(&victim).unwrap();
-        root.symlink(
-            b"l",
-            victim.as_os_str().as_encoded_bytes(),
-            OnConflict::Fail,
-        )
-        .unwrap();
-
-        // Both with the right flag and with a lying one.
-        for is_symlink in [true, false] {
-            root.set_meta(b"l", &meta(0o4777, 1_234_567, 5), is_symlink)
-                .unwrap();
-            let after = fs::metadata(&victim).unwrap();
-            assert_eq!(after.mode() & 0o7777, 0o640);
-            assert_eq!(after.mtime(), before.mtime());
-            assert_eq!(after.mtime_nsec(), before.mtime_nsec());
-            let link = fs::symlink_metadata(fx.target.join("l")).unwrap();
-            assert_eq!(link.mtime(), 1_234_567);
-        }
+        let pinned = symlink(&root, b"l", victim.as_os_str().as_encoded_bytes());
+        pinned.set_meta(&meta(0o4777, 1_234_567, 5)).unwrap();
+        let after = fs::metadata(&victim).unwrap();
+        assert_eq!(after.mode() & 0o7777, 0o640);
+        assert_eq!(after.mtime(), before.mtime());
+        assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+        let link = fs::symlink_metadata(fx.target.join("l")).unwrap();
+        assert_eq!((link.mtime(), link.mtime_nsec()), (1_234_567, 5));
     }
 
     #[test]
     fn set_meta_rejects_bad_meta() {
         let fx = fixture();
-        let root = fx.sandbox.root();
-        write_file(&root, b"f", OnConflict::Fail, b"x");
-        let err = root
-            .set_meta(b"f", &meta(0o644, 0, 1_000_000_000), false)
-            .unwrap_err();
-        assert!(matches!(err, SandboxError::InvalidMeta { .. }), "{err}");
+        let pinned = fifo(&fx.sandbox.root(), b"p");
+        let err = pinned.set_meta(&meta(0o644, 0, 1_000_000_000)).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::InvalidMeta { path, .. } if path == "p"),
+            "{err}"
+        );
         let mut m = meta(0o644, 0, 0);
         m.uid = Some(u32::MAX);
         assert!(matches!(
-            root.set_meta(b"f", &m, false),
+            pinned.set_meta(&m),
             Err(SandboxError::InvalidMeta { .. })
         ));
-        let err = root
-            .set_meta(b"missing", &meta(0o644, 0, 0), false)
-            .unwrap_err();
-        assert!(
-            matches!(&err, SandboxError::Io { path, .. } if path == "missing"),
-            "{err}"
+    }
+
+    /// Finding 9 of issue 12: owner, mode and times of a symlink, fifo or
+    /// device node land on the inode restore created, even when its name was
+    /// renamed away and something else put there before the metadata is set
+    /// (by name, as before, they landed on the impostor).
+    #[test]
+    fn restore_sets_metadata_of_special_files_on_the_created_inode() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        let pins = [fifo(&root, b"p"), symlink(&root, b"l", b"target")];
+        for name in ["p", "l"] {
+            let path = fx.target.join(name);
+            fs::rename(&path, fx.target.join(format!("{name}.moved"))).unwrap();
+            std::os::unix::fs::symlink("impostor", &path).unwrap();
+        }
+        let impostor = fs::symlink_metadata(fx.target.join("p")).unwrap();
+        for pinned in &pins {
+            pinned.set_meta(&meta(0o640, 1_111, 22)).unwrap();
+        }
+        let moved = fs::symlink_metadata(fx.target.join("p.moved")).unwrap();
+        assert!(moved.file_type().is_fifo());
+        assert_eq!(
+            (moved.mode() & 0o7777, moved.mtime(), moved.mtime_nsec()),
+            (0o640, 1_111, 22)
+        );
+        let moved = fs::symlink_metadata(fx.target.join("l.moved")).unwrap();
+        assert!(moved.file_type().is_symlink());
+        assert_eq!((moved.mtime(), moved.mtime_nsec()), (1_111, 22));
+        for name in ["p", "l"] {
+            let now = fs::symlink_metadata(fx.target.join(name)).unwrap();
+            assert_eq!(
+                fs::read_link(fx.target.join(name)).unwrap(),
+                Path::new("impostor")
+            );
+            assert_ne!(now.mtime(), 1_111, "{name}: the impostor's times changed");
+        }
+        assert_eq!(
+            impostor.mtime(),
+            fs::symlink_metadata(fx.target.join("p")).unwrap().mtime()
         );
     }
 
+    /// The by-name fallback for kernels without `utimensat(AT_EMPTY_PATH)`
+    /// refuses a name that no longer is the pinned inode.
     #[test]
-    fn chmod_fallback_without_procfs_works() {
+    fn set_times_by_name_refuses_a_swapped_name() {
         let fx = fixture();
         let root = fx.sandbox.root();
-        write_file(&root, b"f", OnConflict::Fail, b"x");
-        let d = root.dir(b"d", OnConflict::Fail).unwrap();
-        let st = rfs::statat(root.fd(), "f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
-        root.chmod_by_reopen(b"f", &st, Mode::from_raw_mode(0o604))
-            .unwrap();
-        let st = rfs::statat(root.fd(), "d", AtFlags::SYMLINK_NOFOLLOW).unwrap();
-        root.chmod_by_reopen(b"d", &st, Mode::from_raw_mode(0o705))
-            .unwrap();
-        assert_eq!(
-            fs::metadata(fx.target.join("f")).unwrap().mode() & 0o7777,
-            0o604
+        let pinned = fifo(&root, b"p");
+        let st = rfs::fstat(&pinned.fd).unwrap();
+        let m = Checked::new(&meta(0o600, 5_000, 6)).unwrap();
+        pinned.set_times_by_name(&m.times, &st).unwrap();
+        let md = fs::symlink_metadata(fx.target.join("p")).unwrap();
+        assert_eq!((md.mtime(), md.mtime_nsec()), (5_000, 6));
+
+        fs::rename(fx.target.join("p"), fx.target.join("p.moved")).unwrap();
+        fs::write(fx.target.join("p"), b"impostor").unwrap();
+        let before = fs::symlink_metadata(fx.target.join("p")).unwrap();
+        let err = pinned.set_times_by_name(&m.times, &st).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Replaced { path } if path == "p"),
+            "{err}"
         );
-        assert_eq!(
-            fs::metadata(fx.target.join("d")).unwrap().mode() & 0o7777,
-            0o705
+        let after = fs::symlink_metadata(fx.target.join("p")).unwrap();
+        assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+    }
+
+    #[test]
+    fn pinning_refuses_an_entry_that_is_not_the_created_one() {
+        let fx = fixture();
+        let root = fx.sandbox.root();
+        fs::write(fx.target.join("f"), b"x").unwrap();
+        let placed = Placed::Written((), b"f".to_vec());
+        let err = root.pin_placed(placed, |_| Ok(false)).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Replaced { path } if path == "f"),
+            "{err}"
         );
-        drop(d);
+        assert!(matches!(
+            root.pin_placed(Placed::Skipped, |_| Ok(false)).unwrap(),
+            Placed::Skipped
+        ));
     }
 
     #[test]
@@ -1264,7 +1429,7 @@ pub(crate) mod tests {
         let fifo = |on| root.mknod(b"p", Special::Fifo, 0, on);
         assert!(matches!(
             fifo(OnConflict::Fail).unwrap(),
-            Placed::Written((), _)
+            Placed::Written(_, _)
         ));
         let md = fs::symlink_metadata(fx.target.join("p")).unwrap();
         assert!(md.file_type().is_fifo());
@@ -1275,7 +1440,7 @@ pub(crate) mod tests {
             "{err}"
         );
         assert!(matches!(fifo(OnConflict::Skip).unwrap(), Placed::Skipped));
-        let Placed::Written((), used) = fifo(OnConflict::Rename).unwrap() else {
+        let Placed::Written(_, used) = fifo(OnConflict::Rename).unwrap() else {
             panic!("rename must write");
         };
         assert_eq!(used, b"p.strata-restored");

@@ -613,7 +613,8 @@ pub fn restore_missing(
         opts.include = Patterns::new(&patterns)?;
         opts.on_conflict = OnConflict::Skip;
         opts.owner = owner;
-        let report = restorer::restore(repo, tree, &opts, progress)?;
+        // TODO(lead): walk::entry_budget of the snapshot
+        let report = restorer::restore(repo, tree, &opts, u64::MAX, progress)?;
         restored.push(Restored { snapshot, report });
     }
     Ok(restored)
