@@ -2,7 +2,7 @@
 //! mount), exclusive ones for work that deletes (forget, prune, repair), each an encrypted
 //! object under `locks/` that its holder refreshes until it lets go.
 use crate::backend::{Backend, BackendError, Kind};
-use crate::crypto::{Aad, MasterKey, fill_random};
+use crate::crypto::{MasterKey, ObjectKind, fill_random};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -129,16 +129,16 @@ pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
             other => other?,
         };
         found.push(Found {
-            info: decode(key, &info),
+            info: decode(key, &e.name, &info),
             name: e.name,
         });
     }
     Ok(found)
 }
 
-fn decode(key: &MasterKey, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
+fn decode(key: &MasterKey, name: &str, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
     let plain = key
-        .decrypt(&Aad::legacy(), sealed)
+        .decrypt(&key.aad(ObjectKind::Lock, name.as_bytes()), sealed)
         .map_err(|e| e.to_string())?;
     serde_json::from_slice(&plain).map_err(|e| e.to_string())
 }
@@ -148,7 +148,7 @@ fn write(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<Stri
     fill_random(&mut raw);
     let name = hex::encode(raw);
     let sealed = key.encrypt(
-        &Aad::legacy(),
+        &key.aad(ObjectKind::Lock, name.as_bytes()),
         &serde_json::to_vec(info).expect("serialisable"),
     );
     backend.put(Kind::Lock, &name, &sealed)?;

@@ -512,7 +512,7 @@ fn chunk_ids(
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(OsStr::from_bytes(path))?;
-    let chunker = Chunker::new(file, repo.config().chunker, repo.key().chunker_seed());
+    let chunker = Chunker::new(file, repo.config().chunker, &repo.key().chunker_seed());
     chunker
         .map(|chunk| {
             let chunk = chunk?;

@@ -167,17 +167,33 @@ impl Context {
 
     pub fn open(&self) -> Result<Repository> {
         let password = self.password("enter password for repository: ")?;
-        Ok(Repository::open(self.backend()?, password.as_bytes())?)
+        let cache = self.cache();
+        let repo = Repository::open_cached(self.backend()?, password.as_bytes(), cache.as_deref())?;
+        for (name, reason) in repo.skipped_key_files() {
+            self.warn(&format!("key file {name} was skipped: {reason}"));
+        }
+        Ok(repo)
     }
 
     pub fn open_indexed(&self) -> Result<IndexedRepo> {
         self.index(self.open()?)
     }
 
-    /// Opens the repository and takes a lock for `command` before loading the index, so
-    /// that an exclusive holder sees an index no one else is changing.
+    /// Opens the repository to write (refused for formats this build only reads) and takes
+    /// a lock for `command` before loading the index, so that an exclusive holder sees an
+    /// index no one else is changing.
     pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<IndexedRepo> {
         let repo = self.open()?;
+        repo.ensure_writable()?;
+        self.lock_and_index(repo, mode, command)
+    }
+
+    fn lock_and_index(
+        &self,
+        repo: Repository,
+        mode: LockMode,
+        command: &str,
+    ) -> Result<IndexedRepo> {
         let wait = self.args.retry_lock.unwrap_or_default();
         repo.lock(mode, command, wait).with_context(|| {
             format!("cannot {command} now (see `strata unlock` if its holder is gone)")
@@ -189,17 +205,20 @@ impl Context {
     pub fn open_reading(&self, command: &str) -> Result<IndexedRepo> {
         match self.args.no_lock {
             true => self.open_indexed(),
-            false => self.open_locked(LockMode::Shared, command),
+            false => self.lock_and_index(self.open()?, LockMode::Shared, command),
+        }
+    }
+
+    /// The cache directory, unless `--no-cache`.
+    fn cache(&self) -> Option<PathBuf> {
+        match self.args.no_cache {
+            true => None,
+            false => self.cache_dir(),
         }
     }
 
     fn index(&self, repo: Repository) -> Result<IndexedRepo> {
-        let cache = if self.args.no_cache {
-            None
-        } else {
-            self.cache_dir()
-        };
-        let repo = repo.open_index(cache.as_deref())?;
+        let repo = repo.open_index(self.cache().as_deref())?;
         for (name, reason) in &repo.damaged_index_files {
             self.warn(&format!(
                 "index file {name} is unreadable and was skipped: {reason}"
