@@ -13,9 +13,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Duration;
 use strata::blob::{self, BlobType};
-use strata::chunker::Chunker;
+use strata::chunker::{Chunker, GearTable};
 use strata::config::{ChunkerParams, Config};
-use strata::crypto::MasterKey;
+use strata::crypto::{GearSeed, MasterKey};
 use strata::id::{BlobId, Id, PackId};
 use strata::idfilter::IdFilter;
 use strata::index::Index;
@@ -159,9 +159,10 @@ fn chunking(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
+    let gear = GearTable::new(GearSeed::Table([0x5e; 32]));
     g.bench_function("fastcdc_64MiB", |b| {
         b.iter(|| {
-            let bytes: usize = Chunker::new(black_box(&data[..]), ChunkerParams::FILES, 0x5eed)
+            let bytes: usize = Chunker::new(black_box(&data[..]), ChunkerParams::FILES, &gear)
                 .map(|c| black_box(c.expect("reading a slice cannot fail")).len())
                 .sum();
             black_box(bytes)

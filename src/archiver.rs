@@ -139,7 +139,7 @@ struct Archiver<'a> {
     /// unlike an unreadable source file.
     fatal: Mutex<Option<RepoError>>,
     names: Mutex<HashMap<(bool, u32), String>>,
-    seed: u64,
+    seed: crate::chunker::GearTable,
 }
 
 /// A source other than files (a database) that saves its own entry of the root tree.
@@ -566,7 +566,8 @@ impl Archiver<'_> {
     /// one large file uses every core while memory stays bounded.
     fn read_content(&self, file: File, len: u64) -> std::io::Result<Vec<ChunkRef>> {
         let window = rayon::current_num_threads().max(2);
-        let mut chunks = Chunker::new(file, self.repo().config().chunker, self.seed).expecting(len);
+        let mut chunks =
+            Chunker::new(file, self.repo().config().chunker, &self.seed).expecting(len);
         let mut content = Vec::new();
         loop {
             let batch = chunks

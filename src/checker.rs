@@ -306,11 +306,11 @@ fn size_problem(
 }
 
 /// Reads every index file in the repository; unreadable ones become problems.
-/// Every key file must parse and, when it carries a MAC, match the master key.
+/// Every key file must parse and match the master key by its MAC (required from version 3).
 fn check_keys(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<(), RepoError> {
     for (id, file) in repo.list_keys()? {
         let verdict = file.and_then(|f| {
-            f.verify(repo.key()).map_err(|source| RepoError::Key {
+            repo.verify_key_file(&f).map_err(|source| RepoError::Key {
                 id: id.0.to_hex(),
                 source,
             })

@@ -3,9 +3,39 @@
 //! streams (files); [`RecordChunker`] cuts a stream of records (BSON documents) only
 //! between records.
 use crate::config::ChunkerParams;
+use crate::crypto::GearSeed;
 use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
-use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
+
+/// FastCDC's gear table (and the same shifted left by one), made from the repository's key:
+/// cheap to clone, so it is built once per run and shared by every chunker.
+#[derive(Clone)]
+pub struct GearTable(Arc<(Vec<u64>, Vec<u64>)>);
+
+impl GearTable {
+    pub fn new(seed: GearSeed) -> GearTable {
+        let gear = match seed {
+            GearSeed::Xor(n) => get_gear_with_seed(n).0.into_owned(),
+            GearSeed::Table(key) => table_from_xof(&key),
+        };
+        let shifted = gear.iter().map(|g| g << 1).collect();
+        GearTable(Arc::new((gear, shifted)))
+    }
+}
+
+/// 256 u64 (little-endian) from the BLAKE3 XOF keyed with `key`: a table that shares
+/// nothing with FastCDC's public one.
+fn table_from_xof(key: &[u8; 32]) -> Vec<u64> {
+    let mut bytes = [0u8; 256 * 8];
+    blake3::Hasher::new_keyed(key)
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}
 
 /// Splits a reader into chunks: an iterator of `io::Result<Vec<u8>>`.
 ///
@@ -19,20 +49,20 @@ pub struct Chunker<R: Read> {
     cutter: Cutter,
 }
 
-/// FastCDC's cut-point search with the repository's parameters and seed.
+/// FastCDC's cut-point search with the repository's parameters and gear table.
 struct Cutter {
     params: ChunkerParams,
     masks: [u64; 4],
-    gear: (Cow<'static, [u64]>, Cow<'static, [u64]>),
+    gear: GearTable,
 }
 
 impl Cutter {
-    fn new(params: ChunkerParams, seed: u64) -> Cutter {
+    fn new(params: ChunkerParams, gear: &GearTable) -> Cutter {
         let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
         Cutter {
             params,
             masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
-            gear: get_gear_with_seed(seed),
+            gear: gear.clone(),
         }
     }
 
@@ -49,21 +79,21 @@ impl Cutter {
             ml,
             msl,
             mll,
-            &self.gear.0,
-            &self.gear.1,
+            &self.gear.0.0,
+            &self.gear.0.1,
         );
         n
     }
 }
 
 impl<R: Read> Chunker<R> {
-    pub fn new(source: R, params: ChunkerParams, seed: u64) -> Chunker<R> {
+    pub fn new(source: R, params: ChunkerParams, gear: &GearTable) -> Chunker<R> {
         Chunker {
             source,
             buf: Vec::new(),
             pos: 0,
             eof: false,
-            cutter: Cutter::new(params, seed),
+            cutter: Cutter::new(params, gear),
         }
     }
 
@@ -126,9 +156,9 @@ pub struct RecordChunker {
 }
 
 impl RecordChunker {
-    pub fn new(params: ChunkerParams, seed: u64) -> RecordChunker {
+    pub fn new(params: ChunkerParams, gear: &GearTable) -> RecordChunker {
         RecordChunker {
-            cutter: Cutter::new(params, seed),
+            cutter: Cutter::new(params, gear),
             buf: Vec::new(),
             ends: Default::default(),
         }
@@ -189,8 +219,18 @@ mod tests {
         out
     }
 
+    fn xor(seed: u64) -> GearTable {
+        GearTable::new(GearSeed::Xor(seed))
+    }
+
+    fn lengths_with(data: &[u8], gear: &GearTable) -> Vec<usize> {
+        Chunker::new(data, ChunkerParams::FILES, gear)
+            .map(|c| c.unwrap().len())
+            .collect()
+    }
+
     fn lengths(data: &[u8], seed: u64) -> Vec<usize> {
-        Chunker::new(data, ChunkerParams::FILES, seed)
+        Chunker::new(data, ChunkerParams::FILES, &xor(seed))
             .map(|c| c.unwrap().len())
             .collect()
     }
@@ -219,6 +259,24 @@ mod tests {
         assert_ne!(lengths(&data, 12345), got, "the seed changes boundaries");
     }
 
+    #[test]
+    fn key_derived_gear_tables_are_pinned_and_share_nothing_with_the_public_table() {
+        let data = seeded_bytes(1, 20 << 20);
+        let gear = GearTable::new(GearSeed::Table([7; 32]));
+        let public = xor(0);
+        assert!(gear.0.0.iter().all(|g| !public.0.0.contains(g)));
+        let got = lengths_with(&data, &gear);
+        assert_eq!(got.iter().sum::<usize>(), data.len());
+        assert_eq!(got, PINNED_TABLE7, "key-derived boundaries changed");
+        let other = lengths_with(&data, &GearTable::new(GearSeed::Table([8; 32])));
+        assert_ne!(other, got, "the key changes boundaries");
+    }
+
+    const PINNED_TABLE7: &[usize] = &[
+        904174, 1292695, 1069956, 1065341, 1273158, 702175, 1099746, 1369808, 1084628, 1149678,
+        849063, 1054844, 1555525, 1109481, 2565666, 681945, 1263930, 879707,
+    ];
+
     const PINNED_SEED0: &[usize] = &[
         1106190, 1633517, 1252205, 593103, 2103531, 805973, 1202200, 1619404, 1993092, 1534877,
         1163367, 1263286, 2046928, 1814353, 649753, 189741,
@@ -228,9 +286,10 @@ mod tests {
     fn boundaries_do_not_depend_on_read_sizes() {
         let data = seeded_bytes(2, 6 << 20);
         let whole = lengths(&data, 99);
-        let trickled: Vec<usize> = Chunker::new(Trickle(&data, 4093), ChunkerParams::FILES, 99)
-            .map(|c| c.unwrap().len())
-            .collect();
+        let trickled: Vec<usize> =
+            Chunker::new(Trickle(&data, 4093), ChunkerParams::FILES, &xor(99))
+                .map(|c| c.unwrap().len())
+                .collect();
         assert_eq!(whole, trickled);
     }
 
@@ -238,11 +297,11 @@ mod tests {
     fn size_hints_change_no_chunk_whether_right_or_wrong() {
         for len in [0, 100, 600 << 10, 9 << 20] {
             let data = seeded_bytes(4, len);
-            let plain: Vec<Vec<u8>> = Chunker::new(&data[..], ChunkerParams::FILES, 5)
+            let plain: Vec<Vec<u8>> = Chunker::new(&data[..], ChunkerParams::FILES, &xor(5))
                 .map(Result::unwrap)
                 .collect();
             for hint in [0, len as u64, len as u64 / 2, len as u64 * 2 + 7] {
-                let hinted: Vec<Vec<u8>> = Chunker::new(&data[..], ChunkerParams::FILES, 5)
+                let hinted: Vec<Vec<u8>> = Chunker::new(&data[..], ChunkerParams::FILES, &xor(5))
                     .expecting(hint)
                     .map(Result::unwrap)
                     .collect();
@@ -282,7 +341,7 @@ mod tests {
     }
 
     fn record_chunks(recs: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let mut c = RecordChunker::new(ChunkerParams::BSON, 5);
+        let mut c = RecordChunker::new(ChunkerParams::BSON, &xor(5));
         let mut out: Vec<Vec<u8>> = recs.iter().flat_map(|r| c.push(r)).collect();
         out.extend(c.finish());
         out

@@ -1,10 +1,15 @@
 //! The repository's `config` object: its id, format version and the parameters fixed at
 //! `init` for its whole life (chunker sizes, pack size, compression level).
+use crate::crypto::KeyDerivation;
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this build writes (see repo-format.md).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The first format version whose objects are bound to their kind (AEAD associated data).
+/// Older repositories are read but not written: `strata migrate` upgrades them.
+pub const BOUND_OBJECTS_VERSION: u32 = 3;
 
 /// The oldest format version this build still reads: version 1 lacks key-file MACs, defined
 /// locks and `bson_chunker` (which then takes its default).
@@ -43,8 +48,19 @@ impl ChunkerParams {
         }
     }
 
-    /// Within the limits of FastCDC 2020 and ordered min <= avg <= max.
+    /// The smallest minimum chunk size a config may set: tiny chunks would expose content
+    /// (and multiply the index) if a config were ever forged.
+    pub const SMALLEST_MIN: u32 = 256;
+    /// The same for files, whose chunker no command can set below [`ChunkerParams::FILES`].
+    pub const SMALLEST_FILES_MIN: u32 = 64 * 1024;
+
+    /// Within the limits of FastCDC 2020, ordered min <= avg <= max, and min at least
+    /// [`ChunkerParams::SMALLEST_MIN`].
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_above(Self::SMALLEST_MIN)
+    }
+
+    fn validate_above(&self, smallest_min: u32) -> Result<(), String> {
         use fastcdc::v2020 as f;
         let (min, avg, max) = (
             self.min_size as usize,
@@ -54,7 +70,7 @@ impl ChunkerParams {
         let in_range = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min)
             && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg)
             && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max);
-        if in_range && min <= avg && avg <= max {
+        if in_range && min <= avg && avg <= max && self.min_size >= smallest_min {
             Ok(())
         } else {
             Err(format!("chunker sizes {min}/{avg}/{max} are out of range"))
@@ -64,6 +80,11 @@ impl ChunkerParams {
 
 fn bson_chunker_default() -> ChunkerParams {
     ChunkerParams::BSON
+}
+
+/// Configs written before version 3 have no `keys` field: they derive keys as version 2.
+fn keys_default() -> KeyDerivation {
+    KeyDerivation::V2
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,6 +100,10 @@ pub struct Config {
     pub pack_size: u32,
     /// zstd level for blobs (0 stores every blob uncompressed).
     pub compression: i32,
+    /// How blob ids and the chunker's gear table derive from the master key (2 or 3). Since
+    /// version 3; a migrated repository keeps 2, so that its data keeps deduplicating.
+    #[serde(default = "keys_default")]
+    pub keys: KeyDerivation,
 }
 
 impl Config {
@@ -94,7 +119,16 @@ impl Config {
             bson_chunker: ChunkerParams::BSON,
             pack_size,
             compression,
+            keys: KeyDerivation::V3,
         }
+    }
+
+    /// The smallest pack size a config may set.
+    pub const SMALLEST_PACK_SIZE: u32 = 4096;
+
+    /// Whether this build may write to the repository (older versions: migrate first).
+    pub fn is_writable(&self) -> bool {
+        self.version >= BOUND_OBJECTS_VERSION
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -104,7 +138,13 @@ impl Config {
                 self.version
             ));
         }
-        if !(1024..=1 << 30).contains(&self.pack_size) {
+        if self.version < BOUND_OBJECTS_VERSION && self.keys != KeyDerivation::V2 {
+            return Err(format!(
+                "key derivation {} needs format version 3",
+                u32::from(self.keys)
+            ));
+        }
+        if !(Self::SMALLEST_PACK_SIZE..=1 << 30).contains(&self.pack_size) {
             return Err(format!("pack size {} is out of range", self.pack_size));
         }
         if !(0..=22).contains(&self.compression) {
@@ -113,7 +153,8 @@ impl Config {
                 self.compression
             ));
         }
-        self.chunker.validate()?;
+        self.chunker
+            .validate_above(ChunkerParams::SMALLEST_FILES_MIN)?;
         self.bson_chunker.validate()
     }
 }
@@ -154,14 +195,55 @@ mod tests {
     }
 
     #[test]
+    fn config_bounds_refuse_tiny_chunks_and_packs() {
+        let good = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        let tiny = ChunkerParams {
+            min_size: 64,
+            avg_size: 256,
+            max_size: 1024,
+        };
+        let forged = [
+            Config {
+                chunker: tiny,
+                ..good.clone()
+            },
+            Config {
+                bson_chunker: tiny,
+                ..good.clone()
+            },
+            Config {
+                pack_size: 1024,
+                ..good.clone()
+            },
+            Config {
+                compression: 23,
+                ..good.clone()
+            },
+            Config {
+                version: 2,
+                ..good.clone()
+            },
+        ];
+        for c in forged {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+        good.validate().unwrap();
+        assert_eq!(good.keys, KeyDerivation::V3);
+        assert!(good.is_writable());
+    }
+
+    #[test]
     fn version_1_configs_read_with_the_default_bson_chunker() {
         let c = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
         let mut json = serde_json::to_value(&c).unwrap();
         json["version"] = 1.into();
         json.as_object_mut().unwrap().remove("bson_chunker");
+        json.as_object_mut().unwrap().remove("keys");
         let old: Config = serde_json::from_value(json).unwrap();
         old.validate().unwrap();
         assert_eq!(old.bson_chunker, ChunkerParams::BSON);
+        assert_eq!(old.keys, KeyDerivation::V2);
+        assert!(!old.is_writable());
         assert_eq!(c.version, FORMAT_VERSION);
     }
 }

@@ -1,5 +1,5 @@
 //! Authenticated encryption (XChaCha20-Poly1305, random nonces) with each object's kind as
-//! associated data, and keyed BLAKE3 blob ids.
+//! associated data, and the keys derived from the master key (blob ids, chunker, MACs).
 use crate::id::{BlobId, Id};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
@@ -84,13 +84,74 @@ pub fn fill_random(buf: &mut [u8]) {
     OsRng.fill_bytes(buf);
 }
 
-/// The repository's secret: one key for encryption, one for blob ids.
+/// How the keys derived from a master key's id key are made (the config's `keys` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u32", try_from = "u32")]
+pub enum KeyDerivation {
+    /// Formats 1 and 2 (and repositories migrated from them, so that their data keeps
+    /// deduplicating): the id key itself keys blob ids, and one u64 derived from it is
+    /// XORed into FastCDC's public gear table.
+    V2,
+    /// Every derived key from its own `blake3::derive_key` context; the whole gear table
+    /// from a BLAKE3 XOF.
+    V3,
+}
+
+impl From<KeyDerivation> for u32 {
+    fn from(d: KeyDerivation) -> u32 {
+        match d {
+            KeyDerivation::V2 => 2,
+            KeyDerivation::V3 => 3,
+        }
+    }
+}
+
+impl TryFrom<u32> for KeyDerivation {
+    type Error = String;
+    fn try_from(n: u32) -> Result<KeyDerivation, String> {
+        match n {
+            2 => Ok(KeyDerivation::V2),
+            3 => Ok(KeyDerivation::V3),
+            other => Err(format!("unknown key derivation {other}")),
+        }
+    }
+}
+
+/// The `blake3::derive_key` contexts, one per purpose.
+const BLOB_ID_CONTEXT: &str = "strata 2026 blob id";
+const GEAR_TABLE_CONTEXT: &str = "strata 2026 chunker gear table";
+
+/// The seed of content-defined chunking's gear table (see [`crate::chunker::GearTable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GearSeed {
+    /// XORed into FastCDC's public table ([`KeyDerivation::V2`]).
+    Xor(u64),
+    /// The key of a BLAKE3 XOF that yields the whole table ([`KeyDerivation::V3`]).
+    Table([u8; 32]),
+}
+
+/// The repository's secret: one key for encryption, one from which blob ids, the chunker's
+/// gear table and MAC keys are derived. It also carries the repository's format version and
+/// key derivation (set from its config on opening), which select the associated data and the
+/// derived keys; neither is stored in key files.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct MasterKey {
     #[serde(with = "hex_bytes")]
     encrypt: [u8; 32],
     #[serde(with = "hex_bytes")]
     id: [u8; 32],
+    #[serde(skip, default = "current_format")]
+    format: u32,
+    #[serde(skip, default = "current_derivation")]
+    derivation: KeyDerivation,
+}
+
+fn current_format() -> u32 {
+    crate::config::FORMAT_VERSION
+}
+
+fn current_derivation() -> KeyDerivation {
+    KeyDerivation::V3
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -101,10 +162,7 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn random() -> MasterKey {
-        let mut k = MasterKey {
-            encrypt: [0; 32],
-            id: [0; 32],
-        };
+        let mut k = MasterKey::from_encryption_key([0; 32]);
         fill_random(&mut k.encrypt);
         fill_random(&mut k.id);
         k
@@ -115,12 +173,37 @@ impl MasterKey {
         MasterKey {
             encrypt,
             id: [0; 32],
+            format: current_format(),
+            derivation: current_derivation(),
         }
+    }
+
+    /// This key as used in a repository of format `format` with key derivation `derivation`.
+    pub fn for_repository(&self, format: u32, derivation: KeyDerivation) -> MasterKey {
+        MasterKey {
+            format,
+            derivation,
+            ..self.clone()
+        }
+    }
+
+    /// The format version this key encrypts for.
+    pub fn format(&self) -> u32 {
+        self.format
+    }
+
+    /// The associated data of an object of `kind` in this key's format version.
+    pub fn aad(&self, kind: ObjectKind, binding: &[u8]) -> Aad {
+        Aad::for_version(self.format, kind, binding)
     }
 
     /// Keyed BLAKE3 of a blob's plaintext: without the key nobody can test for known content.
     pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        BlobId(Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes()))
+        let key = match self.derivation {
+            KeyDerivation::V2 => self.id,
+            KeyDerivation::V3 => blake3::derive_key(BLOB_ID_CONTEXT, &self.id),
+        };
+        BlobId(Id(*blake3::keyed_hash(&key, plaintext).as_bytes()))
     }
 
     /// A keyed BLAKE3 MAC of `data` for one purpose (`context`), with a key derived from the
@@ -130,11 +213,22 @@ impl MasterKey {
         *blake3::keyed_hash(&key, data).as_bytes()
     }
 
-    /// The gear-table seed for content-defined chunking, derived from the id key so that
-    /// chunk boundaries do not reveal content to someone without the key.
-    pub fn chunker_seed(&self) -> u64 {
-        let h = blake3::keyed_hash(&self.id, b"strata chunker seed");
-        u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+    /// The gear table for content-defined chunking, derived from the id key so that chunk
+    /// boundaries do not reveal content to someone without the key.
+    pub fn chunker_seed(&self) -> crate::chunker::GearTable {
+        crate::chunker::GearTable::new(self.gear_seed())
+    }
+
+    fn gear_seed(&self) -> GearSeed {
+        match self.derivation {
+            KeyDerivation::V2 => {
+                let h = blake3::keyed_hash(&self.id, b"strata chunker seed");
+                GearSeed::Xor(u64::from_le_bytes(
+                    h.as_bytes()[..8].try_into().expect("8 bytes"),
+                ))
+            }
+            KeyDerivation::V3 => GearSeed::Table(blake3::derive_key(GEAR_TABLE_CONTEXT, &self.id)),
+        }
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {

@@ -20,6 +20,7 @@ pub mod names;
 pub mod pack;
 pub mod packer;
 pub mod paths;
+pub mod pin;
 pub mod policy;
 pub mod progress;
 pub mod pruner;

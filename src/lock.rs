@@ -5,7 +5,7 @@
 mod sightings;
 
 use crate::backend::{Backend, BackendError, Kind};
-use crate::crypto::{Aad, MasterKey, fill_random};
+use crate::crypto::{MasterKey, ObjectKind, fill_random};
 use crate::sysinfo::{boot_clock, boot_identity};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,7 @@ fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
             other => other?,
         };
         found.push(Found {
-            info: decode(key, &sealed),
+            info: decode(key, &e.name, &sealed),
             content: blake3::hash(&sealed),
             name: e.name,
         });
@@ -225,9 +225,9 @@ impl Judge {
 }
 
 /// A lock object's content from its stored bytes, or why it is unreadable.
-pub fn decode(key: &MasterKey, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
+pub fn decode(key: &MasterKey, name: &str, sealed: &[u8]) -> std::result::Result<LockInfo, String> {
     let plain = key
-        .decrypt(&Aad::legacy(), sealed)
+        .decrypt(&key.aad(ObjectKind::Lock, name.as_bytes()), sealed)
         .map_err(|e| e.to_string())?;
     serde_json::from_slice(&plain).map_err(|e| e.to_string())
 }
@@ -238,7 +238,7 @@ pub fn write(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<
     fill_random(&mut raw);
     let name = hex::encode(raw);
     let sealed = key.encrypt(
-        &Aad::legacy(),
+        &key.aad(ObjectKind::Lock, name.as_bytes()),
         &serde_json::to_vec(info).expect("serialisable"),
     );
     backend.put(Kind::Lock, &name, &sealed)?;

@@ -2,13 +2,14 @@
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
 use crate::backend::{Backend, BackendError, Kind};
 use crate::blob::{self, BlobError};
-use crate::config::Config;
-use crate::crypto::{Aad, MasterKey};
+use crate::config::{BOUND_OBJECTS_VERSION, Config, FORMAT_VERSION};
+use crate::crypto::{Aad, MasterKey, ObjectKind};
 use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId};
 use crate::index::{Index, IndexError, Location};
 use crate::indexfile::{self, PackEntries};
 use crate::key::{KdfParams, KeyError, KeyFile};
 use crate::lock::{LockError, LockGuard, LockMode};
+use crate::pin::{LocalState, PinError};
 use crate::snapshot::Snapshot;
 use crate::tree::{Tree, TreeError};
 use rayon::prelude::*;
@@ -26,6 +27,8 @@ pub enum RepoError {
     NoRepository(String),
     #[error("wrong password, or no key in the repository matches it")]
     WrongPassword,
+    #[error("wrong password, or no key in the repository matches it (key files skipped: {0})")]
+    WrongPasswordSkipped(String),
     #[error("the repository has no key files")]
     NoKeys,
     #[error("{0}")]
@@ -34,6 +37,13 @@ pub enum RepoError {
     Key { id: String, source: KeyError },
     #[error("invalid repository config: {0}")]
     Config(String),
+    #[error("{0}")]
+    Pin(#[from] PinError),
+    #[error(
+        "this repository has format version {0}, which this strata reads but does not write: \
+         run `strata migrate` to upgrade it to version {FORMAT_VERSION}"
+    )]
+    ReadOnlyFormat(u32),
     #[error("{kind} {name} is damaged: {reason}")]
     Damaged {
         kind: Kind,
@@ -71,6 +81,8 @@ pub struct Repository {
     key_id: KeyId,
     config: Config,
     lock: Mutex<Option<LockGuard>>,
+    /// Key files passed over on opening (KDF parameters out of bounds), with the reason.
+    skipped_keys: Vec<(String, String)>,
 }
 
 impl Repository {
@@ -83,44 +95,79 @@ impl Repository {
     ) -> Result<Repository> {
         config.validate().map_err(RepoError::Config)?;
         backend.create()?;
-        let key = MasterKey::random();
+        let key = MasterKey::random().for_repository(config.version, config.keys);
         let key_id = KeyFile::random_id();
         let file = KeyFile::new(&key, password, kdf).map_err(|source| RepoError::Key {
             id: key_id.0.short(),
             source,
         })?;
         backend.put(Kind::Key, &key_id.0.to_hex(), &file.to_bytes())?;
-        let repo = Repository {
-            backend,
-            key,
-            key_id,
-            config,
-            lock: Mutex::new(None),
-        };
-        let sealed = repo.key.encrypt(
-            &Aad::legacy(),
-            &serde_json::to_vec(&repo.config).expect("config"),
-        );
-        repo.backend.put(Kind::Config, "config", &sealed)?;
-        Ok(repo)
-    }
-
-    /// Opens an existing repository: finds a key file that `password` opens, then the config.
-    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        let sealed_config = match backend.get(Kind::Config, "config") {
-            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
-            other => other?,
-        };
-        let (key_id, key) = unlock(backend.as_ref(), password)?;
-        let config: Config = decrypt_json(&key, Kind::Config, "config", &sealed_config)?;
-        config.validate().map_err(RepoError::Config)?;
+        let sealed = seal_config(&key, &config);
+        backend.put(Kind::Config, "config", &sealed)?;
         Ok(Repository {
             backend,
             key,
             key_id,
             config,
             lock: Mutex::new(None),
+            skipped_keys: Vec::new(),
         })
+    }
+
+    /// Opens an existing repository without a local cache (see [`Repository::open_cached`]).
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        Repository::open_cached(backend, password, None)
+    }
+
+    /// Opens an existing repository: finds a key file that `password` opens (the one that
+    /// opened it last first), then the config, which must match what this client's cache
+    /// (under `cache`) remembers of it.
+    pub fn open_cached(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        cache: Option<&Path>,
+    ) -> Result<Repository> {
+        let sealed_config = match backend.get(Kind::Config, "config") {
+            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
+            other => other?,
+        };
+        let state = cache.map(LocalState::new);
+        let hint = state
+            .as_ref()
+            .and_then(|s| s.remembered_key(&backend.location()));
+        let unlocked = unlock(backend.as_ref(), password, hint.as_deref())?;
+        let config = open_config(&unlocked.key, &sealed_config)?;
+        unlocked.check_against(&config)?;
+        if let Some(state) = &state {
+            state.check_config(&unlocked.key, &config)?;
+            state.remember_key(&backend.location(), &unlocked.id.0.to_hex())?;
+        }
+        Ok(Repository {
+            backend,
+            key: unlocked.key.for_repository(config.version, config.keys),
+            key_id: unlocked.id,
+            config,
+            lock: Mutex::new(None),
+            skipped_keys: unlocked.skipped,
+        })
+    }
+
+    /// Key files passed over on opening because their KDF parameters are out of bounds.
+    pub fn skipped_key_files(&self) -> &[(String, String)] {
+        &self.skipped_keys
+    }
+
+    /// The repository's format version.
+    pub fn version(&self) -> u32 {
+        self.config.version
+    }
+
+    /// Fails unless this build writes the repository's format (older ones: migrate first).
+    pub fn ensure_writable(&self) -> Result<()> {
+        match self.config.is_writable() {
+            true => Ok(()),
+            false => Err(RepoError::ReadOnlyFormat(self.config.version)),
+        }
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -174,6 +221,7 @@ impl Repository {
     /// Fails if we took a lock and it can no longer be trusted (see `LockGuard::ensure_valid`).
     /// Called before every write that others must be able to rely on.
     pub fn ensure_locked(&self) -> Result<()> {
+        self.ensure_writable()?;
         match self.lock.lock().expect("lock slot").as_ref() {
             Some(guard) => Ok(guard.ensure_valid()?),
             None => Ok(()),
@@ -198,6 +246,7 @@ impl Repository {
     }
 
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        self.ensure_writable()?;
         let id = KeyFile::random_id();
         let file = KeyFile::new(&self.key, password, kdf).map_err(|source| RepoError::Key {
             id: id.0.short(),
@@ -209,11 +258,21 @@ impl Repository {
     }
 
     pub fn remove_key(&self, id: KeyId) -> Result<()> {
+        self.ensure_writable()?;
         if id == self.key_id {
             return Err(RepoError::KeyInUse(id.0.short()));
         }
         self.backend.remove(Kind::Key, &id.0.to_hex())?;
         Ok(())
+    }
+
+    /// Checks a key file against the master key: altered, or (from version 3 on) without
+    /// a MAC, is an error.
+    pub fn verify_key_file(&self, file: &KeyFile) -> std::result::Result<(), KeyError> {
+        match file.verify(&self.key)? {
+            false if self.config.version >= BOUND_OBJECTS_VERSION => Err(KeyError::MissingMac),
+            _ => Ok(()),
+        }
     }
 
     /// Finds a key id by unique hex prefix.
@@ -227,7 +286,7 @@ impl Repository {
 
     fn save_json<T: Serialize>(&self, kind: Kind, value: &T) -> Result<Id> {
         let sealed = self.key.encrypt(
-            &Aad::legacy(),
+            &self.key.aad(object_kind(kind), b""),
             &serde_json::to_vec(value).expect("serialisable"),
         );
         let id = Id::hash_of(&sealed);
@@ -325,6 +384,18 @@ fn damaged(kind: Kind, name: &str, reason: impl ToString) -> RepoError {
     }
 }
 
+/// What an object stored under `kind` is, for its associated data.
+fn object_kind(kind: Kind) -> ObjectKind {
+    match kind {
+        Kind::Config => ObjectKind::Config,
+        Kind::Key => ObjectKind::Key,
+        Kind::Snapshot => ObjectKind::Snapshot,
+        Kind::Index => ObjectKind::Index,
+        Kind::Pack => ObjectKind::PackHeader,
+        Kind::Lock => ObjectKind::Lock,
+    }
+}
+
 fn decrypt_json<T: DeserializeOwned>(
     key: &MasterKey,
     kind: Kind,
@@ -332,9 +403,42 @@ fn decrypt_json<T: DeserializeOwned>(
     sealed: &[u8],
 ) -> Result<T> {
     let plain = key
-        .decrypt(&Aad::legacy(), sealed)
+        .decrypt(&key.aad(object_kind(kind), b""), sealed)
         .map_err(|e| damaged(kind, name, e))?;
     serde_json::from_slice(&plain).map_err(|e| damaged(kind, name, e))
+}
+
+/// The stored form of `config`, encrypted for its own format version.
+pub fn seal_config(key: &MasterKey, config: &Config) -> Vec<u8> {
+    let key = key.for_repository(config.version, config.keys);
+    let plain = serde_json::to_vec(config).expect("config serializes");
+    key.encrypt(&key.aad(ObjectKind::Config, b""), &plain)
+}
+
+/// Decrypts and checks the config. Its version is only known once it is read: it opens with
+/// the config kind bound (version 3 on) or, for older versions only, with none, so that
+/// nothing else (a carved blob) passes for a version 3 config.
+fn open_config(key: &MasterKey, sealed: &[u8]) -> Result<Config> {
+    let bound = key.for_repository(FORMAT_VERSION, crate::crypto::KeyDerivation::V3);
+    let config: Config = match decrypt_json(&bound, Kind::Config, "config", sealed) {
+        Ok(c) => c,
+        Err(_) => {
+            let legacy = key.decrypt(&Aad::legacy(), sealed);
+            let plain = legacy.map_err(|e| damaged(Kind::Config, "config", e))?;
+            let c: Config =
+                serde_json::from_slice(&plain).map_err(|e| damaged(Kind::Config, "config", e))?;
+            if c.version >= BOUND_OBJECTS_VERSION {
+                return Err(damaged(
+                    Kind::Config,
+                    "config",
+                    "a version 3 config without its kind bound (forged)",
+                ));
+            }
+            c
+        }
+    };
+    config.validate().map_err(RepoError::Config)?;
+    Ok(config)
 }
 
 fn unique_prefix(names: impl Iterator<Item = String>, prefix: &str) -> Result<String> {
@@ -346,13 +450,45 @@ fn unique_prefix(names: impl Iterator<Item = String>, prefix: &str) -> Result<St
     }
 }
 
-/// Tries every key file; the first that `password` opens wins.
-fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> {
-    let entries = backend.list(Kind::Key)?;
+/// The key file `password` opened, and those passed over.
+struct Unlocked {
+    id: KeyId,
+    key: MasterKey,
+    file: KeyFile,
+    skipped: Vec<(String, String)>,
+}
+
+impl Unlocked {
+    /// Version 3 key files must carry a MAC (finding 6), and a key file of a version 3
+    /// repository refuses a config of a lower version (a config rolled back in storage).
+    fn check_against(&self, config: &Config) -> Result<()> {
+        let id = self.id.0.to_hex();
+        if config.version >= BOUND_OBJECTS_VERSION && !self.file.has_mac() {
+            return Err(RepoError::Key {
+                id,
+                source: KeyError::MissingMac,
+            });
+        }
+        if self.file.version >= BOUND_OBJECTS_VERSION && config.version < self.file.version {
+            return Err(RepoError::Config(format!(
+                "config says format version {}, but key file {id} belongs to a version {} repository",
+                config.version, self.file.version
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Tries every key file, the one named `first` first; the first that `password` opens
+/// wins. Key files whose KDF parameters are out of bounds are skipped.
+fn unlock(backend: &dyn Backend, password: &[u8], first: Option<&str>) -> Result<Unlocked> {
+    let mut entries = backend.list(Kind::Key)?;
     if entries.is_empty() {
         return Err(RepoError::NoKeys);
     }
+    entries.sort_by_key(|e| Some(e.name.as_str()) != first);
     let mut damaged_match = None;
+    let mut skipped = Vec::new();
     for e in entries {
         let Some(id) = Id::from_hex(&e.name) else {
             continue;
@@ -370,7 +506,15 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> 
             continue;
         };
         match file.open(password) {
-            Ok(key) => return Ok((KeyId(id), key)),
+            Ok(key) => {
+                return Ok(Unlocked {
+                    id: KeyId(id),
+                    key,
+                    file,
+                    skipped,
+                });
+            }
+            Err(source @ KeyError::OutOfBounds(_)) => skipped.push((e.name, source.to_string())),
             // The password opened it, but the file was altered: say so, unless another
             // key file opens.
             Err(source @ KeyError::Damaged(_)) => {
@@ -382,7 +526,18 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> 
             Err(_) => {}
         }
     }
-    Err(damaged_match.unwrap_or(RepoError::WrongPassword))
+    Err(damaged_match.unwrap_or_else(|| wrong_password(&skipped)))
+}
+
+fn wrong_password(skipped: &[(String, String)]) -> RepoError {
+    if skipped.is_empty() {
+        return RepoError::WrongPassword;
+    }
+    let list: Vec<String> = skipped
+        .iter()
+        .map(|(n, why)| format!("{n}: {why}"))
+        .collect();
+    RepoError::WrongPasswordSkipped(list.join("; "))
 }
 
 /// A repository whose blob index is loaded: blobs and trees can be read and written.

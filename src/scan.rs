@@ -509,7 +509,7 @@ fn chunk_ids(
     progress: &dyn Progress,
 ) -> std::io::Result<Vec<ChunkRef>> {
     let file = crate::source_fs::open_regular(Path::new(OsStr::from_bytes(path)))?;
-    let chunker = Chunker::new(file, repo.config().chunker, repo.key().chunker_seed());
+    let chunker = Chunker::new(file, repo.config().chunker, &repo.key().chunker_seed());
     chunker
         .map(|chunk| {
             let chunk = chunk?;

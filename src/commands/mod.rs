@@ -168,17 +168,33 @@ impl Context {
 
     pub fn open(&self) -> Result<Repository> {
         let password = self.password("enter password for repository: ")?;
-        Ok(Repository::open(self.backend()?, password.as_bytes())?)
+        let cache = self.cache();
+        let repo = Repository::open_cached(self.backend()?, password.as_bytes(), cache.as_deref())?;
+        for (name, reason) in repo.skipped_key_files() {
+            self.warn(&format!("key file {name} was skipped: {reason}"));
+        }
+        Ok(repo)
     }
 
     pub fn open_indexed(&self) -> Result<IndexedRepo> {
         self.index(self.open()?)
     }
 
-    /// Opens the repository and takes a lock for `command` before loading the index, so
-    /// that an exclusive holder sees an index no one else is changing.
+    /// Opens the repository to write (refused for formats this build only reads) and takes
+    /// a lock for `command` before loading the index, so that an exclusive holder sees an
+    /// index no one else is changing.
     pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<IndexedRepo> {
         let repo = self.open()?;
+        repo.ensure_writable()?;
+        self.lock_and_index(repo, mode, command)
+    }
+
+    fn lock_and_index(
+        &self,
+        repo: Repository,
+        mode: LockMode,
+        command: &str,
+    ) -> Result<IndexedRepo> {
         let wait = self.args.retry_lock.unwrap_or_default();
         repo.lock(mode, command, wait, self.cache().as_deref())
             .with_context(|| {
@@ -191,7 +207,7 @@ impl Context {
     pub fn open_reading(&self, command: &str) -> Result<IndexedRepo> {
         match self.args.no_lock {
             true => self.open_indexed(),
-            false => self.open_locked(LockMode::Shared, command),
+            false => self.lock_and_index(self.open()?, LockMode::Shared, command),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod digest;
 pub mod e2e;
+pub mod fixture;
 pub mod fsutil;
 pub mod mongo;
 pub mod repo;

@@ -370,7 +370,7 @@ async fn send_documents(
 /// Saves chunks and builds the file and directory nodes of the dump.
 pub(crate) struct DumpWriter<'a> {
     packer: &'a Packer<'a>,
-    seed: u64,
+    seed: crate::chunker::GearTable,
     bson: ChunkerParams,
     mtime: Timespec,
     /// Entries of the directories saved so far (for `summary.entries`).
@@ -398,7 +398,7 @@ impl<'a> DumpWriter<'a> {
     }
 
     pub(crate) fn record_chunker(&self) -> RecordChunker {
-        RecordChunker::new(self.bson, self.seed)
+        RecordChunker::new(self.bson, &self.seed)
     }
 
     pub(crate) fn save_chunks(&self, chunks: Vec<Vec<u8>>) -> Result<Vec<ChunkRef>> {
@@ -417,7 +417,7 @@ impl<'a> DumpWriter<'a> {
     /// A file of arbitrary bytes, chunked as files are.
     fn small_file(&self, name: &[u8], data: &[u8]) -> Result<Node> {
         let params = self.packer.repo().config().chunker;
-        let chunks = Chunker::new(data, params, self.seed)
+        let chunks = Chunker::new(data, params, &self.seed)
             .collect::<std::io::Result<Vec<_>>>()
             .expect("reading memory cannot fail");
         Ok(self.file(name, self.save_chunks(chunks)?))
