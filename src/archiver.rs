@@ -1,6 +1,8 @@
 //! Backup: walks the given paths, chunks and saves changed file content, reuses the parent
 //! snapshot's content for unchanged files, writes one tree blob per directory and finally
 //! the snapshot. Directory entries are processed in parallel; so are the chunks of a file.
+//! Entries are examined and opened through [`crate::source_fs`]: relative to their parent
+//! directory's descriptor, never through a symlink, and only if still the inode examined.
 use crate::blob::BlobType;
 use crate::chunker::Chunker;
 use crate::filter::Patterns;

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -201,4 +202,30 @@ fn backup_does_not_hang_on_a_fifo_swapped_in() {
     let swaps = swapper.stop();
     assert!(swaps > 0, "the swapper ran");
     eprintln!("{BACKUPS} backups, {swaps} swaps, {changed} entries reported as changed");
+}
+
+/// Reading fd-relative has no path-length limit: a tree deeper than `PATH_MAX` (4096 bytes of
+/// path) backs up whole, where lookups by full path failed with "File name too long".
+#[test]
+fn backup_reads_a_tree_deeper_than_path_max() {
+    const DEPTH: usize = 2100;
+    let repo = fast_repo();
+    let src = repo.scratch("src");
+    let mut dir = rustix::fs::open(&src, rustix::fs::OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..DEPTH {
+        rustix::fs::mkdirat(&dir, "d", Mode::from(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, "d", rustix::fs::OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE;
+    let leaf = rustix::fs::openat(&dir, "leaf", flags, Mode::from(0o644)).unwrap();
+    rustix::io::write(&leaf, b"at the bottom").unwrap();
+    let report = repo.json([OsStr::new("backup"), src.as_os_str()]);
+    assert_eq!(field_array(&report, "errors").len(), 0, "{report}");
+    assert_eq!(field_u64(&report["summary"], "total_files"), 1, "{report}");
+    // One tree per level, plus the root's and one per component of `src`.
+    assert_eq!(
+        field_u64(&report["summary"], "dirs_new"),
+        DEPTH as u64 + src.components().count() as u64,
+        "{report}"
+    );
 }
