@@ -18,6 +18,7 @@ use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::validate_name;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree};
 use crate::vfs::{self, Reached};
+use crate::walk;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -209,6 +210,7 @@ pub fn check(
 
     progress.item("trees");
     let walk = walk_trees(repo, &index, &snapshots, &mut report.errors, progress);
+    check_entry_budgets(&walk, &snapshots, &mut report.errors);
     report.trees = walk.trees.len() as u64;
     report.blobs_referenced = walk.data.len() as u64;
     report.unused_blobs = index
@@ -381,6 +383,27 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
 struct Walk {
     trees: HashSet<BlobId>,
     data: HashSet<BlobId>,
+    /// Each loaded tree's entry count and subtrees, for [`check_entry_budgets`].
+    shapes: HashMap<BlobId, (u64, Vec<BlobId>)>,
+}
+
+/// Reports each snapshot whose trees expand to more entries than its budget allows (a forged
+/// tree DAG), computed from the trees' own counts without expanding them.
+fn check_entry_budgets(
+    walk: &Walk,
+    snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
+    problems: &mut Vec<Problem>,
+) {
+    let own = |id: &BlobId| (walk.shapes.get(id)).map_or((0, &[][..]), |(n, c)| (*n, &c[..]));
+    let mut memo = HashMap::new();
+    for (id, snap) in snapshots {
+        let entries = walk::expand(snap.tree, own, u64::saturating_add, &mut memo);
+        let limit = walk::entry_budget(snap);
+        if entries > limit {
+            let why = walk::OverBudget { limit };
+            problems.push(Problem::new("snapshot", id, format!("{why} ({entries})")));
+        }
+    }
 }
 
 /// State of one walk over the trees reachable from the snapshots.
@@ -448,6 +471,8 @@ impl Walker<'_> {
 
     /// Checks one loaded tree and its entries.
     fn check_tree(&mut self, p: &Reached, tree: &Tree) {
+        let subtrees = tree.nodes.iter().filter_map(Node::subtree).collect();
+        (self.walk.shapes).insert(p.id, (tree.nodes.len() as u64, subtrees));
         if matches!(self.index.blobs.get(&p.id), Some((BlobType::Data, _))) {
             self.problems.push(Problem::new(
                 "tree",
@@ -747,6 +772,28 @@ pub(crate) mod tests {
 
     fn errors_of<'a>(r: &'a CheckReport, kind: &str) -> Vec<&'a Problem> {
         r.errors.iter().filter(|p| p.kind == kind).collect()
+    }
+
+    #[test]
+    fn a_forged_tree_dag_is_reported_without_being_expanded() {
+        let f = fixture(1, vec![]);
+        let packer = Packer::new(&f.repo, false);
+        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let mut dag = save(Tree::new(vec![]));
+        for _ in 0..40 {
+            dag = save(Tree::new(vec![dir_of("a", dag), dir_of("b", dag)]));
+        }
+        packer.flush().unwrap();
+        let forged = f.repo.save_snapshot(&snapshot_of(dag)).unwrap();
+        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let errors = errors_of(&r, "snapshot");
+        assert_eq!(errors.len(), 1, "{:?}", r.errors);
+        assert_eq!(errors[0].object, forged.to_string());
+        assert!(
+            errors[0].message.contains("1048576 entries"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn finding_8_ls_r_lists_a_30000_level_snapshot() {
 }
 
 #[test]
-fn finding_8_a_forged_tree_dag_is_refused_by_ls_find_diff_and_stats() {
+fn finding_8_a_forged_tree_dag_is_refused_by_ls_find_diff_stats_and_check() {
     let repo = fast_repo();
     forge(&repo, "2020-01-01T00:00:00Z", Some(2), |save| {
         let f = save(Tree::new(vec![file(b"wanted.txt")]));
@@ -277,6 +277,13 @@ fn finding_8_a_forged_tree_dag_is_refused_by_ls_find_diff_and_stats() {
         stats.stderr.contains(&skipped) && stats.stderr.contains(refused),
         "{}",
         stats.stderr
+    );
+    let check = repo.run(["check"]);
+    let said = stdout(&check) + &stderr(&check);
+    assert_eq!(code(&check), 1, "check reports the forged snapshot: {said}");
+    assert!(
+        said.contains(&forged[..8]) && said.contains(refused),
+        "{said}"
     );
     let (_, st) = json_expect(&repo, ["stats"], 3);
     assert_eq!(
