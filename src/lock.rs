@@ -145,8 +145,8 @@ pub struct Judged {
     pub stale: bool,
 }
 
-/// Every lock object in the repository.
-fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
+/// Every lock object in the repository (for staleness, see `Judge::survey`).
+pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
     let mut found = Vec::new();
     for e in backend.list(Kind::Lock)? {
         let sealed = match backend.get(Kind::Lock, &e.name) {

@@ -42,9 +42,13 @@ pub struct Args {
 
 #[derive(clap::Args)]
 struct MongoArgs {
-    /// Also back up the MongoDB server at this URI (into /mongodb of the snapshot)
-    #[arg(long, value_name = "URI")]
-    mongo: Option<String>,
+    /// Also back up the MongoDB server at this URI (into /mongodb of the snapshot); without
+    /// a URI, it is read from --mongo-uri-file or $STRATA_MONGO_URI
+    #[arg(long, value_name = "URI", num_args = 0..=1)]
+    mongo: Option<Option<String>>,
+    /// Read the --mongo URI from this file (keeps its password out of the process list)
+    #[arg(long, value_name = "PATH", requires = "mongo")]
+    mongo_uri_file: Option<PathBuf>,
     #[command(flatten)]
     namespaces: super::NsFilterArgs,
     /// Also back up users and roles
@@ -64,23 +68,24 @@ struct MongoArgs {
 }
 
 impl MongoArgs {
-    fn export(&self) -> Result<Option<MongoExport>> {
-        let Some(uri) = &self.mongo else {
+    fn export(&self, ctx: &Context) -> Result<Option<MongoExport>> {
+        let Some(given) = &self.mongo else {
             return Ok(None);
         };
+        let uri = super::mongo_uri(ctx, given.as_deref(), self.mongo_uri_file.as_deref())?;
         let opts = ExportOptions {
             filter: self.namespaces.filter(),
             users: self.users,
             consistency: !self.no_consistency,
             parallel: self.parallel,
         };
-        Ok(Some(MongoExport::new(uri, opts)?))
+        Ok(Some(MongoExport::new(&uri, opts)?))
     }
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_locked(LockMode::Shared, "backup")?;
-    let export = args.mongo.export()?;
+    let export = args.mongo.export(ctx)?;
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {
         patterns.extend(Patterns::read_file(f)?);

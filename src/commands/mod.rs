@@ -19,11 +19,11 @@ pub mod snapshots;
 pub mod stats;
 pub mod unlock;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use strata::backend::local::LocalBackend;
@@ -82,6 +82,63 @@ impl NsFilterArgs {
             exclude: self.exclude.clone(),
         }
     }
+}
+
+/// The MongoDB URI `given` on the command line, else read from `file`, else taken from
+/// `$STRATA_MONGO_URI`. A password in a command-line URI is visible to every user in the
+/// process list (for as long as `mongo follow` runs), so that case gets a warning.
+pub fn mongo_uri(ctx: &Context, given: Option<&str>, file: Option<&Path>) -> Result<String> {
+    let from_file = match file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading MongoDB URI file {}", f.display()))?,
+        ),
+        None => None,
+    };
+    let env = std::env::var("STRATA_MONGO_URI").ok();
+    let (uri, warn) = choose_mongo_uri(given, from_file, env)?;
+    if warn {
+        warn_password_in_argv(ctx);
+    }
+    Ok(uri)
+}
+
+/// Warns when `text`, given on the command line, is a URI with a password.
+pub fn warn_if_password(ctx: &Context, text: &str) {
+    if has_password(text) {
+        warn_password_in_argv(ctx);
+    }
+}
+
+fn warn_password_in_argv(ctx: &Context) {
+    ctx.warn(
+        "the MongoDB URI on the command line holds a password, which other users can read in \
+         the process list; pass it with --mongo-uri-file PATH or STRATA_MONGO_URI instead",
+    );
+}
+
+fn has_password(uri: &str) -> bool {
+    strata::sources::mongodb::scan::uri_without_password(uri).1
+}
+
+/// The URI to use and whether to warn about a password on the command line.
+fn choose_mongo_uri(
+    given: Option<&str>,
+    file: Option<String>,
+    env: Option<String>,
+) -> Result<(String, bool)> {
+    match (given, &file) {
+        (Some(_), Some(_)) => bail!("give the MongoDB URI once: on the command line or in a file"),
+        (Some(uri), None) => return Ok((uri.to_string(), has_password(uri))),
+        (None, _) => {}
+    }
+    file.or(env)
+        .map(|text| text.trim().to_string())
+        .filter(|uri| !uri.is_empty())
+        .map(|uri| (uri, false))
+        .ok_or_else(|| {
+            anyhow!("no MongoDB URI: give one on the command line, with --mongo-uri-file PATH or in STRATA_MONGO_URI")
+        })
 }
 
 /// Which snapshots `snapshots` and `mount` show, by host, tag and path.
@@ -377,6 +434,29 @@ mod tests {
         let local = parse_time("2024-01-31 12:00:00").unwrap();
         assert_eq!(local, parse_time("2024-01-31T12:00:00").unwrap());
         assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn mongo_uri_comes_from_argv_then_file_then_environment_and_warns_only_for_argv() {
+        use super::choose_mongo_uri as choose;
+        let (secret, plain) = ("mongodb://u:pw@h:1", "mongodb://h:1");
+        let file = || Some(format!("{secret}\n"));
+        let env = || Some("mongodb://env:2".to_string());
+        assert_eq!(
+            choose(Some(secret), None, env()).unwrap(),
+            (secret.into(), true)
+        );
+        assert_eq!(
+            choose(Some(plain), None, env()).unwrap(),
+            (plain.into(), false)
+        );
+        assert!(choose(Some(plain), file(), None).is_err(), "given twice");
+        assert_eq!(choose(None, file(), env()).unwrap(), (secret.into(), false));
+        assert_eq!(choose(None, None, env()).unwrap().0, "mongodb://env:2");
+        let none = choose(None, Some(" \n".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("--mongo-uri-file"), "{none}");
     }
 
     #[test]

@@ -18,8 +18,12 @@ pub struct Args {
 enum Command {
     /// Tail the oplog and store it in the repository as slices
     Follow {
-        /// The server's URI
-        uri: String,
+        /// The server's URI (else read from --mongo-uri-file or $STRATA_MONGO_URI: a
+        /// password here stays visible in the process list while `follow` runs)
+        uri: Option<String>,
+        /// Read the server's URI from this file
+        #[arg(long, value_name = "PATH", conflicts_with = "uri")]
+        mongo_uri_file: Option<std::path::PathBuf>,
         /// Oplog time one slice covers at most (e.g. 10m, 1h)
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         slice: std::time::Duration,
@@ -41,10 +45,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     match args.command {
         Command::Follow {
             uri,
+            mongo_uri_file,
             slice,
             once,
             host,
         } => {
+            let uri = super::mongo_uri(ctx, uri.as_deref(), mongo_uri_file.as_deref())?;
             let opts = FollowOptions {
                 slice,
                 once,
@@ -99,6 +105,9 @@ fn when(t: BsonTime) -> String {
 }
 
 fn run_timeline(ctx: &Context, server: Option<&str>) -> Result<Outcome> {
+    if let Some(s) = server {
+        super::warn_if_password(ctx, s);
+    }
     let repo = ctx.open()?;
     let server = match server {
         Some(s) if s.contains("://") => Some(server_of(s)?),

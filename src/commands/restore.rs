@@ -55,9 +55,13 @@ enum InsertMode {
 
 #[derive(clap::Args)]
 struct MongoArgs {
-    /// Restore the snapshot's MongoDB dump into the server at this URI
-    #[arg(long, value_name = "URI")]
-    mongo: Option<String>,
+    /// Restore the snapshot's MongoDB dump into the server at this URI; without a URI, it is
+    /// read from --mongo-uri-file or $STRATA_MONGO_URI
+    #[arg(long, value_name = "URI", num_args = 0..=1)]
+    mongo: Option<Option<String>>,
+    /// Read the --mongo URI from this file (keeps its password out of the process list)
+    #[arg(long, value_name = "PATH", requires = "mongo")]
+    mongo_uri_file: Option<PathBuf>,
     /// Only namespaces matching db.coll (`*` wildcards; repeatable)
     #[arg(long = "ns-include", value_name = "PATTERN", requires = "mongo")]
     include: Vec<String>,
@@ -161,13 +165,21 @@ impl JsonOut<'_> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
+    let uri = match &args.mongo.mongo {
+        Some(given) => Some(super::mongo_uri(
+            ctx,
+            given.as_deref(),
+            args.mongo.mongo_uri_file.as_deref(),
+        )?),
+        None => None,
+    };
     let repo = ctx.open_reading("restore")?;
     let out = JsonOut {
         ctx,
-        gather: args.target.is_some() && args.mongo.mongo.is_some(),
+        gather: args.target.is_some() && uri.is_some(),
         parts: RefCell::default(),
     };
-    if let (Some(at), Some(uri)) = (args.mongo.at, &args.mongo.mongo) {
+    if let (Some(at), Some(uri)) = (args.mongo.at, &uri) {
         return restore_at(&out, &repo, uri, at, &args);
     }
     let spec = args.snapshot.as_deref().unwrap_or("latest");
@@ -177,7 +189,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     if let Some(target) = &args.target {
         outcome = restore_files(&out, &repo, &snap, subpath, target, &args)?;
     }
-    if let (Some(uri), Outcome::Ok | Outcome::Partial) = (&args.mongo.mongo, outcome) {
+    if let (Some(uri), Outcome::Ok | Outcome::Partial) = (&uri, outcome) {
         let mongo = restore_mongo(&out, &repo, &snap, uri, &args)?;
         outcome = worst(outcome, mongo);
     }

@@ -51,8 +51,8 @@ struct JsonReport<'a> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    if let Some(uri) = args.mongo.uri() {
-        return mongo::run(ctx, &args.mongo, uri, args.snapshot.as_deref(), args.deep);
+    if let Some(uri) = args.mongo.uri(ctx)? {
+        return mongo::run(ctx, &args.mongo, &uri, args.snapshot.as_deref(), args.deep);
     }
     let repo = ctx.open_reading("scan")?;
     let history = history(ctx, &repo)?;

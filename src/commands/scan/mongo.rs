@@ -18,16 +18,26 @@ const ID_LIMIT: usize = 20;
 
 #[derive(clap::Args)]
 pub struct MongoArgs {
-    /// Compare the MongoDB server at this URI with a snapshot's dump (instead of files)
-    #[arg(long, value_name = "URI", conflicts_with_all = ["paths", "restore_missing"])]
-    mongo: Option<String>,
+    /// Compare the MongoDB server at this URI with a snapshot's dump (instead of files);
+    /// without a URI, it is read from --mongo-uri-file or $STRATA_MONGO_URI
+    #[arg(long, value_name = "URI", num_args = 0..=1,
+          conflicts_with_all = ["paths", "restore_missing"])]
+    mongo: Option<Option<String>>,
+    /// Read the --mongo URI from this file (keeps its password out of the process list)
+    #[arg(long, value_name = "PATH", requires = "mongo")]
+    mongo_uri_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     namespaces: super::super::NsFilterArgs,
 }
 
 impl MongoArgs {
-    pub fn uri(&self) -> Option<&str> {
-        self.mongo.as_deref()
+    /// The URI, when `--mongo` was given.
+    pub fn uri(&self, ctx: &Context) -> Result<Option<String>> {
+        let Some(given) = &self.mongo else {
+            return Ok(None);
+        };
+        let file = self.mongo_uri_file.as_deref();
+        Ok(Some(super::super::mongo_uri(ctx, given.as_deref(), file)?))
     }
 }
 
