@@ -15,6 +15,7 @@ pub mod index;
 pub mod indexfile;
 pub mod key;
 pub mod lock;
+pub mod migrate;
 pub mod mount;
 pub mod names;
 pub mod pack;

@@ -53,6 +53,8 @@ enum Command {
     Mount(commands::mount::Args),
     /// MongoDB point-in-time recovery: archive the oplog, show recoverable times
     Mongo(commands::mongo::Args),
+    /// Upgrade a repository of format version 1 or 2 in place to version 3
+    Migrate(commands::migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Scan(a) => commands::scan::run(&ctx, a),
         Command::Mount(a) => commands::mount::run(&ctx, a),
         Command::Mongo(a) => commands::mongo::run(&ctx, a),
+        Command::Migrate(a) => commands::migrate::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

@@ -174,6 +174,11 @@ impl Repository {
         self.backend.as_ref()
     }
 
+    /// The backend, to share with work that outlives a borrow (locks).
+    pub fn shared_backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
     pub fn key(&self) -> &MasterKey {
         &self.key
     }

@@ -139,7 +139,6 @@ fn crafted_config(genuine: &Value, version: u32) -> Value {
 fn object_kind_confusion_data_blob_saved_as_config_is_rejected() {
     let repo = uncompressed_repo();
     let genuine = repo.json(["cat", "config"]);
-    assert_eq!(field_u64(&genuine, "version"), 3);
     let original = fs::read(repo.repo_path().join("config")).unwrap();
     for version in [3, 2] {
         let wanted = crafted_config(&genuine, version);

@@ -48,13 +48,19 @@ impl LocalBackend {
         }
     }
 
-    fn write_new(&self, dir: &Path, path: &Path, data: &[u8]) -> Result<bool> {
+    /// A durable temporary file holding `data` in `dir`, to be moved into place.
+    fn temporary(&self, dir: &Path, data: &[u8]) -> Result<tempfile::NamedTempFile> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(dir)
             .map_err(io("create temporary file in", dir))?;
         tmp.write_all(data).map_err(io("write", tmp.path()))?;
         tmp.as_file().sync_all().map_err(io("fsync", tmp.path()))?;
+        Ok(tmp)
+    }
+
+    fn write_new(&self, dir: &Path, path: &Path, data: &[u8]) -> Result<bool> {
+        let tmp = self.temporary(dir, data)?;
         match tmp.persist_noclobber(path) {
             Ok(_) => Ok(true),
             Err(e) if e.error.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -183,6 +189,16 @@ impl Backend for LocalBackend {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.path_of(kind, name)?;
+        let dir = self.dir_of(kind, name);
+        fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        let tmp = self.temporary(&dir, data)?;
+        tmp.persist(&path)
+            .map_err(|e| io("rename over", &path)(e.error))?;
+        sync_dir(&dir)
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {

@@ -102,6 +102,11 @@ pub trait Backend: Send + Sync {
     /// Creates the folders of a new repository; fails if a config already exists.
     fn create(&self) -> Result<()>;
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    /// Creates or replaces `name` with `data` atomically: readers see the old object or the
+    /// new one, never a part or none, and when it returns Ok the new one is durable. Only
+    /// for objects whose name is not their content (`config`, key files): the commit
+    /// point of `strata migrate`.
+    fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
     fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
     /// Exactly `len` bytes from `offset`, or `ShortRead`.
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
@@ -137,6 +142,7 @@ pub(crate) mod contract {
         b.create().unwrap();
         put_get_range_list_remove(b);
         put_is_create_only(b);
+        replace_swaps_whole_objects(b);
         missing_objects(b);
         names_are_validated(b);
     }
@@ -166,6 +172,17 @@ pub(crate) mod contract {
         let err = b.put(Kind::Snapshot, "01", b"two").unwrap_err();
         assert!(matches!(err, BackendError::AlreadyExists { .. }), "{err}");
         assert_eq!(b.get(Kind::Snapshot, "01").unwrap(), b"one");
+    }
+
+    fn replace_swaps_whole_objects(b: &dyn Backend) {
+        b.replace(Kind::Key, "0a", b"first").unwrap();
+        assert_eq!(b.get(Kind::Key, "0a").unwrap(), b"first");
+        b.replace(Kind::Key, "0a", b"second, longer").unwrap();
+        assert_eq!(b.get(Kind::Key, "0a").unwrap(), b"second, longer");
+        let listed = b.list(Kind::Key).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(b.replace(Kind::Key, "../x", b"x").is_err());
+        b.remove(Kind::Key, "0a").unwrap();
     }
 
     fn missing_objects(b: &dyn Backend) {

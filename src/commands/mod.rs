@@ -9,6 +9,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod migrate;
 pub mod mongo;
 pub mod mount;
 pub mod prune;
