@@ -88,6 +88,7 @@ fn lock_both(repo: &Repository, keys: &Keys, wait: Duration) -> Result<[LockGuar
             LockMode::Exclusive,
             "migrate",
             wait,
+            None,
         )
     };
     Ok([take(&keys.old)?, take(&keys.new)?])
@@ -101,7 +102,7 @@ fn write_new_era(
     report: &mut MigrateReport,
     step: &dyn Fn(&str),
 ) -> Result<()> {
-    lock::remove_stale(repo.backend(), &keys.old, false)?;
+    lock::remove_stale(repo.backend(), &keys.old, false, None)?;
     report.removed += remove_era(repo, keys, Era::New)?;
     report.key_files = sign_key_files(repo)?;
     step("keys");
@@ -150,7 +151,7 @@ fn remove_era(repo: &Repository, keys: &Keys, era: Era) -> Result<usize> {
 
 fn era_of(keys: &Keys, kind: Kind, sealed: &[u8]) -> Era {
     match kind {
-        Kind::Index => keys.era(|k| indexfile::decode(k, sealed).is_ok()),
+        Kind::Index => keys.era(|k| indexfile::decode(k, k.format(), sealed).is_ok()),
         _ => keys.era(|k| k.decrypt(&k.aad(ObjectKind::Snapshot, b""), sealed).is_ok()),
     }
 }
@@ -201,8 +202,9 @@ fn rewrite_index_files(repo: &Repository, keys: &Keys) -> Result<usize> {
         if era_of(keys, Kind::Index, &sealed) != Era::Old {
             continue;
         }
-        let packs = indexfile::decode(&keys.old, &sealed).map_err(|e| damaged(Kind::Index, e))?;
-        let new = indexfile::encode(&keys.new, &packs);
+        let packs = indexfile::decode(&keys.old, keys.old.format(), &sealed)
+            .map_err(|e| damaged(Kind::Index, e))?;
+        let new = indexfile::encode(&keys.new, keys.new.format(), &packs);
         repo.backend()
             .put(Kind::Index, &Id::hash_of(&new).to_hex(), &new)?;
         written += 1;

@@ -19,6 +19,7 @@ use crate::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use crate::sandbox::OnConflict;
 use crate::snapshot::Snapshot;
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec};
+use crate::walk;
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -613,8 +614,14 @@ pub fn restore_missing(
         opts.include = Patterns::new(&patterns)?;
         opts.on_conflict = OnConflict::Skip;
         opts.owner = owner;
-        // TODO(lead): walk::entry_budget of the snapshot
-        let report = restorer::restore(repo, tree, &opts, u64::MAX, progress)?;
+        let snap = repo
+            .load_snapshot(snapshot)
+            .map_err(|source| ScanError::Repo {
+                path: format!("snapshot {snapshot}"),
+                source,
+            })?;
+        let budget = walk::entry_budget(&snap);
+        let report = restorer::restore(repo, tree, &opts, budget, progress)?;
         restored.push(Restored { snapshot, report });
     }
     Ok(restored)

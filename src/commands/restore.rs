@@ -298,13 +298,6 @@ fn print_counts(out: &JsonOut, r: &ImportReport) -> Result<()> {
     ))
 }
 
-/// How many tree entries the restore may visit: the entries the snapshot
-/// records, so that a forged tree DAG is refused.
-// TODO(lead): walk::entry_budget
-fn entry_budget(_snap: &Snapshot) -> u64 {
-    u64::MAX
-}
-
 fn restore_files(
     out: &JsonOut,
     repo: &strata::repository::IndexedRepo,
@@ -332,7 +325,7 @@ fn restore_files(
         owner: rustix::process::geteuid().is_root(),
     };
     let progress = out.ctx.progress("restore");
-    let budget = entry_budget(snap);
+    let budget = strata::walk::entry_budget(snap);
     let result = restorer::restore(repo, snap.tree, &opts, budget, progress.as_ref());
     drop(progress);
     let report = match result {
