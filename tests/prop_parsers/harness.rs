@@ -386,7 +386,7 @@ pub fn snapshot_sample() -> Vec<u8> {
 }
 
 pub fn config_sample() -> Vec<u8> {
-    let c = Config::new(ChunkerParams::BSON, 1 << 20, 3);
+    let c = Config::new(ChunkerParams::FILES, 1 << 20, 3);
     serde_json::to_vec(&c).expect("serialises")
 }
 
