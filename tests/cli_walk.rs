@@ -371,8 +371,6 @@ fn finding_8_backups_record_their_entries_and_deep_directories_list() {
 }
 
 #[test]
-#[ignore = "the archiver (not this walker) still recurses per directory level and overflows \
-            a worker's stack at 2,030 levels in the dev profile; enable once it is iterative"]
 fn finding_8_a_2030_level_directory_backs_up_and_lists() {
     back_up_and_list_deep(2_030);
 }
