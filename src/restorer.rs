@@ -48,9 +48,12 @@
 //!    skipped directory is only walked read-only, for its errors and to know
 //!    whether anything in it is selected). Everything is created through the
 //!    [`Sandbox`], so nothing can be written outside the target. The entries
-//!    of a directory that are not directories are written in parallel with
-//!    rayon, and files with several chunks fetch and write their
-//!    chunks in parallel too; each worker holds at most one chunk in memory.
+//!    that are not directories are gathered across consecutive directories
+//!    (up to [`BATCH_ENTRIES`] entries from [`BATCH_DIRS`] directories) and
+//!    written together in parallel with rayon, so many small files in
+//!    sibling directories go out at once; files with several chunks fetch
+//!    and write their chunks in parallel too; each worker holds at most one
+//!    chunk in memory.
 //!    A file that cannot be restored (missing or damaged blob, ...) is
 //!    removed again, recorded in [`RestoreReport::errors`], and the restore
 //!    goes on with the others.
@@ -103,6 +106,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// open; deeper ancestors are closed and reopened (and checked to be the same
 /// directory) when the walk comes back to them.
 const OPEN_DIRS: usize = if cfg!(test) { 3 } else { 16 };
+
+/// Entries that are not directories the writer gathers, across consecutive
+/// directories, before writing them together in parallel.
+const BATCH_ENTRIES: usize = if cfg!(test) { 8 } else { 4096 };
+
+/// Directories a batch may hold (each keeps its descriptor open until the
+/// batch is written), counting those waiting for their metadata.
+const BATCH_DIRS: usize = if cfg!(test) { 4 } else { 64 };
 
 /// Errors that stop a restore. Problems with single entries do not: they are
 /// collected in [`RestoreReport::errors`].
@@ -1012,6 +1023,27 @@ struct WriteState {
     created: bool,
 }
 
+/// Entries gathered from consecutive directories to be written together,
+/// and the directories left since then whose metadata is set after them.
+#[derive(Default)]
+struct Batch {
+    /// Each directory with its entries that are not directories.
+    leaves: Vec<(DirHandle, Vec<Planned>)>,
+    /// Directories this restore created that the walk has left, in
+    /// post-order, with their entries.
+    left: Vec<(DirHandle, Planned)>,
+    entries: usize,
+    /// Some entry may be written under another name: the names it takes
+    /// must be taken before the next directory is created.
+    renames: bool,
+}
+
+impl Batch {
+    fn full(&self) -> bool {
+        self.entries >= BATCH_ENTRIES || self.leaves.len() + self.left.len() >= BATCH_DIRS
+    }
+}
+
 impl Writer<'_> {
     /// Plans with the writer's error list.
     fn planner(&self) -> Planner<'_> {
@@ -1042,14 +1074,31 @@ impl Writer<'_> {
             created: false,
         };
         let mut stack = Stack::new(Frame::new(ctx, Vec::new(), Some(root), state));
-        self.enter(&mut stack, nodes);
+        let mut batch = Batch::default();
+        self.enter(&mut stack, &mut batch, nodes);
         while let Some(i) = stack.frames.len().checked_sub(1) {
             match stack.frames[i].todo.next() {
-                Some(e) => self.descend(&mut stack, e, budget)?,
-                None => self.leave(&mut stack),
+                Some(e) => self.descend(&mut stack, &mut batch, e, budget)?,
+                None => self.leave(&mut stack, &mut batch),
             }
         }
+        self.flush(&mut batch);
         Ok(())
+    }
+
+    /// Writes the entries of the batch in parallel, then sets the metadata
+    /// of the directories it holds that the walk has left.
+    fn flush(&self, batch: &mut Batch) {
+        let Batch { leaves, left, .. } = std::mem::take(batch);
+        leaves
+            .par_iter()
+            .flat_map(|(dir, entries)| entries.par_iter().map(move |e| (dir, e)))
+            .for_each(|(dir, e)| self.write_leaf(dir, e));
+        for (dir, e) in left {
+            if let Err(err) = dir.set_dir_meta(&self.meta(&e.node)) {
+                self.report(&e.rel, text(err));
+            }
+        }
     }
 
     /// Enters the subdirectory entry `e` of the current directory (or, when
@@ -1057,6 +1106,7 @@ impl Writer<'_> {
     fn descend(
         &self,
         stack: &mut Stack<DirHandle, WriteState>,
+        batch: &mut Batch,
         e: Planned,
         budget: &mut Budget,
     ) -> Result<()> {
@@ -1073,7 +1123,7 @@ impl Writer<'_> {
             // Nothing below is written. The read-only walk reports the errors
             // below it and tells whether anything below is selected.
             let selected = planner.scan_dir(nodes, ctx, None, budget)?.is_some();
-            if (e.included || selected) && self.ensure(stack, i).is_some() {
+            if (e.included || selected) && self.ensure(stack, batch, i).is_some() {
                 Collector::push(&self.out.skipped, shown(&e.rel));
             }
             return Ok(());
@@ -1086,15 +1136,15 @@ impl Writer<'_> {
             created: false,
         };
         stack.push(Frame::new(ctx, name, dir, state));
-        self.enter(stack, nodes);
+        self.enter(stack, batch, nodes);
         Ok(())
     }
 
-    /// Plans the entries of the directory just entered and writes the ones
-    /// that are not directories, in parallel; the walk visits the
+    /// Plans the entries of the directory just entered and adds the ones
+    /// that are not directories to the batch; the walk visits the
     /// subdirectories. The directory itself is restored into first when it
     /// holds anything to write or is included itself.
-    fn enter(&self, stack: &mut Stack<DirHandle, WriteState>, nodes: Vec<Node>) {
+    fn enter(&self, stack: &mut Stack<DirHandle, WriteState>, batch: &mut Batch, nodes: Vec<Node>) {
         let i = stack.frames.len() - 1;
         let top = stack.top();
         let lookup = top.held.open().map(DirHandle::read_only);
@@ -1107,35 +1157,59 @@ impl Writer<'_> {
             .into_iter()
             .partition(|e| e.node.subtree().is_some());
         if (!leaves.is_empty() || included)
-            && let Some(dir) = self.ensure(stack, i)
+            && let Some(dir) = self.ensure(stack, batch, i)
+            && !leaves.is_empty()
         {
-            leaves.par_iter().for_each(|e| self.write_leaf(&dir, e));
+            batch.entries += leaves.len();
+            batch.renames |= leaves.iter().any(|e| e.action == EntryAction::Rename);
+            batch.leaves.push((dir, leaves));
+            if batch.full() {
+                self.flush(batch);
+            }
         }
         stack.frames[i].todo = dirs.into_iter();
     }
 
-    /// Leaves the current directory: its metadata is set when this restore
-    /// created it, now that everything below it is written.
-    fn leave(&self, stack: &mut Stack<DirHandle, WriteState>) {
+    /// Leaves the current directory: when this restore created it, its
+    /// metadata is set after the entries below it that the batch holds.
+    fn leave(&self, stack: &mut Stack<DirHandle, WriteState>, batch: &mut Batch) {
         let i = stack.frames.len() - 1;
         if stack.frames[i].state.created
             && let Some(dir) = self.reopened(stack, i)
-            && let Some(e) = &stack.frames[i].state.entry
-            && let Err(err) = dir.set_dir_meta(&self.meta(&e.node))
         {
-            self.report(&e.rel, text(err));
+            let frame = stack.pop();
+            batch.left.extend(frame.state.entry.map(|e| (dir, e)));
+            if batch.full() {
+                self.flush(batch);
+            }
+        } else {
+            stack.pop();
         }
-        stack.pop();
     }
 
     /// The directory of frame `i`, restored into first (with its parents)
-    /// when it is not yet; None when that failed (reported once).
-    fn ensure(&self, stack: &mut Stack<DirHandle, WriteState>, i: usize) -> Option<DirHandle> {
+    /// when it is not yet; None when that failed (reported once). The batch
+    /// is written first when a name is to be chosen, so that names are
+    /// taken in the order of the walk.
+    fn ensure(
+        &self,
+        stack: &mut Stack<DirHandle, WriteState>,
+        batch: &mut Batch,
+        i: usize,
+    ) -> Option<DirHandle> {
         let mut j = i;
         while !stack.frames[j].state.ready {
             j -= 1;
         }
         for k in j + 1..=i {
+            let renamed = stack.frames[k]
+                .state
+                .entry
+                .as_ref()
+                .is_some_and(|e| e.action == EntryAction::Rename);
+            if batch.renames || renamed {
+                self.flush(batch);
+            }
             self.make_ready(stack, k)?;
             stack.close_outside(k - 1);
         }
