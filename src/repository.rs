@@ -484,54 +484,54 @@ impl Unlocked {
     }
 }
 
-/// Tries every key file, the one named `first` first; the first that `password` opens
-/// wins. Key files whose KDF parameters are out of bounds are skipped.
+/// Tries every key file, the one named `first` first and those without a MAC last (a
+/// version 3 repository refuses them: a planted MAC-less copy must not hide the genuine
+/// file); the first that `password` opens wins. Key files whose KDF parameters are out of
+/// bounds are skipped.
 fn unlock(backend: &dyn Backend, password: &[u8], first: Option<&str>) -> Result<Unlocked> {
-    let mut entries = backend.list(Kind::Key)?;
-    if entries.is_empty() {
+    let mut files = key_files(backend)?;
+    if files.is_empty() {
         return Err(RepoError::NoKeys);
     }
-    entries.sort_by_key(|e| Some(e.name.as_str()) != first);
+    files.sort_by_key(|(name, _, file)| (Some(name.as_str()) != first, !file.has_mac()));
     let mut damaged_match = None;
     let mut skipped = Vec::new();
-    for e in entries {
-        let Some(id) = Id::from_hex(&e.name) else {
-            continue;
-        };
-        let Ok(file) = backend
-            .get(Kind::Key, &e.name)
-            .map_err(RepoError::from)
-            .and_then(|b| {
-                KeyFile::parse(&b).map_err(|source| RepoError::Key {
-                    id: e.name.clone(),
-                    source,
-                })
-            })
-        else {
-            continue;
-        };
+    for (name, id, file) in files {
         match file.open(password) {
             Ok(key) => {
                 return Ok(Unlocked {
-                    id: KeyId(id),
+                    id,
                     key,
                     file,
                     skipped,
                 });
             }
-            Err(source @ KeyError::OutOfBounds(_)) => skipped.push((e.name, source.to_string())),
+            Err(source @ KeyError::OutOfBounds(_)) => skipped.push((name, source.to_string())),
             // The password opened it, but the file was altered: say so, unless another
             // key file opens.
             Err(source @ KeyError::Damaged(_)) => {
-                damaged_match = Some(RepoError::Key {
-                    id: e.name.clone(),
-                    source,
-                })
+                damaged_match = Some(RepoError::Key { id: name, source })
             }
             Err(_) => {}
         }
     }
     Err(damaged_match.unwrap_or_else(|| wrong_password(&skipped)))
+}
+
+/// Every key file that parses, with its name and id; unreadable ones are passed over.
+fn key_files(backend: &dyn Backend) -> Result<Vec<(String, KeyId, KeyFile)>> {
+    let mut files = Vec::new();
+    for e in backend.list(Kind::Key)? {
+        let Some(id) = Id::from_hex(&e.name) else {
+            continue;
+        };
+        let parsed = backend.get(Kind::Key, &e.name).ok();
+        let Some(file) = parsed.and_then(|b| KeyFile::parse(&b).ok()) else {
+            continue;
+        };
+        files.push((e.name, KeyId(id), file));
+    }
+    Ok(files)
 }
 
 fn wrong_password(skipped: &[(String, String)]) -> RepoError {

@@ -271,6 +271,24 @@ fn key_file_without_mac_is_refused_and_reported_by_check() {
     assert!(report.contains("no MAC"), "{report}");
 }
 
+/// A MAC-less copy of the genuine key file, planted where it is tried first, does not keep
+/// the genuine one from opening the repository (it is tried after every file with a MAC).
+#[test]
+fn key_file_without_mac_planted_first_does_not_hide_the_genuine_one() {
+    let repo = fast_repo();
+    let keys = repo.repo_path().join("keys");
+    let genuine = fs::read_dir(&keys).unwrap().next().unwrap().unwrap().path();
+    let mut json: Value = serde_json::from_slice(&fs::read(&genuine).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("mac");
+    fs::write(
+        keys.join("00".repeat(32)),
+        serde_json::to_vec(&json).unwrap(),
+    )
+    .unwrap();
+    let out = repo.cmd(["snapshots", "--no-cache"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// Whether the key file at `path` is the one `password` opens (checked with the library).
 fn opens_with(path: &Path, password: &str) -> bool {
     let file = strata::key::KeyFile::parse(&fs::read(path).unwrap()).unwrap();
