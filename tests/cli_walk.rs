@@ -24,7 +24,7 @@ use strata::id::BlobId;
 use strata::packer::Packer;
 use strata::repository::{IndexedRepo, Repository};
 use strata::snapshot::{Snapshot, Summary};
-use strata::tree::{Node, NodeKind, Timespec, Tree};
+use strata::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 
 /// A hung command (the old code expanding a DAG forever) is killed after this long.
 const HANG: Duration = Duration::from_secs(120);
@@ -445,4 +445,47 @@ fn finding_8_scan_refuses_a_forged_tree_dag() {
         "{}",
         scan.stderr
     );
+}
+
+#[test]
+fn finding_8_repair_rewrites_a_snapshot_deeper_than_1024_levels() {
+    let repo = fast_repo();
+    let depth = 1_100;
+    let mut blob = None;
+    forge_with(&repo, "2020-01-01T00:00:00Z", Some(depth + 2), |packer| {
+        let (id, _) = packer.save(BlobType::Data, b"bottom").expect("save blob");
+        blob = Some(id);
+        let mut damaged = file(b"f");
+        damaged.kind = NodeKind::File {
+            content: vec![ChunkRef { id, len: 6 }],
+        };
+        damaged.size = 6;
+        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let mut tree = save(Tree::new(vec![damaged, file(b"g")]));
+        for _ in 0..depth {
+            tree = save(Tree::new(vec![dir(b"d", tree)]));
+        }
+        tree
+    });
+    let indexed = open_indexed(&repo);
+    let at = indexed.locate(&blob.unwrap()).expect("the blob is indexed");
+    let hex = at.pack.0.to_hex();
+    let pack = repo.repo_path().join("data").join(&hex[..2]).join(&hex);
+    flip_byte(&pack, at.entry.offset as u64 + 2);
+
+    let (_, report) = json_expect(&repo, ["repair", "snapshots", "--read-data"], 3);
+    let salvaged = &report["salvaged"][0];
+    let deep = "/d".repeat(depth as usize);
+    let lost = &salvaged["lost"];
+    assert_eq!(lost.as_array().unwrap().len(), 1, "{lost}");
+    assert_eq!(
+        lost[0][0],
+        format!("{deep}/f"),
+        "only the damaged file: {lost}"
+    );
+    let repaired = field_str(salvaged, "repaired");
+    let listed = streamed(&repo, &["ls", "-R", repaired]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.lines, depth + 1, "the chain and g");
+    assert_eq!(String::from_utf8_lossy(&listed.last), format!("{deep}/g\n"));
 }
