@@ -24,27 +24,18 @@ use strata::id::BlobId;
 use strata::packer::Packer;
 use strata::repository::{IndexedRepo, Repository};
 use strata::snapshot::{Snapshot, Summary};
-use strata::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use strata::tree::{ChunkRef, Node, NodeKind, Tree};
 
 /// A hung command (the old code expanding a DAG forever) is killed after this long.
 const HANG: Duration = Duration::from_secs(120);
 
+/// A node named `name` with the metadata of the library's root node (mode 0755, owned by
+/// root, no times).
 fn node(name: &[u8], kind: NodeKind) -> Node {
     Node {
         name: name.to_vec(),
         kind,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
-        mtime: Timespec::default(),
-        ctime: Timespec::default(),
-        inode: 0,
-        device: 0,
-        links: 1,
-        size: 0,
-        xattrs: Vec::new(),
+        ..strata::vfs::root_node(BlobId::default())
     }
 }
 
