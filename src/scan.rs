@@ -316,18 +316,13 @@ impl<'a> Scanner<'a> {
             Ok((dir, _)) => Some(dir),
             Err(SourceError::Io(Errno::NOENT)) => None,
             Err(e) => {
-                self.error(path, e);
+                self.error(path, describe(e));
                 return Ok(());
             }
         };
-        let live = match &dir {
-            Some(dir) => self.lstat(dir, name, path),
-            None => Some(None),
+        let Some(live) = self.live_at(dir.as_ref(), name, path) else {
+            return Ok(());
         };
-        let Some(stat) = live else { return Ok(()) };
-        let live = stat
-            .zip(dir.as_ref())
-            .map(|(stat, dir)| LiveAt { stat, dir, name });
         self.walk(path.to_vec(), node, live, budget)
     }
 
@@ -354,30 +349,32 @@ impl<'a> Scanner<'a> {
                 path.push(b'/');
             }
             path.extend_from_slice(&name);
-            let stat = match (in_live, &frame.live) {
-                (true, Some(dir)) => self.lstat(dir, &name, &path),
-                _ => Some(None),
+            let dir = frame.live.as_ref().filter(|_| in_live);
+            let Some(live) = self.live_at(dir, &name, &path) else {
+                continue;
             };
-            let Some(stat) = stat else { continue };
-            let live = stat.zip(frame.live.as_ref()).map(|(stat, dir)| LiveAt {
-                stat,
-                dir,
-                name: &name,
-            });
             let child = self.compare(&path, node, live, budget)?;
             stack.extend(child);
         }
         Ok(())
     }
 
-    /// The live entry `name` in `dir` (Some(None) when there is none; None when it cannot
-    /// be inspected, which is recorded as an error at `path`).
-    fn lstat(&mut self, dir: &SourceDir, name: &[u8], path: &[u8]) -> Option<Option<Stat>> {
+    /// The live entry `name` in `dir` (Some(None) when there is none, or no `dir`; None
+    /// when it cannot be inspected, which is recorded as an error at `path`).
+    fn live_at<'d>(
+        &mut self,
+        dir: Option<&'d SourceDir>,
+        name: &'d [u8],
+        path: &[u8],
+    ) -> Option<Option<LiveAt<'d>>> {
+        let Some(dir) = dir else {
+            return Some(None);
+        };
         match dir.stat(name) {
-            Ok(stat) => Some(Some(stat)),
+            Ok(stat) => Some(Some(LiveAt { stat, dir, name })),
             Err(SourceError::Io(Errno::NOENT)) => Some(None),
             Err(e) => {
-                self.error(path, e);
+                self.error(path, describe(e));
                 None
             }
         }
@@ -441,7 +438,7 @@ impl<'a> Scanner<'a> {
         let (live_dir, live_names) = match open_live(live) {
             Ok(found) => found,
             Err(e) => {
-                self.error(path, e);
+                self.error(path, describe(e));
                 return Ok(None);
             }
         };
@@ -456,14 +453,14 @@ impl<'a> Scanner<'a> {
     fn entry(&mut self, path: &[u8], node: Node, at: LiveAt) {
         let live = match Live::read(&at) {
             Ok(live) => live,
-            Err(e) => return self.error(path, e),
+            Err(e) => return self.error(path, describe(e)),
         };
         match change(&node, &live) {
             Some(reason) => self.lost(path, node, Some(reason), Some(live)),
             None if self.deep && matches!(node.kind, NodeKind::File { .. }) => {
                 match at.dir.open_file(at.name, &at.stat) {
                     Ok(file) => self.pending.push((path.to_vec(), node, live, file)),
-                    Err(e) => return self.error(path, e),
+                    Err(e) => return self.error(path, describe(e)),
                 }
                 if self.pending.len() >= FILE_BATCH {
                     self.hash_pending();
@@ -540,6 +537,17 @@ impl<'a> Scanner<'a> {
             unchanged: self.unchanged,
             errors: self.errors,
         }
+    }
+}
+
+/// Why a live entry could not be compared: one replaced between its `lstat` and its open
+/// (or `readlink`) was not read.
+fn describe(e: SourceError) -> String {
+    match e {
+        SourceError::Changed => "changed during the scan: it was replaced after it was examined, \
+                                 and was not read"
+            .into(),
+        e => e.to_string(),
     }
 }
 
@@ -777,6 +785,13 @@ mod tests {
         assert!(!p.matches(b"/srv/we*ird [1]/ab\\d/bad\xff\xfe.txt"));
         assert!(!p.matches(b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt2"));
         assert!(!p.matches(b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt/x"));
+    }
+
+    #[test]
+    fn a_root_is_looked_up_in_its_parent_directory() {
+        assert_eq!(split(b"/"), (&b"/"[..], &b"."[..]));
+        assert_eq!(split(b"/srv"), (&b"/"[..], &b"srv"[..]));
+        assert_eq!(split(b"/srv/app"), (&b"/srv"[..], &b"app"[..]));
     }
 
     #[test]
