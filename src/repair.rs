@@ -247,7 +247,9 @@ pub struct SnapshotRepairOptions {
 }
 
 /// Writes, for every snapshot that references missing or damaged blobs, a copy with the
-/// affected files and directories cut out, tagged `repaired`.
+/// affected files and directories cut out, tagged `repaired`. Trees of any depth are
+/// rewritten; a snapshot whose trees expand to more entries than it records (a forged tree
+/// DAG) stops the repair with an error.
 pub fn repair_snapshots(
     repo: &IndexedRepo,
     opts: &SnapshotRepairOptions,
