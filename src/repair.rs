@@ -12,14 +12,13 @@ use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::vfs::child_path;
+use crate::walk::{self, OverBudget};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
 /// Packs whose headers are read in parallel at a time.
 const HEADER_BATCH: usize = 64;
-/// Deeper trees than this are treated as forged.
-const MAX_DEPTH: usize = 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IndexRepair {
@@ -248,7 +247,9 @@ pub struct SnapshotRepairOptions {
 }
 
 /// Writes, for every snapshot that references missing or damaged blobs, a copy with the
-/// affected files and directories cut out, tagged `repaired`.
+/// affected files and directories cut out, tagged `repaired`. Trees of any depth are
+/// rewritten; a snapshot whose trees expand to more entries than it records (a forged tree
+/// DAG) stops the repair with an error.
 pub fn repair_snapshots(
     repo: &IndexedRepo,
     opts: &SnapshotRepairOptions,
@@ -275,7 +276,7 @@ pub fn repair_snapshots(
     let mut repaired = Vec::new();
     for (id, snap) in &snapshots {
         progress.item(&id.0.short());
-        let (tree, lost) = salvager.root(snap.tree)?;
+        let (tree, lost) = salvager.root(*id, snap)?;
         if lost.is_empty() {
             continue;
         }
@@ -317,16 +318,124 @@ fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: BlobId) -> Snapsho
     copy
 }
 
-/// A rewritten tree: its new id (None: unreadable, cut) and what was cut below it, as
-/// paths relative to it.
+/// A rewritten tree: its new id (None: unreadable, cut) and the paths cut below it.
 type Rewritten = (Option<BlobId>, Vec<(String, String)>);
+
+/// An entry of a rewritten tree that was cut, or that has cuts below it; each with its name
+/// as a path segment (`/name`).
+#[derive(Clone, Debug)]
+enum Below {
+    /// Cut, for this reason.
+    Cut(String, String),
+    /// A directory with cuts inside: its tree (before the rewrite) says which.
+    Inside(String, BlobId),
+}
+
+/// What rewriting a distinct tree did: its new id or why it was cut (unreadable), its
+/// entries that were cut or have cuts below them (in name order), and how many entries it
+/// expands to (everywhere each subtree appears, saturating).
+#[derive(Clone, Debug)]
+struct Done {
+    id: std::result::Result<BlobId, String>,
+    below: Vec<Below>,
+    entries: u64,
+}
+
+impl Done {
+    fn cut(why: String) -> Done {
+        Done {
+            id: Err(why),
+            below: Vec::new(),
+            entries: 0,
+        }
+    }
+}
+
+/// A tree being rewritten: its entries still to judge, those kept, those cut or with cuts
+/// below, its entries counted so far, and the directory waiting for its subtree's rewrite.
+struct Frame {
+    id: BlobId,
+    nodes: std::vec::IntoIter<Node>,
+    kept: Vec<Node>,
+    below: Vec<Below>,
+    entries: u64,
+    waiting: Option<Node>,
+}
+
+impl Frame {
+    fn new(id: BlobId, tree: Tree) -> Frame {
+        Frame {
+            id,
+            entries: tree.nodes.len() as u64,
+            kept: Vec::with_capacity(tree.nodes.len()),
+            nodes: tree.nodes.into_iter(),
+            below: Vec::new(),
+            waiting: None,
+        }
+    }
+
+    /// A file (symlink, …), kept unless `problem` says a blob it needs is missing or damaged.
+    fn add_leaf(&mut self, node: Node, problem: Option<String>) {
+        match problem {
+            None => self.kept.push(node),
+            Some(why) => self.below.push(Below::Cut(child_path("", &node.name), why)),
+        }
+    }
+
+    /// The waiting directory, now that its subtree is rewritten.
+    fn add_subtree(&mut self, done: &Done, bound: Bound) -> Result<()> {
+        let mut node = self
+            .waiting
+            .take()
+            .expect("a directory waits for its subtree");
+        self.entries = self.entries.saturating_add(done.entries);
+        bound.check(self.entries)?;
+        let name = child_path("", &node.name);
+        let new_id = match &done.id {
+            Ok(new_id) => *new_id,
+            Err(why) => {
+                self.below.push(Below::Cut(name, why.clone()));
+                return Ok(());
+            }
+        };
+        if let NodeKind::Dir { subtree } = &mut node.kind {
+            if !done.below.is_empty() {
+                self.below.push(Below::Inside(name, *subtree));
+            }
+            *subtree = new_id;
+        }
+        self.kept.push(node);
+        Ok(())
+    }
+}
+
+/// The entry budget of the snapshot being repaired.
+#[derive(Clone, Copy)]
+struct Bound {
+    snapshot: SnapshotId,
+    limit: u64,
+}
+
+impl Bound {
+    /// An error once `entries` exceed the budget: the snapshot's trees are forged.
+    fn check(self, entries: u64) -> Result<()> {
+        match entries > self.limit {
+            false => Ok(()),
+            true => Err(RepoError::Damaged {
+                kind: Kind::Snapshot,
+                name: self.snapshot.0.to_hex(),
+                reason: OverBudget { limit: self.limit }.to_string(),
+            }),
+        }
+    }
+}
 
 struct Salvager<'a> {
     repo: &'a IndexedRepo,
     packer: &'a Packer<'a>,
     read_data: bool,
     /// Trees already rewritten, so shared subtrees are handled once.
-    trees: HashMap<BlobId, Rewritten>,
+    trees: HashMap<BlobId, Done>,
     /// Trees on the current path from the root.
     active: HashSet<BlobId>,
     /// Data blobs already judged: None = intact, Some(reason) = missing or damaged.
@@ -334,76 +443,119 @@ struct Salvager<'a> {
 }
 
 impl Salvager<'_> {
-    /// The rewritten root tree and the paths cut below it.
-    fn root(&mut self, tree: BlobId) -> Result<Rewritten> {
-        let (id, lost) = self.tree(tree)?;
-        let lost = lost
-            .into_iter()
-            .map(|(p, why)| (format!("/{p}"), why))
-            .collect::<Vec<_>>();
-        match id {
-            None => Ok((None, vec![("/".into(), lost_root_reason(&lost))])),
-            Some(id) => Ok((Some(id), lost)),
-        }
-    }
-
-    /// Depth-first: each distinct tree is rewritten once, after its subtrees. A tree that
-    /// contains itself, or lies deeper than any real file system, is cut as unreadable.
-    fn tree(&mut self, id: BlobId) -> Result<Rewritten> {
-        if let Some(done) = self.trees.get(&id) {
-            return Ok(done.clone());
-        }
-        if self.active.len() >= MAX_DEPTH || !self.active.insert(id) {
-            return Ok((
-                None,
-                vec![(String::new(), "tree cycle or nesting too deep".into())],
-            ));
-        }
-        let result = match self.repo.load_tree(&id) {
-            Err(e) => (None, vec![(String::new(), e.to_string())]),
-            Ok(tree) => self.rewrite(id, tree)?,
+    /// The rewritten root tree of the snapshot `id` and the paths cut below it; an error when
+    /// its trees expand to more entries than the snapshot records.
+    fn root(&mut self, id: SnapshotId, snap: &Snapshot) -> Result<Rewritten> {
+        let bound = Bound {
+            snapshot: id,
+            limit: walk::entry_budget(snap),
         };
-        self.active.remove(&id);
-        self.trees.insert(id, result.clone());
-        Ok(result)
+        let done = self.tree(snap.tree, bound)?;
+        bound.check(done.entries)?;
+        match done.id {
+            Err(why) => Ok((
+                None,
+                vec![("/".into(), format!("the root tree is unreadable: {why}"))],
+            )),
+            Ok(new_id) => Ok((Some(new_id), self.lost_below(&done.below))),
+        }
     }
 
-    fn rewrite(&mut self, id: BlobId, tree: Tree) -> Result<Rewritten> {
-        let mut nodes = Vec::with_capacity(tree.nodes.len());
+    /// Post-order with an explicit stack (any depth): each distinct tree is rewritten once,
+    /// after its subtrees. A tree that contains itself is cut as unreadable.
+    fn tree(&mut self, root: BlobId, bound: Bound) -> Result<Done> {
+        let mut stack = Vec::new();
+        let mut done = self.enter(root, bound, &mut stack)?;
+        loop {
+            if let Some(d) = done.take() {
+                match stack.last_mut() {
+                    None => return Ok(d),
+                    Some(parent) => parent.add_subtree(&d, bound)?,
+                }
+            }
+            let frame = stack.last_mut().expect("a tree being rewritten");
+            let Some(node) = frame.nodes.next() else {
+                let frame = stack.pop().expect("a tree being rewritten");
+                done = Some(self.finish(frame)?);
+                continue;
+            };
+            match node.subtree() {
+                Some(sub) => {
+                    frame.waiting = Some(node);
+                    done = self.enter(sub, bound, &mut stack)?;
+                }
+                None => {
+                    let problem = (node.content().iter()).find_map(|c| self.blob_problem(&c.id));
+                    frame.add_leaf(node, problem);
+                }
+            }
+        }
+    }
+
+    /// The tree `id` when it is already rewritten, cut (unreadable, or a cycle); else None,
+    /// with its frame pushed on `stack`.
+    fn enter(&mut self, id: BlobId, bound: Bound, stack: &mut Vec<Frame>) -> Result<Option<Done>> {
+        if let Some(done) = self.trees.get(&id) {
+            return Ok(Some(done.clone()));
+        }
+        if !self.active.insert(id) {
+            return Ok(Some(Done::cut("tree cycle".into())));
+        }
+        match self.repo.load_tree(&id) {
+            Err(e) => {
+                self.active.remove(&id);
+                let done = Done::cut(e.to_string());
+                self.trees.insert(id, done.clone());
+                Ok(Some(done))
+            }
+            Ok(tree) => {
+                bound.check(tree.nodes.len() as u64)?;
+                stack.push(Frame::new(id, tree));
+                Ok(None)
+            }
+        }
+    }
+
+    /// A tree whose entries are all judged: written anew when something below it was cut.
+    fn finish(&mut self, frame: Frame) -> Result<Done> {
+        self.active.remove(&frame.id);
+        let id = match frame.below.is_empty() {
+            true => frame.id,
+            false => {
+                let tree = Tree::new(frame.kept).encode();
+                self.packer.save(BlobType::Tree, &tree)?.0
+            }
+        };
+        let done = Done {
+            id: Ok(id),
+            below: frame.below,
+            entries: frame.entries,
+        };
+        self.trees.insert(frame.id, done.clone());
+        Ok(done)
+    }
+
+    /// The paths cut below a tree whose entries `below` lists, depth first in name order,
+    /// each with the reason.
+    fn lost_below(&self, below: &[Below]) -> Vec<(String, String)> {
         let mut lost = Vec::new();
-        for mut node in tree.nodes {
-            let path = child_path("", &node.name)
-                .trim_start_matches('/')
-                .to_string();
-            let (keep, below) = self.node(&mut node)?;
-            lost.extend(below.into_iter().map(|(p, why)| (join(&path, &p), why)));
-            if keep {
-                nodes.push(node);
+        let mut path = String::new();
+        let mut stack = vec![(0, below.iter())];
+        while let Some((len, items)) = stack.last_mut() {
+            path.truncate(*len);
+            match items.next() {
+                None => {
+                    stack.pop();
+                }
+                Some(Below::Cut(name, why)) => lost.push((format!("{path}{name}"), why.clone())),
+                Some(Below::Inside(name, tree)) => {
+                    let len = path.len();
+                    path.push_str(name);
+                    stack.push((len + name.len(), self.trees[tree].below.iter()));
+                }
             }
         }
-        if lost.is_empty() {
-            return Ok((Some(id), lost));
-        }
-        let (new_id, _) = self
-            .packer
-            .save(BlobType::Tree, &Tree::new(nodes).encode())?;
-        Ok((Some(new_id), lost))
-    }
-
-    /// Whether to keep the node (its subtree id updated), and what was cut at or below it.
-    fn node(&mut self, node: &mut Node) -> Result<(bool, Vec<(String, String)>)> {
-        if let Some(sub) = node.subtree() {
-            let (new_id, lost) = self.tree(sub)?;
-            if let (Some(new_id), NodeKind::Dir { subtree }) = (new_id, &mut node.kind) {
-                *subtree = new_id;
-            }
-            return Ok((new_id.is_some(), lost));
-        }
-        let bad = node.content().iter().find_map(|c| self.blob_problem(&c.id));
-        Ok(match bad {
-            None => (true, Vec::new()),
-            Some(why) => (false, vec![(String::new(), why)]),
-        })
+        lost
     }
 
     fn blob_problem(&mut self, id: &BlobId) -> Option<String> {
@@ -417,19 +569,6 @@ impl Salvager<'_> {
         self.blobs.insert(*id, verdict.clone());
         verdict
     }
-}
-
-fn join(dir: &str, rest: &str) -> String {
-    match rest.is_empty() {
-        true => dir.to_string(),
-        false => format!("{dir}/{rest}"),
-    }
-}
-
-fn lost_root_reason(lost: &[(String, String)]) -> String {
-    lost.first()
-        .map(|(_, why)| format!("the root tree is unreadable: {why}"))
-        .unwrap_or_else(|| "the root tree is unreadable".into())
 }
 
 #[cfg(test)]
@@ -614,5 +753,50 @@ mod tests {
         let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
         let lost = &r.salvaged[0].lost;
         assert!(lost.iter().any(|(p, _)| p == "/sub"), "{lost:?}");
+    }
+
+    /// A snapshot of `levels` levels of a tree listing the next one twice (`a` and `b`),
+    /// with a file `f` at the bottom whose blob is not stored, recording `entries`.
+    fn forged_dag(repo: &IndexedRepo, levels: usize, entries: u64) {
+        let packer = Packer::new(repo, false);
+        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let missing = BlobId(Id::hash_of(b"never stored"));
+        let mut id = save(Tree::new(vec![file_of("f", &[(missing, 1)])]));
+        for _ in 0..levels {
+            id = save(Tree::new(vec![dir_of("a", id), dir_of("b", id)]));
+        }
+        packer.flush().unwrap();
+        let mut snap = snapshot_of(id);
+        snap.summary.entries = Some(entries);
+        repo.save_snapshot(&snap).unwrap();
+    }
+
+    #[test]
+    fn a_shared_subtree_is_cut_at_every_place_within_the_entry_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        // 2 + 4 + 8 directories and 8 files.
+        forged_dag(&repo, 3, 22);
+        let opts = SnapshotRepairOptions {
+            read_data: false,
+            forget: false,
+            dry_run: true,
+        };
+        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
+        let want = [
+            "/a/a/a/f", "/a/a/b/f", "/a/b/a/f", "/a/b/b/f", "/b/a/a/f", "/b/a/b/f", "/b/b/a/f",
+            "/b/b/b/f",
+        ];
+        assert_eq!(lost, want, "every place, depth first in name order");
+
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        forged_dag(&repo, 40, 1_000);
+        let err = repair_snapshots(&repo, &opts, &NoProgress).unwrap_err();
+        assert!(
+            err.to_string().contains("more than the 1000 entries"),
+            "{err}"
+        );
     }
 }

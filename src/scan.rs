@@ -18,20 +18,23 @@ use crate::repository::{IndexedRepo, RepoError};
 use crate::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use crate::sandbox::OnConflict;
 use crate::snapshot::Snapshot;
+use crate::source_fs::{self, SourceDir, SourceError, Stat};
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec};
-use crate::walk;
+use crate::walk::{self, Budget, OverBudget};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
+use rustix::fs::FileType;
+use rustix::io::Errno;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::fs::{FileType, Metadata};
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Directories nested deeper than this are reported as errors and not compared.
-const MAX_DEPTH: usize = 1024;
+/// Deep-scan files held open at a time: they are read and chunked (several at once) when this
+/// many are waiting, so the open descriptors stay bounded.
+const FILE_BATCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -48,6 +51,8 @@ pub enum ScanError {
     Pattern(#[from] FilterError),
     #[error("{0}")]
     Restore(#[from] RestoreError),
+    #[error("{path}: {source}")]
+    Walk { path: String, source: OverBudget },
 }
 
 pub type Result<T> = std::result::Result<T, ScanError>;
@@ -160,11 +165,13 @@ pub fn scan(
 ) -> Result<ScanReport> {
     let (id, snap) = snapshot;
     let roots = scan_roots(snap, &opts.paths)?;
-    let mut scanner = Scanner::new(repo, opts.deep);
+    source_fs::raise_open_file_limit();
+    let mut scanner = Scanner::new(repo, opts.deep, progress);
+    let mut budget = Budget::of(snap);
     for root in &roots {
-        scanner.root(snap.tree, root)?;
+        scanner.root(snap.tree, root, &mut budget)?;
     }
-    scanner.hash_pending(progress);
+    scanner.hash_pending();
     let mut report = scanner.finish(*id, &roots);
     let candidates = candidates(snapshot, history);
     for lost in report.missing.iter_mut().chain(report.modified.iter_mut()) {
@@ -237,29 +244,54 @@ fn is_within(path: &[u8], base: &[u8]) -> bool {
     path == base || (path.starts_with(base) && path.get(base.len()) == Some(&b'/'))
 }
 
+/// A live entry: what `lstat` said about it, in its parent directory, under its name.
+#[derive(Clone, Copy)]
+struct LiveAt<'d> {
+    stat: Stat,
+    dir: &'d SourceDir,
+    name: &'d [u8],
+}
+
+/// The entries of a directory still to compare (the snapshot's and the live ones merged by
+/// name: the snapshot's node, and whether the live directory has the name), the live
+/// directory when there is one, and the length of the directory's path.
+struct Frame {
+    entries: std::vec::IntoIter<Merged>,
+    live: Option<SourceDir>,
+    dir_len: usize,
+}
+
+/// A deep-scan file whose size and mtime match, opened for reading.
+type Pending = (Vec<u8>, Node, Live, File);
+
 struct Scanner<'a> {
     repo: &'a IndexedRepo,
     deep: bool,
+    progress: &'a dyn Progress,
     missing: Vec<Lost>,
     modified: Vec<Lost>,
     new: Vec<NewEntry>,
     unchanged: u64,
     errors: Vec<(String, String)>,
     /// Files whose size and mtime match, to be read by a deep scan.
-    pending: Vec<(Vec<u8>, Node, Live)>,
+    pending: Vec<Pending>,
+    /// Bytes of the files given to the deep scan so far.
+    queued: u64,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(repo: &'a IndexedRepo, deep: bool) -> Scanner<'a> {
+    fn new(repo: &'a IndexedRepo, deep: bool, progress: &'a dyn Progress) -> Scanner<'a> {
         Scanner {
             repo,
             deep,
+            progress,
             missing: Vec::new(),
             modified: Vec::new(),
             new: Vec::new(),
             unchanged: 0,
             errors: Vec::new(),
             pending: Vec::new(),
+            queued: 0,
         }
     }
 
@@ -268,7 +300,7 @@ impl<'a> Scanner<'a> {
             .push((paths::display(path), message.to_string()));
     }
 
-    fn root(&mut self, tree: BlobId, path: &[u8]) -> Result<()> {
+    fn root(&mut self, tree: BlobId, path: &[u8], budget: &mut Budget) -> Result<()> {
         let node = match crate::vfs::node_at(self.repo, tree, path) {
             Ok(node) => Some(node),
             Err(RepoError::NoSuchPath(_)) => None,
@@ -279,98 +311,168 @@ impl<'a> Scanner<'a> {
                 });
             }
         };
-        if let Some(live) = self.lstat(path) {
-            self.compare(path.to_vec(), node, live, 0);
+        let (parent, name) = split(path);
+        let dir = match SourceDir::open_named(Path::new(OsStr::from_bytes(parent))) {
+            Ok((dir, _)) => Some(dir),
+            Err(SourceError::Io(Errno::NOENT)) => None,
+            Err(e) => {
+                self.error(path, describe(e));
+                return Ok(());
+            }
+        };
+        let Some(live) = self.live_at(dir.as_ref(), name, path) else {
+            return Ok(());
+        };
+        self.walk(path.to_vec(), node, live, budget)
+    }
+
+    /// Compares the entry at `path` and everything below it, depth first with an explicit
+    /// stack (any depth); the snapshot's trees loaded are charged to `budget`.
+    fn walk(
+        &mut self,
+        mut path: Vec<u8>,
+        node: Option<Node>,
+        live: Option<LiveAt>,
+        budget: &mut Budget,
+    ) -> Result<()> {
+        let mut stack: Vec<Frame> = self
+            .compare(&path, node, live, budget)?
+            .into_iter()
+            .collect();
+        while let Some(frame) = stack.last_mut() {
+            path.truncate(frame.dir_len);
+            let Some((name, node, in_live)) = frame.entries.next() else {
+                stack.pop();
+                continue;
+            };
+            if !path.ends_with(b"/") {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&name);
+            let dir = frame.live.as_ref().filter(|_| in_live);
+            let Some(live) = self.live_at(dir, &name, &path) else {
+                continue;
+            };
+            let child = self.compare(&path, node, live, budget)?;
+            stack.extend(child);
         }
         Ok(())
     }
 
-    /// The live entry at `path` (Some(None) when there is none; None when it cannot be
-    /// inspected, which is recorded as an error).
-    fn lstat(&mut self, path: &[u8]) -> Option<Option<Metadata>> {
-        match std::fs::symlink_metadata(OsStr::from_bytes(path)) {
-            Ok(meta) => Some(Some(meta)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+    /// The live entry `name` in `dir` (Some(None) when there is none, or no `dir`; None
+    /// when it cannot be inspected, which is recorded as an error at `path`).
+    fn live_at<'d>(
+        &mut self,
+        dir: Option<&'d SourceDir>,
+        name: &'d [u8],
+        path: &[u8],
+    ) -> Option<Option<LiveAt<'d>>> {
+        let Some(dir) = dir else {
+            return Some(None);
+        };
+        match dir.stat(name) {
+            Ok(stat) => Some(Some(LiveAt { stat, dir, name })),
+            Err(SourceError::Io(Errno::NOENT)) => Some(None),
             Err(e) => {
-                self.error(path, e);
+                self.error(path, describe(e));
                 None
             }
         }
     }
 
-    fn compare(&mut self, path: Vec<u8>, node: Option<Node>, live: Option<Metadata>, depth: usize) {
+    /// Compares one entry; for a directory of the snapshot, the frame of its entries.
+    fn compare(
+        &mut self,
+        path: &[u8],
+        node: Option<Node>,
+        live: Option<LiveAt>,
+        budget: &mut Budget,
+    ) -> Result<Option<Frame>> {
         let Some(node) = node else {
-            if let Some(meta) = live {
-                self.add_new(path, &meta);
+            if let Some(live) = live {
+                self.add_new(path, &live.stat);
             }
-            return;
+            return Ok(None);
         };
-        let live_dir = live.as_ref().is_some_and(Metadata::is_dir);
         match (node.subtree().is_some(), live) {
             (true, live) => {
-                if let Some(meta) = live.filter(|m| !m.is_dir()) {
-                    self.add_new(path.clone(), &meta);
+                if let Some(live) = live.filter(|l| !l.stat.is_dir()) {
+                    self.add_new(path, &live.stat);
                 }
-                self.dir(path, &node, live_dir, depth);
+                let live_dir = live.filter(|l| l.stat.is_dir());
+                return self.dir(path, &node, live_dir, budget);
             }
             (false, None) => self.lost(path, node, None, None),
-            (false, Some(meta)) if meta.is_dir() => {
-                self.add_new(path.clone(), &meta);
+            (false, Some(live)) if live.stat.is_dir() => {
+                self.add_new(path, &live.stat);
                 self.lost(path, node, None, None);
             }
-            (false, Some(meta)) => self.entry(path, node, &meta),
+            (false, Some(live)) => self.entry(path, node, live),
         }
+        Ok(None)
     }
 
-    /// A directory of the snapshot, and the live one at its path when there is one.
-    fn dir(&mut self, path: Vec<u8>, node: &Node, live_dir: bool, depth: usize) {
-        if depth > MAX_DEPTH {
-            return self.error(&path, "directories nested too deeply");
-        }
+    /// A directory of the snapshot, and the live one at its path when there is one: the
+    /// frame of their entries, or None when either cannot be read (recorded as an error).
+    fn dir(
+        &mut self,
+        path: &[u8],
+        node: &Node,
+        live: Option<LiveAt>,
+        budget: &mut Budget,
+    ) -> Result<Option<Frame>> {
         let subtree = node.subtree().expect("a directory");
-        let mut nodes: BTreeMap<Vec<u8>, Node> = match self.repo.load_tree(&subtree) {
-            Ok(tree) => tree
-                .nodes
-                .into_iter()
-                .map(|n| (n.name.clone(), n))
-                .collect(),
-            Err(e) => return self.error(&path, e),
-        };
-        let live_names = match live_dir.then(|| read_names(&path)).transpose() {
-            Ok(names) => names.unwrap_or_default(),
-            Err(e) => return self.error(&path, e),
-        };
-        let names: BTreeSet<Vec<u8>> = nodes.keys().chain(&live_names).cloned().collect();
-        for name in names {
-            let child = paths::join(&path, &name);
-            let live = match live_names.contains(&name) {
-                true => self.lstat(&child),
-                false => Some(None),
-            };
-            if let Some(live) = live {
-                self.compare(child, nodes.remove(&name), live, depth + 1);
+        let tree = match self.repo.load_tree(&subtree) {
+            Ok(tree) => tree,
+            Err(e) => {
+                self.error(path, e);
+                return Ok(None);
             }
-        }
+        };
+        budget
+            .charge(tree.nodes.len() as u64)
+            .map_err(|source| ScanError::Walk {
+                path: paths::display(path),
+                source,
+            })?;
+        let (live_dir, live_names) = match open_live(live) {
+            Ok(found) => found,
+            Err(e) => {
+                self.error(path, describe(e));
+                return Ok(None);
+            }
+        };
+        Ok(Some(Frame {
+            entries: merge(tree.nodes, live_names).into_iter(),
+            live: live_dir,
+            dir_len: path.len(),
+        }))
     }
 
     /// A non-directory entry present in both.
-    fn entry(&mut self, path: Vec<u8>, node: Node, meta: &Metadata) {
-        let live = match Live::read(&path, meta) {
+    fn entry(&mut self, path: &[u8], node: Node, at: LiveAt) {
+        let live = match Live::read(&at) {
             Ok(live) => live,
-            Err(e) => return self.error(&path, e),
+            Err(e) => return self.error(path, describe(e)),
         };
         match change(&node, &live) {
             Some(reason) => self.lost(path, node, Some(reason), Some(live)),
             None if self.deep && matches!(node.kind, NodeKind::File { .. }) => {
-                self.pending.push((path, node, live))
+                match at.dir.open_file(at.name, &at.stat) {
+                    Ok(file) => self.pending.push((path.to_vec(), node, live, file)),
+                    Err(e) => return self.error(path, describe(e)),
+                }
+                if self.pending.len() >= FILE_BATCH {
+                    self.hash_pending();
+                }
             }
             None => self.unchanged += 1,
         }
     }
 
-    fn lost(&mut self, path: Vec<u8>, node: Node, reason: Option<Reason>, live: Option<Live>) {
+    fn lost(&mut self, path: &[u8], node: Node, reason: Option<Reason>, live: Option<Live>) {
         let lost = Lost {
-            path,
+            path: path.to_vec(),
             kind: node.type_name(),
             size: node.size,
             reason,
@@ -384,24 +486,26 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn add_new(&mut self, path: Vec<u8>, meta: &Metadata) {
-        let kind = kind_of(meta.file_type());
-        let size = if meta.is_file() { meta.len() } else { 0 };
+    fn add_new(&mut self, path: &[u8], stat: &Stat) {
+        let kind = kind_of(stat.file_type());
+        let size = if stat.is_file() { stat.size() } else { 0 };
+        let path = path.to_vec();
         self.new.push(NewEntry { path, kind, size });
     }
 
     /// Reads and chunks the pending files (several at a time) and compares their chunks.
-    fn hash_pending(&mut self, progress: &dyn Progress) {
+    fn hash_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        progress.total(self.pending.iter().map(|p| p.2.size).sum());
-        let repo = self.repo;
+        self.queued += self.pending.iter().map(|p| p.2.size).sum::<u64>();
+        let (repo, progress) = (self.repo, self.progress);
+        progress.total(self.queued);
         let hashed: Vec<_> = std::mem::take(&mut self.pending)
             .into_par_iter()
-            .map(|(path, node, live)| {
+            .map(|(path, node, live, file)| {
                 progress.item(&paths::display(&path));
-                let chunks = chunk_ids(repo, &path, progress);
+                let chunks = chunk_ids(repo, file, progress);
                 (path, node, live, chunks)
             })
             .collect();
@@ -414,7 +518,7 @@ impl<'a> Scanner<'a> {
                 }
             }
             match change(&node, &live) {
-                Some(reason) => self.lost(path, node, Some(reason), Some(live)),
+                Some(reason) => self.lost(&path, node, Some(reason), Some(live)),
                 None => self.unchanged += 1,
             }
         }
@@ -436,45 +540,86 @@ impl<'a> Scanner<'a> {
     }
 }
 
-fn read_names(path: &[u8]) -> std::io::Result<BTreeSet<Vec<u8>>> {
-    std::fs::read_dir(OsStr::from_bytes(path))?
-        .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+/// Why a live entry could not be compared: one replaced between its `lstat` and its open
+/// (or `readlink`) was not read.
+fn describe(e: SourceError) -> String {
+    match e {
+        SourceError::Changed => "changed during the scan: it was replaced after it was examined, \
+                                 and was not read"
+            .into(),
+        e => e.to_string(),
+    }
+}
+
+/// The live directory holding the absolute `path`, and the entry's name in it (`/` is `.`
+/// in itself).
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) if path.len() == 1 => (b"/", b"."),
+        Some(0) => (b"/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b".", path),
+    }
+}
+
+/// The live directory `at` opened (it must still be the one examined), and its names; none
+/// without one.
+fn open_live(at: Option<LiveAt>) -> source_fs::Result<(Option<SourceDir>, Vec<Vec<u8>>)> {
+    let Some(at) = at else {
+        return Ok((None, Vec::new()));
+    };
+    let dir = at.dir.open_dir(at.name, &at.stat)?;
+    let names = dir.names()?;
+    Ok((Some(dir), names))
+}
+
+/// A name of a directory with the snapshot's node of that name, and whether the live
+/// directory has it.
+type Merged = (Vec<u8>, Option<Node>, bool);
+
+/// The snapshot's entries and the live names merged by name, in name order.
+fn merge(nodes: Vec<Node>, live: Vec<Vec<u8>>) -> Vec<Merged> {
+    let mut nodes: BTreeMap<Vec<u8>, Node> =
+        nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+    let live: BTreeSet<Vec<u8>> = live.into_iter().collect();
+    let names: BTreeSet<Vec<u8>> = nodes.keys().chain(&live).cloned().collect();
+    (names.into_iter())
+        .map(|name| {
+            let node = nodes.remove(&name);
+            let in_live = live.contains(&name);
+            (name, node, in_live)
+        })
         .collect()
 }
 
 /// The [`Node::type_name`] of a live entry.
 fn kind_of(ft: FileType) -> &'static str {
-    if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_char_device() {
-        "chardev"
-    } else if ft.is_block_device() {
-        "blockdev"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else {
-        "socket"
+    match ft {
+        FileType::Directory => "dir",
+        FileType::RegularFile => "file",
+        FileType::Symlink => "symlink",
+        FileType::CharacterDevice => "chardev",
+        FileType::BlockDevice => "blockdev",
+        FileType::Fifo => "fifo",
+        _ => "socket",
     }
 }
 
 impl Live {
-    fn read(path: &[u8], meta: &Metadata) -> std::io::Result<Live> {
-        let target = match meta.file_type().is_symlink() {
-            true => Some(std::fs::read_link(OsStr::from_bytes(path))?),
-            false => None,
+    fn read(at: &LiveAt) -> source_fs::Result<Live> {
+        let target = match at.stat.file_type() {
+            FileType::Symlink => Some(at.dir.read_link(at.name)?),
+            _ => None,
         };
+        let (sec, nsec) = at.stat.mtime();
         Ok(Live {
-            kind: kind_of(meta.file_type()),
-            size: meta.len(),
+            kind: kind_of(at.stat.file_type()),
+            size: at.stat.size(),
             mtime: Timespec {
-                sec: meta.mtime(),
-                nsec: meta.mtime_nsec() as u32,
+                sec,
+                nsec: nsec as u32,
             },
-            target: target.map(|t| t.into_os_string().into_encoded_bytes()),
+            target,
             chunks: None,
         })
     }
@@ -503,13 +648,12 @@ fn change(node: &Node, live: &Live) -> Option<Reason> {
     }
 }
 
-/// The chunks backup would make of the live file at `path`: same chunker, same keyed ids.
+/// The chunks backup would make of the live `file`: same chunker, same keyed ids.
 fn chunk_ids(
     repo: &IndexedRepo,
-    path: &[u8],
+    file: File,
     progress: &dyn Progress,
 ) -> std::io::Result<Vec<ChunkRef>> {
-    let file = crate::source_fs::open_regular(Path::new(OsStr::from_bytes(path)))?;
     let chunker = Chunker::new(file, repo.config().chunker, &repo.key().chunker_seed());
     chunker
         .map(|chunk| {
@@ -641,6 +785,13 @@ mod tests {
         assert!(!p.matches(b"/srv/we*ird [1]/ab\\d/bad\xff\xfe.txt"));
         assert!(!p.matches(b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt2"));
         assert!(!p.matches(b"/srv/we*ird [1]/a?{b,c}\\d/bad\xff\xfe.txt/x"));
+    }
+
+    #[test]
+    fn a_root_is_looked_up_in_its_parent_directory() {
+        assert_eq!(split(b"/"), (&b"/"[..], &b"."[..]));
+        assert_eq!(split(b"/srv"), (&b"/"[..], &b"srv"[..]));
+        assert_eq!(split(b"/srv/app"), (&b"/srv"[..], &b"app"[..]));
     }
 
     #[test]

@@ -185,18 +185,6 @@ impl SourceDir {
     }
 }
 
-/// The regular file at `path` for reading, opened as [`SourceDir::open_file`] opens one but by
-/// path: a final symlink is not followed, and a FIFO or device found there is refused, not
-/// read.
-pub fn open_regular(path: &Path) -> Result<File> {
-    let fd = rfs::open(path, safe_flags(), Mode::empty())
-        .map_err(|e| changed_if_swapped(e, OFlags::empty()))?;
-    if !Stat(rfs::fstat(&fd)?).is_file() {
-        return Err(SourceError::NotRegular);
-    }
-    blocking(fd)
-}
-
 /// `O_NOFOLLOW` on a symlink fails with `ELOOP`, `O_DIRECTORY` on a non-directory with
 /// `ENOTDIR`: the entry examined as something else has been swapped.
 fn changed_if_swapped(e: rustix::io::Errno, extra: OFlags) -> SourceError {
@@ -310,22 +298,6 @@ mod tests {
         rfs::mknodat(rfs::CWD, &fifo, FileType::Fifo, Mode::from(0o600), 0).unwrap();
         let seen = dir.stat(b"fifo").unwrap();
         let err = dir.open_file(b"fifo", &seen).unwrap_err();
-        assert!(matches!(err, SourceError::NotRegular), "{err}");
-    }
-
-    #[test]
-    fn open_regular_refuses_a_symlink_and_a_fifo() {
-        let (tmp, _dir) = fixture();
-        let mut text = String::new();
-        let mut file = open_regular(&tmp.path().join("file")).unwrap();
-        file.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "public");
-        swap_for_symlink(tmp.path(), "file", "secret");
-        let err = open_regular(&tmp.path().join("file")).unwrap_err();
-        assert!(matches!(err, SourceError::Changed), "{err}");
-        let fifo = tmp.path().join("fifo");
-        rfs::mknodat(rfs::CWD, &fifo, FileType::Fifo, Mode::from(0o600), 0).unwrap();
-        let err = open_regular(&fifo).unwrap_err();
         assert!(matches!(err, SourceError::NotRegular), "{err}");
     }
 

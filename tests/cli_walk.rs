@@ -1,7 +1,8 @@
 //! Finding 8 of issue 12: tree walks. Every walk is iterative (a 30,000-level snapshot
-//! lists), bounded by the entries the snapshot records (a forged 40-level tree DAG with
-//! 2^40 paths is refused by ls, find, diff and stats), one bad snapshot does not stop
-//! `find` searching the others, and backups record their entry count.
+//! lists, a genuine 2,030-level directory scans clean, `repair snapshots` rewrites below
+//! 1,024 levels), bounded by the entries the snapshot records (a forged 40-level tree DAG
+//! with 2^40 paths is refused by ls, find, diff, stats, check and scan), one bad snapshot
+//! does not stop `find` searching the others, and backups record their entry count.
 //!
 //! The 30,000-level tree and the DAG are forged in the repository through the library:
 //! a 30,000-level directory cannot be read by path (PATH_MAX), and a DAG is not something a
@@ -22,29 +23,20 @@ use strata::backend::local::LocalBackend;
 use strata::blob::BlobType;
 use strata::id::BlobId;
 use strata::packer::Packer;
-use strata::repository::Repository;
+use strata::repository::{IndexedRepo, Repository};
 use strata::snapshot::{Snapshot, Summary};
-use strata::tree::{Node, NodeKind, Timespec, Tree};
+use strata::tree::{ChunkRef, Node, NodeKind, Tree};
 
 /// A hung command (the old code expanding a DAG forever) is killed after this long.
 const HANG: Duration = Duration::from_secs(120);
 
+/// A node named `name` with the metadata of the library's root node (mode 0755, owned by
+/// root, no times).
 fn node(name: &[u8], kind: NodeKind) -> Node {
     Node {
         name: name.to_vec(),
         kind,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
-        mtime: Timespec::default(),
-        ctime: Timespec::default(),
-        inode: 0,
-        device: 0,
-        links: 1,
-        size: 0,
-        xattrs: Vec::new(),
+        ..strata::vfs::root_node(BlobId::default())
     }
 }
 
@@ -64,15 +56,25 @@ fn forge(
     entries: Option<u64>,
     build: impl FnOnce(&dyn Fn(Tree) -> BlobId) -> BlobId,
 ) {
-    let backend = Arc::new(LocalBackend::new(repo.repo_path()));
-    let opened = Repository::open(backend, repo.password.as_bytes()).expect("open repository");
-    let indexed = opened.open_index(None).expect("load index");
+    forge_with(repo, time, entries, |packer| {
+        let save = |t: Tree| {
+            let bytes = t.encode();
+            packer.save(BlobType::Tree, &bytes).expect("save tree").0
+        };
+        build(&save)
+    });
+}
+
+/// [`forge`], with the packer itself given to `build` (to save data blobs too).
+fn forge_with(
+    repo: &TestRepo,
+    time: &str,
+    entries: Option<u64>,
+    build: impl FnOnce(&Packer) -> BlobId,
+) {
+    let indexed = open_indexed(repo);
     let packer = Packer::new(&indexed, false);
-    let save = |t: Tree| {
-        let bytes = t.encode();
-        packer.save(BlobType::Tree, &bytes).expect("save tree").0
-    };
-    let tree = build(&save);
+    let tree = build(&packer);
     packer.flush().expect("flush");
     let snap = Snapshot {
         time: time.parse().unwrap(),
@@ -93,6 +95,12 @@ fn forge(
         program_version: "test".into(),
     };
     indexed.save_snapshot(&snap).expect("save snapshot");
+}
+
+fn open_indexed(repo: &TestRepo) -> IndexedRepo {
+    let backend = Arc::new(LocalBackend::new(repo.repo_path()));
+    let opened = Repository::open(backend, repo.password.as_bytes()).expect("open repository");
+    opened.open_index(None).expect("load index")
 }
 
 /// A chain of `depth` directories named `d` with the file `f` at the bottom.
@@ -329,9 +337,10 @@ fn deep_dir(base: &Path, levels: usize) {
     rustix::io::write(f.unwrap(), b"bottom").unwrap();
 }
 
-/// Backs up a genuine directory `levels` deep (plus a symlink beside it), then checks that
-/// the snapshot records its entry count, and that `ls -R` and `find` walk all of it.
-fn back_up_and_list_deep(levels: usize) {
+/// Backs up a genuine directory `levels` deep (plus a symlink `link` beside it) in a new
+/// temporary directory, and checks that the snapshot records its entry count (every path of
+/// it): the repository, the directory, and the count.
+fn back_up_deep(levels: usize) -> (TestRepo, tempfile::TempDir, u64) {
     let repo = fast_repo();
     // Below /tmp, so that the deepest path fits in PATH_MAX.
     let tmp = tempfile::tempdir().unwrap();
@@ -347,6 +356,14 @@ fn back_up_and_list_deep(levels: usize) {
         entries, want as u64,
         "the path to src, the chain, f and link"
     );
+    (repo, tmp, entries)
+}
+
+/// Backs up a genuine directory `levels` deep, then checks that `ls -R` and `find` walk all
+/// of it.
+fn back_up_and_list_deep(levels: usize) {
+    let (repo, tmp, entries) = back_up_deep(levels);
+    let src = tmp.path();
     let snapshots = repo.json(["snapshots"]);
     let recorded = field_u64(&snapshots[0]["summary"], "entries");
     assert_eq!(recorded, entries, "snapshots --json shows the count");
@@ -390,4 +407,77 @@ fn finding_8_diff_walks_deep_snapshots() {
     assert_eq!(field_u64(summary, "dirs_removed"), 3_000);
     assert_eq!(field_u64(summary, "files_removed"), 1);
     assert_eq!(field_u64(summary, "files_added"), 1);
+}
+
+#[test]
+fn finding_8_scan_compares_a_2030_level_directory() {
+    let (repo, _tmp, _) = back_up_deep(2_030);
+    let (_, report) = json_expect(&repo, ["scan"], 0);
+    for list in ["missing", "modified", "new", "errors"] {
+        assert_eq!(report[list], serde_json::json!([]), "{list}: {report}");
+    }
+    assert_eq!(field_u64(&report, "unchanged"), 2, "f and link: {report}");
+}
+
+#[test]
+fn finding_8_scan_refuses_a_forged_tree_dag() {
+    let repo = fast_repo();
+    assert!(!Path::new("/forged").exists());
+    // The snapshot's path /forged holds the DAG; it is missing on disk, so every one of its
+    // 2^41 paths would be reported missing.
+    forge(&repo, "2020-01-01T00:00:00Z", Some(1_000), |save| {
+        let forged = dag(save);
+        save(Tree::new(vec![dir(b"forged", forged)]))
+    });
+    let id = snapshot_ids(&repo)[0].1.clone();
+    let scan = streamed(&repo, &["scan", "--snapshot", &id]);
+    assert_eq!(scan.code, 1, "scan refuses: {}", scan.stderr);
+    assert!(
+        scan.stderr.contains("the 1000 entries the snapshot allows"),
+        "{}",
+        scan.stderr
+    );
+}
+
+#[test]
+fn finding_8_repair_rewrites_a_snapshot_deeper_than_1024_levels() {
+    let repo = fast_repo();
+    let depth = 1_100;
+    let mut blob = None;
+    forge_with(&repo, "2020-01-01T00:00:00Z", Some(depth + 2), |packer| {
+        let (id, _) = packer.save(BlobType::Data, b"bottom").expect("save blob");
+        blob = Some(id);
+        let mut damaged = file(b"f");
+        damaged.kind = NodeKind::File {
+            content: vec![ChunkRef { id, len: 6 }],
+        };
+        damaged.size = 6;
+        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let mut tree = save(Tree::new(vec![damaged, file(b"g")]));
+        for _ in 0..depth {
+            tree = save(Tree::new(vec![dir(b"d", tree)]));
+        }
+        tree
+    });
+    let indexed = open_indexed(&repo);
+    let at = indexed.locate(&blob.unwrap()).expect("the blob is indexed");
+    let hex = at.pack.0.to_hex();
+    let pack = repo.repo_path().join("data").join(&hex[..2]).join(&hex);
+    flip_byte(&pack, at.entry.offset as u64 + 2);
+
+    let (_, report) = json_expect(&repo, ["repair", "snapshots", "--read-data"], 3);
+    let salvaged = &report["salvaged"][0];
+    let deep = "/d".repeat(depth as usize);
+    let lost = &salvaged["lost"];
+    assert_eq!(lost.as_array().unwrap().len(), 1, "{lost}");
+    assert_eq!(
+        lost[0][0],
+        format!("{deep}/f"),
+        "only the damaged file: {lost}"
+    );
+    let repaired = field_str(salvaged, "repaired");
+    let listed = streamed(&repo, &["ls", "-R", repaired]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.lines, depth + 1, "the chain and g");
+    assert_eq!(String::from_utf8_lossy(&listed.last), format!("{deep}/g\n"));
 }
