@@ -1074,26 +1074,12 @@ impl Writer<'_> {
             created: false,
         };
         let mut stack = Stack::new(Frame::new(ctx, Vec::new(), Some(root), state));
-        // The walk runs on a pool thread, so the parallel work it starts per
-        // directory and per batch is shared out by work stealing instead of
-        // handed over and waited for by an outside thread, which costs two
-        // thread wake-ups each time.
-        rayon::scope(|_| self.walk(&mut stack, nodes, budget))
-    }
-
-    /// The walk of [`Writer::write_tree`] from its root frame.
-    fn walk(
-        &self,
-        stack: &mut Stack<DirHandle, WriteState>,
-        nodes: Vec<Node>,
-        budget: &mut Budget,
-    ) -> Result<()> {
         let mut batch = Batch::default();
-        self.enter(stack, &mut batch, nodes);
+        self.enter(&mut stack, &mut batch, nodes);
         while let Some(i) = stack.frames.len().checked_sub(1) {
             match stack.frames[i].todo.next() {
-                Some(e) => self.descend(stack, &mut batch, e, budget)?,
-                None => self.leave(stack, &mut batch),
+                Some(e) => self.descend(&mut stack, &mut batch, e, budget)?,
+                None => self.leave(&mut stack, &mut batch),
             }
         }
         self.flush(&mut batch);
