@@ -863,8 +863,8 @@ pub(crate) mod tests {
         let loc = f.repo.locate(&f.data[0]).unwrap();
         let path = pack_path(&f.root, loc.pack);
         let bytes = std::fs::read(&path).unwrap();
-        // Cut inside data[0]'s ciphertext: the blobs go to two packs at random, so
-        // a cut at a fixed fraction of a small pack may leave every blob in it whole.
+        // Cut inside data[0]'s ciphertext: a cut at a fixed fraction of a pack may fall
+        // in the filler after its last blob and leave every blob whole.
         std::fs::write(&path, &bytes[..loc.entry.offset as usize + 10]).unwrap();
         let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
         let packs = errors_of(&r, "pack");

@@ -1,8 +1,8 @@
 //! Saving blobs: deduplicates against the index and this run, seals new blobs, groups them
 //! into packs by type, writes full packs, and writes index files for written packs in
-//! batches so memory stays bounded however much is saved. Data blobs go to one of two open
-//! packs at random, so that a pack mixes chunks of several files and consecutive chunks of
-//! one file do not sit side by side.
+//! batches so memory stays bounded however much is saved. One data pack and one tree pack
+//! are open at a time; the archiver's workers save chunks of several files concurrently, so
+//! a data pack mixes the files backed up around the same time.
 use crate::backend::Kind;
 use crate::blob::{self, BlobType};
 use crate::id::BlobId;
@@ -24,10 +24,6 @@ const FILTER_AFTER_MISSES: u32 = 1024;
 /// Indexes with more blobs than this are queried blob by blob instead: the filter would
 /// take over 16 MiB.
 const FILTER_MAX_BLOBS: u64 = 4_000_000;
-
-/// Open data packs that data blobs are spread over (at most this many data packs, of up
-/// to the pack size each, are held in memory at once).
-const DATA_PACKS: usize = 2;
 
 /// What the packer added to the repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,10 +99,8 @@ pub struct Packer<'r> {
     repo: &'r IndexedRepo,
     dry_run: bool,
     format: PackFormat,
-    /// The open data packs, then the open tree pack.
-    open: [Mutex<PackBuilder>; DATA_PACKS + 1],
-    /// State of the generator that picks a data pack for each blob (seeded at random).
-    picker: AtomicU64,
+    /// The open data pack, then the open tree pack.
+    open: [Mutex<PackBuilder>; 2],
     unindexed: Mutex<Unindexed>,
     counters: [AtomicU64; 5],
 }
@@ -115,14 +109,11 @@ impl<'r> Packer<'r> {
     /// With `dry_run`, blobs are sealed and counted but nothing is written.
     pub fn new(repo: &'r IndexedRepo, dry_run: bool) -> Packer<'r> {
         let format = PackFormat::for_version(repo.config().version);
-        let mut seed = [0u8; 8];
-        crate::crypto::fill_random(&mut seed);
         Packer {
             repo,
             dry_run,
             format,
             open: std::array::from_fn(|_| Mutex::new(PackBuilder::new(format))),
-            picker: AtomicU64::new(u64::from_le_bytes(seed)),
             unindexed: Default::default(),
             counters: Default::default(),
         }
@@ -160,19 +151,9 @@ impl<'r> Packer<'r> {
         Ok((id, true))
     }
 
-    /// The open pack a blob of type `ty` goes to: the tree pack, or a data pack picked by
-    /// a SplitMix64 step of the random-seeded picker.
+    /// The open pack a blob of type `ty` goes to.
     fn slot(&self, ty: BlobType) -> usize {
-        if ty == BlobType::Tree {
-            return DATA_PACKS;
-        }
-        let state = self
-            .picker
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        let mut z = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % DATA_PACKS as u64) as usize
+        usize::from(ty == BlobType::Tree)
     }
 
     /// True when this caller must store `id`: it is neither indexed nor claimed by this run.
@@ -381,7 +362,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn data_blobs_are_spread_over_two_packs_and_trees_kept_apart() {
+    fn data_blobs_share_a_pack_and_trees_are_kept_apart() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         let packer = Packer::new(&repo, false);
@@ -389,23 +370,16 @@ pub(crate) mod tests {
             packer.save(BlobType::Data, &random_blob(seed)).unwrap();
         }
         packer.save(BlobType::Tree, b"a tree").unwrap();
-        assert_eq!(
-            packer.flush().unwrap().packs,
-            3,
-            "two data packs, one tree pack"
-        );
+        assert_eq!(packer.flush().unwrap().packs, 2, "a data pack, a tree pack");
         let mut per_pack: HashMap<PackId, Vec<BlobType>> = HashMap::new();
         repo.index()
             .for_each(|loc| per_pack.entry(loc.pack).or_default().push(loc.entry.ty))
             .unwrap();
-        let mut data_packs: Vec<usize> = per_pack
-            .values()
-            .filter(|types| types.iter().all(|t| *t == BlobType::Data))
-            .map(Vec::len)
-            .collect();
-        data_packs.sort();
-        assert_eq!(data_packs.len(), 2, "{per_pack:?}");
-        assert!(data_packs[0] > 0 && data_packs[0] + data_packs[1] == 40);
+        assert!(
+            per_pack
+                .values()
+                .any(|types| types == &[BlobType::Data; 40])
+        );
         assert!(per_pack.values().any(|types| types == &[BlobType::Tree]));
     }
 
