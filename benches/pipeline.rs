@@ -12,7 +12,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use strata::blob::{self, BlobType};
+use strata::blob::{self, BlobType, Compression};
 use strata::chunker::{Chunker, GearTable};
 use strata::config::{ChunkerParams, Config};
 use strata::crypto::{GearSeed, MasterKey};
@@ -204,15 +204,15 @@ fn seal(c: &mut Criterion) {
             offset: 0,
             length: sealed.bytes.len() as u32,
             raw_length: sealed.raw_len,
-            compressed: sealed.compressed,
+            compression: sealed.compression,
         };
-        assert_eq!(sealed.compressed, *name == "compressible");
+        assert_eq!(sealed.compression.is_compressed(), *name == "compressible");
         g.bench_function(BenchmarkId::new("seal", name), |b| {
             b.iter(|| blob::seal(&key, V3, BlobType::Data, id, black_box(plain), level))
         });
         g.bench_function(BenchmarkId::new("open", name), |b| {
             b.iter(|| {
-                blob::open(&key, V3, &entry, black_box(&sealed.bytes))
+                blob::open(&key, V3, &entry, black_box(&sealed.bytes), None)
                     .expect("a freshly sealed blob opens")
             })
         });
@@ -274,7 +274,7 @@ impl IndexFixture {
                             offset,
                             length,
                             raw_length,
-                            compressed: true,
+                            compression: Compression::Zstd,
                         };
                         offset = offset.wrapping_add(length);
                         entry

@@ -9,7 +9,8 @@
 //! never hides another; only failures that prevent checking at all (e.g. listing the
 //! backend) are errors.
 use crate::backend::Kind;
-use crate::blob::{self, BlobType};
+use crate::blob::{self, BlobType, Compression};
+use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
@@ -121,7 +122,7 @@ impl FromStr for ReadData {
 /// One piece of damage found by `check`.
 #[derive(serde::Serialize, Clone, Debug)]
 pub struct Problem {
-    /// "snapshot" | "tree" | "blob" | "pack" | "index"
+    /// "snapshot" | "tree" | "blob" | "pack" | "index" | "key" | "dictionary"
     pub kind: &'static str,
     /// The damaged object's id in hex, or its name.
     pub object: String,
@@ -164,6 +165,10 @@ pub struct CheckReport {
     pub unused_packs: Vec<String>,
     /// Indexed blobs that no snapshot references: not damage.
     pub unused_blobs: u64,
+    /// Dictionaries stored (`dictionaries/`), and those no indexed blob uses (left by an
+    /// interrupted backup or a prune that repacked their last blobs away): not damage.
+    pub dictionaries: u64,
+    pub unused_dictionaries: Vec<String>,
 }
 
 impl CheckReport {
@@ -196,6 +201,9 @@ pub fn check(
     progress.item("index");
     let index = load_index(repo, &mut report.errors)?;
     report.packs = index.packs.len() as u64;
+
+    progress.item("dictionaries");
+    let broken = check_dictionaries(repo, &index, read != ReadData::None, &mut report)?;
 
     progress.item("snapshots");
     let (snapshots, damaged) = repo.snapshots()?;
@@ -265,7 +273,8 @@ pub fn check(
                 .par_iter()
                 .map(|(pack, size)| {
                     let entries = index.packs.get(pack).map(Vec::as_slice).unwrap_or(&[]);
-                    let r = read_pack(repo, *pack, index.pack_formats[pack].0, entries);
+                    let format = index.pack_formats[pack].0;
+                    let r = read_pack(repo, *pack, format, entries, &broken);
                     progress.advance(*size);
                     r
                 })
@@ -305,6 +314,93 @@ fn size_problem(
         _ => return None,
     };
     Some(Problem::new("pack", name, message))
+}
+
+/// Every dictionary the indexed blobs use must be stored, once under its id; with
+/// `read_data` every stored dictionary is opened and verified too. A missing, damaged or
+/// ambiguous one is reported with how many blobs it makes unreadable (and the first few);
+/// returns the ids of those dictionaries.
+fn check_dictionaries(
+    repo: &IndexedRepo,
+    index: &IndexView,
+    read_data: bool,
+    report: &mut CheckReport,
+) -> Result<HashSet<DictId>, RepoError> {
+    let mut users: HashMap<DictId, (u64, Vec<BlobId>)> = HashMap::new();
+    for e in index.packs.values().flatten() {
+        if let Compression::Dictionary(d) = e.compression {
+            let u = users.entry(d).or_default();
+            u.0 += 1;
+            if u.1.len() < 10 {
+                u.1.push(e.id);
+            }
+        }
+    }
+    let affected = |d: &DictId| match users.get(d) {
+        None => "; no indexed blob uses it".to_string(),
+        Some((n, ids)) => {
+            let mut ids = ids.clone();
+            ids.sort();
+            let shown: Vec<String> = ids.iter().take(10).map(|id| id.to_string()).collect();
+            let more = match *n as usize > shown.len() {
+                true => format!(" and {} more", *n as usize - shown.len()),
+                false => String::new(),
+            };
+            format!(
+                "; {n} blob(s) compressed with it cannot be read: {}{more}",
+                shown.join(", ")
+            )
+        }
+    };
+    let stored = dictionary::list(repo.backend())?;
+    let mut broken = HashSet::new();
+    let mut problems = Vec::new();
+    for (d, names) in &stored {
+        for name in names {
+            report.dictionaries += 1;
+            let why = if names.len() > 1 {
+                Some("shares its id with another dictionary".to_string())
+            } else if read_data {
+                verify_dictionary(repo, name).err()
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                broken.insert(*d);
+                problems.push(Problem::new(
+                    "dictionary",
+                    name,
+                    format!("{why}{}", affected(d)),
+                ));
+            } else if !users.contains_key(d) {
+                report.unused_dictionaries.push(name.to_hex());
+            }
+        }
+    }
+    for d in users.keys().filter(|d| !stored.contains_key(*d)) {
+        broken.insert(*d);
+        let id = dictionary::id_hex(*d);
+        problems.push(Problem::new(
+            "dictionary",
+            &id,
+            format!("is missing from the repository{}", affected(d)),
+        ));
+    }
+    problems.sort_by(|a, b| a.object.cmp(&b.object));
+    report.unused_dictionaries.sort();
+    report.errors.extend(problems);
+    Ok(broken)
+}
+
+/// Reads the dictionary `name` and checks that it opens under its name and that zstd takes it.
+fn verify_dictionary(repo: &IndexedRepo, name: &Id) -> Result<(), String> {
+    let sealed = repo
+        .backend()
+        .get(Kind::Dictionary, &name.to_hex())
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let damaged = |e: String| e.replace(&format!("dictionary {} ", name.to_hex()), "");
+    dictionary::Loaded::from_stored(repo.key(), *name, &sealed).map_err(damaged)?;
+    Ok(())
 }
 
 /// Reads every index file in the repository; unreadable ones become problems.
@@ -575,6 +671,7 @@ fn read_pack(
     pack: PackId,
     format: PackFormat,
     entries: &[BlobEntry],
+    broken: &HashSet<DictId>,
 ) -> PackResult {
     let name = pack.0.to_hex();
     let mut r = PackResult::default();
@@ -643,6 +740,11 @@ fn read_pack(
         }
     }
     for e in entries {
+        // Reported once with the dictionary, not once per blob.
+        let dict = e.compression.dict_id();
+        if dict != 0 && broken.contains(&dict) {
+            continue;
+        }
         r.blobs_read += 1;
         let start = e.offset as usize;
         let stored = start
@@ -661,7 +763,7 @@ fn read_pack(
             ));
             continue;
         };
-        if let Err(err) = blob::open(repo.key(), format, e, stored) {
+        if let Err(err) = repo.open_blob(format, e, stored.to_vec()) {
             let reason = match err {
                 blob::BlobError::Crypto { source, .. } => source.to_string(),
                 blob::BlobError::Decompress { message, .. } => {
@@ -671,6 +773,10 @@ fn read_pack(
                     expected, actual, ..
                 } => format!("length {actual} differs from the indexed {expected}"),
                 blob::BlobError::Hash { .. } => "content does not match its id".to_string(),
+                blob::BlobError::Dictionary { dict, reason, .. } => format!(
+                    "its dictionary {} is unavailable: {reason}",
+                    crate::dictionary::id_hex(dict)
+                ),
             };
             r.problems.push(Problem::new(
                 "blob",
@@ -684,8 +790,8 @@ fn read_pack(
 
 fn describe(e: &BlobEntry) -> String {
     format!(
-        "{:?} at {}+{} (raw {}, compressed {})",
-        e.ty, e.offset, e.length, e.raw_length, e.compressed
+        "{:?} at {}+{} (raw {}, {:?})",
+        e.ty, e.offset, e.length, e.raw_length, e.compression
     )
 }
 

@@ -104,6 +104,12 @@ pub struct Config {
     /// version 3; a migrated repository keeps 2, so that its data keeps deduplicating.
     #[serde(default = "keys_default")]
     pub keys: KeyDerivation,
+    /// Whether backups train zstd dictionaries for small data blobs and compress with them
+    /// (see repo-format.md, "Dictionaries"). Absent (configs written before dictionaries,
+    /// migrated repositories): false, so only repositories created since get them; readers
+    /// read dictionary-compressed blobs whatever it says.
+    #[serde(default)]
+    pub dictionaries: bool,
 }
 
 impl Config {
@@ -120,6 +126,7 @@ impl Config {
             pack_size,
             compression,
             keys: KeyDerivation::V3,
+            dictionaries: true,
         }
     }
 
@@ -174,6 +181,17 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn configs_without_the_dictionaries_field_have_none() {
+        let mut c = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        assert!(c.dictionaries, "new repositories train dictionaries");
+        let mut json = serde_json::to_value(&c).unwrap();
+        json.as_object_mut().unwrap().remove("dictionaries");
+        let old: Config = serde_json::from_value(json).unwrap();
+        c.dictionaries = false;
+        assert_eq!(old, c);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The local SQLite index: a rebuildable materialisation of the repository's index files,
 //! mapping every blob id to its pack, offset and lengths. Kept per repository in the cache
 //! directory; it never holds anything the index files do not say.
-use crate::blob::BlobType;
+use crate::blob::{BlobType, Compression};
 use crate::id::{BlobId, Id, PackId};
 use crate::indexfile::PackEntries;
 use crate::pack::{BlobEntry, PackFormat};
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Bumped whenever the schema changes; a cache with another version is rebuilt.
-/// 3: packs record their format and length.
-const SCHEMA_VERSION: i64 = 3;
+/// 3: packs record their format and length. 4: blobs record their compression byte and
+/// dictionary id (instead of a `compressed` flag).
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -63,7 +64,7 @@ CREATE TABLE IF NOT EXISTS packs (
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, type INTEGER NOT NULL, pack INTEGER NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
-    compressed INTEGER NOT NULL
+    compression INTEGER NOT NULL, dict INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -337,6 +338,26 @@ impl Index {
             .collect()
     }
 
+    /// For every dictionary the indexed blobs use: how many blobs, their stored bytes and
+    /// their plaintext bytes.
+    pub fn dictionary_use(&self) -> Result<HashMap<u32, (u64, u64, u64)>> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare(
+                "SELECT dict, COUNT(*), SUM(length), SUM(raw_length) FROM blobs
+                 WHERE compression = 2 GROUP BY dict",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok((r.get::<_, u32>(0)?, (n(1)?, n(2)?, n(3)?)))
+            })
+            .and_then(|rows| rows.collect::<std::result::Result<HashMap<_, _>, _>>())
+            .map_err(self.err())?;
+        Ok(rows)
+    }
+
     pub fn counts(&self) -> Result<(u64, u64)> {
         let conn = self.conn.lock().expect("index lock");
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0).map(|n| n as u64));
@@ -347,7 +368,7 @@ impl Index {
 }
 
 const SELECT_LOCATION: &str =
-    "SELECT id, type, pack, offset, length, raw_length, compressed FROM blobs";
+    "SELECT id, type, pack, offset, length, raw_length, compression, dict FROM blobs";
 
 /// One row of `SELECT_LOCATION`, before its bytes are checked.
 struct RawRow {
@@ -357,7 +378,8 @@ struct RawRow {
     offset: u32,
     length: u32,
     raw_length: u32,
-    compressed: bool,
+    compression: u8,
+    dict: u32,
 }
 
 impl RawRow {
@@ -369,7 +391,8 @@ impl RawRow {
             offset: r.get(3)?,
             length: r.get(4)?,
             raw_length: r.get(5)?,
-            compressed: r.get(6)?,
+            compression: r.get(6)?,
+            dict: r.get(7)?,
         })
     }
 
@@ -383,7 +406,8 @@ impl RawRow {
                 offset: self.offset,
                 length: self.length,
                 raw_length: self.raw_length,
-                compressed: self.compressed,
+                compression: Compression::from_parts(self.compression, self.dict)
+                    .ok_or(IndexError::Corrupt("compression"))?,
             },
         })
     }
@@ -405,8 +429,8 @@ fn insert_packs(tx: &rusqlite::Transaction, packs: &[PackEntries]) -> rusqlite::
         tx.prepare_cached("INSERT OR IGNORE INTO packs (id, format, length) VALUES (?1, ?2, ?3)")?;
     let mut rowid_stmt = tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1")?;
     let mut blob_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO blobs (id, type, pack, offset, length, raw_length, compressed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR IGNORE INTO blobs (id, type, pack, offset, length, raw_length, compression, dict)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for p in packs {
         pack_stmt.execute(params![
@@ -423,7 +447,8 @@ fn insert_packs(tx: &rusqlite::Transaction, packs: &[PackEntries]) -> rusqlite::
                 b.offset,
                 b.length,
                 b.raw_length,
-                b.compressed
+                b.compression.to_byte(),
+                b.compression.dict_id()
             ])?;
         }
     }
@@ -473,7 +498,11 @@ mod tests {
             offset: n as u32 * 100,
             length: 100,
             raw_length: 90,
-            compressed: n.is_multiple_of(2),
+            compression: match n % 3 {
+                0 => Compression::None,
+                1 => Compression::Zstd,
+                _ => Compression::Dictionary(0x0100_0000 + n as u32),
+            },
         }
     }
 

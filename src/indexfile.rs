@@ -112,7 +112,7 @@ fn decode_v3_pack(b: &[u8]) -> Result<(PackEntries, &[u8]), PackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BlobType;
+    use crate::blob::{BlobType, Compression};
     use crate::id::BlobId;
 
     fn packs(format: PackFormat, length: Option<u64>) -> Vec<PackEntries> {
@@ -122,14 +122,21 @@ mod tests {
             offset: 0,
             length: 60,
             raw_length: 20,
-            compressed: false,
+            compression: Compression::None,
+        };
+        let second = BlobEntry {
+            compression: match format {
+                PackFormat::V3 => Compression::Dictionary(0xfeed_0001),
+                PackFormat::Legacy => Compression::Zstd,
+            },
+            ..entry
         };
         vec![
             PackEntries {
                 pack: PackId(Id::hash_of(b"p")),
                 format,
                 length,
-                blobs: vec![entry, entry],
+                blobs: vec![entry, second],
             },
             PackEntries {
                 pack: PackId(Id::hash_of(b"q")),

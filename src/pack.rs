@@ -3,7 +3,7 @@
 //! packs bind every blob and the header to what they are, pad the header to whole blocks and
 //! fill the pack to whole blocks, so that a storage observer learns neither blob counts nor
 //! exact blob lengths (see repo-format.md, "Packs").
-use crate::blob::{BlobType, Sealed};
+use crate::blob::{BlobType, Compression, Sealed};
 use crate::crypto::{Aad, CryptoError, MasterKey, OVERHEAD, ObjectKind, fill_random};
 use crate::id::{BlobId, Id, PackId};
 use crate::indexfile::PackEntries;
@@ -132,19 +132,19 @@ pub struct BlobEntry {
     pub offset: u32,
     pub length: u32,
     pub raw_length: u32,
-    pub compressed: bool,
+    /// Version 3 entries: the compression byte (0 none, 1 zstd, 2 zstd with a dictionary)
+    /// and the dictionary's u32 id (0 unless the byte is 2); legacy entries: a `compressed`
+    /// byte (0 or 1).
+    pub compression: Compression,
 }
-
-/// Compression byte of version 3 entries: 0 none, 1 zstd, 2 zstd with a dictionary (whose
-/// u32 id follows; reserved: this build writes 0 and 1 and refuses 2).
-const COMPRESSION_ZSTD: u8 = 1;
 
 impl BlobEntry {
     pub fn encode(&self, format: PackFormat, out: &mut Vec<u8>) {
         out.push(self.ty.to_byte());
-        out.push(self.compressed as u8 * COMPRESSION_ZSTD);
-        if format == PackFormat::V3 {
-            out.extend_from_slice(&0u32.to_le_bytes());
+        out.push(self.compression.to_byte());
+        match format {
+            PackFormat::V3 => out.extend_from_slice(&self.compression.dict_id().to_le_bytes()),
+            PackFormat::Legacy => debug_assert!(self.compression.dict_id() == 0),
         }
         out.extend_from_slice(&self.id.0.0);
         out.extend_from_slice(&self.offset.to_le_bytes());
@@ -158,16 +158,20 @@ impl BlobEntry {
         }
         let (head, rest) = b.split_at(b.len() - 44);
         let u32_at = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
-        if format == PackFormat::V3 && head[2..] != [0; 4] {
-            return Err(PackError::Malformed("compression dictionary"));
-        }
+        let dict = match format {
+            PackFormat::V3 => u32::from_le_bytes(head[2..6].try_into().expect("4 bytes")),
+            PackFormat::Legacy => 0,
+        };
+        let compression = match (format, head[1]) {
+            (PackFormat::Legacy, 2) => None,
+            (_, byte) => Compression::from_parts(byte, dict),
+        };
         Ok(BlobEntry {
             ty: BlobType::from_byte(head[0]).ok_or(PackError::Malformed("blob type"))?,
-            compressed: match head[1] {
-                0 => false,
-                COMPRESSION_ZSTD => true,
-                _ => return Err(PackError::Malformed("compression flag")),
-            },
+            compression: compression.ok_or(match head[1] {
+                0..=2 => PackError::Malformed("compression dictionary"),
+                _ => PackError::Malformed("compression flag"),
+            })?,
             id: BlobId(Id(rest[..32].try_into().expect("32 bytes"))),
             offset: u32_at(32),
             length: u32_at(36),
@@ -304,7 +308,7 @@ impl PackBuilder {
             offset: self.data.len() as u32,
             length: blob.bytes.len() as u32,
             raw_length: blob.raw_len,
-            compressed: blob.compressed,
+            compression: blob.compression,
         });
         self.data.extend_from_slice(&blob.bytes);
     }
@@ -374,10 +378,10 @@ mod tests {
             assert_eq!((read_format, &entries), (format, &listing.blobs));
             for (e, plain) in entries.iter().zip(blobs) {
                 let stored = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
-                assert_eq!(open(&key, format, e, stored).unwrap(), plain);
+                assert_eq!(open(&key, format, e, stored, None).unwrap(), plain);
             }
             assert_eq!(entries[1].ty, BlobType::Tree);
-            assert!(entries[1].compressed);
+            assert_eq!(entries[1].compression, Compression::Zstd);
         }
     }
 
@@ -425,12 +429,12 @@ mod tests {
             ty: BlobType::Tree,
             ..e
         };
-        assert!(open(&key, PackFormat::V3, &as_tree, stored).is_err());
+        assert!(open(&key, PackFormat::V3, &as_tree, stored, None).is_err());
         assert!(
-            open(&key, PackFormat::Legacy, &e, stored).is_err(),
+            open(&key, PackFormat::Legacy, &e, stored, None).is_err(),
             "a v3 blob does not open as a legacy one"
         );
-        assert!(open(&key, PackFormat::V3, &e, stored).is_ok());
+        assert!(open(&key, PackFormat::V3, &e, stored, None).is_ok());
     }
 
     #[test]
@@ -487,16 +491,27 @@ mod tests {
             offset: 1,
             length: 2,
             raw_length: 3,
-            compressed: true,
+            compression: Compression::Zstd,
         };
         let mut enc = Vec::new();
         e.encode(PackFormat::V3, &mut enc);
         assert_eq!(enc.len(), PackFormat::V3.entry_len());
         assert_eq!(BlobEntry::decode(PackFormat::V3, &enc), Ok(e));
-        enc[2] = 1;
-        assert!(BlobEntry::decode(PackFormat::V3, &enc).is_err());
-        enc[2] = 0;
-        enc[1] = 2;
-        assert!(BlobEntry::decode(PackFormat::V3, &enc).is_err());
+        let dict = |byte: u8, id: u32| {
+            let mut b = enc.clone();
+            b[1] = byte;
+            b[2..6].copy_from_slice(&id.to_le_bytes());
+            BlobEntry::decode(PackFormat::V3, &b).map(|e| e.compression)
+        };
+        assert_eq!(dict(2, 0x0a0b0c0d), Ok(Compression::Dictionary(0x0a0b0c0d)));
+        let refused = Err(PackError::Malformed("compression dictionary"));
+        assert_eq!(dict(1, 1), refused, "a dictionary id without byte 2");
+        assert_eq!(dict(0, 7), refused);
+        assert_eq!(dict(2, 0), refused, "byte 2 without a dictionary id");
+        assert_eq!(dict(3, 0), Err(PackError::Malformed("compression flag")));
+        let mut legacy = Vec::new();
+        e.encode(PackFormat::Legacy, &mut legacy);
+        legacy[1] = 2;
+        assert!(BlobEntry::decode(PackFormat::Legacy, &legacy).is_err());
     }
 }

@@ -2,17 +2,21 @@
 //! into packs by type, writes full packs, and writes index files for written packs in
 //! batches so memory stays bounded however much is saved. One data pack and one tree pack
 //! are open at a time; the archiver's workers save chunks of several files concurrently, so
-//! a data pack mixes the files backed up around the same time.
+//! a data pack mixes the files backed up around the same time. Small data blobs go through
+//! the dictionary [`Trainer`] first (see [`crate::trainer`]).
 use crate::backend::Kind;
-use crate::blob::{self, BlobType};
-use crate::id::BlobId;
+use crate::blob::{self, BlobType, Compression, Sealed};
+use crate::crypto::OVERHEAD;
+use crate::dictionary::{self, DictId};
+use crate::id::{BlobId, Id};
 use crate::idfilter::IdFilter;
 use crate::indexfile::PackEntries;
 use crate::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, Result};
-use std::collections::HashSet;
-use std::sync::Mutex;
+use crate::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Written packs are indexed once this many of their blobs await an index file.
 pub(crate) const INDEX_BATCH_BLOBS: usize = 50_000;
@@ -35,6 +39,13 @@ pub struct PackerStats {
     /// Plaintext bytes of new blobs.
     pub raw_bytes: u64,
     pub packs: u64,
+    /// Of those, the blobs compressed with a dictionary: how many, their stored bytes and
+    /// their plaintext bytes.
+    pub dict_blobs: u64,
+    pub dict_bytes: u64,
+    pub dict_raw_bytes: u64,
+    /// Dictionaries trained and stored by this run.
+    pub dictionaries: u64,
 }
 
 #[derive(Default)]
@@ -102,12 +113,19 @@ pub struct Packer<'r> {
     /// The open data pack, then the open tree pack.
     open: [Mutex<PackBuilder>; 2],
     unindexed: Mutex<Unindexed>,
-    counters: [AtomicU64; 5],
+    counters: [AtomicU64; 9],
+    /// Dictionary training for small data blobs (None: the repository has dictionaries off).
+    trainer: Option<Trainer>,
 }
 
 impl<'r> Packer<'r> {
     /// With `dry_run`, blobs are sealed and counted but nothing is written.
     pub fn new(repo: &'r IndexedRepo, dry_run: bool) -> Packer<'r> {
+        Packer::with_limits(repo, dry_run, Limits::from_env())
+    }
+
+    /// [`Packer::new`] with dictionary training on `limits`.
+    pub fn with_limits(repo: &'r IndexedRepo, dry_run: bool, limits: Limits) -> Packer<'r> {
         let format = PackFormat::for_version(repo.config().version);
         Packer {
             repo,
@@ -116,6 +134,7 @@ impl<'r> Packer<'r> {
             open: std::array::from_fn(|_| Mutex::new(PackBuilder::new(format))),
             unindexed: Default::default(),
             counters: Default::default(),
+            trainer: trainer_for(repo, format, limits),
         }
     }
 
@@ -130,15 +149,59 @@ impl<'r> Packer<'r> {
         if !self.claim(id)? {
             return Ok((id, false));
         }
-        let sealed = blob::seal(
-            self.repo.key(),
-            self.format,
-            ty,
-            id,
-            plain,
-            self.repo.config().compression,
-        );
-        self.count(ty, sealed.bytes.len() as u64, plain.len() as u64);
+        let trainer = self.trainer.as_ref();
+        if let Some(t) = trainer.filter(|_| ty == BlobType::Data && plain.len() <= SMALL_BLOB) {
+            match t.offer(id, plain) {
+                Offer::Held => {}
+                Offer::Seal(dict) => {
+                    let sealed = self.seal(ty, id, plain, dict.as_deref());
+                    if dict.is_some() {
+                        t.observe(plain.len() as u64, (sealed.bytes.len() - OVERHEAD) as u64);
+                    }
+                    self.add(sealed)?;
+                }
+                Offer::Train(samples) => self.train(t, samples)?,
+            }
+            return Ok((id, true));
+        }
+        self.add(self.seal(ty, id, plain, None))?;
+        Ok((id, true))
+    }
+
+    fn seal(&self, ty: BlobType, id: BlobId, plain: &[u8], dict: Option<&Current>) -> Sealed {
+        let level = self.repo.config().compression;
+        let dict = dict.map(|c| &c.enc);
+        blob::seal_with(self.repo.key(), self.format, ty, id, plain, level, dict)
+    }
+
+    /// Trains a dictionary on `samples` (stored unless this is a dry run), then seals the
+    /// samples, and the small blobs held back meanwhile, with it (or with the dictionary in
+    /// use if it is not kept).
+    fn train(&self, t: &Trainer, samples: Samples) -> Result<()> {
+        let store = |name: &Id, sealed: &[u8]| -> Result<()> {
+            if !self.dry_run {
+                let name = name.to_hex();
+                self.repo.backend().put(Kind::Dictionary, &name, sealed)?;
+            }
+            self.counters[8].fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        let (current, held) = t.train(&samples, store, self.repo.key())?;
+        self.seal_samples(samples, current.as_deref())?;
+        self.seal_samples(held, current.as_deref())
+    }
+
+    fn seal_samples(&self, samples: Samples, dict: Option<&Current>) -> Result<()> {
+        for (id, plain) in samples.iter() {
+            self.add(self.seal(BlobType::Data, id, plain, dict))?;
+        }
+        Ok(())
+    }
+
+    /// Puts a sealed blob into its open pack, writing the pack once it is full.
+    fn add(&self, sealed: Sealed) -> Result<()> {
+        let ty = sealed.ty;
+        self.count(&sealed);
         let full = {
             let mut open = self.open[self.slot(ty)].lock().expect("pack lock");
             open.add(sealed);
@@ -148,7 +211,7 @@ impl<'r> Packer<'r> {
         if let Some(builder) = full {
             self.write_pack(builder)?;
         }
-        Ok((id, true))
+        Ok(())
     }
 
     /// The open pack a blob of type `ty` goes to.
@@ -188,14 +251,20 @@ impl<'r> Packer<'r> {
         Ok(Filter::Loaded(filter))
     }
 
-    fn count(&self, ty: BlobType, bytes: u64, raw: u64) {
-        let [data, tree, b, r, _] = &self.counters;
-        match ty {
+    fn count(&self, sealed: &Sealed) {
+        let [data, tree, b, r, _, db, dbytes, draw, _] = &self.counters;
+        let (bytes, raw) = (sealed.bytes.len() as u64, sealed.raw_len as u64);
+        match sealed.ty {
             BlobType::Data => data.fetch_add(1, Ordering::Relaxed),
             BlobType::Tree => tree.fetch_add(1, Ordering::Relaxed),
         };
         b.fetch_add(bytes, Ordering::Relaxed);
         r.fetch_add(raw, Ordering::Relaxed);
+        if let Compression::Dictionary(_) = sealed.compression {
+            db.fetch_add(1, Ordering::Relaxed);
+            dbytes.fetch_add(bytes, Ordering::Relaxed);
+            draw.fetch_add(raw, Ordering::Relaxed);
+        }
     }
 
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
@@ -238,6 +307,13 @@ impl<'r> Packer<'r> {
     /// Writes the open packs and an index file for everything not yet indexed. After this
     /// returns, every blob saved so far is durable and indexed.
     pub fn flush(&self) -> Result<PackerStats> {
+        if let Some(t) = &self.trainer {
+            match t.take_held() {
+                Some(Ok(enough)) => self.train(t, enough)?,
+                Some(Err(few)) => self.seal_samples(few, t.current().as_deref())?,
+                None => {}
+            }
+        }
         for slot in &self.open {
             let fresh = PackBuilder::new(self.format);
             let builder = std::mem::replace(&mut *slot.lock().expect("pack lock"), fresh);
@@ -253,7 +329,7 @@ impl<'r> Packer<'r> {
     }
 
     pub fn stats(&self) -> PackerStats {
-        let [d, t, b, r, p] = &self.counters;
+        let [d, t, b, r, p, db, dbytes, draw, dicts] = &self.counters;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PackerStats {
             data_blobs: get(d),
@@ -261,8 +337,40 @@ impl<'r> Packer<'r> {
             bytes: get(b),
             raw_bytes: get(r),
             packs: get(p),
+            dict_blobs: get(db),
+            dict_bytes: get(dbytes),
+            dict_raw_bytes: get(draw),
+            dictionaries: get(dicts),
         }
     }
+}
+
+/// The trainer of a packer writing `format` packs into `repo`: none unless the repository
+/// has dictionaries on (and compresses); it starts with the newest stored dictionary that
+/// opens.
+fn trainer_for(repo: &IndexedRepo, format: PackFormat, limits: Limits) -> Option<Trainer> {
+    let config = repo.config();
+    if !config.dictionaries || config.compression == 0 || format != PackFormat::V3 {
+        return None;
+    }
+    let known: HashMap<DictId, Vec<Id>> = dictionary::list(repo.backend()).unwrap_or_default();
+    let newest = known
+        .iter()
+        .filter(|(id, names)| **id != 0 && names.len() == 1)
+        .filter_map(|(id, _)| repo.dictionary(*id).ok())
+        .max_by_key(|d| (d.meta.created, d.name));
+    let current = newest.and_then(|d| {
+        let enc = blob::EncoderDict::new(
+            dictionary::id_of(&d.name),
+            &d.meta.bytes,
+            config.compression,
+        );
+        Some(Arc::new(Current {
+            enc: enc.ok()?,
+            ratio: d.meta.dict_ratio,
+        }))
+    });
+    Some(Trainer::new(limits, config.compression, current, known))
 }
 
 fn take_batch(u: &mut Unindexed) -> Vec<PackEntries> {
@@ -392,5 +500,73 @@ pub(crate) mod tests {
         assert_eq!(packer.flush().unwrap().data_blobs, 1);
         assert!(repo.backend().list(Kind::Pack).unwrap().is_empty());
         assert!(repo.backend().list(Kind::Index).unwrap().is_empty());
+    }
+
+    fn page(i: u32) -> Vec<u8> {
+        crate::trainer::tests::text_file(0, i)
+    }
+
+    #[test]
+    fn small_blobs_are_held_until_a_dictionary_is_trained_then_stored_once_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let limits = Limits {
+            sample_blobs: 64,
+            min_samples: 32,
+            window_blobs: 64,
+            ..Limits::DEFAULT
+        };
+        let packer = Packer::with_limits(&repo, false, limits);
+        let ids: Vec<BlobId> = (0..100)
+            .map(|i| packer.save(BlobType::Data, &page(i)).unwrap().0)
+            .collect();
+        assert!(
+            !packer.save(BlobType::Data, &page(3)).unwrap().1,
+            "a held-back blob is not stored twice"
+        );
+        let stats = packer.flush().unwrap();
+        assert_eq!(
+            (stats.data_blobs, stats.dictionaries),
+            (100, 1),
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.dict_blobs, 100,
+            "samples and later blobs use it: {stats:?}"
+        );
+        assert!(stats.dict_bytes * 2 < stats.dict_raw_bytes, "{stats:?}");
+        assert_eq!(repo.backend().list(Kind::Dictionary).unwrap().len(), 1);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(repo.read_blob(id).unwrap(), page(i as u32));
+        }
+        let again = Packer::with_limits(&repo, false, limits);
+        again.save(BlobType::Data, &page(500)).unwrap();
+        let stats = again.flush().unwrap();
+        assert_eq!(
+            (stats.dict_blobs, stats.dictionaries),
+            (1, 0),
+            "the next run uses the stored dictionary: {stats:?}"
+        );
+    }
+
+    #[test]
+    fn too_few_small_blobs_are_stored_without_a_dictionary_and_dry_runs_store_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let packer = Packer::new(&repo, false);
+        let id = packer.save(BlobType::Data, &page(1)).unwrap().0;
+        let stats = packer.flush().unwrap();
+        assert_eq!((stats.data_blobs, stats.dict_blobs), (1, 0));
+        assert_eq!(repo.read_blob(&id).unwrap(), page(1));
+        let limits = Limits {
+            sample_blobs: 40,
+            ..Limits::DEFAULT
+        };
+        let dry = Packer::with_limits(&repo, true, limits);
+        for i in 0..40 {
+            dry.save(BlobType::Data, &page(i + 10)).unwrap();
+        }
+        assert_eq!(dry.flush().unwrap().dictionaries, 1);
+        assert!(repo.backend().list(Kind::Dictionary).unwrap().is_empty());
     }
 }

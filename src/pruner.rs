@@ -3,6 +3,7 @@
 //! rewrites the index files that listed what went away, in an order that a crash at any
 //! point leaves every snapshot restorable.
 use crate::backend::{BackendError, Kind};
+use crate::dictionary;
 use crate::id::{Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
 use crate::packer::INDEX_BATCH_BLOBS;
@@ -69,6 +70,9 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Unused bytes left in kept packs (below the repack threshold).
     pub unused_bytes_kept: u64,
+    /// Dictionaries no indexed blob uses any more, removed (a dry run counts those no
+    /// indexed blob uses before pruning).
+    pub dictionaries_deleted: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +117,7 @@ pub fn prune(
             .map(|p| states[p].used)
             .sum();
         report.bytes_freed = freed(&states, &actions).saturating_sub(moved);
+        report.dictionaries_deleted = unused_dictionaries(repo)?.len();
         return Ok(report);
     }
     let to_repack: Vec<PackId> = select(&actions, Action::Repack);
@@ -137,7 +142,27 @@ pub fn prune(
     report.index_files_removed = stale_files.len();
     report.bytes_freed = freed(&states, &actions).saturating_sub(report.bytes_written);
     repo.sync_index()?;
+    // Only now does the index list exactly the blobs that stay: a dictionary none of them
+    // uses can go (the repacker kept every copied blob's dictionary id).
+    for (name, size) in unused_dictionaries(repo)? {
+        repo.backend().remove(Kind::Dictionary, &name)?;
+        report.dictionaries_deleted += 1;
+        report.bytes_freed += size;
+    }
     Ok(report)
+}
+
+/// The stored dictionaries (name, size) that no indexed blob uses.
+fn unused_dictionaries(repo: &IndexedRepo) -> Result<Vec<(String, u64)>> {
+    let used = repo.index().dictionary_use().map_err(RepoError::from)?;
+    let listed = repo.backend().list(Kind::Dictionary)?;
+    Ok(listed
+        .into_iter()
+        .filter(|e| {
+            Id::from_hex(&e.name).is_some_and(|n| !used.contains_key(&dictionary::id_of(&n)))
+        })
+        .map(|e| (e.name, e.size))
+        .collect())
 }
 
 fn readable_snapshots(repo: &IndexedRepo) -> Result<Vec<(SnapshotId, Snapshot)>> {

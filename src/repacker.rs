@@ -47,7 +47,7 @@ impl<'r> Repacker<'r> {
             ty: e.ty,
             bytes,
             raw_len: e.raw_length,
-            compressed: e.compressed,
+            compression: e.compression,
         });
         if self.builder.size() >= self.repo.config().pack_size as usize {
             self.write()?;
@@ -86,6 +86,7 @@ pub fn verified<'p>(
     let stored = pack_bytes
         .get(e.offset as usize..e.offset as usize + e.length as usize)
         .ok_or("it lies beyond the end of the pack")?;
-    blob::open(repo.key(), format, e, stored).map_err(|e| e.to_string())?;
+    repo.open_blob(format, e, stored.to_vec())
+        .map_err(|e| e.to_string())?;
     Ok(stored)
 }

@@ -1,14 +1,16 @@
 //! A repository opened with a password: its backend, master key and config, with typed
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
 use crate::backend::{Backend, BackendError, Kind};
-use crate::blob::{self, BlobError};
+use crate::blob::{self, BlobError, Compression};
 use crate::config::{BOUND_OBJECTS_VERSION, Config, FORMAT_VERSION};
 use crate::crypto::{Aad, MasterKey, ObjectKind};
+use crate::dictionary::{DictCache, DictId, Loaded};
 use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId};
 use crate::index::{Index, IndexError, Location};
 use crate::indexfile::{self, PackEntries};
 use crate::key::{KdfParams, KeyError, KeyFile};
 use crate::lock::{LockError, LockGuard, LockMode};
+use crate::pack::{BlobEntry, PackFormat};
 use crate::pin::{LocalState, PinError};
 use crate::snapshot::Snapshot;
 use crate::tree::{Tree, TreeError};
@@ -83,6 +85,8 @@ pub struct Repository {
     lock: Mutex<Option<LockGuard>>,
     /// Key files passed over on opening (KDF parameters out of bounds), with the reason.
     skipped_keys: Vec<(String, String)>,
+    /// Dictionaries read so far by this process.
+    dictionaries: DictCache,
 }
 
 impl Repository {
@@ -111,6 +115,7 @@ impl Repository {
             config,
             lock: Mutex::new(None),
             skipped_keys: Vec::new(),
+            dictionaries: DictCache::default(),
         })
     }
 
@@ -149,6 +154,7 @@ impl Repository {
             config,
             lock: Mutex::new(None),
             skipped_keys: unlocked.skipped,
+            dictionaries: DictCache::default(),
         })
     }
 
@@ -189,6 +195,29 @@ impl Repository {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The dictionary with id `dict`, read once per process; Err says why it is unusable.
+    pub fn dictionary(&self, dict: DictId) -> std::result::Result<Arc<Loaded>, String> {
+        self.dictionaries.get(self.backend(), &self.key, dict)
+    }
+
+    /// Decrypts, decompresses (with its dictionary, if it has one) and verifies the blob `e`
+    /// read from a pack of `format`: the one way every reader opens blobs.
+    pub fn open_blob(
+        &self,
+        format: PackFormat,
+        e: &BlobEntry,
+        stored: Vec<u8>,
+    ) -> std::result::Result<Vec<u8>, BlobError> {
+        let loaded = match e.compression {
+            Compression::Dictionary(d) => Some(self.dictionary(d)),
+            _ => None,
+        };
+        let dict = loaded
+            .as_ref()
+            .map(|r| r.as_ref().map(|l| &l.decoder).map_err(Clone::clone));
+        blob::open_owned(&self.key, format, e, stored, dict)
     }
 
     /// Takes a repository lock for `command`, waiting up to `wait` for conflicting holders;
@@ -398,6 +427,7 @@ fn object_kind(kind: Kind) -> ObjectKind {
         Kind::Index => ObjectKind::Index,
         Kind::Pack => ObjectKind::PackHeader,
         Kind::Lock => ObjectKind::Lock,
+        Kind::Dictionary => ObjectKind::Dictionary,
     }
 }
 
@@ -637,7 +667,7 @@ impl IndexedRepo {
             e.offset as u64,
             e.length as u64,
         )?;
-        Ok(blob::open_owned(self.key(), loc.format, e, stored)?)
+        Ok(self.open_blob(loc.format, e, stored)?)
     }
 
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {

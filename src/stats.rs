@@ -3,6 +3,8 @@
 //! cannot all be loaded, or expand to more entries than it records (a forged tree DAG), is
 //! reported and left out of the per-snapshot sums.
 use crate::backend::Kind;
+use crate::blob::Compression;
+use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
@@ -30,12 +32,27 @@ pub struct Stats {
     pub stored_size: u64,
     /// Distinct packs holding them.
     pub packs: u64,
-    /// Total bytes of all objects in the backend: packs, index, snapshots, keys and config.
+    /// Total bytes of all objects in the backend: packs, index, snapshots, keys, config and
+    /// dictionaries.
     pub repository_size: u64,
     /// logical_size / plaintext bytes of the distinct data blobs; 0 when empty.
     pub dedup_ratio: f64,
     /// unique_raw_size / stored_size; 0 when empty.
     pub compression_ratio: f64,
+    /// Of the distinct blobs: those compressed with a repository dictionary, their
+    /// plaintext and stored bytes, and how many dictionaries they use.
+    pub dictionary_blobs: u64,
+    pub dictionary_raw_size: u64,
+    pub dictionary_stored_size: u64,
+    pub dictionaries: u64,
+    /// Stored bytes of the dictionary objects those blobs use.
+    pub dictionaries_size: u64,
+    /// What `stored_size` would be with plain zstd only: an estimate (exact would take
+    /// recompressing every blob), scaling each dictionary's blobs by the ratio it achieved
+    /// over plain zstd on the samples held out of its training.
+    pub stored_size_without_dictionaries: u64,
+    /// unique_raw_size / stored_size_without_dictionaries; 0 when empty.
+    pub compression_ratio_without_dictionaries: f64,
     /// Selected snapshots left out of the sums, and why.
     pub skipped: Vec<Skipped>,
 }
@@ -117,6 +134,7 @@ pub fn stats(
     let mut packs: HashSet<PackId> = HashSet::new();
     let mut found = 0u64;
     let mut raw_data = 0u64;
+    let mut per_dict: HashMap<DictId, u64> = HashMap::new();
     repo.index().for_each(|loc| {
         let id = loc.entry.id;
         let is_data = data.contains(&id);
@@ -127,9 +145,39 @@ pub fn stats(
             if is_data {
                 raw_data += loc.entry.raw_length as u64;
             }
+            if let Compression::Dictionary(d) = loc.entry.compression {
+                st.dictionary_blobs += 1;
+                st.dictionary_raw_size += loc.entry.raw_length as u64;
+                st.dictionary_stored_size += loc.entry.length as u64;
+                *per_dict.entry(d).or_default() += loc.entry.length as u64;
+            }
             packs.insert(loc.pack);
         }
     })?;
+    st.dictionaries = per_dict.len() as u64;
+    st.stored_size_without_dictionaries = st.stored_size;
+    let sizes = dictionary::list(repo.backend())?;
+    let listed: HashMap<String, u64> = repo
+        .backend()
+        .list(Kind::Dictionary)?
+        .into_iter()
+        .map(|e| (e.name, e.size))
+        .collect();
+    for (d, stored) in per_dict {
+        let names = sizes.get(&d).map(Vec::as_slice).unwrap_or(&[]);
+        st.dictionaries_size += names
+            .iter()
+            .filter_map(|n| listed.get(&n.to_hex()))
+            .sum::<u64>();
+        if let Ok(loaded) = repo.dictionary(d) {
+            let (with, without) = (
+                loaded.meta.dict_ratio as u64,
+                loaded.meta.plain_ratio as u64,
+            );
+            let plain = (stored as u128 * with as u128 / without.max(1) as u128) as u64;
+            st.stored_size_without_dictionaries += plain.saturating_sub(stored);
+        }
+    }
     st.unique_blobs = data.union(&infos.keys().copied().collect()).count() as u64;
     if found < st.unique_blobs {
         for id in data.iter().chain(infos.keys()) {
@@ -146,6 +194,7 @@ pub fn stats(
         Kind::Snapshot,
         Kind::Index,
         Kind::Pack,
+        Kind::Dictionary,
     ] {
         st.repository_size += repo
             .backend()
@@ -156,6 +205,8 @@ pub fn stats(
     }
     st.dedup_ratio = ratio(st.logical_size, raw_data);
     st.compression_ratio = ratio(st.unique_raw_size, st.stored_size);
+    st.compression_ratio_without_dictionaries =
+        ratio(st.unique_raw_size, st.stored_size_without_dictionaries);
     Ok(st)
 }
 

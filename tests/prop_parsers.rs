@@ -139,6 +139,7 @@ parser_props!(
     key_file,
     master_key,
     lock,
+    dictionary,
 );
 
 proptest! {

@@ -13,16 +13,18 @@ pub enum Kind {
     Index,
     Pack,
     Lock,
+    Dictionary,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Config,
         Kind::Key,
         Kind::Snapshot,
         Kind::Index,
         Kind::Pack,
         Kind::Lock,
+        Kind::Dictionary,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Pack => "data",
             Kind::Lock => "locks",
+            Kind::Dictionary => "dictionaries",
         }
     }
 }
@@ -46,6 +49,7 @@ impl fmt::Display for Kind {
             Kind::Index => "index",
             Kind::Pack => "pack",
             Kind::Lock => "lock",
+            Kind::Dictionary => "dictionary",
         })
     }
 }

@@ -43,11 +43,19 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             report.packs_read,
             report.blobs_read
         ))?;
-        if !report.unused_packs.is_empty() || report.unused_blobs > 0 {
+        if report.dictionaries > 0 {
+            ctx.say(&format!("{} dictionaries", report.dictionaries))?;
+        }
+        if !report.unused_packs.is_empty()
+            || report.unused_blobs > 0
+            || !report.unused_dictionaries.is_empty()
+        {
             ctx.say(&format!(
-                "unused data (not damage): {} packs in no index, {} blobs no snapshot uses",
+                "unused data (not damage): {} packs in no index, {} blobs no snapshot uses, \
+                 {} dictionaries no indexed blob uses",
                 report.unused_packs.len(),
-                report.unused_blobs
+                report.unused_blobs,
+                report.unused_dictionaries.len()
             ))?;
         }
         let verdict = match report.errors.len() {

@@ -24,6 +24,10 @@ pub struct Args {
     /// Argon2id iterations for the key file
     #[arg(long, default_value_t = KdfParams::DEFAULT_ITERATIONS)]
     kdf_iterations: u32,
+    /// Never train or use zstd dictionaries for small files (by default backups train them
+    /// from the repository's own small files, which then take far less space)
+    #[arg(long)]
+    no_dictionaries: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
@@ -39,6 +43,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     );
     config.bson_chunker =
         ChunkerParams::bson_with_average(args.bson_chunk_kib.saturating_mul(1024));
+    config.dictionaries = !args.no_dictionaries;
     if let Err(e) = config.bson_chunker.validate() {
         bail!("invalid --bson-chunk-kib {}: {e}", args.bson_chunk_kib);
     }

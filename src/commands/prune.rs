@@ -60,6 +60,12 @@ pub fn print(ctx: &Context, r: &PruneReport) -> Result<()> {
         "{would}delete {} unused packs and {} packs no index lists; {would}repack {} packs",
         r.packs_deleted, r.packs_unindexed, r.packs_repacked
     ))?;
+    if r.dictionaries_deleted > 0 {
+        ctx.say(&format!(
+            "{would}delete {} dictionaries no remaining blob uses",
+            r.dictionaries_deleted
+        ))?;
+    }
     if r.dry_run {
         return ctx.say(&format!("would free about {}", human_bytes(r.bytes_freed)));
     }

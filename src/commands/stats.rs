@@ -51,5 +51,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         s.dedup_ratio,
         s.compression_ratio
     ))?;
+    if s.dictionary_blobs > 0 {
+        ctx.say(&format!(
+            "dictionaries:       {} ({}), used by {} blobs: {} stored as {}\n\
+             without them:       about {} stored, compression {:.2}x (estimated)",
+            s.dictionaries,
+            human_bytes(s.dictionaries_size),
+            s.dictionary_blobs,
+            human_bytes(s.dictionary_raw_size),
+            human_bytes(s.dictionary_stored_size),
+            human_bytes(s.stored_size_without_dictionaries),
+            s.compression_ratio_without_dictionaries
+        ))?;
+    }
     Ok(outcome)
 }

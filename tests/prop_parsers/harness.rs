@@ -4,16 +4,19 @@
 //! where the parser sits behind the AEAD, so that they reach it) and says whether it accepted
 //! them. Also each parser's valid encoding and the mutations applied to it.
 use std::sync::OnceLock;
-use strata::blob::{BlobType, seal};
+use strata::blob::{self, BlobType, EncoderDict, seal, seal_with};
 use strata::chunker::Chunker;
 use strata::config::{ChunkerParams, Config};
 use strata::crypto::{MasterKey, ObjectKind};
+use strata::dictionary::{self, Dictionary, Loaded};
 use strata::id::{BlobId, Id, PackId, SnapshotId};
 use strata::indexfile::{self, PackEntries};
 use strata::key::{KdfParams, KeyFile};
 use strata::lock::{self, LockInfo, LockMode};
+use strata::pack::BlobEntry;
 use strata::pack::{self, PackBuilder, PackFormat, TRAILER_LEN};
 use strata::snapshot::{BsonTime, Snapshot, Source, Summary};
+use strata::trainer::{self, Samples};
 use strata::tree::{self, ChunkRef, Node, NodeKind, Timespec, Tree, Xattr};
 
 /// One parser: its name, its harness and the valid encoding mutations start from.
@@ -78,6 +81,11 @@ pub const PARSERS: &[Parser] = &[
         name: "lock",
         parse: lock,
         sample: lock_sample,
+    },
+    Parser {
+        name: "dictionary",
+        parse: dictionary,
+        sample: dictionary_sample,
     },
 ];
 
@@ -216,6 +224,78 @@ pub fn lock(plain: &[u8]) -> bool {
     };
     let _ = info.describe();
     true
+}
+
+/// `plain` as the decrypted content of a dictionary object (stored under the name its
+/// content hashes to), then what readers do with it: digest it and decompress a blob.
+pub fn dictionary(plain: &[u8]) -> bool {
+    let key = key();
+    let name = dictionary::name_of(&key, plain);
+    let sealed = key.encrypt(&dictionary::aad(&name), plain);
+    let Ok(loaded) = Loaded::from_stored(&key, name, &sealed) else {
+        return false;
+    };
+    let (entry, stored) = dictionary_blob();
+    let _ = blob::open(
+        &key,
+        PackFormat::V3,
+        entry,
+        stored,
+        Some(Ok(&loaded.decoder)),
+    );
+    true
+}
+
+/// The plaintext every dictionary-compressed blob of the harness holds.
+const DICT_BLOB: &[u8] =
+    b"<html><head><title>page 7</title></head><body>entry 7 of the manual</body></html>";
+
+/// The sample dictionary, trained on small pages.
+fn sample_dict() -> &'static Dictionary {
+    static DICT: OnceLock<Dictionary> = OnceLock::new();
+    DICT.get_or_init(|| {
+        let mut samples = Samples::default();
+        for i in 0..400u32 {
+            let page = format!(
+                "<html><head><title>page {i}</title></head><body>entry {} of the manual</body></html>",
+                i.wrapping_mul(7919)
+            );
+            samples.push(BlobId(Id::hash_of(page.as_bytes())), page.as_bytes());
+        }
+        trainer::evaluate(&samples, 3).expect("pages gain from a dictionary")
+    })
+}
+
+/// A blob compressed with the sample dictionary: its entry and stored bytes.
+fn dictionary_blob() -> &'static (BlobEntry, Vec<u8>) {
+    static BLOB: OnceLock<(BlobEntry, Vec<u8>)> = OnceLock::new();
+    BLOB.get_or_init(|| {
+        let key = key();
+        let enc = EncoderDict::new(1, &sample_dict().bytes, 3).expect("a trained dictionary");
+        let id = key.blob_id(DICT_BLOB);
+        let s = seal_with(
+            &key,
+            PackFormat::V3,
+            BlobType::Data,
+            id,
+            DICT_BLOB,
+            3,
+            Some(&enc),
+        );
+        let entry = BlobEntry {
+            ty: s.ty,
+            id,
+            offset: 0,
+            length: s.bytes.len() as u32,
+            raw_length: s.raw_len,
+            compression: s.compression,
+        };
+        (entry, s.bytes)
+    })
+}
+
+pub fn dictionary_sample() -> Vec<u8> {
+    sample_dict().encode()
 }
 
 /// The name the harness's lock object is stored (and bound) under.
