@@ -130,7 +130,7 @@ thread_local! {
 }
 
 /// zstd at `level`, or None when compression is off or does not shrink the data.
-fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+pub(crate) fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     if level == 0 || data.len() < 64 {
         return None;
     }
@@ -162,12 +162,6 @@ pub fn compress_with(data: &[u8], dict: &EncoderDict) -> Option<Vec<u8>> {
             .ok()?;
         (out.len() < data.len()).then_some(out)
     })
-}
-
-/// Plain zstd at `level` (the same context [`seal`] uses), or None when it does not shrink
-/// the data: what a blob would take without a dictionary.
-pub fn compress_plain(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    compress(data, level)
 }
 
 /// Compresses (when it helps) and encrypts a blob whose id has already been computed, for a

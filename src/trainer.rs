@@ -327,7 +327,7 @@ pub fn evaluate(samples: &Samples, level: i32) -> Option<Dictionary> {
     for (_, s) in samples.iter().skip(n_train) {
         let size = |c: Option<Vec<u8>>| c.map_or(s.len(), |c| c.len()) as u64;
         raw += s.len() as u64;
-        plain += size(blob::compress_plain(s, level));
+        plain += size(blob::compress(s, level));
         with_dict += size(blob::compress_with(s, &enc));
     }
     if with_dict * 100 > plain * (100 - MIN_GAIN_PERCENT) {
