@@ -16,7 +16,7 @@ use crate::repository::{IndexedRepo, Result};
 use crate::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Written packs are indexed once this many of their blobs await an index file.
 pub(crate) const INDEX_BATCH_BLOBS: usize = 50_000;
@@ -114,8 +114,12 @@ pub struct Packer<'r> {
     open: [Mutex<PackBuilder>; 2],
     unindexed: Mutex<Unindexed>,
     counters: [AtomicU64; 9],
-    /// Dictionary training for small data blobs (None: the repository has dictionaries off).
-    trainer: Option<Trainer>,
+    /// What the trainer samples and watches.
+    limits: Limits,
+    /// Dictionary training for small data blobs (None: the repository has dictionaries off),
+    /// set up when the first new small data blob arrives, so a run that stores none reads
+    /// no dictionary.
+    trainer: OnceLock<Option<Trainer>>,
 }
 
 impl<'r> Packer<'r> {
@@ -134,7 +138,8 @@ impl<'r> Packer<'r> {
             open: std::array::from_fn(|_| Mutex::new(PackBuilder::new(format))),
             unindexed: Default::default(),
             counters: Default::default(),
-            trainer: trainer_for(repo, format, limits),
+            limits,
+            trainer: OnceLock::new(),
         }
     }
 
@@ -149,8 +154,8 @@ impl<'r> Packer<'r> {
         if !self.claim(id)? {
             return Ok((id, false));
         }
-        let trainer = self.trainer.as_ref();
-        if let Some(t) = trainer.filter(|_| ty == BlobType::Data && plain.len() <= SMALL_BLOB) {
+        let small = ty == BlobType::Data && plain.len() <= SMALL_BLOB;
+        if let Some(t) = small.then(|| self.trainer()).flatten() {
             match t.offer(id, plain) {
                 Offer::Held => {}
                 Offer::Seal(dict) => {
@@ -166,6 +171,12 @@ impl<'r> Packer<'r> {
         }
         self.add(self.seal(ty, id, plain, None))?;
         Ok((id, true))
+    }
+
+    fn trainer(&self) -> Option<&Trainer> {
+        self.trainer
+            .get_or_init(|| trainer_for(self.repo, self.format, self.limits))
+            .as_ref()
     }
 
     fn seal(&self, ty: BlobType, id: BlobId, plain: &[u8], dict: Option<&Current>) -> Sealed {
@@ -307,7 +318,7 @@ impl<'r> Packer<'r> {
     /// Writes the open packs and an index file for everything not yet indexed. After this
     /// returns, every blob saved so far is durable and indexed.
     pub fn flush(&self) -> Result<PackerStats> {
-        if let Some(t) = &self.trainer {
+        if let Some(t) = self.trainer.get().and_then(Option::as_ref) {
             match t.take_held() {
                 Some(Ok(enough)) => self.train(t, enough)?,
                 Some(Err(few)) => self.seal_samples(few, t.current().as_deref())?,
