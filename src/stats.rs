@@ -3,9 +3,10 @@
 //! cannot all be loaded, or expand to more entries than it records (a forged tree DAG), is
 //! reported and left out of the per-snapshot sums.
 use crate::backend::Kind;
-use crate::blob::Compression;
+use crate::blob::{self, Compression};
 use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, PackId, SnapshotId};
+use crate::index::Location;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
@@ -47,12 +48,12 @@ pub struct Stats {
     pub dictionaries: u64,
     /// Stored bytes of the dictionary objects those blobs use.
     pub dictionaries_size: u64,
-    /// What `stored_size` would be with plain zstd only: an estimate (exact would take
-    /// recompressing every blob), scaling each dictionary's blobs by the ratio it achieved
-    /// over plain zstd on the samples held out of its training.
-    pub stored_size_without_dictionaries: u64,
-    /// unique_raw_size / stored_size_without_dictionaries; 0 when empty.
-    pub compression_ratio_without_dictionaries: f64,
+    /// What `stored_size` would be with plain zstd only, measured by reading every
+    /// dictionary-compressed blob and compressing it again without its dictionary (only
+    /// when asked for: [`Options::recompress`]).
+    pub stored_size_without_dictionaries: Option<u64>,
+    /// unique_raw_size / stored_size_without_dictionaries.
+    pub compression_ratio_without_dictionaries: Option<f64>,
     /// Selected snapshots left out of the sums, and why.
     pub skipped: Vec<Skipped>,
 }
@@ -92,9 +93,18 @@ impl Totals {
     }
 }
 
+/// What [`stats`] measures beyond the index.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Options {
+    /// Read every dictionary-compressed blob and compress it again with plain zstd, to
+    /// report exactly what the dictionaries save.
+    pub recompress: bool,
+}
+
 pub fn stats(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
+    options: Options,
     progress: &dyn Progress,
 ) -> Result<Stats, RepoError> {
     let mut infos: HashMap<BlobId, TreeInfo> = HashMap::new();
@@ -134,7 +144,8 @@ pub fn stats(
     let mut packs: HashSet<PackId> = HashSet::new();
     let mut found = 0u64;
     let mut raw_data = 0u64;
-    let mut per_dict: HashMap<DictId, u64> = HashMap::new();
+    let mut per_dict: HashSet<DictId> = HashSet::new();
+    let mut with_dict: Vec<Location> = Vec::new();
     repo.index().for_each(|loc| {
         let id = loc.entry.id;
         let is_data = data.contains(&id);
@@ -149,13 +160,15 @@ pub fn stats(
                 st.dictionary_blobs += 1;
                 st.dictionary_raw_size += loc.entry.raw_length as u64;
                 st.dictionary_stored_size += loc.entry.length as u64;
-                *per_dict.entry(d).or_default() += loc.entry.length as u64;
+                per_dict.insert(d);
+                if options.recompress {
+                    with_dict.push(loc);
+                }
             }
             packs.insert(loc.pack);
         }
     })?;
     st.dictionaries = per_dict.len() as u64;
-    st.stored_size_without_dictionaries = st.stored_size;
     let sizes = dictionary::list(repo.backend())?;
     let listed: HashMap<String, u64> = repo
         .backend()
@@ -163,20 +176,19 @@ pub fn stats(
         .into_iter()
         .map(|e| (e.name, e.size))
         .collect();
-    for (d, stored) in per_dict {
-        let names = sizes.get(&d).map(Vec::as_slice).unwrap_or(&[]);
+    for d in &per_dict {
+        let names = sizes.get(d).map(Vec::as_slice).unwrap_or(&[]);
         st.dictionaries_size += names
             .iter()
             .filter_map(|n| listed.get(&n.to_hex()))
             .sum::<u64>();
-        if let Ok(loaded) = repo.dictionary(d) {
-            let (with, without) = (
-                loaded.meta.dict_ratio as u64,
-                loaded.meta.plain_ratio as u64,
-            );
-            let plain = (stored as u128 * with as u128 / without.max(1) as u128) as u64;
-            st.stored_size_without_dictionaries += plain.saturating_sub(stored);
-        }
+    }
+    if options.recompress {
+        progress.item("recompressing dictionary blobs");
+        let without = st.stored_size - st.dictionary_stored_size
+            + stored_without_dictionary(repo, &with_dict)?;
+        st.stored_size_without_dictionaries = Some(without);
+        st.compression_ratio_without_dictionaries = Some(ratio(st.unique_raw_size, without));
     }
     st.unique_blobs = data.union(&infos.keys().copied().collect()).count() as u64;
     if found < st.unique_blobs {
@@ -205,9 +217,21 @@ pub fn stats(
     }
     st.dedup_ratio = ratio(st.logical_size, raw_data);
     st.compression_ratio = ratio(st.unique_raw_size, st.stored_size);
-    st.compression_ratio_without_dictionaries =
-        ratio(st.unique_raw_size, st.stored_size_without_dictionaries);
     Ok(st)
+}
+
+/// The stored bytes of the blobs at `locs` had they been compressed with plain zstd at the
+/// repository's level: each is read, opened with its dictionary and compressed again.
+fn stored_without_dictionary(repo: &IndexedRepo, locs: &[Location]) -> Result<u64, RepoError> {
+    use rayon::prelude::*;
+    let level = repo.config().compression;
+    locs.par_iter()
+        .map(|loc| {
+            let plain = repo.read_blob_at(loc)?;
+            let payload = blob::compress(&plain, level).map_or(plain.len(), |c| c.len());
+            Ok((payload + crate::crypto::OVERHEAD) as u64)
+        })
+        .try_reduce(|| 0, |a, b| Ok(a + b))
 }
 
 /// A tree's own files and subdirectories; its file chunks are added to `data`.

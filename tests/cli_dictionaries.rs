@@ -87,7 +87,15 @@ fn restore_and_compare(repo: &TestRepo, snapshot: &str, src: &Path) {
 }
 
 fn stats(repo: &TestRepo, snapshot: &str) -> Value {
-    repo.json(["stats", snapshot])
+    repo.json(["stats", snapshot, "--recompress"])
+}
+
+/// `stored_size` of `src` backed up into a new repository without dictionaries.
+fn plain_repository_stored_size(src: &Path) -> u64 {
+    let plain = TestRepo::new();
+    plain.ok(["init", "--no-dictionaries"]);
+    let snap = backup(&plain, src);
+    field_u64(&plain.json(["stats", &snap]), "stored_size")
 }
 
 #[test]
@@ -115,6 +123,18 @@ fn blobs_under_three_dictionaries_after_two_retrains_restore_exactly() {
     assert!(
         without > 2 * with,
         "dictionaries pay off: {with} vs {without}"
+    );
+    // Measured, not estimated: plain zstd of these pages, as a repository written without
+    // dictionaries stores them.
+    let plain = plain_repository_stored_size(&src);
+    assert!(
+        without.abs_diff(plain) * 100 <= plain,
+        "recompressed {without} vs stored without dictionaries {plain}"
+    );
+    let unmeasured = repo.json(["stats", &snap]);
+    assert!(
+        unmeasured["stored_size_without_dictionaries"].is_null(),
+        "{unmeasured:#}"
     );
 
     restore_and_compare(&repo, &snap, &src);
@@ -265,4 +285,45 @@ fn prune_keeps_dictionaries_in_use_and_removes_one_no_blob_needs() {
     assert_eq!(dictionaries(&repo), second, "the first dictionary is gone");
     restore_and_compare(&repo, &snap_c, &c);
     repo.ok(["check", "--read-data"]);
+}
+
+#[test]
+fn repair_names_the_blobs_and_files_a_damaged_dictionary_makes_unreadable() {
+    let (repo, src, dict, _) = repository_with_a_dictionary();
+    let name = dict.file_name().unwrap().to_str().unwrap().to_string();
+    let len = fs::metadata(&dict).unwrap().len();
+    flip_byte(&dict, len / 2);
+
+    // The snapshot loses exactly the small files, each named with the dictionary.
+    let (_, report) = json_expect(&repo, ["repair", "snapshots", "--read-data"], 3);
+    let salvaged = field_array(&report, "salvaged");
+    assert_eq!(salvaged.len(), 1, "{report:#}");
+    let lost = field_array(&salvaged[0], "lost");
+    assert_eq!(lost.len(), 80, "{report:#}");
+    for entry in lost {
+        let (path, why) = (entry[0].as_str().unwrap(), entry[1].as_str().unwrap());
+        assert!(path.contains("page-"), "{path}");
+        assert!(why.contains(&name[..8]), "the dictionary is named: {why}");
+    }
+    let repaired = field_str(&salvaged[0], "repaired").to_string();
+    let target = repo.scratch("repaired");
+    repo.ok(restore_args(&repaired, &target, &[]));
+    let restored = restored_path(&target, &src);
+    assert_eq!(
+        fs::read(restored.join("large.bin")).unwrap(),
+        fs::read(src.join("large.bin")).unwrap()
+    );
+    assert!(!restored.join("small").join("page-0000.txt").exists());
+
+    // The index repair names the 80 blobs and leaves them out.
+    let (_, report) = json_expect(&repo, ["repair", "index", "--read-data"], 3);
+    let damaged = field_array(&report, "damaged_blobs");
+    assert_eq!(damaged.len(), 80, "{report:#}");
+    assert!(
+        damaged
+            .iter()
+            .all(|d| is_hex_id(d[0].as_str().unwrap())
+                && d[1].as_str().unwrap().contains(&name[..8])),
+        "{report:#}"
+    );
 }
