@@ -161,7 +161,7 @@ impl<'r> Packer<'r> {
                 Offer::Seal(dict) => {
                     let sealed = self.seal(ty, id, plain, dict.as_deref());
                     if dict.is_some() {
-                        t.observe(plain.len() as u64, (sealed.bytes.len() - OVERHEAD) as u64);
+                        t.observe(plain, (sealed.bytes.len() - OVERHEAD) as u64);
                     }
                     self.add(sealed)?;
                 }
@@ -379,6 +379,7 @@ fn trainer_for(repo: &IndexedRepo, format: PackFormat, limits: Limits) -> Option
         Some(Arc::new(Current {
             enc: enc.ok()?,
             ratio: d.meta.dict_ratio,
+            plain_ratio: d.meta.plain_ratio,
         }))
     });
     Some(Trainer::new(limits, config.compression, current, known))

@@ -336,7 +336,13 @@ mod tests {
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
         let snap_id = repo.save_snapshot(&snap).unwrap();
 
-        let st = stats(&repo, &[(snap_id, snap.clone())], &NoProgress).unwrap();
+        let st = stats(
+            &repo,
+            &[(snap_id, snap.clone())],
+            Options::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(st.snapshots, 1);
         assert_eq!(st.files, 2);
         assert_eq!(st.logical_size, 2 * plain.len() as u64);
@@ -352,7 +358,7 @@ mod tests {
 
         // The same tree in two snapshots counts twice in logical size, once in blobs.
         let both = [(snap_id, snap.clone()), (snap_id, snap)];
-        let st2 = stats(&repo, &both, &NoProgress).unwrap();
+        let st2 = stats(&repo, &both, Options::default(), &NoProgress).unwrap();
         assert_eq!(st2.files, 4);
         assert_eq!(st2.logical_size, 4 * plain.len() as u64);
         assert_eq!(st2.unique_blobs, 2);
@@ -387,7 +393,13 @@ mod tests {
             .unwrap();
         let saved = packer.flush().unwrap();
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
-        let st = stats(&repo, &[(Default::default(), snap)], &NoProgress).unwrap();
+        let st = stats(
+            &repo,
+            &[(Default::default(), snap)],
+            Options::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(st.files, 30);
         assert_eq!(st.logical_size, 30_000);
         assert_eq!(st.data_blobs, 10);
@@ -405,7 +417,7 @@ mod tests {
     fn empty_selection_and_missing_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let st = stats(&repo, &[], &NoProgress).unwrap();
+        let st = stats(&repo, &[], Options::default(), &NoProgress).unwrap();
         assert_eq!((st.files, st.unique_blobs, st.packs), (0, 0, 0));
         assert_eq!(st.dedup_ratio, 0.0);
         assert!(st.repository_size > 0, "config and key");
@@ -416,7 +428,13 @@ mod tests {
         let (root, _) = packer.save(BlobType::Tree, &tree).unwrap();
         packer.flush().unwrap();
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
-        let err = stats(&repo, &[(Default::default(), snap)], &NoProgress).unwrap_err();
+        let err = stats(
+            &repo,
+            &[(Default::default(), snap)],
+            Options::default(),
+            &NoProgress,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, RepoError::MissingBlob(id) if id == ghost),
             "{err}"
@@ -444,7 +462,7 @@ mod tests {
             )
         };
         let snaps = [snap(leaf), snap(dag), snap(broken)];
-        let st = stats(&repo, &snaps, &NoProgress).unwrap();
+        let st = stats(&repo, &snaps, Options::default(), &NoProgress).unwrap();
         assert_eq!(
             (st.snapshots, st.files),
             (1, 1),

@@ -6,16 +6,19 @@
 //! trainer holds the blobs back (not packed yet, at most [`Limits::sample_bytes`] bytes and
 //! [`Limits::sample_blobs`] blobs); once it has enough, one caller trains a dictionary from
 //! them (zstd's trainer) while the others' blobs are held back too (up to 2 MiB), then go on
-//! with the current dictionary or none. The
-//! dictionary is kept only if it compresses the samples held out of training at least 5 %
-//! smaller than plain zstd; then it is stored and the held-back samples are sealed with it,
-//! so nothing is stored twice. The trainer then watches the ratio new small blobs achieve:
-//! when a window of [`Limits::window_bytes`] compresses 1.5× worse than the dictionary did on
-//! its held-out samples, it samples again. At most [`MAX_TRAININGS`] trainings per backup.
+//! with the current dictionary or none. The dictionary is kept only if it compresses the
+//! samples held out of training (every 8th) at least 5 % smaller than both plain zstd and
+//! the dictionary in use; then it is stored and the held-back samples are sealed with it, so
+//! nothing is stored twice. The trainer then watches the ratio new small blobs achieve: when
+//! a window of [`Limits::window_bytes`] compresses 1.5× worse than the dictionary did on its
+//! held-out samples, and plain zstd still halves the window's probes (so the loss is not
+//! incompressible data, which no dictionary wins back), it samples again. At most
+//! [`MAX_TRAININGS`] trainings per backup.
 use crate::blob::{self, EncoderDict};
 use crate::dictionary::{self, DictId, Dictionary};
 use crate::id::{BlobId, Id};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Data blobs up to this size are compressed with dictionaries (and sampled for them).
@@ -31,6 +34,9 @@ const HOLD_OUT_EVERY: usize = 8;
 /// While one caller trains, small blobs up to this many bytes are held back too, to be
 /// sealed with the new dictionary; later ones are sealed with the one in use.
 const HELD_WHILE_TRAINING: usize = 2 << 20;
+/// One small blob in this many sealed with a dictionary is also compressed without it, to
+/// see how much the dictionary still saves.
+const PROBE_EVERY: u64 = 8;
 
 /// How much the trainer samples and watches.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +83,8 @@ pub struct Current {
     pub enc: EncoderDict,
     /// What it achieved on its held-out samples (plaintext per stored byte × 1000).
     pub ratio: u32,
+    /// What plain zstd achieved on the same samples.
+    pub plain_ratio: u32,
 }
 
 /// Blobs held back for training, back to back.
@@ -125,8 +133,8 @@ enum Phase {
 struct State {
     current: Option<Arc<Current>>,
     phase: Phase,
-    /// Plaintext and stored bytes, and blobs, of the current window.
-    window: (u64, u64, u64),
+    /// What the blobs of the current window took.
+    window: Window,
     trainings: u32,
     /// Names of the repository's dictionaries by id, to refuse a colliding id.
     known: HashMap<DictId, Vec<Id>>,
@@ -148,6 +156,8 @@ pub struct Trainer {
     limits: Limits,
     level: i32,
     state: Mutex<State>,
+    /// Blobs observed, to pick the probes.
+    observed: AtomicU64,
 }
 
 impl Trainer {
@@ -166,10 +176,11 @@ impl Trainer {
         Trainer {
             limits,
             level,
+            observed: AtomicU64::new(0),
             state: Mutex::new(State {
                 current,
                 phase,
-                window: (0, 0, 0),
+                window: Window::default(),
                 trainings: 0,
                 known,
             }),
@@ -207,26 +218,30 @@ impl Trainer {
         }
     }
 
-    /// Records a small blob sealed with the current dictionary (`raw` plaintext bytes
-    /// stored in `stored`); at the end of a window that compressed 1.5× worse than the
-    /// dictionary did in training, sampling starts again.
-    pub fn observe(&self, raw: u64, stored: u64) {
+    /// Records a small blob `plain` sealed with the current dictionary into `stored`
+    /// bytes; one blob in [`PROBE_EVERY`] is also compressed without it. At the end of a
+    /// window where the dictionary no longer fits (see [`Window::drifted`]), sampling starts
+    /// again.
+    pub fn observe(&self, plain: &[u8], stored: u64) {
+        let probe = self
+            .observed
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PROBE_EVERY);
+        let plain_size =
+            probe.then(|| blob::compress(plain, self.level).map_or(plain.len(), |c| c.len()));
         let mut st = self.state.lock().expect("trainer lock");
         if !matches!(st.phase, Phase::Using) {
             return;
         }
-        let w = &mut st.window;
-        *w = (w.0 + raw, w.1 + stored, w.2 + 1);
-        let (raw, stored, blobs) = *w;
-        if raw < self.limits.window_bytes && blobs < self.limits.window_blobs {
+        st.window
+            .add(plain.len() as u64, stored, plain_size.map(|p| p as u64));
+        let w = st.window;
+        if w.raw < self.limits.window_bytes && w.blobs < self.limits.window_blobs {
             return;
         }
-        st.window = (0, 0, 0);
-        let achieved = ratio(raw, stored);
-        let drifted = st
-            .current
-            .as_ref()
-            .is_some_and(|c| achieved.saturating_mul(3) < c.ratio.saturating_mul(2));
+        st.window = Window::default();
+        let drifted = st.current.as_ref().is_some_and(|c| w.drifted(c));
+
         if drifted && st.trainings < MAX_TRAININGS {
             st.phase = Phase::Sampling(Samples::default());
         }
@@ -267,13 +282,14 @@ impl Trainer {
         store: impl FnOnce(&Id, &[u8]) -> Result<(), E>,
         key: &crate::crypto::MasterKey,
     ) -> Result<(Option<Arc<Current>>, Samples), E> {
-        let trained = evaluate(samples, self.level).map(|d| {
+        let current = self.current();
+        let trained = evaluate(samples, self.level, current.as_deref()).map(|d| {
             let (name, sealed) = d.seal(key);
             (d, name, sealed)
         });
         let mut st = self.state.lock().expect("trainer lock");
         st.trainings += 1;
-        st.window = (0, 0, 0);
+        st.window = Window::default();
         let held = match std::mem::replace(&mut st.phase, Phase::Using) {
             Phase::Training(held) => held,
             _ => Samples::default(),
@@ -298,9 +314,46 @@ impl Trainer {
         let current = Arc::new(Current {
             enc,
             ratio: d.dict_ratio,
+            plain_ratio: d.plain_ratio,
         });
         st.current = Some(current.clone());
         Ok((Some(current), held))
+    }
+}
+
+/// What the small blobs sealed with the current dictionary took since the window began;
+/// the probes are the blobs also compressed without it.
+#[derive(Clone, Copy, Default, Debug)]
+struct Window {
+    raw: u64,
+    stored: u64,
+    blobs: u64,
+    probe_raw: u64,
+    probe_stored: u64,
+    probe_plain: u64,
+}
+
+impl Window {
+    fn add(&mut self, raw: u64, stored: u64, plain: Option<u64>) {
+        self.raw += raw;
+        self.stored += stored;
+        self.blobs += 1;
+        if let Some(plain) = plain {
+            self.probe_raw += raw;
+            self.probe_stored += stored;
+            self.probe_plain += plain;
+        }
+    }
+
+    /// Whether `current` no longer fits: the window compressed 1.5× worse than it did in
+    /// training, and not because the data became less compressible (plain zstd does on the
+    /// probes at least 2/3 as well as on the training samples; a dictionary cannot win back
+    /// what random bytes cost).
+    fn drifted(&self, current: &Current) -> bool {
+        let worse =
+            ratio(self.raw, self.stored).saturating_mul(3) < current.ratio.saturating_mul(2);
+        let plain = ratio(self.probe_raw, self.probe_plain);
+        worse && plain.saturating_mul(3) >= current.plain_ratio.saturating_mul(2)
     }
 }
 
@@ -309,28 +362,34 @@ fn ratio(raw: u64, stored: u64) -> u32 {
     (raw.saturating_mul(1000) / stored.max(1)).min(u32::MAX as u64) as u32
 }
 
-/// Trains on all but the last 1/[`HOLD_OUT_EVERY`] of `samples` and measures on those:
-/// the dictionary if it beats plain zstd at `level` by [`MIN_GAIN_PERCENT`].
-pub fn evaluate(samples: &Samples, level: i32) -> Option<Dictionary> {
-    let held_out = (samples.len() / HOLD_OUT_EVERY).max(1);
-    let n_train = samples.len().checked_sub(held_out).filter(|n| *n >= 8)?;
-    let train_len: usize = samples.sizes[..n_train].iter().sum();
-    let max_size = (train_len / 16).clamp(4096, MAX_DICT_SIZE);
-    let bytes = zstd::dict::from_continuous(
-        &samples.data[..train_len],
-        &samples.sizes[..n_train],
-        max_size,
-    )
-    .ok()?;
+/// Trains on all but every [`HOLD_OUT_EVERY`]th of `samples` and measures on those: the
+/// dictionary if it beats both plain zstd at `level` and the `current` dictionary by
+/// [`MIN_GAIN_PERCENT`]. (Held-out samples interleaved with the training ones measure the
+/// same mix of data the dictionary is trained for.)
+pub fn evaluate(samples: &Samples, level: i32, current: Option<&Current>) -> Option<Dictionary> {
+    let held_out = |i: usize| i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1;
+    let (mut train, mut sizes) = (Vec::with_capacity(samples.data.len()), Vec::new());
+    for (_, s) in samples.iter().enumerate().filter(|(i, _)| !held_out(*i)) {
+        train.extend_from_slice(s.1);
+        sizes.push(s.1.len());
+    }
+    if sizes.len() < 8 || sizes.len() == samples.len() {
+        return None;
+    }
+    let max_size = (train.len() / 16).clamp(4096, MAX_DICT_SIZE);
+    let bytes = zstd::dict::from_continuous(&train, &sizes, max_size).ok()?;
+    drop(train);
     let enc = EncoderDict::new(0, &bytes, level).ok()?;
-    let (mut raw, mut plain, mut with_dict) = (0u64, 0u64, 0u64);
-    for (_, s) in samples.iter().skip(n_train) {
+    let (mut raw, mut plain, mut with_dict, mut with_current) = (0u64, 0u64, 0u64, 0u64);
+    for (_, (_, s)) in samples.iter().enumerate().filter(|(i, _)| held_out(*i)) {
         let size = |c: Option<Vec<u8>>| c.map_or(s.len(), |c| c.len()) as u64;
         raw += s.len() as u64;
-        plain += size(blob::compress(s, level));
+        let p = size(blob::compress(s, level));
+        plain += p;
         with_dict += size(blob::compress_with(s, &enc));
+        with_current += current.map_or(p, |c| size(blob::compress_with(s, &c.enc)).min(p));
     }
-    if with_dict * 100 > plain * (100 - MIN_GAIN_PERCENT) {
+    if with_dict * 100 > plain.min(with_current) * (100 - MIN_GAIN_PERCENT) {
         return None;
     }
     Some(Dictionary {
@@ -413,7 +472,7 @@ pub(crate) mod tests {
     fn a_dictionary_is_kept_only_when_it_beats_plain_zstd() {
         let s = samples(0, 200);
         assert_eq!(s.len(), 200);
-        let d = evaluate(&s, 3).expect("text files gain from a dictionary");
+        let d = evaluate(&s, 3, None).expect("text files gain from a dictionary");
         assert!(d.dict_ratio > d.plain_ratio * 105 / 100, "{d:?}");
         let mut random = Samples::default();
         for i in 0..200u32 {
@@ -424,7 +483,77 @@ pub(crate) mod tests {
                 .fill(&mut b);
             random.push(BlobId(Id::hash_of(&b)), &b);
         }
-        assert!(evaluate(&random, 3).is_none(), "random data gains nothing");
+        assert!(
+            evaluate(&random, 3, None).is_none(),
+            "random data gains nothing"
+        );
+    }
+
+    /// A trainer using a dictionary trained on `kind`, judging windows of `window` blobs.
+    fn using(kind: u32, window: u64) -> Trainer {
+        let d = evaluate(&samples(kind, 200), 3, None).unwrap();
+        let current = Current {
+            enc: EncoderDict::new(7, &d.bytes, 3).unwrap(),
+            ratio: d.dict_ratio,
+            plain_ratio: d.plain_ratio,
+        };
+        let limits = Limits {
+            window_blobs: window,
+            ..Limits::DEFAULT
+        };
+        Trainer::new(limits, 3, Some(Arc::new(current)), HashMap::new())
+    }
+
+    /// Offers `plain` and, when it is to be sealed with the dictionary, observes that.
+    fn offer_and_observe(t: &Trainer, plain: &[u8]) -> bool {
+        match t.offer(BlobId(Id::hash_of(plain)), plain) {
+            Offer::Seal(Some(c)) => {
+                let len = blob::compress_with(plain, &c.enc).map_or(plain.len(), |c| c.len());
+                t.observe(plain, len as u64);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_window_of_incompressible_changes_does_not_start_training() {
+        // Pages of the dictionary's own kind with random bytes written into them compress
+        // far worse than in training, but plain zstd cannot halve them either.
+        let t = using(0, 64);
+        for i in 0..200u32 {
+            let mut plain = text_file(0, 5000 + i);
+            let mut noise = vec![0u8; plain.len() / 2];
+            blake3::Hasher::new()
+                .update(&i.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut noise);
+            plain.splice(100..100, noise);
+            assert!(
+                offer_and_observe(&t, &plain),
+                "blob {i} was held for training"
+            );
+        }
+        // Another kind of text in the same windows does start it.
+        let t = using(0, 64);
+        let sampling = (0..200u32).any(|i| !offer_and_observe(&t, &text_file(1, i)));
+        assert!(sampling, "new text of another kind is sampled");
+    }
+
+    #[test]
+    fn a_dictionary_no_better_than_the_one_in_use_is_not_kept() {
+        let s = samples(0, 200);
+        let d = evaluate(&s, 3, None).unwrap();
+        let current = Current {
+            enc: EncoderDict::new(7, &d.bytes, 3).unwrap(),
+            ratio: d.dict_ratio,
+            plain_ratio: d.plain_ratio,
+        };
+        assert!(
+            evaluate(&s, 3, Some(&current)).is_none(),
+            "retrained on the same data"
+        );
+        assert!(evaluate(&samples(1, 200), 3, Some(&current)).is_some());
     }
 
     #[test]
@@ -450,7 +579,7 @@ pub(crate) mod tests {
                     Offer::Seal(Some(c)) => {
                         let len =
                             blob::compress_with(&plain, &c.enc).map_or(plain.len(), |c| c.len());
-                        t.observe(plain.len() as u64, len as u64);
+                        t.observe(&plain, len as u64);
                     }
                     Offer::Seal(None) => panic!("no dictionary while not sampling"),
                 }

@@ -262,7 +262,7 @@ fn sample_dict() -> &'static Dictionary {
             );
             samples.push(BlobId(Id::hash_of(page.as_bytes())), page.as_bytes());
         }
-        trainer::evaluate(&samples, 3).expect("pages gain from a dictionary")
+        trainer::evaluate(&samples, 3, None).expect("pages gain from a dictionary")
     })
 }
 
