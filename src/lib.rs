@@ -10,6 +10,7 @@ pub mod dictionary;
 pub mod diff;
 pub mod filter;
 pub mod finder;
+pub mod forget;
 pub mod id;
 pub mod idfilter;
 pub mod index;

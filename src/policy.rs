@@ -355,9 +355,10 @@ pub struct Group<'a> {
     pub remove: Vec<&'a Entry>,
 }
 
-/// Applies `policy` to every group of `snapshots`. Calendar buckets are those of `tz`;
-/// `now` only matters for `within`, which ignores snapshots from the future when it looks
-/// for a group's newest snapshot. Groups come sorted by key.
+/// Applies `policy` to every group of `snapshots`, passing MongoDB oplog slices by (they
+/// are not backups of their own: see `sources::mongodb::retention`). Calendar buckets are
+/// those of `tz`; `now` only matters for `within`, which ignores snapshots from the future
+/// when it looks for a group's newest snapshot. Groups come sorted by key.
 pub fn apply<'a, Tz: TimeZone>(
     snapshots: &'a [Entry],
     policy: &Policy,
@@ -369,7 +370,7 @@ pub fn apply<'a, Tz: TimeZone>(
         return Err(PolicyError::Empty);
     }
     let mut groups: BTreeMap<GroupKey, Vec<&Entry>> = BTreeMap::new();
-    for entry in snapshots {
+    for entry in snapshots.iter().filter(|(_, s)| !s.is_oplog_slice()) {
         groups
             .entry(GroupKey::of(&entry.1, by))
             .or_default()
@@ -496,7 +497,7 @@ fn in_zone<Tz: TimeZone>(naive: NaiveDateTime, tz: &Tz) -> Option<DateTime<Utc>>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::id::{BlobId, Id};
     use chrono::{FixedOffset, SecondsFormat};
@@ -515,7 +516,7 @@ mod tests {
 
     /// Snapshot number `nr` (its id is `nr` repeated) of `host` and `paths`, from a spec
     /// `TIME` or `TIME #tag,tag`.
-    fn snap(nr: usize, spec: &str, host: &str, paths: &[&str]) -> Entry {
+    pub(crate) fn snap(nr: usize, spec: &str, host: &str, paths: &[&str]) -> Entry {
         let (time, tags) = spec.split_once(" #").unwrap_or((spec, ""));
         let tags = tags.split(',').filter(|t| !t.is_empty()).map(String::from);
         let snapshot = Snapshot {

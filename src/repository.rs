@@ -677,7 +677,7 @@ impl IndexedRepo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
     use crate::config::ChunkerParams;

@@ -1,18 +1,17 @@
-//! `strata forget`: remove snapshots named by id, or those a retention policy does not keep,
-//! printing per group what is kept and why, and which MongoDB oplog slices go with them.
-//! Only snapshot files are removed, never packs.
+//! `strata forget`: the command line of [`strata::forget`], printing per group what is kept
+//! and why, and which MongoDB oplog slices go with them.
 use super::prune::{PruneArgs, print as print_prune, prune_locked};
 use super::{Context, Outcome, escape};
 use anyhow::Result;
 use chrono::{Local, Utc};
-use strata::backend::Kind;
+use strata::forget::{self, Plan};
 use strata::id::SnapshotId;
 use strata::lock::LockMode;
-use strata::policy::{self, Count, Entry, Group, GroupBy, Policy, Reason, Span, TagList};
+use strata::policy::{Count, Entry, GroupBy, Policy, Reason, Span, TagList};
 use strata::pruner::PruneReport;
-use strata::repository::{IndexedRepo, Repository};
+use strata::repository::IndexedRepo;
 use strata::snapshot::BsonTime;
-use strata::sources::mongodb::retention::{self, SliceVerdict};
+use strata::sources::mongodb::retention::SliceVerdict;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -113,13 +112,6 @@ fn listed<'a>(entry: &'a Entry, reasons: Option<&'a [Reason]>) -> Listed<'a> {
     }
 }
 
-/// What `forget` removes, and why it keeps the rest.
-struct Plan<'a> {
-    groups: Vec<Group<'a>>,
-    slices: Vec<SliceVerdict>,
-    remove: Vec<&'a Entry>,
-}
-
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_locked(LockMode::Exclusive, "forget")?;
     let prune = args.prune.then_some(PruneArgs {
@@ -127,54 +119,24 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         dry_run: args.dry_run,
     });
     if !args.snapshots.is_empty() {
-        let chosen = resolve(&repo, &args.snapshots)?;
-        let plan = Plan {
-            groups: Vec::new(),
-            slices: Vec::new(),
-            remove: chosen.iter().collect(),
-        };
-        return finish(ctx, &repo, &plan, prune, args.dry_run);
+        let chosen = forget::resolve(&repo, &args.snapshots)?;
+        return finish(ctx, &repo, &Plan::named(&chosen), prune, args.dry_run);
     }
     let (all, damaged) = repo.snapshots()?;
     for (id, e) in &damaged {
         ctx.warn(&format!("snapshot {} is left alone: {e}", id.0.short()));
     }
-    // Oplog slices are not backups of their own: the policy passes them by, and they go
-    // when no kept snapshot can use them, or by age.
-    let backups: Vec<Entry> = (all.iter())
-        .filter(|(_, s)| !s.is_oplog_slice())
-        .cloned()
-        .collect();
     let oplog_within = args.policy.keep_oplog_within;
     let policy = args.policy.policy();
-    let now = Utc::now();
-    let groups = match policy.is_empty() && oplog_within.is_some() {
-        true => Vec::new(),
-        false => policy::apply(&backups, &policy, args.group_by, &Local, now)?,
-    };
-    let mut remove: Vec<&Entry> = groups.iter().flat_map(|g| g.remove.clone()).collect();
-    let gone: Vec<SnapshotId> = remove.iter().map(|e| e.0).collect();
-    let slices = retention::decide(&all, &gone, oplog_within, &Local, now);
-    let dropped = slices.iter().filter(|v| !v.keep).map(|v| v.slice.id);
-    remove.extend(dropped.filter_map(|id| all.iter().find(|e| e.0 == id)));
-    let plan = Plan {
-        groups,
-        slices,
-        remove,
-    };
+    let plan = Plan::by_policy(
+        &all,
+        &policy,
+        oplog_within,
+        args.group_by,
+        &Local,
+        Utc::now(),
+    )?;
     finish(ctx, &repo, &plan, prune, args.dry_run)
-}
-
-/// The snapshots named on the command line, each once, in the order given.
-fn resolve(repo: &Repository, specs: &[String]) -> Result<Vec<Entry>> {
-    let mut chosen: Vec<Entry> = Vec::new();
-    for spec in specs {
-        let entry = repo.find_snapshot(spec)?;
-        if chosen.iter().all(|(id, _)| *id != entry.0) {
-            chosen.push(entry);
-        }
-    }
-    Ok(chosen)
 }
 
 /// Prints the plan, removes its snapshots unless `dry_run`, prunes if asked, and reports
@@ -187,43 +149,41 @@ fn finish(
     dry_run: bool,
 ) -> Result<Outcome> {
     print_plan(ctx, plan)?;
-    let failed = match dry_run {
-        true => Vec::new(),
-        false => remove_all(ctx, repo, &plan.remove),
+    let applied = match dry_run {
+        true => forget::Applied::default(),
+        false => forget::apply(repo, plan)?,
     };
+    for (id, e) in &applied.failed {
+        ctx.warn(&format!("cannot remove snapshot {}: {e}", id.0.short()));
+    }
     // Pruning right after removing needs the removals to have happened; a dry run
     // prunes as if they had not, so its figures are a lower bound.
     let pruned = match &prune {
-        Some(p) if failed.is_empty() => Some(prune_locked(ctx, repo, p)?),
+        Some(p) if applied.failed.is_empty() => Some(prune_locked(ctx, repo, p)?),
         _ => None,
     };
     let removed: Vec<&Entry> = (plan.remove.iter().copied())
-        .filter(|(id, _)| !dry_run && failed.iter().all(|(f, _)| f != id))
+        .filter(|(id, _)| applied.removed.contains(id))
         .collect();
     if ctx.args.json {
-        print_json(ctx, plan, &removed, &failed, pruned.as_ref(), dry_run)?;
+        print_json(
+            ctx,
+            plan,
+            &removed,
+            &applied.failed,
+            pruned.as_ref(),
+            dry_run,
+        )?;
     } else {
         print_summary(ctx, &plan.remove, &removed, dry_run)?;
         if let Some(report) = &pruned {
             print_prune(ctx, report)?;
         }
     }
-    Ok(match failed.is_empty() {
+    Ok(match applied.failed.is_empty() {
         true => Outcome::Ok,
         false => Outcome::Partial,
     })
-}
-
-/// Removes each snapshot file; returns the ones that could not be removed, with the error.
-fn remove_all(ctx: &Context, repo: &Repository, remove: &[&Entry]) -> Vec<(SnapshotId, String)> {
-    let mut failed = Vec::new();
-    for (id, _) in remove {
-        if let Err(e) = repo.backend().remove(Kind::Snapshot, &id.0.to_hex()) {
-            ctx.warn(&format!("cannot remove snapshot {}: {e}", id.0.short()));
-            failed.push((*id, e.to_string()));
-        }
-    }
-    failed
 }
 
 /// Per group what is kept (and why) and removed, then the same per server for oplog slices;
