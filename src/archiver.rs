@@ -26,7 +26,7 @@ use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{0}")]
+    #[error(transparent)]
     Repo(#[from] RepoError),
     #[error("no backup path given")]
     NoPaths,

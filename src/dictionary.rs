@@ -32,7 +32,7 @@ const CACHED: usize = 8;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DictError {
-    #[error("{0}")]
+    #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("malformed: {0}")]
     Malformed(&'static str),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod dictionary;
 pub mod diff;
+pub mod errors;
 pub mod filter;
 pub mod finder;
 pub mod forget;

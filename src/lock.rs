@@ -31,7 +31,7 @@ pub const VALID_FOR: Duration = Duration::from_secs(20 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{0}")]
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("the repository is locked by {0}")]
     Locked(String),

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = strata::errors::message(e.as_ref());
             eprintln!("strata: error: {}", commands::terminal_safe(&message));
             commands::Outcome::Failed.into()
         }

@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
-    #[error("{0}")]
+    #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error("{0}")]
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(
         "index files are unreadable ({0}); their packs would look unused. Run `strata repair index` first"

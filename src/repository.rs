@@ -27,19 +27,21 @@ use std::time::Duration;
 pub enum RepoError {
     #[error("there is no repository at {0} (run `strata init` first)")]
     NoRepository(String),
+    #[error("there is already a repository at {0}")]
+    AlreadyInitialized(String),
     #[error("wrong password, or no key in the repository matches it")]
     WrongPassword,
     #[error("wrong password, or no key in the repository matches it (key files skipped: {0})")]
     WrongPasswordSkipped(String),
     #[error("the repository has no key files")]
     NoKeys,
-    #[error("{0}")]
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("key {id}: {source}")]
     Key { id: String, source: KeyError },
     #[error("invalid repository config: {0}")]
     Config(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Pin(#[from] PinError),
     #[error(
         "this repository has format version {0}, which this strata reads but does not write: \
@@ -52,9 +54,9 @@ pub enum RepoError {
         name: String,
         reason: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("{0}")]
+    #[error(transparent)]
     Blob(#[from] BlobError),
     #[error("blob {0} is not in the index")]
     MissingBlob(BlobId),
@@ -68,7 +70,7 @@ pub enum RepoError {
     AmbiguousSnapshot(String),
     #[error("cannot remove the key in use ({0}); open the repository with another password")]
     KeyInUse(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Lock(#[from] LockError),
 }
 
@@ -98,7 +100,12 @@ impl Repository {
         kdf: KdfParams,
     ) -> Result<Repository> {
         config.validate().map_err(RepoError::Config)?;
-        backend.create()?;
+        backend.create().map_err(|e| match e {
+            BackendError::AlreadyExists {
+                kind: Kind::Config, ..
+            } => RepoError::AlreadyInitialized(backend.location()),
+            e => e.into(),
+        })?;
         let key = MasterKey::random().for_repository(config.version, config.keys);
         let key_id = KeyFile::random_id();
         let file = KeyFile::new(&key, password, kdf).map_err(|source| RepoError::Key {

@@ -127,7 +127,7 @@ pub enum RestoreError {
         source: RepoError,
     },
     /// The target could not be opened or inspected.
-    #[error("{0}")]
+    #[error(transparent)]
     Sandbox(#[from] SandboxError),
     /// A subpath component that is not a single, normal name.
     #[error("invalid subpath: {0}")]

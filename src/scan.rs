@@ -47,9 +47,9 @@ pub enum ScanError {
     },
     #[error("{path} is not inside the snapshot's paths ({})", .paths.join(", "))]
     Outside { path: String, paths: Vec<String> },
-    #[error("{0}")]
+    #[error(transparent)]
     Pattern(#[from] FilterError),
-    #[error("{0}")]
+    #[error(transparent)]
     Restore(#[from] RestoreError),
     #[error("{path}: {source}")]
     Walk { path: String, source: OverBudget },

@@ -13,7 +13,7 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] rustix::io::Errno),
     #[error("changed during backup: it was replaced after it was examined, and was not read")]
     Changed,

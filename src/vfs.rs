@@ -169,9 +169,9 @@ pub fn copy_file(
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error("{0}")]
+    #[error(transparent)]
     Write(#[from] std::io::Error),
 }
 

@@ -52,7 +52,7 @@ pub enum MountError {
     Mount(String, io::Error),
     #[error("cannot unmount {0}: {1}")]
     Unmount(String, String),
-    #[error("{0}")]
+    #[error(transparent)]
     Repo(#[from] RepoError),
 }
 

@@ -38,15 +38,15 @@ pub enum MongoError {
     NothingMatched { what: &'static str },
     #[error("metadata of {ns}: {message}")]
     Metadata { ns: String, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error("{0}")]
+    #[error(transparent)]
     Rename(#[from] namespace::RenameError),
     #[error("the snapshot holds no MongoDB dump")]
     NoDump,
     #[error("{path} is damaged: {message}")]
     Dump { path: String, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Replay(#[from] replay::ReplayError),
     #[error(
         "{} existing collection(s) differ from the snapshot and --drop was not given; nothing was written:\n{}",
