@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
 use strata::filter::Patterns;
 use strata::lock::LockMode;
+use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
 #[derive(clap::Args)]
@@ -79,7 +80,7 @@ impl MongoArgs {
             consistency: !self.no_consistency,
             parallel: self.parallel,
         };
-        Ok(Some(MongoExport::new(&uri, opts)?))
+        Ok(Some(MongoExport::new(Conn::connect(&uri)?, opts)?))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Connecting: a client on a private tokio runtime, checked with a `ping` so that an
-//! unreachable server or wrong credentials fail at once with a clear message.
+//! Connecting: a client on the caller's tokio runtime (a server's) or a private one,
+//! checked with a `ping` so that an unreachable server or wrong credentials fail at once
+//! with a clear message.
 use super::{MongoError, Result, cmd_err};
 use crate::snapshot::BsonTime;
 use bson::{Document, doc};
@@ -19,26 +20,58 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Conn {
     /// Always Some until dropped: taken in `drop` to be dropped inside the runtime.
     client: Option<Client>,
-    rt: tokio::runtime::Runtime,
+    rt: Runtime,
     /// host:port list, without credentials: what snapshots and messages show.
     pub server: String,
 }
 
+/// Where a connection's futures run.
+enum Runtime {
+    /// The caller's multi-thread runtime: blocking calls must come from outside its worker
+    /// threads (from `spawn_blocking`, as an HTTP server calls the engine).
+    Shared(tokio::runtime::Handle),
+    /// A private one, for callers without a runtime (the CLI).
+    Own(tokio::runtime::Runtime),
+}
+
 impl Conn {
+    /// Connects on a private runtime.
     pub fn connect(uri: &str) -> Result<Conn> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime");
+        Conn::connect_with(uri, Runtime::Own(rt))
+    }
+
+    /// Connects on `handle`, a multi-thread runtime's: the connection's blocking calls
+    /// (every engine function taking a `Conn`) must then be made outside the runtime's
+    /// worker threads, for example from `tokio::task::spawn_blocking`.
+    pub fn connect_on(uri: &str, handle: tokio::runtime::Handle) -> Result<Conn> {
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(MongoError::Connect {
+                server: "the given URI".into(),
+                message: "a MongoDB connection needs a multi-thread tokio runtime".into(),
+            });
+        }
+        Conn::connect_with(uri, Runtime::Shared(handle))
+    }
+
+    fn connect_with(uri: &str, rt: Runtime) -> Result<Conn> {
         let connect_err = |server: &str, e: &dyn std::fmt::Display| MongoError::Connect {
             server: server.to_string(),
             message: e.to_string(),
         };
-        let mut opts = rt
-            .block_on(ClientOptions::parse(uri).into_future())
+        let mut conn = Conn {
+            client: None,
+            rt,
+            server: String::new(),
+        };
+        let mut opts = conn
+            .block_on(ClientOptions::parse(uri))
             .map_err(|e| connect_err("the given URI", &e))?;
-        let server = opts
+        conn.server = opts
             .hosts
             .iter()
             .map(ToString::to_string)
@@ -48,21 +81,17 @@ impl Conn {
         opts.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
         opts.app_name.get_or_insert_with(|| "strata".to_string());
         let client = {
-            let _runtime = rt.enter();
-            Client::with_options(opts).map_err(|e| connect_err(&server, &e))?
+            let _runtime = conn.handle().enter();
+            Client::with_options(opts).map_err(|e| connect_err(&conn.server, &e))?
         };
-        rt.block_on(
-            client
+        conn.client = Some(client);
+        conn.block_on(
+            conn.client()
                 .database("admin")
-                .run_command(doc! {"ping": 1})
-                .into_future(),
+                .run_command(doc! {"ping": 1}),
         )
-        .map_err(|e| connect_err(&server, &e))?;
-        Ok(Conn {
-            client: Some(client),
-            rt,
-            server,
-        })
+        .map_err(|e| connect_err(&conn.server, &e))?;
+        Ok(conn)
     }
 
     pub fn client(&self) -> &Client {
@@ -70,11 +99,17 @@ impl Conn {
     }
 
     pub fn block_on<F: IntoFuture>(&self, f: F) -> F::Output {
-        self.rt.block_on(f.into_future())
+        match &self.rt {
+            Runtime::Shared(handle) => handle.block_on(f.into_future()),
+            Runtime::Own(rt) => rt.block_on(f.into_future()),
+        }
     }
 
     pub fn handle(&self) -> &tokio::runtime::Handle {
-        self.rt.handle()
+        match &self.rt {
+            Runtime::Shared(handle) => handle,
+            Runtime::Own(rt) => rt.handle(),
+        }
     }
 
     pub fn command(&self, db: &str, cmd: Document) -> Result<Document> {
@@ -152,7 +187,7 @@ pub fn server_of(uri: &str) -> Result<String> {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let _runtime = self.rt.enter();
+        let _runtime = self.handle().enter();
         self.client.take();
     }
 }

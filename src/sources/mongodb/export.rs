@@ -70,9 +70,8 @@ struct Item {
 }
 
 impl MongoExport {
-    /// Connects and checks that the export can be consistent (or was asked not to be).
-    pub fn new(uri: &str, opts: ExportOptions) -> Result<MongoExport> {
-        let conn = Conn::connect(uri)?;
+    /// Checks that the export from `conn` can be consistent (or was asked not to be).
+    pub fn new(conn: Conn, opts: ExportOptions) -> Result<MongoExport> {
         if opts.consistency && !conn.has_oplog()? {
             return Err(MongoError::NoOplog {
                 server: conn.server.clone(),

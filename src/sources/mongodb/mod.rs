@@ -1,7 +1,8 @@
 //! MongoDB as a backup source: consistent dumps into the snapshot tree (`export`), restores
 //! into a server (`import`), replay of the oplog (`oplog`, `replay`), and which archived
-//! oplog slices `forget` keeps (`retention`). The driver is async; each entry point runs it
-//! on its own small tokio runtime and stays blocking.
+//! oplog slices `forget` keeps (`retention`). The driver is async; the entry points stay
+//! blocking and run it on the runtime their [`Conn`] was made on: the caller's (a server
+//! calling them from `spawn_blocking`, see `Conn::connect_on`) or a private one.
 pub mod connection;
 pub mod diff;
 pub mod export;
