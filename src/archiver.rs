@@ -4,6 +4,7 @@
 //! Entries are examined and opened through [`crate::source_fs`]: relative to their parent
 //! directory's descriptor, never through a symlink, and only if still the inode examined.
 use crate::blob::BlobType;
+use crate::cancel::{Cancel, Cancelled};
 use crate::chunker::Chunker;
 use crate::filter::Patterns;
 use crate::id::{BlobId, SnapshotId};
@@ -62,6 +63,8 @@ pub struct BackupOptions {
     pub host: String,
     pub dry_run: bool,
     pub time: Option<DateTime<Utc>>,
+    /// Stops the backup (with `RepoError::Cancelled`, writing no snapshot) once cancelled.
+    pub cancel: Cancel,
 }
 
 pub struct BackupResult {
@@ -181,7 +184,7 @@ pub fn backup_with(
         .collect();
     let parent = find_parent(repo, opts, &path_strings)?;
     let archiver = Archiver {
-        packer: Packer::new(repo, opts.dry_run),
+        packer: Packer::new(repo, opts.dry_run).cancelled_by(&opts.cancel),
         opts,
         progress,
         counters: Counters::default(),
@@ -344,8 +347,13 @@ impl Archiver<'_> {
         std::io::Error::other(message)
     }
 
+    /// Whether the backup stops: a repository error, or it was cancelled.
     fn failed(&self) -> bool {
-        self.fatal.lock().expect("fatal lock").is_some()
+        let mut fatal = self.fatal.lock().expect("fatal lock");
+        if self.opts.cancel.is_cancelled() {
+            fatal.get_or_insert(RepoError::Cancelled(Cancelled));
+        }
+        fatal.is_some()
     }
 
     fn error(&self, path: &Path, message: impl ToString) {
@@ -684,6 +692,7 @@ mod tests {
             host: "test".into(),
             dry_run: false,
             time: None,
+            cancel: Cancel::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! backend) are errors.
 use crate::backend::Kind;
 use crate::blob::{self, BlobType, Compression};
+use crate::cancel::Cancel;
 use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
@@ -191,6 +192,7 @@ struct IndexView {
 pub fn check(
     repo: &IndexedRepo,
     read: ReadData,
+    cancel: &Cancel,
     progress: &dyn Progress,
 ) -> Result<CheckReport, RepoError> {
     let mut report = CheckReport::default();
@@ -271,6 +273,7 @@ pub fn check(
         let results = with_pool(MAX_PACKS_IN_FLIGHT, || {
             selected
                 .par_iter()
+                .filter(|_| !cancel.is_cancelled())
                 .map(|(pack, size)| {
                     let entries = index.packs.get(pack).map(Vec::as_slice).unwrap_or(&[]);
                     let format = index.pack_formats[pack].0;
@@ -280,6 +283,7 @@ pub fn check(
                 })
                 .collect::<Vec<_>>()
         });
+        cancel.check()?;
         for r in results {
             report.packs_read += r.read as u64;
             report.blobs_read += r.blobs_read;
@@ -891,7 +895,7 @@ pub(crate) mod tests {
         }
         packer.flush().unwrap();
         let forged = f.repo.save_snapshot(&snapshot_of(dag)).unwrap();
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let errors = errors_of(&r, "snapshot");
         assert_eq!(errors.len(), 1, "{:?}", r.errors);
         assert_eq!(errors[0].object, forged.to_string());
@@ -905,7 +909,7 @@ pub(crate) mod tests {
     #[test]
     fn healthy_repository_has_no_errors() {
         let f = fixture(12, vec![]);
-        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.snapshots, 1);
         assert_eq!(r.trees, 2);
@@ -928,11 +932,11 @@ pub(crate) mod tests {
         bytes[loc.entry.offset as usize + 30] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
 
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.packs_read, 0);
 
-        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         let pack_hex = loc.pack.0.to_hex();
         let packs = errors_of(&r, "pack");
         assert_eq!(packs.len(), 1, "{:?}", r.errors);
@@ -955,7 +959,7 @@ pub(crate) mod tests {
         let f = fixture(8, vec![]);
         let loc = f.repo.locate(&f.data[0]).unwrap();
         std::fs::remove_file(pack_path(&f.root, loc.pack)).unwrap();
-        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         let packs = errors_of(&r, "pack");
         assert_eq!(packs.len(), 1, "{:?}", r.errors);
         assert_eq!(packs[0].object, loc.pack.0.to_hex());
@@ -972,7 +976,7 @@ pub(crate) mod tests {
         // Cut inside data[0]'s ciphertext: a cut at a fixed fraction of a pack may fall
         // in the filler after its last blob and leave every blob whole.
         std::fs::write(&path, &bytes[..loc.entry.offset as usize + 10]).unwrap();
-        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         let packs = errors_of(&r, "pack");
         assert!(
             packs.iter().any(|p| p.message.contains("too short")),
@@ -987,7 +991,7 @@ pub(crate) mod tests {
     fn blob_missing_from_index_is_an_error() {
         let missing = BlobId(Id::random());
         let f = fixture(3, vec![file_of("ghost", &[(missing, 10)])]);
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let blobs = errors_of(&r, "blob");
         assert_eq!(blobs.len(), 1, "{:?}", r.errors);
         assert_eq!(blobs[0].object, missing.0.to_hex());
@@ -1000,7 +1004,7 @@ pub(crate) mod tests {
     fn missing_tree_is_an_error() {
         let missing = BlobId(Id::random());
         let f = fixture(2, vec![dir_of("lost", missing)]);
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let trees = errors_of(&r, "tree");
         assert_eq!(trees.len(), 1, "{:?}", r.errors);
         assert_eq!(trees[0].object, missing.0.to_hex());
@@ -1026,7 +1030,7 @@ pub(crate) mod tests {
         // Freshly opened: the index file fails to load into the local index.
         let repo = reopen(&f.root);
         assert_eq!(repo.damaged_index_files.len(), 1);
-        let r = check(&repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let s = errors_of(&r, "snapshot");
         assert_eq!(s.len(), 1, "{:?}", r.errors);
         assert_eq!(s[0].object, snap);
@@ -1036,7 +1040,7 @@ pub(crate) mod tests {
         assert_eq!(r.snapshots, 0);
 
         // With the local index loaded before the damage, the file is still re-read.
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!(errors_of(&r, "index").len(), 1, "{:?}", r.errors);
     }
 
@@ -1046,7 +1050,7 @@ pub(crate) mod tests {
         let bytes = b"leftover of an interrupted backup".to_vec();
         let name = Id::hash_of(&bytes).to_hex();
         f.repo.backend().put(Kind::Pack, &name, &bytes).unwrap();
-        let r = check(&f.repo, ReadData::All, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.unused_packs, vec![name]);
         assert_eq!(r.packs_read, r.packs, "unindexed packs are not read");
@@ -1059,7 +1063,7 @@ pub(crate) mod tests {
         packer.save(BlobType::Data, &random_blob(999)).unwrap();
         packer.save(BlobType::Data, &random_blob(998)).unwrap();
         packer.flush().unwrap();
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.unused_blobs, 2);
     }
@@ -1079,7 +1083,13 @@ pub(crate) mod tests {
         let m = 3;
         let mut total = 0;
         for n in 1..=m {
-            let r = check(&f.repo, ReadData::Subset { n, m }, &NoProgress).unwrap();
+            let r = check(
+                &f.repo,
+                ReadData::Subset { n, m },
+                &Cancel::default(),
+                &NoProgress,
+            )
+            .unwrap();
             assert!(r.is_ok(), "{:?}", r.errors);
             let want = names
                 .iter()
@@ -1089,9 +1099,21 @@ pub(crate) mod tests {
             total += r.packs_read;
         }
         assert_eq!(total, names.len() as u64);
-        let r = check(&f.repo, ReadData::Percent(50.0), &NoProgress).unwrap();
+        let r = check(
+            &f.repo,
+            ReadData::Percent(50.0),
+            &Cancel::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(r.packs_read, names.len().div_ceil(2) as u64);
-        let r = check(&f.repo, ReadData::Percent(0.001), &NoProgress).unwrap();
+        let r = check(
+            &f.repo,
+            ReadData::Percent(0.001),
+            &Cancel::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(r.packs_read, 1);
     }
 
@@ -1122,7 +1144,7 @@ pub(crate) mod tests {
                 file_node(b"fine", &[]),
             ],
         );
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let trees = errors_of(&r, "tree");
         assert_eq!(trees.len(), 4, "{:?}", r.errors);
         assert_eq!(r.errors.len(), 4, "{:?}", r.errors);
@@ -1152,7 +1174,7 @@ pub(crate) mod tests {
                 file_node(b"dup", &[]),
             ],
         );
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         let p = &r.errors[0];
         assert_eq!(p.kind, "tree");
@@ -1169,7 +1191,7 @@ pub(crate) mod tests {
         let id = f.data[0];
         let wrong = blob.len() + 7;
         with_bad_dir(&f, vec![file_of("liar", &[(id, wrong)])]);
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         let p = &r.errors[0];
         assert_eq!(p.kind, "blob");
@@ -1185,7 +1207,7 @@ pub(crate) mod tests {
         let mut node = file_of("grown", &[(f.data[1], random_blob(1).len())]);
         node.size += 1;
         let bad = with_bad_dir(&f, vec![node]);
-        let r = check(&f.repo, ReadData::None, &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         let p = &r.errors[0];
         assert_eq!(p.kind, "tree");

@@ -2,6 +2,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod blob;
+pub mod cancel;
 pub mod checker;
 pub mod chunker;
 pub mod config;

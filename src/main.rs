@@ -62,6 +62,9 @@ fn main() -> ExitCode {
     deep_worker_stacks();
     let cli = Cli::parse();
     let ctx = Context::new(cli.global);
+    if let Err(e) = ctx.cancel_on_signals() {
+        eprintln!("strata: warning: {e:#}");
+    }
     let result = match cli.command {
         Command::Init(a) => commands::init::run(&ctx, a),
         Command::Backup(a) => commands::backup::run(&ctx, a),
@@ -86,6 +89,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(_) if ctx.cancel.is_cancelled() => {
+            eprintln!("strata: cancelled");
+            commands::Outcome::Cancelled.into()
+        }
         Err(e) => {
             let message = strata::errors::message(e.as_ref());
             eprintln!("strata: error: {}", commands::terminal_safe(&message));

@@ -6,6 +6,7 @@
 //! the dictionary [`Trainer`] first (see [`crate::trainer`]).
 use crate::backend::Kind;
 use crate::blob::{self, BlobType, Compression, Sealed};
+use crate::cancel::Cancel;
 use crate::crypto::OVERHEAD;
 use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, Id};
@@ -120,6 +121,8 @@ pub struct Packer<'r> {
     /// set up when the first new small data blob arrives, so a run that stores none reads
     /// no dictionary.
     trainer: OnceLock<Option<Trainer>>,
+    /// Once cancelled, `save` refuses new blobs.
+    cancel: Cancel,
 }
 
 impl<'r> Packer<'r> {
@@ -140,7 +143,14 @@ impl<'r> Packer<'r> {
             counters: Default::default(),
             limits,
             trainer: OnceLock::new(),
+            cancel: Cancel::default(),
         }
+    }
+
+    /// A packer whose `save` fails with `Cancelled` once `cancel` is cancelled.
+    pub fn cancelled_by(mut self, cancel: &Cancel) -> Packer<'r> {
+        self.cancel = cancel.clone();
+        self
     }
 
     pub fn repo(&self) -> &'r IndexedRepo {
@@ -150,6 +160,7 @@ impl<'r> Packer<'r> {
     /// Saves `plain` unless an identical blob is already stored; returns its id and whether
     /// it was new.
     pub fn save(&self, ty: BlobType, plain: &[u8]) -> Result<(BlobId, bool)> {
+        self.cancel.check()?;
         let id = self.repo.key().blob_id(plain);
         if !self.claim(id)? {
             return Ok((id, false));

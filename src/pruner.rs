@@ -3,6 +3,7 @@
 //! rewrites the index files that listed what went away, in an order that a crash at any
 //! point leaves every snapshot restorable.
 use crate::backend::{BackendError, Kind};
+use crate::cancel::Cancel;
 use crate::dictionary;
 use crate::id::{Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
@@ -45,6 +46,9 @@ pub struct PruneOptions {
     /// Packs with more than this percentage of unused bytes are repacked.
     pub max_unused_percent: f64,
     pub dry_run: bool,
+    /// Stops the prune (with `RepoError::Cancelled`) once cancelled, up to the point where
+    /// it starts deleting: from there it finishes, since the new index is then written.
+    pub cancel: Cancel,
 }
 
 /// What prune found and did (or, with `dry_run`, would do).
@@ -103,6 +107,7 @@ pub fn prune(
     }
     let snapshots = readable_snapshots(repo)?;
     mark_used(repo, &snapshots)?;
+    opts.cancel.check().map_err(RepoError::from)?;
     let files = index_files(repo)?;
     let states = pack_states(repo, &files)?;
     let mut report = PruneReport {
@@ -123,10 +128,11 @@ pub fn prune(
     let to_repack: Vec<PackId> = select(&actions, Action::Repack);
     let repack_bytes = to_repack.iter().map(|p| states[p].size.unwrap_or(0)).sum();
     progress.total(repack_bytes);
-    let new_packs = repack(repo, &to_repack, progress)?;
+    let new_packs = repack(repo, &to_repack, &opts.cancel, progress)?;
     report.packs_written = new_packs.len();
     report.bytes_written = new_packs.iter().map(|(_, size)| size).sum();
     let new_entries = new_packs.into_iter().map(|(e, _)| e).collect();
+    opts.cancel.check().map_err(RepoError::from)?;
     let stale_files = rewrite_index(repo, &files, &actions, new_entries, &mut report)?;
     // Everything still used is now listed by the new index files; from here on only
     // unreferenced objects are removed.
@@ -330,10 +336,12 @@ fn freed(states: &HashMap<PackId, PackState>, actions: &HashMap<PackId, Action>)
 fn repack(
     repo: &IndexedRepo,
     packs: &[PackId],
+    cancel: &Cancel,
     progress: &dyn Progress,
 ) -> Result<Vec<(PackEntries, u64)>> {
     let mut repacker = Repacker::new(repo);
     for pack in packs {
+        cancel.check().map_err(RepoError::from)?;
         let name = pack.0.to_hex();
         progress.item(&name);
         let bytes = repo.backend().get(Kind::Pack, &name)?;
@@ -452,6 +460,7 @@ mod tests {
         let opts = PruneOptions {
             max_unused_percent,
             dry_run,
+            cancel: Cancel::default(),
         };
         prune(&reopen(dir), &opts, &NoProgress)
     }
@@ -488,11 +497,35 @@ mod tests {
                 "dropped blob still indexed"
             );
         }
-        let report = checker::check(&repo, ReadData::All, &NoProgress).unwrap();
+        let report = checker::check(&repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         assert!(report.is_ok(), "{:?}", report.errors);
         assert_eq!(report.unused_blobs, 0);
         let again = run(f.dir.path(), 10.0, false).unwrap();
         assert_eq!((again.packs_deleted, again.packs_repacked), (0, 0));
+    }
+
+    #[test]
+    fn a_cancelled_prune_deletes_nothing() {
+        let f = fixture();
+        forget(&f);
+        let before = listing(f.dir.path());
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let opts = PruneOptions {
+            max_unused_percent: 10.0,
+            dry_run: false,
+            cancel,
+        };
+        let err = prune(&reopen(f.dir.path()), &opts, &NoProgress).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+        assert_eq!(
+            listing(f.dir.path()),
+            before,
+            "no pack or index file removed"
+        );
+        let repo = reopen(f.dir.path());
+        let report = checker::check(&repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors);
     }
 
     #[test]
@@ -541,7 +574,12 @@ mod tests {
         repo.backend().put(Kind::Pack, &name, &pack.bytes).unwrap();
         let r = run(f.dir.path(), 10.0, false).unwrap();
         assert_eq!((r.packs_unindexed, r.packs_deleted), (1, 0), "{r:?}");
-        let report = checker::check(&reopen(f.dir.path()), ReadData::None, &NoProgress);
+        let report = checker::check(
+            &reopen(f.dir.path()),
+            ReadData::None,
+            &Cancel::default(),
+            &NoProgress,
+        );
         assert!(report.unwrap().unused_packs.is_empty());
     }
 

@@ -574,6 +574,7 @@ impl Salvager<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cancel::Cancel;
     use crate::checker::tests::snapshot_of;
     use crate::checker::{self, ReadData};
     use crate::packer::tests::{indexed_repo, random_blob};
@@ -628,7 +629,8 @@ mod tests {
     }
 
     fn check_errors(dir: &Path) -> usize {
-        let report = checker::check(&reopen(dir), ReadData::All, &NoProgress).unwrap();
+        let report =
+            checker::check(&reopen(dir), ReadData::All, &Cancel::default(), &NoProgress).unwrap();
         report.errors.len()
     }
 

@@ -72,6 +72,8 @@ pub enum RepoError {
     KeyInUse(String),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
 }
 
 pub type Result<T> = std::result::Result<T, RepoError>;

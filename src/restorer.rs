@@ -84,6 +84,7 @@
 //! UTF-8; they come from the repository, so callers should escape control
 //! characters before printing them. The engine never prints and never exits.
 
+use crate::cancel::{Cancel, Cancelled};
 use crate::filter::Patterns;
 use crate::id::BlobId;
 use crate::progress::Progress;
@@ -135,6 +136,8 @@ pub enum RestoreError {
     /// The subpath does not exist in the snapshot.
     #[error("{0:?}: not found in the snapshot")]
     NotFound(String),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     /// A subpath component before the last one is not a directory.
     #[error("{0:?}: not a directory in the snapshot")]
     NotADirectory(String),
@@ -194,6 +197,9 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Restore uid/gid.
     pub owner: bool,
+    /// Stops the restore (with [`RestoreError::Cancelled`]) once cancelled; files being
+    /// written are left partly written.
+    pub cancel: Cancel,
 }
 
 impl RestoreOptions {
@@ -209,6 +215,7 @@ impl RestoreOptions {
             dry_run: false,
             verify: false,
             owner: false,
+            cancel: Cancel::default(),
         }
     }
 }
@@ -1077,13 +1084,14 @@ impl Writer<'_> {
         let mut batch = Batch::default();
         self.enter(&mut stack, &mut batch, nodes);
         while let Some(i) = stack.frames.len().checked_sub(1) {
+            self.opts.cancel.check()?;
             match stack.frames[i].todo.next() {
                 Some(e) => self.descend(&mut stack, &mut batch, e, budget)?,
                 None => self.leave(&mut stack, &mut batch),
             }
         }
         self.flush(&mut batch);
-        Ok(())
+        Ok(self.opts.cancel.check()?)
     }
 
     /// Writes the entries of the batch in parallel, then sets the metadata
@@ -1248,6 +1256,9 @@ impl Writer<'_> {
 
     /// Writes the non-directory entry `e` into `dir`, unless it is skipped.
     fn write_leaf(&self, dir: &DirHandle, e: &Planned) {
+        if self.opts.cancel.is_cancelled() {
+            return;
+        }
         let result = match e.action {
             EntryAction::Skip => {
                 Collector::push(&self.out.skipped, shown(&e.rel));
@@ -1380,6 +1391,7 @@ impl Writer<'_> {
     fn write_content(&self, file: &File, content: &[ChunkRef]) -> std::result::Result<u64, String> {
         let offsets = chunk_offsets(content);
         let write_chunk = |i: usize| -> EntryResult {
+            self.opts.cancel.check().map_err(text)?;
             let chunk = &content[i];
             let data = self.repo.read_blob(&chunk.id).map_err(text)?;
             if data.len() != chunk.len as usize {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bson::doc;
 use common::mongo::{self, Mongo};
-use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
+use strata::archiver::{self, ArchiveError, BackupOptions, BackupResult, ParentChoice, TreeSource};
 use strata::backend::local::LocalBackend;
+use strata::cancel::Cancel;
 use strata::config::{ChunkerParams, Config};
 use strata::filter::Patterns;
 use strata::key::KdfParams;
@@ -29,6 +30,19 @@ fn repository(dir: &std::path::Path) -> IndexedRepo {
 
 /// A MongoDB backup of `db` into `repo` on `handle`'s runtime: the documents exported.
 fn backup_on(handle: tokio::runtime::Handle, uri: &str, db: &str, repo: &IndexedRepo) -> u64 {
+    let (result, exported) = mongo_backup(handle, uri, db, repo, Cancel::default());
+    assert!(result.unwrap().id.is_some());
+    exported
+}
+
+/// A MongoDB backup of `db` that `cancel` may stop: its result and the documents read.
+fn mongo_backup(
+    handle: tokio::runtime::Handle,
+    uri: &str,
+    db: &str,
+    repo: &IndexedRepo,
+    cancel: Cancel,
+) -> (Result<BackupResult, ArchiveError>, u64) {
     let conn = Conn::connect_on(uri, handle).expect("connect on the caller's runtime");
     let opts = ExportOptions {
         filter: NsFilter {
@@ -49,12 +63,12 @@ fn backup_on(handle: tokio::runtime::Handle, uri: &str, db: &str, repo: &Indexed
         host: "engine-async".into(),
         dry_run: false,
         time: None,
+        cancel,
     };
     let sources: [&dyn TreeSource; 1] = [&export];
-    let result = archiver::backup_with(repo, &backup, &sources, &NoProgress).unwrap();
-    assert!(result.id.is_some());
+    let result = archiver::backup_with(repo, &backup, &sources, &NoProgress);
     let report = export.report();
-    report.collections.iter().map(|c| c.documents).sum()
+    (result, report.collections.iter().map(|c| c.documents).sum())
 }
 
 #[test]
@@ -94,6 +108,28 @@ fn mongo_backups_run_from_spawn_blocking_on_the_callers_runtime() {
     for db in &dbs {
         m.drop_db(db);
     }
+}
+
+#[test]
+fn a_cancelled_mongo_backup_stops_and_writes_no_snapshot() {
+    let uri = mongo::shared().to_string();
+    let m = Mongo::new(&uri);
+    let db = mongo::unique_db("async_cancel");
+    m.insert(&db, "c", (0..2000i64).map(|i| doc! {"_id": i}).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = Cancel::default();
+    cancel.cancel();
+    let (result, _) = mongo_backup(rt.handle().clone(), &uri, &db, &repo, cancel);
+    let err = result.err().expect("cancelled");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert!(repo.snapshots().unwrap().0.is_empty());
+    m.drop_db(&db);
 }
 
 #[test]

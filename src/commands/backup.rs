@@ -96,6 +96,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         None => ParentChoice::Auto,
     };
     let opts = BackupOptions {
+        cancel: ctx.cancel.clone(),
         paths: args.paths,
         exclude: Patterns::new(&patterns)?,
         one_file_system: args.one_file_system,

@@ -21,7 +21,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     };
     let repo = ctx.open_reading("check")?;
     let progress = ctx.progress("check");
-    let report = checker::check(&repo, read, progress.as_ref())?;
+    let report = checker::check(&repo, read, &ctx.cancel, progress.as_ref())?;
     drop(progress);
     if ctx.args.json {
         ctx.print_json(&report)?;

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use strata::backend::local::LocalBackend;
+use strata::cancel::Cancel;
 use strata::lock::LockMode;
 use strata::progress::{NoProgress, Progress};
 use strata::repository::{IndexedRepo, Repository};
@@ -184,6 +185,8 @@ pub enum Outcome {
     Partial = 3,
     /// `scan` found missing or modified files.
     Differences = 4,
+    /// Stopped by Ctrl-C or SIGTERM; the lock was released.
+    Cancelled = 130,
 }
 
 impl From<Outcome> for ExitCode {
@@ -194,11 +197,29 @@ impl From<Outcome> for ExitCode {
 
 pub struct Context {
     pub args: GlobalArgs,
+    /// Cancelled by the first Ctrl-C or SIGTERM (see [`Context::cancel_on_signals`]).
+    pub cancel: Cancel,
 }
 
 impl Context {
     pub fn new(args: GlobalArgs) -> Context {
-        Context { args }
+        Context {
+            args,
+            cancel: Cancel::default(),
+        }
+    }
+
+    /// The first Ctrl-C or SIGTERM cancels the running operation, which then stops at its
+    /// next entry, chunk or pack and releases its lock; a second one exits at once.
+    pub fn cancel_on_signals(&self) -> Result<()> {
+        let cancel = self.cancel.clone();
+        ctrlc::set_handler(move || {
+            if cancel.is_cancelled() {
+                std::process::exit(Outcome::Cancelled as i32);
+            }
+            cancel.cancel();
+        })
+        .context("cannot handle Ctrl-C and SIGTERM")
     }
 
     pub fn backend(&self) -> Result<Arc<LocalBackend>> {

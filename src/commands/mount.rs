@@ -2,10 +2,10 @@
 //! foreground, refreshing the snapshot list, until Ctrl-C or SIGTERM unmounts it.
 use super::{Context, Outcome, SnapshotFilterArgs};
 use anyhow::{Context as _, Result};
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::RecvTimeoutError;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use strata::id::SnapshotId;
 use strata::mount::{self, Mount, MountOptions, Selection, Unmounted};
 use strata::repository::{IndexedRepo, RepoError};
@@ -33,6 +33,9 @@ pub struct Args {
     allow_other: bool,
 }
 
+/// How often serving looks whether a signal arrived.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
 /// Why serving stopped.
 enum Stop {
     Signal,
@@ -45,11 +48,6 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     // The shared lock is held (and refreshed) until the repository is dropped at unmount.
     let repo = ctx.open_reading("mount")?;
     let selection = selection(&repo, &args)?;
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
-    })
-    .context("cannot handle Ctrl-C and SIGTERM")?;
     let options = MountOptions {
         cache_bytes: args.cache_mib << 20,
         threads: 2 * std::thread::available_parallelism()
@@ -60,7 +58,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (mounted, found) = mount::mount(Arc::new(repo), selection, &args.mountpoint, &options)?;
     warn_damaged(ctx, found.damaged);
     announce(ctx, &args, &mounted)?;
-    match serve(ctx, &mounted, &stop_rx, Duration::from_secs(args.refresh)) {
+    match serve(ctx, &mounted, Duration::from_secs(args.refresh)) {
         Stop::Signal => finish(ctx, &args, mounted.unmount()?),
         Stop::Ended(result) => {
             result.context("the FUSE connection failed")?;
@@ -97,13 +95,22 @@ fn announce(ctx: &Context, args: &Args, mounted: &Mount) -> Result<()> {
     ))
 }
 
-/// Refreshes every `every` until a signal arrives or the filesystem goes away.
-fn serve(ctx: &Context, mounted: &Mount, stop: &Receiver<()>, every: Duration) -> Stop {
+/// Refreshes every `every` until a signal cancels the context (looked at every
+/// [`SIGNAL_POLL`]) or the filesystem goes away.
+fn serve(ctx: &Context, mounted: &Mount, every: Duration) -> Stop {
+    let mut next = Instant::now() + every;
     loop {
-        select! {
-            recv(stop) -> _ => return Stop::Signal,
-            recv(mounted.ended()) -> r => return Stop::Ended(r.unwrap_or(Ok(()))),
-            default(every) => refresh(ctx, mounted),
+        if ctx.cancel.is_cancelled() {
+            return Stop::Signal;
+        }
+        match mounted.ended().recv_timeout(SIGNAL_POLL) {
+            Ok(r) => return Stop::Ended(r),
+            Err(RecvTimeoutError::Disconnected) => return Stop::Ended(Ok(())),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= next {
+            refresh(ctx, mounted);
+            next = Instant::now() + every;
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn prune_locked(ctx: &Context, repo: &IndexedRepo, args: &PruneArgs) -> Resu
     let opts = PruneOptions {
         max_unused_percent: args.max_unused,
         dry_run: args.dry_run,
+        cancel: ctx.cancel.clone(),
     };
     let progress = ctx.progress("repack");
     Ok(pruner::prune(repo, &opts, progress.as_ref())?)

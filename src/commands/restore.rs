@@ -323,6 +323,7 @@ fn restore_files(
         dry_run: args.dry_run,
         verify: args.verify,
         owner: rustix::process::geteuid().is_root(),
+        cancel: out.ctx.cancel.clone(),
     };
     let progress = out.ctx.progress("restore");
     let budget = strata::walk::entry_budget(snap);

@@ -1,0 +1,151 @@
+//! Cancelling long operations (issue 14): the first Ctrl-C (SIGINT) or SIGTERM stops a
+//! backup, restore or `check --read-data` within 2 s with exit code 130, releases its lock,
+//! and leaves the repository consistent: `check` is clean and earlier snapshots restore.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::e2e::*;
+use common::*;
+
+/// Large files of random bytes (incompressible, all new), `n` of `mib` MiB each.
+fn write_big(dir: &Path, n: u64, mib: usize) {
+    fs::create_dir_all(dir).unwrap();
+    for f in 0..n {
+        let mut rng = Rng::new(77 + f);
+        let mut data = vec![0u8; mib << 20];
+        for word in data.chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        fs::write(dir.join(format!("big-{f}.bin")), data).unwrap();
+    }
+}
+
+/// Bytes the process has read so far (`rchar` of /proc/PID/io).
+fn bytes_read(child: &Child) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{}/io", child.id())).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `strata ARGS`, waits until it has read `after` bytes, sends SIGINT, and returns
+/// its exit code and stderr once it stops, asserting it stopped within 2 s of the signal.
+fn interrupt<I, S>(repo: &TestRepo, args: I, after: u64) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = repo
+        .cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bytes_read(&child) < after {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted: make the data larger"
+        );
+        assert!(Instant::now() < deadline, "never read {after} bytes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let signalled = Instant::now();
+    let stopped = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after the signal"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = signalled.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        took < Duration::from_secs(2),
+        "stopped {took:?} after the signal: {err}"
+    );
+    (stopped.code().unwrap_or(-1), err)
+}
+
+fn assert_released_and_consistent(repo: &TestRepo) {
+    let locks = fs::read_dir(repo.repo_path().join("locks"))
+        .unwrap()
+        .count();
+    assert_eq!(locks, 0, "the lock is released");
+    repo.ok(["check"]);
+}
+
+/// A repository with a small first snapshot (restorable throughout) and `big/` beside it.
+fn setup() -> (TestRepo, std::path::PathBuf, String) {
+    let (repo, src) = init_with_src();
+    let first = src.join("first");
+    fs::create_dir_all(&first).unwrap();
+    fs::write(first.join("a.txt"), b"kept whatever happens").unwrap();
+    let out = repo.json([OsStr::new("backup"), first.as_os_str()]);
+    let id = field_str(&out, "snapshot_id").to_string();
+    write_big(&src.join("big"), 6, 64);
+    (repo, src, id)
+}
+
+fn first_restores(repo: &TestRepo, id: &str, src: &Path) {
+    let target = repo.scratch("first-restore");
+    repo.ok(restore_args(id, &target, &[]));
+    assert_trees_equal(
+        &src.join("first"),
+        &restored_path(&target, &src.join("first")),
+    );
+}
+
+#[test]
+fn a_cancelled_backup_stops_writes_no_snapshot_and_releases_its_lock() {
+    let (repo, src, first) = setup();
+    let big = src.join("big");
+    let (code, err) = interrupt(&repo, [OsStr::new("backup"), big.as_os_str()], 64 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_released_and_consistent(&repo);
+    let snaps = repo.json(["snapshots"]);
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "no snapshot of the cancelled backup"
+    );
+    first_restores(&repo, &first, &src);
+    // A new backup after the cancelled one completes and restores.
+    let out = repo.json([OsStr::new("backup"), big.as_os_str()]);
+    let id = field_str(&out, "snapshot_id").to_string();
+    let target = repo.scratch("big-restore");
+    repo.ok(restore_args(&id, &target, &[]));
+    assert_trees_equal(&big, &restored_path(&target, &big));
+}
+
+#[test]
+fn a_cancelled_restore_and_check_stop_and_release_their_locks() {
+    let (repo, src, first) = setup();
+    let big = src.join("big");
+    let out = repo.json([OsStr::new("backup"), big.as_os_str()]);
+    let id = field_str(&out, "snapshot_id").to_string();
+
+    let target = repo.scratch("interrupted");
+    let (code, err) = interrupt(&repo, restore_args(&id, &target, &[]), 64 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert_released_and_consistent(&repo);
+
+    let (code, err) = interrupt(&repo, ["check", "--read-data"], 64 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert_released_and_consistent(&repo);
+    first_restores(&repo, &first, &src);
+}
