@@ -30,6 +30,7 @@ pub mod repacker;
 pub mod repair;
 pub mod repository;
 pub mod restorer;
+pub mod rewrite;
 pub mod sandbox;
 pub mod scan;
 pub mod snapshot;
