@@ -527,6 +527,7 @@ mod tests {
             paths: paths.iter().map(|p| p.to_string()).collect(),
             tags: tags.collect(),
             parent: None,
+            original: None,
             tree: BlobId(Id::hash_of(b"tree")),
             sources: Vec::new(),
             summary: Default::default(),
