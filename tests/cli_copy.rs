@@ -1,7 +1,7 @@
 //! End-to-end tests of `strata copy`: snapshots copied between repositories with different
 //! passwords restore bit-exact, a second copy writes nothing, shared data is stored once,
-//! a wrong source password leaves the destination untouched, and a snapshot whose data is
-//! lost in the source fails alone.
+//! a wrong source password leaves the destination untouched, a snapshot whose data is lost
+//! in the source fails alone, and old-format repositories are copied from but not into.
 
 mod common;
 
@@ -297,4 +297,19 @@ fn a_snapshot_whose_data_is_lost_in_the_source_fails_alone_with_exit_code_3() {
     let out = copy(&a, &b, &[]);
     assert_eq!(code(&out), 3);
     assert!(stderr(&out).contains(&format!("snapshot {} was not copied", &second[..8])));
+}
+
+#[test]
+fn old_format_repositories_are_copied_from_but_not_into() {
+    for version in [1, 2] {
+        let old = fixture::fixture_repo(version);
+        let new = repo_with_password("other");
+        let report = copy_json(&old, &new, &[], 0);
+        assert_eq!(field_u64(&report, "snapshots_copied"), 2, "{report:#}");
+        fixture::assert_fixture_snapshots_restore(&new, version);
+
+        let out = copy(&new, &old, &[]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains("strata migrate"), "{}", stderr(&out));
+    }
 }
