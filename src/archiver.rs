@@ -239,6 +239,7 @@ pub fn backup_with(
         paths: path_strings.clone(),
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
+        original: None,
         tree,
         sources: files_source(path_strings)
             .into_iter()

@@ -39,6 +39,8 @@ enum Command {
     Forget(commands::forget::Args),
     /// Delete data no snapshot uses
     Prune(commands::prune::PruneArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one
+    Copy(commands::copy::Args),
     /// Rebuild the index, or salvage damaged snapshots
     Repair(commands::repair::Args),
     /// Remove stale repository locks
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => commands::stats::run(&ctx, a),
         Command::Forget(a) => commands::forget::run(&ctx, a),
         Command::Prune(a) => commands::prune::run(&ctx, a),
+        Command::Copy(a) => commands::copy::run(&ctx, a),
         Command::Repair(a) => commands::repair::run(&ctx, a),
         Command::Unlock(a) => commands::unlock::run(&ctx, a),
         Command::Diff(a) => commands::diff::run(&ctx, a),

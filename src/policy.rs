@@ -528,6 +528,7 @@ pub(crate) mod tests {
             paths: paths.iter().map(|p| p.to_string()).collect(),
             tags: tags.collect(),
             parent: None,
+            original: None,
             tree: BlobId(Id::hash_of(b"tree")),
             sources: Vec::new(),
             summary: Default::default(),

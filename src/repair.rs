@@ -9,6 +9,7 @@ use crate::packer::{INDEX_BATCH_BLOBS, Packer};
 use crate::progress::Progress;
 use crate::repacker::{Repacker, verified};
 use crate::repository::{IndexedRepo, RepoError, Result};
+use crate::rewrite::{self, Opened, Rewriter};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::vfs::child_path;
@@ -262,7 +263,6 @@ pub fn repair_snapshots(
         packer: &packer,
         read_data: opts.read_data,
         trees: HashMap::new(),
-        active: HashSet::new(),
         blobs: HashMap::new(),
     };
     let mut report = SnapshotRepair {
@@ -351,26 +351,20 @@ impl Done {
     }
 }
 
-/// A tree being rewritten: its entries still to judge, those kept, those cut or with cuts
-/// below, its entries counted so far, and the directory waiting for its subtree's rewrite.
-struct Frame {
-    id: BlobId,
-    nodes: std::vec::IntoIter<Node>,
+/// A tree being rewritten: the entries kept, those cut or with cuts below, and its entries
+/// counted so far.
+struct Cuts {
     kept: Vec<Node>,
     below: Vec<Below>,
     entries: u64,
-    waiting: Option<Node>,
 }
 
-impl Frame {
-    fn new(id: BlobId, tree: Tree) -> Frame {
-        Frame {
-            id,
-            entries: tree.nodes.len() as u64,
-            kept: Vec::with_capacity(tree.nodes.len()),
-            nodes: tree.nodes.into_iter(),
+impl Cuts {
+    fn new(nodes: usize) -> Cuts {
+        Cuts {
+            kept: Vec::with_capacity(nodes),
             below: Vec::new(),
-            waiting: None,
+            entries: nodes as u64,
         }
     }
 
@@ -382,12 +376,8 @@ impl Frame {
         }
     }
 
-    /// The waiting directory, now that its subtree is rewritten.
-    fn add_subtree(&mut self, done: &Done, bound: Bound) -> Result<()> {
-        let mut node = self
-            .waiting
-            .take()
-            .expect("a directory waits for its subtree");
+    /// The directory `node`, now that its subtree is rewritten.
+    fn add_subtree(&mut self, mut node: Node, done: &Done, bound: Bound) -> Result<()> {
         self.entries = self.entries.saturating_add(done.entries);
         bound.check(self.entries)?;
         let name = child_path("", &node.name);
@@ -436,8 +426,6 @@ struct Salvager<'a> {
     read_data: bool,
     /// Trees already rewritten, so shared subtrees are handled once.
     trees: HashMap<BlobId, Done>,
-    /// Trees on the current path from the root.
-    active: HashSet<BlobId>,
     /// Data blobs already judged: None = intact, Some(reason) = missing or damaged.
     blobs: HashMap<BlobId, Option<String>>,
 }
@@ -450,7 +438,14 @@ impl Salvager<'_> {
             snapshot: id,
             limit: walk::entry_budget(snap),
         };
-        let done = self.tree(snap.tree, bound)?;
+        let mut cutter = Cutter {
+            repo: self.repo,
+            packer: self.packer,
+            read_data: self.read_data,
+            blobs: &mut self.blobs,
+            bound,
+        };
+        let done = rewrite::rewrite(&mut cutter, snap.tree, &mut self.trees)?;
         bound.check(done.entries)?;
         match done.id {
             Err(why) => Ok((
@@ -459,80 +454,6 @@ impl Salvager<'_> {
             )),
             Ok(new_id) => Ok((Some(new_id), self.lost_below(&done.below))),
         }
-    }
-
-    /// Post-order with an explicit stack (any depth): each distinct tree is rewritten once,
-    /// after its subtrees. A tree that contains itself is cut as unreadable.
-    fn tree(&mut self, root: BlobId, bound: Bound) -> Result<Done> {
-        let mut stack = Vec::new();
-        let mut done = self.enter(root, bound, &mut stack)?;
-        loop {
-            if let Some(d) = done.take() {
-                match stack.last_mut() {
-                    None => return Ok(d),
-                    Some(parent) => parent.add_subtree(&d, bound)?,
-                }
-            }
-            let frame = stack.last_mut().expect("a tree being rewritten");
-            let Some(node) = frame.nodes.next() else {
-                let frame = stack.pop().expect("a tree being rewritten");
-                done = Some(self.finish(frame)?);
-                continue;
-            };
-            match node.subtree() {
-                Some(sub) => {
-                    frame.waiting = Some(node);
-                    done = self.enter(sub, bound, &mut stack)?;
-                }
-                None => {
-                    let problem = (node.content().iter()).find_map(|c| self.blob_problem(&c.id));
-                    frame.add_leaf(node, problem);
-                }
-            }
-        }
-    }
-
-    /// The tree `id` when it is already rewritten, cut (unreadable, or a cycle); else None,
-    /// with its frame pushed on `stack`.
-    fn enter(&mut self, id: BlobId, bound: Bound, stack: &mut Vec<Frame>) -> Result<Option<Done>> {
-        if let Some(done) = self.trees.get(&id) {
-            return Ok(Some(done.clone()));
-        }
-        if !self.active.insert(id) {
-            return Ok(Some(Done::cut("tree cycle".into())));
-        }
-        match self.repo.load_tree(&id) {
-            Err(e) => {
-                self.active.remove(&id);
-                let done = Done::cut(e.to_string());
-                self.trees.insert(id, done.clone());
-                Ok(Some(done))
-            }
-            Ok(tree) => {
-                bound.check(tree.nodes.len() as u64)?;
-                stack.push(Frame::new(id, tree));
-                Ok(None)
-            }
-        }
-    }
-
-    /// A tree whose entries are all judged: written anew when something below it was cut.
-    fn finish(&mut self, frame: Frame) -> Result<Done> {
-        self.active.remove(&frame.id);
-        let id = match frame.below.is_empty() {
-            true => frame.id,
-            false => {
-                let tree = Tree::new(frame.kept).encode();
-                self.packer.save(BlobType::Tree, &tree)?.0
-            }
-        };
-        let done = Done {
-            id: Ok(id),
-            below: frame.below,
-            entries: frame.entries,
-        };
-        self.trees.insert(frame.id, done.clone());
-        Ok(done)
     }
 
     /// The paths cut below a tree whose entries `below` lists, depth first in name order,
@@ -557,7 +478,66 @@ impl Salvager<'_> {
         }
         lost
     }
+}
 
+/// Rewrites the trees of one snapshot without the files whose blobs are missing or damaged
+/// and the directories whose trees are unreadable (or contain themselves), within the
+/// snapshot's entry budget.
+struct Cutter<'s> {
+    repo: &'s IndexedRepo,
+    packer: &'s Packer<'s>,
+    read_data: bool,
+    blobs: &'s mut HashMap<BlobId, Option<String>>,
+    bound: Bound,
+}
+
+impl Rewriter for Cutter<'_> {
+    type Frame = Cuts;
+    type Done = Done;
+    type Error = RepoError;
+
+    fn open(&mut self, id: BlobId) -> Result<Opened<Cuts, Done>> {
+        match self.repo.load_tree(&id) {
+            Err(e) => Ok(Opened::Done(Done::cut(e.to_string()))),
+            Ok(tree) => {
+                self.bound.check(tree.nodes.len() as u64)?;
+                Ok(Opened::Tree(Cuts::new(tree.nodes.len()), tree.nodes))
+            }
+        }
+    }
+
+    fn cycle(&mut self, _id: BlobId) -> Result<Done> {
+        Ok(Done::cut("tree cycle".into()))
+    }
+
+    fn leaf(&mut self, cuts: &mut Cuts, node: Node) -> Result<()> {
+        let problem = (node.content().iter()).find_map(|c| self.blob_problem(&c.id));
+        cuts.add_leaf(node, problem);
+        Ok(())
+    }
+
+    fn subtree(&mut self, cuts: &mut Cuts, node: Node, done: &Done) -> Result<()> {
+        cuts.add_subtree(node, done, self.bound)
+    }
+
+    /// A tree whose entries are all judged: written anew when something below it was cut.
+    fn finish(&mut self, id: BlobId, cuts: Cuts) -> Result<Done> {
+        let id = match cuts.below.is_empty() {
+            true => id,
+            false => {
+                let tree = Tree::new(cuts.kept).encode();
+                self.packer.save(BlobType::Tree, &tree)?.0
+            }
+        };
+        Ok(Done {
+            id: Ok(id),
+            below: cuts.below,
+            entries: cuts.entries,
+        })
+    }
+}
+
+impl Cutter<'_> {
     fn blob_problem(&mut self, id: &BlobId) -> Option<String> {
         if let Some(verdict) = self.blobs.get(id) {
             return verdict.clone();

@@ -91,6 +91,10 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     #[serde(default)]
     pub parent: Option<SnapshotId>,
+    /// Set on a copy made by `strata copy`: the snapshot it copies, by the id it had where it
+    /// was first made (a copy of a copy names the first one), so that copying again skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
     pub tree: BlobId,
     #[serde(default)]
     pub sources: Vec<Source>,
@@ -143,6 +147,7 @@ mod tests {
             paths: vec!["/b".into(), "/a".into()],
             tags: vec!["t".into()],
             parent: None,
+            original: None,
             tree: BlobId(Id::hash_of(b"t")),
             sources: vec![
                 Source::Files {
@@ -173,5 +178,21 @@ mod tests {
                 .unwrap()
                 .contains(r#""kind":"mongodb""#)
         );
+    }
+
+    #[test]
+    fn original_is_optional_and_fields_a_reader_does_not_know_are_ignored() {
+        let original = SnapshotId(Id::hash_of(b"o"));
+        let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
+            "username": "u", "uid": 0, "gid": 0, "paths": [], "tree": BlobId::default(),
+            "program_version": "t", "original": original, "from_a_later_version": {"x": 1}});
+        let copy: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(copy.original, Some(original));
+        let plain = Snapshot {
+            original: None,
+            ..copy
+        };
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("original"), "{text}");
     }
 }

@@ -202,6 +202,7 @@ fn craft_snapshot(repo: &TestRepo, outside: &Path) -> Crafted {
         paths: vec!["/crafted".into()],
         tags: Vec::new(),
         parent: None,
+        original: None,
         tree: root_id,
         sources: Vec::new(),
         summary: Summary::default(),

@@ -85,6 +85,7 @@ fn forge_with(
         paths: vec!["/forged".into()],
         tags: Vec::new(),
         parent: None,
+        original: None,
         tree,
         sources: Vec::new(),
         summary: Summary {

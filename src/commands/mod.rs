@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod forget;
@@ -53,8 +54,8 @@ pub struct GlobalArgs {
     /// Print nothing but errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Let restore, check and mount run without a shared lock (they may then fail if a
-    /// prune runs at the same time); commands that write always lock
+    /// Let restore, check and mount (and copy, on its source) run without a shared lock
+    /// (they may then fail if a prune runs at the same time); commands that write always lock
     #[arg(long, global = true)]
     no_lock: bool,
     /// Wait up to this long for a conflicting lock to go away, e.g. `5m` (default: fail at once)
@@ -175,6 +176,23 @@ impl SnapshotFilterArgs {
     }
 }
 
+/// A password read from `file`, else the environment variable `env`, else a prompt on a
+/// terminal; `hint` says how to give one when there is no terminal to ask on.
+pub fn read_password(file: Option<&Path>, env: &str, prompt: &str, hint: &str) -> Result<String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading password file {}", file.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if let Ok(p) = std::env::var(env) {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password: {hint}, or run on a terminal");
+    }
+    Ok(rpassword::prompt_password(prompt)?)
+}
+
 /// Exit codes (documented in README.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -231,24 +249,23 @@ impl Context {
 
     /// The password from the file, the environment, or a prompt on a terminal.
     pub fn password(&self, prompt: &str) -> Result<String> {
-        if let Some(file) = &self.args.password_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading password file {}", file.display()))?;
-            return Ok(text.trim_end_matches(['\n', '\r']).to_string());
-        }
-        if let Ok(p) = std::env::var("STRATA_PASSWORD") {
-            return Ok(p);
-        }
-        if !std::io::stdin().is_terminal() {
-            bail!("no password: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, or run on a terminal");
-        }
-        Ok(rpassword::prompt_password(prompt)?)
+        read_password(
+            self.args.password_file.as_deref(),
+            "STRATA_PASSWORD",
+            prompt,
+            "set STRATA_PASSWORD or STRATA_PASSWORD_FILE",
+        )
     }
 
     pub fn open(&self) -> Result<Repository> {
         let password = self.password("enter password for repository: ")?;
+        self.open_at(self.backend()?, &password)
+    }
+
+    /// Opens the repository in `backend` with `password` (`open` opens the one of `-r`).
+    pub fn open_at(&self, backend: Arc<LocalBackend>, password: &str) -> Result<Repository> {
         let cache = self.cache();
-        let repo = Repository::open_cached(self.backend()?, password.as_bytes(), cache.as_deref())?;
+        let repo = Repository::open_cached(backend, password.as_bytes(), cache.as_deref())?;
         for (name, reason) in repo.skipped_key_files() {
             self.warn(&format!("key file {name} was skipped: {reason}"));
         }
@@ -284,9 +301,14 @@ impl Context {
 
     /// For commands that only read: a shared lock, unless `--no-lock`.
     pub fn open_reading(&self, command: &str) -> Result<IndexedRepo> {
+        self.index_reading(self.open()?, command)
+    }
+
+    /// The index of `repo`, opened to read as `open_reading` does.
+    pub fn index_reading(&self, repo: Repository, command: &str) -> Result<IndexedRepo> {
         match self.args.no_lock {
-            true => self.open_indexed(),
-            false => self.lock_and_index(self.open()?, LockMode::Shared, command),
+            true => self.index(repo),
+            false => self.lock_and_index(repo, LockMode::Shared, command),
         }
     }
 

@@ -435,6 +435,7 @@ pub fn snapshot_sample() -> Vec<u8> {
         paths: vec!["/home".into(), "/etc".into()],
         tags: vec!["daily".into()],
         parent: Some(SnapshotId(Id::hash_of(b"parent"))),
+        original: Some(SnapshotId(Id::hash_of(b"original"))),
         tree: blob_id(4),
         sources: vec![
             Source::Files {

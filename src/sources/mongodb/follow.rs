@@ -245,6 +245,7 @@ impl<'r> SliceBuilder<'r> {
             paths: Vec::new(),
             tags: vec![SLICE_TAG.to_string()],
             parent: None,
+            original: None,
             tree,
             sources: vec![source],
             summary: Summary {
