@@ -4,6 +4,7 @@
 //! in every repository, so each tree is rewritten bottom-up with the destination's ids. The
 //! copy names what it copies in `original`, so copying again skips it.
 use crate::blob::BlobType;
+use crate::cancel::Cancel;
 use crate::id::{BlobId, SnapshotId};
 use crate::packer::Packer;
 use crate::progress::Progress;
@@ -56,18 +57,20 @@ pub enum Status {
 /// `dst` holds a copy of. A snapshot whose data cannot be read from the source is reported as
 /// failed and the others are still copied; an error writing to `dst` stops the copy. Each
 /// copy's blobs are durable and indexed before its snapshot is written. Holds no lock: the
-/// caller locks `dst` to append and `src` to read.
+/// caller locks `dst` to append and `src` to read. Once `cancel` is cancelled the copy stops
+/// before its next blob (the snapshots copied so far stay).
 pub fn copy(
     src: &IndexedRepo,
     dst: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
+    cancel: &Cancel,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
     let mut copies = Copies::default();
     for (id, snap) in dst.snapshots()?.0 {
         copies.add(id, snap);
     }
-    let packer = Packer::new(dst, false);
+    let packer = Packer::new(dst, false).cancelled_by(cancel);
     let mut copier = Copier {
         src,
         packer: &packer,
@@ -314,7 +317,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (src, snapshots) = source(a.path());
         let dst = indexed_repo(b.path(), 4096);
-        let r = copy(&src, &dst, &snapshots, &NoProgress).unwrap();
+        let r = copy(&src, &dst, &snapshots, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (2, 0), "{r:?}");
         // Data 0..3, 99, 100 and trees sub, first, second; the second snapshot adds only
         // blob 100 and its root.
@@ -345,10 +348,17 @@ mod tests {
         );
         assert_eq!(read(&dst, two.tree, "/sub/f3"), random_blob(3));
 
-        let again = copy(&src, &dst, &snapshots, &NoProgress).unwrap();
+        let again = copy(&src, &dst, &snapshots, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!((again.snapshots_copied, again.snapshots_skipped), (0, 2));
         assert_eq!(again.blobs_added, 0);
-        let back = copy(&dst, &src, &dst.snapshots().unwrap().0, &NoProgress).unwrap();
+        let back = copy(
+            &dst,
+            &src,
+            &dst.snapshots().unwrap().0,
+            &Cancel::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(
             back.snapshots_skipped, 2,
             "copies back to where they came from"
@@ -365,7 +375,7 @@ mod tests {
         std::fs::remove_file(path).unwrap();
         let dst = indexed_repo(b.path(), 4096);
         let newest_first: Vec<_> = snapshots.iter().rev().cloned().collect();
-        let r = copy(&src, &dst, &newest_first, &NoProgress).unwrap();
+        let r = copy(&src, &dst, &newest_first, &Cancel::default(), &NoProgress).unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (1, 1), "{r:?}");
         assert!(matches!(r.snapshots[0].status, Status::Failed { .. }));
         assert_eq!(r.snapshots[1].source, snapshots[0].0);

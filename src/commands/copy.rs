@@ -43,7 +43,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let src = open_source(ctx, &args).with_context(|| format!("source repository {from}"))?;
     let dst = (ctx.open_locked(LockMode::Shared, "copy")).with_context(|| destination(ctx))?;
     let progress = ctx.progress("copy");
-    let report = copy::copy(&src.repo, &dst, &src.snapshots, progress.as_ref())?;
+    let report = copy::copy(
+        &src.repo,
+        &dst,
+        &src.snapshots,
+        &ctx.cancel,
+        progress.as_ref(),
+    )?;
     drop(progress);
     print(ctx, &report, &src.unreadable)?;
     let complete = report.snapshots_failed == 0 && src.unreadable.is_empty();
