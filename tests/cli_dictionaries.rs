@@ -143,6 +143,20 @@ fn blobs_under_three_dictionaries_after_two_retrains_restore_exactly() {
     let single = src.join("b").join("page-0007.txt");
     let cat = repo.ok([OsStr::new("cat"), OsStr::new(&snap), single.as_os_str()]);
     assert_eq!(cat.stdout, page(1, 7));
+
+    // copy reads them too, into a repository with its own password and dictionaries.
+    let mut dst = TestRepo::new();
+    dst.password = "another password".into();
+    init_fast(&dst);
+    let mut cmd = dst.cmd([
+        OsStr::new("copy"),
+        OsStr::new("--from-repo"),
+        repo.repo_path().as_os_str(),
+    ]);
+    cmd.env("STRATA_FROM_PASSWORD", &repo.password);
+    let out = cmd.output().expect("run strata copy");
+    assert_eq!(code(&out), 0, "{}", common::repo::describe(&cmd, &out));
+    restore_and_compare(&dst, "latest", &src);
 }
 
 #[test]
