@@ -37,6 +37,7 @@ pub mod restorer;
 pub mod rewrite;
 pub mod sandbox;
 pub mod scan;
+pub mod selection;
 pub mod snapshot;
 pub mod source_fs;
 pub mod sources;

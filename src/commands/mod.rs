@@ -165,8 +165,8 @@ impl SnapshotFilterArgs {
         &self,
         ids: Vec<strata::id::SnapshotId>,
         latest: bool,
-    ) -> strata::mount::Selection {
-        strata::mount::Selection {
+    ) -> strata::selection::Selection {
+        strata::selection::Selection {
             ids,
             latest,
             host: self.host.clone(),

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata::id::SnapshotId;
-use strata::mount::{self, Mount, MountOptions, Selection, Unmounted};
+use strata::mount::{self, Mount, MountOptions, Unmounted};
 use strata::repository::{IndexedRepo, RepoError};
+use strata::selection::Selection;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,4 +1,4 @@
-//! The generated top of the mount: which snapshots are shown (the selection) and the
+//! The generated top of the mount: the snapshots the selection shows, in the
 //! `snapshots/`, `ids/`, `hosts/<host>/` and `tags/<tag>/` directories that name them,
 //! rebuilt from the snapshot list at every refresh.
 use crate::id::SnapshotId;
@@ -9,40 +9,6 @@ use std::sync::Arc;
 
 /// The name of the symlink to the newest snapshot of a directory.
 pub const LATEST: &str = "latest";
-
-/// Which snapshots the mount shows: those matching the host, every tag and every path, and
-/// when `ids` or `latest` are given, only those ids and (with `latest`) the newest match.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    pub ids: Vec<SnapshotId>,
-    pub latest: bool,
-    pub host: Option<String>,
-    pub tags: Vec<String>,
-    pub paths: Vec<String>,
-}
-
-impl Selection {
-    fn matches(&self, s: &Snapshot) -> bool {
-        self.host.as_ref().is_none_or(|h| &s.host == h)
-            && self.tags.iter().all(|t| s.has_tag(t))
-            && self
-                .paths
-                .iter()
-                .all(|p| s.paths.iter().any(|sp| sp == p.trim_end_matches('/')))
-    }
-
-    /// The selected snapshots of `all` (oldest first), in the same order.
-    pub fn apply<'a>(&self, all: &'a [(SnapshotId, Snapshot)]) -> Vec<&'a (SnapshotId, Snapshot)> {
-        let matching: Vec<_> = all.iter().filter(|(_, s)| self.matches(s)).collect();
-        if self.ids.is_empty() && !self.latest {
-            return matching;
-        }
-        let newest = matching.last().map(|(id, _)| *id);
-        let wanted =
-            |id: &SnapshotId| self.ids.contains(id) || (self.latest && Some(*id) == newest);
-        matching.into_iter().filter(|(id, _)| wanted(id)).collect()
-    }
-}
 
 /// One entry of the generated layout.
 #[derive(Debug)]
@@ -232,58 +198,5 @@ mod tests {
         assert!(matches!(shown, Some(VEntry::Snapshot(s)) if s.1.host == "web/1"));
         assert!(layout.get(&path("snapshots/nope")).is_none());
         assert_eq!(layout.snapshot_count(), 3);
-    }
-
-    #[test]
-    fn selection_by_host_tag_path_id_and_latest() {
-        let all = [
-            snap(1, 10, "a", &["t"]),
-            snap(2, 20, "b", &["t"]),
-            snap(3, 30, "a", &[]),
-        ];
-        let ids =
-            |sel: Selection| -> Vec<u8> { sel.apply(&all).iter().map(|s| s.0.0.0[0]).collect() };
-        assert_eq!(ids(Selection::default()), [1, 2, 3]);
-        let host = Some("a".to_string());
-        assert_eq!(
-            ids(Selection {
-                host: host.clone(),
-                ..Default::default()
-            }),
-            [1, 3]
-        );
-        assert_eq!(
-            ids(Selection {
-                tags: vec!["t".into()],
-                ..Default::default()
-            }),
-            [1, 2]
-        );
-        assert_eq!(
-            ids(Selection {
-                paths: vec!["/data/".into()],
-                ..Default::default()
-            }),
-            [1, 2, 3]
-        );
-        assert!(
-            ids(Selection {
-                paths: vec!["/other".into()],
-                ..Default::default()
-            })
-            .is_empty()
-        );
-        let latest_of_a = Selection {
-            host,
-            latest: true,
-            ..Default::default()
-        };
-        assert_eq!(ids(latest_of_a), [3]);
-        let by_id = Selection {
-            ids: vec![all[1].0],
-            latest: true,
-            ..Default::default()
-        };
-        assert_eq!(ids(by_id), [2, 3]);
     }
 }

@@ -7,7 +7,8 @@ mod inodes;
 mod layout;
 mod state;
 
-pub use layout::{LATEST, Selection, local_time};
+use crate::selection::Selection;
+pub use layout::{LATEST, local_time};
 
 use crate::id::SnapshotId;
 use crate::repository::{IndexedRepo, RepoError};
