@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use strata::filter::Patterns;
 use strata::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use strata::sandbox::OnConflict;
-use strata::snapshot::{BsonTime, Snapshot};
+use strata::snapshot::BsonTime;
 use strata::sources::mongodb::import::{self, ImportOptions, ImportReport, Mode};
-use strata::sources::mongodb::{Conn, NsFilter, Renames, follow};
+use strata::sources::mongodb::{Conn, NsFilter, Renames};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Conflict {
@@ -213,23 +213,16 @@ fn restore_at(
     at: BsonTime,
     args: &Args,
 ) -> Result<Outcome> {
-    let (all, _) = repo.snapshots()?;
-    let (id, time, slices) = follow::plan_at(&all, at).map_err(anyhow::Error::msg)?;
-    let snap: Snapshot = repo.load_snapshot(id)?;
-    let mut opts = args.mongo.options(args.dry_run)?;
-    opts.after = Some(time);
-    let files = slices
-        .iter()
-        .map(|s| strata::vfs::node_at(repo, s.tree, b"/mongodb-oplog/oplog.bson"))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
+    let plan = import::plan_at(repo, at)?;
+    let opts = args.mongo.options(args.dry_run)?;
     let conn = Conn::connect(uri)?;
     out.ctx.say(&format!(
-        "restoring snapshot {} ({time}) and {} oplog slices up to {at}",
-        id.0.short(),
-        slices.len()
+        "restoring snapshot {} ({}) and {} oplog slices up to {at}",
+        plan.snapshot.0.short(),
+        plan.time,
+        plan.slices()
     ))?;
-    let report = import::import(repo, &conn, &dump, &files, &opts)?;
+    let report = import::restore_at(repo, &conn, &plan, &opts)?;
     print_mongo(out, &report)
 }
 

@@ -4,11 +4,12 @@
 //! options differ from the dump's stop the restore before anything is written unless
 //! `drop` replaces them.
 use super::export::{docs_at, list_collections};
+use super::follow;
 use super::metadata::CollMeta;
 use super::namespace::{NsFilter, Renames};
 use super::replay::{Replayer, strip_spec};
 use super::{Conn, MongoError, Result, cmd_err, error_code, stream};
-use crate::id::BlobId;
+use crate::id::{BlobId, SnapshotId};
 use crate::repository::IndexedRepo;
 use crate::snapshot::BsonTime;
 use crate::tree::Node;
@@ -104,6 +105,60 @@ pub struct Dump {
     pub oplog: Option<Node>,
     pub users: Option<Node>,
     pub roles: Option<Node>,
+}
+
+/// A point-in-time restore, planned: the newest snapshot whose dump is consistent at or
+/// before `at`, and the archived oplog slices that carry it forward to `at`.
+pub struct PointInTime {
+    pub snapshot: SnapshotId,
+    /// When the snapshot's dump was consistent.
+    pub time: BsonTime,
+    pub at: BsonTime,
+    tree: BlobId,
+    /// The oplog file of each slice to replay after the dump, oldest first.
+    oplog: Vec<Node>,
+}
+
+impl PointInTime {
+    /// How many archived oplog slices are replayed after the dump.
+    pub fn slices(&self) -> usize {
+        self.oplog.len()
+    }
+}
+
+/// Plans restoring the server as it was at `at` from `repo`'s snapshots and oplog slices
+/// (`mongo follow`), without connecting to any server.
+pub fn plan_at(repo: &IndexedRepo, at: BsonTime) -> Result<PointInTime> {
+    let (all, _) = repo.snapshots()?;
+    let (snapshot, time, slices) =
+        follow::plan_at(&all, at).map_err(|reason| MongoError::NoPointInTime { at, reason })?;
+    let oplog = slices
+        .iter()
+        .map(|s| vfs::node_at(repo, s.tree, b"/mongodb-oplog/oplog.bson"))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(PointInTime {
+        snapshot,
+        time,
+        at,
+        tree: repo.load_snapshot(snapshot)?.tree,
+        oplog,
+    })
+}
+
+/// Restores `plan` into `conn`'s server: the snapshot's dump (as `opts` filter and rename
+/// it), then its consistency window and the slices' oplog replayed up to `plan.at`.
+pub fn restore_at(
+    repo: &IndexedRepo,
+    conn: &Conn,
+    plan: &PointInTime,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let opts = ImportOptions {
+        after: Some(plan.time),
+        ..opts.clone()
+    };
+    let dump = read_dump(repo, plan.tree, &opts.filter, &opts.renames)?;
+    import(repo, conn, &dump, &plan.oplog, &opts)
 }
 
 /// Reads the dump's directory and metadata files; keeps the namespaces the filters take.

@@ -20,6 +20,7 @@ pub use connection::Conn;
 pub use namespace::{NsFilter, Renames};
 
 use crate::repository::RepoError;
+use crate::snapshot::BsonTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MongoError {
@@ -43,6 +44,8 @@ pub enum MongoError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Rename(#[from] namespace::RenameError),
+    #[error("no point-in-time restore to {at}: {reason}")]
+    NoPointInTime { at: BsonTime, reason: String },
     #[error("the snapshot holds no MongoDB dump")]
     NoDump,
     #[error("{path} is damaged: {message}")]
