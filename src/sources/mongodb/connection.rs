@@ -20,18 +20,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Conn {
     /// Always Some until dropped: taken in `drop` to be dropped inside the runtime.
     client: Option<Client>,
-    rt: Runtime,
+    /// The multi-thread runtime the driver runs on: the caller's (blocking calls must then
+    /// come from outside its worker threads, from `spawn_blocking` as an HTTP server calls
+    /// the engine) or `own`'s.
+    handle: tokio::runtime::Handle,
+    /// A private runtime, for callers without one (the CLI); kept alive here.
+    _own: Option<tokio::runtime::Runtime>,
     /// host:port list, without credentials: what snapshots and messages show.
     pub server: String,
-}
-
-/// Where a connection's futures run.
-enum Runtime {
-    /// The caller's multi-thread runtime: blocking calls must come from outside its worker
-    /// threads (from `spawn_blocking`, as an HTTP server calls the engine).
-    Shared(tokio::runtime::Handle),
-    /// A private one, for callers without a runtime (the CLI).
-    Own(tokio::runtime::Runtime),
 }
 
 impl Conn {
@@ -42,7 +38,7 @@ impl Conn {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        Conn::connect_with(uri, Runtime::Own(rt))
+        Conn::connect_with(uri, rt.handle().clone(), Some(rt))
     }
 
     /// Connects on `handle`, a multi-thread runtime's: the connection's blocking calls
@@ -55,17 +51,22 @@ impl Conn {
                 message: "a MongoDB connection needs a multi-thread tokio runtime".into(),
             });
         }
-        Conn::connect_with(uri, Runtime::Shared(handle))
+        Conn::connect_with(uri, handle, None)
     }
 
-    fn connect_with(uri: &str, rt: Runtime) -> Result<Conn> {
+    fn connect_with(
+        uri: &str,
+        handle: tokio::runtime::Handle,
+        own: Option<tokio::runtime::Runtime>,
+    ) -> Result<Conn> {
         let connect_err = |server: &str, e: &dyn std::fmt::Display| MongoError::Connect {
             server: server.to_string(),
             message: e.to_string(),
         };
         let mut conn = Conn {
             client: None,
-            rt,
+            handle,
+            _own: own,
             server: String::new(),
         };
         let mut opts = conn
@@ -99,17 +100,11 @@ impl Conn {
     }
 
     pub fn block_on<F: IntoFuture>(&self, f: F) -> F::Output {
-        match &self.rt {
-            Runtime::Shared(handle) => handle.block_on(f.into_future()),
-            Runtime::Own(rt) => rt.block_on(f.into_future()),
-        }
+        self.handle.block_on(f.into_future())
     }
 
     pub fn handle(&self) -> &tokio::runtime::Handle {
-        match &self.rt {
-            Runtime::Shared(handle) => handle,
-            Runtime::Own(rt) => rt.handle(),
-        }
+        &self.handle
     }
 
     pub fn command(&self, db: &str, cmd: Document) -> Result<Document> {
