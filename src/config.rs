@@ -54,8 +54,8 @@ impl ChunkerParams {
     /// The same for files, whose chunker no command can set below [`ChunkerParams::FILES`].
     pub const SMALLEST_FILES_MIN: u32 = 64 * 1024;
 
-    /// Within the limits of FastCDC 2020, ordered min <= avg <= max, and min at least
-    /// [`ChunkerParams::SMALLEST_MIN`].
+    /// Within the limits of FastCDC 2020, even (its cut loop reads two bytes a step),
+    /// ordered min <= avg <= max, and min at least [`ChunkerParams::SMALLEST_MIN`].
     pub fn validate(&self) -> Result<(), String> {
         self.validate_above(Self::SMALLEST_MIN)
     }
@@ -70,7 +70,8 @@ impl ChunkerParams {
         let in_range = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min)
             && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg)
             && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max);
-        if in_range && min <= avg && avg <= max && self.min_size >= smallest_min {
+        let even = [min, avg, max].iter().all(|n| n % 2 == 0);
+        if in_range && even && min <= avg && avg <= max && self.min_size >= smallest_min {
             Ok(())
         } else {
             Err(format!("chunker sizes {min}/{avg}/{max} are out of range"))
@@ -210,6 +211,30 @@ mod tests {
         c.version = FORMAT_VERSION;
         c.chunker.max_size = 100;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn odd_chunk_sizes_are_refused() {
+        // FastCDC's cut loop steps two bytes at a time and asserts even sizes; a crafted
+        // config with an odd size must be refused, not reach the chunker.
+        let good = ChunkerParams::FILES;
+        for odd in [
+            ChunkerParams {
+                min_size: good.min_size + 1,
+                ..good
+            },
+            ChunkerParams {
+                avg_size: good.avg_size + 1,
+                ..good
+            },
+            ChunkerParams {
+                max_size: good.max_size - 1,
+                ..good
+            },
+        ] {
+            assert!(odd.validate().is_err(), "{odd:?}");
+        }
+        good.validate().unwrap();
     }
 
     #[test]
