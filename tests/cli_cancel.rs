@@ -1,6 +1,7 @@
 //! Cancelling long operations (issue 14): the first Ctrl-C (SIGINT) or SIGTERM stops a
-//! backup, restore or `check --read-data` within 2 s with exit code 130, releases its lock,
-//! and leaves the repository consistent: `check` is clean and earlier snapshots restore.
+//! backup (of files or of MongoDB), restore, prune or `check --read-data` within 2 s with
+//! exit code 130, releases its lock, and leaves the repository consistent: `check` is clean
+//! and earlier snapshots restore.
 
 mod common;
 
@@ -26,11 +27,11 @@ fn write_big(dir: &Path, n: u64, mib: usize) {
     }
 }
 
-/// Bytes the process has read so far (`rchar` of /proc/PID/io).
-fn bytes_read(child: &Child) -> u64 {
+/// One counter of /proc/PID/io (`rchar`: bytes read from files; `wchar`: bytes written).
+fn io_counter(child: &Child, name: &str) -> u64 {
     let io = fs::read_to_string(format!("/proc/{}/io", child.id())).unwrap_or_default();
     io.lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -42,6 +43,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    interrupt_once(repo, args, "rchar", after)
+}
+
+/// As [`interrupt`], once the `/proc/PID/io` counter `counter` has reached `after`.
+fn interrupt_once<I, S>(repo: &TestRepo, args: I, counter: &str, after: u64) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut child = repo
         .cmd(args)
         .stdout(Stdio::null())
@@ -49,12 +59,15 @@ where
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while bytes_read(&child) < after {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be interrupted: make the data larger"
-        );
-        assert!(Instant::now() < deadline, "never read {after} bytes");
+    while io_counter(&child, counter) < after {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "finished ({status}) before it could be interrupted: make the data larger\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "{counter} never reached {after}");
         std::thread::sleep(Duration::from_millis(5));
     }
     let pid = rustix::process::Pid::from_child(&child);
@@ -147,5 +160,72 @@ fn a_cancelled_restore_and_check_stop_and_release_their_locks() {
     let (code, err) = interrupt(&repo, ["check", "--read-data"], 64 << 20);
     assert_eq!(code, 130, "{err}");
     assert_released_and_consistent(&repo);
+    first_restores(&repo, &first, &src);
+}
+
+#[test]
+fn a_cancelled_prune_removes_nothing_still_used_and_releases_its_lock() {
+    let (repo, src, first) = setup();
+    // Files kept and files dropped alternate, so every pack holds both and prune must
+    // repack (read) all of them.
+    let mixed = src.join("mixed");
+    write_big(&mixed, 96, 4);
+    let both = repo.json([OsStr::new("backup"), mixed.as_os_str()]);
+    for f in (0..96).step_by(2) {
+        fs::remove_file(mixed.join(format!("big-{f}.bin"))).unwrap();
+    }
+    let out = repo.json([OsStr::new("backup"), mixed.as_os_str()]);
+    let kept = field_str(&out, "snapshot_id").to_string();
+    repo.ok(["forget", field_str(&both, "snapshot_id")]);
+
+    let (code, err) = interrupt(&repo, ["prune", "--max-unused", "0"], 64 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert_released_and_consistent(&repo);
+    first_restores(&repo, &first, &src);
+    let restore = |name: &str| {
+        let target = repo.scratch(name);
+        repo.ok(restore_args(&kept, &target, &[]));
+        assert_trees_equal(&mixed, &restored_path(&target, &mixed));
+    };
+    restore("kept-after-cancel");
+    // The prune run again to the end frees the dropped half and keeps the rest.
+    let done = repo.json(["prune", "--max-unused", "0"]);
+    assert!(field_u64(&done, "bytes_freed") > 150 << 20, "{done}");
+    repo.ok(["check", "--read-data"]);
+    restore("kept-after-prune");
+}
+
+#[test]
+fn a_cancelled_mongodb_backup_stops_and_writes_no_snapshot() {
+    use common::mongo::{Mongo, shared, unique_db};
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("cancel");
+    // 48 MiB of incompressible documents (16 KiB of random bytes each), inserted in batches.
+    let mut rng = Rng::new(5);
+    for batch in 0..24 {
+        let docs = (0..128)
+            .map(|i| {
+                let bytes: Vec<u8> = (0..2048)
+                    .flat_map(|_| rng.next_u64().to_le_bytes())
+                    .collect();
+                let pad = bson::Binary {
+                    subtype: bson::spec::BinarySubtype::Generic,
+                    bytes,
+                };
+                bson::doc! {"_id": batch * 128 + i, "pad": pad}
+            })
+            .collect();
+        m.insert(&db, "big", docs);
+    }
+    let (repo, src, first) = setup();
+    // Documents arrive over a socket, which `rchar` does not count: wait for the first
+    // pack written instead (16 MiB of the 48).
+    let args = ["backup", "--mongo", uri, "--mongo-db", &db];
+    let (code, err) = interrupt_once(&repo, args, "wchar", 8 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_released_and_consistent(&repo);
+    assert_eq!(repo.json(["snapshots"]).as_array().unwrap().len(), 1);
     first_restores(&repo, &first, &src);
 }
