@@ -3,27 +3,58 @@
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Timespec};
 use chrono::{DateTime, Utc};
-use fuser::{FileAttr, FileType, INodeNo};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The type of a mounted entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+}
+
+/// The attributes of a mounted entry, as `stat` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub kind: Kind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A device's number in the kernel's 32-bit encoding.
+    pub rdev: u32,
+    pub blksize: u32,
+}
 
 /// The preferred I/O size reported to programs: the chunker's average chunk.
 const BLOCK_SIZE: u32 = 1 << 20;
 
-pub fn node_kind(node: &Node) -> FileType {
+pub fn node_kind(node: &Node) -> Kind {
     match node.kind {
-        NodeKind::File { .. } => FileType::RegularFile,
-        NodeKind::Dir { .. } => FileType::Directory,
-        NodeKind::Symlink { .. } => FileType::Symlink,
-        NodeKind::CharDev { .. } => FileType::CharDevice,
-        NodeKind::BlockDev { .. } => FileType::BlockDevice,
-        NodeKind::Fifo => FileType::NamedPipe,
-        NodeKind::Socket => FileType::Socket,
+        NodeKind::File { .. } => Kind::File,
+        NodeKind::Dir { .. } => Kind::Dir,
+        NodeKind::Symlink { .. } => Kind::Symlink,
+        NodeKind::CharDev { .. } => Kind::CharDevice,
+        NodeKind::BlockDev { .. } => Kind::BlockDevice,
+        NodeKind::Fifo => Kind::Fifo,
+        NodeKind::Socket => Kind::Socket,
     }
 }
 
 /// The attributes of a tree node, as recorded at backup time. A file's size is the sum of
 /// its chunks (what reads return); a hard-linked file keeps its recorded link count.
-pub fn node_attr(ino: u64, node: &Node) -> FileAttr {
+pub fn node_attr(ino: u64, node: &Node) -> Attr {
     let size = match &node.kind {
         NodeKind::File { content } => content.iter().map(|c| u64::from(c.len)).sum(),
         NodeKind::Symlink { target } => target.len() as u64,
@@ -34,14 +65,13 @@ pub fn node_attr(ino: u64, node: &Node) -> FileAttr {
         _ => 1,
     };
     let mtime = system_time(node.mtime);
-    FileAttr {
-        ino: INodeNo(ino),
+    Attr {
+        ino,
         size,
         blocks: size.div_ceil(512),
         atime: mtime,
         mtime,
         ctime: system_time(node.ctime),
-        crtime: mtime,
         kind: node_kind(node),
         perm: (node.mode & 0o7777) as u16,
         nlink,
@@ -49,36 +79,34 @@ pub fn node_attr(ino: u64, node: &Node) -> FileAttr {
         gid: node.gid,
         rdev: device_number(node),
         blksize: BLOCK_SIZE,
-        flags: 0,
     }
 }
 
 /// A snapshot's directory: read-only, owned by who made the backup, dated by the snapshot.
-pub fn snapshot_attr(ino: u64, snap: &Snapshot) -> FileAttr {
-    let mut attr = generated_attr(ino, FileType::Directory, 0, &snap.time);
+pub fn snapshot_attr(ino: u64, snap: &Snapshot) -> Attr {
+    let mut attr = generated_attr(ino, Kind::Dir, 0, &snap.time);
     attr.uid = snap.uid;
     attr.gid = snap.gid;
     attr
 }
 
 /// A generated directory or symlink (of `size` bytes): read-only, owned by the mounting user.
-pub fn generated_attr(ino: u64, kind: FileType, size: u64, time: &DateTime<Utc>) -> FileAttr {
+pub fn generated_attr(ino: u64, kind: Kind, size: u64, time: &DateTime<Utc>) -> Attr {
     let time = system_time(Timespec {
         sec: time.timestamp(),
         nsec: time.timestamp_subsec_nanos(),
     });
     let perm = match kind {
-        FileType::Symlink => 0o777,
+        Kind::Symlink => 0o777,
         _ => 0o555,
     };
-    FileAttr {
-        ino: INodeNo(ino),
+    Attr {
+        ino,
         size,
         blocks: 0,
         atime: time,
         mtime: time,
         ctime: time,
-        crtime: time,
         kind,
         perm,
         nlink: 1,
@@ -86,7 +114,6 @@ pub fn generated_attr(ino: u64, kind: FileType, size: u64, time: &DateTime<Utc>)
         gid: rustix::process::getgid().as_raw(),
         rdev: 0,
         blksize: BLOCK_SIZE,
-        flags: 0,
     }
 }
 
@@ -144,19 +171,13 @@ mod tests {
         node.links = 3;
         let attr = node_attr(9, &node);
         assert_eq!((attr.size, attr.perm, attr.nlink), (30, 0o4755, 3));
-        assert_eq!(
-            (attr.uid, attr.gid, attr.kind),
-            (1000, 1000, FileType::RegularFile)
-        );
+        assert_eq!((attr.uid, attr.gid, attr.kind), (1000, 1000, Kind::File));
         assert_eq!(attr.mtime, system_time(node.mtime));
         node.kind = NodeKind::CharDev {
             rdev: libc::makedev(136, 0x12345),
         };
         let attr = node_attr(9, &node);
-        assert_eq!(
-            (attr.kind, attr.size, attr.nlink),
-            (FileType::CharDevice, 0, 1)
-        );
+        assert_eq!((attr.kind, attr.size, attr.nlink), (Kind::CharDevice, 0, 1));
         assert_eq!(attr.rdev, 0x45 | (136 << 8) | (0x12300 << 12));
     }
 }

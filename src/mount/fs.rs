@@ -1,10 +1,11 @@
 //! The FUSE protocol side of the mount: each kernel request is answered from [`State`]; this
 //! file only translates arguments and replies.
-use super::state::State;
+use super::attr::{Attr, Kind};
+use super::state::{FsError, State};
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -12,10 +13,54 @@ use std::sync::Arc;
 
 pub struct MountFs(pub Arc<State>);
 
+fn errno(e: FsError) -> Errno {
+    match e {
+        FsError::NotFound => Errno::ENOENT,
+        FsError::NotADirectory => Errno::ENOTDIR,
+        FsError::IsADirectory => Errno::EISDIR,
+        FsError::Invalid => Errno::EINVAL,
+        FsError::BadHandle => Errno::EBADF,
+        FsError::NoAttribute => Errno::NO_XATTR,
+        FsError::Io => Errno::EIO,
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
 /// Replies with the data, or ERANGE when it does not fit `size` (0: asks for the length).
-fn reply_xattr(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
+fn reply_xattr(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, FsError>) {
     match data {
-        Err(e) => reply.error(e),
+        Err(e) => reply.error(errno(e)),
         Ok(d) if size == 0 => reply.size(d.len() as u32),
         Ok(d) if d.len() > size as usize => reply.error(Errno::ERANGE),
         Ok(d) => reply.data(&d),
@@ -33,8 +78,8 @@ impl Filesystem for MountFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.0.lookup(parent.0, name.as_bytes()) {
-            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
-            Err(e) => reply.error(e),
+            Ok((attr, ttl)) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -44,15 +89,15 @@ impl Filesystem for MountFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.0.getattr(ino.0) {
-            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
-            Err(e) => reply.error(e),
+            Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.0.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -63,7 +108,7 @@ impl Filesystem for MountFs {
         match self.0.open(ino.0) {
             // Snapshot contents never change, so the kernel may keep cached pages.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -80,7 +125,7 @@ impl Filesystem for MountFs {
     ) {
         match self.0.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -107,11 +152,16 @@ impl Filesystem for MountFs {
         mut reply: ReplyDirectory,
     ) {
         let added = self.0.readdir(ino.0, offset, |child, next, kind, name| {
-            reply.add(INodeNo(child), next, kind, OsStr::from_bytes(name))
+            reply.add(
+                INodeNo(child),
+                next,
+                file_type(kind),
+                OsStr::from_bytes(name),
+            )
         });
         match added {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         }
     }
 

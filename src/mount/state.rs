@@ -1,7 +1,7 @@
 //! What the mounted filesystem knows and does, independent of the FUSE protocol: resolving
 //! names to inodes, attributes, directory listings, and reading files lazily through the blob
 //! cache, fetching the next chunks ahead on the thread pool while a file is read in order.
-use super::attr::{generated_attr, node_attr, node_kind, snapshot_attr};
+use super::attr::{Attr, Kind, generated_attr, node_attr, node_kind, snapshot_attr};
 use super::cache::Cache;
 use super::inodes::{Entry, Inodes, child_ino, node_ino};
 use super::layout::{Layout, VEntry};
@@ -11,14 +11,32 @@ use crate::repository::IndexedRepo;
 use crate::sandbox::validate_name;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree, chunk_at, chunk_offsets};
 use crate::vfs;
-use fuser::{Errno, FileAttr, FileType};
 use std::collections::HashMap;
 use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-pub type Result<T> = std::result::Result<T, Errno>;
+pub type Result<T> = std::result::Result<T, FsError>;
+
+/// Why a request on the mounted tree failed; the FUSE layer answers with the matching errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("invalid for this entry")]
+    Invalid,
+    #[error("no such open file")]
+    BadHandle,
+    #[error("no such extended attribute")]
+    NoAttribute,
+    #[error("the repository could not be read")]
+    Io,
+}
 
 /// How long the kernel may keep names and attributes of snapshot contents (they never change).
 pub const CONTENT_TTL: Duration = Duration::from_secs(3600);
@@ -28,9 +46,9 @@ pub const LAYOUT_TTL: Duration = Duration::from_secs(1);
 const TREE_CACHE_BYTES: u64 = 64 << 20;
 
 /// A chunk that does not match its tree entry is an I/O error for the reader.
-impl From<BlobError> for Errno {
-    fn from(_: BlobError) -> Errno {
-        Errno::EIO
+impl From<BlobError> for FsError {
+    fn from(_: BlobError) -> FsError {
+        FsError::Io
     }
 }
 
@@ -82,7 +100,7 @@ enum Listing {
 }
 
 /// One directory entry: its position, inode, type and name.
-pub type DirEntry<'a> = (usize, u64, FileType, &'a [u8]);
+pub type DirEntry<'a> = (usize, u64, Kind, &'a [u8]);
 
 impl Listing {
     /// The entries from position `start` on. Positions count every entry (also names that
@@ -110,10 +128,10 @@ impl Listing {
     }
 }
 
-fn layout_kind(entry: &VEntry) -> FileType {
+fn layout_kind(entry: &VEntry) -> Kind {
     match entry {
-        VEntry::Link(_) => FileType::Symlink,
-        _ => FileType::Directory,
+        VEntry::Link(_) => Kind::Symlink,
+        _ => Kind::Dir,
     }
 }
 
@@ -149,8 +167,8 @@ fn tree_weight(t: &Arc<Tree>) -> u64 {
     t.nodes.iter().map(node).sum::<usize>() as u64
 }
 
-fn eio<E>(_: E) -> Errno {
-    Errno::EIO
+fn eio<E>(_: E) -> FsError {
+    FsError::Io
 }
 
 impl State {
@@ -183,7 +201,7 @@ impl State {
     }
 
     fn entry(&self, ino: u64) -> Result<Arc<Entry>> {
-        self.inodes.get(ino).ok_or(Errno::ENOENT)
+        self.inodes.get(ino).ok_or(FsError::NotFound)
     }
 
     fn tree(&self, id: BlobId) -> Result<Arc<Tree>> {
@@ -199,13 +217,13 @@ impl State {
     fn listing(&self, ino: u64, entry: &Entry) -> Result<Listing> {
         let (path, layout) = match entry {
             Entry::Node { view, node, .. } => {
-                let subtree = node.subtree().ok_or(Errno::ENOTDIR)?;
+                let subtree = node.subtree().ok_or(FsError::NotADirectory)?;
                 let tree = self.tree(subtree)?;
                 return Ok(Listing::Tree { view: *view, tree });
             }
             Entry::Virtual { path, .. } => (path, self.layout()),
         };
-        match layout.get(path).ok_or(Errno::ENOENT)? {
+        match layout.get(path).ok_or(FsError::NotFound)? {
             VEntry::Dir(_) => Ok(Listing::Layout {
                 path: path.clone(),
                 layout,
@@ -214,44 +232,42 @@ impl State {
                 view: ino,
                 tree: self.tree(snap.1.tree)?,
             }),
-            VEntry::Link(_) => Err(Errno::ENOTDIR),
+            VEntry::Link(_) => Err(FsError::NotADirectory),
         }
     }
 
     /// The attributes of `ino` and how long the kernel may keep them.
-    pub fn getattr(&self, ino: u64) -> Result<(FileAttr, Duration)> {
+    pub fn getattr(&self, ino: u64) -> Result<(Attr, Duration)> {
         self.attr(ino, &*self.entry(ino)?)
     }
 
-    fn attr(&self, ino: u64, entry: &Entry) -> Result<(FileAttr, Duration)> {
+    fn attr(&self, ino: u64, entry: &Entry) -> Result<(Attr, Duration)> {
         let path = match entry {
             Entry::Node { node, .. } => return Ok((node_attr(ino, node), CONTENT_TTL)),
             Entry::Virtual { path, .. } => path,
         };
         let layout = self.layout();
-        let attr = match layout.get(path).ok_or(Errno::ENOENT)? {
-            VEntry::Dir(_) => generated_attr(ino, FileType::Directory, 0, &layout.built),
-            VEntry::Link(to) => {
-                generated_attr(ino, FileType::Symlink, to.len() as u64, &layout.built)
-            }
+        let attr = match layout.get(path).ok_or(FsError::NotFound)? {
+            VEntry::Dir(_) => generated_attr(ino, Kind::Dir, 0, &layout.built),
+            VEntry::Link(to) => generated_attr(ino, Kind::Symlink, to.len() as u64, &layout.built),
             VEntry::Snapshot(snap) => snapshot_attr(ino, &snap.1),
         };
         Ok((attr, LAYOUT_TTL))
     }
 
     /// Finds `name` in directory `parent`; the kernel now holds one more reference to it.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(FileAttr, Duration)> {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Attr, Duration)> {
         let (ino, child) = match self.listing(parent, &*self.entry(parent)?)? {
             Listing::Layout { layout, mut path } => {
-                let name = std::str::from_utf8(name).map_err(|_| Errno::ENOENT)?;
+                let name = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
                 path.push(name.to_string());
-                layout.get(&path).ok_or(Errno::ENOENT)?;
+                layout.get(&path).ok_or(FsError::NotFound)?;
                 let ino = child_ino(parent, name.as_bytes());
                 (ino, Entry::Virtual { parent, path })
             }
             Listing::Tree { view, tree } => {
-                validate_name(name).map_err(|_| Errno::ENOENT)?;
-                let node = tree.find(name).ok_or(Errno::ENOENT)?.clone();
+                validate_name(name).map_err(|_| FsError::NotFound)?;
+                let node = tree.find(name).ok_or(FsError::NotFound)?.clone();
                 let ino = node_ino(parent, view, &node);
                 (ino, Entry::Node { parent, view, node })
             }
@@ -271,13 +287,13 @@ impl State {
         &self,
         ino: u64,
         offset: u64,
-        mut add: impl FnMut(u64, u64, FileType, &[u8]) -> bool,
+        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool,
     ) -> Result<()> {
         let entry = self.entry(ino)?;
         let listing = self.listing(ino, &entry)?;
         let dots = [(ino, &b"."[..]), (entry.parent(), &b".."[..])];
         for (i, (dot, name)) in dots.into_iter().enumerate().skip(offset as usize) {
-            if add(dot, i as u64 + 1, FileType::Directory, name) {
+            if add(dot, i as u64 + 1, Kind::Dir, name) {
                 return Ok(());
             }
         }
@@ -300,13 +316,13 @@ impl State {
                     },
                 ..
             } => return Ok(target.clone()),
-            Entry::Node { .. } => return Err(Errno::EINVAL),
+            Entry::Node { .. } => return Err(FsError::Invalid),
             Entry::Virtual { path, .. } => path.clone(),
         };
         match self.layout().get(&path) {
             Some(VEntry::Link(target)) => Ok(target.as_bytes().to_vec()),
-            Some(_) => Err(Errno::EINVAL),
-            None => Err(Errno::ENOENT),
+            Some(_) => Err(FsError::Invalid),
+            None => Err(FsError::NotFound),
         }
     }
 
@@ -314,10 +330,10 @@ impl State {
     pub fn open(&self, ino: u64) -> Result<u64> {
         let entry = self.entry(ino)?;
         let Entry::Node { node, .. } = &*entry else {
-            return Err(Errno::EISDIR);
+            return Err(FsError::IsADirectory);
         };
         let NodeKind::File { content } = &node.kind else {
-            return Err(Errno::EINVAL);
+            return Err(FsError::Invalid);
         };
         let file = OpenFile {
             offsets: chunk_offsets(content),
@@ -338,7 +354,7 @@ impl State {
         let file = lock(&self.files)
             .get(&handle)
             .cloned()
-            .ok_or(Errno::EBADF)?;
+            .ok_or(FsError::BadHandle)?;
         self.read_ahead(&file, offset, size.into());
         self.read_file(&file, offset, size)
     }
@@ -390,10 +406,10 @@ impl State {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         let entry = self.entry(ino)?;
         let Entry::Node { node, .. } = &*entry else {
-            return Err(Errno::NO_XATTR);
+            return Err(FsError::NoAttribute);
         };
         let found = node.xattrs.iter().find(|x| x.name == name);
-        found.map(|x| x.value.clone()).ok_or(Errno::NO_XATTR)
+        found.map(|x| x.value.clone()).ok_or(FsError::NoAttribute)
     }
 
     /// The names of the extended attributes of `ino`, each followed by a NUL byte.
@@ -466,7 +482,7 @@ mod tests {
 
     fn walk(state: &State, path: &[&str]) -> u64 {
         path.iter().fold(ROOT, |ino, name| {
-            state.lookup(ino, name.as_bytes()).unwrap().0.ino.0
+            state.lookup(ino, name.as_bytes()).unwrap().0.ino
         })
     }
 
@@ -483,17 +499,20 @@ mod tests {
         let (attr, ttl) = state.getattr(file).unwrap();
         assert_eq!(
             (attr.size, attr.kind, ttl),
-            (40 * 1000 + 780, FileType::RegularFile, CONTENT_TTL)
+            (40 * 1000 + 780, Kind::File, CONTENT_TTL)
         );
         assert_eq!(state.getxattr(file, b"user.k").unwrap(), b"v");
         assert_eq!(state.listxattr(file).unwrap(), b"user.k\0");
         let link = walk(&state, &["snapshots", "latest"]);
         let target = String::from_utf8(state.readlink(link).unwrap()).unwrap();
         assert!(target.ends_with("_01010101"), "{target}");
-        assert_eq!(state.lookup(ids, b"nope").unwrap_err(), Errno::ENOENT);
-        assert_eq!(state.lookup(file, b"x").unwrap_err(), Errno::ENOTDIR);
+        assert_eq!(state.lookup(ids, b"nope").unwrap_err(), FsError::NotFound);
+        assert_eq!(
+            state.lookup(file, b"x").unwrap_err(),
+            FsError::NotADirectory
+        );
         state.forget(file, 1);
-        assert_eq!(state.getattr(file).unwrap_err(), Errno::ENOENT);
+        assert_eq!(state.getattr(file).unwrap_err(), FsError::NotFound);
         assert_eq!(
             walk(&state, &["ids", "01010101", "d", "f"]),
             file,
@@ -554,8 +573,8 @@ mod tests {
         assert_eq!(sequential, whole);
         assert!(state.blobs.weight() <= 10_000, "cache over budget");
         state.release(handle);
-        assert!(matches!(state.read(handle, 0, 1), Err(Errno::EBADF)));
+        assert!(matches!(state.read(handle, 0, 1), Err(FsError::BadHandle)));
         let dir = walk(&state, &["ids", "01010101", "d"]);
-        assert_eq!(state.open(dir).unwrap_err(), Errno::EINVAL);
+        assert_eq!(state.open(dir).unwrap_err(), FsError::Invalid);
     }
 }
