@@ -7,7 +7,7 @@ use crate::blob::BlobType;
 use crate::cancel::{Cancel, Cancelled};
 use crate::chunker::Chunker;
 use crate::filter::Patterns;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
@@ -323,7 +323,7 @@ struct Prior<'a> {
 }
 
 impl Prior<'_> {
-    fn subtree(self) -> Option<BlobId> {
+    fn subtree(self) -> Option<TreeId> {
         self.node.subtree()
     }
 }
@@ -364,7 +364,7 @@ impl Archiver<'_> {
 
     /// A directory's tree in the parent snapshot, with which of its files' chunks the
     /// index holds, asked once for the whole directory.
-    fn parent_dir(&self, id: Option<BlobId>) -> Option<ParentDir> {
+    fn parent_dir(&self, id: Option<TreeId>) -> Option<ParentDir> {
         let tree = self.repo().load_tree(&id?).ok()?;
         let chunks = tree.nodes.iter().flat_map(|n| match &n.kind {
             NodeKind::File { content } => content.as_slice(),
@@ -384,7 +384,7 @@ impl Archiver<'_> {
         dir: &SourceDir,
         path: &Path,
         sk: &Skeleton,
-        parent: Option<BlobId>,
+        parent: Option<TreeId>,
     ) -> Result<Vec<Node>> {
         let parent_dir = self.parent_dir(parent);
         let nodes: Vec<Option<Node>> = sk
@@ -436,11 +436,9 @@ impl Archiver<'_> {
         self.entry(dir, path, name, meta, parent, meta.dev())
     }
 
-    fn save_tree(&self, nodes: Vec<Node>, parent: Option<BlobId>) -> Result<BlobId> {
+    fn save_tree(&self, nodes: Vec<Node>, parent: Option<TreeId>) -> Result<TreeId> {
         bump(&self.counters.entries, nodes.len() as u64);
-        let (id, _) = self
-            .packer
-            .save(BlobType::Tree, &Tree::new(nodes).encode())?;
+        let (id, _) = self.packer.save_tree(&Tree::new(nodes))?;
         let counter = match parent {
             None => &self.counters.dirs_new,
             Some(p) if p != id => &self.counters.dirs_changed,
@@ -507,7 +505,7 @@ impl Archiver<'_> {
         &self,
         dir: &SourceDir,
         path: &Path,
-        parent: Option<BlobId>,
+        parent: Option<TreeId>,
         root_dev: u64,
     ) -> std::io::Result<Vec<Node>> {
         let parent_dir = self.parent_dir(parent);
@@ -697,7 +695,7 @@ mod tests {
         }
     }
 
-    fn walk(repo: &IndexedRepo, tree: BlobId, path: &[&str]) -> Node {
+    fn walk(repo: &IndexedRepo, tree: TreeId, path: &[&str]) -> Node {
         let t = repo.load_tree(&tree).unwrap();
         let node = t.find(path[0].as_bytes()).unwrap().clone();
         match path.len() {

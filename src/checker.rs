@@ -12,7 +12,7 @@ use crate::backend::Kind;
 use crate::blob::{self, BlobType, Compression};
 use crate::cancel::Cancel;
 use crate::dictionary::{self, DictId};
-use crate::id::{BlobId, Id, PackId, SnapshotId};
+use crate::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::indexfile::PackEntries;
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::progress::Progress;
@@ -226,7 +226,7 @@ pub fn check(
     report.unused_blobs = index
         .blobs
         .keys()
-        .filter(|id| !walk.trees.contains(*id) && !walk.data.contains(*id))
+        .filter(|id| !walk.trees.contains(&TreeId(id.0)) && !walk.data.contains(*id))
         .count() as u64;
     drop(walk);
 
@@ -481,10 +481,10 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
 /// Trees and data blobs reachable from the snapshots.
 #[derive(Default)]
 struct Walk {
-    trees: HashSet<BlobId>,
+    trees: HashSet<TreeId>,
     data: HashSet<BlobId>,
     /// Each loaded tree's entry count and subtrees, for [`check_entry_budgets`].
-    shapes: HashMap<BlobId, (u64, Vec<BlobId>)>,
+    shapes: HashMap<TreeId, (u64, Vec<TreeId>)>,
 }
 
 /// Reports each snapshot whose trees expand to more entries than its budget allows (a forged
@@ -494,7 +494,7 @@ fn check_entry_budgets(
     snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
     problems: &mut Vec<Problem>,
 ) {
-    let own = |id: &BlobId| (walk.shapes.get(id)).map_or((0, &[][..]), |(n, c)| (*n, &c[..]));
+    let own = |id: &TreeId| (walk.shapes.get(id)).map_or((0, &[][..]), |(n, c)| (*n, &c[..]));
     let mut memo = HashMap::new();
     for (id, snap) in snapshots {
         let entries = walk::expand(snap.tree, own, u64::saturating_add, &mut memo);
@@ -510,7 +510,7 @@ fn check_entry_budgets(
 struct Walker<'a> {
     index: &'a IndexView,
     /// Root tree -> the snapshots that have it as their root.
-    roots: HashMap<BlobId, Vec<SnapshotId>>,
+    roots: HashMap<TreeId, Vec<SnapshotId>>,
     walk: Walk,
     /// (blob, length) pairs already reported as differing from the indexed raw length.
     wrong_lengths: HashSet<(BlobId, u32)>,
@@ -526,7 +526,7 @@ fn walk_trees(
     problems: &mut Vec<Problem>,
     progress: &dyn Progress,
 ) -> Walk {
-    let mut roots: HashMap<BlobId, Vec<SnapshotId>> = HashMap::new();
+    let mut roots: HashMap<TreeId, Vec<SnapshotId>> = HashMap::new();
     for (id, snap) in snapshots {
         roots.entry(snap.tree).or_default().push(*id);
     }
@@ -573,7 +573,10 @@ impl Walker<'_> {
     fn check_tree(&mut self, p: &Reached, tree: &Tree) {
         let subtrees = tree.nodes.iter().filter_map(Node::subtree).collect();
         (self.walk.shapes).insert(p.id, (tree.nodes.len() as u64, subtrees));
-        if matches!(self.index.blobs.get(&p.id), Some((BlobType::Data, _))) {
+        if matches!(
+            self.index.blobs.get(&p.id.blob()),
+            Some((BlobType::Data, _))
+        ) {
             self.problems.push(Problem::new(
                 "tree",
                 p.id,
@@ -821,7 +824,7 @@ pub(crate) mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
-    pub fn snapshot_of(tree: BlobId) -> Snapshot {
+    pub fn snapshot_of(tree: TreeId) -> Snapshot {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
             "username": "u", "uid": 0, "gid": 0, "paths": ["/x"], "tree": tree,
             "program_version": "t"});
@@ -850,13 +853,11 @@ pub(crate) mod tests {
             data.push(id);
             files.push(file_of(&format!("f{i}"), &[(id, b.len())]));
         }
-        let sub = Tree::new(files).encode();
-        let (sub, _) = packer.save(BlobType::Tree, &sub).unwrap();
+        let sub = Tree::new(files);
+        let (sub, _) = packer.save_tree(&sub).unwrap();
         let mut nodes = extra;
         nodes.push(dir_of("sub", sub));
-        let (root_tree, _) = packer
-            .save(BlobType::Tree, &Tree::new(nodes).encode())
-            .unwrap();
+        let (root_tree, _) = packer.save_tree(&Tree::new(nodes)).unwrap();
         packer.flush().unwrap();
         repo.save_snapshot(&snapshot_of(root_tree)).unwrap();
         Fixture {
@@ -888,7 +889,7 @@ pub(crate) mod tests {
     fn a_forged_tree_dag_is_reported_without_being_expanded() {
         let f = fixture(1, vec![]);
         let packer = Packer::new(&f.repo, false);
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let mut dag = save(Tree::new(vec![]));
         for _ in 0..40 {
             dag = save(Tree::new(vec![dir_of("a", dag), dir_of("b", dag)]));
@@ -1002,7 +1003,7 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_tree_is_an_error() {
-        let missing = BlobId(Id::random());
+        let missing = TreeId(Id::random());
         let f = fixture(2, vec![dir_of("lost", missing)]);
         let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let trees = errors_of(&r, "tree");
@@ -1119,13 +1120,12 @@ pub(crate) mod tests {
 
     /// Adds a second snapshot whose root holds a directory "bad" made of `nodes` (kept in
     /// the given order, duplicates included); returns that directory's tree id.
-    fn with_bad_dir(f: &Fixture, nodes: Vec<Node>) -> BlobId {
+    fn with_bad_dir(f: &Fixture, nodes: Vec<Node>) -> TreeId {
         let packer = Packer::new(&f.repo, false);
-        let (bad, _) = packer
-            .save(BlobType::Tree, &Tree { nodes }.encode())
+        let (bad, _) = packer.save_tree(&Tree { nodes }).unwrap();
+        let (root, _) = packer
+            .save_tree(&Tree::new(vec![dir_of("bad", bad)]))
             .unwrap();
-        let root = Tree::new(vec![dir_of("bad", bad)]).encode();
-        let (root, _) = packer.save(BlobType::Tree, &root).unwrap();
         packer.flush().unwrap();
         f.repo.save_snapshot(&snapshot_of(root)).unwrap();
         bad

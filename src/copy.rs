@@ -5,7 +5,7 @@
 //! copy names what it copies in `original`, so copying again skips it.
 use crate::blob::BlobType;
 use crate::cancel::Cancel;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError, Result};
@@ -132,7 +132,7 @@ impl CopyReport {
 /// The copy of the source snapshot `id` with the rewritten root `tree`: everything else as
 /// recorded (time, host, paths, tags, sources, summary), `parent` the copy of its parent when
 /// the destination holds one, and `original` naming the snapshot first made.
-fn copy_of(id: SnapshotId, snap: &Snapshot, tree: BlobId, parent: Option<SnapshotId>) -> Snapshot {
+fn copy_of(id: SnapshotId, snap: &Snapshot, tree: TreeId, parent: Option<SnapshotId>) -> Snapshot {
     Snapshot {
         tree,
         parent,
@@ -193,11 +193,11 @@ struct Copier<'a> {
 
 impl Rewriter for Copier<'_> {
     type Frame = Vec<Node>;
-    type Done = BlobId;
+    type Done = TreeId;
     type Error = Failure;
 
     /// Loads the tree and copies the data blobs of its files not copied yet, in parallel.
-    fn open(&mut self, id: BlobId) -> std::result::Result<Opened<Vec<Node>, BlobId>, Failure> {
+    fn open(&mut self, id: TreeId) -> std::result::Result<Opened<Vec<Node>, TreeId>, Failure> {
         let tree = (self.src.load_tree(&id)).map_err(|e| Failure::Source(e.to_string()))?;
         let mut new: Vec<BlobId> = (tree.nodes.iter().flat_map(Node::content))
             .map(|c| c.id)
@@ -215,7 +215,7 @@ impl Rewriter for Copier<'_> {
         ))
     }
 
-    fn cycle(&mut self, id: BlobId) -> std::result::Result<BlobId, Failure> {
+    fn cycle(&mut self, id: TreeId) -> std::result::Result<TreeId, Failure> {
         Err(Failure::Source(format!("tree {id} contains itself")))
     }
 
@@ -233,7 +233,7 @@ impl Rewriter for Copier<'_> {
         &mut self,
         kept: &mut Vec<Node>,
         mut node: Node,
-        done: &BlobId,
+        done: &TreeId,
     ) -> std::result::Result<(), Failure> {
         if let NodeKind::Dir { subtree } = &mut node.kind {
             *subtree = *done;
@@ -242,9 +242,9 @@ impl Rewriter for Copier<'_> {
         Ok(())
     }
 
-    fn finish(&mut self, _id: BlobId, kept: Vec<Node>) -> std::result::Result<BlobId, Failure> {
-        let tree = Tree::new(kept).encode();
-        let (id, _) = (self.packer.save(BlobType::Tree, &tree)).map_err(Failure::Destination)?;
+    fn finish(&mut self, _id: TreeId, kept: Vec<Node>) -> std::result::Result<TreeId, Failure> {
+        let tree = Tree::new(kept);
+        let (id, _) = (self.packer.save_tree(&tree)).map_err(Failure::Destination)?;
         Ok(id)
     }
 }
@@ -277,12 +277,7 @@ mod tests {
         let repo = indexed_repo(dir, 4096);
         let packer = Packer::new(&repo, false);
         let data = |i: u32| packer.save(BlobType::Data, &random_blob(i)).unwrap().0;
-        let tree = |nodes| {
-            packer
-                .save(BlobType::Tree, &Tree::new(nodes).encode())
-                .unwrap()
-                .0
-        };
+        let tree = |nodes| packer.save_tree(&Tree::new(nodes)).unwrap().0;
         let files = (0..4).map(|i| file_of(&format!("f{i}"), &[(data(i), 1000)]));
         let sub = tree(files.collect());
         let first = tree(vec![dir_of("sub", sub), file_of("g", &[(data(99), 1000)])]);
@@ -307,7 +302,7 @@ mod tests {
         (repo, snapshots)
     }
 
-    fn read(repo: &IndexedRepo, tree: BlobId, path: &str) -> Vec<u8> {
+    fn read(repo: &IndexedRepo, tree: TreeId, path: &str) -> Vec<u8> {
         let node = vfs::node_at(repo, tree, path.as_bytes()).unwrap();
         vfs::read_range(repo, &node, 0, node.size).unwrap()
     }

@@ -2,7 +2,7 @@
 //! changed only in metadata. Subtrees with the same tree blob id are identical and are
 //! skipped without being loaded; the others are loaded a batch at a time, in parallel, and
 //! their entries charged to a [`Budget`], so a forged tree DAG is refused, not expanded.
-use crate::id::BlobId;
+use crate::id::{BlobId, TreeId};
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::tree::{Node, NodeKind, Tree};
@@ -96,8 +96,8 @@ pub struct DiffReport {
 /// A pair of directories still to compare (either side may be absent).
 struct Pending {
     path: Vec<u8>,
-    before: Option<BlobId>,
-    after: Option<BlobId>,
+    before: Option<TreeId>,
+    after: Option<TreeId>,
 }
 
 #[derive(Default)]
@@ -113,8 +113,8 @@ struct Differ {
 /// `budget` entries (the sum of both snapshots' [`crate::walk::entry_budget`]).
 pub fn diff(
     repo: &IndexedRepo,
-    before: BlobId,
-    after: BlobId,
+    before: TreeId,
+    after: TreeId,
     mut budget: Budget,
 ) -> Result<DiffReport> {
     let mut differ = Differ::default();
@@ -145,7 +145,7 @@ pub fn diff(
 type Nodes = BTreeMap<Vec<u8>, Node>;
 
 fn load_pair(repo: &IndexedRepo, p: &Pending) -> Result<(Nodes, Nodes)> {
-    let load = |id: Option<BlobId>| -> Result<Nodes> {
+    let load = |id: Option<TreeId>| -> Result<Nodes> {
         let Some(id) = id else {
             return Ok(Nodes::new());
         };
@@ -253,7 +253,7 @@ impl Differ {
         });
     }
 
-    fn queue(&mut self, path: &[u8], before: Option<BlobId>, after: Option<BlobId>) {
+    fn queue(&mut self, path: &[u8], before: Option<TreeId>, after: Option<TreeId>) {
         self.next.push(Pending {
             path: path.to_vec(),
             before,
@@ -308,7 +308,6 @@ pub fn metadata_changes(a: &Node, b: &Node) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BlobType;
     use crate::id::Id;
     use crate::packer::Packer;
     use crate::packer::tests::indexed_repo;
@@ -334,9 +333,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         let packer = Packer::new(&repo, false);
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         // A shared subtree that is never stored: loading it would fail.
-        let ghost = BlobId(Id::hash_of(b"never stored"));
+        let ghost = TreeId(Id::hash_of(b"never stored"));
         let same = file_of("same", &[(chunk(1), 100)]);
         let mut touched = file_of("touched", &[(chunk(2), 50)]);
         let edited = file_of("edited", &[(chunk(3), 70), (chunk(4), 30)]);

@@ -5,7 +5,7 @@
 //! be walked (a tree that does not load, a forged tree DAG) is reported and skipped, and the
 //! others are still searched.
 use crate::filter::Patterns;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
@@ -81,7 +81,7 @@ struct Dir {
 /// queued it first (its entries are charged to that snapshot's budget).
 struct Todo {
     slot: usize,
-    tree: BlobId,
+    tree: TreeId,
     path: Vec<u8>,
     owner: usize,
 }
@@ -118,7 +118,7 @@ struct Finder<'a, 's> {
     walks: Vec<Walk<'s>>,
     /// None until loaded; left None below a snapshot whose walk stopped.
     dirs: Vec<Option<Dir>>,
-    slots: HashMap<(BlobId, Vec<u8>), usize>,
+    slots: HashMap<(TreeId, Vec<u8>), usize>,
 }
 
 /// Every path matching `patterns` in `snapshots` (oldest first), sorted by path.
@@ -198,7 +198,7 @@ impl<'a, 's> Finder<'a, 's> {
     }
 
     /// The slot of the tree `tree` at `path`; a new one is queued in `todo` to be loaded.
-    fn slot(&mut self, tree: BlobId, path: Vec<u8>, owner: usize, todo: &mut Vec<Todo>) -> usize {
+    fn slot(&mut self, tree: TreeId, path: Vec<u8>, owner: usize, todo: &mut Vec<Todo>) -> usize {
         if let Some(&slot) = self.slots.get(&(tree, path.clone())) {
             return slot;
         }
@@ -288,13 +288,13 @@ impl<'a, 's> Finder<'a, 's> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BlobType;
+    use crate::id::BlobId;
     use crate::id::Id;
     use crate::packer::Packer;
     use crate::packer::tests::indexed_repo;
     use crate::tree::tests::{dir_of, file_of};
 
-    fn snapshot(tree: BlobId, time: &str) -> Snapshot {
+    fn snapshot(tree: TreeId, time: &str) -> Snapshot {
         let json = serde_json::json!({"time": time, "host": "h", "username": "u", "uid": 0,
             "gid": 0, "paths": ["/d"], "tree": tree, "program_version": "t"});
         serde_json::from_value(json).unwrap()
@@ -305,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         let packer = Packer::new(&repo, false);
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let chunk = BlobId(Id::hash_of(b"c"));
         let shared = save(Tree::new(vec![file_of("a.txt", &[(chunk, 3)])]));
         let grown = save(Tree::new(vec![
@@ -347,7 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         let packer = Packer::new(&repo, false);
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let leaf = save(Tree::new(vec![file_of("x.txt", &[])]));
         let mut dag = save(Tree::new(vec![]));
         for _ in 0..30 {

@@ -99,6 +99,11 @@ typed_id!(
     BlobId
 );
 typed_id!(
+    /// The [`BlobId`] of a tree blob: directories name their subdirectories and snapshots
+    /// their root by it, so that a tree and a file's data cannot be mixed up.
+    TreeId
+);
+typed_id!(
     /// Plain BLAKE3 of a pack file's bytes; also its file name.
     PackId
 );
@@ -114,6 +119,13 @@ typed_id!(
     /// Random id of a key file; also its file name.
     KeyId
 );
+
+impl TreeId {
+    /// The tree's id as a blob (for the index, which lists trees and data together).
+    pub fn blob(self) -> BlobId {
+        BlobId(self.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

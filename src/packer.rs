@@ -9,12 +9,13 @@ use crate::blob::{self, BlobType, Compression, Sealed};
 use crate::cancel::Cancel;
 use crate::crypto::OVERHEAD;
 use crate::dictionary::{self, DictId};
-use crate::id::{BlobId, Id};
+use crate::id::{BlobId, Id, TreeId};
 use crate::idfilter::IdFilter;
 use crate::indexfile::PackEntries;
 use crate::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, Result};
 use crate::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer};
+use crate::tree::Tree;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -182,6 +183,12 @@ impl<'r> Packer<'r> {
         }
         self.add(self.seal(ty, id, plain, None))?;
         Ok((id, true))
+    }
+
+    /// Saves a directory's tree; returns its id and whether it was new.
+    pub fn save_tree(&self, tree: &Tree) -> Result<(TreeId, bool)> {
+        let (id, new) = self.save(BlobType::Tree, &tree.encode())?;
+        Ok((TreeId(id.0), new))
     }
 
     fn trainer(&self) -> Option<&Trainer> {

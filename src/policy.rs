@@ -499,7 +499,7 @@ fn in_zone<Tz: TimeZone>(naive: NaiveDateTime, tz: &Tz) -> Option<DateTime<Utc>>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::id::{BlobId, Id};
+    use crate::id::Id;
     use chrono::{FixedOffset, SecondsFormat};
 
     const NOW: &str = "2030-01-01T00:00:00Z";
@@ -529,7 +529,7 @@ pub(crate) mod tests {
             tags: tags.collect(),
             parent: None,
             original: None,
-            tree: BlobId(Id::hash_of(b"tree")),
+            tree: crate::id::TreeId(Id::hash_of(b"tree")),
             sources: Vec::new(),
             summary: Default::default(),
             program_version: "test".into(),

@@ -190,7 +190,7 @@ fn mark_used(repo: &IndexedRepo, snapshots: &[(SnapshotId, Snapshot)]) -> Result
             return;
         }
         let marked = match tree {
-            Ok(tree) => index.mark_used(&reached.id).and_then(|_| {
+            Ok(tree) => index.mark_used(&reached.id.blob()).and_then(|_| {
                 tree.nodes
                     .iter()
                     .flat_map(|n| n.content())
@@ -433,9 +433,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, id)| file_of(&format!("f{i}"), &[(*id, 1000)]))
                 .collect();
-            let (tree, _) = packer
-                .save(BlobType::Tree, &Tree::new(files).encode())
-                .unwrap();
+            let (tree, _) = packer.save_tree(&Tree::new(files)).unwrap();
             tree
         };
         let (a, b) = (snap(&kept), snap(&dropped));

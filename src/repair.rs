@@ -1,8 +1,7 @@
 //! Repairs: rebuilding the index from the pack headers alone, and salvaging snapshots that
 //! reference missing or damaged data by writing copies with the affected files cut out.
 use crate::backend::{Entry, Kind};
-use crate::blob::BlobType;
-use crate::id::{BlobId, Id, PackId, SnapshotId};
+use crate::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::indexfile::PackEntries;
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
@@ -308,7 +307,7 @@ pub fn repair_snapshots(
     Ok(report)
 }
 
-fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: BlobId) -> Snapshot {
+fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: TreeId) -> Snapshot {
     let mut copy = snap.clone();
     copy.tree = tree;
     copy.parent = Some(original);
@@ -319,7 +318,7 @@ fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: BlobId) -> Snapsho
 }
 
 /// A rewritten tree: its new id (None: unreadable, cut) and the paths cut below it.
-type Rewritten = (Option<BlobId>, Vec<(String, String)>);
+type Rewritten = (Option<TreeId>, Vec<(String, String)>);
 
 /// An entry of a rewritten tree that was cut, or that has cuts below it; each with its name
 /// as a path segment (`/name`).
@@ -328,7 +327,7 @@ enum Below {
     /// Cut, for this reason.
     Cut(String, String),
     /// A directory with cuts inside: its tree (before the rewrite) says which.
-    Inside(String, BlobId),
+    Inside(String, TreeId),
 }
 
 /// What rewriting a distinct tree did: its new id or why it was cut (unreadable), its
@@ -336,7 +335,7 @@ enum Below {
 /// expands to (everywhere each subtree appears, saturating).
 #[derive(Clone, Debug)]
 struct Done {
-    id: std::result::Result<BlobId, String>,
+    id: std::result::Result<TreeId, String>,
     below: Vec<Below>,
     entries: u64,
 }
@@ -425,7 +424,7 @@ struct Salvager<'a> {
     packer: &'a Packer<'a>,
     read_data: bool,
     /// Trees already rewritten, so shared subtrees are handled once.
-    trees: HashMap<BlobId, Done>,
+    trees: HashMap<TreeId, Done>,
     /// Data blobs already judged: None = intact, Some(reason) = missing or damaged.
     blobs: HashMap<BlobId, Option<String>>,
 }
@@ -496,7 +495,7 @@ impl Rewriter for Cutter<'_> {
     type Done = Done;
     type Error = RepoError;
 
-    fn open(&mut self, id: BlobId) -> Result<Opened<Cuts, Done>> {
+    fn open(&mut self, id: TreeId) -> Result<Opened<Cuts, Done>> {
         match self.repo.load_tree(&id) {
             Err(e) => Ok(Opened::Done(Done::cut(e.to_string()))),
             Ok(tree) => {
@@ -506,7 +505,7 @@ impl Rewriter for Cutter<'_> {
         }
     }
 
-    fn cycle(&mut self, _id: BlobId) -> Result<Done> {
+    fn cycle(&mut self, _id: TreeId) -> Result<Done> {
         Ok(Done::cut("tree cycle".into()))
     }
 
@@ -521,13 +520,10 @@ impl Rewriter for Cutter<'_> {
     }
 
     /// A tree whose entries are all judged: written anew when something below it was cut.
-    fn finish(&mut self, id: BlobId, cuts: Cuts) -> Result<Done> {
+    fn finish(&mut self, id: TreeId, cuts: Cuts) -> Result<Done> {
         let id = match cuts.below.is_empty() {
             true => id,
-            false => {
-                let tree = Tree::new(cuts.kept).encode();
-                self.packer.save(BlobType::Tree, &tree)?.0
-            }
+            false => self.packer.save_tree(&Tree::new(cuts.kept))?.0,
         };
         Ok(Done {
             id: Ok(id),
@@ -554,6 +550,7 @@ impl Cutter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::BlobType;
     use crate::cancel::Cancel;
     use crate::checker::tests::snapshot_of;
     use crate::checker::{self, ReadData};
@@ -576,13 +573,11 @@ mod tests {
             ids.push(id);
             files.push(file_of(&format!("f{i}"), &[(id, 1000)]));
         }
-        let (sub, _) = packer
-            .save(BlobType::Tree, &Tree::new(files).encode())
-            .unwrap();
+        let (sub, _) = packer.save_tree(&Tree::new(files)).unwrap();
         packer.flush().unwrap(); // the subtree gets a pack of its own
         let (g, _) = packer.save(BlobType::Data, &random_blob(99)).unwrap();
         let root = Tree::new(vec![dir_of("sub", sub), file_of("g", &[(g, 1000)])]);
-        let (root, _) = packer.save(BlobType::Tree, &root.encode()).unwrap();
+        let (root, _) = packer.save_tree(&root).unwrap();
         packer.flush().unwrap();
         repo.save_snapshot(&snapshot_of(root)).unwrap();
         ids.push(g);
@@ -725,7 +720,7 @@ mod tests {
         let repo = reopen(dir.path());
         let (_, snap) = repo.find_snapshot("latest").unwrap();
         let sub = crate::vfs::node_at(&repo, snap.tree, b"/sub").unwrap();
-        let pack = pack_file(dir.path(), &repo, &sub.subtree().unwrap());
+        let pack = pack_file(dir.path(), &repo, &sub.subtree().unwrap().blob());
         std::fs::remove_file(pack).unwrap();
         let opts = SnapshotRepairOptions {
             read_data: false,
@@ -741,7 +736,7 @@ mod tests {
     /// with a file `f` at the bottom whose blob is not stored, recording `entries`.
     fn forged_dag(repo: &IndexedRepo, levels: usize, entries: u64) {
         let packer = Packer::new(repo, false);
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let missing = BlobId(Id::hash_of(b"never stored"));
         let mut id = save(Tree::new(vec![file_of("f", &[(missing, 1)])]));
         for _ in 0..levels {

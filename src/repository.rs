@@ -5,7 +5,7 @@ use crate::blob::{self, BlobError, Compression};
 use crate::config::{BOUND_OBJECTS_VERSION, Config, FORMAT_VERSION};
 use crate::crypto::{Aad, MasterKey, ObjectKind};
 use crate::dictionary::{DictCache, DictId, Loaded};
-use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId};
+use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId, TreeId};
 use crate::index::{Index, IndexError, Location};
 use crate::indexfile::{self, PackEntries};
 use crate::key::{KdfParams, KeyError, KeyFile};
@@ -61,7 +61,7 @@ pub enum RepoError {
     #[error("blob {0} is not in the index")]
     MissingBlob(BlobId),
     #[error("tree {id}: {source}")]
-    Tree { id: BlobId, source: TreeError },
+    Tree { id: TreeId, source: TreeError },
     #[error("no such path in the snapshot: {0}")]
     NoSuchPath(String),
     #[error("no snapshot matches {0:?}")]
@@ -679,8 +679,8 @@ impl IndexedRepo {
         Ok(self.open_blob(loc.format, e, stored)?)
     }
 
-    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(id)?;
+    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
+        let bytes = self.read_blob(&id.blob())?;
         Tree::decode(&bytes).map_err(|source| RepoError::Tree { id: *id, source })
     }
 }

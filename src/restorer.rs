@@ -86,7 +86,7 @@
 
 use crate::cancel::{Cancel, Cancelled};
 use crate::filter::Patterns;
-use crate::id::BlobId;
+use crate::id::TreeId;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::{
@@ -282,7 +282,7 @@ pub struct RestoreReport {
 /// [`RestoreError::TooManyEntries`] beyond it.
 pub fn restore(
     repo: &IndexedRepo,
-    root: BlobId,
+    root: TreeId,
     opts: &RestoreOptions,
     budget: u64,
     progress: &dyn Progress,
@@ -350,7 +350,7 @@ struct Start {
 
 fn resolve(
     repo: &IndexedRepo,
-    root: BlobId,
+    root: TreeId,
     subpath: &[Vec<u8>],
     budget: &mut Budget,
 ) -> Result<Start> {
@@ -385,7 +385,7 @@ fn resolve(
     Ok(Start { abs, nodes })
 }
 
-fn load_tree(repo: &IndexedRepo, id: &BlobId, abs: &[u8]) -> Result<Vec<Node>> {
+fn load_tree(repo: &IndexedRepo, id: &TreeId, abs: &[u8]) -> Result<Vec<Node>> {
     repo.load_tree(id)
         .map(|t| t.nodes)
         .map_err(|source| RestoreError::Repo {
@@ -608,7 +608,7 @@ impl Planner<'_> {
     fn load_entries(
         &self,
         e: &Planned,
-        subtree: &BlobId,
+        subtree: &TreeId,
         budget: &mut Budget,
     ) -> Result<Option<Vec<Node>>> {
         match self.repo.load_tree(subtree) {
@@ -1521,6 +1521,7 @@ fn text(e: impl std::fmt::Display) -> String {
 mod tests {
     use super::*;
     use crate::blob::BlobType;
+    use crate::id::BlobId;
     use crate::id::Id;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
@@ -1552,7 +1553,7 @@ mod tests {
             RestoreOptions::new(self.target())
         }
 
-        fn restore(&self, root: BlobId, opts: &RestoreOptions) -> Result<RestoreReport> {
+        fn restore(&self, root: TreeId, opts: &RestoreOptions) -> Result<RestoreReport> {
             restore(&self.repo, root, opts, u64::MAX, &NoProgress)
         }
     }
@@ -1607,9 +1608,9 @@ mod tests {
         }
 
         /// A tree stored exactly as given (no sorting, duplicates allowed).
-        fn tree(&self, nodes: Vec<Node>) -> BlobId {
+        fn tree(&self, nodes: Vec<Node>) -> TreeId {
             let tree = Tree { nodes };
-            self.packer.save(BlobType::Tree, &tree.encode()).unwrap().0
+            self.packer.save_tree(&tree).unwrap().0
         }
 
         fn dir(&self, name: &[u8], nodes: Vec<Node>, mode: u32, mtime: (i64, u32)) -> Node {
@@ -1638,7 +1639,7 @@ mod tests {
     }
 
     struct Sample {
-        root: BlobId,
+        root: TreeId,
         files: Vec<Want>,
     }
 
@@ -2029,7 +2030,7 @@ mod tests {
         assert!(json.contains("\"action\":\"skip\""), "{json}");
     }
 
-    fn report_of(fx: &Fx, root: BlobId, opts: &RestoreOptions) -> RestoreReport {
+    fn report_of(fx: &Fx, root: TreeId, opts: &RestoreOptions) -> RestoreReport {
         fx.restore(root, opts).unwrap()
     }
 
@@ -2253,7 +2254,7 @@ mod tests {
 
     /// A forged tree DAG: `levels` levels of two entries sharing one subtree,
     /// 2^levels paths from a handful of stored trees.
-    fn forged_dag(b: &Builder, levels: usize) -> BlobId {
+    fn forged_dag(b: &Builder, levels: usize) -> TreeId {
         let mut cur = vec![b.file(b"f", &[b"x"], 0o644, (1, 0))];
         for _ in 0..levels {
             let subtree = b.tree(cur);

@@ -2,7 +2,7 @@
 //! an explicit stack (never recursion, so any depth can be rewritten), and built anew from its
 //! entries and its rewritten subtrees. `repair snapshots` cuts damaged files this way and
 //! `copy` re-ids every blob for another repository; what happens at each tree is theirs.
-use crate::id::BlobId;
+use crate::id::TreeId;
 use crate::tree::Node;
 use std::collections::{HashMap, HashSet};
 
@@ -23,9 +23,9 @@ pub trait Rewriter {
     /// What a rewritten tree gives; kept for every later place the tree appears.
     type Done: Clone;
     type Error;
-    fn open(&mut self, id: BlobId) -> Result<Opened<Self::Frame, Self::Done>, Self::Error>;
+    fn open(&mut self, id: TreeId) -> Result<Opened<Self::Frame, Self::Done>, Self::Error>;
     /// What stands for a tree met again below itself (only a forged tree can be).
-    fn cycle(&mut self, id: BlobId) -> Result<Self::Done, Self::Error>;
+    fn cycle(&mut self, id: TreeId) -> Result<Self::Done, Self::Error>;
     fn leaf(&mut self, frame: &mut Self::Frame, node: Node) -> Result<(), Self::Error>;
     /// The directory `node`, whose tree gave `done`.
     fn subtree(
@@ -34,13 +34,13 @@ pub trait Rewriter {
         node: Node,
         done: &Self::Done,
     ) -> Result<(), Self::Error>;
-    fn finish(&mut self, id: BlobId, frame: Self::Frame) -> Result<Self::Done, Self::Error>;
+    fn finish(&mut self, id: TreeId, frame: Self::Frame) -> Result<Self::Done, Self::Error>;
 }
 
 /// A tree being rewritten: its entries still to visit, and the directory waiting for its
 /// subtree's rewrite.
 struct Frame<F> {
-    id: BlobId,
+    id: TreeId,
     nodes: std::vec::IntoIter<Node>,
     state: F,
     waiting: Option<Node>,
@@ -51,8 +51,8 @@ struct Frame<F> {
 /// tree met again below itself gives what `rw.cycle` says, which is not kept.
 pub fn rewrite<R: Rewriter>(
     rw: &mut R,
-    root: BlobId,
-    memo: &mut HashMap<BlobId, R::Done>,
+    root: TreeId,
+    memo: &mut HashMap<TreeId, R::Done>,
 ) -> Result<R::Done, R::Error> {
     let mut walk = Walk {
         rw,
@@ -65,14 +65,14 @@ pub fn rewrite<R: Rewriter>(
 
 struct Walk<'a, R: Rewriter> {
     rw: &'a mut R,
-    memo: &'a mut HashMap<BlobId, R::Done>,
+    memo: &'a mut HashMap<TreeId, R::Done>,
     stack: Vec<Frame<R::Frame>>,
     /// Trees on the current path from the root.
-    active: HashSet<BlobId>,
+    active: HashSet<TreeId>,
 }
 
 impl<R: Rewriter> Walk<'_, R> {
-    fn run(&mut self, root: BlobId) -> Result<R::Done, R::Error> {
+    fn run(&mut self, root: TreeId) -> Result<R::Done, R::Error> {
         let mut done = self.enter(root)?;
         loop {
             if let Some(d) = done.take() {
@@ -103,7 +103,7 @@ impl<R: Rewriter> Walk<'_, R> {
 
     /// What the tree `id` gave when it is already rewritten, is not rewritten, or is a
     /// cycle; else None, with its frame pushed.
-    fn enter(&mut self, id: BlobId) -> Result<Option<R::Done>, R::Error> {
+    fn enter(&mut self, id: TreeId) -> Result<Option<R::Done>, R::Error> {
         if let Some(done) = self.memo.get(&id) {
             return Ok(Some(done.clone()));
         }

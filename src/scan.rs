@@ -11,7 +11,7 @@
 use crate::archiver;
 use crate::chunker::Chunker;
 use crate::filter::{FilterError, Patterns};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::paths;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
@@ -78,7 +78,7 @@ pub struct Source {
     pub time: DateTime<Utc>,
     /// The snapshot's root tree.
     #[serde(skip)]
-    pub tree: BlobId,
+    pub tree: TreeId,
 }
 
 /// What the live file system shows at a path.
@@ -300,7 +300,7 @@ impl<'a> Scanner<'a> {
             .push((paths::display(path), message.to_string()));
     }
 
-    fn root(&mut self, tree: BlobId, path: &[u8], budget: &mut Budget) -> Result<()> {
+    fn root(&mut self, tree: TreeId, path: &[u8], budget: &mut Budget) -> Result<()> {
         let node = match crate::vfs::node_at(self.repo, tree, path) {
             Ok(node) => Some(node),
             Err(RepoError::NoSuchPath(_)) => None,
@@ -745,7 +745,7 @@ pub fn restore_missing(
     owner: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<Restored>> {
-    let mut groups: BTreeMap<(SnapshotId, BlobId), Vec<String>> = BTreeMap::new();
+    let mut groups: BTreeMap<(SnapshotId, TreeId), Vec<String>> = BTreeMap::new();
     for lost in &report.missing {
         if let Some(source) = &lost.source {
             let group = groups.entry((source.snapshot, source.tree)).or_default();
@@ -774,6 +774,7 @@ pub fn restore_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::BlobId;
 
     #[test]
     fn include_patterns_match_exactly_their_path() {

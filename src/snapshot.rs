@@ -1,6 +1,6 @@
 //! Snapshots: small encrypted JSON objects naming a root tree and describing what was
 //! backed up, when, from where, and what it cost.
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ pub struct Snapshot {
     /// was first made (a copy of a copy names the first one), so that copying again skips it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
-    pub tree: BlobId,
+    pub tree: TreeId,
     #[serde(default)]
     pub sources: Vec<Source>,
     #[serde(default)]
@@ -148,7 +148,7 @@ mod tests {
             tags: vec!["t".into()],
             parent: None,
             original: None,
-            tree: BlobId(Id::hash_of(b"t")),
+            tree: TreeId(Id::hash_of(b"t")),
             sources: vec![
                 Source::Files {
                     paths: vec!["/a".into()],
@@ -184,7 +184,7 @@ mod tests {
     fn original_is_optional_and_fields_a_reader_does_not_know_are_ignored() {
         let original = SnapshotId(Id::hash_of(b"o"));
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
-            "username": "u", "uid": 0, "gid": 0, "paths": [], "tree": BlobId::default(),
+            "username": "u", "uid": 0, "gid": 0, "paths": [], "tree": TreeId::default(),
             "program_version": "t", "original": original, "from_a_later_version": {"x": 1}});
         let copy: Snapshot = serde_json::from_value(json).unwrap();
         assert_eq!(copy.original, Some(original));

@@ -5,7 +5,7 @@
 use crate::backend::Kind;
 use crate::blob::{self, Compression};
 use crate::dictionary::{self, DictId};
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::index::Location;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
@@ -69,7 +69,7 @@ pub struct Skipped {
 #[derive(Default)]
 struct TreeInfo {
     own: Totals,
-    children: Vec<BlobId>,
+    children: Vec<TreeId>,
 }
 
 /// What a tree holds, or everything below it once expanded (see [`walk::expand`]).
@@ -79,7 +79,7 @@ struct Totals {
     files: u64,
     size: u64,
     /// A tree below could not be loaded.
-    unloaded: Option<BlobId>,
+    unloaded: Option<TreeId>,
 }
 
 impl Totals {
@@ -107,9 +107,9 @@ pub fn stats(
     options: Options,
     progress: &dyn Progress,
 ) -> Result<Stats, RepoError> {
-    let mut infos: HashMap<BlobId, TreeInfo> = HashMap::new();
+    let mut infos: HashMap<TreeId, TreeInfo> = HashMap::new();
     let mut data: HashSet<BlobId> = HashSet::new();
-    let mut failures: HashMap<BlobId, RepoError> = HashMap::new();
+    let mut failures: HashMap<TreeId, RepoError> = HashMap::new();
     vfs::for_each_tree(repo, snapshots, |reached, tree| match tree {
         Ok(tree) => {
             infos.insert(reached.id, tree_info(tree, &mut data));
@@ -149,7 +149,7 @@ pub fn stats(
     repo.index().for_each(|loc| {
         let id = loc.entry.id;
         let is_data = data.contains(&id);
-        if is_data || infos.contains_key(&id) {
+        if is_data || infos.contains_key(&TreeId(id.0)) {
             found += 1;
             st.unique_raw_size += loc.entry.raw_length as u64;
             st.stored_size += loc.entry.length as u64;
@@ -190,9 +190,10 @@ pub fn stats(
         st.stored_size_without_dictionaries = Some(without);
         st.compression_ratio_without_dictionaries = Some(ratio(st.unique_raw_size, without));
     }
-    st.unique_blobs = data.union(&infos.keys().copied().collect()).count() as u64;
+    let trees: HashSet<BlobId> = infos.keys().map(|t| t.blob()).collect();
+    st.unique_blobs = data.union(&trees).count() as u64;
     if found < st.unique_blobs {
-        for id in data.iter().chain(infos.keys()) {
+        for id in data.iter().chain(&trees) {
             if !repo.index().contains(id)? {
                 return Err(RepoError::MissingBlob(*id));
             }
@@ -259,11 +260,11 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Entries, files and bytes below `root`, counting a subtree once per place it appears;
 /// `memo` holds the totals of trees already summed.
 fn totals(
-    infos: &HashMap<BlobId, TreeInfo>,
-    root: BlobId,
-    memo: &mut HashMap<BlobId, Totals>,
+    infos: &HashMap<TreeId, TreeInfo>,
+    root: TreeId,
+    memo: &mut HashMap<TreeId, Totals>,
 ) -> Totals {
-    let own = |id: &BlobId| match infos.get(id) {
+    let own = |id: &TreeId| match infos.get(id) {
         Some(info) => (info.own, info.children.as_slice()),
         None => (
             Totals {
@@ -280,7 +281,7 @@ fn totals(
 fn skip_reason(
     snap: &Snapshot,
     t: &Totals,
-    failures: &HashMap<BlobId, RepoError>,
+    failures: &HashMap<TreeId, RepoError>,
 ) -> Option<String> {
     if let Some(id) = t.unloaded {
         let why = failures.get(&id).map(|e| e.to_string()).unwrap_or_default();
@@ -300,7 +301,7 @@ mod tests {
     use crate::tree::Tree;
     use crate::tree::tests::{dir_of, file_of};
 
-    fn snapshot_of(tree: BlobId, time: &str) -> Snapshot {
+    fn snapshot_of(tree: TreeId, time: &str) -> Snapshot {
         let json = serde_json::json!({"time": time, "host": "h",
             "username": "u", "uid": 0, "gid": 0, "paths": ["/x"], "tree": tree,
             "program_version": "t"});
@@ -330,8 +331,8 @@ mod tests {
         let plain = b"strata compresses well ".repeat(200);
         let (id, _) = packer.save(BlobType::Data, &plain).unwrap();
         let same = |name| file_of(name, &[(id, plain.len())]);
-        let tree = Tree::new(vec![same("a"), same("b")]).encode();
-        let (root, _) = packer.save(BlobType::Tree, &tree).unwrap();
+        let tree = Tree::new(vec![same("a"), same("b")]);
+        let (root, _) = packer.save_tree(&tree).unwrap();
         let saved = packer.flush().unwrap();
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
         let snap_id = repo.save_snapshot(&snap).unwrap();
@@ -376,20 +377,12 @@ mod tests {
             let (id, _) = packer.save(BlobType::Data, &b).unwrap();
             files.push(file_of(&format!("f{i}"), &[(id, b.len())]));
         }
-        let (sub, _) = packer
-            .save(BlobType::Tree, &Tree::new(files).encode())
-            .unwrap();
+        let (sub, _) = packer.save_tree(&Tree::new(files)).unwrap();
         let (mid, _) = packer
-            .save(
-                BlobType::Tree,
-                &Tree::new(vec![dir_of("x", sub), dir_of("y", sub)]).encode(),
-            )
+            .save_tree(&Tree::new(vec![dir_of("x", sub), dir_of("y", sub)]))
             .unwrap();
         let (root, _) = packer
-            .save(
-                BlobType::Tree,
-                &Tree::new(vec![dir_of("m", mid), dir_of("s", sub)]).encode(),
-            )
+            .save_tree(&Tree::new(vec![dir_of("m", mid), dir_of("s", sub)]))
             .unwrap();
         let saved = packer.flush().unwrap();
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
@@ -424,8 +417,8 @@ mod tests {
 
         let packer = Packer::new(&repo, false);
         let ghost = BlobId(crate::id::Id::random());
-        let tree = Tree::new(vec![file_of("g", &[(ghost, 5)])]).encode();
-        let (root, _) = packer.save(BlobType::Tree, &tree).unwrap();
+        let tree = Tree::new(vec![file_of("g", &[(ghost, 5)])]);
+        let (root, _) = packer.save_tree(&tree).unwrap();
         packer.flush().unwrap();
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
         let err = stats(
@@ -446,13 +439,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
         let packer = Packer::new(&repo, false);
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let leaf = save(Tree::new(vec![file_of("f", &[])]));
         let mut dag = leaf;
         for _ in 0..40 {
             dag = save(Tree::new(vec![dir_of("a", dag), dir_of("b", dag)]));
         }
-        let ghost = BlobId(crate::id::Id::hash_of(b"not stored"));
+        let ghost = TreeId(crate::id::Id::hash_of(b"not stored"));
         let broken = save(Tree::new(vec![dir_of("g", ghost)]));
         packer.flush().unwrap();
         let snap = |tree| {

@@ -1,6 +1,6 @@
 //! Trees: one blob per directory listing its entries with their metadata and, for files, the
 //! ordered chunk ids and lengths. Serialised deterministically so equal directories dedupe.
-use crate::id::BlobId;
+use crate::id::{BlobId, TreeId};
 use serde::{Deserialize, Serialize};
 
 /// The first byte of every tree blob.
@@ -36,7 +36,7 @@ pub enum NodeKind {
         content: Vec<ChunkRef>,
     },
     Dir {
-        subtree: BlobId,
+        subtree: TreeId,
     },
     Symlink {
         #[serde(with = "crate::names")]
@@ -89,7 +89,7 @@ impl Node {
         }
     }
 
-    pub fn subtree(&self) -> Option<BlobId> {
+    pub fn subtree(&self) -> Option<TreeId> {
         match self.kind {
             NodeKind::Dir { subtree } => Some(subtree),
             _ => None,
@@ -207,7 +207,7 @@ pub(crate) mod tests {
         node
     }
 
-    pub fn dir_of(name: &str, subtree: BlobId) -> Node {
+    pub fn dir_of(name: &str, subtree: TreeId) -> Node {
         let mut node = file_node(name.as_bytes(), &[]);
         node.kind = NodeKind::Dir { subtree };
         node

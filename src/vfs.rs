@@ -1,7 +1,7 @@
 //! Paths inside a snapshot: finding the node at a path, visiting each distinct tree once, and
 //! reading a file's bytes (whole or any range) from its chunk list.
 use crate::blob::BlobError;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::snapshot::Snapshot;
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
@@ -21,7 +21,7 @@ pub fn components(path: &[u8]) -> Vec<&[u8]> {
 }
 
 /// A directory node standing for a snapshot's root tree.
-pub fn root_node(tree: BlobId) -> Node {
+pub fn root_node(tree: TreeId) -> Node {
     Node {
         name: Vec::new(),
         kind: NodeKind::Dir { subtree: tree },
@@ -41,7 +41,7 @@ pub fn root_node(tree: BlobId) -> Node {
 }
 
 /// The node at `path` below the root tree `tree`.
-pub fn node_at(repo: &IndexedRepo, tree: BlobId, path: &[u8]) -> Result<Node> {
+pub fn node_at(repo: &IndexedRepo, tree: TreeId, path: &[u8]) -> Result<Node> {
     let mut node = root_node(tree);
     for name in components(path) {
         let subtree = node.subtree().ok_or_else(|| not_found(path))?;
@@ -60,7 +60,7 @@ fn not_found(path: &[u8]) -> RepoError {
 
 /// A tree reached by [`for_each_tree`], with the first snapshot and path that reached it.
 pub struct Reached {
-    pub id: BlobId,
+    pub id: TreeId,
     pub snapshot: SnapshotId,
     pub path: String,
 }
@@ -113,7 +113,7 @@ pub fn for_each_tree(
 fn queue_subtrees(
     from: &Reached,
     tree: &Tree,
-    seen: &mut HashSet<BlobId>,
+    seen: &mut HashSet<TreeId>,
     next: &mut Vec<Reached>,
 ) {
     for node in &tree.nodes {
@@ -254,16 +254,10 @@ mod tests {
             .collect();
         let mut file = file_node(b"f", &[]);
         file.kind = NodeKind::File { content };
-        let sub = packer
-            .save(BlobType::Tree, &Tree::new(vec![file]).encode())
-            .unwrap()
-            .0;
+        let sub = packer.save_tree(&Tree::new(vec![file])).unwrap().0;
         let mut d = file_node(b"d", &[]);
         d.kind = NodeKind::Dir { subtree: sub };
-        let root = packer
-            .save(BlobType::Tree, &Tree::new(vec![d]).encode())
-            .unwrap()
-            .0;
+        let root = packer.save_tree(&Tree::new(vec![d])).unwrap().0;
         packer.flush().unwrap();
 
         let f = node_at(&repo, root, b"/d/f").unwrap();
@@ -309,16 +303,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         let packer = Packer::new(&repo, false);
-        let leaf = packer
-            .save(BlobType::Tree, &Tree::new(vec![]).encode())
-            .unwrap()
-            .0;
-        let ghost = BlobId(Id::hash_of(b"not stored"));
+        let leaf = packer.save_tree(&Tree::new(vec![])).unwrap().0;
+        let ghost = TreeId(Id::hash_of(b"not stored"));
         let nodes = vec![dir_of("a", leaf), dir_of("b", leaf), dir_of("g", ghost)];
-        let root = packer
-            .save(BlobType::Tree, &Tree::new(nodes).encode())
-            .unwrap()
-            .0;
+        let root = packer.save_tree(&Tree::new(nodes)).unwrap().0;
         packer.flush().unwrap();
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
             "username": "u", "uid": 0, "gid": 0, "paths": ["/"], "tree": root,

@@ -3,7 +3,7 @@
 //! entries the snapshot records (so a forged tree DAG whose shared subtrees expand to 2^40
 //! paths is refused instead of running forever). Trees are content-addressed and so cannot
 //! form cycles; the budget is what stops an exponential expansion.
-use crate::id::BlobId;
+use crate::id::TreeId;
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
@@ -152,10 +152,10 @@ fn open(
 /// forged DAG's 2^40 paths give a huge total in time linear in its distinct trees). `memo`
 /// keeps the totals of trees already summed, to share between snapshots.
 pub fn expand<'a, T: Copy + Default>(
-    root: BlobId,
-    own: impl Fn(&BlobId) -> (T, &'a [BlobId]),
+    root: TreeId,
+    own: impl Fn(&TreeId) -> (T, &'a [TreeId]),
     add: impl Fn(T, T) -> T,
-    memo: &mut HashMap<BlobId, T>,
+    memo: &mut HashMap<TreeId, T>,
 ) -> T {
     let mut stack = vec![(root, false)];
     while let Some((id, children_done)) = stack.pop() {
@@ -180,7 +180,6 @@ pub fn expand<'a, T: Copy + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BlobType;
     use crate::packer::Packer;
     use crate::packer::tests::indexed_repo;
     use crate::tree::Tree;
@@ -189,7 +188,7 @@ mod tests {
 
     fn snapshot(summary: serde_json::Value) -> Snapshot {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
-            "username": "u", "uid": 0, "gid": 0, "paths": ["/"], "tree": BlobId::default(),
+            "username": "u", "uid": 0, "gid": 0, "paths": ["/"], "tree": TreeId::default(),
             "program_version": "t", "summary": summary});
         serde_json::from_value(json).unwrap()
     }
@@ -209,8 +208,8 @@ mod tests {
     }
 
     /// A chain of `depth` directories named `d`, a file `f` at the bottom.
-    fn deep_chain(packer: &Packer, depth: usize) -> BlobId {
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+    fn deep_chain(packer: &Packer, depth: usize) -> TreeId {
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let mut id = save(Tree::new(vec![file_of("f", &[])]));
         for _ in 0..depth {
             id = save(Tree::new(vec![dir_of("d", id)]));
@@ -255,14 +254,14 @@ mod tests {
 
     #[test]
     fn expand_counts_a_shared_subtree_per_place() {
-        let id = |n: u32| BlobId(crate::id::Id::hash_of(&n.to_le_bytes()));
-        let trees: HashMap<BlobId, (u64, Vec<BlobId>)> = [
+        let id = |n: u32| TreeId(crate::id::Id::hash_of(&n.to_le_bytes()));
+        let trees: HashMap<TreeId, (u64, Vec<TreeId>)> = [
             (id(0), (2, vec![id(1), id(1)])),
             (id(1), (3, vec![id(2)])),
             (id(2), (5, vec![])),
         ]
         .into();
-        let own = |i: &BlobId| {
+        let own = |i: &TreeId| {
             trees
                 .get(i)
                 .map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()))
@@ -270,15 +269,15 @@ mod tests {
         let total = expand(id(0), own, u64::saturating_add, &mut HashMap::new());
         assert_eq!(total, 2 + 2 * (3 + 5));
         // 64 levels of one tree listing the next twice: 2^65 paths, saturated.
-        let dag: HashMap<BlobId, (u64, Vec<BlobId>)> = (0..64)
+        let dag: HashMap<TreeId, (u64, Vec<TreeId>)> = (0..64)
             .map(|i| (id(i), (2, vec![id(i + 1), id(i + 1)])))
             .collect();
-        let own = |i: &BlobId| dag.get(i).map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()));
+        let own = |i: &TreeId| dag.get(i).map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()));
         let total = expand(id(0), own, u64::saturating_add, &mut HashMap::new());
         assert_eq!(total, u64::MAX);
         // A tree listing itself (impossible with verified ids) still ends.
-        let cycle: HashMap<BlobId, (u64, Vec<BlobId>)> = [(id(0), (1, vec![id(0)]))].into();
-        let own = |i: &BlobId| {
+        let cycle: HashMap<TreeId, (u64, Vec<TreeId>)> = [(id(0), (1, vec![id(0)]))].into();
+        let own = |i: &TreeId| {
             cycle
                 .get(i)
                 .map_or((0, &[][..]), |(n, c)| (*n, c.as_slice()))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
 use strata::blob::BlobType;
-use strata::id::BlobId;
+use strata::id::{BlobId, TreeId};
 use strata::packer::Packer;
 use strata::repository::Repository;
 use strata::snapshot::{Snapshot, Summary};
@@ -61,7 +61,7 @@ fn file(name: &[u8], chunks: &[(BlobId, u32)]) -> Node {
     node(name, NodeKind::File { content }, size, 0o644)
 }
 
-fn dir(name: &[u8], subtree: BlobId) -> Node {
+fn dir(name: &[u8], subtree: TreeId) -> Node {
     node(name, NodeKind::Dir { subtree }, 0, 0o755)
 }
 
@@ -157,7 +157,7 @@ fn craft_snapshot(repo: &TestRepo, outside: &Path) -> Crafted {
     let pwned_tree = Tree {
         nodes: vec![file(b"pwned", &[(evil_id, evil_len)])],
     };
-    let pwned_tree_id = save(BlobType::Tree, &pwned_tree.encode());
+    let pwned_tree_id = TreeId(save(BlobType::Tree, &pwned_tree.encode()).0);
 
     // `d`: a symlink pointing three levels up, then a regular file.
     let d_tree = Tree {
@@ -166,7 +166,7 @@ fn craft_snapshot(repo: &TestRepo, outside: &Path) -> Crafted {
             file(b"after", &[(after_id, after_content.len() as u32)]),
         ],
     };
-    let d_tree_id = save(BlobType::Tree, &d_tree.encode());
+    let d_tree_id = TreeId(save(BlobType::Tree, &d_tree.encode()).0);
 
     let abs_name = abs_dir.join("abs-escape");
     // Struct literal, not `Tree::new`: keeps this (unsorted) order and both
@@ -190,7 +190,7 @@ fn craft_snapshot(repo: &TestRepo, outside: &Path) -> Crafted {
         ],
     };
     assert_eq!(root.nodes.iter().filter(|n| n.name == b"link").count(), 2);
-    let root_id = save(BlobType::Tree, &root.encode());
+    let root_id = TreeId(save(BlobType::Tree, &root.encode()).0);
     packer.flush().expect("flush packer");
 
     let snap = Snapshot {

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
-use strata::blob::BlobType;
-use strata::id::{BlobId, Id};
+use strata::id::{BlobId, Id, TreeId};
 use strata::packer::Packer;
 use strata::repository::{IndexedRepo, Repository};
 use strata::tree::{ChunkRef, NodeKind};
@@ -230,7 +229,7 @@ fn scan_paths_must_lie_inside_the_snapshot() {
 
 /// Replaces the content of the file at `path` below `tree` with a chunk that is not
 /// stored, saving the changed trees; returns the new root tree.
-fn with_lost_chunk(repo: &IndexedRepo, packer: &Packer, tree: BlobId, path: &[&[u8]]) -> BlobId {
+fn with_lost_chunk(repo: &IndexedRepo, packer: &Packer, tree: TreeId, path: &[&[u8]]) -> TreeId {
     let mut t = repo.load_tree(&tree).unwrap();
     let node = t.nodes.iter_mut().find(|n| n.name == path[0]).unwrap();
     node.kind = match path.len() {
@@ -244,7 +243,7 @@ fn with_lost_chunk(repo: &IndexedRepo, packer: &Packer, tree: BlobId, path: &[&[
             subtree: with_lost_chunk(repo, packer, node.subtree().unwrap(), &path[1..]),
         },
     };
-    packer.save(BlobType::Tree, &t.encode()).unwrap().0
+    packer.save_tree(&t).unwrap().0
 }
 
 #[test]

@@ -21,7 +21,7 @@ use common::e2e::*;
 use common::*;
 use strata::backend::local::LocalBackend;
 use strata::blob::BlobType;
-use strata::id::BlobId;
+use strata::id::TreeId;
 use strata::packer::Packer;
 use strata::repository::{IndexedRepo, Repository};
 use strata::snapshot::{Snapshot, Summary};
@@ -36,11 +36,11 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
     Node {
         name: name.to_vec(),
         kind,
-        ..strata::vfs::root_node(BlobId::default())
+        ..strata::vfs::root_node(TreeId::default())
     }
 }
 
-fn dir(name: &[u8], subtree: BlobId) -> Node {
+fn dir(name: &[u8], subtree: TreeId) -> Node {
     node(name, NodeKind::Dir { subtree })
 }
 
@@ -54,13 +54,10 @@ fn forge(
     repo: &TestRepo,
     time: &str,
     entries: Option<u64>,
-    build: impl FnOnce(&dyn Fn(Tree) -> BlobId) -> BlobId,
+    build: impl FnOnce(&dyn Fn(Tree) -> TreeId) -> TreeId,
 ) {
     forge_with(repo, time, entries, |packer| {
-        let save = |t: Tree| {
-            let bytes = t.encode();
-            packer.save(BlobType::Tree, &bytes).expect("save tree").0
-        };
+        let save = |t: Tree| packer.save_tree(&t).expect("save tree").0;
         build(&save)
     });
 }
@@ -70,7 +67,7 @@ fn forge_with(
     repo: &TestRepo,
     time: &str,
     entries: Option<u64>,
-    build: impl FnOnce(&Packer) -> BlobId,
+    build: impl FnOnce(&Packer) -> TreeId,
 ) {
     let indexed = open_indexed(repo);
     let packer = Packer::new(&indexed, false);
@@ -105,7 +102,7 @@ fn open_indexed(repo: &TestRepo) -> IndexedRepo {
 }
 
 /// A chain of `depth` directories named `d` with the file `f` at the bottom.
-fn chain(save: &dyn Fn(Tree) -> BlobId, depth: usize) -> BlobId {
+fn chain(save: &dyn Fn(Tree) -> TreeId, depth: usize) -> TreeId {
     let mut id = save(Tree::new(vec![file(b"f")]));
     for _ in 0..depth {
         id = save(Tree::new(vec![dir(b"d", id)]));
@@ -114,7 +111,7 @@ fn chain(save: &dyn Fn(Tree) -> BlobId, depth: usize) -> BlobId {
 }
 
 /// 40 levels of a tree listing the next one twice (`a` and `b`): 2^41 paths.
-fn dag(save: &dyn Fn(Tree) -> BlobId) -> BlobId {
+fn dag(save: &dyn Fn(Tree) -> TreeId) -> TreeId {
     let mut id = save(Tree::new(vec![file(b"f")]));
     for _ in 0..40 {
         id = save(Tree::new(vec![dir(b"a", id), dir(b"b", id)]));
@@ -453,7 +450,7 @@ fn finding_8_repair_rewrites_a_snapshot_deeper_than_1024_levels() {
             content: vec![ChunkRef { id, len: 6 }],
         };
         damaged.size = 6;
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let mut tree = save(Tree::new(vec![damaged, file(b"g")]));
         for _ in 0..depth {
             tree = save(Tree::new(vec![dir(b"d", tree)]));

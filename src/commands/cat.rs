@@ -1,7 +1,7 @@
 //! `strata cat`: a file's bytes from a snapshot, or a repository object decoded as JSON.
 use super::{Context, Outcome};
 use anyhow::{Result, bail};
-use strata::id::{BlobId, Id};
+use strata::id::{Id, TreeId};
 use strata::vfs;
 
 #[derive(clap::Args)]
@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             let Some(id) = Id::from_hex(&id) else {
                 bail!("a tree id is 64 hex digits")
             };
-            ctx.print_json(&ctx.open_indexed()?.load_tree(&BlobId(id))?)?
+            ctx.print_json(&ctx.open_indexed()?.load_tree(&TreeId(id))?)?
         }
         (snapshot, Some(path)) => cat_file(ctx, snapshot, &path)?,
         (_, None) => bail!("usage: strata cat SNAPSHOT PATH | config | snapshot ID | tree ID"),

@@ -6,7 +6,7 @@ use super::cache::Cache;
 use super::inodes::{Entry, Inodes, child_ino, node_ino};
 use super::layout::{Layout, VEntry};
 use crate::blob::BlobError;
-use crate::id::BlobId;
+use crate::id::{BlobId, TreeId};
 use crate::repository::IndexedRepo;
 use crate::sandbox::validate_name;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree, chunk_at, chunk_offsets};
@@ -204,9 +204,9 @@ impl State {
         self.inodes.get(ino).ok_or(FsError::NotFound)
     }
 
-    fn tree(&self, id: BlobId) -> Result<Arc<Tree>> {
+    fn tree(&self, id: TreeId) -> Result<Arc<Tree>> {
         let load = || self.repo.load_tree(&id).map(Arc::new);
-        self.trees.get(id, load).map_err(eio)
+        self.trees.get(id.blob(), load).map_err(eio)
     }
 
     fn blob(&self, id: BlobId) -> Result<Arc<Vec<u8>>> {
@@ -455,7 +455,7 @@ mod tests {
             name: b"user.k".to_vec(),
             value: b"v".to_vec(),
         }];
-        let save = |t: Tree| packer.save(BlobType::Tree, &t.encode()).unwrap().0;
+        let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let sub = save(Tree::new(vec![file]));
         let root = save(Tree::new(vec![dir_of("d", sub)]));
         packer.flush().unwrap();

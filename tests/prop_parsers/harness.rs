@@ -9,7 +9,7 @@ use strata::chunker::Chunker;
 use strata::config::{ChunkerParams, Config};
 use strata::crypto::{MasterKey, ObjectKind};
 use strata::dictionary::{self, Dictionary, Loaded};
-use strata::id::{BlobId, Id, PackId, SnapshotId};
+use strata::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use strata::indexfile::{self, PackEntries};
 use strata::key::{KdfParams, KeyFile};
 use strata::lock::{self, LockInfo, LockMode};
@@ -406,7 +406,7 @@ pub fn tree_sample() -> Vec<u8> {
         node(
             b"dir",
             NodeKind::Dir {
-                subtree: blob_id(3),
+                subtree: TreeId(blob_id(3).0),
             },
         ),
         node(
@@ -436,7 +436,7 @@ pub fn snapshot_sample() -> Vec<u8> {
         tags: vec!["daily".into()],
         parent: Some(SnapshotId(Id::hash_of(b"parent"))),
         original: Some(SnapshotId(Id::hash_of(b"original"))),
-        tree: blob_id(4),
+        tree: TreeId(blob_id(4).0),
         sources: vec![
             Source::Files {
                 paths: vec!["/home".into()],

@@ -429,9 +429,7 @@ impl<'a> DumpWriter<'a> {
 
     pub(crate) fn dir(&self, name: &[u8], nodes: Vec<Node>) -> Result<Node> {
         (self.entries).fetch_add(nodes.len() as u64, Ordering::Relaxed);
-        let (subtree, _) = self
-            .packer
-            .save(BlobType::Tree, &Tree::new(nodes).encode())?;
+        let (subtree, _) = self.packer.save_tree(&Tree::new(nodes))?;
         Ok(self.node(name, NodeKind::Dir { subtree }, 0o755, 0))
     }
 

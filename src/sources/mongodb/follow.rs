@@ -6,7 +6,7 @@
 use super::connection::{from_ts, to_ts};
 use super::export::DumpWriter;
 use super::{Conn, MongoError, Result, cmd_err};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::packer::Packer;
 use crate::repository::IndexedRepo;
 use crate::snapshot::{BsonTime, Snapshot, Source, Summary};
@@ -23,7 +23,7 @@ pub const SLICE_TAG: &str = "mongodb-oplog";
 pub struct Slice {
     pub id: SnapshotId,
     #[serde(skip)]
-    pub tree: BlobId,
+    pub tree: TreeId,
     pub server: String,
     pub start: BsonTime,
     pub end: BsonTime,
@@ -427,7 +427,7 @@ mod tests {
 
     fn snap(source: Source) -> (SnapshotId, Snapshot) {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h", "username": "u", "uid": 0, "gid": 0,
-            "paths": [], "tree": BlobId(Id::hash_of(b"t")), "program_version": "t"});
+            "paths": [], "tree": TreeId(Id::hash_of(b"t")), "program_version": "t"});
         let mut s: Snapshot = serde_json::from_value(json).unwrap();
         s.sources = vec![source];
         (

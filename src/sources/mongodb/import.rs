@@ -9,7 +9,7 @@ use super::metadata::CollMeta;
 use super::namespace::{NsFilter, Renames};
 use super::replay::{Replayer, strip_spec};
 use super::{Conn, MongoError, Result, cmd_err, error_code, stream};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::repository::IndexedRepo;
 use crate::snapshot::BsonTime;
 use crate::tree::Node;
@@ -114,7 +114,7 @@ pub struct PointInTime {
     /// When the snapshot's dump was consistent.
     pub time: BsonTime,
     pub at: BsonTime,
-    tree: BlobId,
+    tree: TreeId,
     /// The oplog file of each slice to replay after the dump, oldest first.
     oplog: Vec<Node>,
 }
@@ -164,7 +164,7 @@ pub fn restore_at(
 /// Reads the dump's directory and metadata files; keeps the namespaces the filters take.
 pub fn read_dump(
     repo: &IndexedRepo,
-    tree: BlobId,
+    tree: TreeId,
     filter: &NsFilter,
     renames: &Renames,
 ) -> Result<Dump> {

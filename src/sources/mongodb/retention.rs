@@ -139,7 +139,7 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{BlobId, Id};
+    use crate::id::{Id, TreeId};
     use crate::snapshot::{Snapshot, Source};
 
     const NOW: i64 = 2_000_000_000;
@@ -151,7 +151,7 @@ mod tests {
 
     fn entry(nr: u8, source: Source) -> Entry {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h", "username": "u",
-            "uid": 0, "gid": 0, "paths": [], "tree": BlobId(Id::hash_of(b"t")), "program_version": "t"});
+            "uid": 0, "gid": 0, "paths": [], "tree": TreeId(Id::hash_of(b"t")), "program_version": "t"});
         let mut s: Snapshot = serde_json::from_value(json).unwrap();
         s.sources = vec![source];
         (SnapshotId(Id([nr; 32])), s)
