@@ -13,7 +13,6 @@ use crate::blob::{self, BlobType, Compression};
 use crate::cancel::Cancel;
 use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, Id, PackId, SnapshotId, TreeId};
-use crate::indexfile::PackEntries;
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
@@ -23,11 +22,11 @@ use crate::vfs::{self, Reached};
 use crate::walk;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
 
 /// Index files and trees are loaded this many at a time (bounds memory on wide repositories).
-const BATCH: usize = 256;
 /// At most this many whole packs are held in memory while reading data.
 const MAX_PACKS_IN_FLIGHT: usize = 4;
 
@@ -445,32 +444,28 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
         .map(|e| e.name)
         .filter(|n| !known_bad.contains_key(n.as_str()))
         .collect();
-    for batch in names.chunks(BATCH) {
-        let loaded: Vec<(&String, Result<Vec<PackEntries>, RepoError>)> = batch
-            .par_iter()
-            .map(|n| (n, repo.read_index_file(n)))
-            .collect();
-        for (name, r) in loaded {
-            match r {
-                Ok(packs) => {
-                    for p in packs {
-                        view.pack_formats
-                            .entry(p.pack)
-                            .or_insert((p.format, p.length));
-                        for b in &p.blobs {
-                            view.blobs.entry(b.id).or_insert((b.ty, b.raw_length));
-                        }
-                        view.packs.entry(p.pack).or_default().extend(p.blobs);
+    let load = |n: &String| repo.read_index_file(n);
+    let Ok(()) = walk::in_batches(&names, load, |name, r| {
+        match r {
+            Ok(packs) => {
+                for p in packs {
+                    view.pack_formats
+                        .entry(p.pack)
+                        .or_insert((p.format, p.length));
+                    for b in &p.blobs {
+                        view.blobs.entry(b.id).or_insert((b.ty, b.raw_length));
                     }
+                    view.packs.entry(p.pack).or_default().extend(p.blobs);
                 }
-                Err(e) => problems.push(Problem::new(
-                    "index",
-                    name,
-                    format!("cannot be loaded: {e}"),
-                )),
             }
+            Err(e) => problems.push(Problem::new(
+                "index",
+                name,
+                format!("cannot be loaded: {e}"),
+            )),
         }
-    }
+        Ok::<(), Infallible>(())
+    });
     for entries in view.packs.values_mut() {
         entries.sort_by_key(|e| (e.offset, e.length, e.id));
         entries.dedup();

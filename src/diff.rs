@@ -6,13 +6,11 @@ use crate::id::{BlobId, TreeId};
 use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::tree::{Node, NodeKind, Tree};
-use crate::walk::{Budget, OverBudget};
-use rayon::prelude::*;
+use crate::walk::{self, Budget, OverBudget};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// Directory pairs loaded at a time, in parallel.
-const BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
@@ -124,19 +122,18 @@ pub fn diff(
         after: Some(after),
     }];
     while !frontier.is_empty() {
-        for batch in frontier.chunks(BATCH) {
-            let loaded: Vec<_> = batch.par_iter().map(|p| load_pair(repo, p)).collect();
-            for (pending, trees) in batch.iter().zip(loaded) {
-                let (a, b) = trees?;
-                budget
-                    .charge((a.len() + b.len()) as u64)
-                    .map_err(|source| DiffError::Walk {
-                        path: paths::display(&pending.path),
-                        source,
-                    })?;
-                differ.compare_dirs(pending, a, b);
-            }
-        }
+        let load = |p: &Pending| load_pair(repo, p);
+        walk::in_batches(&frontier, load, |pending, trees| {
+            let (a, b) = trees?;
+            budget
+                .charge((a.len() + b.len()) as u64)
+                .map_err(|source| DiffError::Walk {
+                    path: paths::display(&pending.path),
+                    source,
+                })?;
+            differ.compare_dirs(pending, a, b);
+            Ok(())
+        })?;
         frontier = std::mem::take(&mut differ.next);
     }
     Ok(differ.finish())

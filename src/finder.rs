@@ -10,14 +10,13 @@ use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, Timespec, Tree};
-use crate::walk::{Budget, OverBudget};
+use crate::walk::{self, Budget, OverBudget};
 use chrono::{DateTime, Utc};
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 /// Directories loaded at a time, in parallel.
-const BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FindError {
@@ -220,15 +219,12 @@ impl<'a, 's> Finder<'a, 's> {
         while !todo.is_empty() {
             todo.retain(|t| self.walks[t.owner].failed.is_none());
             let mut next = Vec::new();
-            for batch in todo.chunks(BATCH) {
-                let loaded: Vec<_> = batch
-                    .par_iter()
-                    .map(|t| self.repo.load_tree(&t.tree))
-                    .collect();
-                for (t, tree) in batch.iter().zip(loaded) {
-                    self.fill(t, tree, &mut next);
-                }
-            }
+            let repo = self.repo;
+            let load = |t: &Todo| repo.load_tree(&t.tree);
+            let Ok(()) = walk::in_batches(&todo, load, |t, tree| {
+                self.fill(t, tree, &mut next);
+                Ok::<(), Infallible>(())
+            });
             todo = next;
         }
     }

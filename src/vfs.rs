@@ -5,13 +5,12 @@ use crate::id::{SnapshotId, TreeId};
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::snapshot::Snapshot;
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
+use crate::walk;
 use rayon::prelude::*;
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::io::Write;
 use std::ops::Range;
-
-/// Trees are loaded this many at a time, in parallel, by [`for_each_tree`].
-const TREE_BATCH: usize = 256;
 
 /// Splits `/a/b/` into its non-empty components.
 pub fn components(path: &[u8]) -> Vec<&[u8]> {
@@ -93,19 +92,17 @@ pub fn for_each_tree(
         .collect();
     while !frontier.is_empty() {
         let mut next = Vec::new();
-        for batch in frontier.chunks(TREE_BATCH) {
-            let loaded: Vec<Result<Tree>> =
-                batch.par_iter().map(|r| repo.load_tree(&r.id)).collect();
-            for (reached, tree) in batch.iter().zip(loaded) {
-                match tree {
-                    Ok(tree) => {
-                        queue_subtrees(reached, &tree, &mut seen, &mut next);
-                        visit(reached, Ok(&tree));
-                    }
-                    Err(e) => visit(reached, Err(e)),
+        let load = |r: &Reached| repo.load_tree(&r.id);
+        let Ok(()) = walk::in_batches(&frontier, load, |reached, tree| {
+            match tree {
+                Ok(tree) => {
+                    queue_subtrees(reached, &tree, &mut seen, &mut next);
+                    visit(reached, Ok(&tree));
                 }
+                Err(e) => visit(reached, Err(e)),
             }
-        }
+            Ok::<(), Infallible>(())
+        });
         frontier = next;
     }
 }

@@ -8,7 +8,28 @@ use crate::paths;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::tree::Node;
+use rayon::prelude::*;
 use std::collections::HashMap;
+
+/// How many objects (trees, index files) a breadth-first pass loads at once on the thread
+/// pool: enough to keep every core and a remote backend busy, few enough to bound memory.
+pub const BATCH: usize = 256;
+
+/// Runs `load` on the thread pool for `items`, [`BATCH`] at a time, and hands each item with
+/// its result to `take`, in order; stops at the first error `take` returns.
+pub fn in_batches<T: Sync, R: Send, E>(
+    items: &[T],
+    load: impl Fn(&T) -> R + Sync,
+    mut take: impl FnMut(&T, R) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    for batch in items.chunks(BATCH) {
+        let loaded: Vec<R> = batch.par_iter().map(&load).collect();
+        for (item, r) in batch.iter().zip(loaded) {
+            take(item, r)?;
+        }
+    }
+    Ok(())
+}
 
 /// An old snapshot (without `summary.entries`) may hold this many entries per file and
 /// directory it records: its counts leave out symlinks, devices, FIFOs and sockets.
@@ -250,6 +271,32 @@ mod tests {
             matches!(err, Err(WalkError::Budget(OverBudget { limit })) if limit == depth as u64),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn in_batches_keeps_order_across_batches_and_stops_at_the_first_error() {
+        let items: Vec<usize> = (0..BATCH * 2 + 7).collect();
+        let mut seen = Vec::new();
+        let r = in_batches(
+            &items,
+            |i| i * 2,
+            |i, twice| {
+                assert_eq!(twice, i * 2);
+                seen.push(*i);
+                Ok::<(), ()>(())
+            },
+        );
+        assert_eq!((r, seen), (Ok(()), items.clone()));
+        let mut taken = 0;
+        let r = in_batches(
+            &items,
+            |i| *i,
+            |_, i| {
+                taken += 1;
+                if i == BATCH + 3 { Err(i) } else { Ok(()) }
+            },
+        );
+        assert_eq!((r, taken), (Err(BATCH + 3), BATCH + 4));
     }
 
     #[test]
