@@ -243,7 +243,8 @@ mod tests {
     fn find_and_read_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let blobs: Vec<Vec<u8>> = (0..3).map(random_blob).collect();
         let content: Vec<ChunkRef> = blobs
             .iter()
@@ -308,7 +309,8 @@ mod tests {
         use crate::tree::tests::dir_of;
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let leaf = packer
             .save(BlobType::Tree, &Tree::new(vec![]).encode())
             .unwrap()

@@ -85,7 +85,8 @@ impl MongoArgs {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_locked(LockMode::Shared, "backup")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Shared, "backup")?;
+    let repo = strata::locked::Locked::new(&repo, guard)?;
     let export = args.mongo.export(ctx)?;
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {

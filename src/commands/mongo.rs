@@ -64,7 +64,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 
 fn run_follow(ctx: &Context, uri: &str, opts: &FollowOptions) -> Result<Outcome> {
     // Its packs are unindexed until each slice is saved: prune must not run meanwhile.
-    let repo = ctx.open_locked(LockMode::Shared, "mongo follow")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Shared, "mongo follow")?;
+    let repo = strata::locked::Locked::new(&repo, guard)?;
     let conn = Conn::connect(uri)?;
     let mut say = |s: &Slice| {
         let _ = ctx.say(&describe_slice(s));

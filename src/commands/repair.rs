@@ -36,7 +36,8 @@ enum What {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_locked(LockMode::Exclusive, "repair")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "repair")?;
+    let repo = strata::locked::Locked::new(&repo, guard)?;
     let progress = ctx.progress("repair");
     match args.what {
         What::Index { read_data } => {
