@@ -55,10 +55,6 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
         self.repo
     }
 
-    pub fn mode(&self) -> LockMode {
-        self.guard.mode()
-    }
-
     /// Fails unless this build writes the repository's format and the lock can still be
     /// trusted (see `LockGuard::ensure_valid`). Called before every write others must be
     /// able to rely on.

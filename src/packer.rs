@@ -302,7 +302,8 @@ impl<'r> Packer<'r> {
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let FinishedPack { bytes, listing } = builder.finish(self.repo().key());
         if !self.dry_run {
-            (self.lock).put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
+            self.lock
+                .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
         }
         self.counters[4].fetch_add(1, Ordering::Relaxed);
         let batch = {

@@ -60,7 +60,8 @@ impl<'r> Repacker<'r> {
         let fresh = PackBuilder::new(self.builder.format());
         let builder = std::mem::replace(&mut self.builder, fresh);
         let FinishedPack { bytes, listing } = builder.finish(self.lock.key());
-        (self.lock).put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
+        self.lock
+            .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
         self.written.push((listing, bytes.len() as u64));
         Ok(())
     }
