@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
 use strata::filter::Patterns;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
@@ -86,7 +87,7 @@ impl MongoArgs {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (repo, guard) = ctx.open_locked(LockMode::Shared, "backup")?;
-    let repo = strata::locked::Locked::new(&repo, guard)?;
+    let repo = Locked::new(&repo, guard)?;
     let export = args.mongo.export(ctx)?;
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {

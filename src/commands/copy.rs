@@ -8,6 +8,7 @@ use strata::backend::local::LocalBackend;
 use strata::copy::{self, CopyReport, Status};
 use strata::id::SnapshotId;
 use strata::lock::{LockGuard, LockMode};
+use strata::locked::Locked;
 use strata::repository::IndexedRepo;
 use strata::snapshot::Snapshot;
 
@@ -45,7 +46,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let src = open_source(ctx, &args).with_context(|| format!("source repository {from}"))?;
     let (dst, guard) =
         (ctx.open_locked(LockMode::Shared, "copy")).with_context(|| destination(ctx))?;
-    let dst = strata::locked::Locked::new(&dst, guard)?;
+    let dst = Locked::new(&dst, guard)?;
     let progress = ctx.progress("copy");
     let report = copy::copy(
         &src.repo,

@@ -115,7 +115,7 @@ fn listed<'a>(entry: &'a Entry, reasons: Option<&'a [Reason]>) -> Listed<'a> {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "forget")?;
-    let repo = strata::locked::Locked::new(&repo, guard)?;
+    let repo = Locked::new(&repo, guard)?;
     let prune = args.prune.then_some(PruneArgs {
         max_unused: args.max_unused,
         dry_run: args.dry_run,

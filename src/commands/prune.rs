@@ -30,7 +30,7 @@ pub fn percent(s: &str) -> Result<f64, String> {
 
 pub fn run(ctx: &Context, args: PruneArgs) -> Result<Outcome> {
     let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "prune")?;
-    let repo = strata::locked::Locked::new(&repo, guard)?;
+    let repo = Locked::new(&repo, guard)?;
     let report = prune_locked(ctx, &repo, &args)?;
     match ctx.args.json {
         true => ctx.print_json(&report)?,

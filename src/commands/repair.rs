@@ -3,6 +3,7 @@
 use super::{Context, Outcome, escape};
 use anyhow::Result;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::repair::{self, IndexRepair, SnapshotRepair, SnapshotRepairOptions};
 
 #[derive(clap::Args)]
@@ -37,7 +38,7 @@ enum What {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "repair")?;
-    let repo = strata::locked::Locked::new(&repo, guard)?;
+    let repo = Locked::new(&repo, guard)?;
     let progress = ctx.progress("repair");
     match args.what {
         What::Index { read_data } => {
