@@ -8,6 +8,7 @@ use crate::cancel::{Cancel, Cancelled};
 use crate::chunker::Chunker;
 use crate::filter::Patterns;
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::locked::Locked;
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
@@ -159,7 +160,7 @@ pub trait TreeSource: Sync {
 }
 
 pub fn backup(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupResult> {
@@ -168,7 +169,7 @@ pub fn backup(
 
 /// A backup of `opts.paths` (possibly none) and of `sources`, in one snapshot.
 pub fn backup_with(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     opts: &BackupOptions,
     sources: &[&dyn TreeSource],
     progress: &dyn Progress,
@@ -708,6 +709,7 @@ mod tests {
     fn backup_then_unchanged_rebackup_reads_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
+        let lock = crate::locked::exclusive(&repo);
         let src = dir.path().join("src");
         std::fs::create_dir_all(src.join("sub/empty")).unwrap();
         std::fs::write(src.join("a.txt"), b"hello").unwrap();
@@ -716,7 +718,7 @@ mod tests {
         std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
         let mut o = opts(vec![src.clone()]);
         o.exclude = Patterns::new(&["*.tmp"]).unwrap();
-        let first = backup(&repo, &o, &crate::progress::NoProgress).unwrap();
+        let first = backup(&lock, &o, &crate::progress::NoProgress).unwrap();
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         assert_eq!(first.snapshot.summary.files_new, 2);
         assert_eq!(first.snapshot.summary.bytes_read, 5 + (3 << 20));
@@ -743,7 +745,7 @@ mod tests {
             .unwrap();
         assert!(root.find(b"skip.tmp").is_none(), "excluded");
 
-        let second = backup(&repo, &o, &crate::progress::NoProgress).unwrap();
+        let second = backup(&lock, &o, &crate::progress::NoProgress).unwrap();
         let s = &second.snapshot.summary;
         assert_eq!(
             (s.files_unmodified, s.bytes_read, s.data_blobs_added),
@@ -760,8 +762,9 @@ mod tests {
     fn unreadable_files_are_reported_and_left_out() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
+        let lock = crate::locked::exclusive(&repo);
         let missing = dir.path().join("nope");
-        let err = backup(&repo, &opts(vec![missing]), &crate::progress::NoProgress);
+        let err = backup(&lock, &opts(vec![missing]), &crate::progress::NoProgress);
         assert!(matches!(err, Err(ArchiveError::Path { .. })));
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
@@ -774,7 +777,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let r = backup(&repo, &opts(vec![src]), &crate::progress::NoProgress).unwrap();
+        let r = backup(&lock, &opts(vec![src]), &crate::progress::NoProgress).unwrap();
         assert!(
             r.errors.is_empty(),
             "a fifo is recorded, never opened: {:?}",

@@ -839,7 +839,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("repo");
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let mut data = Vec::new();
         let mut files = Vec::new();
         for i in 0..n {
@@ -854,7 +855,7 @@ pub(crate) mod tests {
         nodes.push(dir_of("sub", sub));
         let (root_tree, _) = packer.save_tree(&Tree::new(nodes)).unwrap();
         packer.flush().unwrap();
-        repo.save_snapshot(&snapshot_of(root_tree)).unwrap();
+        lock.save_snapshot(&snapshot_of(root_tree)).unwrap();
         Fixture {
             _dir: dir,
             root,
@@ -883,14 +884,15 @@ pub(crate) mod tests {
     #[test]
     fn a_forged_tree_dag_is_reported_without_being_expanded() {
         let f = fixture(1, vec![]);
-        let packer = Packer::new(&f.repo, false);
+        let lock = crate::locked::exclusive(&f.repo);
+        let packer = Packer::new(&lock, false);
         let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let mut dag = save(Tree::new(vec![]));
         for _ in 0..40 {
             dag = save(Tree::new(vec![dir_of("a", dag), dir_of("b", dag)]));
         }
         packer.flush().unwrap();
-        let forged = f.repo.save_snapshot(&snapshot_of(dag)).unwrap();
+        let forged = lock.save_snapshot(&snapshot_of(dag)).unwrap();
         let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
         let errors = errors_of(&r, "snapshot");
         assert_eq!(errors.len(), 1, "{:?}", r.errors);
@@ -1055,7 +1057,8 @@ pub(crate) mod tests {
     #[test]
     fn unreferenced_blobs_are_counted() {
         let f = fixture(4, vec![]);
-        let packer = Packer::new(&f.repo, false);
+        let lock = crate::locked::exclusive(&f.repo);
+        let packer = Packer::new(&lock, false);
         packer.save(BlobType::Data, &random_blob(999)).unwrap();
         packer.save(BlobType::Data, &random_blob(998)).unwrap();
         packer.flush().unwrap();
@@ -1116,13 +1119,14 @@ pub(crate) mod tests {
     /// Adds a second snapshot whose root holds a directory "bad" made of `nodes` (kept in
     /// the given order, duplicates included); returns that directory's tree id.
     fn with_bad_dir(f: &Fixture, nodes: Vec<Node>) -> TreeId {
-        let packer = Packer::new(&f.repo, false);
+        let lock = crate::locked::exclusive(&f.repo);
+        let packer = Packer::new(&lock, false);
         let (bad, _) = packer.save_tree(&Tree { nodes }).unwrap();
         let (root, _) = packer
             .save_tree(&Tree::new(vec![dir_of("bad", bad)]))
             .unwrap();
         packer.flush().unwrap();
-        f.repo.save_snapshot(&snapshot_of(root)).unwrap();
+        lock.save_snapshot(&snapshot_of(root)).unwrap();
         bad
     }
 

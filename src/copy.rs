@@ -6,6 +6,7 @@
 use crate::blob::BlobType;
 use crate::cancel::Cancel;
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::locked::Locked;
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError, Result};
@@ -56,12 +57,12 @@ pub enum Status {
 /// Copies `snapshots` (oldest first, to keep parent links) of `src` into `dst`, skipping those
 /// `dst` holds a copy of. A snapshot whose data cannot be read from the source is reported as
 /// failed and the others are still copied; an error writing to `dst` stops the copy. Each
-/// copy's blobs are durable and indexed before its snapshot is written. Holds no lock: the
-/// caller locks `dst` to append and `src` to read. Once `cancel` is cancelled the copy stops
-/// before its next blob (the snapshots copied so far stay).
+/// copy's blobs are durable and indexed before its snapshot is written. Writes under the
+/// caller's lock on `dst`; the caller locks `src` to read. Once `cancel` is cancelled the copy
+/// stops before its next blob (the snapshots copied so far stay).
 pub fn copy(
     src: &IndexedRepo,
-    dst: &IndexedRepo,
+    dst: &Locked<'_, IndexedRepo>,
     snapshots: &[(SnapshotId, Snapshot)],
     cancel: &Cancel,
     progress: &dyn Progress,
@@ -275,7 +276,8 @@ mod tests {
     /// oldest first.
     fn source(dir: &std::path::Path) -> (IndexedRepo, Vec<(SnapshotId, Snapshot)>) {
         let repo = indexed_repo(dir, 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let data = |i: u32| packer.save(BlobType::Data, &random_blob(i)).unwrap().0;
         let tree = |nodes| packer.save_tree(&Tree::new(nodes)).unwrap().0;
         let files = (0..4).map(|i| file_of(&format!("f{i}"), &[(data(i), 1000)]));
@@ -286,7 +288,7 @@ mod tests {
         packer.flush().unwrap();
         let second = tree(vec![dir_of("sub", sub), h]);
         packer.flush().unwrap();
-        let first = (repo.save_snapshot(&snapshot_of(first)).unwrap(), first);
+        let first = (lock.save_snapshot(&snapshot_of(first)).unwrap(), first);
         let mut child = snapshot_of(second);
         child.time = "2021-01-01T00:00:00Z".parse().unwrap();
         child.parent = Some(first.0);
@@ -297,7 +299,7 @@ mod tests {
             window_start: None,
             consistent: false,
         }];
-        repo.save_snapshot(&child).unwrap();
+        lock.save_snapshot(&child).unwrap();
         let snapshots = repo.snapshots().unwrap().0;
         (repo, snapshots)
     }
@@ -312,7 +314,14 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (src, snapshots) = source(a.path());
         let dst = indexed_repo(b.path(), 4096);
-        let r = copy(&src, &dst, &snapshots, &Cancel::default(), &NoProgress).unwrap();
+        let r = copy(
+            &src,
+            &crate::locked::exclusive(&dst),
+            &snapshots,
+            &Cancel::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (2, 0), "{r:?}");
         // Data 0..3, 99, 100 and trees sub, first, second; the second snapshot adds only
         // blob 100 and its root.
@@ -343,12 +352,19 @@ mod tests {
         );
         assert_eq!(read(&dst, two.tree, "/sub/f3"), random_blob(3));
 
-        let again = copy(&src, &dst, &snapshots, &Cancel::default(), &NoProgress).unwrap();
+        let again = copy(
+            &src,
+            &crate::locked::exclusive(&dst),
+            &snapshots,
+            &Cancel::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!((again.snapshots_copied, again.snapshots_skipped), (0, 2));
         assert_eq!(again.blobs_added, 0);
         let back = copy(
             &dst,
-            &src,
+            &crate::locked::exclusive(&src),
             &dst.snapshots().unwrap().0,
             &Cancel::default(),
             &NoProgress,
@@ -370,7 +386,14 @@ mod tests {
         std::fs::remove_file(path).unwrap();
         let dst = indexed_repo(b.path(), 4096);
         let newest_first: Vec<_> = snapshots.iter().rev().cloned().collect();
-        let r = copy(&src, &dst, &newest_first, &Cancel::default(), &NoProgress).unwrap();
+        let r = copy(
+            &src,
+            &crate::locked::exclusive(&dst),
+            &newest_first,
+            &Cancel::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (1, 1), "{r:?}");
         assert!(matches!(r.snapshots[0].status, Status::Failed { .. }));
         assert_eq!(r.snapshots[1].source, snapshots[0].0);

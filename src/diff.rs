@@ -329,7 +329,8 @@ mod tests {
     fn diff_skips_identical_subtrees_and_classifies_changes() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         // A shared subtree that is never stored: loading it would fail.
         let ghost = TreeId(Id::hash_of(b"never stored"));

@@ -300,7 +300,8 @@ mod tests {
     fn finds_versions_across_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let chunk = BlobId(Id::hash_of(b"c"));
         let shared = save(Tree::new(vec![file_of("a.txt", &[(chunk, 3)])]));
@@ -342,7 +343,8 @@ mod tests {
     fn a_snapshot_over_its_budget_is_skipped_and_the_others_are_searched() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let leaf = save(Tree::new(vec![file_of("x.txt", &[])]));
         let mut dag = save(Tree::new(vec![]));

@@ -3,6 +3,7 @@
 //! repository's lock is still valid. Only snapshot objects are removed, never packs.
 use crate::backend::Kind;
 use crate::id::SnapshotId;
+use crate::locked::Locked;
 use crate::policy::{self, Entry, Group, GroupBy, Policy, PolicyError, Span};
 use crate::repository::{RepoError, Repository};
 use crate::sources::mongodb::retention::{self, SliceVerdict};
@@ -78,13 +79,16 @@ pub struct Applied {
 }
 
 /// Removes the plan's snapshots. Before each removal the repository's lock must still be
-/// valid (`Repository::ensure_locked`): a forget that was suspended past the lock's
-/// lifetime, or whose lock was removed, stops with an error before removing anything more.
-pub fn apply(repo: &Repository, plan: &Plan) -> Result<Applied, RepoError> {
+/// valid (`Locked::ensure_valid`): a forget that was suspended past the lock's lifetime, or
+/// whose lock was removed, stops with an error before removing anything more.
+pub fn apply<R: AsRef<Repository>>(
+    lock: &Locked<'_, R>,
+    plan: &Plan,
+) -> Result<Applied, RepoError> {
     let mut applied = Applied::default();
     for (id, _) in &plan.remove {
-        repo.ensure_locked()?;
-        match repo.backend().remove(Kind::Snapshot, &id.0.to_hex()) {
+        lock.ensure_valid()?;
+        match lock.remove(Kind::Snapshot, &id.0.to_hex()) {
             Ok(()) => applied.removed.push(*id),
             Err(e) => applied.failed.push((*id, e.to_string())),
         }
@@ -104,25 +108,28 @@ mod tests {
     fn a_forget_whose_lock_is_no_longer_valid_removes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let repo = test_repo(dir.path());
+        let lock = repo
+            .lock(LockMode::Exclusive, "forget", Duration::ZERO, None)
+            .unwrap();
         for nr in 1..=3 {
             let (_, s) = snap(nr, "2024-05-01T12:00:00Z", "h", &["/data"]);
-            repo.save_snapshot(&s).unwrap();
+            lock.save_snapshot(&s).unwrap();
         }
-        repo.lock(LockMode::Exclusive, "forget", Duration::ZERO, None)
-            .unwrap();
         let all = repo.snapshots().unwrap().0;
         let plan = Plan::named(&all);
         // The lock is removed (`unlock --remove-all` elsewhere) while forget is suspended.
-        for lock in repo.backend().list(Kind::Lock).unwrap() {
-            repo.backend().remove(Kind::Lock, &lock.name).unwrap();
+        for found in repo.backend().list(Kind::Lock).unwrap() {
+            repo.backend().remove(Kind::Lock, &found.name).unwrap();
         }
-        let err = apply(&repo, &plan).expect_err("the lock is gone");
+        let err = apply(&lock, &plan).expect_err("the lock is gone");
         assert!(matches!(err, RepoError::Lock(_)), "{err}");
         assert_eq!(repo.snapshot_ids().unwrap().len(), 3, "nothing removed");
+        drop(lock);
 
-        repo.lock(LockMode::Exclusive, "forget", Duration::ZERO, None)
+        let lock = repo
+            .lock(LockMode::Exclusive, "forget", Duration::ZERO, None)
             .unwrap();
-        let applied = apply(&repo, &plan).unwrap();
+        let applied = apply(&lock, &plan).unwrap();
         assert_eq!(applied.removed.len(), 3);
         assert!(applied.failed.is_empty());
         assert!(repo.snapshot_ids().unwrap().is_empty());

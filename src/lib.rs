@@ -20,6 +20,7 @@ pub mod index;
 pub mod indexfile;
 pub mod key;
 pub mod lock;
+pub mod locked;
 pub mod migrate;
 pub mod mount;
 pub mod names;

@@ -2,6 +2,10 @@
 //! mount), exclusive ones for work that deletes (forget, prune, repair), each an encrypted
 //! object under `locks/` that its holder refreshes until it lets go. Whether another's lock
 //! is stale is judged from what this machine saw (see `Judge`), not from others' clocks.
+//! A held lock is a [`LockGuard`]; the repository's writes take the typed proof built on
+//! it, [`crate::locked::Locked`]. One process may hold several locks at once (on several
+//! repositories, or several shared ones on one): its own shared locks never conflict with
+//! each other, while an exclusive one conflicts with every other lock, its own included.
 mod sightings;
 
 use crate::backend::{Backend, BackendError, Kind};
@@ -39,6 +43,8 @@ pub enum LockError {
         "our repository lock was removed or could not be refreshed for {0} s; stopping before writing anything that depends on it"
     )]
     Lost(u64),
+    #[error("a lock can only vouch for the repository it was taken on")]
+    OtherRepository,
 }
 
 pub type Result<T> = std::result::Result<T, LockError>;
@@ -381,6 +387,11 @@ impl LockGuard {
 
     pub fn mode(&self) -> LockMode {
         self.state.lock().expect("lock state").info.mode
+    }
+
+    /// Whether this lock was taken on `backend` (the very object, not just its location).
+    pub fn is_on(&self, backend: &Arc<dyn Backend>) -> bool {
+        Arc::ptr_eq(&self.backend, backend)
     }
 }
 

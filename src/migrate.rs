@@ -11,6 +11,7 @@ use crate::id::{Id, SnapshotId};
 use crate::indexfile;
 use crate::key::KeyFile;
 use crate::lock::{self, LockGuard, LockMode};
+use crate::locked::Locked;
 use crate::repository::{RepoError, Repository, Result, seal_config};
 use crate::snapshot::Snapshot;
 use std::collections::HashMap;
@@ -53,10 +54,12 @@ impl Keys {
     }
 }
 
-/// Upgrades `repo` to version 3 (or finishes an interrupted upgrade), holding an exclusive
-/// lock that clients of both versions see. `step` is told each step's name as it ends (the
-/// CLI's failpoint for crash tests).
-pub fn migrate(repo: &Repository, wait: Duration, step: &dyn Fn(&str)) -> Result<MigrateReport> {
+/// Upgrades the repository to version 3 (or finishes an interrupted upgrade), holding an
+/// exclusive lock that clients of both versions see: the caller's `repo`, an exclusive lock
+/// in the repository's current encryption, and one this takes (waiting up to `wait`) in the
+/// other era's. `step` is told each step's name as it ends (the CLI's failpoint for crash
+/// tests).
+pub fn migrate(repo: &Locked<'_>, wait: Duration, step: &dyn Fn(&str)) -> Result<MigrateReport> {
     let old_version = repo.version().min(BOUND_OBJECTS_VERSION - 1);
     let keys = Keys {
         old: repo.key().for_repository(old_version, repo.config().keys),
@@ -64,7 +67,7 @@ pub fn migrate(repo: &Repository, wait: Duration, step: &dyn Fn(&str)) -> Result
             .key()
             .for_repository(FORMAT_VERSION, repo.config().keys),
     };
-    let _locks = lock_both(repo, &keys, wait)?;
+    let _other = other_era_lock(repo, &keys, wait)?;
     let mut report = MigrateReport {
         from: repo.version(),
         ..MigrateReport::default()
@@ -78,26 +81,28 @@ pub fn migrate(repo: &Repository, wait: Duration, step: &dyn Fn(&str)) -> Result
     Ok(report)
 }
 
-/// An exclusive lock in each era's encryption: old clients see the first, new ones (which
-/// count an unreadable lock as stale) the second, before and after the switch.
-fn lock_both(repo: &Repository, keys: &Keys, wait: Duration) -> Result<[LockGuard; 2]> {
-    let take = |key: &MasterKey| {
-        LockGuard::acquire(
-            repo.shared_backend(),
-            key,
-            LockMode::Exclusive,
-            "migrate",
-            wait,
-            None,
-        )
+/// An exclusive lock in the encryption of the era the repository is not in: old clients
+/// see one in the old era's, new ones (which count an unreadable lock as stale) one in the
+/// new era's, before and after the switch; `repo`'s own lock is the other.
+fn other_era_lock(repo: &Repository, keys: &Keys, wait: Duration) -> Result<LockGuard> {
+    let other = match repo.version() < BOUND_OBJECTS_VERSION {
+        true => &keys.new,
+        false => &keys.old,
     };
-    Ok([take(&keys.old)?, take(&keys.new)?])
+    Ok(LockGuard::acquire(
+        repo.shared_backend(),
+        other,
+        LockMode::Exclusive,
+        "migrate",
+        wait,
+        None,
+    )?)
 }
 
 /// Everything version 3 needs, beside the old objects: snapshots and index files in the new
 /// encryption, a MAC on every key file.
 fn write_new_era(
-    repo: &Repository,
+    repo: &Locked<'_>,
     keys: &Keys,
     report: &mut MigrateReport,
     step: &dyn Fn(&str),
@@ -123,7 +128,7 @@ fn commit(repo: &Repository, new: &MasterKey) -> Result<()> {
 }
 
 fn remove_old_era(
-    repo: &Repository,
+    repo: &Locked<'_>,
     keys: &Keys,
     report: &mut MigrateReport,
     step: &dyn Fn(&str),
@@ -135,13 +140,13 @@ fn remove_old_era(
 }
 
 /// Removes the snapshots and index files of `era`.
-fn remove_era(repo: &Repository, keys: &Keys, era: Era) -> Result<usize> {
+fn remove_era(repo: &Locked<'_>, keys: &Keys, era: Era) -> Result<usize> {
     let mut removed = 0;
     for kind in [Kind::Snapshot, Kind::Index] {
         for e in repo.backend().list(kind)? {
             let sealed = repo.backend().get(kind, &e.name)?;
             if era_of(keys, kind, &sealed) == era {
-                repo.backend().remove(kind, &e.name)?;
+                repo.remove(kind, &e.name)?;
                 removed += 1;
             }
         }
@@ -195,7 +200,7 @@ fn update_key_files(
 }
 
 /// Writes every old index file's packs again in the new encryption; returns how many.
-fn rewrite_index_files(repo: &Repository, keys: &Keys) -> Result<usize> {
+fn rewrite_index_files(repo: &Locked<'_>, keys: &Keys) -> Result<usize> {
     let mut written = 0;
     for e in repo.backend().list(Kind::Index)? {
         let sealed = repo.backend().get(Kind::Index, &e.name)?;
@@ -205,8 +210,7 @@ fn rewrite_index_files(repo: &Repository, keys: &Keys) -> Result<usize> {
         let packs = indexfile::decode(&keys.old, keys.old.format(), &sealed)
             .map_err(|e| damaged(Kind::Index, e))?;
         let new = indexfile::encode(&keys.new, keys.new.format(), &packs);
-        repo.backend()
-            .put(Kind::Index, &Id::hash_of(&new).to_hex(), &new)?;
+        repo.put(Kind::Index, &Id::hash_of(&new).to_hex(), &new)?;
         written += 1;
     }
     Ok(written)
@@ -221,7 +225,7 @@ fn damaged(kind: Kind, e: impl ToString) -> RepoError {
 
 /// Writes every old snapshot again in the new encryption, parents first, with `parent`
 /// pointing at the parent's new id; returns how many.
-fn rewrite_snapshots(repo: &Repository, keys: &Keys, step: &dyn Fn(&str)) -> Result<usize> {
+fn rewrite_snapshots(repo: &Locked<'_>, keys: &Keys, step: &dyn Fn(&str)) -> Result<usize> {
     let mut pending = old_snapshots(repo, keys)?;
     let mut renamed: HashMap<SnapshotId, SnapshotId> = HashMap::new();
     let total = pending.len();
@@ -264,10 +268,10 @@ fn old_snapshots(repo: &Repository, keys: &Keys) -> Result<HashMap<SnapshotId, S
     Ok(found)
 }
 
-fn save_snapshot(repo: &Repository, new: &MasterKey, snap: &Snapshot) -> Result<SnapshotId> {
+fn save_snapshot(repo: &Locked<'_>, new: &MasterKey, snap: &Snapshot) -> Result<SnapshotId> {
     let plain = serde_json::to_vec(snap).expect("snapshot serializes");
     let sealed = new.encrypt(&new.aad(ObjectKind::Snapshot, b""), &plain);
     let id = Id::hash_of(&sealed);
-    repo.backend().put(Kind::Snapshot, &id.to_hex(), &sealed)?;
+    repo.put(Kind::Snapshot, &id.to_hex(), &sealed)?;
     Ok(SnapshotId(id))
 }

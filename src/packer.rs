@@ -12,6 +12,7 @@ use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, Id, TreeId};
 use crate::idfilter::IdFilter;
 use crate::indexfile::PackEntries;
+use crate::locked::Locked;
 use crate::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, Result};
 use crate::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer};
@@ -109,7 +110,7 @@ impl Filter {
 }
 
 pub struct Packer<'r> {
-    repo: &'r IndexedRepo,
+    lock: &'r Locked<'r, IndexedRepo>,
     dry_run: bool,
     format: PackFormat,
     /// The open data pack, then the open tree pack.
@@ -128,15 +129,19 @@ pub struct Packer<'r> {
 
 impl<'r> Packer<'r> {
     /// With `dry_run`, blobs are sealed and counted but nothing is written.
-    pub fn new(repo: &'r IndexedRepo, dry_run: bool) -> Packer<'r> {
-        Packer::with_limits(repo, dry_run, Limits::from_env())
+    pub fn new(lock: &'r Locked<'r, IndexedRepo>, dry_run: bool) -> Packer<'r> {
+        Packer::with_limits(lock, dry_run, Limits::from_env())
     }
 
     /// [`Packer::new`] with dictionary training on `limits`.
-    pub fn with_limits(repo: &'r IndexedRepo, dry_run: bool, limits: Limits) -> Packer<'r> {
-        let format = PackFormat::for_version(repo.config().version);
+    pub fn with_limits(
+        lock: &'r Locked<'r, IndexedRepo>,
+        dry_run: bool,
+        limits: Limits,
+    ) -> Packer<'r> {
+        let format = PackFormat::for_version(lock.config().version);
         Packer {
-            repo,
+            lock,
             dry_run,
             format,
             open: std::array::from_fn(|_| Mutex::new(PackBuilder::new(format))),
@@ -155,14 +160,19 @@ impl<'r> Packer<'r> {
     }
 
     pub fn repo(&self) -> &'r IndexedRepo {
-        self.repo
+        self.lock.repo()
+    }
+
+    /// The lock the packer writes under, for the writes that follow its flush (a snapshot).
+    pub fn locked(&self) -> &'r Locked<'r, IndexedRepo> {
+        self.lock
     }
 
     /// Saves `plain` unless an identical blob is already stored; returns its id and whether
     /// it was new.
     pub fn save(&self, ty: BlobType, plain: &[u8]) -> Result<(BlobId, bool)> {
         self.cancel.check()?;
-        let id = self.repo.key().blob_id(plain);
+        let id = self.repo().key().blob_id(plain);
         if !self.claim(id)? {
             return Ok((id, false));
         }
@@ -193,14 +203,14 @@ impl<'r> Packer<'r> {
 
     fn trainer(&self) -> Option<&Trainer> {
         self.trainer
-            .get_or_init(|| trainer_for(self.repo, self.format, self.limits))
+            .get_or_init(|| trainer_for(self.repo(), self.format, self.limits))
             .as_ref()
     }
 
     fn seal(&self, ty: BlobType, id: BlobId, plain: &[u8], dict: Option<&Current>) -> Sealed {
-        let level = self.repo.config().compression;
+        let level = self.repo().config().compression;
         let dict = dict.map(|c| &c.enc);
-        blob::seal_with(self.repo.key(), self.format, ty, id, plain, level, dict)
+        blob::seal_with(self.repo().key(), self.format, ty, id, plain, level, dict)
     }
 
     /// Trains a dictionary on `samples` (stored unless this is a dry run), then seals the
@@ -210,12 +220,12 @@ impl<'r> Packer<'r> {
         let store = |name: &Id, sealed: &[u8]| -> Result<()> {
             if !self.dry_run {
                 let name = name.to_hex();
-                self.repo.backend().put(Kind::Dictionary, &name, sealed)?;
+                self.lock.put(Kind::Dictionary, &name, sealed)?;
             }
             self.counters[8].fetch_add(1, Ordering::Relaxed);
             Ok(())
         };
-        let (current, held) = t.train(&samples, store, self.repo.key())?;
+        let (current, held) = t.train(&samples, store, self.repo().key())?;
         self.seal_samples(samples, current.as_deref())?;
         self.seal_samples(held, current.as_deref())
     }
@@ -234,7 +244,7 @@ impl<'r> Packer<'r> {
         let full = {
             let mut open = self.open[self.slot(ty)].lock().expect("pack lock");
             open.add(sealed);
-            (open.size() >= self.repo.config().pack_size as usize)
+            (open.size() >= self.repo().config().pack_size as usize)
                 .then(|| std::mem::replace(&mut *open, PackBuilder::new(self.format)))
         };
         if let Some(builder) = full {
@@ -257,7 +267,7 @@ impl<'r> Packer<'r> {
             }
             u.filter.may_contain(&id)
         };
-        if maybe_indexed && self.repo.index().contains(&id)? {
+        if maybe_indexed && self.repo().index().contains(&id)? {
             return Ok(false);
         }
         let mut u = self.unindexed.lock().expect("packer lock");
@@ -270,7 +280,7 @@ impl<'r> Packer<'r> {
     /// Called with the packer lock held, so that no index file this run writes meanwhile
     /// can fall between the filter and the in-memory set.
     fn load_filter(&self) -> Result<Filter> {
-        let index = self.repo.index();
+        let index = self.repo().index();
         let (blobs, _) = index.counts()?;
         if blobs > FILTER_MAX_BLOBS {
             return Ok(Filter::Off);
@@ -297,10 +307,9 @@ impl<'r> Packer<'r> {
     }
 
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
-        let FinishedPack { bytes, listing } = builder.finish(self.repo.key());
+        let FinishedPack { bytes, listing } = builder.finish(self.repo().key());
         if !self.dry_run {
-            self.repo
-                .backend()
+            self.lock
                 .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
         }
         self.counters[4].fetch_add(1, Ordering::Relaxed);
@@ -320,7 +329,7 @@ impl<'r> Packer<'r> {
     /// since from then on the SQLite index answers for them.
     fn write_index(&self, packs: Vec<PackEntries>) -> Result<()> {
         if !self.dry_run {
-            self.repo.save_index_file(&packs)?;
+            self.lock.save_index_file(&packs)?;
         }
         let mut u = self.unindexed.lock().expect("packer lock");
         if !self.dry_run {
@@ -420,7 +429,8 @@ pub(crate) mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    /// A fresh repository with small packs, indexed in memory.
+    /// A fresh repository with small packs, indexed in memory (lock it with
+    /// `crate::locked::exclusive` to write).
     pub fn indexed_repo(dir: &Path, pack_size: u32) -> IndexedRepo {
         let backend = Arc::new(LocalBackend::new(dir.join("repo")));
         let config = Config::new(ChunkerParams::FILES, pack_size, 3);
@@ -441,7 +451,8 @@ pub(crate) mod tests {
     fn saves_dedupes_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let blobs: Vec<Vec<u8>> = (0..50u32).map(random_blob).collect();
         let ids: Vec<BlobId> = blobs
             .iter()
@@ -461,7 +472,7 @@ pub(crate) mod tests {
         for (id, plain) in ids.iter().zip(&blobs) {
             assert_eq!(&repo.read_blob(id).unwrap(), plain);
         }
-        let again = Packer::new(&repo, false);
+        let again = Packer::new(&lock, false);
         assert!(
             !again.save(BlobType::Data, &blobs[0]).unwrap().1,
             "duplicate of an indexed blob"
@@ -473,7 +484,8 @@ pub(crate) mod tests {
     fn blobs_indexed_before_and_after_the_filter_loads_are_deduplicated() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let total = FILTER_AFTER_MISSES + 100;
         let save = |seed| packer.save(BlobType::Data, &random_blob(seed)).unwrap().1;
         assert!((0..100).all(save));
@@ -503,7 +515,8 @@ pub(crate) mod tests {
     fn data_blobs_share_a_pack_and_trees_are_kept_apart() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         for seed in 0..40 {
             packer.save(BlobType::Data, &random_blob(seed)).unwrap();
         }
@@ -525,7 +538,8 @@ pub(crate) mod tests {
     fn dry_run_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, true);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, true);
         packer.save(BlobType::Data, &[1u8; 10000]).unwrap();
         assert_eq!(packer.flush().unwrap().data_blobs, 1);
         assert!(repo.backend().list(Kind::Pack).unwrap().is_empty());
@@ -540,13 +554,14 @@ pub(crate) mod tests {
     fn small_blobs_are_held_until_a_dictionary_is_trained_then_stored_once_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
+        let lock = crate::locked::exclusive(&repo);
         let limits = Limits {
             sample_blobs: 64,
             min_samples: 32,
             window_blobs: 64,
             ..Limits::DEFAULT
         };
-        let packer = Packer::with_limits(&repo, false, limits);
+        let packer = Packer::with_limits(&lock, false, limits);
         let ids: Vec<BlobId> = (0..100)
             .map(|i| packer.save(BlobType::Data, &page(i)).unwrap().0)
             .collect();
@@ -569,7 +584,7 @@ pub(crate) mod tests {
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(repo.read_blob(id).unwrap(), page(i as u32));
         }
-        let again = Packer::with_limits(&repo, false, limits);
+        let again = Packer::with_limits(&lock, false, limits);
         again.save(BlobType::Data, &page(500)).unwrap();
         let stats = again.flush().unwrap();
         assert_eq!(
@@ -583,7 +598,8 @@ pub(crate) mod tests {
     fn too_few_small_blobs_are_stored_without_a_dictionary_and_dry_runs_store_none() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let id = packer.save(BlobType::Data, &page(1)).unwrap().0;
         let stats = packer.flush().unwrap();
         assert_eq!((stats.data_blobs, stats.dict_blobs), (1, 0));
@@ -592,7 +608,7 @@ pub(crate) mod tests {
             sample_blobs: 40,
             ..Limits::DEFAULT
         };
-        let dry = Packer::with_limits(&repo, true, limits);
+        let dry = Packer::with_limits(&lock, true, limits);
         for i in 0..40 {
             dry.save(BlobType::Data, &page(i + 10)).unwrap();
         }

@@ -7,6 +7,7 @@ use crate::cancel::Cancel;
 use crate::dictionary;
 use crate::id::{Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
+use crate::locked::Locked;
 use crate::packer::INDEX_BATCH_BLOBS;
 use crate::progress::Progress;
 use crate::repacker::Repacker;
@@ -98,7 +99,7 @@ struct PackState {
 }
 
 pub fn prune(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
@@ -136,13 +137,13 @@ pub fn prune(
     let stale_files = rewrite_index(repo, &files, &actions, new_entries, &mut report)?;
     // Everything still used is now listed by the new index files; from here on only
     // unreferenced objects are removed.
-    repo.ensure_locked()?;
+    repo.ensure_valid()?;
     for name in &stale_files {
-        repo.backend().remove(Kind::Index, name)?;
+        repo.remove(Kind::Index, name)?;
     }
     for (pack, action) in &actions {
         if matches!(action, Action::Delete | Action::Repack) {
-            repo.backend().remove(Kind::Pack, &pack.0.to_hex())?;
+            repo.remove(Kind::Pack, &pack.0.to_hex())?;
         }
     }
     report.index_files_removed = stale_files.len();
@@ -151,7 +152,7 @@ pub fn prune(
     // Only now does the index list exactly the blobs that stay: a dictionary none of them
     // uses can go (the repacker kept every copied blob's dictionary id).
     for (name, size) in unused_dictionaries(repo)? {
-        repo.backend().remove(Kind::Dictionary, &name)?;
+        repo.remove(Kind::Dictionary, &name)?;
         report.dictionaries_deleted += 1;
         report.bytes_freed += size;
     }
@@ -334,7 +335,7 @@ fn freed(states: &HashMap<PackId, PackState>, actions: &HashMap<PackId, Action>)
 /// Copies the used blobs of `packs` (verified, still sealed) into new packs; returns their
 /// index entries and sizes.
 fn repack(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     packs: &[PackId],
     cancel: &Cancel,
     progress: &dyn Progress,
@@ -356,7 +357,7 @@ fn repack(
 /// Writes new index files for the kept packs of every index file that lists a pack going
 /// away, plus the new packs; returns the names of the index files they replace.
 fn rewrite_index(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     files: &BTreeMap<String, Vec<(PackId, u64)>>,
     actions: &HashMap<PackId, Action>,
     mut pending: Vec<PackEntries>,
@@ -418,7 +419,8 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let (mut kept, mut dropped) = (Vec::new(), Vec::new());
         for i in 0..24u32 {
             let (id, _) = packer.save(BlobType::Data, &random_blob(i)).unwrap();
@@ -438,8 +440,8 @@ mod tests {
         };
         let (a, b) = (snap(&kept), snap(&dropped));
         packer.flush().unwrap();
-        repo.save_snapshot(&snapshot_of(a)).unwrap();
-        let dropped_snapshot = repo.save_snapshot(&snapshot_of(b)).unwrap();
+        lock.save_snapshot(&snapshot_of(a)).unwrap();
+        let dropped_snapshot = lock.save_snapshot(&snapshot_of(b)).unwrap();
         Fixture {
             dir,
             kept,
@@ -460,7 +462,7 @@ mod tests {
             dry_run,
             cancel: Cancel::default(),
         };
-        prune(&reopen(dir), &opts, &NoProgress)
+        prune(&crate::locked::exclusive(&reopen(dir)), &opts, &NoProgress)
     }
 
     fn forget(f: &Fixture) {
@@ -514,7 +516,8 @@ mod tests {
             dry_run: false,
             cancel,
         };
-        let err = prune(&reopen(f.dir.path()), &opts, &NoProgress).unwrap_err();
+        let repo = reopen(f.dir.path());
+        let err = prune(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap_err();
         assert!(err.to_string().contains("cancelled"), "{err}");
         assert_eq!(
             listing(f.dir.path()),

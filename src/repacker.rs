@@ -4,22 +4,23 @@
 use crate::backend::Kind;
 use crate::blob::{self, Sealed};
 use crate::indexfile::PackEntries;
+use crate::locked::Locked;
 use crate::pack::{BlobEntry, FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, RepoError, Result};
 
 /// Collects verified blobs into packs of the repository's pack size and format and writes
 /// them.
 pub struct Repacker<'r> {
-    repo: &'r IndexedRepo,
+    lock: &'r Locked<'r, IndexedRepo>,
     builder: PackBuilder,
     written: Vec<(PackEntries, u64)>,
 }
 
 impl<'r> Repacker<'r> {
-    pub fn new(repo: &'r IndexedRepo) -> Repacker<'r> {
+    pub fn new(lock: &'r Locked<'r, IndexedRepo>) -> Repacker<'r> {
         Repacker {
-            repo,
-            builder: PackBuilder::new(PackFormat::for_version(repo.config().version)),
+            lock,
+            builder: PackBuilder::new(PackFormat::for_version(lock.config().version)),
             written: Vec::new(),
         }
     }
@@ -38,9 +39,9 @@ impl<'r> Repacker<'r> {
             name: pack.to_string(),
             reason: format!("blob {}: {reason}", e.id),
         };
-        let stored = verified(self.repo, format, pack_bytes, e).map_err(damaged)?;
+        let stored = verified(self.lock, format, pack_bytes, e).map_err(damaged)?;
         let to = self.builder.format();
-        let bytes = blob::reseal(self.repo.key(), format, to, e, stored)
+        let bytes = blob::reseal(self.lock.key(), format, to, e, stored)
             .map_err(|x| damaged(x.to_string()))?;
         self.builder.add(Sealed {
             id: e.id,
@@ -49,7 +50,7 @@ impl<'r> Repacker<'r> {
             raw_len: e.raw_length,
             compression: e.compression,
         });
-        if self.builder.size() >= self.repo.config().pack_size as usize {
+        if self.builder.size() >= self.lock.config().pack_size as usize {
             self.write()?;
         }
         Ok(())
@@ -58,9 +59,8 @@ impl<'r> Repacker<'r> {
     fn write(&mut self) -> Result<()> {
         let fresh = PackBuilder::new(self.builder.format());
         let builder = std::mem::replace(&mut self.builder, fresh);
-        let FinishedPack { bytes, listing } = builder.finish(self.repo.key());
-        self.repo
-            .backend()
+        let FinishedPack { bytes, listing } = builder.finish(self.lock.key());
+        self.lock
             .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
         self.written.push((listing, bytes.len() as u64));
         Ok(())

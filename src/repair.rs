@@ -3,6 +3,7 @@
 use crate::backend::{Entry, Kind};
 use crate::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::indexfile::PackEntries;
+use crate::locked::Locked;
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
 use crate::progress::Progress;
@@ -41,7 +42,7 @@ pub struct IndexRepair {
 /// copied into a new pack and is removed; the damaged blobs are left out of the index, so
 /// `repair snapshots` cuts the files that need them. Needs an exclusive lock.
 pub fn repair_index(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     read_data: bool,
     progress: &dyn Progress,
 ) -> Result<IndexRepair> {
@@ -77,12 +78,12 @@ pub fn repair_index(
     flush_if_full(repo, &mut pending, &mut report, true)?;
     report.unreadable_packs = unreadable;
     report.packs = packs.len() - report.unreadable_packs.len();
-    repo.ensure_locked()?;
+    repo.ensure_valid()?;
     for name in &old_files {
-        repo.backend().remove(Kind::Index, name)?;
+        repo.remove(Kind::Index, name)?;
     }
     for p in &rewrite {
-        repo.backend().remove(Kind::Pack, &p.pack.0.to_hex())?;
+        repo.remove(Kind::Pack, &p.pack.0.to_hex())?;
     }
     report.index_files_removed = old_files.len();
     repo.index().clear()?;
@@ -93,7 +94,7 @@ pub fn repair_index(
 /// Copies the intact blobs of damaged packs into new packs (the damaged packs are removed
 /// once the new index is written); returns the new packs' entries.
 fn rewrite_packs(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     damaged: &[PackEntries],
     report: &mut IndexRepair,
 ) -> Result<Vec<PackEntries>> {
@@ -113,7 +114,7 @@ fn rewrite_packs(
 }
 
 fn flush_if_full(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     pending: &mut Vec<PackEntries>,
     report: &mut IndexRepair,
     last: bool,
@@ -251,7 +252,7 @@ pub struct SnapshotRepairOptions {
 /// rewritten; a snapshot whose trees expand to more entries than it records (a forged tree
 /// DAG) stops the repair with an error.
 pub fn repair_snapshots(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     opts: &SnapshotRepairOptions,
     progress: &dyn Progress,
 ) -> Result<SnapshotRepair> {
@@ -288,8 +289,8 @@ pub fn repair_snapshots(
             _ => None,
         };
         if opts.forget && !opts.dry_run {
-            repo.ensure_locked()?;
-            repo.backend().remove(Kind::Snapshot, &id.0.to_hex())?;
+            repo.ensure_valid()?;
+            repo.remove(Kind::Snapshot, &id.0.to_hex())?;
             report.originals_removed += 1;
         }
         report.salvaged.push(SalvagedSnapshot {
@@ -300,7 +301,8 @@ pub fn repair_snapshots(
     }
     if opts.forget && !opts.dry_run {
         for (id, _) in &bad {
-            repo.backend().remove(Kind::Snapshot, &id.0.to_hex())?;
+            repo.ensure_valid()?;
+            repo.remove(Kind::Snapshot, &id.0.to_hex())?;
             report.originals_removed += 1;
         }
     }
@@ -565,7 +567,8 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, Vec<BlobId>) {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let mut ids = Vec::new();
         let mut files = Vec::new();
         for i in 0..8u32 {
@@ -579,7 +582,7 @@ mod tests {
         let root = Tree::new(vec![dir_of("sub", sub), file_of("g", &[(g, 1000)])]);
         let (root, _) = packer.save_tree(&root).unwrap();
         packer.flush().unwrap();
-        repo.save_snapshot(&snapshot_of(root)).unwrap();
+        lock.save_snapshot(&snapshot_of(root)).unwrap();
         ids.push(g);
         (dir, ids)
     }
@@ -617,7 +620,12 @@ mod tests {
             std::fs::remove_file(f.unwrap().path()).unwrap();
         }
         assert!(check_errors(dir.path()) > 0);
-        let r = repair_index(&reopen(dir.path()), false, &NoProgress).unwrap();
+        let r = repair_index(
+            &crate::locked::exclusive(&reopen(dir.path())),
+            false,
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(r.blobs, ids.len() + 2, "{r:?}");
         assert!(r.unreadable_packs.is_empty() && r.index_files_removed == 0);
         assert_eq!(check_errors(dir.path()), 0);
@@ -630,7 +638,7 @@ mod tests {
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         let len = std::fs::metadata(&pack).unwrap().len();
         flip_byte(&pack, len - 20);
-        let r = repair_index(&repo, false, &NoProgress).unwrap();
+        let r = repair_index(&crate::locked::exclusive(&repo), false, &NoProgress).unwrap();
         assert_eq!(r.unreadable_packs.len(), 1, "{r:?}");
         reopen(dir.path())
             .read_blob(&ids[0])
@@ -644,7 +652,7 @@ mod tests {
         let loc = repo.locate(&ids[0]).unwrap();
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         flip_byte(&pack, loc.entry.offset as u64 + 10);
-        let r = repair_index(&repo, true, &NoProgress).unwrap();
+        let r = repair_index(&crate::locked::exclusive(&repo), true, &NoProgress).unwrap();
         assert_eq!(
             r.damaged_blobs,
             vec![(ids[0].0.to_hex(), r.damaged_blobs[0].1.clone())]
@@ -660,13 +668,18 @@ mod tests {
         let (dir, ids) = fixture();
         let repo = reopen(dir.path());
         std::fs::remove_file(pack_file(dir.path(), &repo, &ids[0])).unwrap();
-        repair_index(&repo, false, &NoProgress).unwrap();
+        repair_index(&crate::locked::exclusive(&repo), false, &NoProgress).unwrap();
         let opts = SnapshotRepairOptions {
             read_data: false,
             forget: true,
             dry_run: false,
         };
-        let r = repair_snapshots(&reopen(dir.path()), &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(
+            &crate::locked::exclusive(&reopen(dir.path())),
+            &opts,
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(r.salvaged.len(), 1, "{r:?}");
         let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
         assert!(
@@ -684,7 +697,7 @@ mod tests {
             crate::vfs::read_range(&repo, &kept, 0, 1000).unwrap(),
             random_blob(99)
         );
-        let again = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let again = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
         assert!(again.salvaged.is_empty());
     }
 
@@ -701,13 +714,13 @@ mod tests {
             dry_run: true,
         };
         assert!(
-            repair_snapshots(&repo, &opts, &NoProgress)
+            repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress)
                 .unwrap()
                 .salvaged
                 .is_empty()
         );
         opts.read_data = true;
-        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
         assert_eq!(r.salvaged[0].lost.len(), 1);
         assert_eq!(r.salvaged[0].lost[0].0, "/g");
         assert!(r.salvaged[0].repaired.is_none(), "dry run writes nothing");
@@ -727,7 +740,7 @@ mod tests {
             forget: false,
             dry_run: false,
         };
-        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
         let lost = &r.salvaged[0].lost;
         assert!(lost.iter().any(|(p, _)| p == "/sub"), "{lost:?}");
     }
@@ -735,7 +748,8 @@ mod tests {
     /// A snapshot of `levels` levels of a tree listing the next one twice (`a` and `b`),
     /// with a file `f` at the bottom whose blob is not stored, recording `entries`.
     fn forged_dag(repo: &IndexedRepo, levels: usize, entries: u64) {
-        let packer = Packer::new(repo, false);
+        let lock = crate::locked::exclusive(repo);
+        let packer = Packer::new(&lock, false);
         let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let missing = BlobId(Id::hash_of(b"never stored"));
         let mut id = save(Tree::new(vec![file_of("f", &[(missing, 1)])]));
@@ -745,7 +759,7 @@ mod tests {
         packer.flush().unwrap();
         let mut snap = snapshot_of(id);
         snap.summary.entries = Some(entries);
-        repo.save_snapshot(&snap).unwrap();
+        lock.save_snapshot(&snap).unwrap();
     }
 
     #[test]
@@ -759,7 +773,7 @@ mod tests {
             forget: false,
             dry_run: true,
         };
-        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
         let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
         let want = [
             "/a/a/a/f", "/a/a/b/f", "/a/b/a/f", "/a/b/b/f", "/b/a/a/f", "/b/a/b/f", "/b/b/a/f",
@@ -770,7 +784,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         forged_dag(&repo, 40, 1_000);
-        let err = repair_snapshots(&repo, &opts, &NoProgress).unwrap_err();
+        let err =
+            repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap_err();
         assert!(
             err.to_string().contains("more than the 1000 entries"),
             "{err}"

@@ -5,11 +5,12 @@ use crate::blob::{self, BlobError, Compression};
 use crate::config::{BOUND_OBJECTS_VERSION, Config, FORMAT_VERSION};
 use crate::crypto::{Aad, MasterKey, ObjectKind};
 use crate::dictionary::{DictCache, DictId, Loaded};
-use crate::id::{BlobId, Id, IndexId, KeyId, SnapshotId, TreeId};
+use crate::id::{BlobId, Id, KeyId, SnapshotId, TreeId};
 use crate::index::{Index, IndexError, Location};
 use crate::indexfile::{self, PackEntries};
 use crate::key::{KdfParams, KeyError, KeyFile};
 use crate::lock::{LockError, LockGuard, LockMode};
+use crate::locked::Locked;
 use crate::pack::{BlobEntry, PackFormat};
 use crate::pin::{LocalState, PinError};
 use crate::snapshot::Snapshot;
@@ -20,7 +21,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +87,6 @@ pub struct Repository {
     key: MasterKey,
     key_id: KeyId,
     config: Config,
-    lock: Mutex<Option<LockGuard>>,
     /// Key files passed over on opening (KDF parameters out of bounds), with the reason.
     skipped_keys: Vec<(String, String)>,
     /// Dictionaries read so far by this process.
@@ -122,7 +122,6 @@ impl Repository {
             key,
             key_id,
             config,
-            lock: Mutex::new(None),
             skipped_keys: Vec::new(),
             dictionaries: DictCache::default(),
         })
@@ -161,7 +160,6 @@ impl Repository {
             key: unlocked.key.for_repository(config.version, config.keys),
             key_id: unlocked.id,
             config,
-            lock: Mutex::new(None),
             skipped_keys: unlocked.skipped,
             dictionaries: DictCache::default(),
         })
@@ -229,27 +227,36 @@ impl Repository {
         blob::open_owned(&self.key, format, e, stored, dict)
     }
 
-    /// Takes a repository lock for `command`, waiting up to `wait` for conflicting holders;
-    /// it is held (and refreshed) until the repository is dropped. `cache`: the local cache
-    /// directory, where what this machine saw of others' locks is kept.
+    /// Takes a repository lock for `command` (see [`Locked::take`]); it is held, and
+    /// refreshed, until the returned value is dropped.
     pub fn lock(
         &self,
         mode: LockMode,
         command: &str,
         wait: Duration,
         cache: Option<&Path>,
-    ) -> Result<()> {
+    ) -> Result<Locked<'_>> {
+        Locked::take(self, mode, command, wait, cache)
+    }
+
+    /// Takes a repository lock for `command` as a bare guard, to be turned into a
+    /// [`Locked`] by [`Locked::new`] once the repository is ready (its index loaded).
+    pub fn acquire_lock(
+        &self,
+        mode: LockMode,
+        command: &str,
+        wait: Duration,
+        cache: Option<&Path>,
+    ) -> Result<LockGuard> {
         let sightings = self.lock_sightings(cache);
-        let guard = LockGuard::acquire(
+        Ok(LockGuard::acquire(
             self.backend.clone(),
             &self.key,
             mode,
             command,
             wait,
             sightings.as_deref(),
-        )?;
-        *self.lock.lock().expect("lock slot") = Some(guard);
-        Ok(())
+        )?)
     }
 
     /// The file in the local cache `cache` that keeps what this machine saw of the
@@ -259,16 +266,6 @@ impl Repository {
             dir.join(self.config.id.to_hex())
                 .join("lock-sightings.json")
         })
-    }
-
-    /// Fails if we took a lock and it can no longer be trusted (see `LockGuard::ensure_valid`).
-    /// Called before every write that others must be able to rely on.
-    pub fn ensure_locked(&self) -> Result<()> {
-        self.ensure_writable()?;
-        match self.lock.lock().expect("lock slot").as_ref() {
-            Some(guard) => Ok(guard.ensure_valid()?),
-            None => Ok(()),
-        }
     }
 
     pub fn list_keys(&self) -> Result<Vec<(KeyId, Result<KeyFile>)>> {
@@ -327,7 +324,8 @@ impl Repository {
         ))
     }
 
-    fn save_json<T: Serialize>(&self, kind: Kind, value: &T) -> Result<Id> {
+    /// Stores `value` as a JSON object named by its hash (see `Locked::save_snapshot`).
+    pub(crate) fn save_json<T: Serialize>(&self, kind: Kind, value: &T) -> Result<Id> {
         let sealed = self.key.encrypt(
             &self.key.aad(object_kind(kind), b""),
             &serde_json::to_vec(value).expect("serialisable"),
@@ -335,11 +333,6 @@ impl Repository {
         let id = Id::hash_of(&sealed);
         self.backend.put(kind, &id.to_hex(), &sealed)?;
         Ok(id)
-    }
-
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        self.ensure_locked()?;
-        self.save_json(Kind::Snapshot, snap).map(SnapshotId)
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
@@ -599,7 +592,31 @@ impl Deref for IndexedRepo {
     }
 }
 
+impl AsRef<Repository> for Repository {
+    fn as_ref(&self) -> &Repository {
+        self
+    }
+}
+
+impl AsRef<Repository> for IndexedRepo {
+    fn as_ref(&self) -> &Repository {
+        &self.repo
+    }
+}
+
 impl IndexedRepo {
+    /// Takes a repository lock for `command` (see [`Locked::take`]); it is held, and
+    /// refreshed, until the returned value is dropped.
+    pub fn lock(
+        &self,
+        mode: LockMode,
+        command: &str,
+        wait: Duration,
+        cache: Option<&Path>,
+    ) -> Result<Locked<'_, IndexedRepo>> {
+        Locked::take(self, mode, command, wait, cache)
+    }
+
     pub fn index(&self) -> &Index {
         &self.index
     }
@@ -646,16 +663,6 @@ impl IndexedRepo {
         }
         indexfile::decode(self.key(), self.config().version, &sealed)
             .map_err(|e| damaged(Kind::Index, name, e))
-    }
-
-    /// Writes an index file for packs already stored, then records it in the local index.
-    pub fn save_index_file(&self, packs: &[PackEntries]) -> Result<IndexId> {
-        self.ensure_locked()?;
-        let sealed = indexfile::encode(self.key(), self.config().version, packs);
-        let id = Id::hash_of(&sealed);
-        self.backend().put(Kind::Index, &id.to_hex(), &sealed)?;
-        self.index.add_file(&id.to_hex(), packs)?;
-        Ok(IndexId(id))
     }
 
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
@@ -737,9 +744,10 @@ pub(crate) mod tests {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h", "username": "u",
             "uid": 0, "gid": 0, "paths": ["/x"], "tree": "00".repeat(32), "program_version": "t"});
         let mut snap: Snapshot = serde_json::from_value(json).unwrap();
-        let old = repo.save_snapshot(&snap).unwrap();
+        let locked = crate::locked::exclusive(&repo);
+        let old = locked.save_snapshot(&snap).unwrap();
         snap.time = "2021-01-01T00:00:00Z".parse().unwrap();
-        let new = repo.save_snapshot(&snap).unwrap();
+        let new = locked.save_snapshot(&snap).unwrap();
         assert_eq!(repo.find_snapshot("latest").unwrap().0, new);
         assert_eq!(repo.find_snapshot(&old.0.to_hex()[..10]).unwrap().0, old);
         assert_eq!(repo.snapshots().unwrap().0.len(), 2);

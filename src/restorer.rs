@@ -1523,6 +1523,7 @@ mod tests {
     use crate::blob::BlobType;
     use crate::id::BlobId;
     use crate::id::Id;
+    use crate::locked::Locked;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
     use crate::progress::NoProgress;
@@ -1590,9 +1591,9 @@ mod tests {
     }
 
     impl<'r> Builder<'r> {
-        fn new(repo: &'r IndexedRepo) -> Builder<'r> {
+        fn new(lock: &'r Locked<'r, IndexedRepo>) -> Builder<'r> {
             Builder {
-                packer: Packer::new(repo, false),
+                packer: Packer::new(lock, false),
             }
         }
 
@@ -1646,7 +1647,8 @@ mod tests {
     /// /a.txt (3 chunks), /big (40 chunks), /empty, /link -> a.txt,
     /// /sub/ (b.bin, deep/c).
     fn sample(repo: &IndexedRepo) -> Sample {
-        let b = Builder::new(repo);
+        let lock = crate::locked::exclusive(repo);
+        let b = Builder::new(&lock);
         let mut files = Vec::new();
         let mut file = |rel: &'static str, parts: Vec<Vec<u8>>, mode, mtime| {
             let name = rel.rsplit('/').next().unwrap().as_bytes();
@@ -2037,7 +2039,8 @@ mod tests {
     #[test]
     fn crafted_names_are_reported_and_never_written() {
         let fx = Fx::new();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let nodes = vec![
             b.file(b"..", &[b"dotdot"], 0o644, (1, 0)),
             b.file(b"a/b", &[b"slash"], 0o644, (1, 0)),
@@ -2071,7 +2074,8 @@ mod tests {
         let fx = Fx::new();
         let outside = fx.tmp.path().join("outside");
         fs::create_dir(&outside).unwrap();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let evil = link(b"x", outside.as_os_str().as_encoded_bytes(), (1, 0));
         let f = b.file(b"payload", &[b"pwned"], 0o644, (1, 0));
         let x = b.dir(b"x", vec![f], 0o755, (1, 0));
@@ -2096,7 +2100,8 @@ mod tests {
     #[test]
     fn missing_or_wrong_blob_fails_only_that_file() {
         let fx = Fx::new();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let good = b.file(b"good", &[&random_blob(1), &random_blob(2)], 0o644, (5, 0));
         let mut bad = b.file(b"bad", &[&random_blob(3), &random_blob(4)], 0o644, (5, 0));
         let missing = BlobId(Id::hash_of(b"not stored"));
@@ -2137,7 +2142,8 @@ mod tests {
     #[test]
     fn special_files() {
         let fx = Fx::new();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let fifo = node(b"fifo", NodeKind::Fifo, 0o640, (77, 7));
         let sock = node(b"sock", NodeKind::Socket, 0o755, (1, 0));
         let dev = node(b"null", NodeKind::CharDev { rdev: 0x0103 }, 0o666, (1, 0));
@@ -2190,7 +2196,8 @@ mod tests {
     fn restore_restores_any_depth_with_a_bounded_window_of_descriptors() {
         const DEPTH: usize = 40;
         let fx = Fx::new();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let root = b.tree(vec![chain(&b, DEPTH)]);
         b.flush();
         let t = fx.target();
@@ -2270,7 +2277,8 @@ mod tests {
     #[test]
     fn restore_refuses_a_forged_tree_dag_beyond_the_entry_budget() {
         let fx = Fx::new();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let root = forged_dag(&b, 40);
         b.flush();
         for (on, dry_run) in [
@@ -2298,7 +2306,8 @@ mod tests {
     #[test]
     fn verify_detects_differing_content_and_size() {
         let fx = Fx::new();
-        let b = Builder::new(&fx.repo);
+        let lock = crate::locked::exclusive(&fx.repo);
+        let b = Builder::new(&lock);
         let parts = [random_blob(1), random_blob(2)];
         let node = b.file(b"f", &[&parts[0], &parts[1]], 0o644, (1, 0));
         b.flush();

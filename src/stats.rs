@@ -327,7 +327,8 @@ mod tests {
     fn identical_files_dedupe_and_compress() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let plain = b"strata compresses well ".repeat(200);
         let (id, _) = packer.save(BlobType::Data, &plain).unwrap();
         let same = |name| file_of(name, &[(id, plain.len())]);
@@ -335,7 +336,9 @@ mod tests {
         let (root, _) = packer.save_tree(&tree).unwrap();
         let saved = packer.flush().unwrap();
         let snap = snapshot_of(root, "2020-01-01T00:00:00Z");
-        let snap_id = repo.save_snapshot(&snap).unwrap();
+        let snap_id = lock.save_snapshot(&snap).unwrap();
+        drop(packer);
+        drop(lock); // a held lock is an object in the repository
 
         let st = stats(
             &repo,
@@ -370,7 +373,8 @@ mod tests {
     fn repeated_subtrees_count_per_place() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let mut files = Vec::new();
         for i in 0..10u32 {
             let b = random_blob(i);
@@ -415,7 +419,8 @@ mod tests {
         assert_eq!(st.dedup_ratio, 0.0);
         assert!(st.repository_size > 0, "config and key");
 
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let ghost = BlobId(crate::id::Id::random());
         let tree = Tree::new(vec![file_of("g", &[(ghost, 5)])]);
         let (root, _) = packer.save_tree(&tree).unwrap();
@@ -438,7 +443,8 @@ mod tests {
     fn a_snapshot_over_its_budget_or_with_an_unloadable_tree_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let save = |t: Tree| packer.save_tree(&t).unwrap().0;
         let leaf = save(Tree::new(vec![file_of("f", &[])]));
         let mut dag = leaf;

@@ -240,7 +240,8 @@ mod tests {
     fn find_and_read_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let blobs: Vec<Vec<u8>> = (0..3).map(random_blob).collect();
         let content: Vec<ChunkRef> = blobs
             .iter()
@@ -299,7 +300,8 @@ mod tests {
         use crate::tree::tests::dir_of;
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let leaf = packer.save_tree(&Tree::new(vec![])).unwrap().0;
         let ghost = TreeId(Id::hash_of(b"not stored"));
         let nodes = vec![dir_of("a", leaf), dir_of("b", leaf), dir_of("g", ghost)];

@@ -242,7 +242,8 @@ mod tests {
     fn walk_is_iterative_in_order_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let depth = 50_000;
         let root = deep_chain(&packer, depth);
         packer.flush().unwrap();

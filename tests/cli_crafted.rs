@@ -10,11 +10,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
 use strata::blob::BlobType;
 use strata::id::{BlobId, TreeId};
+use strata::lock::LockMode;
 use strata::packer::Packer;
 use strata::repository::Repository;
 use strata::snapshot::{Snapshot, Summary};
@@ -140,7 +142,10 @@ fn craft_snapshot(repo: &TestRepo, outside: &Path) -> Crafted {
     let backend = Arc::new(LocalBackend::new(repo.repo_path()));
     let opened = Repository::open(backend, repo.password.as_bytes()).expect("open repository");
     let indexed = opened.open_index(None).expect("load index");
-    let packer = Packer::new(&indexed, false);
+    let lock = indexed
+        .lock(LockMode::Shared, "test", Duration::ZERO, None)
+        .expect("lock");
+    let packer = Packer::new(&lock, false);
 
     let ok_content = b"ok: the only honest file of this snapshot\n".to_vec();
     let after_content = b"after the upward symlink\n".to_vec();
@@ -208,7 +213,7 @@ fn craft_snapshot(repo: &TestRepo, outside: &Path) -> Crafted {
         summary: Summary::default(),
         program_version: "test".into(),
     };
-    indexed.save_snapshot(&snap).expect("save snapshot");
+    lock.save_snapshot(&snap).expect("save snapshot");
     Crafted {
         ok_content,
         after_content,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::backend::local::LocalBackend;
-use strata::lock::{self, LockInfo, LockMode};
+use strata::lock::{self, LockGuard, LockInfo, LockMode};
 use strata::repository::Repository;
 
 use common::e2e::*;
@@ -64,10 +64,11 @@ fn copy_key_with_host(repo: &Path) {
 
 /// A shared lock whose holder's command holds control bytes, held while it lives, and a
 /// live-looking one of another machine with a crafted host and user.
-fn crafted_lock(repo: &TestRepo) -> Repository {
+fn crafted_lock(repo: &TestRepo) -> LockGuard {
     let backend = Arc::new(LocalBackend::new(repo.repo_path()));
-    let held = Repository::open(backend, repo.password.as_bytes()).unwrap();
-    held.lock(LockMode::Shared, HOLDER, Duration::ZERO, None)
+    let repo = Repository::open(backend, repo.password.as_bytes()).unwrap();
+    let held = repo
+        .acquire_lock(LockMode::Shared, HOLDER, Duration::ZERO, None)
         .unwrap();
     let now = chrono::Utc::now();
     let info = LockInfo {
@@ -80,7 +81,7 @@ fn crafted_lock(repo: &TestRepo) -> Repository {
         command: "backup".into(),
         boot: "another machine".into(),
     };
-    lock::write(held.backend(), held.key(), &info).unwrap();
+    lock::write(repo.backend(), repo.key(), &info).unwrap();
     held
 }
 

@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
 use strata::id::{BlobId, Id, TreeId};
+use strata::lock::LockMode;
 use strata::packer::Packer;
 use strata::repository::{IndexedRepo, Repository};
 use strata::tree::{ChunkRef, NodeKind};
@@ -262,13 +264,14 @@ fn scan_names_the_newest_snapshot_with_an_intact_version() {
         .open_index(None)
         .unwrap();
     let (_, mut snap) = indexed.find_snapshot(&second).unwrap();
-    let packer = Packer::new(&indexed, false);
+    let lock = (indexed.lock(LockMode::Shared, "test", Duration::ZERO, None)).unwrap();
+    let packer = Packer::new(&lock, false);
     let doc = src.join("doc.txt");
     let comps = strata::vfs::components(doc.to_str().unwrap().as_bytes());
     snap.tree = with_lost_chunk(&indexed, &packer, snap.tree, &comps);
     packer.flush().unwrap();
     snap.time = "2024-01-03T00:00:00Z".parse().unwrap();
-    let damaged = indexed.save_snapshot(&snap).unwrap().0.to_hex();
+    let damaged = lock.save_snapshot(&snap).unwrap().0.to_hex();
 
     fs::remove_file(&doc).unwrap();
     let report = scan(&repo, &[], DIFFERENCES);

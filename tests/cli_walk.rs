@@ -22,6 +22,7 @@ use common::*;
 use strata::backend::local::LocalBackend;
 use strata::blob::BlobType;
 use strata::id::TreeId;
+use strata::lock::LockMode;
 use strata::packer::Packer;
 use strata::repository::{IndexedRepo, Repository};
 use strata::snapshot::{Snapshot, Summary};
@@ -70,7 +71,10 @@ fn forge_with(
     build: impl FnOnce(&Packer) -> TreeId,
 ) {
     let indexed = open_indexed(repo);
-    let packer = Packer::new(&indexed, false);
+    let lock = indexed
+        .lock(LockMode::Shared, "test", Duration::ZERO, None)
+        .expect("lock");
+    let packer = Packer::new(&lock, false);
     let tree = build(&packer);
     packer.flush().expect("flush");
     let snap = Snapshot {
@@ -92,7 +96,7 @@ fn forge_with(
         },
         program_version: "test".into(),
     };
-    indexed.save_snapshot(&snap).expect("save snapshot");
+    lock.save_snapshot(&snap).expect("save snapshot");
 }
 
 fn open_indexed(repo: &TestRepo) -> IndexedRepo {

@@ -16,6 +16,7 @@ use strata::cancel::Cancel;
 use strata::config::{ChunkerParams, Config};
 use strata::filter::Patterns;
 use strata::key::KdfParams;
+use strata::lock::LockMode;
 use strata::progress::NoProgress;
 use strata::repository::{IndexedRepo, Repository};
 use strata::sources::mongodb::export::{ExportOptions, MongoExport};
@@ -66,7 +67,8 @@ fn mongo_backup(
         cancel,
     };
     let sources: [&dyn TreeSource; 1] = [&export];
-    let result = archiver::backup_with(repo, &backup, &sources, &NoProgress);
+    let lock = (repo.lock(LockMode::Shared, "backup", Duration::ZERO, None)).unwrap();
+    let result = archiver::backup_with(&lock, &backup, &sources, &NoProgress);
     let report = export.report();
     (result, report.collections.iter().map(|c| c.documents).sum())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
 use strata::filter::Patterns;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
@@ -85,7 +86,8 @@ impl MongoArgs {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_locked(LockMode::Shared, "backup")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Shared, "backup")?;
+    let repo = Locked::new(&repo, guard)?;
     let export = args.mongo.export(ctx)?;
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {

@@ -19,7 +19,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let repo = ctx.open_reading("check")?;
+    let (repo, _lock) = ctx.open_reading("check")?;
     let progress = ctx.progress("check");
     let report = checker::check(&repo, read, &ctx.cancel, progress.as_ref())?;
     drop(progress);

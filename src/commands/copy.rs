@@ -7,7 +7,8 @@ use std::sync::Arc;
 use strata::backend::local::LocalBackend;
 use strata::copy::{self, CopyReport, Status};
 use strata::id::SnapshotId;
-use strata::lock::LockMode;
+use strata::lock::{LockGuard, LockMode};
+use strata::locked::Locked;
 use strata::repository::IndexedRepo;
 use strata::snapshot::Snapshot;
 
@@ -31,6 +32,8 @@ type Unreadable = Vec<(SnapshotId, String)>;
 /// The source repository, opened to read, and what to copy from it.
 struct Source {
     repo: IndexedRepo,
+    /// The shared lock on it (none with `--no-lock`).
+    _lock: Option<LockGuard>,
     /// Oldest first.
     snapshots: Vec<(SnapshotId, Snapshot)>,
     unreadable: Unreadable,
@@ -41,7 +44,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     // The source first: a wrong source password must not leave so much as a lock behind in
     // the destination.
     let src = open_source(ctx, &args).with_context(|| format!("source repository {from}"))?;
-    let dst = (ctx.open_locked(LockMode::Shared, "copy")).with_context(|| destination(ctx))?;
+    let (dst, guard) =
+        (ctx.open_locked(LockMode::Shared, "copy")).with_context(|| destination(ctx))?;
+    let dst = Locked::new(&dst, guard)?;
     let progress = ctx.progress("copy");
     let report = copy::copy(
         &src.repo,
@@ -79,12 +84,13 @@ fn open_source(ctx: &Context, args: &Args) -> Result<Source> {
         "set STRATA_FROM_PASSWORD or use --from-password-file",
     )?;
     let backend = Arc::new(LocalBackend::new(&args.from_repo));
-    let repo = ctx.index_reading(ctx.open_at(backend, &password)?, "copy")?;
+    let (repo, _lock) = ctx.index_reading(ctx.open_at(backend, &password)?, "copy")?;
     if args.snapshots.is_empty() {
         let (snapshots, bad) = repo.snapshots()?;
         let unreadable = bad.into_iter().map(|(id, e)| (id, e.to_string())).collect();
         return Ok(Source {
             repo,
+            _lock,
             snapshots,
             unreadable,
         });
@@ -96,6 +102,7 @@ fn open_source(ctx: &Context, args: &Args) -> Result<Source> {
     snapshots.dedup_by_key(|(id, _)| *id);
     Ok(Source {
         repo,
+        _lock,
         snapshots,
         unreadable: Vec::new(),
     })

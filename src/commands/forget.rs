@@ -7,6 +7,7 @@ use chrono::{Local, Utc};
 use strata::forget::{self, Plan};
 use strata::id::SnapshotId;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::policy::{Count, Entry, GroupBy, Policy, Reason, Span, TagList};
 use strata::pruner::PruneReport;
 use strata::repository::IndexedRepo;
@@ -113,7 +114,8 @@ fn listed<'a>(entry: &'a Entry, reasons: Option<&'a [Reason]>) -> Listed<'a> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_locked(LockMode::Exclusive, "forget")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "forget")?;
+    let repo = Locked::new(&repo, guard)?;
     let prune = args.prune.then_some(PruneArgs {
         max_unused: args.max_unused,
         dry_run: args.dry_run,
@@ -143,7 +145,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 /// what happened.
 fn finish(
     ctx: &Context,
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     plan: &Plan,
     prune: Option<PruneArgs>,
     dry_run: bool,

@@ -1,6 +1,7 @@
 //! `strata migrate`: upgrade a version 1 or 2 repository in place to version 3.
 use super::{Context, Outcome};
 use anyhow::Result;
+use strata::lock::LockMode;
 use strata::migrate;
 
 #[derive(clap::Args)]
@@ -19,7 +20,8 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Outcome> {
         }
     };
     let wait = ctx.args.retry_lock.unwrap_or_default();
-    let report = migrate::migrate(&repo, wait, &step)?;
+    let lock = repo.lock(LockMode::Exclusive, "migrate", wait, None)?;
+    let report = migrate::migrate(&lock, wait, &step)?;
     if ctx.args.json {
         ctx.print_json(&report)?;
         return Ok(Outcome::Ok);

@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use strata::backend::local::LocalBackend;
 use strata::cancel::Cancel;
-use strata::lock::LockMode;
+use strata::lock::{LockGuard, LockMode};
 use strata::progress::{NoProgress, Progress};
 use strata::repository::{IndexedRepo, Repository};
 
@@ -278,38 +278,40 @@ impl Context {
 
     /// Opens the repository to write (refused for formats this build only reads) and takes
     /// a lock for `command` before loading the index, so that an exclusive holder sees an
-    /// index no one else is changing.
-    pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<IndexedRepo> {
+    /// index no one else is changing. Writing needs the two joined: `Locked::new`.
+    pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<(IndexedRepo, LockGuard)> {
         let repo = self.open()?;
         repo.ensure_writable()?;
-        self.lock_and_index(repo, mode, command)
+        let guard = self.lock(&repo, mode, command)?;
+        Ok((self.index(repo)?, guard))
     }
 
-    fn lock_and_index(
-        &self,
-        repo: Repository,
-        mode: LockMode,
-        command: &str,
-    ) -> Result<IndexedRepo> {
+    /// Takes a lock on `repo` for `command`, waiting as `--retry-lock` says.
+    pub fn lock(&self, repo: &Repository, mode: LockMode, command: &str) -> Result<LockGuard> {
         let wait = self.args.retry_lock.unwrap_or_default();
-        repo.lock(mode, command, wait, self.cache().as_deref())
-            .with_context(|| {
-                format!("cannot {command} now (see `strata unlock` if its holder is gone)")
-            })?;
-        self.index(repo)
+        let guard = repo.acquire_lock(mode, command, wait, self.cache().as_deref());
+        guard.with_context(|| {
+            format!("cannot {command} now (see `strata unlock` if its holder is gone)")
+        })
     }
 
-    /// For commands that only read: a shared lock, unless `--no-lock`.
-    pub fn open_reading(&self, command: &str) -> Result<IndexedRepo> {
+    /// For commands that only read: the index, and a shared lock unless `--no-lock` (held
+    /// until the guard is dropped).
+    pub fn open_reading(&self, command: &str) -> Result<(IndexedRepo, Option<LockGuard>)> {
         self.index_reading(self.open()?, command)
     }
 
     /// The index of `repo`, opened to read as `open_reading` does.
-    pub fn index_reading(&self, repo: Repository, command: &str) -> Result<IndexedRepo> {
-        match self.args.no_lock {
-            true => self.index(repo),
-            false => self.lock_and_index(repo, LockMode::Shared, command),
-        }
+    pub fn index_reading(
+        &self,
+        repo: Repository,
+        command: &str,
+    ) -> Result<(IndexedRepo, Option<LockGuard>)> {
+        let guard = match self.args.no_lock {
+            true => None,
+            false => Some(self.lock(&repo, LockMode::Shared, command)?),
+        };
+        Ok((self.index(repo)?, guard))
     }
 
     fn index(&self, repo: Repository) -> Result<IndexedRepo> {

@@ -3,6 +3,7 @@
 use super::{Context, Outcome, escape};
 use anyhow::Result;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::snapshot::BsonTime;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
@@ -64,7 +65,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 
 fn run_follow(ctx: &Context, uri: &str, opts: &FollowOptions) -> Result<Outcome> {
     // Its packs are unindexed until each slice is saved: prune must not run meanwhile.
-    let repo = ctx.open_locked(LockMode::Shared, "mongo follow")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Shared, "mongo follow")?;
+    let repo = Locked::new(&repo, guard)?;
     let conn = Conn::connect(uri)?;
     let mut say = |s: &Slice| {
         let _ = ctx.say(&describe_slice(s));

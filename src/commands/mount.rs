@@ -46,8 +46,8 @@ enum Stop {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     mount::preflight(&args.mountpoint)?;
-    // The shared lock is held (and refreshed) until the repository is dropped at unmount.
-    let repo = ctx.open_reading("mount")?;
+    // The shared lock is held (and refreshed) until `_lock` is dropped after unmounting.
+    let (repo, _lock) = ctx.open_reading("mount")?;
     let selection = selection(&repo, &args)?;
     let options = MountOptions {
         cache_bytes: args.cache_mib << 20,

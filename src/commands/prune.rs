@@ -2,6 +2,7 @@
 use super::{Context, Outcome, human_bytes};
 use anyhow::Result;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::pruner::{self, PruneOptions, PruneReport};
 use strata::repository::IndexedRepo;
 
@@ -28,7 +29,8 @@ pub fn percent(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(ctx: &Context, args: PruneArgs) -> Result<Outcome> {
-    let repo = ctx.open_locked(LockMode::Exclusive, "prune")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "prune")?;
+    let repo = Locked::new(&repo, guard)?;
     let report = prune_locked(ctx, &repo, &args)?;
     match ctx.args.json {
         true => ctx.print_json(&report)?,
@@ -38,7 +40,11 @@ pub fn run(ctx: &Context, args: PruneArgs) -> Result<Outcome> {
 }
 
 /// Prunes a repository the caller holds an exclusive lock on (also used by `forget --prune`).
-pub fn prune_locked(ctx: &Context, repo: &IndexedRepo, args: &PruneArgs) -> Result<PruneReport> {
+pub fn prune_locked(
+    ctx: &Context,
+    repo: &Locked<'_, IndexedRepo>,
+    args: &PruneArgs,
+) -> Result<PruneReport> {
     let opts = PruneOptions {
         max_unused_percent: args.max_unused,
         dry_run: args.dry_run,

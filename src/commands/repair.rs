@@ -3,6 +3,7 @@
 use super::{Context, Outcome, escape};
 use anyhow::Result;
 use strata::lock::LockMode;
+use strata::locked::Locked;
 use strata::repair::{self, IndexRepair, SnapshotRepair, SnapshotRepairOptions};
 
 #[derive(clap::Args)]
@@ -36,7 +37,8 @@ enum What {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let repo = ctx.open_locked(LockMode::Exclusive, "repair")?;
+    let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "repair")?;
+    let repo = Locked::new(&repo, guard)?;
     let progress = ctx.progress("repair");
     match args.what {
         What::Index { read_data } => {

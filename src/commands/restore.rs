@@ -173,7 +173,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         )?),
         None => None,
     };
-    let repo = ctx.open_reading("restore")?;
+    let (repo, _lock) = ctx.open_reading("restore")?;
     let out = JsonOut {
         ctx,
         gather: args.target.is_some() && uri.is_some(),

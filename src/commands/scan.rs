@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     if let Some(uri) = args.mongo.uri(ctx)? {
         return mongo::run(ctx, &args.mongo, &uri, args.snapshot.as_deref(), args.deep);
     }
-    let repo = ctx.open_reading("scan")?;
+    let (repo, _lock) = ctx.open_reading("scan")?;
     let history = history(ctx, &repo)?;
     let snapshot = match &args.snapshot {
         Some(spec) => repo.find_snapshot(spec)?,

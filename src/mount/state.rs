@@ -442,7 +442,8 @@ mod tests {
     fn state_with_file() -> (tempfile::TempDir, Arc<State>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let packer = Packer::new(&repo, false);
+        let lock = crate::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
         let chunks: Vec<Vec<u8>> = (0..40u32)
             .map(|i| (0..1000 + i).map(|b| (b * 7 + i) as u8).collect())
             .collect();

@@ -77,7 +77,7 @@ pub fn run(
     snapshot: Option<&str>,
     deep: bool,
 ) -> Result<Outcome> {
-    let repo = ctx.open_reading("scan")?;
+    let (repo, _lock) = ctx.open_reading("scan")?;
     let (id, snap) = choose_snapshot(ctx, &repo, uri, snapshot)?;
     let conn = Conn::connect(uri)?;
     let opts = ScanOptions {

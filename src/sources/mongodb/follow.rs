@@ -7,6 +7,7 @@ use super::connection::{from_ts, to_ts};
 use super::export::DumpWriter;
 use super::{Conn, MongoError, Result, cmd_err};
 use crate::id::{SnapshotId, TreeId};
+use crate::locked::Locked;
 use crate::packer::Packer;
 use crate::repository::IndexedRepo;
 use crate::snapshot::{BsonTime, Snapshot, Source, Summary};
@@ -121,7 +122,7 @@ fn before(t: BsonTime) -> BsonTime {
 /// Tails the oplog and stores slices; calls `saved` after each. Returns with `once` when the
 /// newest entry at the start has been archived.
 pub fn follow(
-    repo: &IndexedRepo,
+    repo: &Locked<'_, IndexedRepo>,
     conn: &Conn,
     opts: &FollowOptions,
     saved: &mut dyn FnMut(&Slice),
@@ -193,7 +194,7 @@ struct SliceBuilder<'r> {
 }
 
 impl<'r> SliceBuilder<'r> {
-    fn new(repo: &'r IndexedRepo, first: BsonTime) -> SliceBuilder<'r> {
+    fn new(repo: &'r Locked<'r, IndexedRepo>, first: BsonTime) -> SliceBuilder<'r> {
         let packer = Packer::new(repo, false);
         let chunker = DumpWriter::new(&packer).record_chunker();
         SliceBuilder {
@@ -258,7 +259,7 @@ impl<'r> SliceBuilder<'r> {
             },
             program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         };
-        let id = self.packer.repo().save_snapshot(&snapshot)?;
+        let id = self.packer.locked().save_snapshot(&snapshot)?;
         Ok(Slice {
             id,
             tree,
