@@ -6,8 +6,8 @@
 use crate::blob::BlobType;
 use crate::cancel::Cancel;
 use crate::id::{BlobId, SnapshotId};
+use crate::observer::{Counters, Observer, Phase};
 use crate::packer::Packer;
-use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::rewrite::{self, Opened, Rewriter};
 use crate::snapshot::Snapshot;
@@ -64,13 +64,16 @@ pub fn copy(
     dst: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
     cancel: &Cancel,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<CopyReport> {
     let mut copies = Copies::default();
     for (id, snap) in dst.snapshots()?.0 {
         copies.add(id, snap);
     }
-    let packer = Packer::new(dst, false).cancelled_by(cancel);
+    progress.phase(Phase::Writing);
+    let packer = Packer::new(dst, false)
+        .cancelled_by(cancel)
+        .observed_by(progress);
     let mut copier = Copier {
         src,
         packer: &packer,
@@ -188,7 +191,7 @@ struct Copier<'a> {
     packer: &'a Packer<'a>,
     /// Source data blob id → destination id.
     blobs: HashMap<BlobId, BlobId>,
-    progress: &'a dyn Progress,
+    progress: &'a dyn Observer,
 }
 
 impl Rewriter for Copier<'_> {
@@ -254,7 +257,7 @@ impl Copier<'_> {
     /// returns its id there.
     fn copy_blob(&self, id: &BlobId) -> std::result::Result<BlobId, Failure> {
         let plain = (self.src.read_blob(id)).map_err(|e| Failure::Source(e.to_string()))?;
-        self.progress.advance(plain.len() as u64);
+        self.progress.add(Counters::bytes_read(plain.len() as u64));
         let (id, _) = (self.packer.save(BlobType::Data, &plain)).map_err(Failure::Destination)?;
         Ok(id)
     }
@@ -264,8 +267,8 @@ impl Copier<'_> {
 mod tests {
     use super::*;
     use crate::checker::tests::snapshot_of;
+    use crate::observer::Quiet;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::tree::tests::{dir_of, file_of};
     use crate::vfs;
 
@@ -317,7 +320,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (src, snapshots) = source(a.path());
         let dst = indexed_repo(b.path(), 4096);
-        let r = copy(&src, &dst, &snapshots, &Cancel::default(), &NoProgress).unwrap();
+        let r = copy(&src, &dst, &snapshots, &Cancel::default(), &Quiet).unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (2, 0), "{r:?}");
         // Data 0..3, 99, 100 and trees sub, first, second; the second snapshot adds only
         // blob 100 and its root.
@@ -348,7 +351,7 @@ mod tests {
         );
         assert_eq!(read(&dst, two.tree, "/sub/f3"), random_blob(3));
 
-        let again = copy(&src, &dst, &snapshots, &Cancel::default(), &NoProgress).unwrap();
+        let again = copy(&src, &dst, &snapshots, &Cancel::default(), &Quiet).unwrap();
         assert_eq!((again.snapshots_copied, again.snapshots_skipped), (0, 2));
         assert_eq!(again.blobs_added, 0);
         let back = copy(
@@ -356,7 +359,7 @@ mod tests {
             &src,
             &dst.snapshots().unwrap().0,
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(
@@ -375,7 +378,7 @@ mod tests {
         std::fs::remove_file(path).unwrap();
         let dst = indexed_repo(b.path(), 4096);
         let newest_first: Vec<_> = snapshots.iter().rev().cloned().collect();
-        let r = copy(&src, &dst, &newest_first, &Cancel::default(), &NoProgress).unwrap();
+        let r = copy(&src, &dst, &newest_first, &Cancel::default(), &Quiet).unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (1, 1), "{r:?}");
         assert!(matches!(r.snapshots[0].status, Status::Failed { .. }));
         assert_eq!(r.snapshots[1].source, snapshots[0].0);

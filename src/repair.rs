@@ -4,9 +4,9 @@ use crate::backend::{Entry, Kind};
 use crate::blob::BlobType;
 use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
+use crate::observer::{Counters, Observer, Phase};
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
-use crate::progress::Progress;
 use crate::repacker::{Repacker, verified};
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::rewrite::{self, Opened, Rewriter};
@@ -44,13 +44,18 @@ pub struct IndexRepair {
 pub fn repair_index(
     repo: &IndexedRepo,
     read_data: bool,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<IndexRepair> {
     let old_files: Vec<String> = (repo.backend().list(Kind::Index)?.into_iter())
         .map(|e| e.name)
         .collect();
     let packs = repo.backend().list(Kind::Pack)?;
-    progress.total(packs.iter().map(|e| e.size).sum());
+    progress.phase(Phase::Reading);
+    progress.total(Counters {
+        bytes_read: packs.iter().map(|e| e.size).sum(),
+        packs: packs.len() as u64,
+        ..Counters::default()
+    });
     let mut report = IndexRepair::default();
     let mut pending = Vec::new();
     let mut unreadable = Vec::new();
@@ -61,7 +66,11 @@ pub fn repair_index(
             .map(|e| (e, read_entries(repo, e, read_data)))
             .collect();
         for (entry, result) in read {
-            progress.advance(entry.size);
+            progress.add(Counters {
+                bytes_read: entry.size,
+                packs: u64::from(result.is_ok()),
+                ..Counters::default()
+            });
             match result {
                 Ok((listing, damaged)) if damaged.is_empty() => pending.push(listing),
                 Ok((listing, damaged)) => {
@@ -73,12 +82,14 @@ pub fn repair_index(
             flush_if_full(repo, &mut pending, &mut report, false)?;
         }
     }
+    progress.phase(Phase::Indexing);
     rewrite.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
     pending.extend(rewrite_packs(repo, &rewrite, &mut report)?);
     flush_if_full(repo, &mut pending, &mut report, true)?;
     report.unreadable_packs = unreadable;
     report.packs = packs.len() - report.unreadable_packs.len();
     repo.ensure_locked()?;
+    progress.phase(Phase::Removing);
     for name in &old_files {
         repo.backend().remove(Kind::Index, name)?;
     }
@@ -254,10 +265,11 @@ pub struct SnapshotRepairOptions {
 pub fn repair_snapshots(
     repo: &IndexedRepo,
     opts: &SnapshotRepairOptions,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<SnapshotRepair> {
     let (snapshots, bad) = repo.snapshots()?;
-    let packer = Packer::new(repo, opts.dry_run);
+    progress.phase(Phase::Scanning);
+    let packer = Packer::new(repo, opts.dry_run).observed_by(progress);
     let mut salvager = Salvager {
         repo,
         packer: &packer,
@@ -283,6 +295,7 @@ pub fn repair_snapshots(
         repaired.push((*id, snap.clone(), tree, lost));
     }
     packer.flush()?;
+    progress.phase(Phase::Writing);
     for (id, snap, tree, lost) in repaired {
         let copy = match (tree, opts.dry_run) {
             (Some(tree), false) => Some(repo.save_snapshot(&repaired_copy(&snap, id, tree))?),
@@ -557,8 +570,8 @@ mod tests {
     use crate::cancel::Cancel;
     use crate::checker::tests::snapshot_of;
     use crate::checker::{self, ReadData};
+    use crate::observer::Quiet;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::repository::Repository;
     use crate::tree::tests::{dir_of, file_of};
     use std::path::Path;
@@ -610,7 +623,7 @@ mod tests {
 
     fn check_errors(dir: &Path) -> usize {
         let report =
-            checker::check(&reopen(dir), ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+            checker::check(&reopen(dir), ReadData::All, &Cancel::default(), &Quiet).unwrap();
         report.errors.len()
     }
 
@@ -622,7 +635,7 @@ mod tests {
             std::fs::remove_file(f.unwrap().path()).unwrap();
         }
         assert!(check_errors(dir.path()) > 0);
-        let r = repair_index(&reopen(dir.path()), false, &NoProgress).unwrap();
+        let r = repair_index(&reopen(dir.path()), false, &Quiet).unwrap();
         assert_eq!(r.blobs, ids.len() + 2, "{r:?}");
         assert!(r.unreadable_packs.is_empty() && r.index_files_removed == 0);
         assert_eq!(check_errors(dir.path()), 0);
@@ -635,7 +648,7 @@ mod tests {
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         let len = std::fs::metadata(&pack).unwrap().len();
         flip_byte(&pack, len - 20);
-        let r = repair_index(&repo, false, &NoProgress).unwrap();
+        let r = repair_index(&repo, false, &Quiet).unwrap();
         assert_eq!(r.unreadable_packs.len(), 1, "{r:?}");
         reopen(dir.path())
             .read_blob(&ids[0])
@@ -649,7 +662,7 @@ mod tests {
         let loc = repo.locate(&ids[0]).unwrap();
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         flip_byte(&pack, loc.entry.offset as u64 + 10);
-        let r = repair_index(&repo, true, &NoProgress).unwrap();
+        let r = repair_index(&repo, true, &Quiet).unwrap();
         assert_eq!(
             r.damaged_blobs,
             vec![(ids[0].0.to_hex(), r.damaged_blobs[0].1.clone())]
@@ -665,13 +678,13 @@ mod tests {
         let (dir, ids) = fixture();
         let repo = reopen(dir.path());
         std::fs::remove_file(pack_file(dir.path(), &repo, &ids[0])).unwrap();
-        repair_index(&repo, false, &NoProgress).unwrap();
+        repair_index(&repo, false, &Quiet).unwrap();
         let opts = SnapshotRepairOptions {
             read_data: false,
             forget: true,
             dry_run: false,
         };
-        let r = repair_snapshots(&reopen(dir.path()), &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&reopen(dir.path()), &opts, &Quiet).unwrap();
         assert_eq!(r.salvaged.len(), 1, "{r:?}");
         let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
         assert!(
@@ -689,7 +702,7 @@ mod tests {
             crate::vfs::read_range(&repo, &kept, 0, 1000).unwrap(),
             random_blob(99)
         );
-        let again = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let again = repair_snapshots(&repo, &opts, &Quiet).unwrap();
         assert!(again.salvaged.is_empty());
     }
 
@@ -706,13 +719,13 @@ mod tests {
             dry_run: true,
         };
         assert!(
-            repair_snapshots(&repo, &opts, &NoProgress)
+            repair_snapshots(&repo, &opts, &Quiet)
                 .unwrap()
                 .salvaged
                 .is_empty()
         );
         opts.read_data = true;
-        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&repo, &opts, &Quiet).unwrap();
         assert_eq!(r.salvaged[0].lost.len(), 1);
         assert_eq!(r.salvaged[0].lost[0].0, "/g");
         assert!(r.salvaged[0].repaired.is_none(), "dry run writes nothing");
@@ -732,7 +745,7 @@ mod tests {
             forget: false,
             dry_run: false,
         };
-        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&repo, &opts, &Quiet).unwrap();
         let lost = &r.salvaged[0].lost;
         assert!(lost.iter().any(|(p, _)| p == "/sub"), "{lost:?}");
     }
@@ -764,7 +777,7 @@ mod tests {
             forget: false,
             dry_run: true,
         };
-        let r = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&repo, &opts, &Quiet).unwrap();
         let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
         let want = [
             "/a/a/a/f", "/a/a/b/f", "/a/b/a/f", "/a/b/b/f", "/b/a/a/f", "/b/a/b/f", "/b/b/a/f",
@@ -775,7 +788,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         forged_dag(&repo, 40, 1_000);
-        let err = repair_snapshots(&repo, &opts, &NoProgress).unwrap_err();
+        let err = repair_snapshots(&repo, &opts, &Quiet).unwrap_err();
         assert!(
             err.to_string().contains("more than the 1000 entries"),
             "{err}"

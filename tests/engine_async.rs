@@ -16,7 +16,7 @@ use strata::cancel::Cancel;
 use strata::config::{ChunkerParams, Config};
 use strata::filter::Patterns;
 use strata::key::KdfParams;
-use strata::progress::NoProgress;
+use strata::observer::Quiet;
 use strata::repository::{IndexedRepo, Repository};
 use strata::sources::mongodb::export::{ExportOptions, MongoExport};
 use strata::sources::mongodb::{Conn, NsFilter};
@@ -66,7 +66,7 @@ fn mongo_backup(
         cancel,
     };
     let sources: [&dyn TreeSource; 1] = [&export];
-    let result = archiver::backup_with(repo, &backup, &sources, &NoProgress);
+    let result = archiver::backup_with(repo, &backup, &sources, &Quiet);
     let report = export.report();
     (result, report.collections.iter().map(|c| c.documents).sum())
 }

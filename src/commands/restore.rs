@@ -355,11 +355,15 @@ fn conflicts(out: &JsonOut, paths: &[String]) -> Result<Outcome> {
 
 fn print_report(out: &JsonOut, r: &RestoreReport) -> Result<()> {
     let ctx = out.ctx;
-    for (path, err) in &r.errors {
-        eprintln!("strata: error: {}: {}", escape(path), escape(err));
+    for e in &r.errors {
+        eprintln!("strata: error: {}: {}", escape(&e.path), escape(&e.message));
     }
-    for (path, err) in &r.verify_failures {
-        eprintln!("strata: verify failed: {}: {}", escape(path), escape(err));
+    for e in &r.verify_failures {
+        eprintln!(
+            "strata: verify failed: {}: {}",
+            escape(&e.path),
+            escape(&e.message)
+        );
     }
     if ctx.args.json {
         return out.emit("files", r);
