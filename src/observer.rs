@@ -2,9 +2,23 @@
 //! in, counters of work done, the item at hand and the entries it had to leave out. The CLI
 //! draws a bar with it; tests record it; `--quiet` passes [`Quiet`].
 //!
-//! Counters arrive as increments, at most one call per chunk or per file, so that an
+//! Counters arrive as increments, at most one call per chunk, blob or file, so that an
 //! observer costs the pipeline nothing measurable. Summed, they equal the figures of the
-//! operation's final report.
+//! operation's final report:
+//!
+//! | operation | phases | counters (summed) |
+//! |---|---|---|
+//! | backup | Reading, Indexing | `files` = `total_files`, `bytes_read`, `bytes_added`, `blobs` = data + tree blobs added, `packs` written; a MongoDB export adds the documents' bytes to `bytes_read` (its report's `bytes`) |
+//! | restore | (Scanning), Writing | `files`, `bytes_added` = `bytes_written` |
+//! | check | Indexing, Scanning, Verifying | `packs` = `packs_read`, `blobs` = `blobs_read`, `bytes_read` of those packs |
+//! | prune | Scanning, Repacking, Indexing, Removing | `bytes_read` of packs repacked, `packs` = `packs_written`, `bytes_added` = `bytes_written` |
+//! | repair index | Reading, Indexing, Removing | `packs` = `packs`, `bytes_read` |
+//! | repair snapshots | Scanning, Writing | `blobs`, `bytes_added`, `packs` of the rewritten trees |
+//! | copy | Writing | `bytes_read` from the source, `blobs` = `blobs_added`, `bytes_added`, `packs` |
+//! | stats | Scanning, Indexing, (Reading) | `files` |
+//! | scan | Scanning, (Reading) | `bytes_read` of the files read with `--deep` |
+//! | MongoDB import | Writing, Indexing | `files` = documents inserted (`total.documents`) |
+//! | MongoDB scan | Scanning | none: the namespace compared is the item |
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 use std::ops::AddAssign;
 
