@@ -7,7 +7,7 @@ use super::export::{list_collections, list_indexes};
 use super::import::{self, DumpNs};
 use super::namespace::{NsFilter, Renames};
 use super::{Conn, MongoError, Result, cmd_err, stream};
-use crate::observer::{Observer, Phase};
+use crate::observer::{EntryError, EntryErrorKind, Observer, Phase};
 use crate::repository::IndexedRepo;
 use crate::snapshot::{Snapshot, Source};
 use bson::{Bson, Document, RawBson, RawDocument, RawDocumentBuf, rawdoc};
@@ -88,8 +88,8 @@ pub struct ScanReport {
     pub findings: Vec<Finding>,
     /// Namespaces of the snapshot found as they were.
     pub unchanged: u64,
-    /// Namespaces that could not be compared, with why.
-    pub errors: Vec<(String, String)>,
+    /// Namespaces that could not be compared (the namespace as the path), with why.
+    pub errors: Vec<EntryError>,
 }
 
 impl ScanReport {
@@ -215,7 +215,11 @@ fn scan_db(
         match found {
             Ok(f) if f.is_empty() => report.unchanged += 1,
             Ok(f) => report.findings.extend(f),
-            Err(e) => report.errors.push((ns_name(ns), e.to_string())),
+            Err(e) => {
+                let e = EntryError::new(EntryErrorKind::Read, ns_name(ns), e);
+                progress.error(&e);
+                report.errors.push(e);
+            }
         }
     }
     Ok(())
