@@ -4,7 +4,7 @@ use crate::backend::{Entry, Kind};
 use crate::blob::BlobType;
 use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
-use crate::observer::{Counters, Observer, Phase};
+use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
 use crate::repacker::{Repacker, verified};
@@ -237,7 +237,7 @@ pub struct SalvagedSnapshot {
     /// The repaired copy (None when nothing could be kept, or on a dry run).
     pub repaired: Option<SnapshotId>,
     /// Paths cut out (a directory stands for everything below it), with the reason.
-    pub lost: Vec<(String, String)>,
+    pub lost: Vec<EntryError>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -289,6 +289,7 @@ pub fn repair_snapshots(
     for (id, snap) in &snapshots {
         progress.item(&id.0.short());
         let (tree, lost) = salvager.root(*id, snap)?;
+        lost.iter().for_each(|e| progress.error(e));
         if lost.is_empty() {
             continue;
         }
@@ -332,7 +333,7 @@ fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: BlobId) -> Snapsho
 }
 
 /// A rewritten tree: its new id (None: unreadable, cut) and the paths cut below it.
-type Rewritten = (Option<BlobId>, Vec<(String, String)>);
+type Rewritten = (Option<BlobId>, Vec<EntryError>);
 
 /// An entry of a rewritten tree that was cut, or that has cuts below it; each with its name
 /// as a path segment (`/name`).
@@ -463,7 +464,10 @@ impl Salvager<'_> {
         match done.id {
             Err(why) => Ok((
                 None,
-                vec![("/".into(), format!("the root tree is unreadable: {why}"))],
+                vec![lost_entry(
+                    "/".into(),
+                    format!("the root tree is unreadable: {why}"),
+                )],
             )),
             Ok(new_id) => Ok((Some(new_id), self.lost_below(&done.below))),
         }
@@ -471,7 +475,7 @@ impl Salvager<'_> {
 
     /// The paths cut below a tree whose entries `below` lists, depth first in name order,
     /// each with the reason.
-    fn lost_below(&self, below: &[Below]) -> Vec<(String, String)> {
+    fn lost_below(&self, below: &[Below]) -> Vec<EntryError> {
         let mut lost = Vec::new();
         let mut path = String::new();
         let mut stack = vec![(0, below.iter())];
@@ -481,7 +485,7 @@ impl Salvager<'_> {
                 None => {
                     stack.pop();
                 }
-                Some(Below::Cut(name, why)) => lost.push((format!("{path}{name}"), why.clone())),
+                Some(Below::Cut(name, why)) => lost.push(lost_entry(format!("{path}{name}"), why)),
                 Some(Below::Inside(name, tree)) => {
                     let len = path.len();
                     path.push_str(name);
@@ -491,6 +495,11 @@ impl Salvager<'_> {
         }
         lost
     }
+}
+
+/// A path cut out of a snapshot because data it needs cannot be read.
+fn lost_entry(path: String, why: impl ToString) -> EntryError {
+    EntryError::new(EntryErrorKind::Read, path, why)
 }
 
 /// Rewrites the trees of one snapshot without the files whose blobs are missing or damaged
@@ -686,7 +695,7 @@ mod tests {
         };
         let r = repair_snapshots(&reopen(dir.path()), &opts, &Quiet).unwrap();
         assert_eq!(r.salvaged.len(), 1, "{r:?}");
-        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
+        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|e| e.path.as_str()).collect();
         assert!(
             !lost.is_empty() && lost.iter().all(|p| p.starts_with("/sub/f")),
             "{lost:?}"
@@ -727,7 +736,7 @@ mod tests {
         opts.read_data = true;
         let r = repair_snapshots(&repo, &opts, &Quiet).unwrap();
         assert_eq!(r.salvaged[0].lost.len(), 1);
-        assert_eq!(r.salvaged[0].lost[0].0, "/g");
+        assert_eq!(r.salvaged[0].lost[0].path, "/g");
         assert!(r.salvaged[0].repaired.is_none(), "dry run writes nothing");
         assert_eq!(repo.snapshot_ids().unwrap().len(), 1);
     }
@@ -747,7 +756,7 @@ mod tests {
         };
         let r = repair_snapshots(&repo, &opts, &Quiet).unwrap();
         let lost = &r.salvaged[0].lost;
-        assert!(lost.iter().any(|(p, _)| p == "/sub"), "{lost:?}");
+        assert!(lost.iter().any(|e| e.path == "/sub"), "{lost:?}");
     }
 
     /// A snapshot of `levels` levels of a tree listing the next one twice (`a` and `b`),
@@ -778,7 +787,7 @@ mod tests {
             dry_run: true,
         };
         let r = repair_snapshots(&repo, &opts, &Quiet).unwrap();
-        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
+        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|e| e.path.as_str()).collect();
         let want = [
             "/a/a/a/f", "/a/a/b/f", "/a/b/a/f", "/a/b/b/f", "/b/a/a/f", "/b/a/b/f", "/b/b/a/f",
             "/b/b/b/f",
