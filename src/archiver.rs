@@ -9,8 +9,8 @@ use crate::chunker::Chunker;
 use crate::filter::Patterns;
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::locked::Locked;
+use crate::observer::{self, EntryError, EntryErrorKind, Observer, Phase};
 use crate::packer::Packer;
-use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::{Snapshot, Source, Summary};
 use crate::source_fs::{SourceDir, Stat};
@@ -72,8 +72,8 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// None for a dry run.
     pub id: Option<SnapshotId>,
-    /// Items that could not be read: (path, reason). They are left out of the snapshot.
-    pub errors: Vec<(String, String)>,
+    /// Items that could not be read. They are left out of the snapshot.
+    pub errors: Vec<EntryError>,
 }
 
 /// Absolute and lexically normalised (`.` and `..` resolved without following links).
@@ -138,9 +138,9 @@ fn bump(c: &AtomicU64, n: u64) {
 struct Archiver<'a> {
     packer: Packer<'a>,
     opts: &'a BackupOptions,
-    progress: &'a dyn Progress,
+    progress: &'a dyn Observer,
     counters: Counters,
-    errors: Mutex<Vec<(String, String)>>,
+    errors: Mutex<Vec<EntryError>>,
     /// The first error writing to the repository (a full disk, say): it ends the backup,
     /// unlike an unreadable source file.
     fatal: Mutex<Option<RepoError>>,
@@ -155,14 +155,14 @@ pub trait TreeSource: Sync {
     fn save(
         &self,
         packer: &Packer,
-        progress: &dyn Progress,
+        progress: &dyn Observer,
     ) -> std::result::Result<(Node, Source, u64), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 pub fn backup(
     repo: &Locked<'_, IndexedRepo>,
     opts: &BackupOptions,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<BackupResult> {
     backup_with(repo, opts, &[], progress)
 }
@@ -172,7 +172,7 @@ pub fn backup_with(
     repo: &Locked<'_, IndexedRepo>,
     opts: &BackupOptions,
     sources: &[&dyn TreeSource],
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<BackupResult> {
     let start = Instant::now();
     if opts.paths.is_empty() && sources.is_empty() {
@@ -184,8 +184,11 @@ pub fn backup_with(
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     let parent = find_parent(repo, opts, &path_strings)?;
+    progress.phase(Phase::Reading);
     let archiver = Archiver {
-        packer: Packer::new(repo, opts.dry_run).cancelled_by(&opts.cancel),
+        packer: Packer::new(repo, opts.dry_run)
+            .cancelled_by(&opts.cancel)
+            .observed_by(progress),
         opts,
         progress,
         counters: Counters::default(),
@@ -222,6 +225,7 @@ pub fn backup_with(
         source_records.push(record);
     }
     let tree = archiver.save_tree(root, parent_tree)?;
+    progress.phase(Phase::Indexing);
     let stats = archiver.packer.flush()?;
     let mut summary = archiver.summary();
     summary.bytes_added = stats.bytes;
@@ -358,8 +362,10 @@ impl Archiver<'_> {
         fatal.is_some()
     }
 
-    fn error(&self, path: &Path, message: impl ToString) {
-        let entry = (path.display().to_string(), message.to_string());
+    fn error(&self, path: &Path, e: impl Into<std::io::Error>) {
+        let e = e.into();
+        let entry = EntryError::new(EntryErrorKind::of_read(&e), path.display().to_string(), e);
+        self.progress.error(&entry);
         self.errors.lock().expect("errors lock").push(entry);
     }
 
@@ -535,10 +541,7 @@ impl Archiver<'_> {
     ) -> std::io::Result<NodeKind> {
         self.progress.item(&path.to_string_lossy());
         let (content, counter) = match parent.and_then(|p| self.unchanged(p, meta)) {
-            Some(content) => {
-                self.progress.advance(meta.size());
-                (content, &self.counters.files_unmodified)
-            }
+            Some(content) => (content, &self.counters.files_unmodified),
             None => {
                 let content = self.read_content(dir.open_file(name, meta)?, meta.size())?;
                 let counter = match parent {
@@ -550,6 +553,7 @@ impl Archiver<'_> {
         };
         bump(counter, 1);
         bump(&self.counters.total_files, 1);
+        self.progress.add(observer::Counters::files(1));
         bump(
             &self.counters.total_bytes,
             content.iter().map(|c| c.len as u64).sum(),
@@ -601,7 +605,8 @@ impl Archiver<'_> {
             .save(BlobType::Data, data)
             .map_err(|e| self.fail(e))?;
         bump(&self.counters.bytes_read, data.len() as u64);
-        self.progress.advance(data.len() as u64);
+        self.progress
+            .add(observer::Counters::bytes_read(data.len() as u64));
         Ok(ChunkRef {
             id,
             len: data.len() as u32,
@@ -718,7 +723,7 @@ mod tests {
         std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
         let mut o = opts(vec![src.clone()]);
         o.exclude = Patterns::new(&["*.tmp"]).unwrap();
-        let first = backup(&lock, &o, &crate::progress::NoProgress).unwrap();
+        let first = backup(&lock, &o, &crate::observer::Quiet).unwrap();
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         assert_eq!(first.snapshot.summary.files_new, 2);
         assert_eq!(first.snapshot.summary.bytes_read, 5 + (3 << 20));
@@ -745,7 +750,7 @@ mod tests {
             .unwrap();
         assert!(root.find(b"skip.tmp").is_none(), "excluded");
 
-        let second = backup(&lock, &o, &crate::progress::NoProgress).unwrap();
+        let second = backup(&lock, &o, &crate::observer::Quiet).unwrap();
         let s = &second.snapshot.summary;
         assert_eq!(
             (s.files_unmodified, s.bytes_read, s.data_blobs_added),
@@ -764,7 +769,7 @@ mod tests {
         let repo = indexed_repo(dir.path(), 1 << 20);
         let lock = crate::locked::exclusive(&repo);
         let missing = dir.path().join("nope");
-        let err = backup(&lock, &opts(vec![missing]), &crate::progress::NoProgress);
+        let err = backup(&lock, &opts(vec![missing]), &crate::observer::Quiet);
         assert!(matches!(err, Err(ArchiveError::Path { .. })));
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
@@ -777,7 +782,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let r = backup(&lock, &opts(vec![src]), &crate::progress::NoProgress).unwrap();
+        let r = backup(&lock, &opts(vec![src]), &crate::observer::Quiet).unwrap();
         assert!(
             r.errors.is_empty(),
             "a fifo is recorded, never opened: {:?}",

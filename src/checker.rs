@@ -13,8 +13,8 @@ use crate::blob::{self, BlobType, Compression};
 use crate::cancel::Cancel;
 use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, Id, PackId, SnapshotId, TreeId};
+use crate::observer::{Counters, Observer, Phase};
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
-use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::validate_name;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree};
@@ -192,10 +192,11 @@ pub fn check(
     repo: &IndexedRepo,
     read: ReadData,
     cancel: &Cancel,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<CheckReport, RepoError> {
     let mut report = CheckReport::default();
 
+    progress.phase(Phase::Indexing);
     progress.item("keys");
     check_keys(repo, &mut report.errors)?;
 
@@ -217,6 +218,7 @@ pub fn check(
     }
     report.snapshots = snapshots.len() as u64;
 
+    progress.phase(Phase::Scanning);
     progress.item("trees");
     let walk = walk_trees(repo, &index, &snapshots, &mut report.errors, progress);
     check_entry_budgets(&walk, &snapshots, &mut report.errors);
@@ -229,6 +231,7 @@ pub fn check(
         .count() as u64;
     drop(walk);
 
+    progress.phase(Phase::Verifying);
     progress.item("packs");
     let present: HashMap<String, u64> = repo
         .backend()
@@ -268,7 +271,11 @@ pub fn check(
     let selected = read.select(readable);
     if !selected.is_empty() {
         progress.item("read data");
-        progress.total(selected.iter().map(|(_, size)| size).sum());
+        progress.total(Counters {
+            bytes_read: selected.iter().map(|(_, size)| size).sum(),
+            packs: selected.len() as u64,
+            ..Counters::default()
+        });
         let results = with_pool(MAX_PACKS_IN_FLIGHT, || {
             selected
                 .par_iter()
@@ -277,7 +284,7 @@ pub fn check(
                     let entries = index.packs.get(pack).map(Vec::as_slice).unwrap_or(&[]);
                     let format = index.pack_formats[pack].0;
                     let r = read_pack(repo, *pack, format, entries, &broken);
-                    progress.advance(*size);
+                    progress.add(r.counters(*size));
                     r
                 })
                 .collect::<Vec<_>>()
@@ -519,7 +526,7 @@ fn walk_trees(
     index: &IndexView,
     snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
     problems: &mut Vec<Problem>,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Walk {
     let mut roots: HashMap<TreeId, Vec<SnapshotId>> = HashMap::new();
     for (id, snap) in snapshots {
@@ -655,6 +662,18 @@ impl Walker<'_> {
                 p.snapshot.0.short()
             ),
         ));
+    }
+}
+
+impl PackResult {
+    /// What reading the pack, of `size` bytes, adds to the report's figures.
+    fn counters(&self, size: u64) -> Counters {
+        Counters {
+            bytes_read: size,
+            blobs: self.blobs_read,
+            packs: u64::from(self.read),
+            ..Counters::default()
+        }
     }
 }
 
@@ -809,9 +828,9 @@ fn with_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::observer::Quiet;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::repository::Repository;
     use crate::snapshot::Snapshot;
     use crate::tree::Node;
@@ -893,7 +912,7 @@ pub(crate) mod tests {
         }
         packer.flush().unwrap();
         let forged = lock.save_snapshot(&snapshot_of(dag)).unwrap();
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         let errors = errors_of(&r, "snapshot");
         assert_eq!(errors.len(), 1, "{:?}", r.errors);
         assert_eq!(errors[0].object, forged.to_string());
@@ -907,7 +926,7 @@ pub(crate) mod tests {
     #[test]
     fn healthy_repository_has_no_errors() {
         let f = fixture(12, vec![]);
-        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.snapshots, 1);
         assert_eq!(r.trees, 2);
@@ -930,11 +949,11 @@ pub(crate) mod tests {
         bytes[loc.entry.offset as usize + 30] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
 
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.packs_read, 0);
 
-        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         let pack_hex = loc.pack.0.to_hex();
         let packs = errors_of(&r, "pack");
         assert_eq!(packs.len(), 1, "{:?}", r.errors);
@@ -957,7 +976,7 @@ pub(crate) mod tests {
         let f = fixture(8, vec![]);
         let loc = f.repo.locate(&f.data[0]).unwrap();
         std::fs::remove_file(pack_path(&f.root, loc.pack)).unwrap();
-        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         let packs = errors_of(&r, "pack");
         assert_eq!(packs.len(), 1, "{:?}", r.errors);
         assert_eq!(packs[0].object, loc.pack.0.to_hex());
@@ -974,7 +993,7 @@ pub(crate) mod tests {
         // Cut inside data[0]'s ciphertext: a cut at a fixed fraction of a pack may fall
         // in the filler after its last blob and leave every blob whole.
         std::fs::write(&path, &bytes[..loc.entry.offset as usize + 10]).unwrap();
-        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         let packs = errors_of(&r, "pack");
         assert!(
             packs.iter().any(|p| p.message.contains("too short")),
@@ -989,7 +1008,7 @@ pub(crate) mod tests {
     fn blob_missing_from_index_is_an_error() {
         let missing = BlobId(Id::random());
         let f = fixture(3, vec![file_of("ghost", &[(missing, 10)])]);
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         let blobs = errors_of(&r, "blob");
         assert_eq!(blobs.len(), 1, "{:?}", r.errors);
         assert_eq!(blobs[0].object, missing.0.to_hex());
@@ -1002,7 +1021,7 @@ pub(crate) mod tests {
     fn missing_tree_is_an_error() {
         let missing = TreeId(Id::random());
         let f = fixture(2, vec![dir_of("lost", missing)]);
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         let trees = errors_of(&r, "tree");
         assert_eq!(trees.len(), 1, "{:?}", r.errors);
         assert_eq!(trees[0].object, missing.0.to_hex());
@@ -1028,7 +1047,7 @@ pub(crate) mod tests {
         // Freshly opened: the index file fails to load into the local index.
         let repo = reopen(&f.root);
         assert_eq!(repo.damaged_index_files.len(), 1);
-        let r = check(&repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         let s = errors_of(&r, "snapshot");
         assert_eq!(s.len(), 1, "{:?}", r.errors);
         assert_eq!(s[0].object, snap);
@@ -1038,7 +1057,7 @@ pub(crate) mod tests {
         assert_eq!(r.snapshots, 0);
 
         // With the local index loaded before the damage, the file is still re-read.
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         assert_eq!(errors_of(&r, "index").len(), 1, "{:?}", r.errors);
     }
 
@@ -1048,7 +1067,7 @@ pub(crate) mod tests {
         let bytes = b"leftover of an interrupted backup".to_vec();
         let name = Id::hash_of(&bytes).to_hex();
         f.repo.backend().put(Kind::Pack, &name, &bytes).unwrap();
-        let r = check(&f.repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.unused_packs, vec![name]);
         assert_eq!(r.packs_read, r.packs, "unindexed packs are not read");
@@ -1062,7 +1081,7 @@ pub(crate) mod tests {
         packer.save(BlobType::Data, &random_blob(999)).unwrap();
         packer.save(BlobType::Data, &random_blob(998)).unwrap();
         packer.flush().unwrap();
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         assert!(r.is_ok(), "{:?}", r.errors);
         assert_eq!(r.unused_blobs, 2);
     }
@@ -1086,7 +1105,7 @@ pub(crate) mod tests {
                 &f.repo,
                 ReadData::Subset { n, m },
                 &Cancel::default(),
-                &NoProgress,
+                &Quiet,
             )
             .unwrap();
             assert!(r.is_ok(), "{:?}", r.errors);
@@ -1098,19 +1117,13 @@ pub(crate) mod tests {
             total += r.packs_read;
         }
         assert_eq!(total, names.len() as u64);
-        let r = check(
-            &f.repo,
-            ReadData::Percent(50.0),
-            &Cancel::default(),
-            &NoProgress,
-        )
-        .unwrap();
+        let r = check(&f.repo, ReadData::Percent(50.0), &Cancel::default(), &Quiet).unwrap();
         assert_eq!(r.packs_read, names.len().div_ceil(2) as u64);
         let r = check(
             &f.repo,
             ReadData::Percent(0.001),
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(r.packs_read, 1);
@@ -1143,7 +1156,7 @@ pub(crate) mod tests {
                 file_node(b"fine", &[]),
             ],
         );
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         let trees = errors_of(&r, "tree");
         assert_eq!(trees.len(), 4, "{:?}", r.errors);
         assert_eq!(r.errors.len(), 4, "{:?}", r.errors);
@@ -1173,7 +1186,7 @@ pub(crate) mod tests {
                 file_node(b"dup", &[]),
             ],
         );
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         let p = &r.errors[0];
         assert_eq!(p.kind, "tree");
@@ -1190,7 +1203,7 @@ pub(crate) mod tests {
         let id = f.data[0];
         let wrong = blob.len() + 7;
         with_bad_dir(&f, vec![file_of("liar", &[(id, wrong)])]);
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         let p = &r.errors[0];
         assert_eq!(p.kind, "blob");
@@ -1206,7 +1219,7 @@ pub(crate) mod tests {
         let mut node = file_of("grown", &[(f.data[1], random_blob(1).len())]);
         node.size += 1;
         let bad = with_bad_dir(&f, vec![node]);
-        let r = check(&f.repo, ReadData::None, &Cancel::default(), &NoProgress).unwrap();
+        let r = check(&f.repo, ReadData::None, &Cancel::default(), &Quiet).unwrap();
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         let p = &r.errors[0];
         assert_eq!(p.kind, "tree");

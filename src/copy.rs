@@ -7,8 +7,8 @@ use crate::blob::BlobType;
 use crate::cancel::Cancel;
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::locked::Locked;
+use crate::observer::{Counters, Observer, Phase};
 use crate::packer::Packer;
-use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::rewrite::{self, Opened, Rewriter};
 use crate::snapshot::Snapshot;
@@ -65,13 +65,16 @@ pub fn copy(
     dst: &Locked<'_, IndexedRepo>,
     snapshots: &[(SnapshotId, Snapshot)],
     cancel: &Cancel,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<CopyReport> {
     let mut copies = Copies::default();
     for (id, snap) in dst.snapshots()?.0 {
         copies.add(id, snap);
     }
-    let packer = Packer::new(dst, false).cancelled_by(cancel);
+    progress.phase(Phase::Writing);
+    let packer = Packer::new(dst, false)
+        .cancelled_by(cancel)
+        .observed_by(progress);
     let mut copier = Copier {
         src,
         packer: &packer,
@@ -189,7 +192,7 @@ struct Copier<'a> {
     packer: &'a Packer<'a>,
     /// Source data blob id → destination id.
     blobs: HashMap<BlobId, BlobId>,
-    progress: &'a dyn Progress,
+    progress: &'a dyn Observer,
 }
 
 impl Rewriter for Copier<'_> {
@@ -255,7 +258,7 @@ impl Copier<'_> {
     /// returns its id there.
     fn copy_blob(&self, id: &BlobId) -> std::result::Result<BlobId, Failure> {
         let plain = (self.src.read_blob(id)).map_err(|e| Failure::Source(e.to_string()))?;
-        self.progress.advance(plain.len() as u64);
+        self.progress.add(Counters::bytes_read(plain.len() as u64));
         let (id, _) = (self.packer.save(BlobType::Data, &plain)).map_err(Failure::Destination)?;
         Ok(id)
     }
@@ -265,8 +268,8 @@ impl Copier<'_> {
 mod tests {
     use super::*;
     use crate::checker::tests::snapshot_of;
+    use crate::observer::Quiet;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::tree::tests::{dir_of, file_of};
     use crate::vfs;
 
@@ -319,7 +322,7 @@ mod tests {
             &crate::locked::exclusive(&dst),
             &snapshots,
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (2, 0), "{r:?}");
@@ -357,7 +360,7 @@ mod tests {
             &crate::locked::exclusive(&dst),
             &snapshots,
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!((again.snapshots_copied, again.snapshots_skipped), (0, 2));
@@ -367,7 +370,7 @@ mod tests {
             &crate::locked::exclusive(&src),
             &dst.snapshots().unwrap().0,
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(
@@ -391,7 +394,7 @@ mod tests {
             &crate::locked::exclusive(&dst),
             &newest_first,
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (1, 1), "{r:?}");

@@ -24,12 +24,13 @@ pub mod locked;
 pub mod migrate;
 pub mod mount;
 pub mod names;
+pub mod observer;
 pub mod pack;
 pub mod packer;
 pub mod paths;
 pub mod pin;
 pub mod policy;
-pub mod progress;
+
 pub mod pruner;
 pub mod repacker;
 pub mod repair;

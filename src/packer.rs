@@ -13,6 +13,7 @@ use crate::id::{BlobId, Id, TreeId};
 use crate::idfilter::IdFilter;
 use crate::indexfile::PackEntries;
 use crate::locked::Locked;
+use crate::observer::{Counters, Observer, Quiet};
 use crate::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repository::{IndexedRepo, Result};
 use crate::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer};
@@ -125,6 +126,8 @@ pub struct Packer<'r> {
     trainer: OnceLock<Option<Trainer>>,
     /// Once cancelled, `save` refuses new blobs.
     cancel: Cancel,
+    /// Told of every blob stored and every pack written.
+    observer: &'r dyn Observer,
 }
 
 impl<'r> Packer<'r> {
@@ -150,12 +153,20 @@ impl<'r> Packer<'r> {
             limits,
             trainer: OnceLock::new(),
             cancel: Cancel::default(),
+            observer: &Quiet,
         }
     }
 
     /// A packer whose `save` fails with `Cancelled` once `cancel` is cancelled.
     pub fn cancelled_by(mut self, cancel: &Cancel) -> Packer<'r> {
         self.cancel = cancel.clone();
+        self
+    }
+
+    /// A packer that tells `observer` of each blob it stores (`bytes_added`, `blobs`) and
+    /// each pack it writes (`packs`), as its stats will count them.
+    pub fn observed_by(mut self, observer: &'r dyn Observer) -> Packer<'r> {
+        self.observer = observer;
         self
     }
 
@@ -299,6 +310,11 @@ impl<'r> Packer<'r> {
         };
         b.fetch_add(bytes, Ordering::Relaxed);
         r.fetch_add(raw, Ordering::Relaxed);
+        self.observer.add(Counters {
+            bytes_added: bytes,
+            blobs: 1,
+            ..Counters::default()
+        });
         if let Compression::Dictionary(_) = sealed.compression {
             db.fetch_add(1, Ordering::Relaxed);
             dbytes.fetch_add(bytes, Ordering::Relaxed);
@@ -313,6 +329,7 @@ impl<'r> Packer<'r> {
                 .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
         }
         self.counters[4].fetch_add(1, Ordering::Relaxed);
+        self.observer.add(Counters::packs(1));
         let batch = {
             let mut u = self.unindexed.lock().expect("packer lock");
             u.blobs_in_packs += listing.blobs.len();

@@ -8,8 +8,8 @@ use crate::dictionary;
 use crate::id::{Id, PackId, SnapshotId};
 use crate::indexfile::PackEntries;
 use crate::locked::Locked;
+use crate::observer::{Counters, Observer, Phase};
 use crate::packer::INDEX_BATCH_BLOBS;
-use crate::progress::Progress;
 use crate::repacker::Repacker;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
@@ -101,11 +101,12 @@ struct PackState {
 pub fn prune(
     repo: &Locked<'_, IndexedRepo>,
     opts: &PruneOptions,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<PruneReport> {
     if let Some((name, _)) = repo.damaged_index_files.first() {
         return Err(PruneError::DamagedIndex(name.clone()));
     }
+    progress.phase(Phase::Scanning);
     let snapshots = readable_snapshots(repo)?;
     mark_used(repo, &snapshots)?;
     opts.cancel.check().map_err(RepoError::from)?;
@@ -128,16 +129,24 @@ pub fn prune(
     }
     let to_repack: Vec<PackId> = select(&actions, Action::Repack);
     let repack_bytes = to_repack.iter().map(|p| states[p].size.unwrap_or(0)).sum();
-    progress.total(repack_bytes);
+    progress.phase(Phase::Repacking);
+    progress.total(Counters::bytes_read(repack_bytes));
     let new_packs = repack(repo, &to_repack, &opts.cancel, progress)?;
     report.packs_written = new_packs.len();
     report.bytes_written = new_packs.iter().map(|(_, size)| size).sum();
+    progress.add(Counters {
+        bytes_added: report.bytes_written,
+        packs: report.packs_written as u64,
+        ..Counters::default()
+    });
+    progress.phase(Phase::Indexing);
     let new_entries = new_packs.into_iter().map(|(e, _)| e).collect();
     opts.cancel.check().map_err(RepoError::from)?;
     let stale_files = rewrite_index(repo, &files, &actions, new_entries, &mut report)?;
     // Everything still used is now listed by the new index files; from here on only
     // unreferenced objects are removed.
     repo.ensure_valid()?;
+    progress.phase(Phase::Removing);
     for name in &stale_files {
         repo.remove(Kind::Index, name)?;
     }
@@ -338,7 +347,7 @@ fn repack(
     repo: &Locked<'_, IndexedRepo>,
     packs: &[PackId],
     cancel: &Cancel,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<Vec<(PackEntries, u64)>> {
     let mut repacker = Repacker::new(repo);
     for pack in packs {
@@ -349,7 +358,7 @@ fn repack(
         for loc in repo.index().used_in_pack(pack).map_err(RepoError::from)? {
             repacker.copy(&name, loc.format, &bytes, &loc.entry)?;
         }
-        progress.advance(bytes.len() as u64);
+        progress.add(Counters::bytes_read(bytes.len() as u64));
     }
     Ok(repacker.finish()?)
 }
@@ -398,9 +407,9 @@ mod tests {
     use crate::checker::tests::snapshot_of;
     use crate::checker::{self, ReadData};
     use crate::id::BlobId;
+    use crate::observer::Quiet;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::repository::Repository;
     use crate::tree::Tree;
     use crate::tree::tests::file_of;
@@ -462,7 +471,7 @@ mod tests {
             dry_run,
             cancel: Cancel::default(),
         };
-        prune(&crate::locked::exclusive(&reopen(dir)), &opts, &NoProgress)
+        prune(&crate::locked::exclusive(&reopen(dir)), &opts, &Quiet)
     }
 
     fn forget(f: &Fixture) {
@@ -497,7 +506,7 @@ mod tests {
                 "dropped blob still indexed"
             );
         }
-        let report = checker::check(&repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let report = checker::check(&repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         assert!(report.is_ok(), "{:?}", report.errors);
         assert_eq!(report.unused_blobs, 0);
         let again = run(f.dir.path(), 10.0, false).unwrap();
@@ -517,7 +526,7 @@ mod tests {
             cancel,
         };
         let repo = reopen(f.dir.path());
-        let err = prune(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap_err();
+        let err = prune(&crate::locked::exclusive(&repo), &opts, &Quiet).unwrap_err();
         assert!(err.to_string().contains("cancelled"), "{err}");
         assert_eq!(
             listing(f.dir.path()),
@@ -525,7 +534,7 @@ mod tests {
             "no pack or index file removed"
         );
         let repo = reopen(f.dir.path());
-        let report = checker::check(&repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+        let report = checker::check(&repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         assert!(report.is_ok(), "{:?}", report.errors);
     }
 
@@ -579,7 +588,7 @@ mod tests {
             &reopen(f.dir.path()),
             ReadData::None,
             &Cancel::default(),
-            &NoProgress,
+            &Quiet,
         );
         assert!(report.unwrap().unused_packs.is_empty());
     }

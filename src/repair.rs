@@ -4,9 +4,9 @@ use crate::backend::{Entry, Kind};
 use crate::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::indexfile::PackEntries;
 use crate::locked::Locked;
+use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::packer::{INDEX_BATCH_BLOBS, Packer};
-use crate::progress::Progress;
 use crate::repacker::{Repacker, verified};
 use crate::repository::{IndexedRepo, RepoError, Result};
 use crate::rewrite::{self, Opened, Rewriter};
@@ -44,13 +44,18 @@ pub struct IndexRepair {
 pub fn repair_index(
     repo: &Locked<'_, IndexedRepo>,
     read_data: bool,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<IndexRepair> {
     let old_files: Vec<String> = (repo.backend().list(Kind::Index)?.into_iter())
         .map(|e| e.name)
         .collect();
     let packs = repo.backend().list(Kind::Pack)?;
-    progress.total(packs.iter().map(|e| e.size).sum());
+    progress.phase(Phase::Reading);
+    progress.total(Counters {
+        bytes_read: packs.iter().map(|e| e.size).sum(),
+        packs: packs.len() as u64,
+        ..Counters::default()
+    });
     let mut report = IndexRepair::default();
     let mut pending = Vec::new();
     let mut unreadable = Vec::new();
@@ -61,7 +66,11 @@ pub fn repair_index(
             .map(|e| (e, read_entries(repo, e, read_data)))
             .collect();
         for (entry, result) in read {
-            progress.advance(entry.size);
+            progress.add(Counters {
+                bytes_read: entry.size,
+                packs: u64::from(result.is_ok()),
+                ..Counters::default()
+            });
             match result {
                 Ok((listing, damaged)) if damaged.is_empty() => pending.push(listing),
                 Ok((listing, damaged)) => {
@@ -73,12 +82,14 @@ pub fn repair_index(
             flush_if_full(repo, &mut pending, &mut report, false)?;
         }
     }
+    progress.phase(Phase::Indexing);
     rewrite.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
     pending.extend(rewrite_packs(repo, &rewrite, &mut report)?);
     flush_if_full(repo, &mut pending, &mut report, true)?;
     report.unreadable_packs = unreadable;
     report.packs = packs.len() - report.unreadable_packs.len();
     repo.ensure_valid()?;
+    progress.phase(Phase::Removing);
     for name in &old_files {
         repo.remove(Kind::Index, name)?;
     }
@@ -226,7 +237,7 @@ pub struct SalvagedSnapshot {
     /// The repaired copy (None when nothing could be kept, or on a dry run).
     pub repaired: Option<SnapshotId>,
     /// Paths cut out (a directory stands for everything below it), with the reason.
-    pub lost: Vec<(String, String)>,
+    pub lost: Vec<EntryError>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -254,10 +265,11 @@ pub struct SnapshotRepairOptions {
 pub fn repair_snapshots(
     repo: &Locked<'_, IndexedRepo>,
     opts: &SnapshotRepairOptions,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<SnapshotRepair> {
     let (snapshots, bad) = repo.snapshots()?;
-    let packer = Packer::new(repo, opts.dry_run);
+    progress.phase(Phase::Scanning);
+    let packer = Packer::new(repo, opts.dry_run).observed_by(progress);
     let mut salvager = Salvager {
         repo,
         packer: &packer,
@@ -277,12 +289,14 @@ pub fn repair_snapshots(
     for (id, snap) in &snapshots {
         progress.item(&id.0.short());
         let (tree, lost) = salvager.root(*id, snap)?;
+        lost.iter().for_each(|e| progress.error(e));
         if lost.is_empty() {
             continue;
         }
         repaired.push((*id, snap.clone(), tree, lost));
     }
     packer.flush()?;
+    progress.phase(Phase::Writing);
     for (id, snap, tree, lost) in repaired {
         let copy = match (tree, opts.dry_run) {
             (Some(tree), false) => Some(repo.save_snapshot(&repaired_copy(&snap, id, tree))?),
@@ -320,7 +334,7 @@ fn repaired_copy(snap: &Snapshot, original: SnapshotId, tree: TreeId) -> Snapsho
 }
 
 /// A rewritten tree: its new id (None: unreadable, cut) and the paths cut below it.
-type Rewritten = (Option<TreeId>, Vec<(String, String)>);
+type Rewritten = (Option<TreeId>, Vec<EntryError>);
 
 /// An entry of a rewritten tree that was cut, or that has cuts below it; each with its name
 /// as a path segment (`/name`).
@@ -451,7 +465,10 @@ impl Salvager<'_> {
         match done.id {
             Err(why) => Ok((
                 None,
-                vec![("/".into(), format!("the root tree is unreadable: {why}"))],
+                vec![lost_entry(
+                    "/".into(),
+                    format!("the root tree is unreadable: {why}"),
+                )],
             )),
             Ok(new_id) => Ok((Some(new_id), self.lost_below(&done.below))),
         }
@@ -459,7 +476,7 @@ impl Salvager<'_> {
 
     /// The paths cut below a tree whose entries `below` lists, depth first in name order,
     /// each with the reason.
-    fn lost_below(&self, below: &[Below]) -> Vec<(String, String)> {
+    fn lost_below(&self, below: &[Below]) -> Vec<EntryError> {
         let mut lost = Vec::new();
         let mut path = String::new();
         let mut stack = vec![(0, below.iter())];
@@ -469,7 +486,7 @@ impl Salvager<'_> {
                 None => {
                     stack.pop();
                 }
-                Some(Below::Cut(name, why)) => lost.push((format!("{path}{name}"), why.clone())),
+                Some(Below::Cut(name, why)) => lost.push(lost_entry(format!("{path}{name}"), why)),
                 Some(Below::Inside(name, tree)) => {
                     let len = path.len();
                     path.push_str(name);
@@ -479,6 +496,11 @@ impl Salvager<'_> {
         }
         lost
     }
+}
+
+/// A path cut out of a snapshot because data it needs cannot be read.
+fn lost_entry(path: String, why: impl ToString) -> EntryError {
+    EntryError::new(EntryErrorKind::Read, path, why)
 }
 
 /// Rewrites the trees of one snapshot without the files whose blobs are missing or damaged
@@ -556,8 +578,8 @@ mod tests {
     use crate::cancel::Cancel;
     use crate::checker::tests::snapshot_of;
     use crate::checker::{self, ReadData};
+    use crate::observer::Quiet;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::repository::Repository;
     use crate::tree::tests::{dir_of, file_of};
     use std::path::Path;
@@ -608,7 +630,7 @@ mod tests {
 
     fn check_errors(dir: &Path) -> usize {
         let report =
-            checker::check(&reopen(dir), ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+            checker::check(&reopen(dir), ReadData::All, &Cancel::default(), &Quiet).unwrap();
         report.errors.len()
     }
 
@@ -623,7 +645,7 @@ mod tests {
         let r = repair_index(
             &crate::locked::exclusive(&reopen(dir.path())),
             false,
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(r.blobs, ids.len() + 2, "{r:?}");
@@ -638,7 +660,7 @@ mod tests {
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         let len = std::fs::metadata(&pack).unwrap().len();
         flip_byte(&pack, len - 20);
-        let r = repair_index(&crate::locked::exclusive(&repo), false, &NoProgress).unwrap();
+        let r = repair_index(&crate::locked::exclusive(&repo), false, &Quiet).unwrap();
         assert_eq!(r.unreadable_packs.len(), 1, "{r:?}");
         reopen(dir.path())
             .read_blob(&ids[0])
@@ -652,7 +674,7 @@ mod tests {
         let loc = repo.locate(&ids[0]).unwrap();
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         flip_byte(&pack, loc.entry.offset as u64 + 10);
-        let r = repair_index(&crate::locked::exclusive(&repo), true, &NoProgress).unwrap();
+        let r = repair_index(&crate::locked::exclusive(&repo), true, &Quiet).unwrap();
         assert_eq!(
             r.damaged_blobs,
             vec![(ids[0].0.to_hex(), r.damaged_blobs[0].1.clone())]
@@ -668,7 +690,7 @@ mod tests {
         let (dir, ids) = fixture();
         let repo = reopen(dir.path());
         std::fs::remove_file(pack_file(dir.path(), &repo, &ids[0])).unwrap();
-        repair_index(&crate::locked::exclusive(&repo), false, &NoProgress).unwrap();
+        repair_index(&crate::locked::exclusive(&repo), false, &Quiet).unwrap();
         let opts = SnapshotRepairOptions {
             read_data: false,
             forget: true,
@@ -677,11 +699,11 @@ mod tests {
         let r = repair_snapshots(
             &crate::locked::exclusive(&reopen(dir.path())),
             &opts,
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(r.salvaged.len(), 1, "{r:?}");
-        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
+        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|e| e.path.as_str()).collect();
         assert!(
             !lost.is_empty() && lost.iter().all(|p| p.starts_with("/sub/f")),
             "{lost:?}"
@@ -697,7 +719,7 @@ mod tests {
             crate::vfs::read_range(&repo, &kept, 0, 1000).unwrap(),
             random_blob(99)
         );
-        let again = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
+        let again = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &Quiet).unwrap();
         assert!(again.salvaged.is_empty());
     }
 
@@ -714,15 +736,15 @@ mod tests {
             dry_run: true,
         };
         assert!(
-            repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress)
+            repair_snapshots(&crate::locked::exclusive(&repo), &opts, &Quiet)
                 .unwrap()
                 .salvaged
                 .is_empty()
         );
         opts.read_data = true;
-        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &Quiet).unwrap();
         assert_eq!(r.salvaged[0].lost.len(), 1);
-        assert_eq!(r.salvaged[0].lost[0].0, "/g");
+        assert_eq!(r.salvaged[0].lost[0].path, "/g");
         assert!(r.salvaged[0].repaired.is_none(), "dry run writes nothing");
         assert_eq!(repo.snapshot_ids().unwrap().len(), 1);
     }
@@ -740,9 +762,9 @@ mod tests {
             forget: false,
             dry_run: false,
         };
-        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
+        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &Quiet).unwrap();
         let lost = &r.salvaged[0].lost;
-        assert!(lost.iter().any(|(p, _)| p == "/sub"), "{lost:?}");
+        assert!(lost.iter().any(|e| e.path == "/sub"), "{lost:?}");
     }
 
     /// A snapshot of `levels` levels of a tree listing the next one twice (`a` and `b`),
@@ -773,8 +795,8 @@ mod tests {
             forget: false,
             dry_run: true,
         };
-        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap();
-        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|(p, _)| p.as_str()).collect();
+        let r = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &Quiet).unwrap();
+        let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|e| e.path.as_str()).collect();
         let want = [
             "/a/a/a/f", "/a/a/b/f", "/a/b/a/f", "/a/b/b/f", "/b/a/a/f", "/b/a/b/f", "/b/b/a/f",
             "/b/b/b/f",
@@ -784,8 +806,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
         forged_dag(&repo, 40, 1_000);
-        let err =
-            repair_snapshots(&crate::locked::exclusive(&repo), &opts, &NoProgress).unwrap_err();
+        let err = repair_snapshots(&crate::locked::exclusive(&repo), &opts, &Quiet).unwrap_err();
         assert!(
             err.to_string().contains("more than the 1000 entries"),
             "{err}"

@@ -37,12 +37,17 @@
 //! 1. **Conflict scan** (only with [`OnConflict::Fail`] or `dry_run`). A
 //!    read-only walk of the selected trees (the write pass loads the trees
 //!    again) that keeps only its output: the
-//!    conflicting paths and the number of content bytes to write (the
-//!    progress total). With [`OnConflict::Fail`] any conflict aborts the
+//!    conflicting paths and the files and content bytes to write (the
+//!    observer's total). With [`OnConflict::Fail`] any conflict aborts the
 //!    restore here, before anything is written. With `dry_run` this walk is
 //!    the whole restore and also returns every selected entry as
 //!    [`RestoreReport::planned`]. Without this pass (the other conflict
-//!    modes) the progress gets no total.
+//!    modes) the observer gets no total.
+//!
+//! The observer sees the phases Scanning (the conflict scan) and Writing, one
+//! increment per file restored (`files`, `bytes_added`: summed, the report's
+//! `files` and `bytes_written`), and each entry listed in `errors` or
+//! `verify_failures` as it is recorded.
 //! 2. **Write.** Each directory is planned right before its entries are
 //!    written, and its plan is dropped when they are done (the subtree of a
 //!    skipped directory is only walked read-only, for its errors and to know
@@ -87,7 +92,7 @@
 use crate::cancel::{Cancel, Cancelled};
 use crate::filter::Patterns;
 use crate::id::TreeId;
-use crate::progress::Progress;
+use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase, Quiet};
 use crate::repository::{IndexedRepo, RepoError};
 use crate::sandbox::{
     self, DirHandle, Existing, Identity, Meta, OnConflict, Placed, ReadOnlyDir, Sandbox,
@@ -267,12 +272,12 @@ pub struct RestoreReport {
     pub renamed: Vec<(String, String)>,
     /// The plan, in tree order; filled only with `dry_run`.
     pub planned: Vec<PlannedEntry>,
-    /// (path, message) of entries that failed; the others were restored.
-    pub errors: Vec<(String, String)>,
+    /// Entries that failed; the others were restored.
+    pub errors: Vec<EntryError>,
     /// Files re-read and found identical to the snapshot (with `verify`).
     pub verified_files: u64,
-    /// (path, message) of restored files that differ from the snapshot.
-    pub verify_failures: Vec<(String, String)>,
+    /// Restored files that differ from the snapshot.
+    pub verify_failures: Vec<EntryError>,
 }
 
 /// Restores the tree `root` (or `opts.subpath` inside it) into `opts.target`.
@@ -285,7 +290,7 @@ pub fn restore(
     root: TreeId,
     opts: &RestoreOptions,
     budget: u64,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<RestoreReport> {
     // Each pass visits the trees again: each gets what is left after
     // resolving the subpath.
@@ -295,12 +300,14 @@ pub fn restore(
     if opts.dry_run || opts.on_conflict == OnConflict::Fail {
         // The read-only pass. Its errors are reported by the write pass,
         // which meets them again (or with the plan, for a dry run).
+        progress.phase(Phase::Scanning);
         let errors = Mutex::new(Vec::new());
         let planner = Planner {
             repo,
             opts,
             keep_plan: opts.dry_run,
             errors: &errors,
+            observer: if opts.dry_run { progress } else { &Quiet },
         };
         let target = ReadOnlyDir::open_target(&opts.target)?;
         let scan = match planner.root(&start.abs) {
@@ -311,14 +318,20 @@ pub fn restore(
         if opts.dry_run {
             let mut report = scan.into_report();
             report.errors = errors.into_inner().expect("errors lock");
+            progress.add(Counters::files(report.files));
             sort_report(&mut report);
             return Ok(report);
         }
         if !scan.conflicts.is_empty() {
             return Err(RestoreError::Conflicts(scan.conflicts));
         }
-        progress.total(scan.bytes);
+        progress.total(Counters {
+            files: scan.files,
+            bytes_added: scan.bytes,
+            ..Counters::default()
+        });
     }
+    progress.phase(Phase::Writing);
 
     let sandbox = Sandbox::open(&opts.target)?;
     let writer = Writer {
@@ -488,7 +501,9 @@ struct Planner<'a> {
     /// Dry run: keep every selected entry in [`Scan::planned`].
     keep_plan: bool,
     /// Entries that are not restored, with the reason.
-    errors: &'a Mutex<Vec<(String, String)>>,
+    errors: &'a Mutex<Vec<EntryError>>,
+    /// Told of each entry added to `errors`.
+    observer: &'a dyn Observer,
 }
 
 impl Planner<'_> {
@@ -510,11 +525,9 @@ impl Planner<'_> {
         })
     }
 
-    fn error(&self, rel: &[u8], message: String) {
-        self.errors
-            .lock()
-            .expect("errors lock")
-            .push((lossy(rel), message));
+    fn error(&self, kind: EntryErrorKind, rel: &[u8], message: String) {
+        let e = EntryError::new(kind, lossy(rel), message);
+        report_error(self.errors, self.observer, e);
     }
 
     /// Plans the entries of one directory, keeping the tree order: drops (and
@@ -538,6 +551,7 @@ impl Planner<'_> {
         for node in nodes {
             if let Err(e) = sandbox::validate_name(&node.name) {
                 self.error(
+                    EntryErrorKind::Rejected,
                     &join_rel(&ctx.rel, &node.name),
                     format!("not restored: {e}"),
                 );
@@ -550,7 +564,8 @@ impl Planner<'_> {
                         "not restored: {n} entries named {:?} in one directory of the snapshot",
                         lossy(&node.name)
                     );
-                    self.error(&join_rel(&ctx.rel, &node.name), msg);
+                    let rel = join_rel(&ctx.rel, &node.name);
+                    self.error(EntryErrorKind::Rejected, &rel, msg);
                 }
                 continue;
             }
@@ -583,7 +598,7 @@ impl Planner<'_> {
             None => Existing::None,
             Some(Ok(kind)) => kind,
             Some(Err(e)) => {
-                self.error(&rel, text(e));
+                self.error(EntryErrorKind::Write, &rel, text(e));
                 return None;
             }
         };
@@ -617,7 +632,8 @@ impl Planner<'_> {
                 Ok(Some(tree.nodes))
             }
             Err(err) => {
-                self.error(&e.rel, format!("not restored: {err}"));
+                let msg = format!("not restored: {err}");
+                self.error(EntryErrorKind::Read, &e.rel, msg);
                 Ok(None)
             }
         }
@@ -644,7 +660,7 @@ impl Planner<'_> {
         match stack.open(i) {
             Ok(dir) => dir,
             Err((rel, err)) => {
-                self.error(&rel, text(err));
+                self.error(EntryErrorKind::Write, &rel, text(err));
                 None
             }
         }
@@ -979,8 +995,8 @@ struct Collector {
     verified: AtomicU64,
     skipped: Mutex<Vec<String>>,
     renamed: Mutex<Vec<(String, String)>>,
-    errors: Mutex<Vec<(String, String)>>,
-    verify_failures: Mutex<Vec<(String, String)>>,
+    errors: Mutex<Vec<EntryError>>,
+    verify_failures: Mutex<Vec<EntryError>>,
 }
 
 impl Collector {
@@ -994,7 +1010,9 @@ impl Collector {
 
     fn into_report(self, report: &mut RestoreReport) {
         let get = |c: AtomicU64| c.into_inner();
-        let take = |m: Mutex<Vec<(String, String)>>| m.into_inner().expect("report lock");
+        fn take<T>(m: Mutex<Vec<T>>) -> Vec<T> {
+            m.into_inner().expect("report lock")
+        }
         report.files = get(self.files);
         report.dirs = get(self.dirs);
         report.symlinks = get(self.symlinks);
@@ -1011,7 +1029,7 @@ impl Collector {
 struct Writer<'a> {
     repo: &'a IndexedRepo,
     opts: &'a RestoreOptions,
-    progress: &'a dyn Progress,
+    progress: &'a dyn Observer,
     out: Collector,
 }
 
@@ -1059,11 +1077,13 @@ impl Writer<'_> {
             opts: self.opts,
             keep_plan: false,
             errors: &self.out.errors,
+            observer: self.progress,
         }
     }
 
     fn report(&self, rel: &[u8], msg: String) {
-        Collector::push(&self.out.errors, (shown(rel), msg));
+        let e = EntryError::new(EntryErrorKind::Write, shown(rel), msg);
+        report_error(&self.out.errors, self.progress, e);
     }
 
     /// Restores the entries `nodes` of the directory `ctx` into `root`,
@@ -1374,12 +1394,18 @@ impl Writer<'_> {
         };
         Collector::add(&self.out.files, 1);
         Collector::add(&self.out.bytes, written);
+        self.progress.add(Counters {
+            files: 1,
+            bytes_added: written,
+            ..Counters::default()
+        });
         if self.opts.verify {
             match self.verify_content(&file, dir, &used, content) {
                 Ok(()) => Collector::add(&self.out.verified, 1),
                 Err(msg) => {
                     let path = shown(&join_rel(dir.rel_path(), &used));
-                    Collector::push(&self.out.verify_failures, (path, msg));
+                    let e = EntryError::new(EntryErrorKind::Verify, path, msg);
+                    report_error(&self.out.verify_failures, self.progress, e);
                 }
             }
         }
@@ -1404,7 +1430,6 @@ impl Writer<'_> {
             }
             file.write_all_at(&data, offsets[i])
                 .map_err(|e| format!("write at offset {}: {e}", offsets[i]))?;
-            self.progress.advance(data.len() as u64);
             Ok(())
         };
         (0..content.len())
@@ -1501,6 +1526,12 @@ fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     join_abs(parent, name)
 }
 
+/// Lists an entry left out and tells the observer.
+fn report_error(list: &Mutex<Vec<EntryError>>, observer: &dyn Observer, e: EntryError) {
+    observer.error(&e);
+    Collector::push(list, e);
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -1524,9 +1555,9 @@ mod tests {
     use crate::id::BlobId;
     use crate::id::Id;
     use crate::locked::Locked;
+    use crate::observer::Quiet;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::sandbox::tests::names;
     use crate::tree::{Timespec, Tree};
     use std::fs;
@@ -1555,7 +1586,7 @@ mod tests {
         }
 
         fn restore(&self, root: TreeId, opts: &RestoreOptions) -> Result<RestoreReport> {
-            restore(&self.repo, root, opts, u64::MAX, &NoProgress)
+            restore(&self.repo, root, opts, u64::MAX, &Quiet)
         }
     }
 
@@ -1721,12 +1752,12 @@ mod tests {
         advanced: AtomicU64,
     }
 
-    impl Progress for Counting {
-        fn total(&self, bytes: u64) {
-            self.total.store(bytes, Ordering::Relaxed);
+    impl Observer for Counting {
+        fn total(&self, expected: Counters) {
+            self.total.store(expected.bytes_added, Ordering::Relaxed);
         }
-        fn advance(&self, bytes: u64) {
-            self.advanced.fetch_add(bytes, Ordering::Relaxed);
+        fn add(&self, done: Counters) {
+            self.advanced.fetch_add(done.bytes_added, Ordering::Relaxed);
         }
     }
 
@@ -2058,13 +2089,13 @@ mod tests {
         assert_eq!(fs::read(opts.target.join("ok")).unwrap(), b"fine");
         assert_eq!(names(&boxed), ["target"]);
         assert_eq!(names(fx.tmp.path()), ["box", "repo"]);
-        let paths: Vec<&str> = report.errors.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<&str> = report.errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["", "..", "a/b", "dup"], "{:?}", report.errors);
         assert!(
             report
                 .errors
                 .iter()
-                .all(|(_, m)| m.starts_with("not restored"))
+                .all(|e| e.message.starts_with("not restored"))
         );
         assert_eq!(report.files, 1);
     }
@@ -2092,8 +2123,8 @@ mod tests {
             assert!(names(&outside).is_empty());
             assert_eq!(names(&opts.target), ["y"]);
             assert_eq!(report.errors.len(), 1);
-            assert_eq!(report.errors[0].0, "x");
-            assert!(report.errors[0].1.contains("2 entries"));
+            assert_eq!(report.errors[0].path, "x");
+            assert!(report.errors[0].message.contains("2 entries"));
         }
     }
 
@@ -2128,14 +2159,18 @@ mod tests {
             fs::read(t.join("good")).unwrap(),
             [random_blob(1), random_blob(2)].concat()
         );
-        let paths: Vec<&str> = report.errors.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<&str> = report.errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["bad", "short", "sub/bad"]);
         assert!(
-            report.errors[0].1.contains(&missing.to_string()),
+            report.errors[0].message.contains(&missing.to_string()),
             "{:?}",
             report.errors
         );
-        assert!(report.errors[1].1.contains("999"), "{:?}", report.errors);
+        assert!(
+            report.errors[1].message.contains("999"),
+            "{:?}",
+            report.errors
+        );
         assert_eq!((report.files, report.verified_files), (1, 1));
     }
 
@@ -2162,7 +2197,7 @@ mod tests {
             report
                 .errors
                 .iter()
-                .any(|(p, m)| p == "sock" && m.contains("socket"))
+                .any(|e| e.path == "sock" && e.message.contains("socket"))
         );
         // A device node is created (as root, when allowed) or reported.
         match fs::symlink_metadata(t.join("null")) {
@@ -2170,7 +2205,7 @@ mod tests {
                 assert!(md.file_type().is_char_device());
                 assert_eq!(md.rdev(), 0x0103);
             }
-            Err(_) => assert!(report.errors.iter().any(|(p, _)| p == "null")),
+            Err(_) => assert!(report.errors.iter().any(|e| e.path == "null")),
         }
     }
 
@@ -2289,7 +2324,7 @@ mod tests {
             let mut opts = fx.opts();
             opts.on_conflict = on;
             opts.dry_run = dry_run;
-            let err = restore(&fx.repo, root, &opts, 5_000, &NoProgress).unwrap_err();
+            let err = restore(&fx.repo, root, &opts, 5_000, &Quiet).unwrap_err();
             assert!(matches!(err, RestoreError::TooManyEntries(5_000)), "{err}");
             assert!(err.to_string().contains("5000 entries"), "{err}");
         }
@@ -2297,9 +2332,9 @@ mod tests {
         let small = forged_dag(&b, 3);
         b.flush();
         let opts = RestoreOptions::new(fx.tmp.path().join("small"));
-        assert!(restore(&fx.repo, small, &opts, 2 + 4 + 8 + 8, &NoProgress).is_ok());
+        assert!(restore(&fx.repo, small, &opts, 2 + 4 + 8 + 8, &Quiet).is_ok());
         let opts = RestoreOptions::new(fx.tmp.path().join("small2"));
-        let err = restore(&fx.repo, small, &opts, 2 + 4 + 8 + 7, &NoProgress).unwrap_err();
+        let err = restore(&fx.repo, small, &opts, 2 + 4 + 8 + 7, &Quiet).unwrap_err();
         assert!(matches!(err, RestoreError::TooManyEntries(_)), "{err}");
     }
 
@@ -2318,7 +2353,7 @@ mod tests {
         let writer = Writer {
             repo: &fx.repo,
             opts: &opts,
-            progress: &NoProgress,
+            progress: &Quiet,
             out: Collector::default(),
         };
         let check = |data: &[u8]| {

@@ -12,8 +12,8 @@ use crate::archiver;
 use crate::chunker::Chunker;
 use crate::filter::{FilterError, Patterns};
 use crate::id::{SnapshotId, TreeId};
+use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::paths;
-use crate::progress::Progress;
 use crate::repository::{IndexedRepo, RepoError};
 use crate::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use crate::sandbox::OnConflict;
@@ -134,8 +134,8 @@ pub struct ScanReport {
     pub new: Vec<NewEntry>,
     /// Entries found identical.
     pub unchanged: u64,
-    /// Entries that could not be read or compared: (path, reason).
-    pub errors: Vec<(String, String)>,
+    /// Entries that could not be read or compared.
+    pub errors: Vec<EntryError>,
 }
 
 impl ScanReport {
@@ -161,11 +161,12 @@ pub fn scan(
     snapshot: &(SnapshotId, Snapshot),
     history: &[(SnapshotId, Snapshot)],
     opts: &ScanOptions,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<ScanReport> {
     let (id, snap) = snapshot;
     let roots = scan_roots(snap, &opts.paths)?;
     source_fs::raise_open_file_limit();
+    progress.phase(Phase::Scanning);
     let mut scanner = Scanner::new(repo, opts.deep, progress);
     let mut budget = Budget::of(snap);
     for root in &roots {
@@ -267,12 +268,12 @@ type Pending = (Vec<u8>, Node, Live, File);
 struct Scanner<'a> {
     repo: &'a IndexedRepo,
     deep: bool,
-    progress: &'a dyn Progress,
+    progress: &'a dyn Observer,
     missing: Vec<Lost>,
     modified: Vec<Lost>,
     new: Vec<NewEntry>,
     unchanged: u64,
-    errors: Vec<(String, String)>,
+    errors: Vec<EntryError>,
     /// Files whose size and mtime match, to be read by a deep scan.
     pending: Vec<Pending>,
     /// Bytes of the files given to the deep scan so far.
@@ -280,7 +281,7 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(repo: &'a IndexedRepo, deep: bool, progress: &'a dyn Progress) -> Scanner<'a> {
+    fn new(repo: &'a IndexedRepo, deep: bool, progress: &'a dyn Observer) -> Scanner<'a> {
         Scanner {
             repo,
             deep,
@@ -296,8 +297,9 @@ impl<'a> Scanner<'a> {
     }
 
     fn error(&mut self, path: &[u8], message: impl ToString) {
-        self.errors
-            .push((paths::display(path), message.to_string()));
+        let e = EntryError::new(EntryErrorKind::Read, paths::display(path), message);
+        self.progress.error(&e);
+        self.errors.push(e);
     }
 
     fn root(&mut self, tree: TreeId, path: &[u8], budget: &mut Budget) -> Result<()> {
@@ -500,7 +502,8 @@ impl<'a> Scanner<'a> {
         }
         self.queued += self.pending.iter().map(|p| p.2.size).sum::<u64>();
         let (repo, progress) = (self.repo, self.progress);
-        progress.total(self.queued);
+        progress.phase(Phase::Reading);
+        progress.total(Counters::bytes_read(self.queued));
         let hashed: Vec<_> = std::mem::take(&mut self.pending)
             .into_par_iter()
             .map(|(path, node, live, file)| {
@@ -652,13 +655,13 @@ fn change(node: &Node, live: &Live) -> Option<Reason> {
 fn chunk_ids(
     repo: &IndexedRepo,
     file: File,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> std::io::Result<Vec<ChunkRef>> {
     let chunker = Chunker::new(file, repo.config().chunker, &repo.key().chunker_seed());
     chunker
         .map(|chunk| {
             let chunk = chunk?;
-            progress.advance(chunk.len() as u64);
+            progress.add(Counters::bytes_read(chunk.len() as u64));
             Ok(ChunkRef {
                 id: repo.key().blob_id(&chunk),
                 len: chunk.len() as u32,
@@ -743,7 +746,7 @@ pub fn restore_missing(
     repo: &IndexedRepo,
     report: &ScanReport,
     owner: bool,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<Vec<Restored>> {
     let mut groups: BTreeMap<(SnapshotId, TreeId), Vec<String>> = BTreeMap::new();
     for lost in &report.missing {

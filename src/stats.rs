@@ -7,7 +7,7 @@ use crate::blob::{self, Compression};
 use crate::dictionary::{self, DictId};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::index::Location;
-use crate::progress::Progress;
+use crate::observer::{Counters, Observer, Phase};
 use crate::repository::{IndexedRepo, RepoError};
 use crate::snapshot::Snapshot;
 use crate::tree::{NodeKind, Tree};
@@ -105,11 +105,12 @@ pub fn stats(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
     options: Options,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<Stats, RepoError> {
     let mut infos: HashMap<TreeId, TreeInfo> = HashMap::new();
     let mut data: HashSet<BlobId> = HashSet::new();
     let mut failures: HashMap<TreeId, RepoError> = HashMap::new();
+    progress.phase(Phase::Scanning);
     vfs::for_each_tree(repo, snapshots, |reached, tree| match tree {
         Ok(tree) => {
             infos.insert(reached.id, tree_info(tree, &mut data));
@@ -136,11 +137,13 @@ pub fn stats(
             None => {
                 st.snapshots += 1;
                 st.files = st.files.saturating_add(t.files);
+                progress.add(Counters::files(t.files));
                 st.logical_size = st.logical_size.saturating_add(t.size);
             }
         }
     }
 
+    progress.phase(Phase::Indexing);
     let mut packs: HashSet<PackId> = HashSet::new();
     let mut found = 0u64;
     let mut raw_data = 0u64;
@@ -184,6 +187,7 @@ pub fn stats(
             .sum::<u64>();
     }
     if options.recompress {
+        progress.phase(Phase::Reading);
         progress.item("recompressing dictionary blobs");
         let without = st.stored_size - st.dictionary_stored_size
             + stored_without_dictionary(repo, &with_dict)?;
@@ -295,9 +299,9 @@ fn skip_reason(
 mod tests {
     use super::*;
     use crate::blob::BlobType;
+    use crate::observer::Quiet;
     use crate::packer::Packer;
     use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::progress::NoProgress;
     use crate::tree::Tree;
     use crate::tree::tests::{dir_of, file_of};
 
@@ -344,7 +348,7 @@ mod tests {
             &repo,
             &[(snap_id, snap.clone())],
             Options::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(st.snapshots, 1);
@@ -362,7 +366,7 @@ mod tests {
 
         // The same tree in two snapshots counts twice in logical size, once in blobs.
         let both = [(snap_id, snap.clone()), (snap_id, snap)];
-        let st2 = stats(&repo, &both, Options::default(), &NoProgress).unwrap();
+        let st2 = stats(&repo, &both, Options::default(), &Quiet).unwrap();
         assert_eq!(st2.files, 4);
         assert_eq!(st2.logical_size, 4 * plain.len() as u64);
         assert_eq!(st2.unique_blobs, 2);
@@ -394,7 +398,7 @@ mod tests {
             &repo,
             &[(Default::default(), snap)],
             Options::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
         assert_eq!(st.files, 30);
@@ -414,7 +418,7 @@ mod tests {
     fn empty_selection_and_missing_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let st = stats(&repo, &[], Options::default(), &NoProgress).unwrap();
+        let st = stats(&repo, &[], Options::default(), &Quiet).unwrap();
         assert_eq!((st.files, st.unique_blobs, st.packs), (0, 0, 0));
         assert_eq!(st.dedup_ratio, 0.0);
         assert!(st.repository_size > 0, "config and key");
@@ -430,7 +434,7 @@ mod tests {
             &repo,
             &[(Default::default(), snap)],
             Options::default(),
-            &NoProgress,
+            &Quiet,
         )
         .unwrap_err();
         assert!(
@@ -461,7 +465,7 @@ mod tests {
             )
         };
         let snaps = [snap(leaf), snap(dag), snap(broken)];
-        let st = stats(&repo, &snaps, Options::default(), &NoProgress).unwrap();
+        let st = stats(&repo, &snaps, Options::default(), &Quiet).unwrap();
         assert_eq!(
             (st.snapshots, st.files),
             (1, 1),

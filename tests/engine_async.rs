@@ -17,7 +17,7 @@ use strata::config::{ChunkerParams, Config};
 use strata::filter::Patterns;
 use strata::key::KdfParams;
 use strata::lock::LockMode;
-use strata::progress::NoProgress;
+use strata::observer::Quiet;
 use strata::repository::{IndexedRepo, Repository};
 use strata::sources::mongodb::export::{ExportOptions, MongoExport};
 use strata::sources::mongodb::{Conn, NsFilter};
@@ -68,7 +68,7 @@ fn mongo_backup(
     };
     let sources: [&dyn TreeSource; 1] = [&export];
     let lock = (repo.lock(LockMode::Shared, "backup", Duration::ZERO, None)).unwrap();
-    let result = archiver::backup_with(&lock, &backup, &sources, &NoProgress);
+    let result = archiver::backup_with(&lock, &backup, &sources, &Quiet);
     let report = export.report();
     (result, report.collections.iter().map(|c| c.documents).sum())
 }

@@ -22,7 +22,7 @@ use strata::id::SnapshotId;
 use strata::key::KdfParams;
 use strata::lock::{LockError, LockMode};
 use strata::locked::Locked;
-use strata::progress::NoProgress;
+use strata::observer::Quiet;
 use strata::repository::{IndexedRepo, RepoError, Repository};
 use strata::restorer::{self, RestoreOptions};
 
@@ -61,7 +61,7 @@ fn options(src: &Path) -> BackupOptions {
 }
 
 fn backup(lock: &Locked<'_, IndexedRepo>, src: &Path) -> SnapshotId {
-    let result = archiver::backup(lock, &options(src), &NoProgress).unwrap();
+    let result = archiver::backup(lock, &options(src), &Quiet).unwrap();
     assert!(result.errors.is_empty(), "{:?}", result.errors);
     result.id.expect("a snapshot")
 }
@@ -71,7 +71,7 @@ fn restore(repo: &IndexedRepo, id: SnapshotId, src: &Path, want: &Digest, target
     let snap = repo.load_snapshot(id).unwrap();
     let budget = strata::walk::entry_budget(&snap);
     let opts = RestoreOptions::new(target);
-    let report = restorer::restore(repo, snap.tree, &opts, budget, &NoProgress).unwrap();
+    let report = restorer::restore(repo, snap.tree, &opts, budget, &Quiet).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let got = digest_tree(&restored_path(target, src));
     assert_same_digest(want, &got, "restored snapshot");
@@ -79,7 +79,7 @@ fn restore(repo: &IndexedRepo, id: SnapshotId, src: &Path, want: &Digest, target
 
 fn assert_clean(repo: &IndexedRepo) {
     repo.sync_index().unwrap();
-    let report = checker::check(repo, ReadData::All, &Cancel::default(), &NoProgress).unwrap();
+    let report = checker::check(repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
     assert!(report.is_ok(), "{:?}", report.errors);
 }
 
@@ -170,7 +170,7 @@ fn one_process_holds_locks_on_two_repositories_at_once() {
     let writing = lock(&to, LockMode::Exclusive, "copy");
     let id = backup(&reading, &src);
     let snapshots = from.snapshots().unwrap().0;
-    let report = strata::copy::copy(&from, &writing, &snapshots, &Cancel::default(), &NoProgress);
+    let report = strata::copy::copy(&from, &writing, &snapshots, &Cancel::default(), &Quiet);
     assert_eq!(report.unwrap().snapshots_copied, 1);
     assert!(
         to.lock(LockMode::Shared, "other", Duration::ZERO, None)
@@ -200,7 +200,7 @@ fn a_lock_whose_object_was_removed_vouches_for_nothing() {
     }
     let lost = |r: Result<(), RepoError>| matches!(r, Err(RepoError::Lock(LockError::Lost(_))));
     assert!(lost(held.ensure_valid()), "no vacuous success");
-    let result = archiver::backup(&held, &options(&src), &NoProgress);
+    let result = archiver::backup(&held, &options(&src), &Quiet);
     let err = result.err().expect("the lock is gone");
     assert!(err.to_string().contains("lock was removed"), "{err}");
     assert!(

@@ -113,8 +113,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let result = archiver::backup_with(&repo, &opts, &sources, progress.as_ref())?;
     drop(progress);
     let mongo = export.map(|e| e.report());
-    for (path, err) in &result.errors {
-        ctx.warn(&format!("{}: {}", escape(path), escape(err)));
+    for e in &result.errors {
+        ctx.warn(&format!("{}: {}", escape(&e.path), escape(&e.message)));
     }
     report(ctx, &result, mongo.as_ref())?;
     Ok(match result.errors.is_empty() {
@@ -129,7 +129,7 @@ fn report(ctx: &Context, r: &archiver::BackupResult, mongo: Option<&ExportReport
         let errors: Vec<_> = r
             .errors
             .iter()
-            .map(|(p, e)| serde_json::json!({"path": p, "error": e}))
+            .map(|e| serde_json::json!({"path": e.path, "error": e.message}))
             .collect();
         return ctx.print_json(&serde_json::json!({
             "snapshot_id": r.id.map(|id| id.0.to_hex()),

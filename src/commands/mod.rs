@@ -28,10 +28,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use strata::backend::local::LocalBackend;
 use strata::cancel::Cancel;
 use strata::lock::{LockGuard, LockMode};
-use strata::progress::{NoProgress, Progress};
+use strata::observer::{Counters, Observer, Phase, Quiet};
 use strata::repository::{IndexedRepo, Repository};
 
 #[derive(clap::Args)]
@@ -363,18 +364,40 @@ impl Context {
     }
 
     /// A progress bar on stderr when it is a terminal and output is not quiet.
-    pub fn progress(&self, what: &str) -> Box<dyn Progress> {
+    pub fn progress(&self, what: &str) -> Box<dyn Observer> {
         if self.args.quiet || self.args.json || !std::io::stderr().is_terminal() {
-            return Box::new(NoProgress);
+            return Box::new(Quiet);
         }
         let bar = ProgressBar::no_length();
         bar.set_style(bar_style(false));
         bar.set_prefix(what.to_string());
-        Box::new(Bar(bar))
+        Box::new(Bar {
+            bar,
+            what: what.to_string(),
+            follows_added: AtomicBool::new(false),
+            files: AtomicU64::new(0),
+        })
     }
 }
 
-struct Bar(ProgressBar);
+/// An operation's observer drawn as a bar: the phase, bytes (read, or written when that is
+/// what the operation announced a total of), files done and the item at hand.
+struct Bar {
+    bar: ProgressBar,
+    what: String,
+    /// The bar counts `bytes_added` rather than `bytes_read`.
+    follows_added: AtomicBool,
+    files: AtomicU64,
+}
+
+impl Bar {
+    fn bytes(&self, c: &Counters) -> u64 {
+        match self.follows_added.load(Ordering::Relaxed) {
+            true => c.bytes_added,
+            false => c.bytes_read,
+        }
+    }
+}
 
 /// Bytes done, and the total once it is known.
 fn bar_style(with_total: bool) -> ProgressStyle {
@@ -385,22 +408,30 @@ fn bar_style(with_total: bool) -> ProgressStyle {
     ProgressStyle::with_template(template).expect("valid template")
 }
 
-impl Progress for Bar {
-    fn total(&self, bytes: u64) {
-        self.0.set_style(bar_style(true));
-        self.0.set_length(bytes);
+impl Observer for Bar {
+    fn phase(&self, phase: Phase) {
+        self.bar
+            .set_prefix(format!("{} {}", self.what, phase.name()));
     }
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
+    fn total(&self, expected: Counters) {
+        let follows_added = expected.bytes_added > 0;
+        self.follows_added.store(follows_added, Ordering::Relaxed);
+        self.bar.set_style(bar_style(true));
+        self.bar.set_length(self.bytes(&expected));
+    }
+    fn add(&self, done: Counters) {
+        self.bar.inc(self.bytes(&done));
+        self.files.fetch_add(done.files, Ordering::Relaxed);
     }
     fn item(&self, name: &str) {
-        self.0.set_message(name.to_string());
+        let files = self.files.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{files} files  {name}"));
     }
 }
 
 impl Drop for Bar {
     fn drop(&mut self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }
 

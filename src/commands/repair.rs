@@ -111,8 +111,12 @@ fn snapshots_report(ctx: &Context, r: &SnapshotRepair) -> Result<Outcome> {
                 s.original.0.short(),
                 s.lost.len()
             ))?;
-            for (path, why) in &s.lost {
-                ctx.say(&format!("  lost {}: {}", escape(path), escape(why)))?;
+            for e in &s.lost {
+                ctx.say(&format!(
+                    "  lost {}: {}",
+                    escape(&e.path),
+                    escape(&e.message)
+                ))?;
             }
         }
         ctx.say(&format!(

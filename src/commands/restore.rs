@@ -222,7 +222,9 @@ fn restore_at(
         plan.time,
         plan.slices()
     ))?;
-    let report = import::restore_at(repo, &conn, &plan, &opts)?;
+    let progress = out.ctx.progress("restore");
+    let report = import::restore_at(repo, &conn, &plan, &opts, progress.as_ref())?;
+    drop(progress);
     print_mongo(out, &report)
 }
 
@@ -236,7 +238,9 @@ fn restore_mongo(
     let opts = args.mongo.options(args.dry_run)?;
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
     let conn = Conn::connect(uri)?;
-    let report = import::import(repo, &conn, &dump, &[], &opts)?;
+    let progress = out.ctx.progress("restore");
+    let report = import::import(repo, &conn, &dump, &[], &opts, progress.as_ref())?;
+    drop(progress);
     print_mongo(out, &report)
 }
 
@@ -355,11 +359,15 @@ fn conflicts(out: &JsonOut, paths: &[String]) -> Result<Outcome> {
 
 fn print_report(out: &JsonOut, r: &RestoreReport) -> Result<()> {
     let ctx = out.ctx;
-    for (path, err) in &r.errors {
-        eprintln!("strata: error: {}: {}", escape(path), escape(err));
+    for e in &r.errors {
+        eprintln!("strata: error: {}: {}", escape(&e.path), escape(&e.message));
     }
-    for (path, err) in &r.verify_failures {
-        eprintln!("strata: verify failed: {}: {}", escape(path), escape(err));
+    for e in &r.verify_failures {
+        eprintln!(
+            "strata: verify failed: {}: {}",
+            escape(&e.path),
+            escape(&e.message)
+        );
     }
     if ctx.args.json {
         return out.emit("files", r);

@@ -8,6 +8,7 @@ use super::{Context, Outcome, escape, human_bytes};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::path::PathBuf;
+use strata::observer::EntryError;
 use strata::paths;
 use strata::scan::{self, Lost, NewEntry, Restored, ScanOptions, ScanReport};
 
@@ -46,7 +47,7 @@ struct JsonReport<'a> {
     modified: Vec<Entry<'a>>,
     new: &'a [NewEntry],
     unchanged: u64,
-    errors: &'a [(String, String)],
+    errors: &'a [EntryError],
     restored: &'a [Restored],
 }
 
@@ -130,14 +131,14 @@ fn restore_missing(
 }
 
 fn print(ctx: &Context, report: &ScanReport, restored: &[Restored]) -> Result<()> {
-    for (path, err) in &report.errors {
-        eprintln!("strata: error: {}: {}", escape(path), escape(err));
+    for e in &report.errors {
+        eprintln!("strata: error: {}: {}", escape(&e.path), escape(&e.message));
     }
-    for (path, err) in restored.iter().flat_map(|r| &r.report.errors) {
+    for e in restored.iter().flat_map(|r| &r.report.errors) {
         eprintln!(
             "strata: error: restoring /{}: {}",
-            escape(path),
-            escape(err)
+            escape(&e.path),
+            escape(&e.message)
         );
     }
     if ctx.args.json {

@@ -5,6 +5,7 @@ use super::shell_quote;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use strata::id::SnapshotId;
+use strata::observer::EntryError;
 use strata::repository::IndexedRepo;
 use strata::snapshot::Snapshot;
 use strata::sources::mongodb::Conn;
@@ -65,7 +66,7 @@ struct JsonReport<'a> {
     deep: bool,
     findings: Vec<JsonFinding<'a>>,
     unchanged: u64,
-    errors: &'a [(String, String)],
+    errors: &'a [EntryError],
     /// Whether the restore commands' URI had a password taken out.
     password_left_out: bool,
 }
@@ -95,8 +96,8 @@ pub fn run(
         time: super::local_time(&snap.time),
         uri,
     };
-    for (ns, err) in &report.errors {
-        eprintln!("strata: error: {}: {}", escape(ns), escape(err));
+    for e in &report.errors {
+        eprintln!("strata: error: {}: {}", escape(&e.path), escape(&e.message));
     }
     match ctx.args.json {
         true => print_json(&restore, &report, deep, password_left_out)?,

@@ -10,8 +10,8 @@ use crate::archiver::TreeSource;
 use crate::blob::BlobType;
 use crate::chunker::{Chunker, RecordChunker};
 use crate::config::ChunkerParams;
+use crate::observer::{Counters, Observer};
 use crate::packer::Packer;
-use crate::progress::Progress;
 use crate::snapshot::{BsonTime, Source};
 use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 use bson::{Document, RawDocumentBuf, doc};
@@ -88,7 +88,7 @@ impl MongoExport {
         self.report.lock().expect("report lock").clone()
     }
 
-    fn run(&self, packer: &Packer, progress: &dyn Progress) -> Result<(Node, Source, u64)> {
+    fn run(&self, packer: &Packer, progress: &dyn Observer) -> Result<(Node, Source, u64)> {
         let start = match self.opts.consistency {
             true => oplog::window_start(&self.conn)?,
             false => None,
@@ -166,7 +166,7 @@ impl MongoExport {
         &self,
         w: &DumpWriter,
         items: &[Item],
-        progress: &dyn Progress,
+        progress: &dyn Observer,
     ) -> Result<BTreeMap<String, Vec<Node>>> {
         let queue = Mutex::new(items.iter().collect::<VecDeque<_>>());
         let done = Mutex::new(Vec::new());
@@ -191,7 +191,7 @@ impl MongoExport {
         w: &DumpWriter,
         queue: &Mutex<VecDeque<&Item>>,
         done: &Mutex<Vec<(String, Vec<Node>)>>,
-        progress: &dyn Progress,
+        progress: &dyn Observer,
     ) -> Result<()> {
         while let Some(item) = queue.lock().expect("queue lock").pop_front() {
             progress.item(&format!("{}.{}", item.db, item.meta.name));
@@ -207,7 +207,7 @@ impl MongoExport {
         &self,
         w: &DumpWriter,
         item: &Item,
-        progress: &dyn Progress,
+        progress: &dyn Observer,
     ) -> Result<Vec<Node>> {
         let ns = format!("{}.{}", item.db, item.meta.name);
         let base = file_name(&item.meta.name);
@@ -239,7 +239,7 @@ impl MongoExport {
         w: &DumpWriter,
         db: &str,
         coll: &str,
-        progress: &dyn Progress,
+        progress: &dyn Observer,
     ) -> Result<(Vec<ChunkRef>, CollReport)> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         let collection = self
@@ -253,12 +253,13 @@ impl MongoExport {
         let mut report = CollReport::default();
         while let Some(batch) = rx.blocking_recv() {
             let batch = batch.map_err(cmd_err(format!("reading {db}.{coll}")))?;
+            let before = report.bytes;
             for doc in batch.docs() {
                 report.documents += 1;
                 report.bytes += doc.len() as u64;
                 content.extend(w.save_chunks(chunker.push(doc))?);
             }
-            progress.advance(batch.bytes.len() as u64);
+            progress.add(Counters::bytes_read(report.bytes - before));
         }
         content.extend(w.save_chunks(chunker.finish())?);
         Ok((content, report))
@@ -314,7 +315,7 @@ impl TreeSource for MongoExport {
     fn save(
         &self,
         packer: &Packer,
-        progress: &dyn Progress,
+        progress: &dyn Observer,
     ) -> std::result::Result<(Node, Source, u64), Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.run(packer, progress)?)
     }

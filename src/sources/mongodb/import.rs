@@ -10,6 +10,7 @@ use super::namespace::{NsFilter, Renames};
 use super::replay::{Replayer, strip_spec};
 use super::{Conn, MongoError, Result, cmd_err, error_code, stream};
 use crate::id::{SnapshotId, TreeId};
+use crate::observer::{Counters, Observer, Phase};
 use crate::repository::IndexedRepo;
 use crate::snapshot::BsonTime;
 use crate::tree::Node;
@@ -152,13 +153,14 @@ pub fn restore_at(
     conn: &Conn,
     plan: &PointInTime,
     opts: &ImportOptions,
+    observer: &dyn Observer,
 ) -> Result<ImportReport> {
     let opts = ImportOptions {
         after: Some(plan.time),
         ..opts.clone()
     };
     let dump = read_dump(repo, plan.tree, &opts.filter, &opts.renames)?;
-    import(repo, conn, &dump, &plan.oplog, &opts)
+    import(repo, conn, &dump, &plan.oplog, &opts, observer)
 }
 
 /// Reads the dump's directory and metadata files; keeps the namespaces the filters take.
@@ -215,13 +217,16 @@ pub fn read_dump(
 }
 
 /// Restores `dump` into the server; `more_oplog` are further oplog files replayed after the
-/// dump's window (for a point-in-time restore).
+/// dump's window (for a point-in-time restore). `observer` sees the phases Writing (the
+/// documents, then the oplog) and Indexing, each namespace as it is read, and each batch's
+/// documents as `files` (summed: the report's `total.documents`).
 pub fn import(
     repo: &IndexedRepo,
     conn: &Conn,
     dump: &Dump,
     more_oplog: &[Node],
     opts: &ImportOptions,
+    observer: &dyn Observer,
 ) -> Result<ImportReport> {
     let conflicts = find_conflicts(conn, dump, opts.drop)?;
     if !conflicts.is_empty() {
@@ -250,9 +255,11 @@ pub fn import(
     for ns in &collections {
         create(conn, ns, opts.drop)?;
     }
-    report.namespaces = insert_all(repo, conn, &collections, opts)?;
+    observer.phase(Phase::Writing);
+    report.namespaces = insert_all(repo, conn, &collections, opts, observer)?;
     let (applied, last) = replay(repo, conn, dump.oplog.as_ref(), more_oplog, opts)?;
     (report.oplog_applied, report.replayed_until) = (applied, last);
+    observer.phase(Phase::Indexing);
     if opts.indexes {
         for ns in &collections {
             build_indexes(conn, ns, &mut report);
@@ -338,6 +345,7 @@ fn insert_all(
     conn: &Conn,
     colls: &[&DumpNs],
     opts: &ImportOptions,
+    observer: &dyn Observer,
 ) -> Result<Vec<NsCounts>> {
     let mut counts: Vec<NsCounts> = colls
         .iter()
@@ -349,13 +357,15 @@ fn insert_all(
     let parallel = opts.parallel.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(parallel * 2);
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_batches(repo, colls, opts.batch_size.max(1), &tx));
+        let batch_size = opts.batch_size.max(1);
+        let reader = s.spawn(move || read_batches(repo, colls, batch_size, &tx, observer));
         let stream =
             futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|b| (b, rx)) });
         let inserts = stream
             .map(|(i, docs)| insert_batch(conn, &colls[i].target, opts.mode, docs, i))
             .buffer_unordered(parallel)
             .for_each(|(i, c)| {
+                observer.add(Counters::files(c.documents));
                 counts[i].add(&c);
                 async {}
             });
@@ -370,9 +380,11 @@ fn read_batches(
     colls: &[&DumpNs],
     batch_size: usize,
     tx: &tokio::sync::mpsc::Sender<Batch>,
+    observer: &dyn Observer,
 ) -> Result<()> {
     for (i, ns) in colls.iter().enumerate() {
         let Some(node) = &ns.bson else { continue };
+        observer.item(&ns.target_ns());
         let path = format!("/mongodb/{}/{}", ns.db, String::from_utf8_lossy(&node.name));
         let mut batch = Vec::new();
         let mut bytes = 0;

@@ -7,7 +7,7 @@ use super::export::{list_collections, list_indexes};
 use super::import::{self, DumpNs};
 use super::namespace::{NsFilter, Renames};
 use super::{Conn, MongoError, Result, cmd_err, stream};
-use crate::progress::Progress;
+use crate::observer::{EntryError, EntryErrorKind, Observer, Phase};
 use crate::repository::IndexedRepo;
 use crate::snapshot::{Snapshot, Source};
 use bson::{Bson, Document, RawBson, RawDocument, RawDocumentBuf, rawdoc};
@@ -88,8 +88,8 @@ pub struct ScanReport {
     pub findings: Vec<Finding>,
     /// Namespaces of the snapshot found as they were.
     pub unchanged: u64,
-    /// Namespaces that could not be compared, with why.
-    pub errors: Vec<(String, String)>,
+    /// Namespaces that could not be compared (the namespace as the path), with why.
+    pub errors: Vec<EntryError>,
 }
 
 impl ScanReport {
@@ -140,8 +140,9 @@ pub fn scan(
     conn: &Conn,
     snap: &Snapshot,
     opts: &ScanOptions,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<ScanReport> {
+    progress.phase(Phase::Scanning);
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &Renames::default())?;
     let live_dbs: BTreeSet<String> = conn
         .block_on(conn.client().list_database_names())
@@ -197,7 +198,7 @@ fn scan_db(
     namespaces: &[&DumpNs],
     docs: &mut DocCompare,
     report: &mut ScanReport,
-    progress: &dyn Progress,
+    progress: &dyn Observer,
 ) -> Result<()> {
     let live: BTreeMap<String, Document> = list_collections(conn, db)?
         .into_iter()
@@ -214,7 +215,11 @@ fn scan_db(
         match found {
             Ok(f) if f.is_empty() => report.unchanged += 1,
             Ok(f) => report.findings.extend(f),
-            Err(e) => report.errors.push((ns_name(ns), e.to_string())),
+            Err(e) => {
+                let e = EntryError::new(EntryErrorKind::Read, ns_name(ns), e);
+                progress.error(&e);
+                report.errors.push(e);
+            }
         }
     }
     Ok(())
