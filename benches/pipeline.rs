@@ -12,19 +12,19 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use strata::blob::{self, BlobType, Compression};
-use strata::chunker::{Chunker, GearTable};
-use strata::config::{ChunkerParams, Config};
-use strata::crypto::{GearSeed, MasterKey};
-use strata::id::{BlobId, Id, PackId};
-use strata::idfilter::IdFilter;
 use strata::index::Index;
-use strata::indexfile::PackEntries;
-use strata::pack::{BlobEntry, PackFormat};
+use strata::index::idfilter::IdFilter;
+use strata::repo::blob::{self, BlobType, Compression};
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::crypto::{GearSeed, MasterKey};
+use strata::repo::id::{BlobId, Id, PackId};
+use strata::repo::indexfile::PackEntries;
+use strata::repo::pack::{BlobEntry, PackFormat};
+use strata::write::chunker::{Chunker, GearTable};
 
 /// Benchmarks seal and index what new (version 3) repositories write.
 const V3: PackFormat = PackFormat::V3;
-use strata::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use strata::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 
 const MIB: usize = 1024 * 1024;
 

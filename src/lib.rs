@@ -1,51 +1,50 @@
 //! strata: the backup engine. Everything here is a library: it never prints and never exits.
-pub mod archiver;
+//!
+//! The modules follow the design, from the bottom up:
+//! - [`backend`]: where objects are stored (the storage contract and its implementations);
+//! - [`repo`]: the repository's formats and objects (ids, encryption, keys, config, blobs,
+//!   packs, index files, trees, snapshots, dictionaries, locks) and the opened repository;
+//! - [`index`]: the local SQLite index of the index files;
+//! - [`write`]: the write pipeline (chunking, packing, dictionary training, repacking,
+//!   rewriting trees);
+//! - [`walk`] and [`vfs`]: the one tree walker, and paths and file contents inside snapshots;
+//! - [`select`]: which snapshots and paths an operation works on;
+//! - [`ops`]: the operations front ends run (backup, restore, check, prune, repair, diff,
+//!   find, scan, stats, copy, forget, migrate), each a function returning a typed report;
+//! - [`sources`]: what a backup reads (the file system, MongoDB);
+//! - [`mount`]: snapshots as a FUSE filesystem;
+//! - [`observer`], [`cancel`], [`errors`]: how an operation reports, is stopped, and fails.
+//!
+//! The names a front end needs most are re-exported here.
 pub mod backend;
-pub mod blob;
 pub mod cancel;
-pub mod checker;
-pub mod chunker;
-pub mod config;
-pub mod copy;
-pub mod crypto;
-pub mod dictionary;
-pub mod diff;
 pub mod errors;
-pub mod filter;
-pub mod finder;
-pub mod forget;
-pub mod id;
-pub mod idfilter;
 pub mod index;
-pub mod indexfile;
-pub mod key;
-pub mod lock;
-pub mod locked;
-pub mod migrate;
 pub mod mount;
-pub mod names;
 pub mod observer;
-pub mod pack;
-pub mod packer;
-pub mod paths;
-pub mod pin;
-pub mod policy;
-
-pub mod pruner;
-pub mod repacker;
-pub mod repair;
-pub mod repository;
-pub mod restorer;
-pub mod rewrite;
-pub mod sandbox;
-pub mod scan;
-pub mod selection;
-pub mod snapshot;
-pub mod source_fs;
+pub mod ops;
+pub mod repo;
+pub mod select;
 pub mod sources;
-pub mod stats;
 pub mod sysinfo;
-pub mod trainer;
-pub mod tree;
 pub mod vfs;
 pub mod walk;
+pub mod write;
+
+pub use cancel::{Cancel, Cancelled};
+pub use observer::{Counters, EntryError, EntryErrorKind, Observer, Phase, Quiet};
+pub use ops::archiver::{BackupOptions, BackupResult, backup, backup_with};
+pub use ops::checker::{CheckReport, ReadData, check};
+pub use ops::copy::{CopyReport, copy};
+pub use ops::diff::{DiffReport, diff};
+pub use ops::finder::{FindReport, find};
+pub use ops::forget::Plan as ForgetPlan;
+pub use ops::pruner::{PruneOptions, PruneReport, prune};
+pub use ops::repair::{repair_index, repair_snapshots};
+pub use ops::restorer::{RestoreOptions, RestoreReport, restore};
+pub use ops::scan::{ScanReport, scan};
+pub use ops::stats::{Stats, stats};
+pub use repo::id::{BlobId, PackId, SnapshotId, TreeId};
+pub use repo::lock::LockMode;
+pub use repo::locked::Locked;
+pub use repo::repository::{IndexedRepo, RepoError, Repository};

@@ -1,10 +1,10 @@
 //! Paths inside a snapshot: finding the node at a path, visiting each distinct tree once, and
 //! reading a file's bytes (whole or any range) from its chunk list.
-use crate::blob::BlobError;
-use crate::id::{SnapshotId, TreeId};
-use crate::repository::{IndexedRepo, RepoError, Result};
-use crate::snapshot::Snapshot;
-use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
+use crate::repo::blob::BlobError;
+use crate::repo::id::{SnapshotId, TreeId};
+use crate::repo::repository::{IndexedRepo, RepoError, Result};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chunk_offsets};
 use crate::walk;
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -128,7 +128,7 @@ fn queue_subtrees(
 /// (empty, `..`, containing `/` or NUL) quoted and escaped so it cannot pass for one.
 pub fn child_path(parent: &str, name: &[u8]) -> String {
     let lossy = String::from_utf8_lossy(name);
-    let name = match crate::sandbox::validate_name(name) {
+    let name = match crate::ops::sandbox::validate_name(name) {
         Ok(()) => lossy.into_owned(),
         Err(_) => format!("{lossy:?}"),
     };
@@ -231,16 +231,16 @@ pub fn chunk_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BlobType;
-    use crate::packer::Packer;
-    use crate::packer::tests::{indexed_repo, random_blob};
-    use crate::tree::{ChunkRef, Tree, tests::file_node};
+    use crate::repo::blob::BlobType;
+    use crate::repo::tree::{ChunkRef, Tree, tests::file_node};
+    use crate::write::packer::Packer;
+    use crate::write::packer::tests::{indexed_repo, random_blob};
 
     #[test]
     fn find_and_read_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let lock = crate::locked::exclusive(&repo);
+        let lock = crate::repo::locked::exclusive(&repo);
         let packer = Packer::new(&lock, false);
         let blobs: Vec<Vec<u8>> = (0..3).map(random_blob).collect();
         let content: Vec<ChunkRef> = blobs
@@ -296,11 +296,11 @@ mod tests {
 
     #[test]
     fn for_each_tree_visits_each_distinct_tree_once() {
-        use crate::id::Id;
-        use crate::tree::tests::dir_of;
+        use crate::repo::id::Id;
+        use crate::repo::tree::tests::dir_of;
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let lock = crate::locked::exclusive(&repo);
+        let lock = crate::repo::locked::exclusive(&repo);
         let packer = Packer::new(&lock, false);
         let leaf = packer.save_tree(&Tree::new(vec![])).unwrap().0;
         let ghost = TreeId(Id::hash_of(b"not stored"));

@@ -3,11 +3,11 @@
 //! entries the snapshot records (so a forged tree DAG whose shared subtrees expand to 2^40
 //! paths is refused instead of running forever). Trees are content-addressed and so cannot
 //! form cycles; the budget is what stops an exponential expansion.
-use crate::id::TreeId;
-use crate::paths;
-use crate::repository::{IndexedRepo, RepoError};
-use crate::snapshot::Snapshot;
-use crate::tree::Node;
+use crate::repo::id::TreeId;
+use crate::repo::paths;
+use crate::repo::repository::{IndexedRepo, RepoError};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::Node;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -201,11 +201,11 @@ pub fn expand<'a, T: Copy + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packer::Packer;
-    use crate::packer::tests::indexed_repo;
-    use crate::tree::Tree;
-    use crate::tree::tests::{dir_of, file_of};
+    use crate::repo::tree::Tree;
+    use crate::repo::tree::tests::{dir_of, file_of};
     use crate::vfs::root_node;
+    use crate::write::packer::Packer;
+    use crate::write::packer::tests::indexed_repo;
 
     fn snapshot(summary: serde_json::Value) -> Snapshot {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
@@ -242,7 +242,7 @@ mod tests {
     fn walk_is_iterative_in_order_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let lock = crate::locked::exclusive(&repo);
+        let lock = crate::repo::locked::exclusive(&repo);
         let packer = Packer::new(&lock, false);
         let depth = 50_000;
         let root = deep_chain(&packer, depth);
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn expand_counts_a_shared_subtree_per_place() {
-        let id = |n: u32| TreeId(crate::id::Id::hash_of(&n.to_le_bytes()));
+        let id = |n: u32| TreeId(crate::repo::id::Id::hash_of(&n.to_le_bytes()));
         let trees: HashMap<TreeId, (u64, Vec<TreeId>)> = [
             (id(0), (2, vec![id(1), id(1)])),
             (id(1), (3, vec![id(2)])),

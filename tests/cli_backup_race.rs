@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{CWD, FileType, Mode, RenameFlags, mknodat, renameat_with};
 
 use strata::backend::local::LocalBackend;
-use strata::repository::Repository;
+use strata::repo::repository::Repository;
 
 use common::TestRepo;
 use common::e2e::*;

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
-use strata::blob::BlobType;
-use strata::id::{BlobId, TreeId};
-use strata::lock::LockMode;
-use strata::packer::Packer;
-use strata::repository::Repository;
-use strata::snapshot::{Snapshot, Summary};
-use strata::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use strata::repo::blob::BlobType;
+use strata::repo::id::{BlobId, TreeId};
+use strata::repo::lock::LockMode;
+use strata::repo::repository::Repository;
+use strata::repo::snapshot::{Snapshot, Summary};
+use strata::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use strata::write::packer::Packer;
 
 use common::e2e::*;
 use common::repo::strata_bin;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::backend::local::LocalBackend;
-use strata::lock::{self, LockGuard, LockInfo, LockMode};
-use strata::repository::Repository;
+use strata::repo::lock::{self, LockGuard, LockInfo, LockMode};
+use strata::repo::repository::Repository;
 
 use common::e2e::*;
 use common::*;

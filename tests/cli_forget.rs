@@ -1,6 +1,6 @@
 //! End-to-end tests of `strata forget`: a made-up history (`backup --time`), a policy or
 //! explicit ids, and what `snapshots --json` lists afterwards. The policy's corner cases are
-//! unit tests in src/policy.rs.
+//! unit tests in src/select/policy.rs.
 
 mod common;
 

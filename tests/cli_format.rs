@@ -17,8 +17,8 @@ use common::e2e::*;
 use common::*;
 use strata::backend::local::LocalBackend;
 use strata::backend::{Backend, Kind};
-use strata::crypto::{Aad, ObjectKind};
-use strata::repository::Repository;
+use strata::repo::crypto::{Aad, ObjectKind};
+use strata::repo::repository::Repository;
 
 /// A fast repository storing blobs uncompressed, so that a backed-up file's blob is its
 /// content encrypted: what an attacker who gets a chosen file backed up can carve out.
@@ -169,7 +169,7 @@ fn config_pin_refuses_a_config_from_another_repository_with_the_same_key() {
     let backend = Arc::new(LocalBackend::new(repo.repo_path()));
     let opened = Repository::open(backend, repo.password.as_bytes()).unwrap();
     let mut other = opened.config().clone();
-    other.id = strata::id::Id::random();
+    other.id = strata::repo::id::Id::random();
     let plain = serde_json::to_vec(&other).unwrap();
     let sealed = opened
         .key()
@@ -291,7 +291,7 @@ fn key_file_without_mac_planted_first_does_not_hide_the_genuine_one() {
 
 /// Whether the key file at `path` is the one `password` opens (checked with the library).
 fn opens_with(path: &Path, password: &str) -> bool {
-    let file = strata::key::KeyFile::parse(&fs::read(path).unwrap()).unwrap();
+    let file = strata::repo::key::KeyFile::parse(&fs::read(path).unwrap()).unwrap();
     file.open(password.as_bytes()).is_ok()
 }
 

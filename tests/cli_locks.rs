@@ -11,8 +11,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
-use strata::lock::{self, LockInfo, LockMode};
-use strata::repository::Repository;
+use strata::repo::lock::{self, LockInfo, LockMode};
+use strata::repo::repository::Repository;
 
 use common::e2e::*;
 use common::*;

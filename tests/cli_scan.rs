@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use strata::backend::local::LocalBackend;
-use strata::id::{BlobId, Id, TreeId};
-use strata::lock::LockMode;
-use strata::packer::Packer;
-use strata::repository::{IndexedRepo, Repository};
-use strata::tree::{ChunkRef, NodeKind};
+use strata::repo::id::{BlobId, Id, TreeId};
+use strata::repo::lock::LockMode;
+use strata::repo::repository::{IndexedRepo, Repository};
+use strata::repo::tree::{ChunkRef, NodeKind};
+use strata::write::packer::Packer;
 
 use common::e2e::*;
 use common::*;

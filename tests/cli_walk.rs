@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use common::e2e::*;
 use common::*;
 use strata::backend::local::LocalBackend;
-use strata::blob::BlobType;
-use strata::id::TreeId;
-use strata::lock::LockMode;
-use strata::packer::Packer;
-use strata::repository::{IndexedRepo, Repository};
-use strata::snapshot::{Snapshot, Summary};
-use strata::tree::{ChunkRef, Node, NodeKind, Tree};
+use strata::repo::blob::BlobType;
+use strata::repo::id::TreeId;
+use strata::repo::lock::LockMode;
+use strata::repo::repository::{IndexedRepo, Repository};
+use strata::repo::snapshot::{Snapshot, Summary};
+use strata::repo::tree::{ChunkRef, Node, NodeKind, Tree};
+use strata::write::packer::Packer;
 
 /// A hung command (the old code expanding a DAG forever) is killed after this long.
 const HANG: Duration = Duration::from_secs(120);

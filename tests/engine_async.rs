@@ -10,15 +10,17 @@ use std::time::Duration;
 
 use bson::doc;
 use common::mongo::{self, Mongo};
-use strata::archiver::{self, ArchiveError, BackupOptions, BackupResult, ParentChoice, TreeSource};
 use strata::backend::local::LocalBackend;
 use strata::cancel::Cancel;
-use strata::config::{ChunkerParams, Config};
-use strata::filter::Patterns;
-use strata::key::KdfParams;
-use strata::lock::LockMode;
 use strata::observer::Quiet;
-use strata::repository::{IndexedRepo, Repository};
+use strata::ops::archiver::{
+    self, ArchiveError, BackupOptions, BackupResult, ParentChoice, TreeSource,
+};
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::key::KdfParams;
+use strata::repo::lock::LockMode;
+use strata::repo::repository::{IndexedRepo, Repository};
+use strata::select::filter::Patterns;
 use strata::sources::mongodb::export::{ExportOptions, MongoExport};
 use strata::sources::mongodb::{Conn, NsFilter};
 

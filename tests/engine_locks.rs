@@ -11,20 +11,20 @@ use std::time::Duration;
 use common::digest::{Digest, assert_same_digest, digest_tree};
 use common::e2e::restored_path;
 use common::generate_small_tree;
-use strata::archiver::{self, BackupOptions, ParentChoice};
 use strata::backend::Kind;
 use strata::backend::local::LocalBackend;
 use strata::cancel::Cancel;
-use strata::checker::{self, ReadData};
-use strata::config::{ChunkerParams, Config};
-use strata::filter::Patterns;
-use strata::id::SnapshotId;
-use strata::key::KdfParams;
-use strata::lock::{LockError, LockMode};
-use strata::locked::Locked;
 use strata::observer::Quiet;
-use strata::repository::{IndexedRepo, RepoError, Repository};
-use strata::restorer::{self, RestoreOptions};
+use strata::ops::archiver::{self, BackupOptions, ParentChoice};
+use strata::ops::checker::{self, ReadData};
+use strata::ops::restorer::{self, RestoreOptions};
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::id::SnapshotId;
+use strata::repo::key::KdfParams;
+use strata::repo::lock::{LockError, LockMode};
+use strata::repo::locked::Locked;
+use strata::repo::repository::{IndexedRepo, RepoError, Repository};
+use strata::select::filter::Patterns;
 
 fn repository(dir: &Path) -> IndexedRepo {
     let backend = Arc::new(LocalBackend::new(dir.join("repo")));
@@ -170,7 +170,7 @@ fn one_process_holds_locks_on_two_repositories_at_once() {
     let writing = lock(&to, LockMode::Exclusive, "copy");
     let id = backup(&reading, &src);
     let snapshots = from.snapshots().unwrap().0;
-    let report = strata::copy::copy(&from, &writing, &snapshots, &Cancel::default(), &Quiet);
+    let report = strata::ops::copy::copy(&from, &writing, &snapshots, &Cancel::default(), &Quiet);
     assert_eq!(report.unwrap().snapshots_copied, 1);
     assert!(
         to.lock(LockMode::Shared, "other", Duration::ZERO, None)

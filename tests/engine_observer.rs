@@ -9,20 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata::archiver::{self, BackupOptions, BackupResult, ParentChoice};
 use strata::backend::Kind;
 use strata::backend::local::LocalBackend;
 use strata::cancel::Cancel;
-use strata::checker::{self, ReadData};
-use strata::config::{ChunkerParams, Config};
-use strata::filter::Patterns;
-use strata::key::KdfParams;
-use strata::lock::LockMode;
 use strata::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
-use strata::pruner::{self, PruneOptions};
-use strata::repository::{IndexedRepo, Repository};
-use strata::restorer::{self, RestoreOptions};
-use strata::sandbox::OnConflict;
+use strata::ops::archiver::{self, BackupOptions, BackupResult, ParentChoice};
+use strata::ops::checker::{self, ReadData};
+use strata::ops::pruner::{self, PruneOptions};
+use strata::ops::restorer::{self, RestoreOptions};
+use strata::ops::sandbox::OnConflict;
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::key::KdfParams;
+use strata::repo::lock::LockMode;
+use strata::repo::repository::{IndexedRepo, Repository};
+use strata::select::filter::Patterns;
 
 /// Everything an operation told its observer.
 #[derive(Default)]

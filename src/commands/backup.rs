@@ -2,10 +2,10 @@
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use std::path::PathBuf;
-use strata::archiver::{self, BackupOptions, ParentChoice, TreeSource};
-use strata::filter::Patterns;
-use strata::lock::LockMode;
-use strata::locked::Locked;
+use strata::ops::archiver::{self, BackupOptions, ParentChoice, TreeSource};
+use strata::repo::lock::LockMode;
+use strata::repo::locked::Locked;
+use strata::select::filter::Patterns;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 

@@ -1,7 +1,7 @@
 //! `strata cat`: a file's bytes from a snapshot, or a repository object decoded as JSON.
 use super::{Context, Outcome};
 use anyhow::{Result, bail};
-use strata::id::{Id, TreeId};
+use strata::repo::id::{Id, TreeId};
 use strata::vfs;
 
 #[derive(clap::Args)]

@@ -1,7 +1,7 @@
 //! `strata check`: verify structure, and with --read-data the data itself; list damage.
 use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::checker::{self, ReadData};
+use strata::ops::checker::{self, ReadData};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -5,12 +5,12 @@ use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use strata::backend::local::LocalBackend;
-use strata::copy::{self, CopyReport, Status};
-use strata::id::SnapshotId;
-use strata::lock::{LockGuard, LockMode};
-use strata::locked::Locked;
-use strata::repository::IndexedRepo;
-use strata::snapshot::Snapshot;
+use strata::ops::copy::{self, CopyReport, Status};
+use strata::repo::id::SnapshotId;
+use strata::repo::lock::{LockGuard, LockMode};
+use strata::repo::locked::Locked;
+use strata::repo::repository::IndexedRepo;
+use strata::repo::snapshot::Snapshot;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -97,7 +97,7 @@ fn open_source(ctx: &Context, args: &Args) -> Result<Source> {
     }
     let mut snapshots = (args.snapshots.iter())
         .map(|spec| repo.find_snapshot(spec))
-        .collect::<strata::repository::Result<Vec<_>>>()?;
+        .collect::<strata::repo::repository::Result<Vec<_>>>()?;
     snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
     snapshots.dedup_by_key(|(id, _)| *id);
     Ok(Source {

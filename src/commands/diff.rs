@@ -1,8 +1,8 @@
 //! `strata diff`: what changed between two snapshots, path by path, with a summary.
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
-use strata::diff::{self, Change, ChangeKind, DiffSummary};
-use strata::paths;
+use strata::ops::diff::{self, Change, ChangeKind, DiffSummary};
+use strata::repo::paths;
 use strata::walk::{self, Budget};
 
 #[derive(clap::Args)]

@@ -2,11 +2,11 @@
 //! and mtime; a snapshot that cannot be searched is reported and the others still are.
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
-use strata::filter::Patterns;
-use strata::finder::{self, Found, Version};
-use strata::id::SnapshotId;
-use strata::paths;
-use strata::snapshot::Snapshot;
+use strata::ops::finder::{self, Found, Version};
+use strata::repo::id::SnapshotId;
+use strata::repo::paths;
+use strata::repo::snapshot::Snapshot;
+use strata::select::filter::Patterns;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,7 +53,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 
 /// The snapshots to search, oldest first.
 fn select(
-    repo: &strata::repository::IndexedRepo,
+    repo: &strata::repo::repository::IndexedRepo,
     args: &Args,
     ctx: &Context,
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {

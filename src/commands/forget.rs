@@ -1,17 +1,17 @@
-//! `strata forget`: the command line of [`strata::forget`], printing per group what is kept
+//! `strata forget`: the command line of [`strata::ops::forget`], printing per group what is kept
 //! and why, and which MongoDB oplog slices go with them.
 use super::prune::{PruneArgs, print as print_prune, prune_locked};
 use super::{Context, Outcome, escape};
 use anyhow::Result;
 use chrono::{Local, Utc};
-use strata::forget::{self, Plan};
-use strata::id::SnapshotId;
-use strata::lock::LockMode;
-use strata::locked::Locked;
-use strata::policy::{Count, Entry, GroupBy, Policy, Reason, Span, TagList};
-use strata::pruner::PruneReport;
-use strata::repository::IndexedRepo;
-use strata::snapshot::BsonTime;
+use strata::ops::forget::{self, Plan};
+use strata::ops::pruner::PruneReport;
+use strata::repo::id::SnapshotId;
+use strata::repo::lock::LockMode;
+use strata::repo::locked::Locked;
+use strata::repo::repository::IndexedRepo;
+use strata::repo::snapshot::BsonTime;
+use strata::select::policy::{Count, Entry, GroupBy, Policy, Reason, Span, TagList};
 use strata::sources::mongodb::retention::SliceVerdict;
 
 #[derive(clap::Args)]

@@ -2,9 +2,9 @@
 use super::{Context, Outcome};
 use anyhow::{Result, bail};
 use strata::backend::Backend;
-use strata::config::{ChunkerParams, Config};
-use strata::key::KdfParams;
-use strata::repository::Repository;
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::key::KdfParams;
+use strata::repo::repository::Repository;
 
 #[derive(clap::Args)]
 pub struct Args {

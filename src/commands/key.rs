@@ -1,7 +1,7 @@
 //! `strata key`: list, add and remove passwords, or change the current one.
 use super::{Context, Outcome, escape};
 use anyhow::{Result, bail};
-use strata::key::KdfParams;
+use strata::repo::key::KdfParams;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -78,7 +78,7 @@ fn new_password(np: &NewPassword) -> Result<String> {
     Ok(password)
 }
 
-fn list(ctx: &Context, repo: &strata::repository::Repository) -> Result<()> {
+fn list(ctx: &Context, repo: &strata::repo::repository::Repository) -> Result<()> {
     let keys = repo.list_keys()?;
     let rows: Vec<serde_json::Value> = keys
         .iter()

@@ -4,7 +4,7 @@ use super::{Context, Outcome, escape};
 use anyhow::Result;
 use std::borrow::Cow;
 use std::io::{BufWriter, StdoutLock, Write};
-use strata::tree::{Node, NodeKind};
+use strata::repo::tree::{Node, NodeKind};
 use strata::vfs;
 use strata::walk::{self, Budget};
 

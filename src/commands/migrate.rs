@@ -1,14 +1,14 @@
 //! `strata migrate`: upgrade a version 1 or 2 repository in place to version 3.
 use super::{Context, Outcome};
 use anyhow::Result;
-use strata::lock::LockMode;
-use strata::migrate;
+use strata::ops::migrate;
+use strata::repo::lock::LockMode;
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 /// Testing hook: the process aborts (as if killed) once the named step of the migration has
-/// ended, e.g. `snapshot-1`, `index`, `config` (see src/migrate.rs).
+/// ended, e.g. `snapshot-1`, `index`, `config` (see src/ops/migrate.rs).
 const CRASH_AT: &str = "STRATA_MIGRATE_CRASH_AT";
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Outcome> {
@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Outcome> {
     }
     ctx.say(&format!(
         "repository at format version {} (was {}): {} snapshots and {} index files rewritten, {} key files updated, {} old objects removed",
-        strata::config::FORMAT_VERSION,
+        strata::repo::config::FORMAT_VERSION,
         report.from,
         report.snapshots,
         report.index_files,

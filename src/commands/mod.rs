@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use strata::backend::local::LocalBackend;
 use strata::cancel::Cancel;
-use strata::lock::{LockGuard, LockMode};
 use strata::observer::{Counters, Observer, Phase, Quiet};
-use strata::repository::{IndexedRepo, Repository};
+use strata::repo::lock::{LockGuard, LockMode};
+use strata::repo::repository::{IndexedRepo, Repository};
 
 #[derive(clap::Args)]
 pub struct GlobalArgs {
@@ -164,10 +164,10 @@ impl SnapshotFilterArgs {
     /// `latest`, the newest matching one.
     pub fn selection(
         &self,
-        ids: Vec<strata::id::SnapshotId>,
+        ids: Vec<strata::repo::id::SnapshotId>,
         latest: bool,
-    ) -> strata::selection::Selection {
-        strata::selection::Selection {
+    ) -> strata::select::selection::Selection {
+        strata::select::selection::Selection {
             ids,
             latest,
             host: self.host.clone(),

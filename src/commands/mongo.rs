@@ -2,9 +2,9 @@
 //! recoverable windows and gaps of MongoDB servers).
 use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::lock::LockMode;
-use strata::locked::Locked;
-use strata::snapshot::BsonTime;
+use strata::repo::lock::LockMode;
+use strata::repo::locked::Locked;
+use strata::repo::snapshot::BsonTime;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
 use strata::sources::mongodb::follow::{self, FollowOptions, GapKind, Slice, Timeline};

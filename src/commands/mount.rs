@@ -6,10 +6,10 @@ use crossbeam_channel::RecvTimeoutError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strata::id::SnapshotId;
 use strata::mount::{self, Mount, MountOptions, Unmounted};
-use strata::repository::{IndexedRepo, RepoError};
-use strata::selection::Selection;
+use strata::repo::id::SnapshotId;
+use strata::repo::repository::{IndexedRepo, RepoError};
+use strata::select::selection::Selection;
 
 #[derive(clap::Args)]
 pub struct Args {

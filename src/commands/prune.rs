@@ -1,10 +1,10 @@
 //! `strata prune`: delete unused data and repack partly used packs; report space freed.
 use super::{Context, Outcome, human_bytes};
 use anyhow::Result;
-use strata::lock::LockMode;
-use strata::locked::Locked;
-use strata::pruner::{self, PruneOptions, PruneReport};
-use strata::repository::IndexedRepo;
+use strata::ops::pruner::{self, PruneOptions, PruneReport};
+use strata::repo::lock::LockMode;
+use strata::repo::locked::Locked;
+use strata::repo::repository::IndexedRepo;
 
 #[derive(clap::Args)]
 pub struct PruneArgs {

@@ -2,9 +2,9 @@
 //! that reference missing or damaged data.
 use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::lock::LockMode;
-use strata::locked::Locked;
-use strata::repair::{self, IndexRepair, SnapshotRepair, SnapshotRepairOptions};
+use strata::ops::repair::{self, IndexRepair, SnapshotRepair, SnapshotRepairOptions};
+use strata::repo::lock::LockMode;
+use strata::repo::locked::Locked;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,10 +4,10 @@ use anyhow::Result;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::path::PathBuf;
-use strata::filter::Patterns;
-use strata::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
-use strata::sandbox::OnConflict;
-use strata::snapshot::BsonTime;
+use strata::ops::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
+use strata::ops::sandbox::OnConflict;
+use strata::repo::snapshot::BsonTime;
+use strata::select::filter::Patterns;
 use strata::sources::mongodb::import::{self, ImportOptions, ImportReport, Mode};
 use strata::sources::mongodb::{Conn, NsFilter, Renames};
 
@@ -208,7 +208,7 @@ fn worst(a: Outcome, b: Outcome) -> Outcome {
 /// Point in time: the newest dump at or before `at`, its window, and the archived slices.
 fn restore_at(
     out: &JsonOut,
-    repo: &strata::repository::IndexedRepo,
+    repo: &strata::repo::repository::IndexedRepo,
     uri: &str,
     at: BsonTime,
     args: &Args,
@@ -230,8 +230,8 @@ fn restore_at(
 
 fn restore_mongo(
     out: &JsonOut,
-    repo: &strata::repository::IndexedRepo,
-    snap: &strata::snapshot::Snapshot,
+    repo: &strata::repo::repository::IndexedRepo,
+    snap: &strata::repo::snapshot::Snapshot,
     uri: &str,
     args: &Args,
 ) -> Result<Outcome> {
@@ -297,8 +297,8 @@ fn print_counts(out: &JsonOut, r: &ImportReport) -> Result<()> {
 
 fn restore_files(
     out: &JsonOut,
-    repo: &strata::repository::IndexedRepo,
-    snap: &strata::snapshot::Snapshot,
+    repo: &strata::repo::repository::IndexedRepo,
+    snap: &strata::repo::snapshot::Snapshot,
     subpath: &str,
     target: &std::path::Path,
     args: &Args,

@@ -9,8 +9,8 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use strata::observer::EntryError;
-use strata::paths;
-use strata::scan::{self, Lost, NewEntry, Restored, ScanOptions, ScanReport};
+use strata::ops::scan::{self, Lost, NewEntry, Restored, ScanOptions, ScanReport};
+use strata::repo::paths;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,7 +41,7 @@ struct Entry<'a> {
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
-    snapshot: strata::id::SnapshotId,
+    snapshot: strata::repo::id::SnapshotId,
     paths: &'a [String],
     missing: Vec<Entry<'a>>,
     modified: Vec<Entry<'a>>,
@@ -89,8 +89,13 @@ fn outcome(failed: bool, clean: bool) -> Outcome {
 /// The readable snapshots, oldest first, with a warning for each damaged one.
 fn history(
     ctx: &Context,
-    repo: &strata::repository::IndexedRepo,
-) -> Result<Vec<(strata::id::SnapshotId, strata::snapshot::Snapshot)>> {
+    repo: &strata::repo::repository::IndexedRepo,
+) -> Result<
+    Vec<(
+        strata::repo::id::SnapshotId,
+        strata::repo::snapshot::Snapshot,
+    )>,
+> {
     let (history, damaged) = repo.snapshots()?;
     for (id, e) in &damaged {
         ctx.warn(&format!("snapshot {} is skipped: {e}", id.0.short()));
@@ -99,9 +104,15 @@ fn history(
 }
 
 fn default_snapshot(
-    history: &[(strata::id::SnapshotId, strata::snapshot::Snapshot)],
+    history: &[(
+        strata::repo::id::SnapshotId,
+        strata::repo::snapshot::Snapshot,
+    )],
     paths: &[PathBuf],
-) -> Result<(strata::id::SnapshotId, strata::snapshot::Snapshot)> {
+) -> Result<(
+    strata::repo::id::SnapshotId,
+    strata::repo::snapshot::Snapshot,
+)> {
     let host = strata::sysinfo::hostname();
     scan::default_snapshot(history, &host, paths)
         .cloned()
@@ -117,7 +128,7 @@ fn default_snapshot(
 
 fn restore_missing(
     ctx: &Context,
-    repo: &strata::repository::IndexedRepo,
+    repo: &strata::repo::repository::IndexedRepo,
     report: &ScanReport,
 ) -> Result<Vec<Restored>> {
     let owner = rustix::process::geteuid().is_root();

@@ -1,8 +1,8 @@
 //! `strata snapshots`: list snapshots, optionally filtered by host, tag and path.
 use super::{Context, Outcome, SnapshotFilterArgs, escape};
 use anyhow::Result;
-use strata::id::SnapshotId;
-use strata::snapshot::Snapshot;
+use strata::repo::id::SnapshotId;
+use strata::repo::snapshot::Snapshot;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -20,10 +20,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         None => repo.snapshots()?.0,
     };
     let progress = ctx.progress("stats");
-    let s = strata::stats::stats(
+    let s = strata::ops::stats::stats(
         &repo,
         &selected,
-        strata::stats::Options {
+        strata::ops::stats::Options {
             recompress: args.recompress,
         },
         progress.as_ref(),
@@ -78,7 +78,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 }
 
 /// The line on plain zstd: measured, or how to measure it.
-fn without_dictionaries(s: &strata::stats::Stats) -> String {
+fn without_dictionaries(s: &strata::ops::stats::Stats) -> String {
     match (
         s.stored_size_without_dictionaries,
         s.compression_ratio_without_dictionaries,

@@ -1,7 +1,7 @@
 //! `strata unlock`: remove stale repository locks (or, with `--remove-all`, every lock).
 use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::lock::{self, Judged, STALE_AFTER};
+use strata::repo::lock::{self, Judged, STALE_AFTER};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,7 +1,7 @@
 //! File attributes the mount reports: those recorded in the snapshot's tree for its entries,
 //! and read-only ones owned by the mounting user for the generated directories.
-use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Timespec};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{Node, NodeKind, Timespec};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -142,7 +142,7 @@ fn device_number(node: &Node) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::tests::file_node;
+    use crate::repo::tree::tests::file_node;
 
     #[test]
     fn times_before_and_after_1970() {

@@ -1,8 +1,8 @@
 //! A bounded in-memory cache of decoded blobs (file chunks or trees) for the mount: the least
 //! recently used entries go once the total weight passes the budget, and concurrent requests
 //! for one blob share a single fetch.
-use crate::id::BlobId;
-use crate::repository::RepoError;
+use crate::repo::id::BlobId;
+use crate::repo::repository::RepoError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -136,7 +136,7 @@ impl<V: Clone> Lru<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Id;
+    use crate::repo::id::Id;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn id(n: u8) -> BlobId {

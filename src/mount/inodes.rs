@@ -2,7 +2,7 @@
 //! of the parent's number and the name (hard-linked files: of the snapshot view, device and
 //! original inode), so a path keeps its number for the whole mount even after the kernel has
 //! forgotten it and its entry was dropped.
-use crate::tree::{Node, NodeKind};
+use crate::repo::tree::{Node, NodeKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -108,7 +108,7 @@ impl Inodes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::tests::file_node;
+    use crate::repo::tree::tests::file_node;
 
     #[test]
     fn numbers_depend_on_parent_and_name_and_links_share_one() {

@@ -1,8 +1,8 @@
 //! The generated top of the mount: the snapshots the selection shows, in the
 //! `snapshots/`, `ids/`, `hosts/<host>/` and `tags/<tag>/` directories that name them,
 //! rebuilt from the snapshot list at every refresh.
-use crate::id::SnapshotId;
-use crate::snapshot::Snapshot;
+use crate::repo::id::SnapshotId;
+use crate::repo::snapshot::Snapshot;
 use chrono::{DateTime, Local, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ fn component(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{BlobId, Id};
+    use crate::repo::id::{BlobId, Id};
 
     fn snap(n: u8, secs: i64, host: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
         let json = serde_json::json!({"time": DateTime::from_timestamp(secs, 0).unwrap(),

@@ -7,11 +7,11 @@ mod inodes;
 mod layout;
 mod state;
 
-use crate::selection::Selection;
+use crate::select::selection::Selection;
 pub use layout::{LATEST, local_time};
 
-use crate::id::SnapshotId;
-use crate::repository::{IndexedRepo, RepoError};
+use crate::repo::id::SnapshotId;
+use crate::repo::repository::{IndexedRepo, RepoError};
 use crossbeam_channel::Receiver;
 use fuser::{Config, MountOption, Session, SessionACL};
 use layout::Layout;

@@ -5,11 +5,11 @@ use super::attr::{Attr, Kind, generated_attr, node_attr, node_kind, snapshot_att
 use super::cache::Cache;
 use super::inodes::{Entry, Inodes, child_ino, node_ino};
 use super::layout::{Layout, VEntry};
-use crate::blob::BlobError;
-use crate::id::{BlobId, TreeId};
-use crate::repository::IndexedRepo;
-use crate::sandbox::validate_name;
-use crate::tree::{ChunkRef, Node, NodeKind, Tree, chunk_at, chunk_offsets};
+use crate::ops::sandbox::validate_name;
+use crate::repo::blob::BlobError;
+use crate::repo::id::{BlobId, TreeId};
+use crate::repo::repository::IndexedRepo;
+use crate::repo::tree::{ChunkRef, Node, NodeKind, Tree, chunk_at, chunk_offsets};
 use crate::vfs;
 use std::collections::HashMap;
 use std::ops::{Deref, Range};
@@ -430,19 +430,19 @@ impl State {
 mod tests {
     use super::super::inodes::ROOT;
     use super::*;
-    use crate::blob::BlobType;
-    use crate::id::{Id, SnapshotId};
-    use crate::packer::Packer;
-    use crate::packer::tests::indexed_repo;
-    use crate::snapshot::Snapshot;
-    use crate::tree::Xattr;
-    use crate::tree::tests::{dir_of, file_of};
+    use crate::repo::blob::BlobType;
+    use crate::repo::id::{Id, SnapshotId};
+    use crate::repo::snapshot::Snapshot;
+    use crate::repo::tree::Xattr;
+    use crate::repo::tree::tests::{dir_of, file_of};
+    use crate::write::packer::Packer;
+    use crate::write::packer::tests::indexed_repo;
 
     /// A repository with one snapshot `/d/f` (a file of 40 chunks of 1000..1039 bytes).
     fn state_with_file() -> (tempfile::TempDir, Arc<State>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 1 << 20);
-        let lock = crate::locked::exclusive(&repo);
+        let lock = crate::repo::locked::exclusive(&repo);
         let packer = Packer::new(&lock, false);
         let chunks: Vec<Vec<u8>> = (0..40u32)
             .map(|i| (0..1000 + i).map(|b| (b * 7 + i) as u8).collect())

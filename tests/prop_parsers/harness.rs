@@ -4,20 +4,20 @@
 //! where the parser sits behind the AEAD, so that they reach it) and says whether it accepted
 //! them. Also each parser's valid encoding and the mutations applied to it.
 use std::sync::OnceLock;
-use strata::blob::{self, BlobType, EncoderDict, seal, seal_with};
-use strata::chunker::Chunker;
-use strata::config::{ChunkerParams, Config};
-use strata::crypto::{MasterKey, ObjectKind};
-use strata::dictionary::{self, Dictionary, Loaded};
-use strata::id::{BlobId, Id, PackId, SnapshotId, TreeId};
-use strata::indexfile::{self, PackEntries};
-use strata::key::{KdfParams, KeyFile};
-use strata::lock::{self, LockInfo, LockMode};
-use strata::pack::BlobEntry;
-use strata::pack::{self, PackBuilder, PackFormat, TRAILER_LEN};
-use strata::snapshot::{BsonTime, Snapshot, Source, Summary};
-use strata::trainer::{self, Samples};
-use strata::tree::{self, ChunkRef, Node, NodeKind, Timespec, Tree, Xattr};
+use strata::repo::blob::{self, BlobType, EncoderDict, seal, seal_with};
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::crypto::{MasterKey, ObjectKind};
+use strata::repo::dictionary::{self, Dictionary, Loaded};
+use strata::repo::id::{BlobId, Id, PackId, SnapshotId, TreeId};
+use strata::repo::indexfile::{self, PackEntries};
+use strata::repo::key::{KdfParams, KeyFile};
+use strata::repo::lock::{self, LockInfo, LockMode};
+use strata::repo::pack::BlobEntry;
+use strata::repo::pack::{self, PackBuilder, PackFormat, TRAILER_LEN};
+use strata::repo::snapshot::{BsonTime, Snapshot, Source, Summary};
+use strata::repo::tree::{self, ChunkRef, Node, NodeKind, Timespec, Tree, Xattr};
+use strata::write::chunker::Chunker;
+use strata::write::trainer::{self, Samples};
 
 /// One parser: its name, its harness and the valid encoding mutations start from.
 pub struct Parser {

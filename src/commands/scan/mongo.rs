@@ -4,10 +4,10 @@ use super::super::{Context, Outcome, escape, human_bytes};
 use super::shell_quote;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
-use strata::id::SnapshotId;
 use strata::observer::EntryError;
-use strata::repository::IndexedRepo;
-use strata::snapshot::Snapshot;
+use strata::repo::id::SnapshotId;
+use strata::repo::repository::IndexedRepo;
+use strata::repo::snapshot::Snapshot;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
 use strata::sources::mongodb::scan::{

@@ -2,7 +2,7 @@
 //! checked with a `ping` so that an unreachable server or wrong credentials fail at once
 //! with a clear message.
 use super::{MongoError, Result, cmd_err};
-use crate::snapshot::BsonTime;
+use crate::repo::snapshot::BsonTime;
 use bson::{Document, doc};
 use mongodb::Client;
 use mongodb::options::ClientOptions;

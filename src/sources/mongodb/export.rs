@@ -6,14 +6,14 @@
 use super::metadata::CollMeta;
 use super::namespace::{NsFilter, file_name};
 use super::{Conn, MongoError, Result, cmd_err, oplog};
-use crate::archiver::TreeSource;
-use crate::blob::BlobType;
-use crate::chunker::{Chunker, RecordChunker};
-use crate::config::ChunkerParams;
 use crate::observer::{Counters, Observer};
-use crate::packer::Packer;
-use crate::snapshot::{BsonTime, Source};
-use crate::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use crate::ops::archiver::TreeSource;
+use crate::repo::blob::BlobType;
+use crate::repo::config::ChunkerParams;
+use crate::repo::snapshot::{BsonTime, Source};
+use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use crate::write::chunker::{Chunker, RecordChunker};
+use crate::write::packer::Packer;
 use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -370,7 +370,7 @@ async fn send_documents(
 /// Saves chunks and builds the file and directory nodes of the dump.
 pub(crate) struct DumpWriter<'a> {
     packer: &'a Packer<'a>,
-    seed: crate::chunker::GearTable,
+    seed: crate::write::chunker::GearTable,
     bson: ChunkerParams,
     mtime: Timespec,
     /// Entries of the directories saved so far (for `summary.entries`).

@@ -6,11 +6,11 @@
 use super::connection::{from_ts, to_ts};
 use super::export::DumpWriter;
 use super::{Conn, MongoError, Result, cmd_err};
-use crate::id::{SnapshotId, TreeId};
-use crate::locked::Locked;
-use crate::packer::Packer;
-use crate::repository::IndexedRepo;
-use crate::snapshot::{BsonTime, Snapshot, Source, Summary};
+use crate::repo::id::{SnapshotId, TreeId};
+use crate::repo::locked::Locked;
+use crate::repo::repository::IndexedRepo;
+use crate::repo::snapshot::{BsonTime, Snapshot, Source, Summary};
+use crate::write::packer::Packer;
 use bson::{RawDocumentBuf, doc};
 use mongodb::options::{CollectionOptions, CursorType, ReadConcern};
 use serde::Serialize;
@@ -186,8 +186,8 @@ pub fn follow(
 /// A slice being written: entries are chunked and saved as they arrive.
 struct SliceBuilder<'r> {
     packer: Packer<'r>,
-    chunker: crate::chunker::RecordChunker,
-    content: Vec<crate::tree::ChunkRef>,
+    chunker: crate::write::chunker::RecordChunker,
+    content: Vec<crate::repo::tree::ChunkRef>,
     entries: u64,
     first: BsonTime,
     last: BsonTime,
@@ -424,7 +424,7 @@ pub fn plan_at(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Id;
+    use crate::repo::id::Id;
 
     fn snap(source: Source) -> (SnapshotId, Snapshot) {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h", "username": "u", "uid": 0, "gid": 0,

@@ -19,8 +19,8 @@ pub mod stream;
 pub use connection::Conn;
 pub use namespace::{NsFilter, Renames};
 
-use crate::repository::RepoError;
-use crate::snapshot::BsonTime;
+use crate::repo::repository::RepoError;
+use crate::repo::snapshot::BsonTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MongoError {

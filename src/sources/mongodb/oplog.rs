@@ -3,7 +3,7 @@
 //! reading the raw entries of a time range.
 use super::connection::{from_ts, to_ts};
 use super::{Conn, Result, cmd_err};
-use crate::snapshot::BsonTime;
+use crate::repo::snapshot::BsonTime;
 use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 

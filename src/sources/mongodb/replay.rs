@@ -9,7 +9,7 @@ use super::connection::from_ts;
 use super::diff;
 use super::namespace::{NsFilter, Renames, split_ns};
 use super::{Conn, MongoError};
-use crate::snapshot::BsonTime;
+use crate::repo::snapshot::BsonTime;
 use bson::{Bson, Document, doc};
 use std::collections::HashMap;
 

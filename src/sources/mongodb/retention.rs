@@ -2,9 +2,9 @@
 //! rolled forward through, less those `--keep-oplog-within` expires. Pure logic (no I/O, no
 //! clock): callers pass the snapshots, the ones being removed, the time zone and now.
 use super::follow::{Slice, dumps, slices};
-use crate::id::SnapshotId;
-use crate::policy::{Entry, Span, cutoff};
-use crate::snapshot::BsonTime;
+use crate::repo::id::SnapshotId;
+use crate::repo::snapshot::BsonTime;
+use crate::select::policy::{Entry, Span, cutoff};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -139,8 +139,8 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{Id, TreeId};
-    use crate::snapshot::{Snapshot, Source};
+    use crate::repo::id::{Id, TreeId};
+    use crate::repo::snapshot::{Snapshot, Source};
 
     const NOW: i64 = 2_000_000_000;
     const DAY: u32 = 86_400;

@@ -1,8 +1,8 @@
 //! Reading a `.bson` file of the snapshot (documents back to back) one chunk at a time and
 //! splitting it into documents, with memory bounded by a chunk plus one document.
 use super::{MongoError, Result};
-use crate::repository::IndexedRepo;
-use crate::tree::Node;
+use crate::repo::repository::IndexedRepo;
+use crate::repo::tree::Node;
 use bson::RawDocumentBuf;
 
 /// Largest document accepted: BSON's 16 MiB plus mongod's internal allowance.

@@ -1,0 +1,18 @@
+//! The repository's formats and objects: ids, encryption, keys, config, blobs, packs,
+//! index files, trees, snapshots, dictionaries, locks, and the opened `Repository`.
+pub mod blob;
+pub mod config;
+pub mod crypto;
+pub mod dictionary;
+pub mod id;
+pub mod indexfile;
+pub mod key;
+pub mod lock;
+pub mod locked;
+pub mod names;
+pub mod pack;
+pub mod paths;
+pub mod pin;
+pub mod repository;
+pub mod snapshot;
+pub mod tree;
