@@ -12,7 +12,7 @@ use crate::backend::Kind;
 use crate::cancel::Cancel;
 use crate::observer::{Counters, Observer, Phase};
 use crate::ops::sandbox::validate_name;
-use crate::repo::blob::{self, BlobType, Compression};
+use crate::repo::blob::{BlobType, Compression, PackedBlobError};
 use crate::repo::dictionary::{self, DictId};
 use crate::repo::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::repo::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
@@ -767,44 +767,12 @@ fn read_pack(
             continue;
         }
         r.blobs_read += 1;
-        let start = e.offset as usize;
-        let stored = start
-            .checked_add(e.length as usize)
-            .and_then(|end| bytes.get(start..end));
-        let Some(stored) = stored else {
-            r.problems.push(Problem::new(
-                "blob",
-                e.id,
-                format!(
-                    "pack {name}: {}+{} lies beyond the end of the pack ({} bytes)",
-                    e.offset,
-                    e.length,
-                    bytes.len()
-                ),
-            ));
-            continue;
+        let where_ = match repo.verified(format, &bytes, e) {
+            Ok(_) => continue,
+            Err(err @ PackedBlobError::OutOfBounds { .. }) => format!("pack {name}: {err}"),
+            Err(err) => format!("in pack {name}: {err}"),
         };
-        if let Err(err) = repo.open_blob(format, e, stored.to_vec()) {
-            let reason = match err {
-                blob::BlobError::Crypto { source, .. } => source.to_string(),
-                blob::BlobError::Decompress { message, .. } => {
-                    format!("decompression failed: {message}")
-                }
-                blob::BlobError::Length {
-                    expected, actual, ..
-                } => format!("length {actual} differs from the indexed {expected}"),
-                blob::BlobError::Hash { .. } => "content does not match its id".to_string(),
-                blob::BlobError::Dictionary { dict, reason, .. } => format!(
-                    "its dictionary {} is unavailable: {reason}",
-                    crate::repo::dictionary::id_hex(dict)
-                ),
-            };
-            r.problems.push(Problem::new(
-                "blob",
-                e.id,
-                format!("in pack {name}: {reason}"),
-            ));
-        }
+        r.problems.push(Problem::new("blob", e.id, where_));
     }
     r
 }

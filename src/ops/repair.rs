@@ -12,7 +12,7 @@ use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::vfs::child_path;
 use crate::walk::{self, OverBudget};
 use crate::write::packer::{INDEX_BATCH_BLOBS, Packer};
-use crate::write::repacker::{Repacker, verified};
+use crate::write::repacker::Repacker;
 use crate::write::rewrite::{self, Opened, Rewriter};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -114,9 +114,11 @@ fn rewrite_packs(
         let name = p.pack.0.to_hex();
         let bytes = repo.backend().get(Kind::Pack, &name)?;
         for e in &p.blobs {
-            match verified(repo, p.format, &bytes, e) {
+            match repo.verified(p.format, &bytes, e) {
                 Ok(_) => repacker.copy(&name, p.format, &bytes, e)?,
-                Err(reason) => report.damaged_blobs.push((e.id.0.to_hex(), reason)),
+                Err(reason) => report
+                    .damaged_blobs
+                    .push((e.id.0.to_hex(), reason.to_string())),
             }
         }
         report.packs_rewritten.push(name);
@@ -166,11 +168,11 @@ fn read_entries(
         .map_err(|e| e.to_string())?;
     let (good, bad): (Vec<_>, Vec<_>) = entries
         .into_iter()
-        .map(|b| (b, verified(repo, format, &bytes, &b).map(|_| ())))
+        .map(|b| (b, repo.verified(format, &bytes, &b).map(|_| ())))
         .partition(|(_, r)| r.is_ok());
     let damaged = bad
         .into_iter()
-        .map(|(b, r)| (b.id.0.to_hex(), r.unwrap_err()))
+        .map(|(b, r)| (b.id.0.to_hex(), r.unwrap_err().to_string()))
         .collect();
     Ok((listing(good.into_iter().map(|(b, _)| b).collect()), damaged))
 }

@@ -77,6 +77,35 @@ impl Compression {
     }
 }
 
+/// Why a blob inside a downloaded pack is unusable (see `Repository::verified`); the
+/// message leaves out the blob's id, which the caller reports beside it.
+#[derive(Debug, thiserror::Error)]
+pub enum PackedBlobError {
+    #[error("{offset}+{length} lies beyond the end of the pack ({pack_len} bytes)")]
+    OutOfBounds {
+        offset: u32,
+        length: u32,
+        pack_len: usize,
+    },
+    #[error("{}", unreadable_reason(.0))]
+    Unreadable(BlobError),
+}
+
+fn unreadable_reason(e: &BlobError) -> String {
+    match e {
+        BlobError::Crypto { source, .. } => source.to_string(),
+        BlobError::Decompress { message, .. } => format!("decompression failed: {message}"),
+        BlobError::Length {
+            expected, actual, ..
+        } => format!("length {actual} differs from the indexed {expected}"),
+        BlobError::Hash { .. } => "content does not match its id".to_string(),
+        BlobError::Dictionary { dict, reason, .. } => format!(
+            "its dictionary {} is unavailable: {reason}",
+            crate::repo::dictionary::id_hex(*dict)
+        ),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob {id}: {source}")]

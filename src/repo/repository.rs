@@ -2,7 +2,7 @@
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
 use crate::backend::{Backend, BackendError, Kind};
 use crate::index::{Index, IndexError, Location};
-use crate::repo::blob::{self, BlobError, Compression};
+use crate::repo::blob::{self, BlobError, Compression, PackedBlobError};
 use crate::repo::config::{BOUND_OBJECTS_VERSION, Config, FORMAT_VERSION};
 use crate::repo::crypto::{Aad, MasterKey, ObjectKind};
 use crate::repo::dictionary::{DictCache, DictId, Loaded};
@@ -211,6 +211,28 @@ impl Repository {
 
     /// Decrypts, decompresses (with its dictionary, if it has one) and verifies the blob `e`
     /// read from a pack of `format`: the one way every reader opens blobs.
+    /// The stored bytes of blob `e` inside `pack_bytes` (a downloaded pack of `format`), once
+    /// they decrypt, decompress and hash to its id: how check, prune and repair verify a
+    /// pack's blobs before they count on or copy them.
+    pub fn verified<'p>(
+        &self,
+        format: PackFormat,
+        pack_bytes: &'p [u8],
+        e: &BlobEntry,
+    ) -> std::result::Result<&'p [u8], PackedBlobError> {
+        let start = e.offset as usize;
+        let stored = (start.checked_add(e.length as usize))
+            .and_then(|end| pack_bytes.get(start..end))
+            .ok_or(PackedBlobError::OutOfBounds {
+                offset: e.offset,
+                length: e.length,
+                pack_len: pack_bytes.len(),
+            })?;
+        self.open_blob(format, e, stored.to_vec())
+            .map_err(PackedBlobError::Unreadable)?;
+        Ok(stored)
+    }
+
     pub fn open_blob(
         &self,
         format: PackFormat,

@@ -39,7 +39,8 @@ impl<'r> Repacker<'r> {
             name: pack.to_string(),
             reason: format!("blob {}: {reason}", e.id),
         };
-        let stored = verified(self.lock, format, pack_bytes, e).map_err(damaged)?;
+        let stored =
+            (self.lock.verified(format, pack_bytes, e)).map_err(|x| damaged(x.to_string()))?;
         let to = self.builder.format();
         let bytes = blob::reseal(self.lock.key(), format, to, e, stored)
             .map_err(|x| damaged(x.to_string()))?;
@@ -73,20 +74,4 @@ impl<'r> Repacker<'r> {
         }
         Ok(self.written)
     }
-}
-
-/// The stored bytes of `e` in `pack_bytes` (a pack of `format`), once they decrypt,
-/// decompress and hash to its id.
-pub fn verified<'p>(
-    repo: &IndexedRepo,
-    format: PackFormat,
-    pack_bytes: &'p [u8],
-    e: &BlobEntry,
-) -> std::result::Result<&'p [u8], String> {
-    let stored = pack_bytes
-        .get(e.offset as usize..e.offset as usize + e.length as usize)
-        .ok_or("it lies beyond the end of the pack")?;
-    repo.open_blob(format, e, stored.to_vec())
-        .map_err(|e| e.to_string())?;
-    Ok(stored)
 }
