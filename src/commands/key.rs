@@ -41,9 +41,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             report(ctx, "removed", &id.0.to_hex())?;
         }
         Action::Passwd(np) => {
-            let id = repo.add_key(new_password(&np)?.as_bytes(), KdfParams::recommended())?;
-            repo.backend()
-                .remove(strata::backend::Kind::Key, &repo.key_id().0.to_hex())?;
+            let password = new_password(&np)?;
+            let id = repo.change_password(password.as_bytes(), KdfParams::recommended())?;
             report(ctx, "changed password; new key", &id.0.to_hex())?;
         }
     }

@@ -1,7 +1,7 @@
 //! `strata unlock`: remove stale repository locks (or, with `--remove-all`, every lock).
 use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::repo::lock::{self, Judged, STALE_AFTER};
+use strata::repo::lock::{Judged, STALE_AFTER};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,13 +12,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open()?;
-    let sightings = repo.lock_sightings(ctx.cache().as_deref());
-    let unlocked = lock::remove_stale(
-        repo.backend(),
-        repo.key(),
-        args.remove_all,
-        sightings.as_deref(),
-    )?;
+    let unlocked = repo.unlock(args.remove_all, ctx.cache().as_deref())?;
     if ctx.args.json {
         let held: Vec<_> = unlocked.remaining.iter().map(json).collect();
         ctx.print_json(&serde_json::json!({"removed": unlocked.removed, "remaining": held}))?;

@@ -9,7 +9,7 @@ use crate::repo::dictionary::{DictCache, DictId, Loaded};
 use crate::repo::id::{BlobId, Id, KeyId, SnapshotId, TreeId};
 use crate::repo::indexfile::{self, PackEntries};
 use crate::repo::key::{KdfParams, KeyError, KeyFile};
-use crate::repo::lock::{LockError, LockGuard, LockMode};
+use crate::repo::lock::{self, LockError, LockGuard, LockMode};
 use crate::repo::locked::Locked;
 use crate::repo::pack::{BlobEntry, PackFormat};
 use crate::repo::pin::{LocalState, PinError};
@@ -326,6 +326,26 @@ impl Repository {
         }
         self.backend.remove(Kind::Key, &id.0.to_hex())?;
         Ok(())
+    }
+
+    /// Replaces the key this repository was opened with by a new one for `password`: the new
+    /// key file is written before the old one is removed, so a crash between leaves both.
+    pub fn change_password(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let id = self.add_key(password, kdf)?;
+        self.backend.remove(Kind::Key, &self.key_id.0.to_hex())?;
+        Ok(id)
+    }
+
+    /// Removes stale locks (every lock with `all`), judging staleness with what this machine
+    /// saw of them, kept below `cache` (see `lock::Judge`).
+    pub fn unlock(&self, all: bool, cache: Option<&Path>) -> Result<lock::Unlocked> {
+        let sightings = self.lock_sightings(cache);
+        Ok(lock::remove_stale(
+            self.backend.as_ref(),
+            &self.key,
+            all,
+            sightings.as_deref(),
+        )?)
     }
 
     /// Checks a key file against the master key: altered, or (from version 3 on) without
