@@ -15,7 +15,9 @@
 //! - [`mount`]: snapshots as a FUSE filesystem;
 //! - [`observer`], [`cancel`], [`errors`]: how an operation reports, is stopped, and fails.
 //!
-//! The names a front end needs most are re-exported here.
+//! The names a front end needs most are re-exported here. Modules only the engine uses are
+//! `pub(crate)`, and `unreachable_pub` keeps their items from claiming more.
+#![warn(unreachable_pub)]
 pub mod backend;
 pub mod cancel;
 pub mod errors;

@@ -142,7 +142,7 @@ pub(crate) mod contract {
     //! One test suite that every backend runs.
     use super::*;
 
-    pub fn run(b: &dyn Backend) {
+    pub(crate) fn run(b: &dyn Backend) {
         b.create().unwrap();
         put_get_range_list_remove(b);
         put_is_create_only(b);

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The type of a mounted entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     File,
     Dir,
     Symlink,
@@ -19,7 +19,7 @@ pub enum Kind {
 
 /// The attributes of a mounted entry, as `stat` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
+pub(super) struct Attr {
     pub ino: u64,
     pub size: u64,
     /// 512-byte blocks.
@@ -40,7 +40,7 @@ pub struct Attr {
 /// The preferred I/O size reported to programs: the chunker's average chunk.
 const BLOCK_SIZE: u32 = 1 << 20;
 
-pub fn node_kind(node: &Node) -> Kind {
+pub(super) fn node_kind(node: &Node) -> Kind {
     match node.kind {
         NodeKind::File { .. } => Kind::File,
         NodeKind::Dir { .. } => Kind::Dir,
@@ -54,7 +54,7 @@ pub fn node_kind(node: &Node) -> Kind {
 
 /// The attributes of a tree node, as recorded at backup time. A file's size is the sum of
 /// its chunks (what reads return); a hard-linked file keeps its recorded link count.
-pub fn node_attr(ino: u64, node: &Node) -> Attr {
+pub(super) fn node_attr(ino: u64, node: &Node) -> Attr {
     let size = match &node.kind {
         NodeKind::File { content } => content.iter().map(|c| u64::from(c.len)).sum(),
         NodeKind::Symlink { target } => target.len() as u64,
@@ -83,7 +83,7 @@ pub fn node_attr(ino: u64, node: &Node) -> Attr {
 }
 
 /// A snapshot's directory: read-only, owned by who made the backup, dated by the snapshot.
-pub fn snapshot_attr(ino: u64, snap: &Snapshot) -> Attr {
+pub(super) fn snapshot_attr(ino: u64, snap: &Snapshot) -> Attr {
     let mut attr = generated_attr(ino, Kind::Dir, 0, &snap.time);
     attr.uid = snap.uid;
     attr.gid = snap.gid;
@@ -91,7 +91,7 @@ pub fn snapshot_attr(ino: u64, snap: &Snapshot) -> Attr {
 }
 
 /// A generated directory or symlink (of `size` bytes): read-only, owned by the mounting user.
-pub fn generated_attr(ino: u64, kind: Kind, size: u64, time: &DateTime<Utc>) -> Attr {
+pub(super) fn generated_attr(ino: u64, kind: Kind, size: u64, time: &DateTime<Utc>) -> Attr {
     let time = system_time(Timespec {
         sec: time.timestamp(),
         nsec: time.timestamp_subsec_nanos(),
@@ -119,7 +119,7 @@ pub fn generated_attr(ino: u64, kind: Kind, size: u64, time: &DateTime<Utc>) -> 
 
 /// Seconds and nanoseconds since 1970 (negative before) as a `SystemTime`; out-of-range
 /// values become 1970.
-pub fn system_time(t: Timespec) -> SystemTime {
+pub(super) fn system_time(t: Timespec) -> SystemTime {
     let whole = match t.sec >= 0 {
         true => UNIX_EPOCH.checked_add(Duration::from_secs(t.sec as u64)),
         false => UNIX_EPOCH.checked_sub(Duration::from_secs(t.sec.unsigned_abs())),

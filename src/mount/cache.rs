@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// A fetch's result, shared by everyone who waited for it.
-pub type Fetched<V> = Result<V, Arc<RepoError>>;
+pub(super) type Fetched<V> = Result<V, Arc<RepoError>>;
 
 type Flight<V> = Arc<OnceLock<Fetched<V>>>;
 
-pub struct Cache<V> {
+pub(super) struct Cache<V> {
     budget: u64,
     weigh: fn(&V) -> u64,
     lru: Mutex<Lru<V>>,
@@ -38,7 +38,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<V: Clone> Cache<V> {
     /// A cache holding up to `budget` bytes as measured by `weigh` (but always the newest entry).
-    pub fn new(budget: u64, weigh: fn(&V) -> u64) -> Cache<V> {
+    pub(super) fn new(budget: u64, weigh: fn(&V) -> u64) -> Cache<V> {
         Cache {
             budget,
             weigh,
@@ -54,7 +54,11 @@ impl<V: Clone> Cache<V> {
 
     /// The cached value of `id`, or the result of `fetch` (run once however many threads ask
     /// at the same time). Errors are handed to the waiting callers but not cached.
-    pub fn get(&self, id: BlobId, fetch: impl FnOnce() -> Result<V, RepoError>) -> Fetched<V> {
+    pub(super) fn get(
+        &self,
+        id: BlobId,
+        fetch: impl FnOnce() -> Result<V, RepoError>,
+    ) -> Fetched<V> {
         if let Some(v) = lock(&self.lru).touch(&id) {
             return Ok(v);
         }
@@ -76,13 +80,13 @@ impl<V: Clone> Cache<V> {
     }
 
     /// Whether `id` is cached or being fetched.
-    pub fn has(&self, id: &BlobId) -> bool {
+    pub(super) fn has(&self, id: &BlobId) -> bool {
         lock(&self.lru).entries.contains_key(id) || lock(&self.flights).contains_key(id)
     }
 
     /// Total weight of the cached entries.
     #[cfg(test)]
-    pub fn weight(&self) -> u64 {
+    pub(super) fn weight(&self) -> u64 {
         lock(&self.lru).weight
     }
 

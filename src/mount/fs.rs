@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-pub struct MountFs(pub Arc<State>);
+pub(super) struct MountFs(pub Arc<State>);
 
 fn errno(e: FsError) -> Errno {
     match e {

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The root directory of the mount.
-pub const ROOT: u64 = 1;
+pub(super) const ROOT: u64 = 1;
 
 /// What an inode stands for.
 #[derive(Debug)]
-pub enum Entry {
+pub(super) enum Entry {
     /// A directory or symlink of the generated layout, by its path from the mount's root.
     Virtual { parent: u64, path: Vec<String> },
     /// An entry of a snapshot's tree; `view` is the inode of the snapshot directory above it.
@@ -19,7 +19,7 @@ pub enum Entry {
 }
 
 impl Entry {
-    pub fn parent(&self) -> u64 {
+    pub(super) fn parent(&self) -> u64 {
         match self {
             Entry::Virtual { parent, .. } | Entry::Node { parent, .. } => *parent,
         }
@@ -27,13 +27,13 @@ impl Entry {
 }
 
 /// The inode of `name` in directory `parent`.
-pub fn child_ino(parent: u64, name: &[u8]) -> u64 {
+pub(super) fn child_ino(parent: u64, name: &[u8]) -> u64 {
     hash(&[b"child", &parent.to_le_bytes(), name])
 }
 
 /// The inode of a tree node below the snapshot directory `view`: hard-linked files (more than
 /// one link when backed up) share one inode per original inode, as they did on disk.
-pub fn node_ino(parent: u64, view: u64, node: &Node) -> u64 {
+pub(super) fn node_ino(parent: u64, view: u64, node: &Node) -> u64 {
     match node.kind {
         NodeKind::File { .. } if node.links > 1 => hash(&[
             b"link",
@@ -57,12 +57,12 @@ fn hash(parts: &[&[u8]]) -> u64 {
 }
 
 /// The entries the kernel holds references to, with their lookup counts.
-pub struct Inodes {
+pub(super) struct Inodes {
     known: Mutex<HashMap<u64, (Arc<Entry>, u64)>>,
 }
 
 impl Inodes {
-    pub fn new() -> Inodes {
+    pub(super) fn new() -> Inodes {
         let root = Entry::Virtual {
             parent: ROOT,
             path: Vec::new(),
@@ -77,12 +77,12 @@ impl Inodes {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, ino: u64) -> Option<Arc<Entry>> {
+    pub(super) fn get(&self, ino: u64) -> Option<Arc<Entry>> {
         self.lock().get(&ino).map(|(e, _)| e.clone())
     }
 
     /// Records one more kernel reference to `ino` (made by `make` if it is new).
-    pub fn remember(&self, ino: u64, make: impl FnOnce() -> Entry) -> Arc<Entry> {
+    pub(super) fn remember(&self, ino: u64, make: impl FnOnce() -> Entry) -> Arc<Entry> {
         let mut known = self.lock();
         let slot = known.entry(ino).or_insert_with(|| (Arc::new(make()), 0));
         slot.1 += 1;
@@ -90,7 +90,7 @@ impl Inodes {
     }
 
     /// The kernel dropped `count` references; the entry goes with the last one (never the root).
-    pub fn forget(&self, ino: u64, count: u64) {
+    pub(super) fn forget(&self, ino: u64, count: u64) {
         let mut known = self.lock();
         let gone = match known.get_mut(&ino) {
             Some(slot) => {

@@ -12,7 +12,7 @@ pub const LATEST: &str = "latest";
 
 /// One entry of the generated layout.
 #[derive(Debug)]
-pub enum VEntry {
+pub(super) enum VEntry {
     Dir(BTreeMap<String, VEntry>),
     /// A symlink with this (relative) target.
     Link(String),
@@ -21,7 +21,7 @@ pub enum VEntry {
 }
 
 #[derive(Debug)]
-pub struct Layout {
+pub(super) struct Layout {
     pub root: VEntry,
     /// When the layout was built: the time of the generated directories.
     pub built: DateTime<Utc>,
@@ -29,7 +29,7 @@ pub struct Layout {
 
 impl Layout {
     /// The layout for `snapshots` (oldest first).
-    pub fn build(snapshots: &[&(SnapshotId, Snapshot)]) -> Layout {
+    pub(super) fn build(snapshots: &[&(SnapshotId, Snapshot)]) -> Layout {
         let shared: Vec<_> = snapshots.iter().map(|s| Arc::new((*s).clone())).collect();
         let mut ids = BTreeMap::new();
         let mut hosts: BTreeMap<String, Vec<_>> = BTreeMap::new();
@@ -57,7 +57,7 @@ impl Layout {
     }
 
     /// The entry at `path` (components from the root).
-    pub fn get(&self, path: &[String]) -> Option<&VEntry> {
+    pub(super) fn get(&self, path: &[String]) -> Option<&VEntry> {
         path.iter().try_fold(&self.root, |entry, name| match entry {
             VEntry::Dir(children) => children.get(name),
             _ => None,
@@ -65,7 +65,7 @@ impl Layout {
     }
 
     /// The number of snapshots shown.
-    pub fn snapshot_count(&self) -> usize {
+    pub(super) fn snapshot_count(&self) -> usize {
         match self.get(&["ids".to_string()]) {
             Some(VEntry::Dir(ids)) => ids.len(),
             _ => 0,

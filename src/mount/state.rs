@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-pub type Result<T> = std::result::Result<T, FsError>;
+pub(super) type Result<T> = std::result::Result<T, FsError>;
 
 /// Why a request on the mounted tree failed; the FUSE layer answers with the matching errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum FsError {
+pub(super) enum FsError {
     #[error("no such entry")]
     NotFound,
     #[error("not a directory")]
@@ -39,9 +39,9 @@ pub enum FsError {
 }
 
 /// How long the kernel may keep names and attributes of snapshot contents (they never change).
-pub const CONTENT_TTL: Duration = Duration::from_secs(3600);
+pub(super) const CONTENT_TTL: Duration = Duration::from_secs(3600);
 /// … and of the generated directories, which change when new snapshots appear.
-pub const LAYOUT_TTL: Duration = Duration::from_secs(1);
+pub(super) const LAYOUT_TTL: Duration = Duration::from_secs(1);
 /// Memory for decoded trees (directory listings), besides the file-chunk budget.
 const TREE_CACHE_BYTES: u64 = 64 << 20;
 
@@ -60,7 +60,7 @@ struct OpenFile {
 }
 
 /// Bytes read from a file: part of a cached chunk (not copied), or an assembled buffer.
-pub struct Bytes {
+pub(super) struct Bytes {
     buf: Arc<Vec<u8>>,
     range: Range<usize>,
 }
@@ -100,7 +100,7 @@ enum Listing {
 }
 
 /// One directory entry: its position, inode, type and name.
-pub type DirEntry<'a> = (usize, u64, Kind, &'a [u8]);
+pub(super) type DirEntry<'a> = (usize, u64, Kind, &'a [u8]);
 
 impl Listing {
     /// The entries from position `start` on. Positions count every entry (also names that
@@ -135,7 +135,7 @@ fn layout_kind(entry: &VEntry) -> Kind {
     }
 }
 
-pub struct State {
+pub(super) struct State {
     repo: Arc<IndexedRepo>,
     layout: RwLock<Arc<Layout>>,
     inodes: Inodes,
@@ -172,7 +172,7 @@ fn eio<E>(_: E) -> FsError {
 }
 
 impl State {
-    pub fn new(repo: Arc<IndexedRepo>, layout: Layout, cache_bytes: u64) -> State {
+    pub(super) fn new(repo: Arc<IndexedRepo>, layout: Layout, cache_bytes: u64) -> State {
         State {
             repo,
             layout: RwLock::new(Arc::new(layout)),
@@ -185,18 +185,18 @@ impl State {
         }
     }
 
-    pub fn repo(&self) -> &IndexedRepo {
+    pub(super) fn repo(&self) -> &IndexedRepo {
         &self.repo
     }
 
-    pub fn layout(&self) -> Arc<Layout> {
+    pub(super) fn layout(&self) -> Arc<Layout> {
         self.layout
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn set_layout(&self, layout: Layout) {
+    pub(super) fn set_layout(&self, layout: Layout) {
         *self.layout.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(layout);
     }
 
@@ -237,7 +237,7 @@ impl State {
     }
 
     /// The attributes of `ino` and how long the kernel may keep them.
-    pub fn getattr(&self, ino: u64) -> Result<(Attr, Duration)> {
+    pub(super) fn getattr(&self, ino: u64) -> Result<(Attr, Duration)> {
         self.attr(ino, &*self.entry(ino)?)
     }
 
@@ -256,7 +256,7 @@ impl State {
     }
 
     /// Finds `name` in directory `parent`; the kernel now holds one more reference to it.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Attr, Duration)> {
+    pub(super) fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Attr, Duration)> {
         let (ino, child) = match self.listing(parent, &*self.entry(parent)?)? {
             Listing::Layout { layout, mut path } => {
                 let name = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
@@ -277,13 +277,13 @@ impl State {
         Ok(attr)
     }
 
-    pub fn forget(&self, ino: u64, count: u64) {
+    pub(super) fn forget(&self, ino: u64, count: u64) {
         self.inodes.forget(ino, count);
     }
 
     /// Calls `add(inode, next offset, type, name)` for the entries of directory `ino` from
     /// `offset` on (`.` and `..` first) until it returns true (the reply is full).
-    pub fn readdir(
+    pub(super) fn readdir(
         &self,
         ino: u64,
         offset: u64,
@@ -306,7 +306,7 @@ impl State {
         Ok(())
     }
 
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+    pub(super) fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let path = match &*self.entry(ino)? {
             Entry::Node {
                 node:
@@ -327,7 +327,7 @@ impl State {
     }
 
     /// Opens file `ino` for reading; returns the handle.
-    pub fn open(&self, ino: u64) -> Result<u64> {
+    pub(super) fn open(&self, ino: u64) -> Result<u64> {
         let entry = self.entry(ino)?;
         let Entry::Node { node, .. } = &*entry else {
             return Err(FsError::IsADirectory);
@@ -345,12 +345,12 @@ impl State {
         Ok(handle)
     }
 
-    pub fn release(&self, handle: u64) {
+    pub(super) fn release(&self, handle: u64) {
         lock(&self.files).remove(&handle);
     }
 
     /// Up to `size` bytes from `offset` of the open file `handle`.
-    pub fn read(self: &Arc<Self>, handle: u64, offset: u64, size: u32) -> Result<Bytes> {
+    pub(super) fn read(self: &Arc<Self>, handle: u64, offset: u64, size: u32) -> Result<Bytes> {
         let file = lock(&self.files)
             .get(&handle)
             .cloned()
@@ -403,7 +403,7 @@ impl State {
     }
 
     /// The extended attribute `name` of `ino`.
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         let entry = self.entry(ino)?;
         let Entry::Node { node, .. } = &*entry else {
             return Err(FsError::NoAttribute);
@@ -413,7 +413,7 @@ impl State {
     }
 
     /// The names of the extended attributes of `ino`, each followed by a NUL byte.
-    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+    pub(super) fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let entry = self.entry(ino)?;
         let mut names = Vec::new();
         if let Entry::Node { node, .. } = &*entry {

@@ -806,7 +806,7 @@ pub(crate) mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
-    pub fn snapshot_of(tree: TreeId) -> Snapshot {
+    pub(crate) fn snapshot_of(tree: TreeId) -> Snapshot {
         let json = serde_json::json!({"time": "2020-01-01T00:00:00Z", "host": "h",
             "username": "u", "uid": 0, "gid": 0, "paths": ["/x"], "tree": tree,
             "program_version": "t"});

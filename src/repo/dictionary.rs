@@ -262,7 +262,7 @@ pub fn list(backend: &dyn Backend) -> Result<HashMap<DictId, Vec<Id>>, BackendEr
 mod tests {
     use super::*;
 
-    pub fn sample_dictionary() -> Dictionary {
+    pub(super) fn sample_dictionary() -> Dictionary {
         let samples: Vec<Vec<u8>> = (0..400u32)
             .map(|i| {
                 format!(

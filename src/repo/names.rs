@@ -2,7 +2,7 @@
 //! string when the bytes are UTF-8, otherwise an array of byte values.
 use serde::{Deserializer, Serializer};
 
-pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     match std::str::from_utf8(b) {
         Ok(text) if s.is_human_readable() => s.serialize_str(text),
         _ if s.is_human_readable() => s.collect_seq(b),
@@ -10,6 +10,6 @@ pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     serde_bytes::deserialize::<serde_bytes::ByteBuf, D>(d).map(|b| b.into_vec())
 }

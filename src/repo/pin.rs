@@ -24,12 +24,12 @@ pub enum PinError {
 const PIN_CONTEXT: &str = "strata 2026 cache config pin";
 
 /// The cache of one client: `dir` is the cache root (`--cache-dir`).
-pub struct LocalState<'a> {
+pub(crate) struct LocalState<'a> {
     dir: &'a Path,
 }
 
 impl<'a> LocalState<'a> {
-    pub fn new(dir: &'a Path) -> LocalState<'a> {
+    pub(crate) fn new(dir: &'a Path) -> LocalState<'a> {
         LocalState { dir }
     }
 
@@ -42,7 +42,7 @@ impl<'a> LocalState<'a> {
 
     /// Accepts `config` if it is the one pinned, or the pinned one at a higher format
     /// version (a migration); pins it on first use. Anything else is refused.
-    pub fn check_config(&self, key: &MasterKey, config: &Config) -> Result<(), PinError> {
+    pub(crate) fn check_config(&self, key: &MasterKey, config: &Config) -> Result<(), PinError> {
         let path = self.pin_path(key);
         let pinned: Option<Config> = std::fs::read(&path)
             .ok()
@@ -63,12 +63,12 @@ impl<'a> LocalState<'a> {
     }
 
     /// The name of the key file that last opened the repository at `location`.
-    pub fn remembered_key(&self, location: &str) -> Option<String> {
+    pub(crate) fn remembered_key(&self, location: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.key_hint_path(location)).ok()?;
         Some(text.trim().to_string())
     }
 
-    pub fn remember_key(&self, location: &str, name: &str) -> Result<(), PinError> {
+    pub(crate) fn remember_key(&self, location: &str, name: &str) -> Result<(), PinError> {
         let path = self.key_hint_path(location);
         if self.remembered_key(location).as_deref() == Some(name) {
             return Ok(());

@@ -740,7 +740,7 @@ pub(crate) mod tests {
     use crate::backend::local::LocalBackend;
     use crate::repo::config::ChunkerParams;
 
-    pub fn test_repo(dir: &Path) -> Repository {
+    pub(crate) fn test_repo(dir: &Path) -> Repository {
         let backend = Arc::new(LocalBackend::new(dir.join("repo")));
         let config = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
         Repository::init(backend, b"pw", config, KdfParams::new(64, 1)).unwrap()

@@ -167,7 +167,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::repo::id::Id;
 
-    pub fn file_node(name: &[u8], chunks: &[u32]) -> Node {
+    pub(crate) fn file_node(name: &[u8], chunks: &[u32]) -> Node {
         let content = chunks
             .iter()
             .map(|&len| ChunkRef {
@@ -194,7 +194,7 @@ pub(crate) mod tests {
     }
 
     /// A file node whose content is the given (blob, length) chunks.
-    pub fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
+    pub(crate) fn file_of(name: &str, chunks: &[(BlobId, usize)]) -> Node {
         let mut node = file_node(name.as_bytes(), &[]);
         let content = chunks.iter().map(|&(id, len)| ChunkRef {
             id,
@@ -207,7 +207,7 @@ pub(crate) mod tests {
         node
     }
 
-    pub fn dir_of(name: &str, subtree: TreeId) -> Node {
+    pub(crate) fn dir_of(name: &str, subtree: TreeId) -> Node {
         let mut node = file_node(name.as_bytes(), &[]);
         node.kind = NodeKind::Dir { subtree };
         node

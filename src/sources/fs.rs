@@ -30,69 +30,69 @@ impl From<SourceError> for std::io::Error {
     }
 }
 
-pub type Result<T> = std::result::Result<T, SourceError>;
+pub(crate) type Result<T> = std::result::Result<T, SourceError>;
 
 /// What `lstat` (or `fstat`) said about an entry.
 #[derive(Clone, Copy, Debug)]
-pub struct Stat(rfs::Stat);
+pub(crate) struct Stat(rfs::Stat);
 
 impl Stat {
-    pub fn file_type(&self) -> FileType {
+    pub(crate) fn file_type(&self) -> FileType {
         FileType::from_raw_mode(self.0.st_mode)
     }
 
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.file_type() == FileType::Directory
     }
 
-    pub fn is_file(&self) -> bool {
+    pub(crate) fn is_file(&self) -> bool {
         self.file_type() == FileType::RegularFile
     }
 
-    pub fn dev(&self) -> u64 {
+    pub(crate) fn dev(&self) -> u64 {
         self.0.st_dev
     }
 
-    pub fn ino(&self) -> u64 {
+    pub(crate) fn ino(&self) -> u64 {
         self.0.st_ino
     }
 
-    pub fn mode(&self) -> u32 {
+    pub(crate) fn mode(&self) -> u32 {
         self.0.st_mode
     }
 
-    pub fn uid(&self) -> u32 {
+    pub(crate) fn uid(&self) -> u32 {
         self.0.st_uid
     }
 
-    pub fn gid(&self) -> u32 {
+    pub(crate) fn gid(&self) -> u32 {
         self.0.st_gid
     }
 
-    pub fn nlink(&self) -> u64 {
+    pub(crate) fn nlink(&self) -> u64 {
         self.0.st_nlink
     }
 
-    pub fn rdev(&self) -> u64 {
+    pub(crate) fn rdev(&self) -> u64 {
         self.0.st_rdev
     }
 
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.0.st_size as u64
     }
 
     /// Seconds and nanoseconds.
-    pub fn mtime(&self) -> (i64, i64) {
+    pub(crate) fn mtime(&self) -> (i64, i64) {
         (self.0.st_mtime, self.0.st_mtime_nsec as i64)
     }
 
     /// Seconds and nanoseconds.
-    pub fn ctime(&self) -> (i64, i64) {
+    pub(crate) fn ctime(&self) -> (i64, i64) {
         (self.0.st_ctime, self.0.st_ctime_nsec as i64)
     }
 
     /// The same inode, of the same type: what was opened is what was examined.
-    pub fn same_entry(&self, other: &Stat) -> bool {
+    pub(crate) fn same_entry(&self, other: &Stat) -> bool {
         (self.dev(), self.ino(), self.file_type()) == (other.dev(), other.ino(), other.file_type())
     }
 }
@@ -104,14 +104,14 @@ fn safe_flags() -> OFlags {
 }
 
 /// An open directory of the backup source.
-pub struct SourceDir {
+pub(crate) struct SourceDir {
     fd: OwnedFd,
 }
 
 impl SourceDir {
     /// The directory at `path` as the user named it (symlinks in it are followed), with what
     /// `fstat` says about it. For the directories above the backup paths only.
-    pub fn open_named(path: &Path) -> Result<(SourceDir, Stat)> {
+    pub(crate) fn open_named(path: &Path) -> Result<(SourceDir, Stat)> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOCTTY | OFlags::CLOEXEC;
         let fd = rfs::open(path, flags, Mode::empty())?;
         let stat = Stat(rfs::fstat(&fd)?);
@@ -120,7 +120,7 @@ impl SourceDir {
 
     /// The subdirectory `name` as the user named it: like [`SourceDir::open_named`], one level
     /// down.
-    pub fn open_named_child(&self, name: &[u8]) -> Result<(SourceDir, Stat)> {
+    pub(crate) fn open_named_child(&self, name: &[u8]) -> Result<(SourceDir, Stat)> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOCTTY | OFlags::CLOEXEC;
         let fd = rfs::openat(&self.fd, OsStr::from_bytes(name), flags, Mode::empty())?;
         let stat = Stat(rfs::fstat(&fd)?);
@@ -128,13 +128,13 @@ impl SourceDir {
     }
 
     /// `lstat` of the entry `name`.
-    pub fn stat(&self, name: &[u8]) -> Result<Stat> {
+    pub(crate) fn stat(&self, name: &[u8]) -> Result<Stat> {
         let st = rfs::statat(&self.fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(Stat(st))
     }
 
     /// The subdirectory `name`, which must still be the directory `seen` describes.
-    pub fn open_dir(&self, name: &[u8], seen: &Stat) -> Result<SourceDir> {
+    pub(crate) fn open_dir(&self, name: &[u8], seen: &Stat) -> Result<SourceDir> {
         if !seen.is_dir() {
             return Err(SourceError::Changed);
         }
@@ -143,7 +143,7 @@ impl SourceDir {
     }
 
     /// The regular file `name` for reading, which must still be the file `seen` describes.
-    pub fn open_file(&self, name: &[u8], seen: &Stat) -> Result<File> {
+    pub(crate) fn open_file(&self, name: &[u8], seen: &Stat) -> Result<File> {
         if !seen.is_file() {
             return Err(SourceError::NotRegular);
         }
@@ -161,7 +161,7 @@ impl SourceDir {
     }
 
     /// The target of the symlink `name` (`EINVAL`: it is no longer a symlink).
-    pub fn read_link(&self, name: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn read_link(&self, name: &[u8]) -> Result<Vec<u8>> {
         match rfs::readlinkat(&self.fd, OsStr::from_bytes(name), Vec::new()) {
             Ok(target) => Ok(target.into_bytes()),
             Err(rustix::io::Errno::INVAL) => Err(SourceError::Changed),
@@ -170,7 +170,7 @@ impl SourceDir {
     }
 
     /// The names in this directory, without `.` and `..`, sorted.
-    pub fn names(&self) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn names(&self) -> Result<Vec<Vec<u8>>> {
         let mut buf = vec![MaybeUninit::uninit(); 64 << 10];
         let mut entries = RawDir::new(self.fd.as_fd(), &mut buf);
         let mut names = Vec::new();
@@ -206,7 +206,7 @@ fn blocking(fd: OwnedFd) -> Result<File> {
 /// Raises the soft limit on open files to the hard limit: a walk holds one descriptor per
 /// directory level it is inside, on every thread. Best effort: the walk reports any entry it
 /// then cannot open.
-pub fn raise_open_file_limit() {
+pub(crate) fn raise_open_file_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {

@@ -1,3 +1,3 @@
 //! Sources other than files that a snapshot can hold (see `archiver::TreeSource`).
-pub mod fs;
+pub(crate) mod fs;
 pub mod mongodb;

@@ -205,7 +205,7 @@ mod tests {
     use super::*;
 
     /// Deterministic pseudo-random bytes (splitmix64).
-    pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    pub(super) fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut state = seed;
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {

@@ -2,6 +2,6 @@
 //! packing (with dictionary training), repacking, and rewriting trees.
 pub mod chunker;
 pub mod packer;
-pub mod repacker;
-pub mod rewrite;
+pub(crate) mod repacker;
+pub(crate) mod rewrite;
 pub mod trainer;

@@ -448,14 +448,14 @@ pub(crate) mod tests {
 
     /// A fresh repository with small packs, indexed in memory (lock it with
     /// `crate::repo::locked::exclusive` to write).
-    pub fn indexed_repo(dir: &Path, pack_size: u32) -> IndexedRepo {
+    pub(crate) fn indexed_repo(dir: &Path, pack_size: u32) -> IndexedRepo {
         let backend = Arc::new(LocalBackend::new(dir.join("repo")));
         let config = Config::new(ChunkerParams::FILES, pack_size, 3);
         let repo = Repository::init(backend, b"pw", config, KdfParams::new(64, 1)).unwrap();
         repo.open_index(None).unwrap()
     }
 
-    pub fn random_blob(seed: u32) -> Vec<u8> {
+    pub(crate) fn random_blob(seed: u32) -> Vec<u8> {
         let mut out = vec![0u8; 1000];
         blake3::Hasher::new()
             .update(&seed.to_le_bytes())

@@ -10,14 +10,14 @@ use crate::repo::repository::{IndexedRepo, RepoError, Result};
 
 /// Collects verified blobs into packs of the repository's pack size and format and writes
 /// them.
-pub struct Repacker<'r> {
+pub(crate) struct Repacker<'r> {
     lock: &'r Locked<'r, IndexedRepo>,
     builder: PackBuilder,
     written: Vec<(PackEntries, u64)>,
 }
 
 impl<'r> Repacker<'r> {
-    pub fn new(lock: &'r Locked<'r, IndexedRepo>) -> Repacker<'r> {
+    pub(crate) fn new(lock: &'r Locked<'r, IndexedRepo>) -> Repacker<'r> {
         Repacker {
             lock,
             builder: PackBuilder::new(PackFormat::for_version(lock.config().version)),
@@ -27,7 +27,7 @@ impl<'r> Repacker<'r> {
 
     /// Verifies the blob `e` inside `pack_bytes` (the pack named `pack`, of `format`) and
     /// queues it; a blob that fails verification is an error naming it.
-    pub fn copy(
+    pub(crate) fn copy(
         &mut self,
         pack: &str,
         format: PackFormat,
@@ -68,7 +68,7 @@ impl<'r> Repacker<'r> {
     }
 
     /// Writes what is queued; returns every pack written with its index entries and size.
-    pub fn finish(mut self) -> Result<Vec<(PackEntries, u64)>> {
+    pub(crate) fn finish(mut self) -> Result<Vec<(PackEntries, u64)>> {
         if !self.builder.is_empty() {
             self.write()?;
         }

@@ -7,7 +7,7 @@ use crate::repo::tree::Node;
 use std::collections::{HashMap, HashSet};
 
 /// What a tree stands for before its entries are rewritten.
-pub enum Opened<F, D> {
+pub(crate) enum Opened<F, D> {
     /// Its entries (in order) to rewrite, and the state that collects them.
     Tree(F, Vec<Node>),
     /// It is not rewritten (it could not be loaded, say): this stands for it.
@@ -17,7 +17,7 @@ pub enum Opened<F, D> {
 /// What a rewrite does at each tree. For every distinct tree [`rewrite`] calls `open`, then
 /// for each entry in order `leaf` (not a directory) or `subtree` (a directory, once its tree
 /// is rewritten), then `finish`.
-pub trait Rewriter {
+pub(crate) trait Rewriter {
     /// The state of a tree being rewritten.
     type Frame;
     /// What a rewritten tree gives; kept for every later place the tree appears.
@@ -49,7 +49,7 @@ struct Frame<F> {
 /// Rewrites the trees below `root` with `rw`, each distinct tree once: `memo` keeps what each
 /// gave (trees it already holds are not visited again, so it can be shared between roots). A
 /// tree met again below itself gives what `rw.cycle` says, which is not kept.
-pub fn rewrite<R: Rewriter>(
+pub(crate) fn rewrite<R: Rewriter>(
     rw: &mut R,
     root: TreeId,
     memo: &mut HashMap<TreeId, R::Done>,

@@ -407,7 +407,7 @@ pub(crate) mod tests {
     use crate::repo::crypto::MasterKey;
 
     /// Small text files of one "project": shared boilerplate, varying words.
-    pub fn text_file(kind: u32, i: u32) -> Vec<u8> {
+    pub(crate) fn text_file(kind: u32, i: u32) -> Vec<u8> {
         let words = match kind {
             0 => ["function", "return", "variable", "module", "struct", "impl"],
             1 => ["Mountain", "river", "valley", "forest", "meadow", "glacier"],

@@ -23,7 +23,7 @@ struct Sighting {
 }
 
 /// First sightings of lock objects, loaded from (and saved to) `file` when there is one.
-pub struct Sightings {
+pub(super) struct Sightings {
     file: Option<PathBuf>,
     stored: Stored,
 }
@@ -32,7 +32,7 @@ impl Sightings {
     /// The sightings kept in `file` during boot `boot`; none when the file is missing,
     /// unreadable or from another boot. Without a boot identity nothing is kept, since
     /// sightings from before a reboot could not be told apart.
-    pub fn load(file: Option<PathBuf>, boot: &str) -> Sightings {
+    pub(super) fn load(file: Option<PathBuf>, boot: &str) -> Sightings {
         let file = file.filter(|_| !boot.is_empty());
         let stored = file
             .as_ref()
@@ -48,7 +48,12 @@ impl Sightings {
 
     /// How long the object `name` has held `content` as far as we saw, at `now` on the boot
     /// clock; a new name or changed content counts as first seen now.
-    pub fn unchanged_for(&mut self, name: &str, content: &blake3::Hash, now: Duration) -> Duration {
+    pub(super) fn unchanged_for(
+        &mut self,
+        name: &str,
+        content: &blake3::Hash,
+        now: Duration,
+    ) -> Duration {
         let content = content.to_hex().to_string();
         let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
         let first = Sighting {
@@ -70,7 +75,7 @@ impl Sightings {
     /// Forgets objects not in `present` and writes the file. Best effort: a sighting lost
     /// (to a full disk, or to another process saving at the same time) only makes a lock
     /// take longer to count as stale.
-    pub fn save(&mut self, present: &[&str]) {
+    pub(super) fn save(&mut self, present: &[&str]) {
         self.stored
             .seen
             .retain(|name, _| present.contains(&name.as_str()));
