@@ -143,23 +143,37 @@ pub fn read_ahead_window() -> usize {
     rayon::current_num_threads().max(2) * 2
 }
 
-/// Writes a file's whole content to `out`, fetching a few chunks in parallel ahead.
+/// The chunks of a file (its `content`) in order, for a sequential reader: fetched
+/// [`read_ahead_window`] at a time in parallel, each checked against the length its tree
+/// gives it.
+pub fn chunks<'a>(
+    repo: &'a IndexedRepo,
+    content: &'a [ChunkRef],
+) -> impl Iterator<Item = Result<Vec<u8>>> + 'a {
+    content.chunks(read_ahead_window()).flat_map(move |window| {
+        let fetched: Vec<Result<Vec<u8>>> = window
+            .par_iter()
+            .map(|c| {
+                let blob = repo.read_blob(&c.id)?;
+                chunk_range(blob.len(), c, 0, 0..0)?;
+                Ok(blob)
+            })
+            .collect();
+        fetched
+    })
+}
+
+/// Writes a file's whole content to `out` (see [`chunks`]).
 pub fn copy_file(
     repo: &IndexedRepo,
     node: &Node,
     out: &mut dyn Write,
 ) -> std::result::Result<u64, CopyError> {
-    let window = read_ahead_window();
     let mut written = 0u64;
-    for batch in node.content().chunks(window) {
-        let blobs: Vec<Vec<u8>> = batch
-            .par_iter()
-            .map(|c| repo.read_blob(&c.id))
-            .collect::<Result<_>>()?;
-        for b in blobs {
-            out.write_all(&b)?;
-            written += b.len() as u64;
-        }
+    for chunk in chunks(repo, node.content()) {
+        let chunk = chunk?;
+        out.write_all(&chunk)?;
+        written += chunk.len() as u64;
     }
     Ok(written)
 }
@@ -235,6 +249,32 @@ mod tests {
     use crate::repo::tree::{ChunkRef, Tree, tests::file_node};
     use crate::write::packer::Packer;
     use crate::write::packer::tests::{indexed_repo, random_blob};
+
+    #[test]
+    fn chunks_come_in_order_across_windows_and_a_wrong_length_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = indexed_repo(dir.path(), 1 << 20);
+        let lock = crate::repo::locked::exclusive(&repo);
+        let packer = Packer::new(&lock, false);
+        let n = read_ahead_window() * 2 + 1;
+        let blobs: Vec<Vec<u8>> = (0..n as u32).map(random_blob).collect();
+        let mut content: Vec<ChunkRef> = blobs
+            .iter()
+            .map(|b| ChunkRef {
+                id: packer.save(BlobType::Data, b).unwrap().0,
+                len: b.len() as u32,
+            })
+            .collect();
+        packer.flush().unwrap();
+        let read: Vec<Vec<u8>> = chunks(&repo, &content).map(Result::unwrap).collect();
+        assert_eq!(read, blobs);
+        content[n - 1].len += 1;
+        let last = chunks(&repo, &content).last().unwrap();
+        assert!(
+            matches!(last, Err(RepoError::Blob(BlobError::Length { .. }))),
+            "{last:?}"
+        );
+    }
 
     #[test]
     fn find_and_read_ranges() {

@@ -1,8 +1,10 @@
 //! Reading a `.bson` file of the snapshot (documents back to back) one chunk at a time and
-//! splitting it into documents, with memory bounded by a chunk plus one document.
+//! splitting it into documents, with memory bounded by a read-ahead window of chunks plus one
+//! document.
 use super::{MongoError, Result};
 use crate::repo::repository::IndexedRepo;
 use crate::repo::tree::Node;
+use crate::vfs;
 use bson::RawDocumentBuf;
 
 /// Largest document accepted: BSON's 16 MiB plus mongod's internal allowance.
@@ -63,8 +65,8 @@ pub fn for_each_batch(
         message,
     };
     let mut splitter = DocSplitter::default();
-    for chunk in node.content() {
-        let data = repo.read_blob(&chunk.id)?;
+    for data in vfs::chunks(repo, node.content()) {
+        let data = data?;
         let docs = splitter.feed(&data).map_err(damaged)?;
         if !docs.is_empty() {
             f(docs)?;
