@@ -7,12 +7,11 @@ use crate::cancel::Cancel;
 use crate::observer::{Counters, Observer, Phase};
 use crate::repo::dictionary;
 use crate::repo::id::{Id, PackId, SnapshotId};
-use crate::repo::indexfile::PackEntries;
+use crate::repo::indexfile::{IndexBatch, PackEntries};
 use crate::repo::locked::Locked;
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::snapshot::Snapshot;
 use crate::vfs;
-use crate::write::packer::INDEX_BATCH_BLOBS;
 use crate::write::repacker::Repacker;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -369,7 +368,7 @@ fn rewrite_index(
     repo: &Locked<'_, IndexedRepo>,
     files: &BTreeMap<String, Vec<(PackId, u64)>>,
     actions: &HashMap<PackId, Action>,
-    mut pending: Vec<PackEntries>,
+    new_packs: Vec<PackEntries>,
     report: &mut PruneReport,
 ) -> Result<Vec<String>> {
     let stale: Vec<String> = files
@@ -377,26 +376,29 @@ fn rewrite_index(
         .filter(|(_, packs)| packs.iter().any(|(p, _)| actions[p] != Action::Keep))
         .map(|(name, _)| name.clone())
         .collect();
+    let mut write = |packs: Vec<PackEntries>| -> Result<()> {
+        if !packs.is_empty() {
+            repo.save_index_file(&packs)?;
+            report.index_files_written += 1;
+        }
+        Ok(())
+    };
+    let mut batch = IndexBatch::default();
+    for full in new_packs.into_iter().filter_map(|p| batch.push(p)) {
+        write(full)?;
+    }
     let mut carried = HashSet::new();
-    let mut blobs = pending.iter().map(|p| p.blobs.len()).sum::<usize>();
     for name in &stale {
         for entries in repo.read_index_file(name)? {
             if actions[&entries.pack] != Action::Keep || !carried.insert(entries.pack) {
                 continue;
             }
-            blobs += entries.blobs.len();
-            pending.push(entries);
-            if blobs >= INDEX_BATCH_BLOBS {
-                repo.save_index_file(&std::mem::take(&mut pending))?;
-                report.index_files_written += 1;
-                blobs = 0;
+            if let Some(full) = batch.push(entries) {
+                write(full)?;
             }
         }
     }
-    if !pending.is_empty() {
-        repo.save_index_file(&pending)?;
-        report.index_files_written += 1;
-    }
+    write(batch.take())?;
     Ok(stale)
 }
 

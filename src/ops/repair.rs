@@ -3,7 +3,7 @@
 use crate::backend::{Entry, Kind};
 use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::repo::id::{BlobId, Id, PackId, SnapshotId, TreeId};
-use crate::repo::indexfile::PackEntries;
+use crate::repo::indexfile::{IndexBatch, PackEntries};
 use crate::repo::locked::Locked;
 use crate::repo::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
 use crate::repo::repository::{IndexedRepo, RepoError, Result};
@@ -11,7 +11,7 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::vfs::child_path;
 use crate::walk::{self, OverBudget};
-use crate::write::packer::{INDEX_BATCH_BLOBS, Packer};
+use crate::write::packer::Packer;
 use crate::write::repacker::Repacker;
 use crate::write::rewrite::{self, Opened, Rewriter};
 use rayon::prelude::*;
@@ -57,7 +57,7 @@ pub fn repair_index(
         ..Counters::default()
     });
     let mut report = IndexRepair::default();
-    let mut pending = Vec::new();
+    let mut to_index = IndexBatch::default();
     let mut unreadable = Vec::new();
     let mut rewrite = Vec::new();
     for batch in packs.chunks(HEADER_BATCH) {
@@ -72,20 +72,27 @@ pub fn repair_index(
                 ..Counters::default()
             });
             match result {
-                Ok((listing, damaged)) if damaged.is_empty() => pending.push(listing),
+                Ok((listing, damaged)) if damaged.is_empty() => {
+                    if let Some(full) = to_index.push(listing) {
+                        write_index(repo, full, &mut report)?;
+                    }
+                }
                 Ok((listing, damaged)) => {
                     report.damaged_blobs.extend(damaged);
                     rewrite.push(listing);
                 }
                 Err(reason) => unreadable.push((entry.name.clone(), reason)),
             }
-            flush_if_full(repo, &mut pending, &mut report, false)?;
         }
     }
     progress.phase(Phase::Indexing);
     rewrite.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
-    pending.extend(rewrite_packs(repo, &rewrite, &mut report)?);
-    flush_if_full(repo, &mut pending, &mut report, true)?;
+    for listing in rewrite_packs(repo, &rewrite, &mut report)? {
+        if let Some(full) = to_index.push(listing) {
+            write_index(repo, full, &mut report)?;
+        }
+    }
+    write_index(repo, to_index.take(), &mut report)?;
     report.unreadable_packs = unreadable;
     report.packs = packs.len() - report.unreadable_packs.len();
     repo.ensure_valid()?;
@@ -126,18 +133,16 @@ fn rewrite_packs(
     Ok(repacker.finish()?.into_iter().map(|(e, _)| e).collect())
 }
 
-fn flush_if_full(
+/// Writes an index file for `packs` (none for no packs), counting it in `report`.
+fn write_index(
     repo: &Locked<'_, IndexedRepo>,
-    pending: &mut Vec<PackEntries>,
+    packs: Vec<PackEntries>,
     report: &mut IndexRepair,
-    last: bool,
 ) -> Result<()> {
-    let blobs: usize = pending.iter().map(|p| p.blobs.len()).sum();
-    if blobs >= INDEX_BATCH_BLOBS || (last && !pending.is_empty()) {
-        repo.save_index_file(pending)?;
+    if !packs.is_empty() {
+        repo.save_index_file(&packs)?;
         report.index_files_written += 1;
-        report.blobs += blobs;
-        pending.clear();
+        report.blobs += packs.iter().map(|p| p.blobs.len()).sum::<usize>();
     }
     Ok(())
 }

@@ -109,11 +109,53 @@ fn decode_v3_pack(b: &[u8]) -> Result<(PackEntries, &[u8]), PackError> {
     Ok((p, after))
 }
 
+/// Written packs are indexed once this many of their blobs await an index file.
+pub(crate) const BATCH_BLOBS: usize = 50_000;
+
+/// Pack listings waiting for an index file, handed out a batch at a time: once they list
+/// [`BATCH_BLOBS`] blobs, and at the end whatever is left. Backup's packer, prune and
+/// repair write their index files in these batches.
+#[derive(Default)]
+pub(crate) struct IndexBatch {
+    packs: Vec<PackEntries>,
+    blobs: usize,
+}
+
+impl IndexBatch {
+    /// Adds a pack's listing; returns the batch to write when it is now full.
+    pub(crate) fn push(&mut self, pack: PackEntries) -> Option<Vec<PackEntries>> {
+        self.blobs += pack.blobs.len();
+        self.packs.push(pack);
+        (self.blobs >= BATCH_BLOBS).then(|| self.take())
+    }
+
+    /// Whatever is waiting (possibly nothing), emptying the batch.
+    pub(crate) fn take(&mut self) -> Vec<PackEntries> {
+        self.blobs = 0;
+        std::mem::take(&mut self.packs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::repo::blob::{BlobType, Compression};
     use crate::repo::id::BlobId;
+
+    #[test]
+    fn an_index_batch_fills_at_the_blob_count_and_hands_out_the_rest() {
+        let pack = |blobs: usize| PackEntries {
+            blobs: vec![packs(PackFormat::V3, None)[0].blobs[0]; blobs],
+            ..packs(PackFormat::V3, None).remove(0)
+        };
+        let mut batch = IndexBatch::default();
+        assert!(batch.push(pack(BATCH_BLOBS - 1)).is_none());
+        let full = batch.push(pack(1)).expect("full at BATCH_BLOBS");
+        assert_eq!(full.len(), 2);
+        assert!(batch.take().is_empty());
+        assert!(batch.push(pack(3)).is_none());
+        assert_eq!(batch.take().len(), 1);
+    }
 
     fn packs(format: PackFormat, length: Option<u64>) -> Vec<PackEntries> {
         let entry = BlobEntry {

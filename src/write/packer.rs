@@ -12,7 +12,7 @@ use crate::repo::blob::{self, BlobType, Compression, Sealed};
 use crate::repo::crypto::OVERHEAD;
 use crate::repo::dictionary::{self, DictId};
 use crate::repo::id::{BlobId, Id, TreeId};
-use crate::repo::indexfile::PackEntries;
+use crate::repo::indexfile::{IndexBatch, PackEntries};
 use crate::repo::locked::Locked;
 use crate::repo::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repo::repository::{IndexedRepo, Result};
@@ -21,9 +21,6 @@ use crate::write::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-/// Written packs are indexed once this many of their blobs await an index file.
-pub(crate) const INDEX_BATCH_BLOBS: usize = 50_000;
 
 /// Once this many blobs of a run turned out new, the packer loads a filter of the index's
 /// ids so that further new blobs cost no index query (a run adding nothing never loads it).
@@ -56,8 +53,7 @@ pub struct PackerStats {
 struct Unindexed {
     /// Blobs saved by this run that no index file lists yet (sealed or already in a pack).
     ids: HashSet<BlobId>,
-    packs: Vec<PackEntries>,
-    blobs_in_packs: usize,
+    packs: IndexBatch,
     filter: Filter,
 }
 
@@ -332,9 +328,7 @@ impl<'r> Packer<'r> {
         self.observer.add(Counters::packs(1));
         let batch = {
             let mut u = self.unindexed.lock().expect("packer lock");
-            u.blobs_in_packs += listing.blobs.len();
-            u.packs.push(listing);
-            (u.blobs_in_packs >= INDEX_BATCH_BLOBS).then(|| take_batch(&mut u))
+            u.packs.push(listing)
         };
         match batch {
             Some(packs) => self.write_index(packs),
@@ -376,7 +370,7 @@ impl<'r> Packer<'r> {
                 self.write_pack(builder)?;
             }
         }
-        let packs = take_batch(&mut self.unindexed.lock().expect("packer lock"));
+        let packs = self.unindexed.lock().expect("packer lock").packs.take();
         if !packs.is_empty() {
             self.write_index(packs)?;
         }
@@ -427,11 +421,6 @@ fn trainer_for(repo: &IndexedRepo, format: PackFormat, limits: Limits) -> Option
         }))
     });
     Some(Trainer::new(limits, config.compression, current, known))
-}
-
-fn take_batch(u: &mut Unindexed) -> Vec<PackEntries> {
-    u.blobs_in_packs = 0;
-    std::mem::take(&mut u.packs)
 }
 
 #[cfg(test)]
