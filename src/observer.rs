@@ -179,6 +179,25 @@ pub struct Quiet;
 
 impl Observer for Quiet {}
 
+/// An observer that keeps the entry errors it is told of, for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct ErrorLog(std::sync::Mutex<Vec<EntryError>>);
+
+#[cfg(test)]
+impl ErrorLog {
+    pub(crate) fn take(&self) -> Vec<EntryError> {
+        std::mem::take(&mut self.0.lock().expect("error log"))
+    }
+}
+
+#[cfg(test)]
+impl Observer for ErrorLog {
+    fn error(&self, e: &EntryError) {
+        self.0.lock().expect("error log").push(e.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,11 +67,12 @@ fn index_report(ctx: &Context, r: &IndexRepair) -> Result<Outcome> {
     if ctx.args.json {
         ctx.print_json(r)?;
     } else {
-        for (pack, why) in &r.unreadable_packs {
-            ctx.warn(&format!("pack {pack}: header unreadable: {}", escape(why)));
+        for e in &r.unreadable_packs {
+            let why = escape(&e.message);
+            ctx.warn(&format!("pack {}: header unreadable: {why}", e.path));
         }
-        for (blob, why) in &r.damaged_blobs {
-            ctx.warn(&format!("blob {blob} left out: {}", escape(why)));
+        for e in &r.damaged_blobs {
+            ctx.warn(&format!("blob {} left out: {}", e.path, escape(&e.message)));
         }
         for pack in &r.packs_rewritten {
             ctx.say(&format!(
@@ -95,10 +96,11 @@ fn snapshots_report(ctx: &Context, r: &SnapshotRepair) -> Result<Outcome> {
     if ctx.args.json {
         ctx.print_json(r)?;
     } else {
-        for (id, why) in &r.unreadable {
+        for e in &r.unreadable {
             ctx.warn(&format!(
-                "snapshot {id} is unreadable and cannot be salvaged: {}",
-                escape(why)
+                "snapshot {} is unreadable and cannot be salvaged: {}",
+                e.path,
+                escape(&e.message)
             ));
         }
         for s in &r.salvaged {

@@ -4,7 +4,7 @@
 //! in every repository, so each tree is rewritten bottom-up with the destination's ids. The
 //! copy names what it copies in `original`, so copying again skips it.
 use crate::cancel::Cancel;
-use crate::observer::{Counters, Observer, Phase};
+use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::repo::blob::BlobType;
 use crate::repo::id::{BlobId, SnapshotId, TreeId};
 use crate::repo::locked::Locked;
@@ -90,7 +90,14 @@ pub fn copy(
             Some(copy) => Err(Status::Skipped { destination: copy }),
             None => match rewrite::rewrite(&mut copier, snap.tree, &mut trees) {
                 Ok(tree) => Ok(tree),
-                Err(Failure::Source(error)) => Err(Status::Failed { error }),
+                Err(Failure::Source(error)) => {
+                    progress.error(&EntryError::new(
+                        EntryErrorKind::Read,
+                        id.0.to_hex(),
+                        &error,
+                    ));
+                    Err(Status::Failed { error })
+                }
                 Err(Failure::Destination(e)) => return Err(e),
             },
         };
@@ -389,15 +396,21 @@ mod tests {
         std::fs::remove_file(path).unwrap();
         let dst = indexed_repo(b.path(), 4096);
         let newest_first: Vec<_> = snapshots.iter().rev().cloned().collect();
+        let log = crate::observer::ErrorLog::default();
         let r = copy(
             &src,
             &crate::repo::locked::exclusive(&dst),
             &newest_first,
             &Cancel::default(),
-            &Quiet,
+            &log,
         )
         .unwrap();
         assert_eq!((r.snapshots_copied, r.snapshots_failed), (1, 1), "{r:?}");
+        let failed: Vec<_> = log.take().into_iter().map(|e| (e.path, e.kind)).collect();
+        assert_eq!(
+            failed,
+            [(newest_first[0].0.0.to_hex(), EntryErrorKind::Read)]
+        );
         assert!(matches!(r.snapshots[0].status, Status::Failed { .. }));
         assert_eq!(r.snapshots[1].source, snapshots[0].0);
         assert_eq!(dst.snapshots().unwrap().0.len(), 1);

@@ -25,11 +25,12 @@ const HEADER_BATCH: usize = 64;
 pub struct IndexRepair {
     pub packs: usize,
     pub blobs: usize,
-    /// Packs whose header is unreadable, with the reason. Their blobs that old index files
-    /// still list are verified and copied into new packs; the rest are lost.
-    pub unreadable_packs: Vec<(String, String)>,
-    /// Blobs left out because their bytes failed verification.
-    pub damaged_blobs: Vec<(String, String)>,
+    /// Packs whose header is unreadable (named by pack id), with the reason. Their blobs
+    /// that old index files still list are verified and copied into new packs; the rest
+    /// are lost.
+    pub unreadable_packs: Vec<EntryError>,
+    /// Blobs left out (named by blob id) because their bytes failed verification.
+    pub damaged_blobs: Vec<EntryError>,
     /// Damaged packs whose intact blobs were copied into new packs, then removed.
     pub packs_rewritten: Vec<String>,
     pub index_files_written: usize,
@@ -78,16 +79,21 @@ pub fn repair_index(
                     }
                 }
                 Ok((listing, damaged)) => {
+                    damaged.iter().for_each(|e| progress.error(e));
                     report.damaged_blobs.extend(damaged);
                     rewrite.push(listing);
                 }
-                Err(reason) => unreadable.push((entry.name.clone(), reason)),
+                Err(reason) => {
+                    let e = EntryError::new(EntryErrorKind::Read, &entry.name, reason);
+                    progress.error(&e);
+                    unreadable.push(e);
+                }
             }
         }
     }
     progress.phase(Phase::Indexing);
     rewrite.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
-    for listing in rewrite_packs(repo, &rewrite, &mut report)? {
+    for listing in rewrite_packs(repo, &rewrite, &mut report, progress)? {
         if let Some(full) = to_index.push(listing) {
             write_index(repo, full, &mut report)?;
         }
@@ -115,6 +121,7 @@ fn rewrite_packs(
     repo: &Locked<'_, IndexedRepo>,
     damaged: &[PackEntries],
     report: &mut IndexRepair,
+    progress: &dyn Observer,
 ) -> Result<Vec<PackEntries>> {
     let mut repacker = Repacker::new(repo);
     for p in damaged {
@@ -123,9 +130,11 @@ fn rewrite_packs(
         for e in &p.blobs {
             match repo.verified(p.format, &bytes, e) {
                 Ok(_) => repacker.copy(&name, p.format, &bytes, e)?,
-                Err(reason) => report
-                    .damaged_blobs
-                    .push((e.id.0.to_hex(), reason.to_string())),
+                Err(reason) => {
+                    let e = EntryError::new(EntryErrorKind::Verify, e.id.0.to_hex(), reason);
+                    progress.error(&e);
+                    report.damaged_blobs.push(e);
+                }
             }
         }
         report.packs_rewritten.push(name);
@@ -147,7 +156,7 @@ fn write_index(
     Ok(())
 }
 
-type PackRead = (PackEntries, Vec<(String, String)>);
+type PackRead = (PackEntries, Vec<EntryError>);
 
 /// The entries of one pack from its header; with `verify`, only those whose bytes are
 /// intact, and the damaged ones with the reason.
@@ -177,7 +186,7 @@ fn read_entries(
         .partition(|(_, r)| r.is_ok());
     let damaged = bad
         .into_iter()
-        .map(|(b, r)| (b.id.0.to_hex(), r.unwrap_err().to_string()))
+        .map(|(b, r)| EntryError::new(EntryErrorKind::Verify, b.id.0.to_hex(), r.unwrap_err()))
         .collect();
     Ok((listing(good.into_iter().map(|(b, _)| b).collect()), damaged))
 }
@@ -216,9 +225,9 @@ fn read_header(repo: &IndexedRepo, e: &Entry) -> Result<(PackFormat, Vec<BlobEnt
 fn salvage_from_old_index(
     repo: &IndexedRepo,
     old_files: &[String],
-    unreadable: &[(String, String)],
+    unreadable: &[EntryError],
 ) -> Result<Vec<PackEntries>> {
-    let wanted: HashSet<String> = unreadable.iter().map(|(n, _)| n.clone()).collect();
+    let wanted: HashSet<&str> = unreadable.iter().map(|e| e.path.as_str()).collect();
     let mut found: HashMap<PackId, PackEntries> = HashMap::new();
     if wanted.is_empty() {
         return Ok(Vec::new());
@@ -229,7 +238,7 @@ fn salvage_from_old_index(
         };
         for p in packs
             .into_iter()
-            .filter(|p| wanted.contains(&p.pack.0.to_hex()))
+            .filter(|p| wanted.contains(p.pack.0.to_hex().as_str()))
         {
             found.entry(p.pack).or_insert(p);
         }
@@ -251,8 +260,9 @@ pub struct SalvagedSnapshot {
 pub struct SnapshotRepair {
     pub snapshots_checked: usize,
     pub salvaged: Vec<SalvagedSnapshot>,
-    /// Snapshot objects that cannot be read at all: nothing in them can be salvaged.
-    pub unreadable: Vec<(String, String)>,
+    /// Snapshot objects that cannot be read at all (named by snapshot id): nothing in them
+    /// can be salvaged.
+    pub unreadable: Vec<EntryError>,
     pub originals_removed: usize,
 }
 
@@ -288,7 +298,7 @@ pub fn repair_snapshots(
         snapshots_checked: snapshots.len(),
         unreadable: bad
             .iter()
-            .map(|(id, e)| (id.0.to_hex(), e.to_string()))
+            .map(|(id, e)| EntryError::new(EntryErrorKind::Read, id.0.to_hex(), e))
             .collect(),
         ..Default::default()
     };
@@ -681,10 +691,15 @@ mod tests {
         let loc = repo.locate(&ids[0]).unwrap();
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         flip_byte(&pack, loc.entry.offset as u64 + 10);
-        let r = repair_index(&crate::repo::locked::exclusive(&repo), true, &Quiet).unwrap();
+        let log = crate::observer::ErrorLog::default();
+        let r = repair_index(&crate::repo::locked::exclusive(&repo), true, &log).unwrap();
+        assert_eq!(log.take(), r.damaged_blobs, "the observer is told of each");
+        let damaged: Vec<_> = (r.damaged_blobs.iter())
+            .map(|e| (e.path.as_str(), e.kind))
+            .collect();
         assert_eq!(
-            r.damaged_blobs,
-            vec![(ids[0].0.to_hex(), r.damaged_blobs[0].1.clone())]
+            damaged,
+            [(ids[0].0.to_hex().as_str(), EntryErrorKind::Verify)]
         );
         assert!(!pack.exists());
         let repo = reopen(dir.path());
