@@ -59,12 +59,27 @@ enum Command {
     Migrate(commands::migrate::Args),
 }
 
+impl Command {
+    /// Whether the command's operations stop cleanly when `Context::cancel` is set.
+    fn honours_cancel(&self) -> bool {
+        matches!(
+            self,
+            Command::Backup(_)
+                | Command::Restore(_)
+                | Command::Check(_)
+                | Command::Prune(_)
+                | Command::Copy(_)
+                | Command::Mount(_)
+        )
+    }
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
     deep_worker_stacks();
     let cli = Cli::parse();
     let ctx = Context::new(cli.global);
-    if let Err(e) = ctx.cancel_on_signals() {
+    if let Err(e) = ctx.cancel_on_signals(cli.command.honours_cancel()) {
         eprintln!("strata: warning: {e:#}");
     }
     let result = match cli.command {

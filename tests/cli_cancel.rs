@@ -1,7 +1,8 @@
 //! Cancelling long operations (issue 14): the first Ctrl-C (SIGINT) or SIGTERM stops a
-//! backup (of files or of MongoDB), restore, prune or `check --read-data` within 2 s with
-//! exit code 130, releases its lock, and leaves the repository consistent: `check` is clean
-//! and earlier snapshots restore.
+//! backup (of files or of MongoDB), restore (of files or of MongoDB), prune or
+//! `check --read-data` within 2 s with exit code 130, releases its lock, and leaves the
+//! repository consistent: `check` is clean and earlier snapshots restore. A command that
+//! cannot stop cleanly exits at the first signal, as a kill would stop it.
 
 mod common;
 
@@ -52,6 +53,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    let what = format!("{counter} reached {after}");
+    interrupt_when(repo, args, &what, |child| {
+        io_counter(child, counter) >= after
+    })
+}
+
+/// As [`interrupt`], once `ready` says so.
+fn interrupt_when<I, S>(
+    repo: &TestRepo,
+    args: I,
+    what: &str,
+    ready: impl Fn(&Child) -> bool,
+) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut child = repo
         .cmd(args)
         .stdout(Stdio::null())
@@ -59,7 +77,7 @@ where
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while io_counter(&child, counter) < after {
+    while !ready(&child) {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
             panic!(
@@ -67,7 +85,7 @@ where
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        assert!(Instant::now() < deadline, "{counter} never reached {after}");
+        assert!(Instant::now() < deadline, "never {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
     let pid = rustix::process::Pid::from_child(&child);
@@ -201,7 +219,22 @@ fn a_cancelled_mongodb_backup_stops_and_writes_no_snapshot() {
     let uri = shared();
     let m = Mongo::new(uri);
     let db = unique_db("cancel");
-    // 48 MiB of incompressible documents (16 KiB of random bytes each), inserted in batches.
+    big_database(&m, &db);
+    let (repo, src, first) = setup();
+    // Documents arrive over a socket, which `rchar` does not count: wait for the first
+    // pack written instead (16 MiB of the 48).
+    let args = ["backup", "--mongo", uri, "--mongo-db", &db];
+    let (code, err) = interrupt_once(&repo, args, "wchar", 8 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_released_and_consistent(&repo);
+    assert_eq!(repo.json(["snapshots"]).as_array().unwrap().len(), 1);
+    first_restores(&repo, &first, &src);
+}
+
+/// A MongoDB database `db` holding 48 MiB of incompressible documents (16 KiB of random
+/// bytes each), inserted in batches.
+fn big_database(m: &common::mongo::Mongo, db: &str) {
     let mut rng = Rng::new(5);
     for batch in 0..24 {
         let docs = (0..128)
@@ -216,16 +249,44 @@ fn a_cancelled_mongodb_backup_stops_and_writes_no_snapshot() {
                 bson::doc! {"_id": batch * 128 + i, "pad": pad}
             })
             .collect();
-        m.insert(&db, "big", docs);
+        m.insert(db, "big", docs);
     }
+}
+
+#[test]
+fn a_cancelled_mongodb_restore_stops_and_releases_its_lock() {
+    use common::mongo::{Mongo, renamed_restore, shared, unique_db};
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("cancel_restore");
+    big_database(&m, &db);
     let (repo, src, first) = setup();
-    // Documents arrive over a socket, which `rchar` does not count: wait for the first
-    // pack written instead (16 MiB of the 48).
-    let args = ["backup", "--mongo", uri, "--mongo-db", &db];
-    let (code, err) = interrupt_once(&repo, args, "wchar", 8 << 20);
+    repo.ok(["backup", "--mongo", uri, "--mongo-db", &db]);
+    // The restore reads the dump's packs from the repository: `rchar` counts them.
+    let args = renamed_restore(uri, &db, &unique_db("cancel_target"));
+    let (code, err) = interrupt(&repo, args, 8 << 20);
     assert_eq!(code, 130, "{err}");
     assert!(err.contains("cancelled"), "{err}");
     assert_released_and_consistent(&repo);
-    assert_eq!(repo.json(["snapshots"]).as_array().unwrap().len(), 1);
     first_restores(&repo, &first, &src);
+}
+
+#[test]
+fn a_command_that_cannot_stop_cleanly_exits_at_the_first_signal() {
+    // `mongo follow` runs until stopped; it does not poll the cancellation token, so the
+    // first Ctrl-C must end it (it used to be swallowed, waiting for a second one).
+    let uri = common::mongo::shared();
+    let repo = fast_repo();
+    let locks = repo.repo_path().join("locks");
+    let holds_lock = |_: &Child| {
+        fs::read_dir(&locks)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+            })
+            .unwrap_or(false)
+    };
+    let args = ["mongo", "follow", uri, "--slice", "1h"];
+    let (code, err) = interrupt_when(&repo, args, "took its lock", holds_lock);
+    assert_eq!(code, 130, "{err}");
 }

@@ -228,12 +228,14 @@ impl Context {
         }
     }
 
-    /// The first Ctrl-C or SIGTERM cancels the running operation, which then stops at its
-    /// next entry, chunk or pack and releases its lock; a second one exits at once.
-    pub fn cancel_on_signals(&self) -> Result<()> {
+    /// For a command that honours [`Context::cancel`] (`honoured`), the first Ctrl-C or
+    /// SIGTERM cancels the running operation, which then stops at its next entry, chunk or
+    /// pack and releases its lock; a second one exits at once. Any other command exits at
+    /// the first, as if killed.
+    pub fn cancel_on_signals(&self, honoured: bool) -> Result<()> {
         let cancel = self.cancel.clone();
         ctrlc::set_handler(move || {
-            if cancel.is_cancelled() {
+            if !honoured || cancel.is_cancelled() {
                 std::process::exit(Outcome::Cancelled as i32);
             }
             cancel.cancel();

@@ -4,6 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::path::PathBuf;
+use strata::cancel::Cancel;
 use strata::ops::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
 use strata::ops::sandbox::OnConflict;
 use strata::repo::snapshot::BsonTime;
@@ -112,7 +113,7 @@ fn parse_at(text: &str) -> Result<BsonTime, String> {
 }
 
 impl MongoArgs {
-    fn options(&self, dry_run: bool) -> Result<ImportOptions> {
+    fn options(&self, dry_run: bool, cancel: &Cancel) -> Result<ImportOptions> {
         Ok(ImportOptions {
             filter: NsFilter {
                 databases: vec![],
@@ -133,6 +134,7 @@ impl MongoArgs {
             dry_run,
             until: self.at,
             after: None,
+            cancel: cancel.clone(),
         })
     }
 }
@@ -214,7 +216,7 @@ fn restore_at(
     args: &Args,
 ) -> Result<Outcome> {
     let plan = import::plan_at(repo, at)?;
-    let opts = args.mongo.options(args.dry_run)?;
+    let opts = args.mongo.options(args.dry_run, &out.ctx.cancel)?;
     let conn = Conn::connect(uri)?;
     out.ctx.say(&format!(
         "restoring snapshot {} ({}) and {} oplog slices up to {at}",
@@ -235,7 +237,7 @@ fn restore_mongo(
     uri: &str,
     args: &Args,
 ) -> Result<Outcome> {
-    let opts = args.mongo.options(args.dry_run)?;
+    let opts = args.mongo.options(args.dry_run, &out.ctx.cancel)?;
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &opts.renames)?;
     let conn = Conn::connect(uri)?;
     let progress = out.ctx.progress("restore");

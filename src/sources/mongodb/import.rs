@@ -9,9 +9,10 @@ use super::metadata::CollMeta;
 use super::namespace::{NsFilter, Renames};
 use super::replay::{Replayer, strip_spec};
 use super::{Conn, MongoError, Result, cmd_err, error_code, stream};
+use crate::cancel::Cancel;
 use crate::observer::{Counters, Observer, Phase};
 use crate::repo::id::{SnapshotId, TreeId};
-use crate::repo::repository::IndexedRepo;
+use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::snapshot::BsonTime;
 use crate::repo::tree::Node;
 use crate::vfs;
@@ -49,6 +50,8 @@ pub struct ImportOptions {
     /// Entries of the further oplog files at or before this time (the dump's cluster
     /// time) are already in the dump and its window, and skipped.
     pub after: Option<BsonTime>,
+    /// Stops the import between batches of documents or oplog entries.
+    pub cancel: Cancel,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -358,7 +361,8 @@ fn insert_all(
     let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(parallel * 2);
     std::thread::scope(|s| {
         let batch_size = opts.batch_size.max(1);
-        let reader = s.spawn(move || read_batches(repo, colls, batch_size, &tx, observer));
+        let cancel = &opts.cancel;
+        let reader = s.spawn(move || read_batches(repo, colls, batch_size, cancel, &tx, observer));
         let stream =
             futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|b| (b, rx)) });
         let inserts = stream
@@ -379,6 +383,7 @@ fn read_batches(
     repo: &IndexedRepo,
     colls: &[&DumpNs],
     batch_size: usize,
+    cancel: &Cancel,
     tx: &tokio::sync::mpsc::Sender<Batch>,
     observer: &dyn Observer,
 ) -> Result<()> {
@@ -392,6 +397,7 @@ fn read_batches(
             tx.blocking_send((i, batch)).map_err(|_| MongoError::NoDump)
         };
         stream::for_each_batch(repo, node, &path, &mut |docs| {
+            cancel.check().map_err(RepoError::from)?;
             for d in docs {
                 bytes += d.as_bytes().len();
                 batch.push(d);
@@ -543,6 +549,7 @@ fn replay(
         .chain(more.iter().map(|n| (n, opts.after)));
     for (node, after) in files {
         stream::for_each_batch(repo, node, "oplog", &mut |docs| {
+            opts.cancel.check().map_err(RepoError::from)?;
             for d in docs {
                 let entry = Document::try_from(&d).map_err(|e| MongoError::Dump {
                     path: "oplog".into(),
