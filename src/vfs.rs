@@ -155,7 +155,7 @@ pub fn chunks<'a>(
             .par_iter()
             .map(|c| {
                 let blob = repo.read_blob(&c.id)?;
-                chunk_range(blob.len(), c, 0, 0..0)?;
+                check_len(blob.len(), c)?;
                 Ok(blob)
             })
             .collect();
@@ -229,17 +229,23 @@ pub fn chunk_range(
     start: u64,
     wanted: Range<u64>,
 ) -> std::result::Result<Range<usize>, BlobError> {
-    if blob_len != chunk.len as usize {
-        return Err(BlobError::Length {
-            id: chunk.id,
-            expected: chunk.len,
-            actual: blob_len,
-        });
-    }
+    check_len(blob_len, chunk)?;
     let end = start + u64::from(chunk.len);
     let from = wanted.start.clamp(start, end) - start;
     let to = wanted.end.clamp(start, end) - start;
     Ok(from as usize..to.max(from) as usize)
+}
+
+/// An error unless a blob read for `chunk` has the length its tree gives it.
+fn check_len(blob_len: usize, chunk: &ChunkRef) -> std::result::Result<(), BlobError> {
+    match blob_len == chunk.len as usize {
+        true => Ok(()),
+        false => Err(BlobError::Length {
+            id: chunk.id,
+            expected: chunk.len,
+            actual: blob_len,
+        }),
+    }
 }
 
 #[cfg(test)]
