@@ -1,7 +1,6 @@
 //! Forgetting snapshots: which ones go (those named, or those a retention policy does not
 //! keep, with the MongoDB oplog slices no kept snapshot needs) and removing them while the
 //! repository's lock is still valid. Only snapshot objects are removed, never packs.
-use crate::backend::Kind;
 use crate::repo::id::SnapshotId;
 use crate::repo::locked::Locked;
 use crate::repo::repository::{RepoError, Repository};
@@ -87,10 +86,10 @@ pub fn apply<R: AsRef<Repository>>(
 ) -> Result<Applied, RepoError> {
     let mut applied = Applied::default();
     for (id, _) in &plan.remove {
-        lock.ensure_valid()?;
-        match lock.remove(Kind::Snapshot, &id.0.to_hex()) {
+        match lock.remove_snapshot(*id) {
             Ok(()) => applied.removed.push(*id),
-            Err(e) => applied.failed.push((*id, e.to_string())),
+            Err(RepoError::Backend(e)) => applied.failed.push((*id, e.to_string())),
+            Err(e) => return Err(e),
         }
     }
     Ok(applied)
@@ -99,6 +98,7 @@ pub fn apply<R: AsRef<Repository>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Kind;
     use crate::repo::lock::LockMode;
     use crate::repo::repository::tests::test_repo;
     use crate::select::policy::tests::snap;

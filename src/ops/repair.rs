@@ -320,8 +320,7 @@ pub fn repair_snapshots(
             _ => None,
         };
         if opts.forget && !opts.dry_run {
-            repo.ensure_valid()?;
-            repo.remove(Kind::Snapshot, &id.0.to_hex())?;
+            repo.remove_snapshot(id)?;
             report.originals_removed += 1;
         }
         report.salvaged.push(SalvagedSnapshot {
@@ -332,8 +331,7 @@ pub fn repair_snapshots(
     }
     if opts.forget && !opts.dry_run {
         for (id, _) in &bad {
-            repo.ensure_valid()?;
-            repo.remove(Kind::Snapshot, &id.0.to_hex())?;
+            repo.remove_snapshot(*id)?;
             report.originals_removed += 1;
         }
     }

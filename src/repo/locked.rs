@@ -68,6 +68,13 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
         self.base().save_json(Kind::Snapshot, snap).map(SnapshotId)
     }
 
+    /// Removes a snapshot, once the lock is checked still valid: a command suspended past
+    /// its lock's lifetime must not remove what others may now rely on.
+    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
+        self.ensure_valid()?;
+        Ok(self.remove(Kind::Snapshot, &id.0.to_hex())?)
+    }
+
     /// Stores an object (a pack, a dictionary, an object rewritten by `migrate`).
     pub fn put(
         &self,
