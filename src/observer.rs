@@ -9,7 +9,7 @@
 //! | operation | phases | counters (summed) |
 //! |---|---|---|
 //! | backup | Reading, Indexing | `files` = `total_files`, `bytes_read`, `bytes_added`, `blobs` = data + tree blobs added, `packs` written; a MongoDB export adds the documents' bytes to `bytes_read` (its report's `bytes`) |
-//! | restore | (Scanning), Writing | `files`, `bytes_added` = `bytes_written` |
+//! | restore | (Scanning), Writing | `files`, `bytes_added` = `bytes_written`, added per chunk as it is written (so one large file moves the bar smoothly; a file that fails midway has counted chunks the report leaves out) |
 //! | check | Indexing, Scanning, Verifying | `packs` = `packs_read`, `blobs` = `blobs_read`, `bytes_read` of those packs |
 //! | prune | Scanning, Repacking, Indexing, Removing | `bytes_read` of packs repacked, `packs` = `packs_written`, `bytes_added` = `bytes_written` |
 //! | repair index | Reading, Indexing, Removing | `packs` = `packs`, `bytes_read` |

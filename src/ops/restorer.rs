@@ -1394,11 +1394,7 @@ impl Writer<'_> {
         };
         Collector::add(&self.out.files, 1);
         Collector::add(&self.out.bytes, written);
-        self.progress.add(Counters {
-            files: 1,
-            bytes_added: written,
-            ..Counters::default()
-        });
+        self.progress.add(Counters::files(1));
         if self.opts.verify {
             match self.verify_content(&file, dir, &used, content) {
                 Ok(()) => Collector::add(&self.out.verified, 1),
@@ -1413,7 +1409,8 @@ impl Writer<'_> {
     }
 
     /// Fetches every chunk and writes it at its offset; several chunks in
-    /// parallel for large files, one chunk in memory per worker.
+    /// parallel for large files, one chunk in memory per worker. Each chunk
+    /// written is told to the observer at once, so progress moves per chunk.
     fn write_content(&self, file: &File, content: &[ChunkRef]) -> std::result::Result<u64, String> {
         let offsets = chunk_offsets(content);
         let write_chunk = |i: usize| -> EntryResult {
@@ -1430,6 +1427,10 @@ impl Writer<'_> {
             }
             file.write_all_at(&data, offsets[i])
                 .map_err(|e| format!("write at offset {}: {e}", offsets[i]))?;
+            self.progress.add(Counters {
+                bytes_added: chunk.len as u64,
+                ..Counters::default()
+            });
             Ok(())
         };
         (0..content.len())
