@@ -62,15 +62,16 @@ enum Command {
 impl Command {
     /// Whether the command's operations stop cleanly when `Context::cancel` is set.
     fn honours_cancel(&self) -> bool {
-        matches!(
-            self,
-            Command::Backup(_)
-                | Command::Restore(_)
-                | Command::Check(_)
-                | Command::Prune(_)
-                | Command::Copy(_)
-                | Command::Mount(_)
-        )
+        match self {
+            Command::Mongo(a) => a.honours_cancel(),
+            Command::Init(_)
+            | Command::Snapshots(_)
+            | Command::Ls(_)
+            | Command::Cat(_)
+            | Command::Key(_)
+            | Command::Unlock(_) => false,
+            _ => true,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Paths inside a snapshot: finding the node at a path, visiting each distinct tree once, and
 //! reading a file's bytes (whole or any range) from its chunk list.
+use crate::cancel::{Cancel, Cancelled};
 use crate::repo::blob::BlobError;
 use crate::repo::id::{SnapshotId, TreeId};
 use crate::repo::repository::{IndexedRepo, RepoError, Result};
@@ -8,7 +9,6 @@ use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree, chunk_at, chun
 use crate::walk;
 use rayon::prelude::*;
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::io::Write;
 use std::ops::Range;
 
@@ -73,13 +73,15 @@ impl Reached {
 
 /// Calls `visit` once for every distinct tree reachable from the snapshots' root trees
 /// (with the error when it cannot be loaded), breadth first, loading a batch of trees in
-/// parallel at a time. Iterative and visiting each tree once, so neither deep nor cyclic
-/// (forged) trees can overflow the stack or loop.
+/// parallel at a time; stops before the next batch once `cancel` is cancelled. Iterative and
+/// visiting each tree once, so neither deep nor cyclic (forged) trees can overflow the stack
+/// or loop.
 pub fn for_each_tree(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
+    cancel: &Cancel,
     mut visit: impl FnMut(&Reached, Result<&Tree>),
-) {
+) -> std::result::Result<(), Cancelled> {
     let mut seen = HashSet::new();
     let mut frontier: Vec<Reached> = snapshots
         .iter()
@@ -93,7 +95,7 @@ pub fn for_each_tree(
     while !frontier.is_empty() {
         let mut next = Vec::new();
         let load = |r: &Reached| repo.load_tree(&r.id);
-        let Ok(()) = walk::in_batches(&frontier, load, |reached, tree| {
+        walk::in_batches(&frontier, cancel, load, |reached, tree| {
             match tree {
                 Ok(tree) => {
                     queue_subtrees(reached, &tree, &mut seen, &mut next);
@@ -101,10 +103,11 @@ pub fn for_each_tree(
                 }
                 Err(e) => visit(reached, Err(e)),
             }
-            Ok::<(), Infallible>(())
-        });
+            Ok::<(), Cancelled>(())
+        })?;
         frontier = next;
     }
+    Ok(())
 }
 
 fn queue_subtrees(
@@ -362,12 +365,21 @@ mod tests {
             (SnapshotId(Id::hash_of(b"2")), snap),
         ];
         let mut seen = Vec::new();
-        for_each_tree(&repo, &snaps, |r, t| seen.push((r.path.clone(), t.is_ok())));
+        let never = Cancel::default();
+        let done = for_each_tree(&repo, &snaps, &never, |r, t| {
+            seen.push((r.path.clone(), t.is_ok()))
+        });
+        assert_eq!(done, Ok(()));
         seen.sort();
         let want = [("/", true), ("/a", true), ("/g", false)].map(|(p, ok)| (p.to_string(), ok));
         assert_eq!(
             seen, want,
             "the shared leaf once (first path), the missing tree as an error"
         );
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let mut visited = 0;
+        let stopped = for_each_tree(&repo, &snaps, &cancel, |_, _| visited += 1);
+        assert_eq!((stopped, visited), (Err(Cancelled), 0));
     }
 }

@@ -3,6 +3,7 @@
 //! entries the snapshot records (so a forged tree DAG whose shared subtrees expand to 2^40
 //! paths is refused instead of running forever). Trees are content-addressed and so cannot
 //! form cycles; the budget is what stops an exponential expansion.
+use crate::cancel::{Cancel, Cancelled};
 use crate::repo::id::TreeId;
 use crate::repo::paths;
 use crate::repo::repository::{IndexedRepo, RepoError};
@@ -16,13 +17,16 @@ use std::collections::HashMap;
 pub const BATCH: usize = 256;
 
 /// Runs `load` on the thread pool for `items`, [`BATCH`] at a time, and hands each item with
-/// its result to `take`, in order; stops at the first error `take` returns.
-pub fn in_batches<T: Sync, R: Send, E>(
+/// its result to `take`, in order; stops at the first error `take` returns, or before the
+/// next batch once `cancel` is cancelled.
+pub fn in_batches<T: Sync, R: Send, E: From<Cancelled>>(
     items: &[T],
+    cancel: &Cancel,
     load: impl Fn(&T) -> R + Sync,
     mut take: impl FnMut(&T, R) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     for batch in items.chunks(BATCH) {
+        cancel.check()?;
         let loaded: Vec<R> = batch.par_iter().map(&load).collect();
         for (item, r) in batch.iter().zip(loaded) {
             take(item, r)?;
@@ -274,30 +278,69 @@ mod tests {
         );
     }
 
+    #[derive(Debug, PartialEq)]
+    enum Stop {
+        At(usize),
+        Cancelled,
+    }
+
+    impl From<Cancelled> for Stop {
+        fn from(_: Cancelled) -> Stop {
+            Stop::Cancelled
+        }
+    }
+
     #[test]
     fn in_batches_keeps_order_across_batches_and_stops_at_the_first_error() {
         let items: Vec<usize> = (0..BATCH * 2 + 7).collect();
+        let never = Cancel::default();
         let mut seen = Vec::new();
         let r = in_batches(
             &items,
+            &never,
             |i| i * 2,
             |i, twice| {
                 assert_eq!(twice, i * 2);
                 seen.push(*i);
-                Ok::<(), ()>(())
+                Ok::<(), Stop>(())
             },
         );
         assert_eq!((r, seen), (Ok(()), items.clone()));
         let mut taken = 0;
         let r = in_batches(
             &items,
+            &never,
             |i| *i,
             |_, i| {
                 taken += 1;
-                if i == BATCH + 3 { Err(i) } else { Ok(()) }
+                if i == BATCH + 3 {
+                    Err(Stop::At(i))
+                } else {
+                    Ok(())
+                }
             },
         );
-        assert_eq!((r, taken), (Err(BATCH + 3), BATCH + 4));
+        assert_eq!((r, taken), (Err(Stop::At(BATCH + 3)), BATCH + 4));
+    }
+
+    #[test]
+    fn in_batches_stops_before_the_next_batch_once_cancelled() {
+        let items: Vec<usize> = (0..BATCH * 3).collect();
+        let cancel = Cancel::default();
+        let mut taken = 0;
+        let r = in_batches(
+            &items,
+            &cancel,
+            |i| *i,
+            |_, i| {
+                taken += 1;
+                if i == BATCH + 1 {
+                    cancel.cancel();
+                }
+                Ok::<(), Stop>(())
+            },
+        );
+        assert_eq!((r, taken), (Err(Stop::Cancelled), BATCH * 2));
     }
 
     #[test]

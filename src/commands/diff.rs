@@ -18,7 +18,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (id1, s1) = repo.find_snapshot(&args.before)?;
     let (id2, s2) = repo.find_snapshot(&args.after)?;
     let budget = walk::entry_budget(&s1).saturating_add(walk::entry_budget(&s2));
-    let report = diff::diff(&repo, s1.tree, s2.tree, Budget::new(budget))?;
+    let report = diff::diff(&repo, s1.tree, s2.tree, Budget::new(budget), &ctx.cancel)?;
     if ctx.args.json {
         ctx.print_json(&serde_json::json!({
             "before": id1, "after": id2,

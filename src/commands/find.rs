@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let patterns = Patterns::new(&args.patterns)?;
     let repo = ctx.open_indexed()?;
     let selected = select(&repo, &args, ctx)?;
-    let report = finder::find(&repo, &selected, &patterns);
+    let report = finder::find(&repo, &selected, &patterns, &ctx.cancel)?;
     for (id, e) in &report.skipped {
         ctx.warn(&escape(&format!(
             "snapshot {} is skipped: {e}",

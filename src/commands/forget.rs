@@ -153,7 +153,7 @@ fn finish(
     print_plan(ctx, plan)?;
     let applied = match dry_run {
         true => forget::Applied::default(),
-        false => forget::apply(repo, plan)?,
+        false => forget::apply(repo, plan, &ctx.cancel)?,
     };
     for (id, e) in &applied.failed {
         ctx.warn(&format!("cannot remove snapshot {}: {e}", id.0.short()));

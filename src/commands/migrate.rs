@@ -21,7 +21,12 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Outcome> {
     };
     let wait = ctx.args.retry_lock.unwrap_or_default();
     let lock = repo.lock(LockMode::Exclusive, "migrate", wait, None)?;
-    let report = migrate::migrate(&lock, wait, &step)?;
+    let opts = migrate::MigrateOptions {
+        wait,
+        cancel: ctx.cancel.clone(),
+        step: Some(&step),
+    };
+    let report = migrate::migrate(&lock, &opts)?;
     if ctx.args.json {
         ctx.print_json(&report)?;
         return Ok(Outcome::Ok);

@@ -42,6 +42,13 @@ enum Command {
     },
 }
 
+impl Args {
+    /// `follow` stops cleanly when cancelled; `timeline` exits at once.
+    pub fn honours_cancel(&self) -> bool {
+        matches!(self.command, Command::Follow { .. })
+    }
+}
+
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     match args.command {
         Command::Follow {
@@ -56,6 +63,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
                 slice,
                 once,
                 host: host.unwrap_or_else(strata::sysinfo::hostname),
+                cancel: ctx.cancel.clone(),
             };
             run_follow(ctx, &uri, &opts)
         }

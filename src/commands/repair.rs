@@ -2,7 +2,9 @@
 //! that reference missing or damaged data.
 use super::{Context, Outcome, escape};
 use anyhow::Result;
-use strata::ops::repair::{self, IndexRepair, SnapshotRepair, SnapshotRepairOptions};
+use strata::ops::repair::{
+    self, IndexRepair, IndexRepairOptions, SnapshotRepair, SnapshotRepairOptions,
+};
 use strata::repo::lock::LockMode;
 use strata::repo::locked::Locked;
 
@@ -42,7 +44,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let progress = ctx.progress("repair");
     match args.what {
         What::Index { read_data } => {
-            let report = repair::repair_index(&repo, read_data, progress.as_ref())?;
+            let opts = IndexRepairOptions {
+                read_data,
+                cancel: ctx.cancel.clone(),
+            };
+            let report = repair::repair_index(&repo, &opts, progress.as_ref())?;
             drop(progress);
             index_report(ctx, &report)
         }
@@ -55,6 +61,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
                 read_data,
                 forget,
                 dry_run,
+                cancel: ctx.cancel.clone(),
             };
             let report = repair::repair_snapshots(&repo, &opts, progress.as_ref())?;
             drop(progress);

@@ -64,6 +64,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let opts = ScanOptions {
         paths: args.paths,
         deep: args.deep,
+        cancel: ctx.cancel.clone(),
     };
     let progress = ctx.progress("scan");
     let report = scan::scan(&repo, &snapshot, &history, &opts, progress.as_ref())?;
@@ -137,6 +138,7 @@ fn restore_missing(
         repo,
         report,
         owner,
+        &ctx.cancel,
         progress.as_ref(),
     )?)
 }

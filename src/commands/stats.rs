@@ -23,8 +23,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let s = strata::ops::stats::stats(
         &repo,
         &selected,
-        strata::ops::stats::Options {
+        &strata::ops::stats::Options {
             recompress: args.recompress,
+            cancel: ctx.cancel.clone(),
         },
         progress.as_ref(),
     )?;

@@ -9,7 +9,7 @@
 //! never hides another; only failures that prevent checking at all (e.g. listing the
 //! backend) are errors.
 use crate::backend::Kind;
-use crate::cancel::Cancel;
+use crate::cancel::{Cancel, Cancelled};
 use crate::observer::{Counters, Observer, Phase};
 use crate::ops::sandbox::validate_name;
 use crate::repo::blob::{BlobType, Compression, PackedBlobError};
@@ -22,7 +22,6 @@ use crate::vfs::{self, Reached};
 use crate::walk;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
 
@@ -201,7 +200,7 @@ pub fn check(
     check_keys(repo, &mut report.errors)?;
 
     progress.item("index");
-    let index = load_index(repo, &mut report.errors)?;
+    let index = load_index(repo, cancel, &mut report.errors)?;
     report.packs = index.packs.len() as u64;
 
     progress.item("dictionaries");
@@ -220,7 +219,14 @@ pub fn check(
 
     progress.phase(Phase::Scanning);
     progress.item("trees");
-    let walk = walk_trees(repo, &index, &snapshots, &mut report.errors, progress);
+    let walk = walk_trees(
+        repo,
+        &index,
+        &snapshots,
+        cancel,
+        &mut report.errors,
+        progress,
+    )?;
     check_entry_budgets(&walk, &snapshots, &mut report.errors);
     report.trees = walk.trees.len() as u64;
     report.blobs_referenced = walk.data.len() as u64;
@@ -430,7 +436,11 @@ fn check_keys(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<(), Rep
     Ok(())
 }
 
-fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexView, RepoError> {
+fn load_index(
+    repo: &IndexedRepo,
+    cancel: &Cancel,
+    problems: &mut Vec<Problem>,
+) -> Result<IndexView, RepoError> {
     let mut view = IndexView::default();
     let known_bad: HashMap<&str, &str> = repo
         .damaged_index_files
@@ -452,7 +462,7 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
         .filter(|n| !known_bad.contains_key(n.as_str()))
         .collect();
     let load = |n: &String| repo.read_index_file(n);
-    let Ok(()) = walk::in_batches(&names, load, |name, r| {
+    walk::in_batches(&names, cancel, load, |name, r| {
         match r {
             Ok(packs) => {
                 for p in packs {
@@ -471,8 +481,8 @@ fn load_index(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<IndexVi
                 format!("cannot be loaded: {e}"),
             )),
         }
-        Ok::<(), Infallible>(())
-    });
+        Ok::<(), RepoError>(())
+    })?;
     for entries in view.packs.values_mut() {
         entries.sort_by_key(|e| (e.offset, e.length, e.id));
         entries.dedup();
@@ -525,9 +535,10 @@ fn walk_trees(
     repo: &IndexedRepo,
     index: &IndexView,
     snapshots: &[(SnapshotId, crate::repo::snapshot::Snapshot)],
+    cancel: &Cancel,
     problems: &mut Vec<Problem>,
     progress: &dyn Observer,
-) -> Walk {
+) -> Result<Walk, Cancelled> {
     let mut roots: HashMap<TreeId, Vec<SnapshotId>> = HashMap::new();
     for (id, snap) in snapshots {
         roots.entry(snap.tree).or_default().push(*id);
@@ -539,15 +550,15 @@ fn walk_trees(
         wrong_lengths: HashSet::new(),
         problems,
     };
-    vfs::for_each_tree(repo, snapshots, |reached, tree| {
+    vfs::for_each_tree(repo, snapshots, cancel, |reached, tree| {
         progress.item(&reached.path);
         w.walk.trees.insert(reached.id);
         match tree {
             Ok(tree) => w.check_tree(reached, tree),
             Err(e) => w.report_unloadable(reached, e),
         }
-    });
-    w.walk
+    })?;
+    Ok(w.walk)
 }
 
 impl Walker<'_> {

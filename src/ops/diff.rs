@@ -2,6 +2,7 @@
 //! changed only in metadata. Subtrees with the same tree blob id are identical and are
 //! skipped without being loaded; the others are loaded a batch at a time, in parallel, and
 //! their entries charged to a [`Budget`], so a forged tree DAG is refused, not expanded.
+use crate::cancel::{Cancel, Cancelled};
 use crate::repo::id::{BlobId, TreeId};
 use crate::repo::paths;
 use crate::repo::repository::{IndexedRepo, RepoError};
@@ -10,14 +11,14 @@ use crate::walk::{self, Budget, OverBudget};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-/// Directory pairs loaded at a time, in parallel.
-
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
     #[error("{path}: {source}")]
     Repo { path: String, source: RepoError },
     #[error("{path}: {source}")]
     Walk { path: String, source: OverBudget },
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
 }
 
 pub type Result<T> = std::result::Result<T, DiffError>;
@@ -108,12 +109,14 @@ struct Differ {
 }
 
 /// Compares the trees `before` and `after` (root tree ids of two snapshots), loading at most
-/// `budget` entries (the sum of both snapshots' [`crate::walk::entry_budget`]).
+/// `budget` entries (the sum of both snapshots' [`crate::walk::entry_budget`]); stops with
+/// [`DiffError::Cancelled`] once `cancel` is cancelled.
 pub fn diff(
     repo: &IndexedRepo,
     before: TreeId,
     after: TreeId,
     mut budget: Budget,
+    cancel: &Cancel,
 ) -> Result<DiffReport> {
     let mut differ = Differ::default();
     let mut frontier = vec![Pending {
@@ -123,7 +126,7 @@ pub fn diff(
     }];
     while !frontier.is_empty() {
         let load = |p: &Pending| load_pair(repo, p);
-        walk::in_batches(&frontier, load, |pending, trees| {
+        walk::in_batches(&frontier, cancel, load, |pending, trees| {
             let (a, b) = trees?;
             budget
                 .charge((a.len() + b.len()) as u64)
@@ -132,7 +135,7 @@ pub fn diff(
                     source,
                 })?;
             differ.compare_dirs(pending, a, b);
-            Ok(())
+            Ok::<(), DiffError>(())
         })?;
         frontier = std::mem::take(&mut differ.next);
     }
@@ -359,8 +362,9 @@ mod tests {
         ]));
         packer.flush().unwrap();
 
-        let report = diff(&repo, before, after, Budget::new(u64::MAX)).unwrap();
-        let tight = diff(&repo, before, after, Budget::new(12));
+        let never = Cancel::default();
+        let report = diff(&repo, before, after, Budget::new(u64::MAX), &never).unwrap();
+        let tight = diff(&repo, before, after, Budget::new(12), &never);
         assert!(
             matches!(
                 tight,
@@ -370,6 +374,13 @@ mod tests {
                 })
             ),
             "5 + 6 entries at the root, 1 + 1 below: over 12"
+        );
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let stopped = diff(&repo, before, after, Budget::new(u64::MAX), &cancel);
+        assert!(
+            matches!(stopped, Err(DiffError::Cancelled(_))),
+            "{stopped:?}"
         );
         let got: Vec<(String, char)> = report
             .changes

@@ -4,6 +4,7 @@
 //! bounded by the entries it records ([`crate::walk::entry_budget`]): a snapshot that cannot
 //! be walked (a tree that does not load, a forged tree DAG) is reported and skipped, and the
 //! others are still searched.
+use crate::cancel::{Cancel, Cancelled};
 use crate::repo::id::{SnapshotId, TreeId};
 use crate::repo::paths;
 use crate::repo::repository::{IndexedRepo, RepoError};
@@ -14,7 +15,6 @@ use crate::walk::{self, Budget, OverBudget};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::convert::Infallible;
 
 /// Directories loaded at a time, in parallel.
 
@@ -113,6 +113,7 @@ impl Walk<'_> {
 /// One search of some snapshots, sharing directories between them.
 struct Finder<'a, 's> {
     repo: &'a IndexedRepo,
+    cancel: &'a Cancel,
     patterns: &'a Patterns,
     walks: Vec<Walk<'s>>,
     /// None until loaded; left None below a snapshot whose walk stopped.
@@ -120,20 +121,22 @@ struct Finder<'a, 's> {
     slots: HashMap<(TreeId, Vec<u8>), usize>,
 }
 
-/// Every path matching `patterns` in `snapshots` (oldest first), sorted by path.
+/// Every path matching `patterns` in `snapshots` (oldest first), sorted by path; stops before
+/// the next batch of trees once `cancel` is cancelled.
 pub fn find(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
     patterns: &Patterns,
-) -> FindReport {
+    cancel: &Cancel,
+) -> Result<FindReport, Cancelled> {
     let mut found: HashMap<Vec<u8>, Vec<Version>> = HashMap::new();
     let mut report = FindReport::default();
     let mut pending: Vec<&(SnapshotId, Snapshot)> = snapshots.iter().collect();
     // A snapshot that shares a directory with one whose walk stopped is searched again
     // without it: every pass that leaves one incomplete drops at least one snapshot.
     while !pending.is_empty() {
-        let mut finder = Finder::new(repo, patterns, &pending);
-        let roots = finder.load_roots();
+        let mut finder = Finder::new(repo, patterns, cancel, &pending);
+        let roots = finder.load_roots()?;
         let mut again = Vec::new();
         for (mut walk, root) in std::mem::take(&mut finder.walks).into_iter().zip(roots) {
             match (walk.failed.take(), finder.dirs_complete(root)) {
@@ -156,13 +159,14 @@ pub fn find(
         })
         .collect();
     report.found.sort_by(|a, b| paths::cmp(&a.path, &b.path));
-    report
+    Ok(report)
 }
 
 impl<'a, 's> Finder<'a, 's> {
     fn new(
         repo: &'a IndexedRepo,
         patterns: &'a Patterns,
+        cancel: &'a Cancel,
         snapshots: &[&'s (SnapshotId, Snapshot)],
     ) -> Finder<'a, 's> {
         let walks = snapshots
@@ -176,6 +180,7 @@ impl<'a, 's> Finder<'a, 's> {
             .collect();
         Finder {
             repo,
+            cancel,
             patterns,
             walks,
             dirs: Vec::new(),
@@ -184,7 +189,7 @@ impl<'a, 's> Finder<'a, 's> {
     }
 
     /// Loads every directory below the snapshots' roots; the slot of each root.
-    fn load_roots(&mut self) -> Vec<usize> {
+    fn load_roots(&mut self) -> Result<Vec<usize>, Cancelled> {
         let mut todo = Vec::new();
         let roots = (0..self.walks.len())
             .map(|owner| {
@@ -192,8 +197,8 @@ impl<'a, 's> Finder<'a, 's> {
                 self.slot(tree, Vec::new(), owner, &mut todo)
             })
             .collect();
-        self.load_all(todo);
-        roots
+        self.load_all(todo)?;
+        Ok(roots)
     }
 
     /// The slot of the tree `tree` at `path`; a new one is queued in `todo` to be loaded.
@@ -215,18 +220,20 @@ impl<'a, 's> Finder<'a, 's> {
 
     /// Loads the queued trees breadth first, a batch at a time in parallel, except those of
     /// snapshots whose walk has stopped.
-    fn load_all(&mut self, mut todo: Vec<Todo>) {
+    fn load_all(&mut self, mut todo: Vec<Todo>) -> Result<(), Cancelled> {
         while !todo.is_empty() {
             todo.retain(|t| self.walks[t.owner].failed.is_none());
             let mut next = Vec::new();
             let repo = self.repo;
             let load = |t: &Todo| repo.load_tree(&t.tree);
-            let Ok(()) = walk::in_batches(&todo, load, |t, tree| {
+            let cancel = self.cancel;
+            walk::in_batches(&todo, cancel, load, |t, tree| {
                 self.fill(t, tree, &mut next);
-                Ok::<(), Infallible>(())
-            });
+                Ok::<(), Cancelled>(())
+            })?;
             todo = next;
         }
+        Ok(())
     }
 
     fn fill(&mut self, t: &Todo, tree: Result<Tree, RepoError>, next: &mut Vec<Todo>) {
@@ -322,7 +329,10 @@ mod tests {
                 snapshot(two, "2021-01-01T00:00:00Z"),
             ),
         ];
-        let found = find(&repo, &snaps, &Patterns::new(&["*.txt"]).unwrap()).found;
+        let never = Cancel::default();
+        let found = find(&repo, &snaps, &Patterns::new(&["*.txt"]).unwrap(), &never)
+            .unwrap()
+            .found;
         let got: Vec<(String, Vec<u64>)> = found
             .iter()
             .map(|f| {
@@ -335,8 +345,14 @@ mod tests {
         let want = [("/d/a.txt", vec![3, 6]), ("/e/a.txt", vec![3])];
         assert_eq!(got, want.map(|(p, s)| (p.to_string(), s)));
         assert_eq!(found[0].versions[1].snapshot, snaps[1].0);
-        let by_path = find(&repo, &snaps, &Patterns::new(&["/d/*"]).unwrap()).found;
+        let by_path = find(&repo, &snaps, &Patterns::new(&["/d/*"]).unwrap(), &never)
+            .unwrap()
+            .found;
         assert_eq!(by_path.len(), 2, "/d/a.txt and /d/b.log");
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let stopped = find(&repo, &snaps, &Patterns::new(&["*"]).unwrap(), &cancel);
+        assert_eq!(stopped.err(), Some(Cancelled));
     }
 
     #[test]
@@ -365,7 +381,8 @@ mod tests {
                 snapshot(genuine, "2021-01-01T00:00:00Z"),
             ),
         ];
-        let report = find(&repo, &snaps, &Patterns::new(&["*.txt"]).unwrap());
+        let never = Cancel::default();
+        let report = find(&repo, &snaps, &Patterns::new(&["*.txt"]).unwrap(), &never).unwrap();
         assert_eq!(report.found.len(), 1);
         assert_eq!(paths::display(&report.found[0].path), "/d/x.txt");
         let versions: Vec<SnapshotId> = report.found[0]

@@ -1,6 +1,7 @@
 //! Forgetting snapshots: which ones go (those named, or those a retention policy does not
 //! keep, with the MongoDB oplog slices no kept snapshot needs) and removing them while the
 //! repository's lock is still valid. Only snapshot objects are removed, never packs.
+use crate::cancel::Cancel;
 use crate::repo::id::SnapshotId;
 use crate::repo::locked::Locked;
 use crate::repo::repository::{RepoError, Repository};
@@ -79,13 +80,16 @@ pub struct Applied {
 
 /// Removes the plan's snapshots. Before each removal the repository's lock must still be
 /// valid (`Locked::ensure_valid`): a forget that was suspended past the lock's lifetime, or
-/// whose lock was removed, stops with an error before removing anything more.
+/// whose lock was removed, stops with an error before removing anything more, as does one
+/// that is cancelled (with `RepoError::Cancelled`).
 pub fn apply<R: AsRef<Repository>>(
     lock: &Locked<'_, R>,
     plan: &Plan,
+    cancel: &Cancel,
 ) -> Result<Applied, RepoError> {
     let mut applied = Applied::default();
     for (id, _) in &plan.remove {
+        cancel.check()?;
         match lock.remove_snapshot(*id) {
             Ok(()) => applied.removed.push(*id),
             Err(RepoError::Backend(e)) => applied.failed.push((*id, e.to_string())),
@@ -121,7 +125,8 @@ mod tests {
         for found in repo.backend().list(Kind::Lock).unwrap() {
             repo.backend().remove(Kind::Lock, &found.name).unwrap();
         }
-        let err = apply(&lock, &plan).expect_err("the lock is gone");
+        let never = Cancel::default();
+        let err = apply(&lock, &plan, &never).expect_err("the lock is gone");
         assert!(matches!(err, RepoError::Lock(_)), "{err}");
         assert_eq!(repo.snapshot_ids().unwrap().len(), 3, "nothing removed");
         drop(lock);
@@ -129,7 +134,12 @@ mod tests {
         let lock = repo
             .lock(LockMode::Exclusive, "forget", Duration::ZERO, None)
             .unwrap();
-        let applied = apply(&lock, &plan).unwrap();
+        let cancelled = Cancel::default();
+        cancelled.cancel();
+        let err = apply(&lock, &plan, &cancelled).expect_err("cancelled");
+        assert!(matches!(err, RepoError::Cancelled(_)), "{err}");
+        assert_eq!(repo.snapshot_ids().unwrap().len(), 3, "nothing removed");
+        let applied = apply(&lock, &plan, &never).unwrap();
         assert_eq!(applied.removed.len(), 3);
         assert!(applied.failed.is_empty());
         assert!(repo.snapshot_ids().unwrap().is_empty());

@@ -5,6 +5,7 @@
 //! finishes the job: before the commit it drops the new objects of the crashed run and starts
 //! over, after it it removes what is left of the old era.
 use crate::backend::Kind;
+use crate::cancel::Cancel;
 use crate::repo::config::{BOUND_OBJECTS_VERSION, FORMAT_VERSION};
 use crate::repo::crypto::{MasterKey, ObjectKind};
 use crate::repo::id::{Id, SnapshotId};
@@ -27,6 +28,28 @@ pub struct MigrateReport {
     pub key_files: usize,
     /// Old-era objects (and a crashed run's new ones) removed.
     pub removed: usize,
+}
+
+/// How a migration runs.
+#[derive(Default)]
+pub struct MigrateOptions<'a> {
+    /// How long to wait for the other era's exclusive lock.
+    pub wait: Duration,
+    /// Stops the migration (with `RepoError::Cancelled`) at the end of the step running when
+    /// it is cancelled; a later run finishes the job, as after a crash.
+    pub cancel: Cancel,
+    /// Told each step's name as it ends (the CLI's failpoint for crash tests).
+    pub step: Option<&'a dyn Fn(&str)>,
+}
+
+impl MigrateOptions<'_> {
+    /// The end of step `name`: the hook is told, then a cancelled migration stops.
+    fn done(&self, name: &str) -> Result<()> {
+        if let Some(step) = self.step {
+            step(name);
+        }
+        Ok(self.cancel.check()?)
+    }
 }
 
 /// Which era's associated data an object opens with.
@@ -57,9 +80,8 @@ impl Keys {
 /// Upgrades the repository to version 3 (or finishes an interrupted upgrade), holding an
 /// exclusive lock that clients of both versions see: the caller's `repo`, an exclusive lock
 /// in the repository's current encryption, and one this takes (waiting up to `wait`) in the
-/// other era's. `step` is told each step's name as it ends (the CLI's failpoint for crash
-/// tests).
-pub fn migrate(repo: &Locked<'_>, wait: Duration, step: &dyn Fn(&str)) -> Result<MigrateReport> {
+/// other era's.
+pub fn migrate(repo: &Locked<'_>, opts: &MigrateOptions) -> Result<MigrateReport> {
     let old_version = repo.version().min(BOUND_OBJECTS_VERSION - 1);
     let keys = Keys {
         old: repo.key().for_repository(old_version, repo.config().keys),
@@ -67,17 +89,17 @@ pub fn migrate(repo: &Locked<'_>, wait: Duration, step: &dyn Fn(&str)) -> Result
             .key()
             .for_repository(FORMAT_VERSION, repo.config().keys),
     };
-    let _other = other_era_lock(repo, &keys, wait)?;
+    let _other = other_era_lock(repo, &keys, opts.wait)?;
     let mut report = MigrateReport {
         from: repo.version(),
         ..MigrateReport::default()
     };
     if repo.version() < BOUND_OBJECTS_VERSION {
-        write_new_era(repo, &keys, &mut report, step)?;
+        write_new_era(repo, &keys, &mut report, opts)?;
         commit(repo, &keys.new)?;
-        step("config");
+        opts.done("config")?;
     }
-    remove_old_era(repo, &keys, &mut report, step)?;
+    remove_old_era(repo, &keys, &mut report, opts)?;
     Ok(report)
 }
 
@@ -105,15 +127,15 @@ fn write_new_era(
     repo: &Locked<'_>,
     keys: &Keys,
     report: &mut MigrateReport,
-    step: &dyn Fn(&str),
+    opts: &MigrateOptions,
 ) -> Result<()> {
     lock::remove_stale(repo.backend(), &keys.old, false, None)?;
     report.removed += remove_era(repo, keys, Era::New)?;
     report.key_files = sign_key_files(repo)?;
-    step("keys");
+    opts.done("keys")?;
     report.index_files = rewrite_index_files(repo, keys)?;
-    step("index");
-    report.snapshots = rewrite_snapshots(repo, keys, step)?;
+    opts.done("index")?;
+    report.snapshots = rewrite_snapshots(repo, keys, opts)?;
     Ok(())
 }
 
@@ -131,10 +153,10 @@ fn remove_old_era(
     repo: &Locked<'_>,
     keys: &Keys,
     report: &mut MigrateReport,
-    step: &dyn Fn(&str),
+    opts: &MigrateOptions,
 ) -> Result<()> {
     report.removed += remove_era(repo, keys, Era::Old)?;
-    step("removed");
+    opts.done("removed")?;
     report.key_files = mark_key_files(repo)?;
     Ok(())
 }
@@ -225,7 +247,7 @@ fn damaged(kind: Kind, e: impl ToString) -> RepoError {
 
 /// Writes every old snapshot again in the new encryption, parents first, with `parent`
 /// pointing at the parent's new id; returns how many.
-fn rewrite_snapshots(repo: &Locked<'_>, keys: &Keys, step: &dyn Fn(&str)) -> Result<usize> {
+fn rewrite_snapshots(repo: &Locked<'_>, keys: &Keys, opts: &MigrateOptions) -> Result<usize> {
     let mut pending = old_snapshots(repo, keys)?;
     let mut renamed: HashMap<SnapshotId, SnapshotId> = HashMap::new();
     let total = pending.len();
@@ -242,7 +264,7 @@ fn rewrite_snapshots(repo: &Locked<'_>, keys: &Keys, step: &dyn Fn(&str)) -> Res
             let mut snap = pending.remove(&old).expect("listed as pending");
             snap.parent = snap.parent.map(|p| *renamed.get(&p).unwrap_or(&p));
             renamed.insert(old, save_snapshot(repo, &keys.new, &snap)?);
-            step(&format!("snapshot-{}", renamed.len()));
+            opts.done(&format!("snapshot-{}", renamed.len()))?;
         }
     }
     Ok(total)

@@ -107,8 +107,7 @@ pub fn prune(
     }
     progress.phase(Phase::Scanning);
     let snapshots = readable_snapshots(repo)?;
-    mark_used(repo, &snapshots)?;
-    opts.cancel.check().map_err(RepoError::from)?;
+    mark_used(repo, &snapshots, &opts.cancel)?;
     let files = index_files(repo)?;
     let states = pack_states(repo, &files)?;
     let mut report = PruneReport {
@@ -190,11 +189,15 @@ fn readable_snapshots(repo: &IndexedRepo) -> Result<Vec<(SnapshotId, Snapshot)>>
 }
 
 /// Puts every tree and data blob the snapshots reference into the index's used set.
-fn mark_used(repo: &IndexedRepo, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+fn mark_used(
+    repo: &IndexedRepo,
+    snapshots: &[(SnapshotId, Snapshot)],
+    cancel: &Cancel,
+) -> Result<()> {
     let index = repo.index();
     index.reset_used().map_err(RepoError::from)?;
     let mut failure: Option<PruneError> = None;
-    vfs::for_each_tree(repo, snapshots, |reached, tree| {
+    vfs::for_each_tree(repo, snapshots, cancel, |reached, tree| {
         if failure.is_some() {
             return;
         }
@@ -217,7 +220,8 @@ fn mark_used(repo: &IndexedRepo, snapshots: &[(SnapshotId, Snapshot)]) -> Result
         if let Err(e) = marked {
             failure = Some(RepoError::from(e).into());
         }
-    });
+    })
+    .map_err(RepoError::from)?;
     if let Some(e) = failure {
         return Err(e);
     }

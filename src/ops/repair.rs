@@ -1,6 +1,7 @@
 //! Repairs: rebuilding the index from the pack headers alone, and salvaging snapshots that
 //! reference missing or damaged data by writing copies with the affected files cut out.
 use crate::backend::{Entry, Kind};
+use crate::cancel::Cancel;
 use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::repo::id::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::repo::indexfile::{IndexBatch, PackEntries};
@@ -20,6 +21,15 @@ use std::collections::{HashMap, HashSet};
 
 /// Packs whose headers are read in parallel at a time.
 const HEADER_BATCH: usize = 64;
+
+#[derive(Clone, Debug, Default)]
+pub struct IndexRepairOptions {
+    /// Verify every blob of every pack, not only its header.
+    pub read_data: bool,
+    /// Stops the repair (with `RepoError::Cancelled`) once cancelled, up to the point where
+    /// the new index is complete; nothing is removed before that point.
+    pub cancel: Cancel,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IndexRepair {
@@ -44,7 +54,7 @@ pub struct IndexRepair {
 /// `repair snapshots` cuts the files that need them. Needs an exclusive lock.
 pub fn repair_index(
     repo: &Locked<'_, IndexedRepo>,
-    read_data: bool,
+    opts: &IndexRepairOptions,
     progress: &dyn Observer,
 ) -> Result<IndexRepair> {
     let old_files: Vec<String> = (repo.backend().list(Kind::Index)?.into_iter())
@@ -62,9 +72,10 @@ pub fn repair_index(
     let mut unreadable = Vec::new();
     let mut rewrite = Vec::new();
     for batch in packs.chunks(HEADER_BATCH) {
+        opts.cancel.check()?;
         let read: Vec<_> = batch
             .par_iter()
-            .map(|e| (e, read_entries(repo, e, read_data)))
+            .map(|e| (e, read_entries(repo, e, opts.read_data)))
             .collect();
         for (entry, result) in read {
             progress.add(Counters {
@@ -93,12 +104,13 @@ pub fn repair_index(
     }
     progress.phase(Phase::Indexing);
     rewrite.extend(salvage_from_old_index(repo, &old_files, &unreadable)?);
-    for listing in rewrite_packs(repo, &rewrite, &mut report, progress)? {
+    for listing in rewrite_packs(repo, &rewrite, &opts.cancel, &mut report, progress)? {
         if let Some(full) = to_index.push(listing) {
             write_index(repo, full, &mut report)?;
         }
     }
     write_index(repo, to_index.take(), &mut report)?;
+    opts.cancel.check()?;
     report.unreadable_packs = unreadable;
     report.packs = packs.len() - report.unreadable_packs.len();
     repo.ensure_valid()?;
@@ -120,11 +132,13 @@ pub fn repair_index(
 fn rewrite_packs(
     repo: &Locked<'_, IndexedRepo>,
     damaged: &[PackEntries],
+    cancel: &Cancel,
     report: &mut IndexRepair,
     progress: &dyn Observer,
 ) -> Result<Vec<PackEntries>> {
     let mut repacker = Repacker::new(repo);
     for p in damaged {
+        cancel.check()?;
         let name = p.pack.0.to_hex();
         let bytes = repo.backend().get(Kind::Pack, &name)?;
         for e in &p.blobs {
@@ -266,6 +280,7 @@ pub struct SnapshotRepair {
     pub originals_removed: usize,
 }
 
+#[derive(Clone, Debug, Default)]
 pub struct SnapshotRepairOptions {
     /// Verify every referenced data blob, not only that the index lists it.
     pub read_data: bool,
@@ -273,6 +288,9 @@ pub struct SnapshotRepairOptions {
     /// that cannot be read at all.
     pub forget: bool,
     pub dry_run: bool,
+    /// Stops the repair (with `RepoError::Cancelled`) once cancelled, before the first
+    /// repaired snapshot is written.
+    pub cancel: Cancel,
 }
 
 /// Writes, for every snapshot that references missing or damaged blobs, a copy with the
@@ -304,6 +322,7 @@ pub fn repair_snapshots(
     };
     let mut repaired = Vec::new();
     for (id, snap) in &snapshots {
+        opts.cancel.check()?;
         progress.item(&id.0.short());
         let (tree, lost) = salvager.root(*id, snap)?;
         lost.iter().for_each(|e| progress.error(e));
@@ -313,6 +332,7 @@ pub fn repair_snapshots(
         repaired.push((*id, snap.clone(), tree, lost));
     }
     packer.flush()?;
+    opts.cancel.check()?;
     progress.phase(Phase::Writing);
     for (id, snap, tree, lost) in repaired {
         let copy = match (tree, opts.dry_run) {
@@ -589,7 +609,6 @@ impl Cutter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cancel::Cancel;
     use crate::observer::Quiet;
     use crate::ops::checker::tests::snapshot_of;
     use crate::ops::checker::{self, ReadData};
@@ -643,6 +662,16 @@ mod tests {
         std::fs::write(path, &bytes).unwrap();
     }
 
+    /// The index files' names, sorted.
+    fn index_files(dir: &Path) -> Vec<String> {
+        let entries = std::fs::read_dir(dir.join("repo/index")).unwrap();
+        let mut names: Vec<String> = (entries.map(|e| e.unwrap().file_name()))
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn check_errors(dir: &Path) -> usize {
         let report =
             checker::check(&reopen(dir), ReadData::All, &Cancel::default(), &Quiet).unwrap();
@@ -659,7 +688,7 @@ mod tests {
         assert!(check_errors(dir.path()) > 0);
         let r = repair_index(
             &crate::repo::locked::exclusive(&reopen(dir.path())),
-            false,
+            &IndexRepairOptions::default(),
             &Quiet,
         )
         .unwrap();
@@ -675,7 +704,12 @@ mod tests {
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         let len = std::fs::metadata(&pack).unwrap().len();
         flip_byte(&pack, len - 20);
-        let r = repair_index(&crate::repo::locked::exclusive(&repo), false, &Quiet).unwrap();
+        let r = repair_index(
+            &crate::repo::locked::exclusive(&repo),
+            &IndexRepairOptions::default(),
+            &Quiet,
+        )
+        .unwrap();
         assert_eq!(r.unreadable_packs.len(), 1, "{r:?}");
         reopen(dir.path())
             .read_blob(&ids[0])
@@ -689,8 +723,28 @@ mod tests {
         let loc = repo.locate(&ids[0]).unwrap();
         let pack = pack_file(dir.path(), &repo, &ids[0]);
         flip_byte(&pack, loc.entry.offset as u64 + 10);
+        let before = index_files(dir.path());
         let log = crate::observer::ErrorLog::default();
-        let r = repair_index(&crate::repo::locked::exclusive(&repo), true, &log).unwrap();
+        let cancelled = IndexRepairOptions {
+            read_data: true,
+            cancel: Cancel::default(),
+        };
+        cancelled.cancel.cancel();
+        let lock = crate::repo::locked::exclusive(&repo);
+        let err = repair_index(&lock, &cancelled, &log).unwrap_err();
+        assert!(matches!(err, RepoError::Cancelled(_)), "{err}");
+        assert!(log.take().is_empty(), "stopped before reading a pack");
+        assert_eq!(
+            index_files(dir.path()),
+            before,
+            "no index file written or removed"
+        );
+        drop(lock);
+        let with_data = IndexRepairOptions {
+            read_data: true,
+            ..Default::default()
+        };
+        let r = repair_index(&crate::repo::locked::exclusive(&repo), &with_data, &log).unwrap();
         assert_eq!(log.take(), r.damaged_blobs, "the observer is told of each");
         let damaged: Vec<_> = (r.damaged_blobs.iter())
             .map(|e| (e.path.as_str(), e.kind))
@@ -710,11 +764,15 @@ mod tests {
         let (dir, ids) = fixture();
         let repo = reopen(dir.path());
         std::fs::remove_file(pack_file(dir.path(), &repo, &ids[0])).unwrap();
-        repair_index(&crate::repo::locked::exclusive(&repo), false, &Quiet).unwrap();
+        repair_index(
+            &crate::repo::locked::exclusive(&repo),
+            &IndexRepairOptions::default(),
+            &Quiet,
+        )
+        .unwrap();
         let opts = SnapshotRepairOptions {
-            read_data: false,
             forget: true,
-            dry_run: false,
+            ..Default::default()
         };
         let r = repair_snapshots(
             &crate::repo::locked::exclusive(&reopen(dir.path())),
@@ -752,9 +810,8 @@ mod tests {
         let pack = pack_file(dir.path(), &repo, &ids[8]);
         flip_byte(&pack, loc.entry.offset as u64 + 100);
         let mut opts = SnapshotRepairOptions {
-            read_data: false,
-            forget: false,
             dry_run: true,
+            ..Default::default()
         };
         assert!(
             repair_snapshots(&crate::repo::locked::exclusive(&repo), &opts, &Quiet)
@@ -778,11 +835,7 @@ mod tests {
         let sub = crate::vfs::node_at(&repo, snap.tree, b"/sub").unwrap();
         let pack = pack_file(dir.path(), &repo, &sub.subtree().unwrap().blob());
         std::fs::remove_file(pack).unwrap();
-        let opts = SnapshotRepairOptions {
-            read_data: false,
-            forget: false,
-            dry_run: false,
-        };
+        let opts = SnapshotRepairOptions::default();
         let r = repair_snapshots(&crate::repo::locked::exclusive(&repo), &opts, &Quiet).unwrap();
         let lost = &r.salvaged[0].lost;
         assert!(lost.iter().any(|e| e.path == "/sub"), "{lost:?}");
@@ -812,9 +865,8 @@ mod tests {
         // 2 + 4 + 8 directories and 8 files.
         forged_dag(&repo, 3, 22);
         let opts = SnapshotRepairOptions {
-            read_data: false,
-            forget: false,
             dry_run: true,
+            ..Default::default()
         };
         let r = repair_snapshots(&crate::repo::locked::exclusive(&repo), &opts, &Quiet).unwrap();
         let lost: Vec<&str> = r.salvaged[0].lost.iter().map(|e| e.path.as_str()).collect();

@@ -8,6 +8,7 @@
 //! modified when its size or mtime differs; with `deep`, files whose size and mtime match
 //! are read and chunked exactly as backup does, and their keyed chunk ids compared with the
 //! snapshot's. Nothing is excluded: files left out of the backup with `--exclude` show as new.
+use crate::cancel::{Cancel, Cancelled};
 use crate::observer::{Counters, EntryError, EntryErrorKind, Observer, Phase};
 use crate::ops::archiver;
 use crate::ops::restorer::{self, RestoreError, RestoreOptions, RestoreReport};
@@ -53,6 +54,8 @@ pub enum ScanError {
     Restore(#[from] RestoreError),
     #[error("{path}: {source}")]
     Walk { path: String, source: OverBudget },
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
 }
 
 pub type Result<T> = std::result::Result<T, ScanError>;
@@ -151,6 +154,8 @@ pub struct ScanOptions {
     pub paths: Vec<PathBuf>,
     /// Read files whose size and mtime match and compare their chunk ids.
     pub deep: bool,
+    /// Stops the scan (with [`ScanError::Cancelled`]) once cancelled.
+    pub cancel: Cancel,
 }
 
 /// Compares the live file system with `snapshot`. `history` lists the repository's
@@ -167,12 +172,13 @@ pub fn scan(
     let roots = scan_roots(snap, &opts.paths)?;
     crate::sources::fs::raise_open_file_limit();
     progress.phase(Phase::Scanning);
-    let mut scanner = Scanner::new(repo, opts.deep, progress);
+    let mut scanner = Scanner::new(repo, opts, progress);
     let mut budget = Budget::of(snap);
     for root in &roots {
         scanner.root(snap.tree, root, &mut budget)?;
     }
     scanner.hash_pending();
+    opts.cancel.check()?;
     let mut report = scanner.finish(*id, &roots);
     let candidates = candidates(snapshot, history);
     for lost in report.missing.iter_mut().chain(report.modified.iter_mut()) {
@@ -268,6 +274,7 @@ type Pending = (Vec<u8>, Node, Live, File);
 struct Scanner<'a> {
     repo: &'a IndexedRepo,
     deep: bool,
+    cancel: &'a Cancel,
     progress: &'a dyn Observer,
     missing: Vec<Lost>,
     modified: Vec<Lost>,
@@ -281,10 +288,15 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(repo: &'a IndexedRepo, deep: bool, progress: &'a dyn Observer) -> Scanner<'a> {
+    fn new(
+        repo: &'a IndexedRepo,
+        opts: &'a ScanOptions,
+        progress: &'a dyn Observer,
+    ) -> Scanner<'a> {
         Scanner {
             repo,
-            deep,
+            deep: opts.deep,
+            cancel: &opts.cancel,
             progress,
             missing: Vec::new(),
             modified: Vec::new(),
@@ -342,6 +354,7 @@ impl<'a> Scanner<'a> {
             .into_iter()
             .collect();
         while let Some(frame) = stack.last_mut() {
+            self.cancel.check()?;
             path.truncate(frame.dir_len);
             let Some((name, node, in_live)) = frame.entries.next() else {
                 stack.pop();
@@ -495,20 +508,21 @@ impl<'a> Scanner<'a> {
         self.new.push(NewEntry { path, kind, size });
     }
 
-    /// Reads and chunks the pending files (several at a time) and compares their chunks.
+    /// Reads and chunks the pending files (several at a time) and compares their chunks;
+    /// once cancelled, the files still being read fail (and the caller stops).
     fn hash_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         self.queued += self.pending.iter().map(|p| p.2.size).sum::<u64>();
-        let (repo, progress) = (self.repo, self.progress);
+        let (repo, progress, cancel) = (self.repo, self.progress, self.cancel);
         progress.phase(Phase::Reading);
         progress.total(Counters::bytes_read(self.queued));
         let hashed: Vec<_> = std::mem::take(&mut self.pending)
             .into_par_iter()
             .map(|(path, node, live, file)| {
                 progress.item(&paths::display(&path));
-                let chunks = chunk_ids(repo, file, progress);
+                let chunks = chunk_ids(repo, file, cancel, progress);
                 (path, node, live, chunks)
             })
             .collect();
@@ -655,11 +669,13 @@ fn change(node: &Node, live: &Live) -> Option<Reason> {
 fn chunk_ids(
     repo: &IndexedRepo,
     file: File,
+    cancel: &Cancel,
     progress: &dyn Observer,
 ) -> std::io::Result<Vec<ChunkRef>> {
     let chunker = Chunker::new(file, repo.config().chunker, &repo.key().chunker_seed());
     chunker
         .map(|chunk| {
+            cancel.check().map_err(std::io::Error::other)?;
             let chunk = chunk?;
             progress.add(Counters::bytes_read(chunk.len() as u64));
             Ok(ChunkRef {
@@ -741,11 +757,12 @@ pub struct Restored {
 
 /// Restores the missing entries of `report` at their place (target `/`) from the snapshot
 /// named as their source, never replacing anything that exists. Entries without a source
-/// are left out.
+/// are left out. Stops (with the restore's `Cancelled`) once `cancel` is cancelled.
 pub fn restore_missing(
     repo: &IndexedRepo,
     report: &ScanReport,
     owner: bool,
+    cancel: &Cancel,
     progress: &dyn Observer,
 ) -> Result<Vec<Restored>> {
     let mut groups: BTreeMap<(SnapshotId, TreeId), Vec<String>> = BTreeMap::new();
@@ -761,6 +778,7 @@ pub fn restore_missing(
         opts.include = Patterns::new(&patterns)?;
         opts.on_conflict = OnConflict::Skip;
         opts.owner = owner;
+        opts.cancel = cancel.clone();
         let snap = repo
             .load_snapshot(snapshot)
             .map_err(|source| ScanError::Repo {

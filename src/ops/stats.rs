@@ -3,6 +3,7 @@
 //! cannot all be loaded, or expand to more entries than it records (a forged tree DAG), is
 //! reported and left out of the per-snapshot sums.
 use crate::backend::Kind;
+use crate::cancel::Cancel;
 use crate::index::Location;
 use crate::observer::{Counters, Observer, Phase};
 use crate::repo::blob::{self, Compression};
@@ -94,31 +95,38 @@ impl Totals {
 }
 
 /// What [`stats`] measures beyond the index.
-#[derive(Clone, Copy, Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct Options {
     /// Read every dictionary-compressed blob and compress it again with plain zstd, to
     /// report exactly what the dictionaries save.
     pub recompress: bool,
+    /// Stops the walk and the recompression (with `RepoError::Cancelled`) once cancelled.
+    pub cancel: Cancel,
 }
 
 pub fn stats(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
-    options: Options,
+    options: &Options,
     progress: &dyn Observer,
 ) -> Result<Stats, RepoError> {
     let mut infos: HashMap<TreeId, TreeInfo> = HashMap::new();
     let mut data: HashSet<BlobId> = HashSet::new();
     let mut failures: HashMap<TreeId, RepoError> = HashMap::new();
     progress.phase(Phase::Scanning);
-    vfs::for_each_tree(repo, snapshots, |reached, tree| match tree {
-        Ok(tree) => {
-            infos.insert(reached.id, tree_info(tree, &mut data));
-        }
-        Err(e) => {
-            failures.insert(reached.id, e);
-        }
-    });
+    vfs::for_each_tree(
+        repo,
+        snapshots,
+        &options.cancel,
+        |reached, tree| match tree {
+            Ok(tree) => {
+                infos.insert(reached.id, tree_info(tree, &mut data));
+            }
+            Err(e) => {
+                failures.insert(reached.id, e);
+            }
+        },
+    )?;
 
     let mut st = Stats {
         data_blobs: data.len() as u64,
@@ -190,7 +198,7 @@ pub fn stats(
         progress.phase(Phase::Reading);
         progress.item("recompressing dictionary blobs");
         let without = st.stored_size - st.dictionary_stored_size
-            + stored_without_dictionary(repo, &with_dict)?;
+            + stored_without_dictionary(repo, &with_dict, &options.cancel)?;
         st.stored_size_without_dictionaries = Some(without);
         st.compression_ratio_without_dictionaries = Some(ratio(st.unique_raw_size, without));
     }
@@ -227,11 +235,16 @@ pub fn stats(
 
 /// The stored bytes of the blobs at `locs` had they been compressed with plain zstd at the
 /// repository's level: each is read, opened with its dictionary and compressed again.
-fn stored_without_dictionary(repo: &IndexedRepo, locs: &[Location]) -> Result<u64, RepoError> {
+fn stored_without_dictionary(
+    repo: &IndexedRepo,
+    locs: &[Location],
+    cancel: &Cancel,
+) -> Result<u64, RepoError> {
     use rayon::prelude::*;
     let level = repo.config().compression;
     locs.par_iter()
         .map(|loc| {
+            cancel.check()?;
             let plain = repo.read_blob_at(loc)?;
             let payload = blob::compress(&plain, level).map_or(plain.len(), |c| c.len());
             Ok((payload + crate::repo::crypto::OVERHEAD) as u64)
@@ -347,12 +360,16 @@ mod tests {
         let st = stats(
             &repo,
             &[(snap_id, snap.clone())],
-            Options::default(),
+            &Options::default(),
             &Quiet,
         )
         .unwrap();
         assert_eq!(st.snapshots, 1);
         assert_eq!(st.files, 2);
+        let cancelled = Options::default();
+        cancelled.cancel.cancel();
+        let err = stats(&repo, &[(snap_id, snap.clone())], &cancelled, &Quiet).unwrap_err();
+        assert!(matches!(err, RepoError::Cancelled(_)), "{err}");
         assert_eq!(st.logical_size, 2 * plain.len() as u64);
         assert!((st.dedup_ratio - 2.0).abs() < 1e-9, "{st:?}");
         assert!(st.compression_ratio > 1.0, "{st:?}");
@@ -366,7 +383,7 @@ mod tests {
 
         // The same tree in two snapshots counts twice in logical size, once in blobs.
         let both = [(snap_id, snap.clone()), (snap_id, snap)];
-        let st2 = stats(&repo, &both, Options::default(), &Quiet).unwrap();
+        let st2 = stats(&repo, &both, &Options::default(), &Quiet).unwrap();
         assert_eq!(st2.files, 4);
         assert_eq!(st2.logical_size, 4 * plain.len() as u64);
         assert_eq!(st2.unique_blobs, 2);
@@ -397,7 +414,7 @@ mod tests {
         let st = stats(
             &repo,
             &[(Default::default(), snap)],
-            Options::default(),
+            &Options::default(),
             &Quiet,
         )
         .unwrap();
@@ -418,7 +435,7 @@ mod tests {
     fn empty_selection_and_missing_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
-        let st = stats(&repo, &[], Options::default(), &Quiet).unwrap();
+        let st = stats(&repo, &[], &Options::default(), &Quiet).unwrap();
         assert_eq!((st.files, st.unique_blobs, st.packs), (0, 0, 0));
         assert_eq!(st.dedup_ratio, 0.0);
         assert!(st.repository_size > 0, "config and key");
@@ -433,7 +450,7 @@ mod tests {
         let err = stats(
             &repo,
             &[(Default::default(), snap)],
-            Options::default(),
+            &Options::default(),
             &Quiet,
         )
         .unwrap_err();
@@ -465,7 +482,7 @@ mod tests {
             )
         };
         let snaps = [snap(leaf), snap(dag), snap(broken)];
-        let st = stats(&repo, &snaps, Options::default(), &Quiet).unwrap();
+        let st = stats(&repo, &snaps, &Options::default(), &Quiet).unwrap();
         assert_eq!(
             (st.snapshots, st.files),
             (1, 1),

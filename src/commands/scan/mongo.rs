@@ -85,6 +85,7 @@ pub fn run(
         filter: args.namespaces.filter(),
         deep,
         id_limit: (!ctx.args.json).then_some(ID_LIMIT),
+        cancel: ctx.cancel.clone(),
     };
     let progress = ctx.progress("scan");
     let report = scan::scan(&repo, &conn, &snap, &opts, progress.as_ref())?;

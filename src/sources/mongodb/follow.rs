@@ -6,15 +6,19 @@
 use super::connection::{from_ts, to_ts};
 use super::export::DumpWriter;
 use super::{Conn, MongoError, Result, cmd_err};
+use crate::cancel::Cancel;
 use crate::repo::id::{SnapshotId, TreeId};
 use crate::repo::locked::Locked;
-use crate::repo::repository::IndexedRepo;
+use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::snapshot::{BsonTime, Snapshot, Source, Summary};
 use crate::write::packer::Packer;
 use bson::{RawDocumentBuf, doc};
+use futures_util::future::{self, Either};
+use mongodb::Cursor;
 use mongodb::options::{CollectionOptions, CursorType, ReadConcern};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::pin::pin;
 use std::time::Duration;
 
 pub const SLICE_TAG: &str = "mongodb-oplog";
@@ -90,7 +94,13 @@ pub struct FollowOptions {
     /// Archive up to the newest entry at the start, then stop.
     pub once: bool,
     pub host: String,
+    /// Stops following (with `RepoError::Cancelled`) within [`CANCEL_POLL`] of being
+    /// cancelled, after saving the slice being written.
+    pub cancel: Cancel,
 }
+
+/// How often a follower waiting for new oplog entries looks at its cancellation token.
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// Where the next slice starts, and the gap before it if the oplog no longer reaches back.
 fn resume_point(repo: &IndexedRepo, conn: &Conn) -> Result<(BsonTime, Option<BsonTime>)> {
@@ -120,7 +130,7 @@ fn before(t: BsonTime) -> BsonTime {
 }
 
 /// Tails the oplog and stores slices; calls `saved` after each. Returns with `once` when the
-/// newest entry at the start has been archived.
+/// newest entry at the start has been archived, and stops once cancelled.
 pub fn follow(
     repo: &Locked<'_, IndexedRepo>,
     conn: &Conn,
@@ -157,10 +167,7 @@ pub fn follow(
         .map_err(cmd_err("tailing local.oplog.rs"))?;
     let span = opts.slice.as_secs().max(1) as u32;
     let mut open: Option<SliceBuilder> = None;
-    while conn
-        .block_on(cursor.advance())
-        .map_err(cmd_err("tailing local.oplog.rs"))?
-    {
+    while advance(conn, &mut cursor, &opts.cancel)? {
         let entry = cursor.current();
         let ts = entry.get_timestamp("ts").map(from_ts).unwrap_or(start);
         if let Some(b) = open.take_if(|b| ts.t >= b.first.t.saturating_add(span) && ts != b.last) {
@@ -180,7 +187,23 @@ pub fn follow(
         saved(&slice);
         out.push(slice);
     }
+    opts.cancel.check().map_err(RepoError::from)?;
     Ok(out)
+}
+
+/// Waits for the next oplog entry: false when the cursor ends or `cancel` is cancelled.
+fn advance(conn: &Conn, cursor: &mut Cursor<RawDocumentBuf>, cancel: &Cancel) -> Result<bool> {
+    let stop = async {
+        while !cancel.is_cancelled() {
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
+    };
+    conn.block_on(async {
+        match future::select(pin!(cursor.advance()), pin!(stop)).await {
+            Either::Left((more, _)) => more.map_err(cmd_err("tailing local.oplog.rs")),
+            Either::Right(_) => Ok(false),
+        }
+    })
 }
 
 /// A slice being written: entries are chunked and saved as they arrive.

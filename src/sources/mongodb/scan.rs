@@ -7,8 +7,9 @@ use super::export::{list_collections, list_indexes};
 use super::import::{self, DumpNs};
 use super::namespace::{NsFilter, Renames};
 use super::{Conn, MongoError, Result, cmd_err, stream};
+use crate::cancel::Cancel;
 use crate::observer::{EntryError, EntryErrorKind, Observer, Phase};
-use crate::repo::repository::IndexedRepo;
+use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::snapshot::{Snapshot, Source};
 use bson::{Bson, Document, RawBson, RawDocument, RawDocumentBuf, rawdoc};
 use rusqlite::params;
@@ -22,6 +23,8 @@ pub struct ScanOptions {
     pub deep: bool,
     /// `_id`s kept per list at most (all when None); the totals are always exact.
     pub id_limit: Option<usize>,
+    /// Stops the scan (with `RepoError::Cancelled`) once cancelled.
+    pub cancel: Cancel,
 }
 
 /// What is missing or changed, as the restore brings it back.
@@ -221,6 +224,7 @@ fn scan_db(
                 report.errors.push(e);
             }
         }
+        docs.cancel.check().map_err(RepoError::from)?;
     }
     Ok(())
 }
@@ -281,6 +285,7 @@ fn compare_collection(
 struct DocCompare {
     deep: Option<(tempfile::TempDir, rusqlite::Connection)>,
     id_limit: Option<usize>,
+    cancel: Cancel,
 }
 
 /// What the deep comparison found in one collection.
@@ -310,14 +315,15 @@ impl DocCompare {
         Ok(DocCompare {
             deep,
             id_limit: opts.id_limit,
+            cancel: opts.cancel.clone(),
         })
     }
 
     fn compare(&mut self, repo: &IndexedRepo, conn: &Conn, ns: &DumpNs) -> Result<Option<Finding>> {
         let Some((_, db)) = &mut self.deep else {
-            return count_fell(repo, conn, ns);
+            return count_fell(repo, conn, ns, &self.cancel);
         };
-        let c = deep_compare(repo, conn, ns, db, self.id_limit)?;
+        let c = deep_compare(repo, conn, ns, db, self.id_limit, &self.cancel)?;
         if c.missing.total == 0 && c.changed.total == 0 {
             return Ok(None);
         }
@@ -363,22 +369,26 @@ fn dump_path(ns: &DumpNs) -> String {
     format!("/mongodb/{}/{}", ns.db, String::from_utf8_lossy(&name))
 }
 
-/// Calls `f` with every document of the collection in the snapshot.
+/// Calls `f` with every document of the collection in the snapshot, until cancelled.
 fn for_each_dump_doc(
     repo: &IndexedRepo,
     ns: &DumpNs,
+    cancel: &Cancel,
     f: &mut dyn FnMut(&RawDocument) -> Result<()>,
 ) -> Result<()> {
     let Some(node) = &ns.bson else { return Ok(()) };
     stream::for_each_batch(repo, node, &dump_path(ns), &mut |docs| {
+        cancel.check().map_err(RepoError::from)?;
         docs.iter().try_for_each(|d| f(d))
     })
 }
 
-/// Calls `f` with every document of the collection on the server, in natural order.
+/// Calls `f` with every document of the collection on the server, in natural order, until
+/// cancelled.
 fn for_each_live_doc(
     conn: &Conn,
     ns: &DumpNs,
+    cancel: &Cancel,
     f: &mut dyn FnMut(&RawDocument) -> Result<()>,
 ) -> Result<()> {
     let what = format!("reading {}", ns_name(ns));
@@ -392,6 +402,7 @@ fn for_each_live_doc(
             .await
             .map_err(cmd_err(what.clone()))?;
         while cursor.advance().await.map_err(cmd_err(what.clone()))? {
+            cancel.check().map_err(RepoError::from)?;
             f(cursor.current())?;
         }
         Ok(())
@@ -399,9 +410,14 @@ fn for_each_live_doc(
 }
 
 /// The non-deep comparison: a finding when the server holds fewer documents.
-fn count_fell(repo: &IndexedRepo, conn: &Conn, ns: &DumpNs) -> Result<Option<Finding>> {
+fn count_fell(
+    repo: &IndexedRepo,
+    conn: &Conn,
+    ns: &DumpNs,
+    cancel: &Cancel,
+) -> Result<Option<Finding>> {
     let mut snapshot = 0;
-    for_each_dump_doc(repo, ns, &mut |_| {
+    for_each_dump_doc(repo, ns, cancel, &mut |_| {
         snapshot += 1;
         Ok(())
     })?;
@@ -455,6 +471,7 @@ fn deep_compare(
     ns: &DumpNs,
     db: &mut rusqlite::Connection,
     id_limit: Option<usize>,
+    cancel: &Cancel,
 ) -> Result<DeepCounts> {
     db.execute_batch(SCHEMA).map_err(sql)?;
     let mut counts = DeepCounts::default();
@@ -463,14 +480,14 @@ fn deep_compare(
         let mut insert = tx
             .prepare("INSERT OR REPLACE INTO docs (id, hash) VALUES (?1, ?2)")
             .map_err(sql)?;
-        for_each_dump_doc(repo, ns, &mut |d| {
+        for_each_dump_doc(repo, ns, cancel, &mut |d| {
             counts.snapshot += 1;
             run_with_hash(&mut insert, d, ns)
         })?;
         let mut check = tx
             .prepare("UPDATE docs SET state = CASE WHEN hash = ?2 THEN 1 ELSE 2 END WHERE id = ?1")
             .map_err(sql)?;
-        for_each_live_doc(conn, ns, &mut |d| {
+        for_each_live_doc(conn, ns, cancel, &mut |d| {
             counts.live += 1;
             run_with_hash(&mut check, d, ns)
         })?;
