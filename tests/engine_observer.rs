@@ -178,6 +178,34 @@ fn restore_counts_what_it_wrote_and_reports_a_socket_it_cannot_make() {
 }
 
 #[test]
+fn restore_reports_a_large_file_chunk_by_chunk_as_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    common::digest::write_random_file(&src.join("big.bin"), 8 << 20, 7);
+    let snap = backup(&repo, &src, &strata::observer::Quiet).snapshot;
+
+    let observer = Recorder::default();
+    let opts = RestoreOptions::new(dir.path().join("to"));
+    let report = restorer::restore(&repo, snap.tree, &opts, u64::MAX, &observer).unwrap();
+    let log = observer.take();
+    let last = log.last();
+    assert_eq!((last.files, last.bytes_added), (1, 8 << 20));
+    assert_eq!(report.bytes_written, 8 << 20);
+    let before_done: Vec<u64> = (log.seen.iter())
+        .filter(|c| c.files == 0 && c.bytes_added > 0)
+        .map(|c| c.bytes_added)
+        .collect();
+    assert!(
+        before_done.len() >= 2,
+        "the bar moved only {} times before the file was done: {:?}",
+        before_done.len(),
+        log.seen
+    );
+}
+
+#[test]
 fn check_counts_the_packs_and_blobs_it_read() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repository(dir.path());
