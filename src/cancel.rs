@@ -26,7 +26,7 @@ impl Cancel {
     }
 
     /// Err once cancelled: `cancel.check()?` at each point an operation may stop.
-    pub fn check(&self) -> Result<(), Cancelled> {
+    pub(crate) fn check(&self) -> Result<(), Cancelled> {
         match self.is_cancelled() {
             true => Err(Cancelled),
             false => Ok(()),

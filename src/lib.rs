@@ -15,8 +15,10 @@
 //! - [`mount`]: snapshots as a FUSE filesystem;
 //! - [`observer`], [`cancel`], [`errors`]: how an operation reports, is stopped, and fails.
 //!
-//! The names a front end needs most are re-exported here. Modules only the engine uses are
-//! `pub(crate)`, and `unreachable_pub` keeps their items from claiming more.
+//! The names a front end needs most are re-exported here. Everything else is `pub(crate)`
+//! unless a front end, a test or a benchmark outside the library uses it: every item that
+//! stays `pub` is named by the CLI, the integration tests or the benchmarks, and
+//! `unreachable_pub` keeps items inside crate-private modules from claiming more.
 #![warn(unreachable_pub)]
 pub mod backend;
 pub mod cancel;

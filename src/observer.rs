@@ -71,21 +71,21 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn files(n: u64) -> Counters {
+    pub(crate) fn files(n: u64) -> Counters {
         Counters {
             files: n,
             ..Counters::default()
         }
     }
 
-    pub fn bytes_read(n: u64) -> Counters {
+    pub(crate) fn bytes_read(n: u64) -> Counters {
         Counters {
             bytes_read: n,
             ..Counters::default()
         }
     }
 
-    pub fn packs(n: u64) -> Counters {
+    pub(crate) fn packs(n: u64) -> Counters {
         Counters {
             packs: n,
             ..Counters::default()
@@ -122,7 +122,7 @@ pub enum EntryErrorKind {
 
 impl EntryErrorKind {
     /// The kind of a failure to read a source entry.
-    pub fn of_read(e: &std::io::Error) -> EntryErrorKind {
+    pub(crate) fn of_read(e: &std::io::Error) -> EntryErrorKind {
         match e.kind() {
             std::io::ErrorKind::NotFound => EntryErrorKind::Vanished,
             std::io::ErrorKind::PermissionDenied => EntryErrorKind::Denied,
@@ -142,7 +142,11 @@ pub struct EntryError {
 }
 
 impl EntryError {
-    pub fn new(kind: EntryErrorKind, path: impl Into<String>, message: impl ToString) -> Self {
+    pub(crate) fn new(
+        kind: EntryErrorKind,
+        path: impl Into<String>,
+        message: impl ToString,
+    ) -> Self {
         EntryError {
             path: path.into(),
             message: message.to_string(),

@@ -10,7 +10,7 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
-pub fn username() -> String {
+pub(crate) fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| user_name(rustix::process::getuid().as_raw()).unwrap_or_default())
@@ -45,7 +45,7 @@ fn first_line(file: &str) -> Option<String> {
 /// Time since boot, suspend included (CLOCK_BOOTTIME). Unlike the wall clock no one can set
 /// it, and unlike CLOCK_MONOTONIC it keeps counting while the machine sleeps, as others'
 /// view of our lock's age does.
-pub fn boot_clock() -> Duration {
+pub(crate) fn boot_clock() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     Duration::new(
         t.tv_sec.unsigned_abs(),
@@ -54,12 +54,12 @@ pub fn boot_clock() -> Duration {
 }
 
 /// Looks a uid up in the passwd database.
-pub fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     lookup_name("/etc/passwd", uid)
 }
 
 /// Looks a gid up in the group database.
-pub fn group_name(gid: u32) -> Option<String> {
+pub(crate) fn group_name(gid: u32) -> Option<String> {
     lookup_name("/etc/group", gid)
 }
 

@@ -58,7 +58,7 @@ fn not_found(path: &[u8]) -> RepoError {
 }
 
 /// A tree reached by [`for_each_tree`], with the first snapshot and path that reached it.
-pub struct Reached {
+pub(crate) struct Reached {
     pub id: TreeId,
     pub snapshot: SnapshotId,
     pub path: String,
@@ -66,7 +66,7 @@ pub struct Reached {
 
 impl Reached {
     /// "at PATH in snapshot SHORT", for messages about this tree.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         format!("at {} in snapshot {}", self.path, self.snapshot.0.short())
     }
 }
@@ -76,7 +76,7 @@ impl Reached {
 /// parallel at a time; stops before the next batch once `cancel` is cancelled. Iterative and
 /// visiting each tree once, so neither deep nor cyclic (forged) trees can overflow the stack
 /// or loop.
-pub fn for_each_tree(
+pub(crate) fn for_each_tree(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
     cancel: &Cancel,
@@ -129,7 +129,7 @@ fn queue_subtrees(
 
 /// `parent/name` for messages: lossy UTF-8, and a name that is not a valid path component
 /// (empty, `..`, containing `/` or NUL) quoted and escaped so it cannot pass for one.
-pub fn child_path(parent: &str, name: &[u8]) -> String {
+pub(crate) fn child_path(parent: &str, name: &[u8]) -> String {
     let lossy = String::from_utf8_lossy(name);
     let name = match crate::ops::sandbox::validate_name(name) {
         Ok(()) => lossy.into_owned(),
@@ -142,14 +142,14 @@ pub fn child_path(parent: &str, name: &[u8]) -> String {
 }
 
 /// How many chunks to fetch in parallel ahead of a sequential reader.
-pub fn read_ahead_window() -> usize {
+pub(crate) fn read_ahead_window() -> usize {
     rayon::current_num_threads().max(2) * 2
 }
 
 /// The chunks of a file (its `content`) in order, for a sequential reader: fetched
 /// [`read_ahead_window`] at a time in parallel, each checked against the length its tree
 /// gives it.
-pub fn chunks<'a>(
+pub(crate) fn chunks<'a>(
     repo: &'a IndexedRepo,
     content: &'a [ChunkRef],
 ) -> impl Iterator<Item = Result<Vec<u8>>> + 'a {
@@ -190,7 +190,12 @@ pub enum CopyError {
 }
 
 /// Up to `len` bytes of a file from `offset`, reading only the chunks that hold them.
-pub fn read_range(repo: &IndexedRepo, node: &Node, offset: u64, len: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_range(
+    repo: &IndexedRepo,
+    node: &Node,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
     let content = node.content();
     let offsets = chunk_offsets(content);
     read_chunks(content, &offsets, offset, len, |c| repo.read_blob(&c.id))
@@ -199,7 +204,7 @@ pub fn read_range(repo: &IndexedRepo, node: &Node, offset: u64, len: u64) -> Res
 /// Up to `len` bytes from `offset` of the file made of `content` (whose `chunk_offsets` are
 /// `offsets`), asking `fetch` only for the chunks that hold them. A chunk whose length is not
 /// the one in the tree is an error.
-pub fn read_chunks<B: AsRef<[u8]>, E: From<BlobError>>(
+pub(crate) fn read_chunks<B: AsRef<[u8]>, E: From<BlobError>>(
     content: &[ChunkRef],
     offsets: &[u64],
     offset: u64,
@@ -226,7 +231,7 @@ pub fn read_chunks<B: AsRef<[u8]>, E: From<BlobError>>(
 /// Where the bytes `wanted` (file offsets) lie in chunk `chunk`, which starts at file offset
 /// `start` and was read as a blob of `blob_len` bytes: an error when that is not the length
 /// the tree gives the chunk.
-pub fn chunk_range(
+pub(crate) fn chunk_range(
     blob_len: usize,
     chunk: &ChunkRef,
     start: u64,

@@ -14,12 +14,12 @@ use std::collections::HashMap;
 
 /// How many objects (trees, index files) a breadth-first pass loads at once on the thread
 /// pool: enough to keep every core and a remote backend busy, few enough to bound memory.
-pub const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 256;
 
 /// Runs `load` on the thread pool for `items`, [`BATCH`] at a time, and hands each item with
 /// its result to `take`, in order; stops at the first error `take` returns, or before the
 /// next batch once `cancel` is cancelled.
-pub fn in_batches<T: Sync, R: Send, E: From<Cancelled>>(
+pub(crate) fn in_batches<T: Sync, R: Send, E: From<Cancelled>>(
     items: &[T],
     cancel: &Cancel,
     load: impl Fn(&T) -> R + Sync,
@@ -56,7 +56,7 @@ pub struct OverBudget {
     pub limit: u64,
 }
 
-pub type Result<T> = std::result::Result<T, WalkError>;
+pub(crate) type Result<T> = std::result::Result<T, WalkError>;
 
 /// How many entries (paths below the root) a walk of `snap` may visit: the count recorded
 /// at backup, or for snapshots made before it was recorded, a generous bound derived from
@@ -96,16 +96,12 @@ impl Budget {
     }
 
     /// Counts `n` more entries: an error once they exceed the limit.
-    pub fn charge(&mut self, n: u64) -> std::result::Result<(), OverBudget> {
+    pub(crate) fn charge(&mut self, n: u64) -> std::result::Result<(), OverBudget> {
         self.used = self.used.saturating_add(n);
         match self.used > self.limit {
             true => Err(OverBudget { limit: self.limit }),
             false => Ok(()),
         }
-    }
-
-    pub fn used(&self) -> u64 {
-        self.used
     }
 }
 
@@ -176,7 +172,7 @@ fn open(
 /// loaded gives a value that says so, and no subtrees), `add` sums values (saturating, so a
 /// forged DAG's 2^40 paths give a huge total in time linear in its distinct trees). `memo`
 /// keeps the totals of trees already summed, to share between snapshots.
-pub fn expand<'a, T: Copy + Default>(
+pub(crate) fn expand<'a, T: Copy + Default>(
     root: TreeId,
     own: impl Fn(&TreeId) -> (T, &'a [TreeId]),
     add: impl Fn(T, T) -> T,
@@ -260,7 +256,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(count, depth + 1);
-        assert_eq!(budget.used(), depth as u64 + 1);
+        assert_eq!(budget.used, depth as u64 + 1);
         assert_eq!(last, [b"/d".repeat(depth), b"/f".to_vec()].concat());
 
         let mut tight = Budget::new(depth as u64);

@@ -17,7 +17,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Config,
         Kind::Key,
         Kind::Snapshot,
@@ -27,7 +27,7 @@ impl Kind {
         Kind::Dictionary,
     ];
 
-    pub fn dir(self) -> &'static str {
+    pub(crate) fn dir(self) -> &'static str {
         match self {
             Kind::Config => "",
             Kind::Key => "keys",
@@ -79,12 +79,12 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
 }
 
-pub type Result<T> = std::result::Result<T, BackendError>;
+pub(crate) type Result<T> = std::result::Result<T, BackendError>;
 
 /// A stored object's name and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub trait Backend: Send + Sync {
 
 /// Accepts `config` for the config kind and 1..=128 lowercase hex digits otherwise, so a
 /// name can never contain a separator or `..`.
-pub fn validate_name(kind: Kind, name: &str) -> Result<()> {
+pub(crate) fn validate_name(kind: Kind, name: &str) -> Result<()> {
     let ok = match kind {
         Kind::Config => name == "config",
         _ => {

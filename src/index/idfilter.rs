@@ -46,7 +46,7 @@ impl IdFilter {
     }
 
     /// More ids inserted than the filter was sized for: its "maybe" answers grow common.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.len > self.capacity
     }
 }

@@ -31,7 +31,7 @@ pub enum IndexError {
     Corrupt(&'static str),
 }
 
-pub type Result<T> = std::result::Result<T, IndexError>;
+pub(crate) type Result<T> = std::result::Result<T, IndexError>;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Index {
     }
 
     /// An index that lives only in memory (used when no cache directory is available).
-    pub fn in_memory() -> Result<Index> {
+    pub(crate) fn in_memory() -> Result<Index> {
         let conn = Connection::open_in_memory().map_err(sql(Path::new(":memory:")))?;
         let index = Index {
             conn: Mutex::new(conn),
@@ -127,7 +127,7 @@ impl Index {
     }
 
     /// Names of the index files already loaded.
-    pub fn loaded_files(&self) -> Result<HashSet<String>> {
+    pub(crate) fn loaded_files(&self) -> Result<HashSet<String>> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
             .prepare("SELECT name FROM index_files")
@@ -140,7 +140,7 @@ impl Index {
     }
 
     /// Empties the database (before a full reload).
-    pub fn clear(&self) -> Result<()> {
+    pub(crate) fn clear(&self) -> Result<()> {
         let mut conn = self.conn.lock().expect("index lock");
         self.packs.lock().expect("pack cache").clear();
         let tx = write_transaction(&mut conn).map_err(self.err())?;
@@ -189,7 +189,7 @@ impl Index {
 
     /// Which of `ids` the index holds, looked up in one read transaction: one round of
     /// file locking for the lot instead of one per id.
-    pub fn which_contained<'a>(
+    pub(crate) fn which_contained<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a BlobId>,
     ) -> Result<HashSet<BlobId>> {
@@ -261,7 +261,7 @@ impl Index {
 
     /// Starts an empty set of "used" blob ids: a temporary table on disk, so that marking
     /// every blob a repository references costs no memory per blob.
-    pub fn reset_used(&self) -> Result<()> {
+    pub(crate) fn reset_used(&self) -> Result<()> {
         let conn = self.conn.lock().expect("index lock");
         conn.execute_batch(
             "PRAGMA temp_store=FILE;
@@ -272,7 +272,7 @@ impl Index {
     }
 
     /// Adds `id` to the used set; true if it was not there yet.
-    pub fn mark_used(&self, id: &BlobId) -> Result<bool> {
+    pub(crate) fn mark_used(&self, id: &BlobId) -> Result<bool> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
             .prepare_cached("INSERT OR IGNORE INTO used (id) VALUES (?1)")
@@ -281,7 +281,7 @@ impl Index {
     }
 
     /// Up to `limit` used ids that the index does not hold.
-    pub fn missing_used(&self, limit: usize) -> Result<Vec<BlobId>> {
+    pub(crate) fn missing_used(&self, limit: usize) -> Result<Vec<BlobId>> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
             .prepare("SELECT id FROM used WHERE id NOT IN (SELECT id FROM blobs) LIMIT ?1")
@@ -301,7 +301,7 @@ impl Index {
 
     /// For every pack holding the indexed copy of a used blob: the stored bytes of those
     /// copies. (A blob stored twice is used only where the index points.)
-    pub fn used_bytes_per_pack(&self) -> Result<HashMap<PackId, u64>> {
+    pub(crate) fn used_bytes_per_pack(&self) -> Result<HashMap<PackId, u64>> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
             .prepare(
@@ -319,7 +319,7 @@ impl Index {
     }
 
     /// The used blobs whose indexed copy is in `pack`.
-    pub fn used_in_pack(&self, pack: &PackId) -> Result<Vec<Location>> {
+    pub(crate) fn used_in_pack(&self, pack: &PackId) -> Result<Vec<Location>> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
             .prepare(&format!(
@@ -341,7 +341,7 @@ impl Index {
 
     /// For every dictionary the indexed blobs use: how many blobs, their stored bytes and
     /// their plaintext bytes.
-    pub fn dictionary_use(&self) -> Result<HashMap<u32, (u64, u64, u64)>> {
+    pub(crate) fn dictionary_use(&self) -> Result<HashMap<u32, (u64, u64, u64)>> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn
             .prepare(

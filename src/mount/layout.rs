@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The name of the symlink to the newest snapshot of a directory.
-pub const LATEST: &str = "latest";
+pub(crate) const LATEST: &str = "latest";
 
 /// One entry of the generated layout.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ fn by_time(snapshots: &[Arc<(SnapshotId, Snapshot)>]) -> VEntry {
 }
 
 /// A snapshot time as shown in names: local time, to the second.
-pub fn local_time(t: &DateTime<Utc>) -> String {
+pub(crate) fn local_time(t: &DateTime<Utc>) -> String {
     t.with_timezone(&Local)
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string()

@@ -8,7 +8,6 @@ mod layout;
 mod state;
 
 use crate::select::selection::Selection;
-pub use layout::{LATEST, local_time};
 
 use crate::repo::id::SnapshotId;
 use crate::repo::repository::{IndexedRepo, RepoError};
@@ -57,7 +56,7 @@ pub enum MountError {
     Repo(#[from] RepoError),
 }
 
-pub type Result<T> = std::result::Result<T, MountError>;
+pub(crate) type Result<T> = std::result::Result<T, MountError>;
 
 #[derive(Clone, Debug)]
 pub struct MountOptions {

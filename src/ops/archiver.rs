@@ -43,7 +43,7 @@ pub enum ArchiveError {
     },
 }
 
-pub type Result<T> = std::result::Result<T, ArchiveError>;
+pub(crate) type Result<T> = std::result::Result<T, ArchiveError>;
 
 /// Which snapshot a backup compares files with to skip reading unchanged ones.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ pub struct BackupResult {
 }
 
 /// Absolute and lexically normalised (`.` and `..` resolved without following links).
-pub fn normalize(path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn normalize(path: &Path) -> std::io::Result<PathBuf> {
     let abs = std::path::absolute(path)?;
     let mut out = PathBuf::from("/");
     for c in abs.components() {

@@ -21,7 +21,7 @@ pub enum DiffError {
     Cancelled(#[from] Cancelled),
 }
 
-pub type Result<T> = std::result::Result<T, DiffError>;
+pub(crate) type Result<T> = std::result::Result<T, DiffError>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -280,7 +280,7 @@ impl Differ {
 
 /// The names of the restorable metadata fields that differ between two entries of the
 /// same type (not ctime, inode, device or link count, which any copy changes).
-pub fn metadata_changes(a: &Node, b: &Node) -> Vec<&'static str> {
+pub(crate) fn metadata_changes(a: &Node, b: &Node) -> Vec<&'static str> {
     let target = |n: &Node| match &n.kind {
         NodeKind::Symlink { target } => Some(target.clone()),
         _ => None,

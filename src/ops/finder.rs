@@ -46,7 +46,7 @@ fn rfc3339<S: serde::Serializer>(t: &Timespec, s: S) -> std::result::Result<S::O
 }
 
 /// An mtime as RFC 3339 UTC with nanoseconds (empty if out of range).
-pub fn format_mtime(t: &Timespec) -> String {
+pub(crate) fn format_mtime(t: &Timespec) -> String {
     DateTime::from_timestamp(t.sec, t.nsec)
         .map(|d| d.to_rfc3339())
         .unwrap_or_default()

@@ -40,7 +40,7 @@ pub enum PruneError {
     MissingPack(String),
 }
 
-pub type Result<T> = std::result::Result<T, PruneError>;
+pub(crate) type Result<T> = std::result::Result<T, PruneError>;
 
 pub struct PruneOptions {
     /// Packs with more than this percentage of unused bytes are repacked.

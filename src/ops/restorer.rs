@@ -177,7 +177,7 @@ fn conflicts_message(paths: &[String]) -> String {
 }
 
 /// Result type of this module.
-pub type Result<T> = std::result::Result<T, RestoreError>;
+pub(crate) type Result<T> = std::result::Result<T, RestoreError>;
 
 /// What to restore, where, and how.
 #[derive(Debug, Clone)]

@@ -91,7 +91,7 @@ pub enum SandboxError {
 }
 
 /// Result type of this module.
-pub type Result<T> = std::result::Result<T, SandboxError>;
+pub(crate) type Result<T> = std::result::Result<T, SandboxError>;
 
 /// What to do when something already exists where an entry is to be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub enum OnConflict {
 
 /// Metadata to apply to a restored entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// Permission bits including setuid/setgid/sticky (masked with 0o7777).
     pub mode: u32,
     /// Modification time (also used as access time), seconds since the epoch.
@@ -123,7 +123,7 @@ pub struct Meta {
 
 /// What exists at a name (without following symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+pub(crate) enum Existing {
     None,
     Dir,
     File,
@@ -133,7 +133,7 @@ pub enum Existing {
 
 /// A special file [`DirHandle::mknod`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Special {
+pub(crate) enum Special {
     Fifo,
     CharDevice,
     BlockDevice,
@@ -151,7 +151,7 @@ impl Special {
 
 /// Outcome of creating an entry.
 #[derive(Debug)]
-pub enum Placed<T> {
+pub(crate) enum Placed<T> {
     /// The entry was created; the name actually used (differs from the
     /// requested one with [`OnConflict::Rename`]).
     Written(T, Vec<u8>),
@@ -160,7 +160,7 @@ pub enum Placed<T> {
 }
 
 /// Rejects names that are empty, ".", "..", or contain b'/' or NUL.
-pub fn validate_name(name: &[u8]) -> Result<()> {
+pub(crate) fn validate_name(name: &[u8]) -> Result<()> {
     let bad = name.is_empty()
         || name == b"."
         || name == b".."
@@ -173,13 +173,13 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
 
 /// The opened restore target root.
 #[derive(Debug)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     root: DirHandle,
 }
 
 impl Sandbox {
     /// Creates the target directory (and parents, with std::fs::create_dir_all — the target path itself is trusted user input) and opens it.
-    pub fn open(target: &Path) -> Result<Sandbox> {
+    pub(crate) fn open(target: &Path) -> Result<Sandbox> {
         std::fs::create_dir_all(target).map_err(|source| SandboxError::Io {
             path: target.to_string_lossy().into_owned(),
             op: "create target directory",
@@ -191,7 +191,7 @@ impl Sandbox {
     }
 
     /// A handle to the root (shares the descriptor).
-    pub fn root(&self) -> DirHandle {
+    pub(crate) fn root(&self) -> DirHandle {
         self.root.clone()
     }
 }
@@ -200,7 +200,7 @@ impl Sandbox {
 /// create, change or remove anything. Subdirectories are opened one validated
 /// component at a time without following symlinks, as with [`DirHandle`].
 #[derive(Debug, Clone)]
-pub struct ReadOnlyDir {
+pub(crate) struct ReadOnlyDir {
     dir: DirHandle,
 }
 
@@ -208,7 +208,7 @@ impl ReadOnlyDir {
     /// Opens the restore target without creating it: `None` when it does not
     /// exist. Like [`Sandbox::open`], a symlink at `target` itself is followed
     /// (the target path is trusted user input).
-    pub fn open_target(target: &Path) -> Result<Option<ReadOnlyDir>> {
+    pub(crate) fn open_target(target: &Path) -> Result<Option<ReadOnlyDir>> {
         match open_target_dir(target).and_then(DirHandle::root) {
             Ok(dir) => Ok(Some(ReadOnlyDir { dir })),
             Err(Errno::NOENT) => Ok(None),
@@ -216,31 +216,26 @@ impl ReadOnlyDir {
         }
     }
 
-    /// Path of this directory relative to the target root (empty for the root).
-    pub fn rel_path(&self) -> &[u8] {
-        self.dir.rel_path()
-    }
-
     /// What exists at `name` (lstat semantics, never follows a symlink).
-    pub fn existing(&self, name: &[u8]) -> Result<Existing> {
+    pub(crate) fn existing(&self, name: &[u8]) -> Result<Existing> {
         self.dir.existing(name)
     }
 
     /// Opens the existing subdirectory `name`; anything else there (a symlink
     /// included, which is never followed) or nothing is an error.
-    pub fn subdir(&self, name: &[u8]) -> Result<ReadOnlyDir> {
+    pub(crate) fn subdir(&self, name: &[u8]) -> Result<ReadOnlyDir> {
         let dir = self.dir.subdir(name)?;
         Ok(ReadOnlyDir { dir })
     }
 
     /// Which directory this is (device and inode).
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         self.dir.identity()
     }
 
     /// Opens the subdirectory `name` again, provided it still is the
     /// directory `id` (see [`DirHandle::reopen`]).
-    pub fn reopen(&self, name: &[u8], id: Identity) -> Result<ReadOnlyDir> {
+    pub(crate) fn reopen(&self, name: &[u8], id: Identity) -> Result<ReadOnlyDir> {
         let dir = self.dir.reopen(name, id)?;
         Ok(ReadOnlyDir { dir })
     }
@@ -248,7 +243,7 @@ impl ReadOnlyDir {
 
 /// Which file an entry is: its device and inode number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     dev: u64,
     ino: u64,
 }
@@ -265,7 +260,7 @@ impl Identity {
 /// An open directory inside the target plus its path relative to the target
 /// root (empty for the root itself), used for error messages only.
 #[derive(Debug, Clone)]
-pub struct DirHandle {
+pub(crate) struct DirHandle {
     fd: Arc<OwnedFd>,
     rel: Vec<u8>,
     id: Identity,
@@ -273,19 +268,19 @@ pub struct DirHandle {
 
 impl DirHandle {
     /// Which directory this is (device and inode).
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         self.id
     }
 
     /// The same directory, for inspection only (shares the descriptor).
-    pub fn read_only(&self) -> ReadOnlyDir {
+    pub(crate) fn read_only(&self) -> ReadOnlyDir {
         ReadOnlyDir { dir: self.clone() }
     }
 
     /// Opens the existing subdirectory `name` without creating anything; a
     /// symlink there is never followed and, like anything else that is not a
     /// directory, is an error.
-    pub fn subdir(&self, name: &[u8]) -> Result<DirHandle> {
+    pub(crate) fn subdir(&self, name: &[u8]) -> Result<DirHandle> {
         validate_name(name)?;
         let fd = self
             .open_subdir(name)
@@ -296,7 +291,7 @@ impl DirHandle {
     /// Opens the subdirectory `name` again after its descriptor was closed,
     /// provided it still is the directory `id`: a directory moved or replaced
     /// meanwhile is [`SandboxError::Replaced`], never entered.
-    pub fn reopen(&self, name: &[u8], id: Identity) -> Result<DirHandle> {
+    pub(crate) fn reopen(&self, name: &[u8], id: Identity) -> Result<DirHandle> {
         let dir = self.subdir(name)?;
         if dir.id != id {
             return Err(self.replaced(name));
@@ -305,12 +300,12 @@ impl DirHandle {
     }
 
     /// Path of this directory relative to the target root (empty for the root).
-    pub fn rel_path(&self) -> &[u8] {
+    pub(crate) fn rel_path(&self) -> &[u8] {
         &self.rel
     }
 
     /// What exists at `name` (lstat semantics, never follows a symlink).
-    pub fn existing(&self, name: &[u8]) -> Result<Existing> {
+    pub(crate) fn existing(&self, name: &[u8]) -> Result<Existing> {
         validate_name(name)?;
         self.lstat_kind(name)
     }
@@ -320,7 +315,7 @@ impl DirHandle {
     /// other non-directory at `name` is removed with
     /// [`OnConflict::Overwrite`] and is a [`SandboxError::Conflict`]
     /// otherwise. Never follows a symlink.
-    pub fn dir(&self, name: &[u8], on_conflict: OnConflict) -> Result<DirHandle> {
+    pub(crate) fn dir(&self, name: &[u8], on_conflict: OnConflict) -> Result<DirHandle> {
         validate_name(name)?;
         for _ in 0..MAX_ATTEMPTS {
             match self.open_subdir(name) {
@@ -336,7 +331,7 @@ impl DirHandle {
     /// Creates a regular file `name` for writing (`O_CREAT|O_EXCL|O_NOFOLLOW`,
     /// mode 0o600; the final mode is set later), resolving an existing entry
     /// according to `on_conflict`.
-    pub fn create_file(&self, name: &[u8], on_conflict: OnConflict) -> Result<Placed<File>> {
+    pub(crate) fn create_file(&self, name: &[u8], on_conflict: OnConflict) -> Result<Placed<File>> {
         validate_name(name)?;
         self.place(name, on_conflict, "create file", |n| {
             self.create_excl(n).map(File::from)
@@ -346,7 +341,7 @@ impl DirHandle {
     /// Creates a symlink `name` -> `target` and pins it ([`Pinned`]). The
     /// target is stored verbatim (it may point anywhere; it is never followed
     /// by this module). Same conflict rules as [`DirHandle::create_file`].
-    pub fn symlink(
+    pub(crate) fn symlink(
         &self,
         name: &[u8],
         target: &[u8],
@@ -373,7 +368,7 @@ impl DirHandle {
     /// final mode is set later with [`Pinned::set_meta`]) and pins it. Same
     /// conflict rules as [`DirHandle::create_file`]. Device nodes need
     /// privileges.
-    pub fn mknod(
+    pub(crate) fn mknod(
         &self,
         name: &[u8],
         kind: Special,
@@ -396,7 +391,7 @@ impl DirHandle {
     /// The first of the names [`OnConflict::Rename`] tries for `name`
     /// (`name.strata-restored`, `name.strata-restored-2`, ...) at which
     /// nothing exists right now.
-    pub fn free_name(&self, name: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn free_name(&self, name: &[u8]) -> Result<Vec<u8>> {
         validate_name(name)?;
         for candidate in rename_candidates(name) {
             if self.lstat_kind(&candidate)? == Existing::None {
@@ -408,7 +403,7 @@ impl DirHandle {
 
     /// Removes the entry `name` provided it still is the file `file` refers
     /// to (same device and inode), e.g. a partially written file.
-    pub fn remove_if_same(&self, name: &[u8], file: &File) -> Result<()> {
+    pub(crate) fn remove_if_same(&self, name: &[u8], file: &File) -> Result<()> {
         validate_name(name)?;
         let ours = self.fstat(name, file.as_fd())?;
         let there = rfs::statat(self.fd(), name, AtFlags::SYMLINK_NOFOLLOW)
@@ -423,7 +418,7 @@ impl DirHandle {
     /// is `name` in this directory. It is reopened through `/proc/self/fd`,
     /// or by name without following a symlink when `/proc` is not mounted,
     /// and checked to be the same inode either way.
-    pub fn open_read(&self, name: &[u8], file: &File) -> Result<File> {
+    pub(crate) fn open_read(&self, name: &[u8], file: &File) -> Result<File> {
         validate_name(name)?;
         let ours = self.fstat(name, file.as_fd())?;
         let fd = match reopen_via_procfs(file.as_fd()) {
@@ -438,7 +433,7 @@ impl DirHandle {
     }
 
     /// Sets owner, mode and times of this directory itself via its descriptor.
-    pub fn set_dir_meta(&self, meta: &Meta) -> Result<()> {
+    pub(crate) fn set_dir_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.shown_self();
         apply_fd_meta(self.fd(), meta, path)
     }
@@ -657,7 +652,7 @@ impl DirHandle {
 /// `O_PATH|O_NOFOLLOW` descriptor: its metadata is set on exactly that inode,
 /// even when its name is swapped or renamed away meanwhile.
 #[derive(Debug)]
-pub struct Pinned {
+pub(crate) struct Pinned {
     fd: OwnedFd,
     /// Where it was created, for errors and the by-name fallback of times.
     dir: DirHandle,
@@ -670,7 +665,7 @@ impl Pinned {
     /// with `fchownat(fd, "", AT_EMPTY_PATH)`, mode through the
     /// `/proc/self/fd` magic link, times with `utimensat(fd, "",
     /// AT_EMPTY_PATH)` (see [`Pinned::set_times`]).
-    pub fn set_meta(&self, meta: &Meta) -> Result<()> {
+    pub(crate) fn set_meta(&self, meta: &Meta) -> Result<()> {
         let m = Checked::new(meta).map_err(|reason| self.dir.invalid_meta(&self.name, reason))?;
         let err = |op| move |e| self.dir.io_err(&self.name, op, e);
         if m.uid.is_some() || m.gid.is_some() {
@@ -715,7 +710,7 @@ impl Pinned {
 }
 
 /// Sets owner, mode and times of an open regular file via its descriptor.
-pub fn set_file_meta(file: &File, meta: &Meta) -> Result<()> {
+pub(crate) fn set_file_meta(file: &File, meta: &Meta) -> Result<()> {
     apply_fd_meta(file.as_fd(), meta, OPEN_FILE.to_owned())
 }
 
@@ -1387,7 +1382,7 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(&fx.outside, fx.target.join("l")).unwrap();
         let root = ReadOnlyDir::open_target(&fx.target).unwrap().unwrap();
         let d = root.subdir(b"d").unwrap();
-        assert_eq!(d.rel_path(), b"d");
+        assert_eq!(d.dir.rel_path(), b"d");
         assert_eq!(d.existing(b"e").unwrap(), Existing::Dir);
         assert_eq!(d.existing(b"nope").unwrap(), Existing::None);
         assert_eq!(root.existing(b"l").unwrap(), Existing::Symlink);

@@ -58,7 +58,7 @@ pub enum ScanError {
     Cancelled(#[from] Cancelled),
 }
 
-pub type Result<T> = std::result::Result<T, ScanError>;
+pub(crate) type Result<T> = std::result::Result<T, ScanError>;
 
 /// What makes an entry modified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -17,14 +17,14 @@ pub enum BlobType {
 }
 
 impl BlobType {
-    pub fn to_byte(self) -> u8 {
+    pub(crate) fn to_byte(self) -> u8 {
         match self {
             BlobType::Data => 0,
             BlobType::Tree => 1,
         }
     }
 
-    pub fn from_byte(b: u8) -> Option<BlobType> {
+    pub(crate) fn from_byte(b: u8) -> Option<BlobType> {
         match b {
             0 => Some(BlobType::Data),
             1 => Some(BlobType::Tree),
@@ -45,7 +45,7 @@ pub enum Compression {
 
 impl Compression {
     /// The compression byte of an entry: 0 none, 1 zstd, 2 zstd with a dictionary.
-    pub fn to_byte(self) -> u8 {
+    pub(crate) fn to_byte(self) -> u8 {
         match self {
             Compression::None => 0,
             Compression::Zstd => 1,
@@ -54,7 +54,7 @@ impl Compression {
     }
 
     /// The dictionary id of an entry: 0 unless compressed with a dictionary.
-    pub fn dict_id(self) -> DictId {
+    pub(crate) fn dict_id(self) -> DictId {
         match self {
             Compression::Dictionary(d) => d,
             _ => 0,
@@ -63,7 +63,7 @@ impl Compression {
 
     /// From an entry's compression byte and dictionary id; None for a combination no
     /// writer produces (a dictionary id without byte 2, or byte 2 with id 0).
-    pub fn from_parts(byte: u8, dict: DictId) -> Option<Compression> {
+    pub(crate) fn from_parts(byte: u8, dict: DictId) -> Option<Compression> {
         match (byte, dict) {
             (0, 0) => Some(Compression::None),
             (1, 0) => Some(Compression::Zstd),
@@ -80,7 +80,7 @@ impl Compression {
 /// Why a blob inside a downloaded pack is unusable (see `Repository::verified`); the
 /// message leaves out the blob's id, which the caller reports beside it.
 #[derive(Debug, thiserror::Error)]
-pub enum PackedBlobError {
+pub(crate) enum PackedBlobError {
     #[error("{offset}+{length} lies beyond the end of the pack ({pack_len} bytes)")]
     OutOfBounds {
         offset: u32,
@@ -176,7 +176,7 @@ pub(crate) fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 
 /// zstd with `dict` (its level was fixed when it was digested), or None when that does not
 /// shrink the data.
-pub fn compress_with(data: &[u8], dict: &EncoderDict) -> Option<Vec<u8>> {
+pub(crate) fn compress_with(data: &[u8], dict: &EncoderDict) -> Option<Vec<u8>> {
     if data.len() < 16 {
         return None;
     }
@@ -239,7 +239,7 @@ pub fn seal_with(
 }
 
 /// The dictionary a blob needs, as its reader found it: digested, or why it is unavailable.
-pub type DictLookup<'d> = Option<Result<&'d zstd::dict::DecoderDictionary<'static>, String>>;
+pub(crate) type DictLookup<'d> = Option<Result<&'d zstd::dict::DecoderDictionary<'static>, String>>;
 
 /// Decrypts, decompresses and verifies the blob `e` read from a pack of `format`. A blob
 /// compressed with a dictionary needs it in `dict` (see `Repository::open_blob`).
@@ -254,7 +254,7 @@ pub fn open(
 }
 
 /// [`open`] for a blob read into a buffer of its own, decrypted where it lies.
-pub fn open_owned(
+pub(crate) fn open_owned(
     key: &MasterKey,
     format: PackFormat,
     e: &BlobEntry,
@@ -304,7 +304,7 @@ pub fn open_owned(
 /// The sealed bytes of `e`, taken from a pack of format `from`, sealed for a pack of format
 /// `to`: unchanged when the formats agree, else decrypted and encrypted again (still
 /// compressed). The caller has verified the blob.
-pub fn reseal(
+pub(crate) fn reseal(
     key: &MasterKey,
     from: PackFormat,
     to: PackFormat,

@@ -9,11 +9,11 @@ pub const FORMAT_VERSION: u32 = 3;
 
 /// The first format version whose objects are bound to their kind (AEAD associated data).
 /// Older repositories are read but not written: `strata migrate` upgrades them.
-pub const BOUND_OBJECTS_VERSION: u32 = 3;
+pub(crate) const BOUND_OBJECTS_VERSION: u32 = 3;
 
 /// The oldest format version this build still reads: version 1 lacks key-file MACs, defined
 /// locks and `bson_chunker` (which then takes its default).
-pub const OLDEST_READABLE_VERSION: u32 = 1;
+pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkerParams {
@@ -31,7 +31,7 @@ impl ChunkerParams {
 
     /// For BSON documents (MongoDB collections): smaller chunks, so that changing a few
     /// documents stores little.
-    pub const BSON: ChunkerParams = ChunkerParams {
+    pub(crate) const BSON: ChunkerParams = ChunkerParams {
         min_size: 16 * 1024,
         avg_size: 64 * 1024,
         max_size: 256 * 1024,
@@ -50,9 +50,9 @@ impl ChunkerParams {
 
     /// The smallest minimum chunk size a config may set: tiny chunks would expose content
     /// (and multiply the index) if a config were ever forged.
-    pub const SMALLEST_MIN: u32 = 256;
+    pub(crate) const SMALLEST_MIN: u32 = 256;
     /// The same for files, whose chunker no command can set below [`ChunkerParams::FILES`].
-    pub const SMALLEST_FILES_MIN: u32 = 64 * 1024;
+    pub(crate) const SMALLEST_FILES_MIN: u32 = 64 * 1024;
 
     /// Within the limits of FastCDC 2020, even (its cut loop reads two bytes a step),
     /// ordered min <= avg <= max, and min at least [`ChunkerParams::SMALLEST_MIN`].
@@ -132,10 +132,10 @@ impl Config {
     }
 
     /// The smallest pack size a config may set.
-    pub const SMALLEST_PACK_SIZE: u32 = 4096;
+    pub(crate) const SMALLEST_PACK_SIZE: u32 = 4096;
 
     /// Whether this build may write to the repository (older versions: migrate first).
-    pub fn is_writable(&self) -> bool {
+    pub(crate) fn is_writable(&self) -> bool {
         self.version >= BOUND_OBJECTS_VERSION
     }
 

@@ -7,10 +7,10 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-pub const NONCE_LEN: usize = 24;
-pub const TAG_LEN: usize = 16;
+pub(crate) const NONCE_LEN: usize = 24;
+pub(crate) const TAG_LEN: usize = 16;
 /// Bytes an encrypted object has beyond its plaintext.
-pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+pub(crate) const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -57,7 +57,7 @@ pub struct Aad(Vec<u8>);
 
 impl Aad {
     /// No associated data: how format versions 1 and 2 encrypted every object.
-    pub fn legacy() -> Aad {
+    pub(crate) fn legacy() -> Aad {
         Aad(Vec::new())
     }
 
@@ -71,7 +71,7 @@ impl Aad {
     }
 
     /// The associated data of `kind` in a repository of format `version`.
-    pub fn for_version(version: u32, kind: ObjectKind, binding: &[u8]) -> Aad {
+    pub(crate) fn for_version(version: u32, kind: ObjectKind, binding: &[u8]) -> Aad {
         if version >= 3 {
             Aad::bound(kind, binding)
         } else {
@@ -80,7 +80,7 @@ impl Aad {
     }
 }
 
-pub fn fill_random(buf: &mut [u8]) {
+pub(crate) fn fill_random(buf: &mut [u8]) {
     OsRng.fill_bytes(buf);
 }
 
@@ -179,7 +179,7 @@ impl MasterKey {
     }
 
     /// This key as used in a repository of format `format` with key derivation `derivation`.
-    pub fn for_repository(&self, format: u32, derivation: KeyDerivation) -> MasterKey {
+    pub(crate) fn for_repository(&self, format: u32, derivation: KeyDerivation) -> MasterKey {
         MasterKey {
             format,
             derivation,
@@ -188,7 +188,7 @@ impl MasterKey {
     }
 
     /// The format version this key encrypts for.
-    pub fn format(&self) -> u32 {
+    pub(crate) fn format(&self) -> u32 {
         self.format
     }
 
@@ -208,7 +208,7 @@ impl MasterKey {
 
     /// A keyed BLAKE3 MAC of `data` for one purpose (`context`), with a key derived from the
     /// id key: lets a holder of the master key verify objects it does not encrypt.
-    pub fn mac(&self, context: &str, data: &[u8]) -> [u8; 32] {
+    pub(crate) fn mac(&self, context: &str, data: &[u8]) -> [u8; 32] {
         let key = blake3::derive_key(context, &self.id);
         *blake3::keyed_hash(&key, data).as_bytes()
     }
@@ -259,7 +259,7 @@ impl MasterKey {
     }
 
     /// Decrypts nonce || ciphertext || tag where it lies; returns where the plaintext is.
-    pub fn decrypt_in_place(
+    pub(crate) fn decrypt_in_place(
         &self,
         aad: &Aad,
         data: &mut [u8],

@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 
 /// The id blob entries use for a dictionary: the first four bytes of its name (u32 LE).
 /// Never 0, which means "no dictionary".
-pub type DictId = u32;
+pub(crate) type DictId = u32;
 
 const MAGIC: &[u8; 4] = b"SDC3";
 /// Magic of a zstd dictionary with entropy tables (what zstd's trainer writes).
 const ZSTD_DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 const HEADER_LEN: usize = 4 + 8 + 4 + 4;
 /// The largest dictionary this build writes or reads (the trainer makes at most 110 KiB).
-pub const MAX_DICT_LEN: usize = 1 << 20;
+pub(crate) const MAX_DICT_LEN: usize = 1 << 20;
 /// `derive_key` context of dictionary names.
 const NAME_CONTEXT: &str = "strata 2026 dictionary name";
 /// How many digested dictionaries a process keeps (each about 4-5× its size in zstd's
@@ -31,7 +31,7 @@ const NAME_CONTEXT: &str = "strata 2026 dictionary name";
 const CACHED: usize = 8;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DictError {
+pub(crate) enum DictError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("malformed: {0}")]
@@ -66,7 +66,7 @@ impl Dictionary {
 
     /// Parses a plaintext written by [`Dictionary::encode`]; the dictionary must start with
     /// zstd's dictionary magic and be at most [`MAX_DICT_LEN`] bytes.
-    pub fn decode(b: &[u8]) -> Result<Dictionary, DictError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Dictionary, DictError> {
         let body = b.strip_prefix(MAGIC).ok_or(DictError::Malformed("magic"))?;
         let (created, body) = body
             .split_first_chunk::<8>()
@@ -92,7 +92,7 @@ impl Dictionary {
     }
 
     /// Its name (keyed hash of its plaintext) and stored form.
-    pub fn seal(&self, key: &MasterKey) -> (Id, Vec<u8>) {
+    pub(crate) fn seal(&self, key: &MasterKey) -> (Id, Vec<u8>) {
         let plain = self.encode();
         let name = name_of(key, &plain);
         (name, key.encrypt(&aad(&name), &plain))
@@ -100,7 +100,7 @@ impl Dictionary {
 
     /// Opens the stored dictionary `name`: it must decrypt bound to that name and its
     /// plaintext must hash to it.
-    pub fn open(key: &MasterKey, name: &Id, sealed: &[u8]) -> Result<Dictionary, DictError> {
+    pub(crate) fn open(key: &MasterKey, name: &Id, sealed: &[u8]) -> Result<Dictionary, DictError> {
         let plain = key.decrypt(&aad(name), sealed)?;
         if name_of(key, &plain) != *name {
             return Err(DictError::Name);
@@ -122,12 +122,12 @@ pub fn aad(name: &Id) -> Aad {
 
 /// The id entries use for the dictionary named `name` (0 is not an id: such a dictionary is
 /// never used).
-pub fn id_of(name: &Id) -> DictId {
+pub(crate) fn id_of(name: &Id) -> DictId {
     u32::from_le_bytes(name.0[..4].try_into().expect("4 bytes"))
 }
 
 /// A dictionary id as people see it: the first 8 hex digits of the dictionary's name.
-pub fn id_hex(dict: DictId) -> String {
+pub(crate) fn id_hex(dict: DictId) -> String {
     hex::encode(dict.to_le_bytes())
 }
 
@@ -161,12 +161,12 @@ impl Loaded {
 }
 
 /// A dictionary as loaded, or why it cannot be used.
-pub type Lookup = Result<Arc<Loaded>, String>;
+pub(crate) type Lookup = Result<Arc<Loaded>, String>;
 
 /// The dictionaries a process has read, by id: digested, or why they cannot be used (kept
 /// too, so that a damaged dictionary is read and reported once, not once per blob).
 #[derive(Default)]
-pub struct DictCache {
+pub(crate) struct DictCache {
     /// Dictionary names by id, from the last listing (None: not listed yet).
     names: Mutex<Option<HashMap<DictId, Vec<Id>>>>,
     /// By id: when it was last asked for (a tick), and what loading it gave.
@@ -178,7 +178,7 @@ impl DictCache {
     /// The dictionary with id `dict`, loaded once per process (the last [`CACHED`] used are
     /// kept). Err says why it cannot be used: missing, damaged, or two dictionaries share
     /// the id.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         backend: &dyn Backend,
         key: &MasterKey,
@@ -248,7 +248,7 @@ impl DictCache {
 }
 
 /// The names of the stored dictionaries, by id (names that are not ids are ignored).
-pub fn list(backend: &dyn Backend) -> Result<HashMap<DictId, Vec<Id>>, BackendError> {
+pub(crate) fn list(backend: &dyn Backend) -> Result<HashMap<DictId, Vec<Id>>, BackendError> {
     let mut by_id: HashMap<DictId, Vec<Id>> = HashMap::new();
     for e in backend.list(Kind::Dictionary)? {
         if let Some(name) = Id::from_hex(&e.name) {

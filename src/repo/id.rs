@@ -17,7 +17,7 @@ impl Id {
         Some(Id(out))
     }
 
-    pub fn from_slice(b: &[u8]) -> Option<Id> {
+    pub(crate) fn from_slice(b: &[u8]) -> Option<Id> {
         Some(Id(b.try_into().ok()?))
     }
 
@@ -122,7 +122,7 @@ typed_id!(
 
 impl TreeId {
     /// The tree's id as a blob (for the index, which lists trees and data together).
-    pub fn blob(self) -> BlobId {
+    pub(crate) fn blob(self) -> BlobId {
         BlobId(self.0)
     }
 }

@@ -40,7 +40,7 @@ impl KdfParams {
     pub const DEFAULT_ITERATIONS: u32 = 3;
     /// Lanes, computed on parallel threads, so that opening a repository takes a fraction
     /// of the single-lane time on a multi-core machine at the same hardness.
-    pub const DEFAULT_PARALLELISM: u32 = 4;
+    pub(crate) const DEFAULT_PARALLELISM: u32 = 4;
 
     pub fn new(memory_kib: u32, iterations: u32) -> KdfParams {
         let mut salt = [0u8; 16];
@@ -56,14 +56,14 @@ impl KdfParams {
 
     /// Bounds on what a key file may ask of every command that opens the repository: a
     /// planted key file with huge parameters must not hang them (it is skipped instead).
-    pub const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
-    pub const MAX_ITERATIONS: u32 = 64;
-    pub const MAX_PARALLELISM: u32 = 16;
+    pub(crate) const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+    pub(crate) const MAX_ITERATIONS: u32 = 64;
+    pub(crate) const MAX_PARALLELISM: u32 = 16;
     /// Memory times iterations: 4 GiB of passes, a few seconds on one core.
-    pub const MAX_WORK_KIB: u64 = 4 * 1024 * 1024;
+    pub(crate) const MAX_WORK_KIB: u64 = 4 * 1024 * 1024;
 
     /// Refuses parameters beyond the bounds above.
-    pub fn check_bounds(&self) -> Result<(), KeyError> {
+    pub(crate) fn check_bounds(&self) -> Result<(), KeyError> {
         let work = self.memory_kib as u64 * self.iterations as u64;
         let within = self.memory_kib <= Self::MAX_MEMORY_KIB
             && (1..=Self::MAX_ITERATIONS).contains(&self.iterations)
@@ -156,11 +156,11 @@ impl KeyFile {
     }
 
     /// Sets the MAC for `master` (migration adds one to key files that lack it).
-    pub fn sign(&mut self, master: &MasterKey) {
+    pub(crate) fn sign(&mut self, master: &MasterKey) {
         self.mac = hex::encode(self.expected_mac(master));
     }
 
-    pub fn has_mac(&self) -> bool {
+    pub(crate) fn has_mac(&self) -> bool {
         !self.mac.is_empty()
     }
 
@@ -190,7 +190,7 @@ impl KeyFile {
         }
     }
 
-    pub fn random_id() -> KeyId {
+    pub(crate) fn random_id() -> KeyId {
         KeyId(Id::random())
     }
 

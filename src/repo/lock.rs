@@ -21,17 +21,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A holder rewrites its lock this often.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// A lock seen unchanged for this long (on this machine's boot clock) is stale, whoever
 /// holds it.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How far another machine's clock may be off from ours. A lock dated more than
 /// `STALE_AFTER + CLOCK_SKEW` in the past is stale at first sight; a date in the future
 /// counts for nothing (it cannot keep a lock alive: only refreshes seen here can).
-pub const CLOCK_SKEW: Duration = Duration::from_secs(30 * 60);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(30 * 60);
 /// A holder whose lock is older than this stops before its next commit (snapshot, index,
 /// deletion), so that it never acts on a lock that others may already consider stale.
-pub const VALID_FOR: Duration = Duration::from_secs(20 * 60);
+pub(crate) const VALID_FOR: Duration = Duration::from_secs(20 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -47,7 +47,7 @@ pub enum LockError {
     OtherRepository,
 }
 
-pub type Result<T> = std::result::Result<T, LockError>;
+pub(crate) type Result<T> = std::result::Result<T, LockError>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,7 +152,7 @@ pub struct Judged {
 }
 
 /// Every lock object in the repository (for staleness, see `Judge::survey`).
-pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
+pub(crate) fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
     let mut found = Vec::new();
     for e in backend.list(Kind::Lock)? {
         let sealed = match backend.get(Kind::Lock, &e.name) {
@@ -189,19 +189,19 @@ impl Clocks {
 /// it is dated more than `STALE_AFTER + CLOCK_SKEW` ago, or when it is unreadable (objects
 /// appear whole, so no live holder wrote it). Sightings are kept in `sightings` (a file in
 /// the local cache) between commands.
-pub struct Judge {
+pub(crate) struct Judge {
     sightings: Sightings,
 }
 
 impl Judge {
-    pub fn new(sightings: Option<PathBuf>) -> Judge {
+    pub(crate) fn new(sightings: Option<PathBuf>) -> Judge {
         Judge {
             sightings: Sightings::load(sightings, boot_identity()),
         }
     }
 
     /// Every lock object in the repository, judged now.
-    pub fn survey(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Judged>> {
+    pub(crate) fn survey(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Judged>> {
         let found = list(backend, key)?;
         Ok(self.judge_all(found, Clocks::now()))
     }
@@ -275,7 +275,7 @@ pub struct Unlocked {
 }
 
 /// Removes stale lock objects (every lock object with `all`).
-pub fn remove_stale(
+pub(crate) fn remove_stale(
     backend: &dyn Backend,
     key: &MasterKey,
     all: bool,
@@ -319,7 +319,7 @@ impl LockGuard {
     /// Takes a lock: writes it, then looks again for conflicting locks written meanwhile and
     /// backs off if there are any, so of two racing takers at most one proceeds. Retries with
     /// a random pause until `wait` has passed. `sightings`: see `Judge`.
-    pub fn acquire(
+    pub(crate) fn acquire(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
         mode: LockMode,
@@ -371,7 +371,7 @@ impl LockGuard {
 
     /// Fails when the lock may no longer protect us: a refresh failed, the object was
     /// removed, or it is older than `VALID_FOR`. Called before every commit.
-    pub fn ensure_valid(&self) -> Result<()> {
+    pub(crate) fn ensure_valid(&self) -> Result<()> {
         let state = self.state.lock().expect("lock state");
         let age = boot_clock().saturating_sub(state.written);
         let present = self
@@ -385,12 +385,8 @@ impl LockGuard {
         }
     }
 
-    pub fn mode(&self) -> LockMode {
-        self.state.lock().expect("lock state").info.mode
-    }
-
     /// Whether this lock was taken on `backend` (the very object, not just its location).
-    pub fn is_on(&self, backend: &Arc<dyn Backend>) -> bool {
+    pub(crate) fn is_on(&self, backend: &Arc<dyn Backend>) -> bool {
         Arc::ptr_eq(&self.backend, backend)
     }
 }
@@ -506,7 +502,10 @@ mod tests {
             None,
         );
         release.join().unwrap();
-        assert_eq!(got.unwrap().mode(), LockMode::Shared);
+        assert_eq!(
+            got.unwrap().state.lock().unwrap().info.mode,
+            LockMode::Shared
+        );
     }
 
     fn plant(b: &Arc<dyn Backend>, k: &MasterKey, edit: impl FnOnce(&mut LockInfo)) -> String {

@@ -30,7 +30,7 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
     /// Takes a lock on `repo` for `command`, waiting up to `wait` for conflicting holders.
     /// `cache`: the local cache directory, where what this machine saw of others' locks is
     /// kept.
-    pub fn take(
+    pub(crate) fn take(
         repo: &'a R,
         mode: LockMode,
         command: &str,
@@ -51,7 +51,7 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
     }
 
     /// The locked repository, for as long as it is borrowed.
-    pub fn repo(&self) -> &'a R {
+    pub(crate) fn repo(&self) -> &'a R {
         self.repo
     }
 
@@ -70,13 +70,13 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
 
     /// Removes a snapshot, once the lock is checked still valid: a command suspended past
     /// its lock's lifetime must not remove what others may now rely on.
-    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
+    pub(crate) fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
         self.ensure_valid()?;
         Ok(self.remove(Kind::Snapshot, &id.0.to_hex())?)
     }
 
     /// Stores an object (a pack, a dictionary, an object rewritten by `migrate`).
-    pub fn put(
+    pub(crate) fn put(
         &self,
         kind: Kind,
         name: &str,
@@ -86,7 +86,7 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
     }
 
     /// Removes an object (a snapshot, index file, pack or dictionary).
-    pub fn remove(&self, kind: Kind, name: &str) -> std::result::Result<(), BackendError> {
+    pub(crate) fn remove(&self, kind: Kind, name: &str) -> std::result::Result<(), BackendError> {
         self.base().backend().remove(kind, name)
     }
 
@@ -97,7 +97,7 @@ impl<'a, R: AsRef<Repository>> Locked<'a, R> {
 
 impl Locked<'_, IndexedRepo> {
     /// Writes an index file for packs already stored, then records it in the local index.
-    pub fn save_index_file(&self, packs: &[PackEntries]) -> Result<IndexId> {
+    pub(crate) fn save_index_file(&self, packs: &[PackEntries]) -> Result<IndexId> {
         self.ensure_valid()?;
         let sealed = indexfile::encode(self.key(), self.config().version, packs);
         let id = Id::hash_of(&sealed);

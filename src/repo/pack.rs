@@ -12,7 +12,7 @@ use crate::repo::indexfile::PackEntries;
 /// the magic of the pack's format.
 pub const TRAILER_LEN: usize = 8;
 /// Version 3 headers are padded to, and version 3 packs filled to, multiples of this.
-pub const BLOCK: usize = 4096;
+pub(crate) const BLOCK: usize = 4096;
 
 /// How a pack is laid out and how its blobs and header are authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,7 +26,7 @@ pub enum PackFormat {
 
 impl PackFormat {
     /// The format a repository of format `version` writes.
-    pub fn for_version(version: u32) -> PackFormat {
+    pub(crate) fn for_version(version: u32) -> PackFormat {
         if version >= 3 {
             PackFormat::V3
         } else {
@@ -36,19 +36,19 @@ impl PackFormat {
 
     /// Whether a repository of format `version` may hold packs of this format: version 3
     /// ones keep the legacy packs they were migrated with; older ones know no version 3 packs.
-    pub fn readable_in(self, version: u32) -> bool {
+    pub(crate) fn readable_in(self, version: u32) -> bool {
         self == PackFormat::Legacy || version >= 3
     }
 
     /// The `pack_format` byte of version 3 index files.
-    pub fn to_byte(self) -> u8 {
+    pub(crate) fn to_byte(self) -> u8 {
         match self {
             PackFormat::Legacy => 2,
             PackFormat::V3 => 3,
         }
     }
 
-    pub fn from_byte(b: u8) -> Option<PackFormat> {
+    pub(crate) fn from_byte(b: u8) -> Option<PackFormat> {
         match b {
             2 => Some(PackFormat::Legacy),
             3 => Some(PackFormat::V3),
@@ -57,7 +57,7 @@ impl PackFormat {
     }
 
     /// Associated data of a blob: its type byte and id, so a blob opens only as itself.
-    pub fn blob_aad(self, ty: BlobType, id: &BlobId) -> Aad {
+    pub(crate) fn blob_aad(self, ty: BlobType, id: &BlobId) -> Aad {
         match self {
             PackFormat::Legacy => Aad::legacy(),
             PackFormat::V3 => {
@@ -90,7 +90,7 @@ impl PackFormat {
     }
 
     /// Bytes one blob takes in a pack header (and in an index file of the same format).
-    pub fn entry_len(self) -> usize {
+    pub(crate) fn entry_len(self) -> usize {
         match self {
             PackFormat::Legacy => 46,
             PackFormat::V3 => 50,
@@ -98,7 +98,7 @@ impl PackFormat {
     }
 
     /// Length of the encrypted header listing `blobs` blobs.
-    pub fn header_len(self, blobs: usize) -> u64 {
+    pub(crate) fn header_len(self, blobs: usize) -> u64 {
         let plain = 8 + blobs as u64 * self.entry_len() as u64;
         let sealed = plain + OVERHEAD as u64;
         match self {
@@ -139,7 +139,7 @@ pub struct BlobEntry {
 }
 
 impl BlobEntry {
-    pub fn encode(&self, format: PackFormat, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, format: PackFormat, out: &mut Vec<u8>) {
         out.push(self.ty.to_byte());
         out.push(self.compression.to_byte());
         match format {
@@ -152,7 +152,7 @@ impl BlobEntry {
         out.extend_from_slice(&self.raw_length.to_le_bytes());
     }
 
-    pub fn decode(format: PackFormat, b: &[u8]) -> Result<BlobEntry, PackError> {
+    pub(crate) fn decode(format: PackFormat, b: &[u8]) -> Result<BlobEntry, PackError> {
         if b.len() != format.entry_len() {
             return Err(PackError::Malformed("entry length"));
         }
@@ -238,7 +238,7 @@ pub fn header_length(trailer: &[u8], version: u32) -> Result<(PackFormat, u32), 
 }
 
 /// Decrypts and parses an encrypted header, checking every blob lies before it.
-pub fn decode_header(
+pub(crate) fn decode_header(
     key: &MasterKey,
     format: PackFormat,
     enc: &[u8],
@@ -296,7 +296,7 @@ impl PackBuilder {
         }
     }
 
-    pub fn format(&self) -> PackFormat {
+    pub(crate) fn format(&self) -> PackFormat {
         self.format
     }
 
@@ -313,11 +313,11 @@ impl PackBuilder {
         self.data.extend_from_slice(&blob.bytes);
     }
 
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.data.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 

@@ -4,7 +4,7 @@ use serde::Serializer;
 use std::cmp::Ordering;
 
 /// Orders paths component by component, so that a directory's entries follow it directly.
-pub fn cmp(a: &[u8], b: &[u8]) -> Ordering {
+pub(crate) fn cmp(a: &[u8], b: &[u8]) -> Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
@@ -17,7 +17,7 @@ pub fn display(path: &[u8]) -> String {
 }
 
 /// `path/name`.
-pub fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
+pub(crate) fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len() + 1 + name.len());
     out.extend_from_slice(path);
     if !out.ends_with(b"/") {
@@ -28,7 +28,7 @@ pub fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// Serializes a path as a (lossy) UTF-8 string: `#[serde(serialize_with = "paths::lossy")]`.
-pub fn lossy<S: Serializer>(path: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn lossy<S: Serializer>(path: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&display(path))
 }
 

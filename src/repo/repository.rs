@@ -80,7 +80,7 @@ pub enum RepoError {
 pub type Result<T> = std::result::Result<T, RepoError>;
 
 /// Readable snapshots (oldest first) and unreadable ones with the reason.
-pub type SnapshotList = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, RepoError)>);
+pub(crate) type SnapshotList = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, RepoError)>);
 
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -171,7 +171,7 @@ impl Repository {
     }
 
     /// The repository's format version.
-    pub fn version(&self) -> u32 {
+    pub(crate) fn version(&self) -> u32 {
         self.config.version
     }
 
@@ -188,7 +188,7 @@ impl Repository {
     }
 
     /// The backend, to share with work that outlives a borrow (locks).
-    pub fn shared_backend(&self) -> Arc<dyn Backend> {
+    pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
         self.backend.clone()
     }
 
@@ -205,7 +205,7 @@ impl Repository {
     }
 
     /// The dictionary with id `dict`, read once per process; Err says why it is unusable.
-    pub fn dictionary(&self, dict: DictId) -> std::result::Result<Arc<Loaded>, String> {
+    pub(crate) fn dictionary(&self, dict: DictId) -> std::result::Result<Arc<Loaded>, String> {
         self.dictionaries.get(self.backend(), &self.key, dict)
     }
 
@@ -214,7 +214,7 @@ impl Repository {
     /// The stored bytes of blob `e` inside `pack_bytes` (a downloaded pack of `format`), once
     /// they decrypt, decompress and hash to its id: how check, prune and repair verify a
     /// pack's blobs before they count on or copy them.
-    pub fn verified<'p>(
+    pub(crate) fn verified<'p>(
         &self,
         format: PackFormat,
         pack_bytes: &'p [u8],
@@ -233,7 +233,7 @@ impl Repository {
         Ok(stored)
     }
 
-    pub fn open_blob(
+    pub(crate) fn open_blob(
         &self,
         format: PackFormat,
         e: &BlobEntry,
@@ -350,7 +350,7 @@ impl Repository {
 
     /// Checks a key file against the master key: altered, or (from version 3 on) without
     /// a MAC, is an error.
-    pub fn verify_key_file(&self, file: &KeyFile) -> std::result::Result<(), KeyError> {
+    pub(crate) fn verify_key_file(&self, file: &KeyFile) -> std::result::Result<(), KeyError> {
         match file.verify(&self.key)? {
             false if self.config.version >= BOUND_OBJECTS_VERSION => Err(KeyError::MissingMac),
             _ => Ok(()),
@@ -488,7 +488,7 @@ fn decrypt_json<T: DeserializeOwned>(
 }
 
 /// The stored form of `config`, encrypted for its own format version.
-pub fn seal_config(key: &MasterKey, config: &Config) -> Vec<u8> {
+pub(crate) fn seal_config(key: &MasterKey, config: &Config) -> Vec<u8> {
     let key = key.for_repository(config.version, config.keys);
     let plain = serde_json::to_vec(config).expect("config serializes");
     key.encrypt(&key.aad(ObjectKind::Config, b""), &plain)
@@ -694,7 +694,7 @@ impl IndexedRepo {
         Ok(damaged_files)
     }
 
-    pub fn read_index_file(&self, name: &str) -> Result<Vec<PackEntries>> {
+    pub(crate) fn read_index_file(&self, name: &str) -> Result<Vec<PackEntries>> {
         let sealed = self.backend().get(Kind::Index, name)?;
         if Id::hash_of(&sealed).to_hex() != name {
             return Err(damaged(
@@ -712,7 +712,7 @@ impl IndexedRepo {
     }
 
     /// Reads, decrypts, decompresses and verifies one blob.
-    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+    pub(crate) fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         self.read_blob_at(&loc)
     }

@@ -4,7 +4,7 @@ use crate::repo::id::{BlobId, TreeId};
 use serde::{Deserialize, Serialize};
 
 /// The first byte of every tree blob.
-pub const TREE_VERSION: u8 = 1;
+pub(crate) const TREE_VERSION: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {

@@ -74,12 +74,12 @@ impl Patterns {
             .collect())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.empty
     }
 
     /// Whether an absolute path (raw bytes, starting with `/`) matches any pattern.
-    pub fn matches(&self, abs_path: &[u8]) -> bool {
+    pub(crate) fn matches(&self, abs_path: &[u8]) -> bool {
         let path = Path::new(OsStr::from_bytes(abs_path));
         let name = abs_path.rsplit(|&b| b == b'/').next().unwrap_or(abs_path);
         let name = Path::new(OsStr::from_bytes(name));

@@ -197,7 +197,7 @@ pub struct Policy {
 
 impl Policy {
     /// True when no rule would keep anything: applying it is refused.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.counters().iter().all(|c| !c.left.active())
             && self.within.is_none()
             && self.tags.is_empty()
@@ -359,7 +359,7 @@ pub struct Group<'a> {
 /// are not backups of their own: see `sources::mongodb::retention`). Calendar buckets are
 /// those of `tz`; `now` only matters for `within`, which ignores snapshots from the future
 /// when it looks for a group's newest snapshot. Groups come sorted by key.
-pub fn apply<'a, Tz: TimeZone>(
+pub(crate) fn apply<'a, Tz: TimeZone>(
     snapshots: &'a [Entry],
     policy: &Policy,
     by: GroupBy,

@@ -100,7 +100,7 @@ impl<R: Read> Chunker<R> {
     /// Sizes the buffer for an input of about `len` bytes (a file's size from its
     /// metadata), so that reading it takes one read and one that finds the end, with no
     /// probing reads or regrowth. The input may still turn out longer or shorter.
-    pub fn expecting(mut self, len: u64) -> Chunker<R> {
+    pub(crate) fn expecting(mut self, len: u64) -> Chunker<R> {
         let max = self.cutter.params.max_size as u64;
         self.buf.reserve(len.min(max) as usize + 1);
         self
@@ -148,7 +148,7 @@ impl<R: Read> Iterator for Chunker<R> {
 /// ends at the first record end at or after FastCDC's cut point, so boundaries stay
 /// content-defined (an edit moves only nearby ones) and a record is never split. A chunk is
 /// longer than `max_size` only by the tail of one record.
-pub struct RecordChunker {
+pub(crate) struct RecordChunker {
     cutter: Cutter,
     buf: Vec<u8>,
     /// End offsets (in `buf`) of the records it holds, ascending.
@@ -156,7 +156,7 @@ pub struct RecordChunker {
 }
 
 impl RecordChunker {
-    pub fn new(params: ChunkerParams, gear: &GearTable) -> RecordChunker {
+    pub(crate) fn new(params: ChunkerParams, gear: &GearTable) -> RecordChunker {
         RecordChunker {
             cutter: Cutter::new(params, gear),
             buf: Vec::new(),
@@ -165,7 +165,7 @@ impl RecordChunker {
     }
 
     /// Adds one record; returns the chunks completed by it (usually none).
-    pub fn push(&mut self, record: &[u8]) -> Vec<Vec<u8>> {
+    pub(crate) fn push(&mut self, record: &[u8]) -> Vec<Vec<u8>> {
         self.buf.extend_from_slice(record);
         self.ends.push_back(self.buf.len());
         let mut out = Vec::new();
@@ -176,7 +176,7 @@ impl RecordChunker {
     }
 
     /// The chunks holding the remaining records.
-    pub fn finish(mut self) -> Vec<Vec<u8>> {
+    pub(crate) fn finish(mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while !self.buf.is_empty() {
             out.push(self.take_chunk());

@@ -133,7 +133,7 @@ impl<'r> Packer<'r> {
     }
 
     /// [`Packer::new`] with dictionary training on `limits`.
-    pub fn with_limits(
+    pub(crate) fn with_limits(
         lock: &'r Locked<'r, IndexedRepo>,
         dry_run: bool,
         limits: Limits,
@@ -154,24 +154,24 @@ impl<'r> Packer<'r> {
     }
 
     /// A packer whose `save` fails with `Cancelled` once `cancel` is cancelled.
-    pub fn cancelled_by(mut self, cancel: &Cancel) -> Packer<'r> {
+    pub(crate) fn cancelled_by(mut self, cancel: &Cancel) -> Packer<'r> {
         self.cancel = cancel.clone();
         self
     }
 
     /// A packer that tells `observer` of each blob it stores (`bytes_added`, `blobs`) and
     /// each pack it writes (`packs`), as its stats will count them.
-    pub fn observed_by(mut self, observer: &'r dyn Observer) -> Packer<'r> {
+    pub(crate) fn observed_by(mut self, observer: &'r dyn Observer) -> Packer<'r> {
         self.observer = observer;
         self
     }
 
-    pub fn repo(&self) -> &'r IndexedRepo {
+    pub(crate) fn repo(&self) -> &'r IndexedRepo {
         self.lock.repo()
     }
 
     /// The lock the packer writes under, for the writes that follow its flush (a snapshot).
-    pub fn locked(&self) -> &'r Locked<'r, IndexedRepo> {
+    pub(crate) fn locked(&self) -> &'r Locked<'r, IndexedRepo> {
         self.lock
     }
 
@@ -377,7 +377,7 @@ impl<'r> Packer<'r> {
         Ok(self.stats())
     }
 
-    pub fn stats(&self) -> PackerStats {
+    pub(crate) fn stats(&self) -> PackerStats {
         let [d, t, b, r, p, db, dbytes, draw, dicts] = &self.counters;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PackerStats {

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Data blobs up to this size are compressed with dictionaries (and sampled for them).
-pub const SMALL_BLOB: usize = 128 * 1024;
+pub(crate) const SMALL_BLOB: usize = 128 * 1024;
 /// Trainings per backup (per packer), at most.
-pub const MAX_TRAININGS: u32 = 3;
+pub(crate) const MAX_TRAININGS: u32 = 3;
 /// The largest dictionary trained: zstd's default size (larger ones measured no better).
 const MAX_DICT_SIZE: usize = 110 * 1024;
 /// A dictionary must make the held-out samples at least this much smaller (percent).
@@ -41,7 +41,7 @@ const PROBE_EVERY: u64 = 8;
 
 /// How much the trainer samples and watches.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub sample_blobs: usize,
     pub sample_bytes: usize,
     /// At the end of a backup, held-back samples are trained on if at least this many.
@@ -51,7 +51,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const DEFAULT: Limits = Limits {
+    pub(crate) const DEFAULT: Limits = Limits {
         sample_blobs: 4096,
         sample_bytes: 8 << 20,
         min_samples: 256,
@@ -61,7 +61,7 @@ impl Limits {
 
     /// The defaults, or with `STRATA_DICTIONARY_TEST_BLOBS=N` (for tests): train after N
     /// small blobs and judge a dictionary on windows of N blobs.
-    pub fn from_env() -> Limits {
+    pub(crate) fn from_env() -> Limits {
         let n = std::env::var("STRATA_DICTIONARY_TEST_BLOBS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
@@ -97,11 +97,11 @@ pub struct Samples {
 }
 
 impl Samples {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ids.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
 
@@ -112,7 +112,7 @@ impl Samples {
     }
 
     /// The samples with their ids, in the order they were offered.
-    pub fn iter(&self) -> impl Iterator<Item = (BlobId, &[u8])> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (BlobId, &[u8])> {
         let mut start = 0;
         self.ids.iter().zip(&self.sizes).map(move |(id, len)| {
             let s = &self.data[start..start + len];
@@ -142,7 +142,7 @@ struct State {
 }
 
 /// What the packer does with a small blob it offered.
-pub enum Offer {
+pub(crate) enum Offer {
     /// The trainer keeps it: it is sealed with the samples.
     Held,
     /// Seal it now with this dictionary (or plain zstd).
@@ -153,7 +153,7 @@ pub enum Offer {
 }
 
 /// The training state of one backup's packer.
-pub struct Trainer {
+pub(crate) struct Trainer {
     limits: Limits,
     level: i32,
     state: Mutex<State>,
@@ -164,7 +164,7 @@ pub struct Trainer {
 impl Trainer {
     /// A trainer starting with `current` (the newest stored dictionary, if any) and the
     /// repository's dictionaries `known`; without one it samples at once.
-    pub fn new(
+    pub(crate) fn new(
         limits: Limits,
         level: i32,
         current: Option<Arc<Current>>,
@@ -188,12 +188,8 @@ impl Trainer {
         }
     }
 
-    pub fn level(&self) -> i32 {
-        self.level
-    }
-
     /// Offers the new small data blob `id`.
-    pub fn offer(&self, id: BlobId, plain: &[u8]) -> Offer {
+    pub(crate) fn offer(&self, id: BlobId, plain: &[u8]) -> Offer {
         let mut st = self.state.lock().expect("trainer lock");
         let current = st.current.clone();
         let samples = match &mut st.phase {
@@ -223,7 +219,7 @@ impl Trainer {
     /// bytes; one blob in [`PROBE_EVERY`] is also compressed without it. At the end of a
     /// window where the dictionary no longer fits (see [`Window::drifted`]), sampling starts
     /// again.
-    pub fn observe(&self, plain: &[u8], stored: u64) {
+    pub(crate) fn observe(&self, plain: &[u8], stored: u64) {
         let probe = self
             .observed
             .fetch_add(1, Ordering::Relaxed)
@@ -250,7 +246,7 @@ impl Trainer {
 
     /// The samples still held back (at the end of a backup): to train on if there are
     /// enough (Ok), else to seal as they are (Err).
-    pub fn take_held(&self) -> Option<Result<Samples, Samples>> {
+    pub(crate) fn take_held(&self) -> Option<Result<Samples, Samples>> {
         let mut st = self.state.lock().expect("trainer lock");
         let Phase::Sampling(samples) = &mut st.phase else {
             return None;
@@ -269,7 +265,7 @@ impl Trainer {
     }
 
     /// The current dictionary.
-    pub fn current(&self) -> Option<Arc<Current>> {
+    pub(crate) fn current(&self) -> Option<Arc<Current>> {
         self.state.lock().expect("trainer lock").current.clone()
     }
 
@@ -277,7 +273,7 @@ impl Trainer {
     /// free: `store` saves it (and may fail, which ends the backup). Returns the dictionary
     /// to seal the samples and later blobs with, and the blobs held back meanwhile (to seal
     /// with it too).
-    pub fn train<E>(
+    pub(crate) fn train<E>(
         &self,
         samples: &Samples,
         store: impl FnOnce(&Id, &[u8]) -> Result<(), E>,

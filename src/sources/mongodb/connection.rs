@@ -95,26 +95,26 @@ impl Conn {
         Ok(conn)
     }
 
-    pub fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         self.client.as_ref().expect("a client until dropped")
     }
 
-    pub fn block_on<F: IntoFuture>(&self, f: F) -> F::Output {
+    pub(crate) fn block_on<F: IntoFuture>(&self, f: F) -> F::Output {
         self.handle.block_on(f.into_future())
     }
 
-    pub fn handle(&self) -> &tokio::runtime::Handle {
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         &self.handle
     }
 
-    pub fn command(&self, db: &str, cmd: Document) -> Result<Document> {
+    pub(crate) fn command(&self, db: &str, cmd: Document) -> Result<Document> {
         let what = format!("{} on {db}", cmd.keys().next().map_or("", |k| k.as_str()));
         self.block_on(self.client().database(db).run_command(cmd))
             .map_err(cmd_err(what))
     }
 
     /// Whether the server keeps an oplog (`local.oplog.rs`): replica set members do.
-    pub fn has_oplog(&self) -> Result<bool> {
+    pub(crate) fn has_oplog(&self) -> Result<bool> {
         let hello = self.command("admin", doc! {"hello": 1})?;
         if !hello.contains_key("setName") {
             return Ok(false);
@@ -126,13 +126,13 @@ impl Conn {
     }
 
     /// The timestamp of the newest oplog entry.
-    pub fn newest_oplog_time(&self) -> Result<Option<BsonTime>> {
+    pub(crate) fn newest_oplog_time(&self) -> Result<Option<BsonTime>> {
         self.oplog_edge(-1)
     }
 
     /// The time of the last write as `hello` reports it (at or after the newest oplog
     /// entry; answered at once by servers whose oplog has no index), else the newest entry.
-    pub fn last_write_time(&self) -> Result<Option<BsonTime>> {
+    pub(crate) fn last_write_time(&self) -> Result<Option<BsonTime>> {
         let hello = self.command("admin", doc! {"hello": 1})?;
         let last_write = hello
             .get_document("lastWrite")
@@ -144,7 +144,7 @@ impl Conn {
         }
     }
 
-    pub fn oldest_oplog_time(&self) -> Result<Option<BsonTime>> {
+    pub(crate) fn oldest_oplog_time(&self) -> Result<Option<BsonTime>> {
         self.oplog_edge(1)
     }
 
@@ -187,14 +187,14 @@ impl Drop for Conn {
     }
 }
 
-pub fn from_ts(ts: bson::Timestamp) -> BsonTime {
+pub(crate) fn from_ts(ts: bson::Timestamp) -> BsonTime {
     BsonTime {
         t: ts.time,
         i: ts.increment,
     }
 }
 
-pub fn to_ts(t: BsonTime) -> bson::Timestamp {
+pub(crate) fn to_ts(t: BsonTime) -> bson::Timestamp {
     bson::Timestamp {
         time: t.t,
         increment: t.i,

@@ -4,7 +4,7 @@
 use bson::{Bson, Document};
 
 /// Whether `diff` names a field that a dotted update path would misread.
-pub fn has_unaddressable_names(diff: &Document) -> bool {
+pub(crate) fn has_unaddressable_names(diff: &Document) -> bool {
     diff.iter().any(|(k, v)| match (k.as_str(), v) {
         ("u" | "i" | "d", Bson::Document(fields)) => fields.keys().any(|f| unaddressable(f)),
         (k, Bson::Document(sub)) if k.starts_with('s') => {
@@ -20,7 +20,7 @@ fn unaddressable(name: &str) -> bool {
 
 /// Applies a document diff: `d` removes fields, `u` updates them where they are, `i` adds
 /// them at the end, `s<name>` descends into a sub-document or array.
-pub fn apply(doc: &mut Document, diff: &Document) {
+pub(crate) fn apply(doc: &mut Document, diff: &Document) {
     for (k, v) in diff {
         match (k.as_str(), v) {
             ("d", Bson::Document(fields)) => fields.keys().for_each(|f| {

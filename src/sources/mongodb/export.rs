@@ -458,11 +458,11 @@ impl<'a> DumpWriter<'a> {
     }
 }
 
-pub fn list_collections(conn: &Conn, db: &str) -> Result<Vec<Document>> {
+pub(crate) fn list_collections(conn: &Conn, db: &str) -> Result<Vec<Document>> {
     cursor_docs(conn, db, doc! {"listCollections": 1})
 }
 
-pub fn list_indexes(conn: &Conn, db: &str, coll: &str) -> Result<Vec<Document>> {
+pub(crate) fn list_indexes(conn: &Conn, db: &str, coll: &str) -> Result<Vec<Document>> {
     cursor_docs(conn, db, doc! {"listIndexes": coll})
 }
 
@@ -478,7 +478,7 @@ fn cursor_docs(conn: &Conn, db: &str, cmd: Document) -> Result<Vec<Document>> {
 }
 
 /// The metadata of a namespace from its `listCollections` entry.
-pub fn meta_of(spec: &Document) -> CollMeta {
+pub(crate) fn meta_of(spec: &Document) -> CollMeta {
     let info = spec.get_document("info").ok();
     let uuid = info
         .and_then(|i| i.get_binary_generic("uuid").ok())
@@ -493,7 +493,7 @@ pub fn meta_of(spec: &Document) -> CollMeta {
     }
 }
 
-pub fn docs_at(d: &Document, key: &str) -> Vec<Document> {
+pub(crate) fn docs_at(d: &Document, key: &str) -> Vec<Document> {
     d.get_array(key)
         .map(|a| a.iter().filter_map(|b| b.as_document().cloned()).collect())
         .unwrap_or_default()

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::pin::pin;
 use std::time::Duration;
 
-pub const SLICE_TAG: &str = "mongodb-oplog";
+pub(crate) const SLICE_TAG: &str = "mongodb-oplog";
 
 /// An archived oplog slice.
 #[derive(Clone, Debug, Serialize)]
@@ -37,7 +37,7 @@ pub struct Slice {
 }
 
 /// The slices among `snapshots`, of `server` if given, ordered by start.
-pub fn slices(snapshots: &[(SnapshotId, Snapshot)], server: Option<&str>) -> Vec<Slice> {
+pub(crate) fn slices(snapshots: &[(SnapshotId, Snapshot)], server: Option<&str>) -> Vec<Slice> {
     let mut out: Vec<Slice> = snapshots
         .iter()
         .flat_map(|(id, s)| s.sources.iter().map(move |src| (id, s, src)))
@@ -66,7 +66,7 @@ pub fn slices(snapshots: &[(SnapshotId, Snapshot)], server: Option<&str>) -> Vec
 }
 
 /// MongoDB snapshots (of `server` if given) with their cluster times, oldest first.
-pub fn dumps(
+pub(crate) fn dumps(
     snapshots: &[(SnapshotId, Snapshot)],
     server: Option<&str>,
 ) -> Vec<(SnapshotId, BsonTime, String)> {
@@ -100,7 +100,7 @@ pub struct FollowOptions {
 }
 
 /// How often a follower waiting for new oplog entries looks at its cancellation token.
-pub const CANCEL_POLL: Duration = Duration::from_millis(100);
+pub(crate) const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// Where the next slice starts, and the gap before it if the oplog no longer reaches back.
 fn resume_point(repo: &IndexedRepo, conn: &Conn) -> Result<(BsonTime, Option<BsonTime>)> {
@@ -400,7 +400,7 @@ fn gaps(server: &str, mine: &[&Slice], since: Option<BsonTime>) -> Vec<Gap> {
 /// What a point-in-time restore to `at` uses: the newest consistent dump at or before it and
 /// the chained slices reaching from its time to `at`. Refused with the nearest recoverable
 /// times when `at` is not covered.
-pub fn plan_at(
+pub(crate) fn plan_at(
     snapshots: &[(SnapshotId, Snapshot)],
     at: BsonTime,
 ) -> std::result::Result<(SnapshotId, BsonTime, Vec<Slice>), String> {

@@ -16,7 +16,7 @@ pub struct CollMeta {
 }
 
 impl CollMeta {
-    pub fn is_view(&self) -> bool {
+    pub(crate) fn is_view(&self) -> bool {
         self.kind == "view"
     }
 
@@ -37,7 +37,7 @@ impl CollMeta {
     }
 
     /// Canonical Extended JSON, or an error if it would not read back bit-exact.
-    pub fn to_json(&self) -> Result<Vec<u8>, String> {
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, String> {
         let d = self.to_document();
         let json = Bson::Document(d.clone()).into_canonical_extjson();
         let text = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
@@ -48,7 +48,7 @@ impl CollMeta {
         }
     }
 
-    pub fn from_json(text: &[u8]) -> Result<CollMeta, String> {
+    pub(crate) fn from_json(text: &[u8]) -> Result<CollMeta, String> {
         let d = parse_document(text)?;
         let name = d.get_str("collectionName").map_err(|e| e.to_string())?;
         let docs = |key: &str| -> Vec<Document> {

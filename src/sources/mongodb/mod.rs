@@ -4,17 +4,17 @@
 //! blocking and run it on the runtime their [`Conn`] was made on: the caller's (a server
 //! calling them from `spawn_blocking`, see `Conn::connect_on`) or a private one.
 pub mod connection;
-pub mod diff;
+pub(crate) mod diff;
 pub mod export;
 pub mod follow;
 pub mod import;
-pub mod metadata;
-pub mod namespace;
-pub mod oplog;
+pub(crate) mod metadata;
+pub(crate) mod namespace;
+pub(crate) mod oplog;
 pub mod replay;
 pub mod retention;
 pub mod scan;
-pub mod stream;
+pub(crate) mod stream;
 
 pub use connection::Conn;
 pub use namespace::{NsFilter, Renames};
@@ -59,7 +59,7 @@ pub enum MongoError {
     Conflicts(Vec<String>),
 }
 
-pub type Result<T> = std::result::Result<T, MongoError>;
+pub(crate) type Result<T> = std::result::Result<T, MongoError>;
 
 /// Wraps a driver error with what was being done.
 pub(crate) fn cmd_err(what: impl Into<String>) -> impl FnOnce(mongodb::error::Error) -> MongoError {
@@ -68,7 +68,7 @@ pub(crate) fn cmd_err(what: impl Into<String>) -> impl FnOnce(mongodb::error::Er
 }
 
 /// The server's error code of a failed command or write, if it has one.
-pub fn error_code(e: &mongodb::error::Error) -> Option<i32> {
+pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
     use mongodb::error::{ErrorKind, WriteFailure};
     match e.kind.as_ref() {
         ErrorKind::Command(c) => Some(c.code),

@@ -4,7 +4,7 @@
 
 /// The parts of `text` that the `*`s of `pattern` matched, or None if it does not match.
 /// `*` matches any run of characters, dots included.
-pub fn captures(pattern: &str, text: &str) -> Option<Vec<String>> {
+pub(crate) fn captures(pattern: &str, text: &str) -> Option<Vec<String>> {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let mut caps = Vec::new();
     capture_from(&p, &t, &mut caps).then_some(caps)
@@ -35,11 +35,11 @@ pub struct NsFilter {
 }
 
 impl NsFilter {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.databases.is_empty() && self.include.is_empty() && self.exclude.is_empty()
     }
 
-    pub fn takes_db(&self, db: &str) -> bool {
+    pub(crate) fn takes_db(&self, db: &str) -> bool {
         self.databases.is_empty() || self.databases.iter().any(|d| d == db)
     }
 
@@ -47,7 +47,7 @@ impl NsFilter {
     /// the collections it takes, commands on the databases it takes (`db.$cmd`), and
     /// `admin.$cmd`, which carries transactions and renames across databases. What remains is
     /// other databases' writes and no-ops, which replay would skip anyway.
-    pub fn needs_oplog_entry_on(&self, ns: &str) -> bool {
+    pub(crate) fn needs_oplog_entry_on(&self, ns: &str) -> bool {
         if self.is_empty() {
             return true;
         }
@@ -60,11 +60,11 @@ impl NsFilter {
 
     /// Whether backup, restore and replay handle `db.coll`: the filters match it and
     /// mongodump would not skip it.
-    pub fn takes(&self, db: &str, coll: &str) -> bool {
+    pub(crate) fn takes(&self, db: &str, coll: &str) -> bool {
         !skipped_by_default(db, coll) && self.matches(db, coll)
     }
 
-    pub fn matches(&self, db: &str, coll: &str) -> bool {
+    pub(crate) fn matches(&self, db: &str, coll: &str) -> bool {
         let ns = format!("{db}.{coll}");
         let included =
             self.include.is_empty() || self.include.iter().any(|p| captures(p, &ns).is_some());
@@ -103,7 +103,7 @@ impl Renames {
     }
 
     /// The target `(db, coll)` of a namespace.
-    pub fn apply(&self, db: &str, coll: &str) -> (String, String) {
+    pub(crate) fn apply(&self, db: &str, coll: &str) -> (String, String) {
         let ns = format!("{db}.{coll}");
         let renamed = self.0.iter().find_map(|(from, to)| {
             let caps = captures(from, &ns)?;
@@ -126,7 +126,7 @@ impl Renames {
 }
 
 /// `db.coll` split at the first dot (collection names may contain dots).
-pub fn split_ns(ns: &str) -> (String, String) {
+pub(crate) fn split_ns(ns: &str) -> (String, String) {
     match ns.split_once('.') {
         Some((db, coll)) => (db.to_string(), coll.to_string()),
         None => (ns.to_string(), String::new()),
@@ -136,7 +136,7 @@ pub fn split_ns(ns: &str) -> (String, String) {
 /// What mongodump leaves out: the `local` and `config` databases, profiling data,
 /// `admin.system.keys`, names containing `$`, and the internals behind time-series
 /// collections and views (which are captured through their own definitions).
-pub fn skipped_by_default(db: &str, coll: &str) -> bool {
+pub(crate) fn skipped_by_default(db: &str, coll: &str) -> bool {
     matches!(db, "local" | "config")
         || coll.contains('$')
         || coll.starts_with("system.buckets.")
@@ -150,7 +150,7 @@ const MAX_FILE_NAME: usize = 238;
 /// The file name (without extension) of a collection: `/`, `%` and NUL percent-escaped,
 /// and a name too long for a file system cut and suffixed with `%24` and a hash of the
 /// whole name so that it stays unique. The metadata file holds the real name.
-pub fn file_name(coll: &str) -> String {
+pub(crate) fn file_name(coll: &str) -> String {
     let mut out = String::new();
     for c in coll.chars() {
         match c {

@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 
 /// The start of the consistency window: the newest oplog entry, or the first entry of the
 /// oldest transaction still open (whose commit may fall inside the window).
-pub fn window_start(conn: &Conn) -> Result<Option<BsonTime>> {
+pub(crate) fn window_start(conn: &Conn) -> Result<Option<BsonTime>> {
     let newest = conn.last_write_time()?;
     let open = oldest_open_transaction(conn)?;
     Ok(match (newest, open) {
@@ -43,7 +43,7 @@ fn oldest_open_transaction(conn: &Conn) -> Result<Option<BsonTime>> {
 }
 
 /// The `ns` of a raw oplog entry: `db.coll`, `db.$cmd`, or empty (no-ops, malformed bytes).
-pub fn entry_ns(entry: &[u8]) -> &str {
+pub(crate) fn entry_ns(entry: &[u8]) -> &str {
     bson::RawDocument::from_bytes(entry)
         .ok()
         .and_then(|d| d.get_str("ns").ok())
@@ -52,7 +52,7 @@ pub fn entry_ns(entry: &[u8]) -> &str {
 
 /// Calls `f` with every oplog entry with `after < ts <= until`, raw, in oplog order. An
 /// empty range asks nothing of the server, whose oplog query may scan the whole oplog.
-pub fn for_each_entry(
+pub(crate) fn for_each_entry(
     conn: &Conn,
     after: BsonTime,
     until: BsonTime,

@@ -90,7 +90,7 @@ impl<'a> Replayer<'a> {
     }
 
     /// Applies a transaction still held back; call after the last entry.
-    pub fn flush(&mut self) -> std::result::Result<(), MongoError> {
+    pub(crate) fn flush(&mut self) -> std::result::Result<(), MongoError> {
         if let Some((_, _, entries)) = self.pending.take() {
             for e in entries {
                 self.apply(e)?;
@@ -501,7 +501,7 @@ fn strip_index_bookkeeping(mut o: Document) -> Document {
 }
 
 /// An index spec without what the server adds for itself.
-pub fn strip_spec(spec: Document) -> Document {
+pub(crate) fn strip_spec(spec: Document) -> Document {
     without(
         spec,
         &[

@@ -61,7 +61,7 @@ pub struct SliceVerdict {
 /// is `--keep-oplog-within`: measured, like `--keep-within`, back from the newest slice end
 /// of each server that is not after `now`, on the calendar of `tz`. Ordered by server, then
 /// start.
-pub fn decide<Tz: TimeZone>(
+pub(crate) fn decide<Tz: TimeZone>(
     all: &[Entry],
     removed: &[SnapshotId],
     within: Option<Span>,

@@ -12,13 +12,13 @@ const MAX_DOC: usize = 16 * 1024 * 1024 + 16 * 1024;
 
 /// Splits bytes into BSON documents; bytes of an unfinished document wait for more.
 #[derive(Default)]
-pub struct DocSplitter {
+pub(crate) struct DocSplitter {
     pending: Vec<u8>,
 }
 
 impl DocSplitter {
     /// The whole documents completed by `data`.
-    pub fn feed(&mut self, data: &[u8]) -> std::result::Result<Vec<RawDocumentBuf>, String> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> std::result::Result<Vec<RawDocumentBuf>, String> {
         self.pending.extend_from_slice(data);
         let mut docs = Vec::new();
         let mut pos = 0;
@@ -33,7 +33,7 @@ impl DocSplitter {
     }
 
     /// An error if a document was left unfinished.
-    pub fn finish(&self) -> std::result::Result<(), String> {
+    pub(crate) fn finish(&self) -> std::result::Result<(), String> {
         match self.pending.is_empty() {
             true => Ok(()),
             false => Err(format!("{} bytes of a cut document", self.pending.len())),
@@ -54,7 +54,7 @@ fn doc_len(data: &[u8]) -> std::result::Result<Option<usize>, String> {
 }
 
 /// Calls `f` with the documents of a `.bson` file node, a chunk's worth at a time.
-pub fn for_each_batch(
+pub(crate) fn for_each_batch(
     repo: &IndexedRepo,
     node: &Node,
     path: &str,
