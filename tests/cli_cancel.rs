@@ -1,6 +1,7 @@
 //! Cancelling long operations (issue 14): the first Ctrl-C (SIGINT) or SIGTERM stops a
-//! backup (of files or of MongoDB), restore (of files or of MongoDB), prune or
-//! `check --read-data` within 2 s with exit code 130, releases its lock, and leaves the
+//! backup (of files or of MongoDB), restore (of files or of MongoDB), prune,
+//! `check --read-data`, `scan --deep` or `repair index --read-data` within 2 s with exit
+//! code 130, releases its lock, and leaves the
 //! repository consistent: `check` is clean and earlier snapshots restore. `mongo follow`,
 //! which runs until stopped, stops the same way.
 
@@ -177,6 +178,29 @@ fn a_cancelled_restore_and_check_stop_and_release_their_locks() {
 
     let (code, err) = interrupt(&repo, ["check", "--read-data"], 64 << 20);
     assert_eq!(code, 130, "{err}");
+    assert_released_and_consistent(&repo);
+    first_restores(&repo, &first, &src);
+}
+
+#[test]
+fn a_cancelled_scan_and_repair_stop_and_release_their_locks() {
+    let (repo, src, first) = setup();
+    let big = src.join("big");
+    repo.ok([OsStr::new("backup"), big.as_os_str()]);
+
+    let (code, err) = interrupt(
+        &repo,
+        [OsStr::new("scan"), OsStr::new("--deep"), big.as_os_str()],
+        64 << 20,
+    );
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_released_and_consistent(&repo);
+
+    // Repair holds the exclusive lock: a cancelled one must give it back.
+    let (code, err) = interrupt(&repo, ["repair", "index", "--read-data"], 64 << 20);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("cancelled"), "{err}");
     assert_released_and_consistent(&repo);
     first_restores(&repo, &first, &src);
 }
