@@ -1,8 +1,37 @@
 //! The storage contract: whole named objects that can be put, read (whole or a range), listed
-//! and removed. The engine depends only on this trait, so other stores can be added later.
+//! and removed. The engine depends only on this trait; [`open`] chooses the backend of a
+//! location (a local directory or an object store) and wraps it in the fault injector (when
+//! asked for) and the retries of transient failures.
+pub mod fault;
 pub mod local;
+pub mod location;
+pub mod object;
+pub mod retry;
 
+use location::{Location, Options};
 use std::fmt;
+use std::sync::Arc;
+
+/// The backend of `location` (a directory, `local:PATH`, `s3:...`, `gs:...`, `azure:...`
+/// or `memory:`; see [`Location`]) with the `-o KEY=VALUE` `options` (see [`Options`]).
+/// Nothing is requested yet: a wrong bucket or credentials show in the first request.
+pub fn open(location: &str, options: &[(String, String)]) -> Result<Arc<dyn Backend>> {
+    let location = Location::parse(location)?;
+    let options = Options::parse(options)?;
+    let store: Arc<dyn Backend> = match &location {
+        Location::Local(path) => Arc::new(local::LocalBackend::new(path)),
+        remote => Arc::new(object::ObjectBackend::open(remote, &options)?),
+    };
+    let store = match options.faults.any() {
+        true => Arc::new(fault::Faulty::new(store, options.faults.clone())),
+        false => store,
+    };
+    let mut backoff = retry::Backoff::default();
+    if let Some(attempts) = options.attempts {
+        backoff.attempts = attempts;
+    }
+    Ok(Arc::new(retry::Retry::new(store, backoff)))
+}
 
 /// The folders of a repository. Each object lives in exactly one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,7 +133,7 @@ pub enum BackendError {
     ShortRead(Box<ShortRead>),
     #[error("invalid object name {0:?}")]
     InvalidName(String),
-    /// A repository location or backend option that cannot be used.
+    /// A repository location or backend option that cannot be used (see [`open`]).
     #[error("repository location {location:?}: {reason}")]
     InvalidLocation { location: String, reason: String },
     #[error("{op} {path}: {source}")]
@@ -152,7 +181,7 @@ impl BackendError {
         matches!(self, BackendError::NotFound { .. })
     }
 
-    /// Whether repeating the request may succeed.
+    /// Whether repeating the request may succeed (see [`retry::Retry`]).
     pub fn is_transient(&self) -> bool {
         matches!(self, BackendError::Transient(_))
     }
