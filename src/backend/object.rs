@@ -232,9 +232,10 @@ impl ObjectBackend {
     /// The files listed below `dir/`, with their sizes (asked for separately where the
     /// listing does not give them).
     fn list_below(&self, dir: String, recursive: bool) -> Result<Vec<Entry>> {
+        let path = dir.clone();
         let listed = self
-            .run(|op| async move { op.list_with(&dir).recursive(recursive).await })
-            .map_err(|e| self.error("list", "", e))?;
+            .run(|op| async move { op.list_with(&path).recursive(recursive).await })
+            .map_err(|e| self.error("list", &dir, e))?;
         let mut out = Vec::new();
         for entry in listed {
             let (name, meta) = (entry.name().to_string(), entry.metadata());
