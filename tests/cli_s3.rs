@@ -1,6 +1,7 @@
 //! Repositories on S3 (issue 15), against a moto server of each test: the round trip
 //! through the binary (init, backup, restore bit-exact, check, forget --prune), one-line
-//! errors for a missing bucket and an unreachable endpoint, conditional creates deciding
+//! errors for a missing bucket, an unreachable endpoint and bad credentials (moto checks
+//! them only when asked to), conditional creates deciding
 //! racing inits and locks, a backup through injected faults, copy from S3, and the backend
 //! contract that the local and memory backends also run.
 
@@ -132,6 +133,18 @@ fn a_missing_bucket_and_an_unreachable_endpoint_fail_in_one_line() {
     assert!(one_line(&out).contains("unknown option"));
     let out = repo.fail(["-r", "s3:http://127.0.0.1:1/UPPER", "snapshots"]);
     assert!(one_line(&out).contains("invalid bucket"));
+}
+
+#[test]
+fn bad_credentials_fail_in_one_line() {
+    let moto = Moto::checking_credentials();
+    moto.create_bucket("guarded");
+    let repo = moto.repo("guarded", "r");
+    let out = repo.fail(FAST_INIT);
+    assert_eq!(code(&out), 1);
+    let line = one_line(&out);
+    assert!(line.contains(&moto.location("guarded", "r")), "{line}");
+    assert!(line.contains("permission denied"), "{line}");
 }
 
 #[test]

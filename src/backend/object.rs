@@ -265,7 +265,10 @@ impl ObjectBackend {
 /// A failed request in one line: its kind and the store's message, and the innermost cause
 /// (a refused connection, a timeout) where there is one.
 fn describe(e: &opendal::Error) -> String {
-    let mut text = format!("{}: {}", e.kind(), e.message());
+    let mut text = e.kind().to_string();
+    if !e.message().is_empty() {
+        text.push_str(&format!(": {}", e.message()));
+    }
     let mut cause = std::error::Error::source(e);
     let mut innermost = None;
     while let Some(c) = cause {

@@ -1,6 +1,7 @@
 //! S3 test servers: moto (`moto_server` from the virtualenv that `.ci/setup` installs, found
 //! through `$STRATA_MOTO_BIN` or the default path) on a free port of 127.0.0.1, stopped
-//! when dropped, with buckets made by a plain HTTP PUT. Moto accepts any credentials.
+//! when dropped, with buckets made by a plain HTTP PUT. Moto accepts any credentials,
+//! except a server started by [`Moto::checking_credentials`].
 use super::TestRepo;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -51,6 +52,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// A server that accepts one unsigned request (to create a bucket), then checks every
+    /// request's credentials against its own (empty) IAM, refusing all with 403.
+    pub fn checking_credentials() -> Moto {
+        Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Moto {
         let dir = tempfile::Builder::new()
             .prefix("moto-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -59,6 +70,7 @@ impl Moto {
         let log = std::fs::File::create(dir.path().join("log")).expect("log file");
         let mut cmd = Command::new(moto_bin());
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
