@@ -254,6 +254,66 @@ pub fn validate_name(kind: Kind, name: &str) -> Result<()> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(given: &[(&str, &str)]) -> Vec<(String, String)> {
+        (given.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn open_chooses_the_store_and_puts_faults_inside_the_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let local = open(path.to_str().unwrap(), &[]).unwrap();
+        local.create().unwrap();
+        local.put(Kind::Key, "0a", b"k").unwrap();
+        assert!(path.join("keys/0a").is_file());
+        assert_eq!(local.location(), path.display().to_string());
+
+        let flaky = pairs(&[("fault.transient", "0.2"), ("fault.seed", "3")]);
+        let memory = open("memory:", &flaky).unwrap();
+        for i in 0..20u8 {
+            memory.put(Kind::Snapshot, &hex::encode([i]), b"x").unwrap();
+        }
+        assert_eq!(memory.list(Kind::Snapshot).unwrap().len(), 20);
+        // The same faults without retries to spare reach the caller.
+        let once = [flaky, pairs(&[("retries", "1")])].concat();
+        let unretried = open("memory:", &once).unwrap();
+        let failed = (0..20u8)
+            .filter(|i| {
+                unretried
+                    .put(Kind::Snapshot, &hex::encode([*i]), b"x")
+                    .is_err()
+            })
+            .count();
+        assert!(failed > 0);
+
+        let second = pairs(&[("fault.fail-write", "2")]);
+        let failing = open("memory:", &second).unwrap();
+        failing.put(Kind::Snapshot, "01", b"1").unwrap();
+        let err = failing.put(Kind::Snapshot, "02", b"2").unwrap_err();
+        assert!(err.to_string().contains("memory:"), "{err}");
+        assert!(
+            failing
+                .head(Kind::Snapshot, "02")
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[test]
+    fn open_refuses_bad_locations_and_options_before_any_request() {
+        for (location, options) in [("s3:", vec![]), ("memory:", pairs(&[("nope", "1")]))] {
+            let err = open(location, &options).err().expect("refused");
+            assert!(matches!(err, BackendError::InvalidLocation { .. }), "{err}");
+        }
+    }
+}
+
 #[doc(hidden)]
 pub mod contract {
     //! One test suite that every backend runs: the local and memory backends in unit tests,
