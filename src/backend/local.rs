@@ -1,6 +1,6 @@
 //! The local-directory backend: one file per object, written to a temporary file, fsynced,
 //! moved into place without replacing anything, and its directory fsynced.
-use super::{Backend, BackendError, Entry, Kind, Result, validate_name};
+use super::{Backend, BackendError, Entry, Kind, Result, ShortRead, validate_name};
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -34,9 +34,15 @@ impl LocalBackend {
         Ok(self.dir_of(kind, name).join(name))
     }
 
-    fn not_found(kind: Kind, name: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    fn not_found<'a>(
+        &self,
+        kind: Kind,
+        name: &'a str,
+    ) -> impl FnOnce(std::io::Error) -> BackendError + 'a {
+        let location = self.location();
         move |e| match e.kind() {
             ErrorKind::NotFound => BackendError::NotFound {
+                location,
                 kind,
                 name: name.to_string(),
             },
@@ -114,6 +120,7 @@ impl Backend for LocalBackend {
     fn create(&self) -> Result<()> {
         if self.root.join("config").exists() {
             return Err(BackendError::AlreadyExists {
+                location: self.location(),
                 kind: Kind::Config,
                 name: self.location(),
             });
@@ -131,12 +138,17 @@ impl Backend for LocalBackend {
 
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         let path = self.path_of(kind, name)?;
+        if kind.is_content_named() && path.is_file() {
+            return Ok(());
+        }
         let dir = self.dir_of(kind, name);
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
         }
-        if !self.write_new(&dir, &path, data)? && self.get(kind, name)? != data {
+        let created = self.write_new(&dir, &path, data)?;
+        if !created && !kind.is_content_named() && self.get(kind, name)? != data {
             return Err(BackendError::AlreadyExists {
+                location: self.location(),
                 kind,
                 name: name.to_string(),
             });
@@ -145,27 +157,32 @@ impl Backend for LocalBackend {
     }
 
     fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
-        fs::read(self.path_of(kind, name)?).map_err(Self::not_found(kind, name))
+        fs::read(self.path_of(kind, name)?).map_err(self.not_found(kind, name))
     }
 
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut file =
-            File::open(self.path_of(kind, name)?).map_err(Self::not_found(kind, name))?;
+        let mut file = File::open(self.path_of(kind, name)?).map_err(self.not_found(kind, name))?;
         // Read into spare capacity: no zeroing of a buffer about to be overwritten.
         let mut buf = Vec::with_capacity(len as usize);
         file.seek(SeekFrom::Start(offset))
             .and_then(|_| (&mut file).take(len).read_to_end(&mut buf))
-            .map_err(Self::not_found(kind, name))?;
+            .map_err(self.not_found(kind, name))?;
         if buf.len() as u64 != len {
-            return Err(BackendError::ShortRead {
+            return Err(BackendError::ShortRead(Box::new(ShortRead {
+                location: self.location(),
                 kind,
                 name: name.to_string(),
                 offset,
                 len,
                 size: file.metadata().map(|m| m.len()).unwrap_or(0),
-            });
+            })));
         }
         Ok(buf)
+    }
+
+    fn head(&self, kind: Kind, name: &str) -> Result<u64> {
+        let meta = fs::metadata(self.path_of(kind, name)?).map_err(self.not_found(kind, name))?;
+        Ok(meta.len())
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<Entry>> {

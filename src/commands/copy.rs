@@ -3,8 +3,6 @@
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
-use std::sync::Arc;
-use strata::backend::local::LocalBackend;
 use strata::ops::copy::{self, CopyReport, Status};
 use strata::repo::id::SnapshotId;
 use strata::repo::lock::{LockGuard, LockMode};
@@ -17,9 +15,9 @@ pub struct Args {
     /// Snapshots of the source to copy (unique id prefixes, or `latest`; default: all)
     #[arg(value_name = "SNAPSHOT")]
     snapshots: Vec<String>,
-    /// The repository to copy from
-    #[arg(long, value_name = "DIR", env = "STRATA_FROM_REPOSITORY")]
-    from_repo: PathBuf,
+    /// The repository to copy from (any location -r accepts; the -o options apply to both)
+    #[arg(long, value_name = "LOCATION", env = "STRATA_FROM_REPOSITORY")]
+    from_repo: String,
     /// Read the source repository's password from this file (else $STRATA_FROM_PASSWORD,
     /// else a prompt)
     #[arg(long, value_name = "FILE", env = "STRATA_FROM_PASSWORD_FILE")]
@@ -40,7 +38,7 @@ struct Source {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let from = args.from_repo.display();
+    let from = &args.from_repo;
     // The source first: a wrong source password must not leave so much as a lock behind in
     // the destination.
     let src = open_source(ctx, &args).with_context(|| format!("source repository {from}"))?;
@@ -67,7 +65,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
 /// The destination, as errors name it.
 fn destination(ctx: &Context) -> String {
     match &ctx.args.repo {
-        Some(path) => format!("destination repository {}", path.display()),
+        Some(location) => format!("destination repository {location}"),
         None => "destination repository".into(),
     }
 }
@@ -77,13 +75,10 @@ fn open_source(ctx: &Context, args: &Args) -> Result<Source> {
     let password = super::read_password(
         args.from_password_file.as_deref(),
         "STRATA_FROM_PASSWORD",
-        &format!(
-            "enter password for source repository {}: ",
-            args.from_repo.display()
-        ),
+        &format!("enter password for source repository {}: ", args.from_repo),
         "set STRATA_FROM_PASSWORD or use --from-password-file",
     )?;
-    let backend = Arc::new(LocalBackend::new(&args.from_repo));
+    let backend = ctx.backend_at(&args.from_repo)?;
     let (repo, _lock) = ctx.index_reading(ctx.open_at(backend, &password)?, "copy")?;
     if args.snapshots.is_empty() {
         let (snapshots, bad) = repo.snapshots()?;

@@ -1,7 +1,6 @@
 //! `strata init`: create a repository with its first password.
 use super::{Context, Outcome};
 use anyhow::{Result, bail};
-use strata::backend::Backend;
 use strata::repo::config::{ChunkerParams, Config};
 use strata::repo::key::KdfParams;
 use strata::repo::repository::Repository;

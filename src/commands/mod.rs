@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use strata::backend::local::LocalBackend;
+use strata::backend::Backend;
 use strata::cancel::Cancel;
 use strata::observer::{Counters, Observer, Phase, Quiet};
 use strata::repo::lock::{LockGuard, LockMode};
@@ -37,9 +37,16 @@ use strata::repo::repository::{IndexedRepo, Repository};
 
 #[derive(clap::Args)]
 pub struct GlobalArgs {
-    /// Repository location (a local directory)
+    /// Repository location: a directory (or local:DIR), s3:https://HOST[:PORT]/BUCKET[/PREFIX],
+    /// s3:http://..., s3:s3.amazonaws.com/BUCKET[/PREFIX], gs:BUCKET:/PREFIX or
+    /// azure:CONTAINER:/PREFIX (see "Repositories on object storage" in the README)
     #[arg(short = 'r', long = "repo", env = "STRATA_REPOSITORY", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    /// A backend option, e.g. `s3.region=eu-west-1`, `s3.path-style=false`, `timeout=30s`,
+    /// `fault.transient=0.05` (repeatable; the README lists them)
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true,
+          value_parser = key_value)]
+    options: Vec<(String, String)>,
     /// Read the password from this file (else $STRATA_PASSWORD, else a prompt)
     #[arg(long, env = "STRATA_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -62,6 +69,14 @@ pub struct GlobalArgs {
     /// Wait up to this long for a conflicting lock to go away, e.g. `5m` (default: fail at once)
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     retry_lock: Option<std::time::Duration>,
+}
+
+/// `KEY=VALUE` of `-o`.
+fn key_value(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 /// Which MongoDB namespaces `backup --mongo` and `scan --mongo` take.
@@ -243,11 +258,17 @@ impl Context {
         .context("cannot handle Ctrl-C and SIGTERM")
     }
 
-    pub fn backend(&self) -> Result<Arc<LocalBackend>> {
-        let Some(path) = &self.args.repo else {
+    /// The backend of `-r` (or `STRATA_REPOSITORY`) with the `-o` options.
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let Some(location) = &self.args.repo else {
             bail!("no repository given: use -r/--repo or set STRATA_REPOSITORY");
         };
-        Ok(Arc::new(LocalBackend::new(path)))
+        self.backend_at(location)
+    }
+
+    /// The backend of any repository location, with the `-o` options.
+    pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        Ok(strata::backend::open(location, &self.args.options)?)
     }
 
     /// The password from the file, the environment, or a prompt on a terminal.
@@ -266,7 +287,7 @@ impl Context {
     }
 
     /// Opens the repository in `backend` with `password` (`open` opens the one of `-r`).
-    pub fn open_at(&self, backend: Arc<LocalBackend>, password: &str) -> Result<Repository> {
+    pub fn open_at(&self, backend: Arc<dyn Backend>, password: &str) -> Result<Repository> {
         let cache = self.cache();
         let repo = Repository::open_cached(backend, password.as_bytes(), cache.as_deref())?;
         for (name, reason) in repo.skipped_key_files() {

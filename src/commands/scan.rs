@@ -274,7 +274,7 @@ fn strata_words(ctx: &Context) -> Vec<String> {
     let mut words = vec!["strata".to_string()];
     if let Some(repo) = &ctx.args.repo {
         words.push("-r".into());
-        words.push(shell_quote(&repo.to_string_lossy()));
+        words.push(shell_quote(repo));
     }
     words
 }

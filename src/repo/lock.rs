@@ -319,7 +319,7 @@ impl LockGuard {
     /// Takes a lock: writes it, then looks again for conflicting locks written meanwhile and
     /// backs off if there are any, so of two racing takers at most one proceeds. Retries with
     /// a random pause until `wait` has passed. `sightings`: see `Judge`.
-    pub(crate) fn acquire(
+    pub fn acquire(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
         mode: LockMode,

@@ -102,21 +102,28 @@ impl Repository {
         kdf: KdfParams,
     ) -> Result<Repository> {
         config.validate().map_err(RepoError::Config)?;
-        backend.create().map_err(|e| match e {
+        let taken = |e: BackendError| match e {
             BackendError::AlreadyExists {
                 kind: Kind::Config, ..
             } => RepoError::AlreadyInitialized(backend.location()),
             e => e.into(),
-        })?;
+        };
+        backend.create().map_err(taken)?;
         let key = MasterKey::random().for_repository(config.version, config.keys);
         let key_id = KeyFile::random_id();
         let file = KeyFile::new(&key, password, kdf).map_err(|source| RepoError::Key {
             id: key_id.0.short(),
             source,
         })?;
-        backend.put(Kind::Key, &key_id.0.to_hex(), &file.to_bytes())?;
+        let key_name = key_id.0.to_hex();
+        backend.put(Kind::Key, &key_name, &file.to_bytes())?;
         let sealed = seal_config(&key, &config);
-        backend.put(Kind::Config, "config", &sealed)?;
+        // `config` is created only if absent: of two racing inits one wins, and the other
+        // takes back its key file, which opens nothing in the winner's repository.
+        if let Err(e) = backend.put(Kind::Config, "config", &sealed) {
+            let _ = backend.remove(Kind::Key, &key_name);
+            return Err(taken(e));
+        }
         Ok(Repository {
             backend,
             key,

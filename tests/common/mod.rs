@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod mongo;
 pub mod repo;
 pub mod rng;
+pub mod s3;
 pub mod tree;
 
 pub use compare::{

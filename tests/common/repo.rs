@@ -20,6 +20,10 @@ pub struct TestRepo {
     dir: TempDir,
     /// Password passed as `STRATA_PASSWORD`; change it to test wrong passwords.
     pub password: String,
+    /// The repository location passed as `STRATA_REPOSITORY` (default: `repo_path()`), and
+    /// further environment variables (credentials of an object store).
+    pub location: Option<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl TestRepo {
@@ -36,6 +40,8 @@ impl TestRepo {
         TestRepo {
             dir,
             password: DEFAULT_PASSWORD.to_string(),
+            location: None,
+            env: Vec::new(),
         }
     }
 
@@ -74,8 +80,13 @@ impl TestRepo {
                 cmd.env_remove(key);
             }
         }
+        let location: std::ffi::OsString = match &self.location {
+            Some(location) => location.into(),
+            None => self.repo_path().into(),
+        };
         cmd.env_remove("STRATA_PASSWORD_FILE")
-            .env("STRATA_REPOSITORY", self.repo_path())
+            .env("STRATA_REPOSITORY", location)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("STRATA_PASSWORD", &self.password)
             .env("STRATA_CACHE_DIR", self.cache_path())
             .stdin(Stdio::null())

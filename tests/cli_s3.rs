@@ -1,0 +1,320 @@
+//! Repositories on S3 (issue 15), against a moto server of each test: the round trip
+//! through the binary (init, backup, restore bit-exact, check, forget --prune), one-line
+//! errors for a missing bucket, an unreachable endpoint and bad credentials (moto checks
+//! them only when asked to), conditional creates deciding
+//! racing inits and locks, a backup through injected faults, copy from S3, and the backend
+//! contract that the local and memory backends also run.
+
+mod common;
+
+use common::e2e::{FAST_INIT, code, restored_path};
+use common::s3::{CREDENTIALS, Moto, free_port};
+use common::{TestRepo, assert_trees_equal, generate_small_tree, stderr};
+use std::ffi::OsStr;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use strata::backend::{self, Backend, Kind};
+use strata::repo::config::{ChunkerParams, Config};
+use strata::repo::key::KdfParams;
+use strata::repo::lock::{LockGuard, LockMode};
+use strata::repo::repository::Repository;
+
+/// The only line of stderr, asserted to be the only one.
+fn one_line(out: &Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    lines[0].to_string()
+}
+
+fn snapshot_ids(repo: &TestRepo) -> Vec<String> {
+    let listed = repo.json(["snapshots"]);
+    (listed.as_array().expect("an array").iter())
+        .map(|s| s["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+#[test]
+fn init_backup_restore_check_and_prune_round_trip_on_s3() {
+    credentials_in_env();
+    let moto = Moto::start();
+    moto.create_bucket("strata");
+    let repo = moto.repo("strata", "hosts/one");
+    repo.ok(FAST_INIT);
+    let src = repo.scratch("src");
+    generate_small_tree(&src, 15, 300);
+    repo.ok([OsStr::new("backup"), src.as_os_str()]);
+    std::fs::write(src.join("d0/new.txt"), b"a second backup").unwrap();
+    repo.ok([OsStr::new("backup"), src.as_os_str()]);
+    let ids = snapshot_ids(&repo);
+    assert_eq!(ids.len(), 2);
+
+    let target = repo.scratch("target");
+    repo.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ]);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    repo.ok(["check", "--read-data"]);
+
+    repo.ok(["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(snapshot_ids(&repo), vec![ids[1].clone()]);
+    repo.ok(["check", "--read-data"]);
+    let again = repo.scratch("again");
+    repo.ok([
+        OsStr::new("restore"),
+        OsStr::new(&ids[1]),
+        OsStr::new("--target"),
+        again.as_os_str(),
+    ]);
+    assert_trees_equal(&src, &restored_path(&again, &src));
+
+    // The objects are where repo-format.md puts them, below the prefix.
+    let store = backend::open(&moto.location("strata", "hosts/one"), &[]).unwrap();
+    assert_eq!(store.list(Kind::Config).unwrap().len(), 1);
+    assert_eq!(store.list(Kind::Key).unwrap().len(), 1);
+    assert_eq!(store.list(Kind::Snapshot).unwrap().len(), 1);
+    assert!(store.list(Kind::Lock).unwrap().is_empty());
+    assert!(!store.list(Kind::Pack).unwrap().is_empty());
+    let other = backend::open(&moto.location("strata", "hosts/two"), &[]).unwrap();
+    assert!(other.list(Kind::Config).unwrap().is_empty());
+}
+
+/// Puts the test server's credentials into this process's environment, where
+/// `backend::open` reads them, once, before the calling test starts any thread of its own.
+fn credentials_in_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in CREDENTIALS {
+            // SAFETY: set once, to the same values every test of this file expects, while
+            // no thread of this process calls C code that reads the environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+    });
+}
+
+#[test]
+fn a_missing_bucket_and_an_unreachable_endpoint_fail_in_one_line() {
+    let moto = Moto::start();
+    let repo = moto.repo("no-such-bucket", "r");
+    let location = moto.location("no-such-bucket", "r");
+
+    let out = repo.fail(["snapshots"]);
+    assert_eq!(code(&out), 1);
+    let line = one_line(&out);
+    assert!(line.contains(&location), "{line}");
+
+    let out = repo.fail(FAST_INIT);
+    assert_eq!(code(&out), 1);
+    let line = one_line(&out);
+    assert!(
+        line.contains(&location) && line.contains("NoSuchBucket"),
+        "{line}"
+    );
+
+    let mut nowhere = moto.repo("bucket", "r");
+    let location = format!("s3:http://127.0.0.1:{}/bucket/r", free_port());
+    nowhere.location = Some(location.clone());
+    let started = std::time::Instant::now();
+    let out = nowhere.fail(["-o", "retries=2", "-o", "timeout=5s", "snapshots"]);
+    assert_eq!(code(&out), 1);
+    let line = one_line(&out);
+    assert!(
+        line.contains(&location) && line.contains("temporary failure"),
+        "{line}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let out = repo.fail(["-o", "s3.colour=red", "snapshots"]);
+    assert!(one_line(&out).contains("unknown option"));
+    let out = repo.fail(["-r", "s3:http://127.0.0.1:1/UPPER", "snapshots"]);
+    assert!(one_line(&out).contains("invalid bucket"));
+}
+
+#[test]
+fn bad_credentials_fail_in_one_line() {
+    let moto = Moto::checking_credentials();
+    moto.create_bucket("guarded");
+    let repo = moto.repo("guarded", "r");
+    let out = repo.fail(FAST_INIT);
+    assert_eq!(code(&out), 1);
+    let line = one_line(&out);
+    assert!(line.contains(&moto.location("guarded", "r")), "{line}");
+    assert!(line.contains("permission denied"), "{line}");
+}
+
+#[test]
+fn of_racing_inits_on_one_prefix_exactly_one_wins() {
+    let moto = Moto::start();
+    moto.create_bucket("race");
+    let racers: Vec<TestRepo> = (0..4)
+        .map(|i| {
+            let mut repo = moto.repo("race", "shared");
+            repo.password = format!("password {i}");
+            repo
+        })
+        .collect();
+    let barrier = Barrier::new(racers.len());
+    let outcomes: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (racers.iter())
+            .map(|r| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    r.run(FAST_INIT)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|i| outcomes[*i].status.success())
+        .collect();
+    assert_eq!(winners.len(), 1, "{:?}", outcomes);
+    for (i, out) in outcomes.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(code(out), 1);
+            assert!(one_line(out).contains("already"), "{}", stderr(out));
+        }
+    }
+    // Only the winner's password opens it, and the losers took their key files back.
+    let keys = racers[winners[0]].json(["key", "list"]);
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+    let loser = (winners[0] + 1) % racers.len();
+    assert_eq!(code(&racers[loser].fail(["snapshots"])), 1);
+}
+
+#[test]
+fn exclusive_locks_on_s3_are_held_by_one_taker_at_a_time() {
+    credentials_in_env();
+    let moto = Moto::start();
+    moto.create_bucket("locks");
+    let store = backend::open(&moto.location("locks", "r"), &[]).unwrap();
+    let config = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+    let repo = Repository::init(store.clone(), b"pw", config, KdfParams::new(64, 1)).unwrap();
+    let key = repo.key().clone();
+    let (holding, most, took) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let barrier = Barrier::new(4);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..3 {
+                    let wait = Duration::from_secs(60);
+                    let guard = LockGuard::acquire(
+                        store.clone(),
+                        &key,
+                        LockMode::Exclusive,
+                        "t",
+                        wait,
+                        None,
+                    )
+                    .expect("the lock is taken within a minute");
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                    took.fetch_add(1, Ordering::SeqCst);
+                    drop(guard);
+                }
+            });
+        }
+    });
+    assert_eq!(took.load(Ordering::SeqCst), 12);
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two takers held the lock at once"
+    );
+    assert!(store.list(Kind::Lock).unwrap().is_empty());
+}
+
+#[test]
+fn a_backup_through_injected_faults_completes_and_checks_clean() {
+    let moto = Moto::start();
+    moto.create_bucket("faults");
+    let repo = moto.repo("faults", "");
+    repo.ok(FAST_INIT);
+    let src = repo.scratch("src");
+    generate_small_tree(&src, 16, 200);
+    let faults = [
+        "-o",
+        "fault.transient=0.05",
+        "-o",
+        "fault.latency-ms=30",
+        "-o",
+        "fault.seed=5",
+    ];
+    let backup: Vec<&OsStr> = (faults.iter().map(OsStr::new))
+        .chain([OsStr::new("backup"), src.as_os_str()])
+        .collect();
+    repo.ok(&backup);
+    repo.ok(["check", "--read-data"]);
+    let target = repo.scratch("target");
+    repo.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ]);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+
+    let every_write_fails = ["-o", "fault.fail-write=1", "backup"];
+    let out = repo.fail(
+        every_write_fails
+            .iter()
+            .map(OsStr::new)
+            .chain([src.as_os_str()]),
+    );
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("injected failure of write 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_s3_backend_meets_the_contract() {
+    credentials_in_env();
+    let moto = Moto::start();
+    moto.create_bucket("contract");
+    let store: Arc<dyn Backend> = backend::open(&moto.location("contract", "c"), &[]).unwrap();
+    backend::contract::run(store.as_ref());
+}
+
+#[test]
+fn copy_takes_snapshots_from_an_s3_repository_into_a_local_one() {
+    let moto = Moto::start();
+    moto.create_bucket("source");
+    let mut from = moto.repo("source", "r");
+    from.password = "source password".into();
+    from.ok(FAST_INIT);
+    let src = from.scratch("src");
+    generate_small_tree(&src, 17, 50);
+    from.ok([OsStr::new("backup"), src.as_os_str()]);
+
+    let mut to = moto.repo("unused", "");
+    to.location = None;
+    to.ok(FAST_INIT);
+    let mut cmd = to.cmd(["copy", "--from-repo", from.location.as_deref().unwrap()]);
+    cmd.env("STRATA_FROM_PASSWORD", &from.password);
+    let out = cmd.output().expect("run strata copy");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let target = to.scratch("target");
+    to.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ]);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
