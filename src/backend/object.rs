@@ -267,7 +267,8 @@ impl ObjectBackend {
 fn describe(e: &opendal::Error) -> String {
     let mut text = e.kind().to_string();
     if !e.message().is_empty() {
-        text.push_str(&format!(": {}", e.message()));
+        let message = service_error(e.message()).unwrap_or_else(|| e.message().to_string());
+        text.push_str(&format!(": {message}"));
     }
     let mut cause = std::error::Error::source(e);
     let mut innermost = None;
@@ -279,6 +280,18 @@ fn describe(e: &opendal::Error) -> String {
         text.push_str(&format!(" ({c})"));
     }
     text.replace('\n', " ")
+}
+
+/// The store's own error code and text (`NoSuchBucket: The specified bucket does not
+/// exist`) out of the debug form OpenDAL puts in its message (`S3Error { code: "...",
+/// message: "...", resource: ..., request_id: ... }`), when it has that form.
+fn service_error(message: &str) -> Option<String> {
+    let field = |name: &str| {
+        let start = message.find(&format!("{name}: \""))? + name.len() + 3;
+        let len = message[start..].find('"')?;
+        Some(&message[start..start + len])
+    };
+    Some(format!("{}: {}", field("code")?, field("message")?))
 }
 
 impl Backend for ObjectBackend {
@@ -407,6 +420,16 @@ impl Backend for ObjectBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_error_is_shown_as_its_code_and_text() {
+        let debug = r#"S3Error { code: "NoSuchBucket", message: "The specified bucket does not exist", resource: "", request_id: "x" }"#;
+        assert_eq!(
+            service_error(debug).as_deref(),
+            Some("NoSuchBucket: The specified bucket does not exist")
+        );
+        assert_eq!(service_error("reader got too little data"), None);
+    }
 
     #[test]
     fn memory_backend_meets_the_contract() {
