@@ -7,10 +7,11 @@
 
 mod common;
 
-use common::e2e::{FAST_INIT, code, restored_path};
+use common::e2e::{FAST_INIT, code, restore_args, restored_path};
 use common::s3::{CREDENTIALS, Moto, free_port};
 use common::{TestRepo, assert_trees_equal, generate_small_tree, stderr};
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -51,27 +52,13 @@ fn init_backup_restore_check_and_prune_round_trip_on_s3() {
     let ids = snapshot_ids(&repo);
     assert_eq!(ids.len(), 2);
 
-    let target = repo.scratch("target");
-    repo.ok([
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        target.as_os_str(),
-    ]);
-    assert_trees_equal(&src, &restored_path(&target, &src));
+    restores_exactly(&repo, "latest", &src, "target");
     repo.ok(["check", "--read-data"]);
 
     repo.ok(["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(snapshot_ids(&repo), vec![ids[1].clone()]);
     repo.ok(["check", "--read-data"]);
-    let again = repo.scratch("again");
-    repo.ok([
-        OsStr::new("restore"),
-        OsStr::new(&ids[1]),
-        OsStr::new("--target"),
-        again.as_os_str(),
-    ]);
-    assert_trees_equal(&src, &restored_path(&again, &src));
+    restores_exactly(&repo, &ids[1], &src, "again");
 
     // The objects are where repo-format.md puts them, below the prefix.
     let store = backend::open(&moto.location("strata", "hosts/one"), &[]).unwrap();
@@ -258,14 +245,7 @@ fn a_backup_through_injected_faults_completes_and_checks_clean() {
         .collect();
     repo.ok(&backup);
     repo.ok(["check", "--read-data"]);
-    let target = repo.scratch("target");
-    repo.ok([
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        target.as_os_str(),
-    ]);
-    assert_trees_equal(&src, &restored_path(&target, &src));
+    restores_exactly(&repo, "latest", &src, "target");
 
     let every_write_fails = ["-o", "fault.fail-write=1", "backup"];
     let out = repo.fail(
@@ -309,12 +289,12 @@ fn copy_takes_snapshots_from_an_s3_repository_into_a_local_one() {
     cmd.env("STRATA_FROM_PASSWORD", &from.password);
     let out = cmd.output().expect("run strata copy");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let target = to.scratch("target");
-    to.ok([
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        target.as_os_str(),
-    ]);
-    assert_trees_equal(&src, &restored_path(&target, &src));
+    restores_exactly(&to, "latest", &src, "target");
+}
+
+/// Restores `snapshot` of `repo` into a scratch folder `name` and checks it is `src` exactly.
+fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
+    let target = repo.scratch(name);
+    repo.ok(restore_args(snapshot, &target, &[]));
+    assert_trees_equal(src, &restored_path(&target, src));
 }

@@ -6,7 +6,6 @@ use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 use std::future::IntoFuture;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -92,13 +91,7 @@ impl Server {
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        dies_with_the_tests(&mut cmd);
         let child = cmd.spawn().expect("start secantusd-py");
         let server = Server {
             child,
@@ -337,5 +330,19 @@ pub fn assert_same_state(want: &DbState, got: &DbState, what: &str) {
         for (a, b) in docs.iter().zip(gdocs) {
             assert!(a.as_bytes() == b.as_bytes(), "{what}: {ns}: {a:?} != {b:?}");
         }
+    }
+}
+
+/// Makes a server the tests start die with them (SIGKILL when the test process exits).
+/// Here rather than in `common/mod.rs` because the MongoDB benchmark includes this file alone;
+/// the S3 server uses it too.
+pub fn dies_with_the_tests(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }
