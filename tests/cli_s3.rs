@@ -135,6 +135,26 @@ fn bad_credentials_fail_in_one_line() {
 }
 
 #[test]
+fn missing_credentials_say_which_variables_to_set() {
+    let moto = Moto::start();
+    moto.create_bucket("unsigned");
+    let mut repo = moto.repo("unsigned", "r");
+    repo.env.clear();
+    let mut cmd = repo.cmd(["snapshots"]);
+    for (name, _) in CREDENTIALS {
+        cmd.env_remove(name);
+    }
+    let out = cmd.output().expect("run strata");
+    assert_eq!(code(&out), 1);
+    let line = one_line(&out);
+    assert!(line.contains(&moto.location("unsigned", "r")), "{line}");
+    assert!(
+        line.contains("permission denied: no credentials found: set AWS_ACCESS_KEY_ID"),
+        "{line}"
+    );
+}
+
+#[test]
 fn of_racing_inits_on_one_prefix_exactly_one_wins() {
     let moto = Moto::start();
     moto.create_bucket("race");

@@ -195,13 +195,19 @@ impl ObjectBackend {
 
     /// What a failed request means, for requests on `path`.
     fn error(&self, op: &'static str, path: &str, e: opendal::Error) -> BackendError {
+        let detail = describe(&e);
+        let unsigned = detail.contains(NO_CREDENTIAL);
         let request = Box::new(Request {
+            detail: match unsigned {
+                true => no_credential(&self.location),
+                false => detail,
+            },
             location: self.location.clone(),
             op,
             path: path.to_string(),
-            detail: describe(&e),
         });
         match e.kind() {
+            _ if unsigned => BackendError::PermissionDenied(request),
             ErrorKind::PermissionDenied => BackendError::PermissionDenied(request),
             ErrorKind::ConditionNotMatch => BackendError::PreconditionFailed(request),
             _ if e.is_temporary() || e.kind() == ErrorKind::RateLimited => {
@@ -280,6 +286,21 @@ fn describe(e: &opendal::Error) -> String {
         text.push_str(&format!(" ({c})"));
     }
     text.replace('\n', " ")
+}
+
+/// What OpenDAL says when it found no credentials to sign a request with.
+const NO_CREDENTIAL: &str = "failed to load signing credential";
+
+/// The detail of a request that could not be signed: which variables give credentials.
+fn no_credential(location: &str) -> String {
+    let variables = match location.split(':').next() {
+        Some("gs") => "GOOGLE_APPLICATION_CREDENTIALS",
+        Some("azure") => {
+            "AZURE_STORAGE_CONNECTION_STRING, or AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+        }
+        _ => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+    };
+    format!("no credentials found: set {variables}")
 }
 
 /// The store's own error code and text (`NoSuchBucket: The specified bucket does not
@@ -429,6 +450,13 @@ mod tests {
             Some("NoSuchBucket: The specified bucket does not exist")
         );
         assert_eq!(service_error("reader got too little data"), None);
+    }
+
+    #[test]
+    fn missing_credentials_name_the_variables_of_the_store() {
+        assert!(no_credential("s3:http://h/b").ends_with("AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"));
+        assert!(no_credential("gs:b:/p").ends_with("set GOOGLE_APPLICATION_CREDENTIALS"));
+        assert!(no_credential("azure:c:/p").contains("AZURE_ACCOUNT_KEY"));
     }
 
     #[test]
