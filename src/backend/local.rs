@@ -23,10 +23,7 @@ impl LocalBackend {
     }
 
     fn dir_of(&self, kind: Kind, name: &str) -> PathBuf {
-        match kind {
-            Kind::Pack => self.root.join(kind.dir()).join(&name[..name.len().min(2)]),
-            _ => self.root.join(kind.dir()),
-        }
+        self.root.join(kind.folder_of(name))
     }
 
     fn path_of(&self, kind: Kind, name: &str) -> Result<PathBuf> {

@@ -67,6 +67,16 @@ impl Kind {
         Kind::Dictionary,
     ];
 
+    /// The folder holding object `name`, relative to the repository's root: the kind's
+    /// folder, below which packs have a subfolder named by the first two digits of their
+    /// name (repo-format.md). Every backend lays objects out by it.
+    pub(crate) fn folder_of(self, name: &str) -> String {
+        match self {
+            Kind::Pack => format!("{}/{}", self.dir(), &name[..name.len().min(2)]),
+            _ => self.dir().to_string(),
+        }
+    }
+
     pub(crate) fn dir(self) -> &'static str {
         match self {
             Kind::Config => "",

@@ -171,10 +171,9 @@ impl ObjectBackend {
     /// otherwise, `config` for the config.
     fn path(&self, kind: Kind, name: &str) -> Result<String> {
         validate_name(kind, name)?;
-        Ok(match kind {
-            Kind::Config => name.to_string(),
-            Kind::Pack => format!("{}/{}/{name}", kind.dir(), &name[..name.len().min(2)]),
-            _ => format!("{}/{name}", kind.dir()),
+        Ok(match kind.folder_of(name) {
+            folder if folder.is_empty() => name.to_string(),
+            folder => format!("{folder}/{name}"),
         })
     }
 
@@ -235,17 +234,19 @@ impl ObjectBackend {
         }
     }
 
-    /// The files listed below `dir/`, with their sizes (asked for separately where the
-    /// listing does not give them).
-    fn list_below(&self, dir: String, recursive: bool) -> Result<Vec<Entry>> {
-        let path = dir.clone();
+    /// The objects of `kind` (not the config), from a listing of its folder (and, for
+    /// packs, its subfolders), with their sizes (asked for separately where the listing
+    /// does not give them).
+    fn list_folder(&self, kind: Kind) -> Result<Vec<Entry>> {
+        let dir = format!("{}/", kind.dir());
+        let (path, recursive) = (dir.clone(), kind == Kind::Pack);
         let listed = self
             .run(|op| async move { op.list_with(&path).recursive(recursive).await })
             .map_err(|e| self.error("list", &dir, e))?;
         let mut out = Vec::new();
         for entry in listed {
             let (name, meta) = (entry.name().to_string(), entry.metadata());
-            if meta.is_dir() || validate_name(Kind::Pack, &name).is_err() {
+            if meta.is_dir() || validate_name(kind, &name).is_err() {
                 continue;
             }
             let size = match meta.is_file() {
@@ -421,8 +422,7 @@ impl Backend for ObjectBackend {
                 Err(e) if e.is_not_found() => Vec::new(),
                 Err(e) => return Err(e),
             },
-            Kind::Pack => self.list_below(format!("{}/", kind.dir()), true)?,
-            _ => self.list_below(format!("{}/", kind.dir()), false)?,
+            _ => self.list_folder(kind)?,
         };
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
