@@ -165,6 +165,10 @@ impl Backend for Faulty {
         self.request("list", kind, "", false, |b| b.list(kind))
     }
 
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         self.request("remove", kind, name, true, |b| b.remove(kind, name))
     }

@@ -5,8 +5,13 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Writes in flight at once on a local disk by default: one fsyncs while the next is
+/// written.
+const CONNECTIONS: usize = 2;
+
 pub struct LocalBackend {
     root: PathBuf,
+    connections: usize,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BackendError + 'a {
@@ -19,7 +24,18 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Ba
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            connections: CONNECTIONS,
+        }
+    }
+
+    /// The backend with `connections` requests in flight at once instead of the default.
+    pub(crate) fn with_connections(self, connections: usize) -> LocalBackend {
+        LocalBackend {
+            connections,
+            ..self
+        }
     }
 
     fn dir_of(&self, kind: Kind, name: &str) -> PathBuf {
@@ -213,6 +229,10 @@ impl Backend for LocalBackend {
         tmp.persist(&path)
             .map_err(|e| io("rename over", &path)(e.error))?;
         sync_dir(&dir)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {

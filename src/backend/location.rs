@@ -180,12 +180,14 @@ pub(crate) struct Options {
     pub timeout: Option<Duration>,
     /// `retries`: attempts in all for a request that fails transiently.
     pub attempts: Option<u32>,
+    /// `connections`: requests in flight at once (see `Backend::connections`).
+    pub connections: Option<usize>,
     pub faults: Faults,
 }
 
 /// The keys `-o` accepts, for the message that refuses others.
 const KEYS: &str = "s3.region, s3.path-style, s3.storage-class, gs.endpoint, azure.endpoint, \
-                    timeout, retries, fault.latency-ms, fault.jitter-ms, fault.transient, \
+                    timeout, retries, connections, fault.latency-ms, fault.jitter-ms, fault.transient, \
                     fault.fail-write, fault.seed";
 
 impl Options {
@@ -227,6 +229,13 @@ impl Options {
                     (value.parse().ok())
                         .filter(|n| *n >= 1)
                         .ok_or_else(|| number("a number of attempts (at least 1)"))?,
+                )
+            }
+            "connections" => {
+                self.connections = Some(
+                    (value.parse().ok())
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or_else(|| number("a number of connections from 1 to 256"))?,
                 )
             }
             "fault.latency-ms" => self.faults.latency = millis(value)?,

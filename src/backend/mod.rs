@@ -19,7 +19,13 @@ pub fn open(location: &str, options: &[(String, String)]) -> Result<Arc<dyn Back
     let location = Location::parse(location)?;
     let options = Options::parse(options)?;
     let store: Arc<dyn Backend> = match &location {
-        Location::Local(path) => Arc::new(local::LocalBackend::new(path)),
+        Location::Local(path) => {
+            let local = local::LocalBackend::new(path);
+            Arc::new(match options.connections {
+                Some(n) => local.with_connections(n),
+                None => local,
+            })
+        }
         remote => Arc::new(object::ObjectBackend::open(remote, &options)?),
     };
     let store = match options.faults.any() {
@@ -244,6 +250,9 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: Kind) -> Result<Vec<Entry>>;
     /// Removing an absent object is not an error.
     fn remove(&self, kind: Kind, name: &str) -> Result<()>;
+    /// How many requests the engine keeps in flight at once against this store (pack
+    /// uploads, restore's pack reads): `-o connections=N`, else the store's default.
+    fn connections(&self) -> usize;
 }
 
 /// Accepts `config` for the config kind and 1..=128 lowercase hex digits otherwise, so a

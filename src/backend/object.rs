@@ -30,7 +30,12 @@ pub(crate) struct ObjectBackend {
     op: Operator,
     runtime: tokio::runtime::Runtime,
     location: String,
+    connections: usize,
 }
+
+/// Requests in flight at once on an object store by default: latency, not bandwidth, is
+/// what limits one request.
+const CONNECTIONS: usize = 8;
 
 impl ObjectBackend {
     /// A backend over `op` (whose root is the repository's prefix), named `location` in
@@ -53,6 +58,7 @@ impl ObjectBackend {
             op: op.layer(timeout),
             runtime,
             location,
+            connections: CONNECTIONS,
         })
     }
 
@@ -158,7 +164,11 @@ impl ObjectBackend {
             },
             None => Timeouts::default(),
         };
-        ObjectBackend::new(op, described, timeouts)
+        let backend = ObjectBackend::new(op, described, timeouts)?;
+        Ok(ObjectBackend {
+            connections: options.connections.unwrap_or(CONNECTIONS),
+            ..backend
+        })
     }
 
     /// A backend in memory, for tests.
@@ -426,6 +436,10 @@ impl Backend for ObjectBackend {
         };
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {

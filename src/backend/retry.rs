@@ -99,6 +99,10 @@ impl Backend for Retry {
         self.again(|b| b.list(kind))
     }
 
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         self.again(|b| b.remove(kind, name))
     }

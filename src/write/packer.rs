@@ -2,7 +2,9 @@
 //! into packs by type, writes full packs, and writes index files for written packs in
 //! batches so memory stays bounded however much is saved. One data pack and one tree pack
 //! are open at a time; the archiver's workers save chunks of several files concurrently, so
-//! a data pack mixes the files backed up around the same time. Small data blobs go through
+//! a data pack mixes the files backed up around the same time. Full packs go to the
+//! backend's [`Uploader`] pool (as many uploads at once as the backend has connections), and
+//! a pack enters an index batch only once it is stored. Small data blobs go through
 //! the dictionary [`Trainer`] first (see [`crate::write::trainer`]).
 use crate::backend::Kind;
 use crate::cancel::Cancel;
@@ -18,6 +20,7 @@ use crate::repo::pack::{FinishedPack, PackBuilder, PackFormat};
 use crate::repo::repository::{IndexedRepo, Result};
 use crate::repo::tree::Tree;
 use crate::write::trainer::{Current, Limits, Offer, SMALL_BLOB, Samples, Trainer};
+use crate::write::uploader::Uploader;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -120,6 +123,8 @@ pub struct Packer<'r> {
     /// set up when the first new small data blob arrives, so a run that stores none reads
     /// no dictionary.
     trainer: OnceLock<Option<Trainer>>,
+    /// Started when the first pack is written (never in a dry run).
+    uploader: OnceLock<Uploader>,
     /// Once cancelled, `save` refuses new blobs.
     cancel: Cancel,
     /// Told of every blob stored and every pack written.
@@ -148,6 +153,7 @@ impl<'r> Packer<'r> {
             counters: Default::default(),
             limits,
             trainer: OnceLock::new(),
+            uploader: OnceLock::new(),
             cancel: Cancel::default(),
             observer: &Quiet,
         }
@@ -318,22 +324,38 @@ impl<'r> Packer<'r> {
         }
     }
 
+    /// Hands a full pack to the upload pool, and indexes the packs it has stored meanwhile.
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let FinishedPack { bytes, listing } = builder.finish(self.repo().key());
-        if !self.dry_run {
-            self.lock
-                .put(Kind::Pack, &listing.pack.0.to_hex(), &bytes)?;
+        if self.dry_run {
+            return self.stored(vec![listing]);
         }
-        self.counters[4].fetch_add(1, Ordering::Relaxed);
-        self.observer.add(Counters::packs(1));
-        let batch = {
-            let mut u = self.unindexed.lock().expect("packer lock");
-            u.packs.push(listing)
-        };
-        match batch {
-            Some(packs) => self.write_index(packs),
-            None => Ok(()),
+        let uploader = self.uploader.get_or_init(|| {
+            let backend = self.repo().shared_backend();
+            let connections = backend.connections();
+            Uploader::start(backend, connections)
+        });
+        uploader.submit(bytes, listing)?;
+        self.stored(uploader.take_stored())
+    }
+
+    /// Counts packs now durable and adds them to the index batch, writing an index file
+    /// whenever a batch is full.
+    fn stored(&self, packs: Vec<PackEntries>) -> Result<()> {
+        for listing in packs {
+            self.counters[4].fetch_add(1, Ordering::Relaxed);
+            self.observer.add(Counters::packs(1));
+            let batch = self
+                .unindexed
+                .lock()
+                .expect("packer lock")
+                .packs
+                .push(listing);
+            if let Some(packs) = batch {
+                self.write_index(packs)?;
+            }
         }
+        Ok(())
     }
 
     /// Writes an index file for `packs`; only then may their ids leave the in-memory set,
@@ -369,6 +391,9 @@ impl<'r> Packer<'r> {
             if !builder.is_empty() {
                 self.write_pack(builder)?;
             }
+        }
+        if let Some(uploader) = self.uploader.get() {
+            self.stored(uploader.finish()?)?;
         }
         let packs = self.unindexed.lock().expect("packer lock").packs.take();
         if !packs.is_empty() {
