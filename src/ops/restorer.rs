@@ -96,11 +96,13 @@ use crate::ops::sandbox::{
     SandboxError, Special,
 };
 use crate::repo::id::TreeId;
+use crate::repo::prefetch::{self, Prefetched};
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, chunk_offsets};
 use crate::select::filter::Patterns;
 use rayon::prelude::*;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -1116,12 +1118,21 @@ impl Writer<'_> {
 
     /// Writes the entries of the batch in parallel, then sets the metadata
     /// of the directories it holds that the walk has left.
+    /// The files' chunks are read ahead by pack, a window of at most
+    /// [`prefetch::WINDOW`] bytes at a time (a file larger than that reads
+    /// its own windows).
     fn flush(&self, batch: &mut Batch) {
         let Batch { leaves, left, .. } = std::mem::take(batch);
-        leaves
-            .par_iter()
-            .flat_map(|(dir, entries)| entries.par_iter().map(move |e| (dir, e)))
-            .for_each(|(dir, e)| self.write_leaf(dir, e));
+        let entries: Vec<(&DirHandle, &Planned)> = (leaves.iter())
+            .flat_map(|(dir, entries)| entries.iter().map(move |e| (dir, e)))
+            .collect();
+        let sizes = entries.iter().map(|(_, e)| chunk_bytes(read_ahead(e)));
+        for window in prefetch::windows(sizes) {
+            let window = &entries[window];
+            let ids = (window.iter()).flat_map(|(_, e)| read_ahead(e).iter().map(|c| c.id));
+            let ahead = Prefetched::load(self.repo, ids, &self.opts.cancel);
+            (window.par_iter()).for_each(|(dir, e)| self.write_leaf(dir, e, &ahead));
+        }
         for (dir, e) in left {
             if let Err(err) = dir.set_dir_meta(&self.meta(&e.node)) {
                 self.report(&e.rel, text(err));
@@ -1275,7 +1286,7 @@ impl Writer<'_> {
     }
 
     /// Writes the non-directory entry `e` into `dir`, unless it is skipped.
-    fn write_leaf(&self, dir: &DirHandle, e: &Planned) {
+    fn write_leaf(&self, dir: &DirHandle, e: &Planned, ahead: &Prefetched) {
         if self.opts.cancel.is_cancelled() {
             return;
         }
@@ -1286,16 +1297,16 @@ impl Writer<'_> {
             }
             // Not reached: conflicts abort the restore before writing.
             EntryAction::Conflict => Err("already exists".into()),
-            EntryAction::Write | EntryAction::Rename => self.write_node(dir, e),
+            EntryAction::Write | EntryAction::Rename => self.write_node(dir, e, ahead),
         };
         if let Err(msg) = result {
             self.report(&e.rel, msg);
         }
     }
 
-    fn write_node(&self, dir: &DirHandle, e: &Planned) -> EntryResult {
+    fn write_node(&self, dir: &DirHandle, e: &Planned, ahead: &Prefetched) -> EntryResult {
         match &e.node.kind {
-            NodeKind::File { content } => self.write_file(dir, e, content),
+            NodeKind::File { content } => self.write_file(dir, e, content, ahead),
             NodeKind::Symlink { target } => self.write_symlink(dir, e, target),
             NodeKind::Fifo => self.write_special(dir, e, Special::Fifo, 0),
             NodeKind::CharDev { rdev } => self.write_device(dir, e, Special::CharDevice, *rdev),
@@ -1375,7 +1386,13 @@ impl Writer<'_> {
         let handle = parent.dir(&used, OnConflict::Fail).map_err(text)?;
         Ok((handle, used))
     }
-    fn write_file(&self, dir: &DirHandle, e: &Planned, content: &[ChunkRef]) -> EntryResult {
+    fn write_file(
+        &self,
+        dir: &DirHandle,
+        e: &Planned,
+        content: &[ChunkRef],
+        ahead: &Prefetched,
+    ) -> EntryResult {
         self.progress.item(&shown(&e.rel));
         let placed = dir
             .create_file(&e.node.name, self.opts.on_conflict)
@@ -1383,7 +1400,7 @@ impl Writer<'_> {
         let Some((file, used)) = self.placed(dir, e, placed) else {
             return Ok(());
         };
-        let written = match self.write_content(&file, content) {
+        let written = match self.write_content(&file, content, ahead) {
             Ok(n) => n,
             Err(msg) => {
                 return Err(match dir.remove_if_same(&used, &file) {
@@ -1408,15 +1425,25 @@ impl Writer<'_> {
         sandbox::set_file_meta(&file, &self.meta(&e.node)).map_err(text)
     }
 
-    /// Fetches every chunk and writes it at its offset; several chunks in
-    /// parallel for large files, one chunk in memory per worker. Each chunk
-    /// written is told to the observer at once, so progress moves per chunk.
-    fn write_content(&self, file: &File, content: &[ChunkRef]) -> std::result::Result<u64, String> {
+    /// Writes every chunk at its offset, from `ahead` when it holds them
+    /// all, else reading the chunks ahead a window at a time; several chunks
+    /// in parallel. A chunk that was not read ahead is read alone (so its
+    /// error is the one reported). Each chunk written is told to the
+    /// observer at once, so progress moves per chunk.
+    fn write_content(
+        &self,
+        file: &File,
+        content: &[ChunkRef],
+        ahead: &Prefetched,
+    ) -> std::result::Result<u64, String> {
         let offsets = chunk_offsets(content);
-        let write_chunk = |i: usize| -> EntryResult {
+        let write_chunk = |i: usize, ahead: &Prefetched| -> EntryResult {
             self.opts.cancel.check().map_err(text)?;
             let chunk = &content[i];
-            let data = self.repo.read_blob(&chunk.id).map_err(text)?;
+            let data = match ahead.get(&chunk.id) {
+                Some(data) => Cow::Borrowed(data),
+                None => Cow::Owned(self.repo.read_blob(&chunk.id).map_err(text)?),
+            };
             if data.len() != chunk.len as usize {
                 return Err(format!(
                     "blob {} holds {} bytes, the snapshot says {}",
@@ -1433,9 +1460,18 @@ impl Writer<'_> {
             });
             Ok(())
         };
-        (0..content.len())
-            .into_par_iter()
-            .try_for_each(write_chunk)?;
+        for window in prefetch::windows(content.iter().map(|c| c.len as u64)) {
+            let own;
+            let ahead = match content[window.clone()].iter().all(|c| ahead.has(&c.id)) {
+                true => ahead,
+                false => {
+                    let ids = content[window.clone()].iter().map(|c| c.id);
+                    own = Prefetched::load(self.repo, ids, &self.opts.cancel);
+                    &own
+                }
+            };
+            (window.into_par_iter()).try_for_each(|i| write_chunk(i, ahead))?;
+        }
         Ok(offsets.last().copied().unwrap_or(0))
     }
 
@@ -1511,6 +1547,23 @@ impl Writer<'_> {
 
 // ---------------------------------------------------------------------------
 // Small helpers
+
+/// The chunks of `e` that a batch reads ahead: those of a file the batch
+/// writes, unless the file is larger than a window (it reads its own).
+fn read_ahead(e: &Planned) -> &[ChunkRef] {
+    match (&e.action, &e.node.kind) {
+        (EntryAction::Write | EntryAction::Rename, NodeKind::File { content })
+            if chunk_bytes(content) <= prefetch::WINDOW =>
+        {
+            content
+        }
+        _ => &[],
+    }
+}
+
+fn chunk_bytes(content: &[ChunkRef]) -> u64 {
+    content.iter().map(|c| c.len as u64).sum()
+}
 
 fn join_abs(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parent.len() + 1 + name.len());

@@ -13,6 +13,7 @@ pub(crate) mod names;
 pub mod pack;
 pub mod paths;
 pub(crate) mod pin;
+pub(crate) mod prefetch;
 pub mod repository;
 pub mod snapshot;
 pub mod tree;
