@@ -169,6 +169,10 @@ impl Backend for Faulty {
         self.inner.connections()
     }
 
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         self.request("remove", kind, name, true, |b| b.remove(kind, name))
     }

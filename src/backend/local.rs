@@ -14,7 +14,10 @@ pub struct LocalBackend {
     connections: usize,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BackendError + 'a {
+pub(crate) fn io<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> BackendError + 'a {
     move |source| BackendError::Io {
         op,
         path: path.display().to_string(),
@@ -233,6 +236,10 @@ impl Backend for LocalBackend {
 
     fn connections(&self) -> usize {
         self.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        false
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {

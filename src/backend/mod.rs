@@ -253,6 +253,8 @@ pub trait Backend: Send + Sync {
     /// How many requests the engine keeps in flight at once against this store (pack
     /// uploads, restore's pack reads): `-o connections=N`, else the store's default.
     fn connections(&self) -> usize;
+    /// Whether requests go over a network (then metadata is worth caching locally).
+    fn is_remote(&self) -> bool;
 }
 
 /// Accepts `config` for the config kind and 1..=128 lowercase hex digits otherwise, so a

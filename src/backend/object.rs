@@ -442,6 +442,10 @@ impl Backend for ObjectBackend {
         self.connections
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         let path = self.path(kind, name)?;
         let p = path.clone();

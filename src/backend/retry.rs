@@ -103,6 +103,10 @@ impl Backend for Retry {
         self.inner.connections()
     }
 
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         self.again(|b| b.remove(kind, name))
     }

@@ -19,7 +19,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let (repo, _lock) = ctx.open_reading("check")?;
+    // Check judges what is stored, so nothing is read from the local cache.
+    let (repo, _lock) = ctx.index_reading(ctx.open()?.without_cache(), "check")?;
     let progress = ctx.progress("check");
     let report = checker::check(&repo, read, &ctx.cancel, progress.as_ref())?;
     drop(progress);

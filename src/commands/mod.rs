@@ -50,10 +50,11 @@ pub struct GlobalArgs {
     /// Read the password from this file (else $STRATA_PASSWORD, else a prompt)
     #[arg(long, env = "STRATA_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
-    /// Where the local index cache lives (default: $XDG_CACHE_HOME/strata or ~/.cache/strata)
+    /// Where the local cache lives: the index, and for a remote repository its snapshots and
+    /// tree packs (default: $XDG_CACHE_HOME/strata or ~/.cache/strata)
     #[arg(long, env = "STRATA_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
-    /// Keep the index in memory only
+    /// Keep the index in memory only, and cache nothing on disk
     #[arg(long, global = true)]
     no_cache: bool,
     /// Print results as JSON on stdout
@@ -304,7 +305,16 @@ impl Context {
     /// a lock for `command` before loading the index, so that an exclusive holder sees an
     /// index no one else is changing. Writing needs the two joined: `Locked::new`.
     pub fn open_locked(&self, mode: LockMode, command: &str) -> Result<(IndexedRepo, LockGuard)> {
-        let repo = self.open()?;
+        self.index_locked(self.open()?, mode, command)
+    }
+
+    /// The index of `repo`, opened to write as `open_locked` does.
+    pub fn index_locked(
+        &self,
+        repo: Repository,
+        mode: LockMode,
+        command: &str,
+    ) -> Result<(IndexedRepo, LockGuard)> {
         repo.ensure_writable()?;
         let guard = self.lock(&repo, mode, command)?;
         Ok((self.index(repo)?, guard))

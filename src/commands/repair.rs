@@ -39,7 +39,9 @@ enum What {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
-    let (repo, guard) = ctx.open_locked(LockMode::Exclusive, "repair")?;
+    // Repair judges what is stored, so nothing is read from the local cache.
+    let repo = ctx.open()?.without_cache();
+    let (repo, guard) = ctx.index_locked(repo, LockMode::Exclusive, "repair")?;
     let repo = Locked::new(&repo, guard)?;
     let progress = ctx.progress("repair");
     match args.what {

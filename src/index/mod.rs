@@ -181,6 +181,15 @@ impl Index {
         .transpose()
     }
 
+    /// Whether the index lists pack `id`.
+    pub(crate) fn has_pack(&self, id: &PackId) -> Result<bool> {
+        let conn = self.conn.lock().expect("index lock");
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM packs WHERE id = ?1")
+            .map_err(self.err())?;
+        stmt.exists([&id.0.0[..]]).map_err(self.err())
+    }
+
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let conn = self.conn.lock().expect("index lock");
         let mut stmt = conn.prepare_cached(SELECT_EXISTS).map_err(self.err())?;

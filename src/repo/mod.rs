@@ -1,6 +1,7 @@
 //! The repository's formats and objects: ids, encryption, keys, config, blobs, packs,
 //! index files, trees, snapshots, dictionaries, locks, and the opened `Repository`.
 pub mod blob;
+pub(crate) mod cache;
 pub mod config;
 pub mod crypto;
 pub mod dictionary;

@@ -2,11 +2,12 @@
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
 use crate::backend::{Backend, BackendError, Kind};
 use crate::index::{Index, IndexError, Location};
-use crate::repo::blob::{self, BlobError, Compression, PackedBlobError};
+use crate::repo::blob::{self, BlobError, BlobType, Compression, PackedBlobError};
+use crate::repo::cache::Cache;
 use crate::repo::config::{BOUND_OBJECTS_VERSION, Config, FORMAT_VERSION};
 use crate::repo::crypto::{Aad, MasterKey, ObjectKind};
 use crate::repo::dictionary::{DictCache, DictId, Loaded};
-use crate::repo::id::{BlobId, Id, KeyId, SnapshotId, TreeId};
+use crate::repo::id::{BlobId, Id, KeyId, PackId, SnapshotId, TreeId};
 use crate::repo::indexfile::{self, PackEntries};
 use crate::repo::key::{KdfParams, KeyError, KeyFile};
 use crate::repo::lock::{self, LockError, LockGuard, LockMode};
@@ -91,6 +92,9 @@ pub struct Repository {
     skipped_keys: Vec<(String, String)>,
     /// Dictionaries read so far by this process.
     dictionaries: DictCache,
+    /// The local copy of snapshot files and tree packs, for a remote repository opened
+    /// with a cache directory.
+    cache: Option<Cache>,
 }
 
 impl Repository {
@@ -131,6 +135,7 @@ impl Repository {
             config,
             skipped_keys: Vec::new(),
             dictionaries: DictCache::default(),
+            cache: None,
         })
     }
 
@@ -162,6 +167,9 @@ impl Repository {
             state.check_config(&unlocked.key, &config)?;
             state.remember_key(&backend.location(), &unlocked.id.0.to_hex())?;
         }
+        let cache = (cache.filter(|_| backend.is_remote()))
+            .map(|dir| Cache::open(dir, &config.id))
+            .transpose()?;
         Ok(Repository {
             backend,
             key: unlocked.key.for_repository(config.version, config.keys),
@@ -169,7 +177,17 @@ impl Repository {
             config,
             skipped_keys: unlocked.skipped,
             dictionaries: DictCache::default(),
+            cache,
         })
+    }
+
+    /// The repository reading everything from the store, none of it from the local cache
+    /// (for `check` and `repair`, which judge what is stored).
+    pub fn without_cache(self) -> Repository {
+        Repository {
+            cache: None,
+            ..self
+        }
     }
 
     /// Key files passed over on opening because their KDF parameters are out of bounds.
@@ -386,7 +404,10 @@ impl Repository {
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
         let name = id.0.to_hex();
-        let sealed = self.backend.get(Kind::Snapshot, &name)?;
+        let sealed = match &self.cache {
+            Some(cache) => cache.get(self.backend(), Kind::Snapshot, &name)?,
+            None => self.backend.get(Kind::Snapshot, &name)?,
+        };
         if Id::hash_of(&sealed) != id.0 {
             return Err(damaged(
                 Kind::Snapshot,
@@ -407,8 +428,12 @@ impl Repository {
 
     /// Every readable snapshot, oldest first, and the damaged ones with their errors.
     pub fn snapshots(&self) -> Result<SnapshotList> {
-        let loaded: Vec<_> = self
-            .snapshot_ids()?
+        let ids = self.snapshot_ids()?;
+        if let Some(cache) = &self.cache {
+            let listed: HashSet<String> = ids.iter().map(|id| id.0.to_hex()).collect();
+            cache.retain(Kind::Snapshot, |name| listed.contains(name));
+        }
+        let loaded: Vec<_> = ids
             .into_par_iter()
             .map(|id| (id, self.load_snapshot(id)))
             .collect();
@@ -457,6 +482,13 @@ impl Repository {
             damaged_index_files: Vec::new(),
         };
         repo.damaged_index_files = repo.sync_index()?;
+        if let Some(cache) = &repo.repo.cache {
+            let indexed =
+                |name: &str| Id::from_hex(name).map(|id| repo.index.has_pack(&PackId(id)));
+            cache.retain(Kind::Pack, |name| {
+                matches!(indexed(name), Some(Ok(true)) | Some(Err(_)))
+            });
+        }
         Ok(repo)
     }
 }
@@ -724,14 +756,20 @@ impl IndexedRepo {
         self.read_blob_at(&loc)
     }
 
+    /// Reads one blob; a tree blob of a remote repository from the cached copy of its pack
+    /// (a copy whose blob fails to open is dropped, and the blob read from the store).
     pub fn read_blob_at(&self, loc: &Location) -> Result<Vec<u8>> {
         let e = &loc.entry;
-        let stored = self.backend().get_range(
-            Kind::Pack,
-            &loc.pack.0.to_hex(),
-            e.offset as u64,
-            e.length as u64,
-        )?;
+        let name = loc.pack.0.to_hex();
+        let (offset, len) = (e.offset as u64, e.length as u64);
+        if let (Some(cache), BlobType::Tree) = (&self.cache, e.ty) {
+            let stored = cache.get_range(self.backend(), &name, offset, len)?;
+            match self.open_blob(loc.format, e, stored) {
+                Ok(plain) => return Ok(plain),
+                Err(_) => cache.drop_object(Kind::Pack, &name),
+            }
+        }
+        let stored = self.backend().get_range(Kind::Pack, &name, offset, len)?;
         Ok(self.open_blob(loc.format, e, stored)?)
     }
 
