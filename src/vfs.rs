@@ -1,5 +1,6 @@
 //! Paths inside a snapshot: finding the node at a path, visiting each distinct tree once, and
 //! reading a file's bytes (whole or any range) from its chunk list.
+use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
 use crate::repo::blob::BlobError;
 use crate::repo::id::{SnapshotId, TreeId};
@@ -83,6 +84,7 @@ pub(crate) fn for_each_tree(
     mut visit: impl FnMut(&Reached, Result<&Tree>),
 ) -> std::result::Result<(), Cancelled> {
     let mut seen = HashSet::new();
+    let pool = IoPool::for_backend(repo.backend());
     let mut frontier: Vec<Reached> = snapshots
         .iter()
         .filter(|(_, s)| seen.insert(s.tree))
@@ -95,7 +97,7 @@ pub(crate) fn for_each_tree(
     while !frontier.is_empty() {
         let mut next = Vec::new();
         let load = |r: &Reached| repo.load_tree(&r.id);
-        walk::in_batches(&frontier, cancel, load, |reached, tree| {
+        walk::in_batches(&frontier, &pool, cancel, load, |reached, tree| {
             match tree {
                 Ok(tree) => {
                     queue_subtrees(reached, &tree, &mut seen, &mut next);

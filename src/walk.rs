@@ -3,6 +3,7 @@
 //! entries the snapshot records (so a forged tree DAG whose shared subtrees expand to 2^40
 //! paths is refused instead of running forever). Trees are content-addressed and so cannot
 //! form cycles; the budget is what stops an exponential expansion.
+use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
 use crate::repo::id::TreeId;
 use crate::repo::paths;
@@ -16,18 +17,19 @@ use std::collections::HashMap;
 /// pool: enough to keep every core and a remote backend busy, few enough to bound memory.
 pub(crate) const BATCH: usize = 256;
 
-/// Runs `load` on the thread pool for `items`, [`BATCH`] at a time, and hands each item with
-/// its result to `take`, in order; stops at the first error `take` returns, or before the
-/// next batch once `cancel` is cancelled.
+/// Runs `load` on `pool` for `items`, [`BATCH`] at a time, and hands each item with its
+/// result to `take`, in order; stops at the first error `take` returns, or before the next
+/// batch once `cancel` is cancelled.
 pub(crate) fn in_batches<T: Sync, R: Send, E: From<Cancelled>>(
     items: &[T],
+    pool: &IoPool,
     cancel: &Cancel,
     load: impl Fn(&T) -> R + Sync,
     mut take: impl FnMut(&T, R) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     for batch in items.chunks(BATCH) {
         cancel.check()?;
-        let loaded: Vec<R> = batch.par_iter().map(&load).collect();
+        let loaded: Vec<R> = pool.install(|| batch.par_iter().map(&load).collect());
         for (item, r) in batch.iter().zip(loaded) {
             take(item, r)?;
         }
@@ -293,6 +295,7 @@ mod tests {
         let mut seen = Vec::new();
         let r = in_batches(
             &items,
+            &IoPool::default(),
             &never,
             |i| i * 2,
             |i, twice| {
@@ -305,6 +308,7 @@ mod tests {
         let mut taken = 0;
         let r = in_batches(
             &items,
+            &IoPool::default(),
             &never,
             |i| *i,
             |_, i| {
@@ -326,6 +330,7 @@ mod tests {
         let mut taken = 0;
         let r = in_batches(
             &items,
+            &IoPool::default(),
             &cancel,
             |i| *i,
             |_, i| {

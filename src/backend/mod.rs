@@ -6,6 +6,7 @@ pub(crate) mod fault;
 pub mod local;
 pub(crate) mod location;
 pub(crate) mod object;
+pub(crate) mod pool;
 pub(crate) mod retry;
 
 use location::{Location, Options};

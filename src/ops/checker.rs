@@ -9,6 +9,7 @@
 //! never hides another; only failures that prevent checking at all (e.g. listing the
 //! backend) are errors.
 use crate::backend::Kind;
+use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
 use crate::observer::{Counters, Observer, Phase};
 use crate::ops::sandbox::validate_name;
@@ -462,7 +463,8 @@ fn load_index(
         .filter(|n| !known_bad.contains_key(n.as_str()))
         .collect();
     let load = |n: &String| repo.read_index_file(n);
-    walk::in_batches(&names, cancel, load, |name, r| {
+    let pool = IoPool::for_backend(repo.backend());
+    walk::in_batches(&names, &pool, cancel, load, |name, r| {
         match r {
             Ok(packs) => {
                 for p in packs {

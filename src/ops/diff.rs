@@ -2,6 +2,7 @@
 //! changed only in metadata. Subtrees with the same tree blob id are identical and are
 //! skipped without being loaded; the others are loaded a batch at a time, in parallel, and
 //! their entries charged to a [`Budget`], so a forged tree DAG is refused, not expanded.
+use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
 use crate::repo::id::{BlobId, TreeId};
 use crate::repo::paths;
@@ -119,6 +120,7 @@ pub fn diff(
     cancel: &Cancel,
 ) -> Result<DiffReport> {
     let mut differ = Differ::default();
+    let pool = IoPool::for_backend(repo.backend());
     let mut frontier = vec![Pending {
         path: Vec::new(),
         before: Some(before),
@@ -126,7 +128,7 @@ pub fn diff(
     }];
     while !frontier.is_empty() {
         let load = |p: &Pending| load_pair(repo, p);
-        walk::in_batches(&frontier, cancel, load, |pending, trees| {
+        walk::in_batches(&frontier, &pool, cancel, load, |pending, trees| {
             let (a, b) = trees?;
             budget
                 .charge((a.len() + b.len()) as u64)

@@ -4,6 +4,7 @@
 //! bounded by the entries it records ([`crate::walk::entry_budget`]): a snapshot that cannot
 //! be walked (a tree that does not load, a forged tree DAG) is reported and skipped, and the
 //! others are still searched.
+use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
 use crate::repo::id::{SnapshotId, TreeId};
 use crate::repo::paths;
@@ -221,13 +222,14 @@ impl<'a, 's> Finder<'a, 's> {
     /// Loads the queued trees breadth first, a batch at a time in parallel, except those of
     /// snapshots whose walk has stopped.
     fn load_all(&mut self, mut todo: Vec<Todo>) -> Result<(), Cancelled> {
+        let pool = IoPool::for_backend(self.repo.backend());
         while !todo.is_empty() {
             todo.retain(|t| self.walks[t.owner].failed.is_none());
             let mut next = Vec::new();
             let repo = self.repo;
             let load = |t: &Todo| repo.load_tree(&t.tree);
             let cancel = self.cancel;
-            walk::in_batches(&todo, cancel, load, |t, tree| {
+            walk::in_batches(&todo, &pool, cancel, load, |t, tree| {
                 self.fill(t, tree, &mut next);
                 Ok::<(), Cancelled>(())
             })?;

@@ -1,5 +1,6 @@
 //! A repository opened with a password: its backend, master key and config, with typed
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
+use crate::backend::pool::IoPool;
 use crate::backend::{Backend, BackendError, Kind};
 use crate::index::{Index, IndexError, Location};
 use crate::repo::blob::{self, BlobError, BlobType, Compression, PackedBlobError};
@@ -433,10 +434,12 @@ impl Repository {
             let listed: HashSet<String> = ids.iter().map(|id| id.0.to_hex()).collect();
             cache.retain(Kind::Snapshot, |name| listed.contains(name));
         }
-        let loaded: Vec<_> = ids
-            .into_par_iter()
-            .map(|id| (id, self.load_snapshot(id)))
-            .collect();
+        let load = || {
+            (ids.into_par_iter())
+                .map(|id| (id, self.load_snapshot(id)))
+                .collect::<Vec<_>>()
+        };
+        let loaded = IoPool::for_backend(self.backend()).install(load);
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (id, r) in loaded {
@@ -718,11 +721,13 @@ impl IndexedRepo {
         let loaded = if vanished { Default::default() } else { loaded };
         let fresh: Vec<&String> = listed.iter().filter(|n| !loaded.contains(*n)).collect();
         let mut damaged_files = Vec::new();
+        let pool = IoPool::for_backend(self.backend());
         for batch in fresh.chunks(64) {
-            let decoded: Vec<_> = batch
-                .par_iter()
-                .map(|n| (*n, self.read_index_file(n)))
-                .collect();
+            let decoded = pool.install(|| {
+                (batch.par_iter())
+                    .map(|n| (*n, self.read_index_file(n)))
+                    .collect::<Vec<_>>()
+            });
             for (name, r) in decoded {
                 match r {
                     Ok(packs) => self.index.add_file(name, &packs)?,

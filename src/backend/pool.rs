@@ -1,0 +1,53 @@
+//! Threads for requests: parallel reads of many small objects (index files, snapshots,
+//! trees) run on a thread pool with as many threads as the store has connections when the
+//! store is remote, so that many requests are in flight rather than one per core; on a local
+//! disk they run on the current pool.
+use super::Backend;
+
+/// The pool to run parallel requests on (the current one by default).
+#[derive(Default)]
+pub(crate) struct IoPool {
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl IoPool {
+    /// For `backend`: a pool of its connections' size if it is remote and that is more
+    /// threads than the current pool has.
+    pub(crate) fn for_backend(backend: &dyn Backend) -> IoPool {
+        let threads = backend.connections();
+        if !backend.is_remote() || threads <= rayon::current_num_threads() {
+            return IoPool::default();
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("strata-io-{i}"))
+            .build()
+            .ok();
+        IoPool { pool }
+    }
+
+    /// Runs `f` (whose parallel iterators then use this pool).
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_stores_get_a_pool_of_their_connections_and_local_ones_the_current_pool() {
+        let remote = super::super::open("memory:", &[("connections".into(), "9".into())]);
+        let pool = IoPool::for_backend(&*remote.unwrap());
+        assert_eq!(pool.install(rayon::current_num_threads), 9);
+        let dir = tempfile::tempdir().unwrap();
+        let local = super::super::local::LocalBackend::new(dir.path()).with_connections(9);
+        let pool = IoPool::for_backend(&local);
+        let current = rayon::current_num_threads();
+        assert_eq!(pool.install(rayon::current_num_threads), current);
+    }
+}
