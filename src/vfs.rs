@@ -1,5 +1,6 @@
 //! Paths inside a snapshot: finding the node at a path, visiting each distinct tree once, and
 //! reading a file's bytes (whole or any range) from its chunk list.
+use crate::backend::Backend;
 use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
 use crate::repo::blob::BlobError;
@@ -143,9 +144,10 @@ pub(crate) fn child_path(parent: &str, name: &[u8]) -> String {
     }
 }
 
-/// How many chunks to fetch in parallel ahead of a sequential reader.
-pub(crate) fn read_ahead_window() -> usize {
-    rayon::current_num_threads().max(2) * 2
+/// How many chunks to fetch in parallel ahead of a sequential reader of `backend`: twice the
+/// threads, and at least one per connection of a remote store.
+pub(crate) fn read_ahead_window(backend: &dyn Backend) -> usize {
+    (rayon::current_num_threads().max(2) * 2).max(backend.connections())
 }
 
 /// The chunks of a file (its `content`) in order, for a sequential reader: fetched
@@ -155,16 +157,20 @@ pub(crate) fn chunks<'a>(
     repo: &'a IndexedRepo,
     content: &'a [ChunkRef],
 ) -> impl Iterator<Item = Result<Vec<u8>>> + 'a {
-    content.chunks(read_ahead_window()).flat_map(move |window| {
-        let fetched: Vec<Result<Vec<u8>>> = window
-            .par_iter()
-            .map(|c| {
-                let blob = repo.read_blob(&c.id)?;
-                check_len(blob.len(), c)?;
-                Ok(blob)
-            })
-            .collect();
-        fetched
+    let pool = IoPool::for_backend(repo.backend());
+    let window = read_ahead_window(repo.backend());
+    content.chunks(window).flat_map(move |window| {
+        let fetch = |c: &ChunkRef| {
+            let blob = repo.read_blob(&c.id)?;
+            check_len(blob.len(), c)?;
+            Ok(blob)
+        };
+        pool.install(|| {
+            window
+                .par_iter()
+                .map(fetch)
+                .collect::<Vec<Result<Vec<u8>>>>()
+        })
     })
 }
 
@@ -272,7 +278,7 @@ mod tests {
         let repo = indexed_repo(dir.path(), 1 << 20);
         let lock = crate::repo::locked::exclusive(&repo);
         let packer = Packer::new(&lock, false);
-        let n = read_ahead_window() * 2 + 1;
+        let n = read_ahead_window(repo.backend()) * 2 + 1;
         let blobs: Vec<Vec<u8>> = (0..n as u32).map(random_blob).collect();
         let mut content: Vec<ChunkRef> = blobs
             .iter()

@@ -26,6 +26,14 @@ impl IoPool {
         IoPool { pool }
     }
 
+    /// Runs `f` on this pool in the background.
+    pub(crate) fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        match &self.pool {
+            Some(pool) => pool.spawn(f),
+            None => rayon::spawn(f),
+        }
+    }
+
     /// Runs `f` (whose parallel iterators then use this pool).
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {

@@ -5,6 +5,7 @@ use super::attr::{Attr, Kind, generated_attr, node_attr, node_kind, snapshot_att
 use super::cache::Cache;
 use super::inodes::{Entry, Inodes, child_ino, node_ino};
 use super::layout::{Layout, VEntry};
+use crate::backend::pool::IoPool;
 use crate::ops::sandbox::validate_name;
 use crate::repo::blob::BlobError;
 use crate::repo::id::{BlobId, TreeId};
@@ -145,6 +146,8 @@ pub(super) struct State {
     next_handle: AtomicU64,
     /// How many chunks to fetch ahead of a sequential reader.
     read_ahead: usize,
+    /// Where those fetches run.
+    io: IoPool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +177,8 @@ fn eio<E>(_: E) -> FsError {
 impl State {
     pub(super) fn new(repo: Arc<IndexedRepo>, layout: Layout, cache_bytes: u64) -> State {
         State {
+            read_ahead: vfs::read_ahead_window(repo.backend()),
+            io: IoPool::for_backend(repo.backend()),
             repo,
             layout: RwLock::new(Arc::new(layout)),
             inodes: Inodes::new(),
@@ -181,7 +186,6 @@ impl State {
             trees: Cache::new(TREE_CACHE_BYTES, tree_weight),
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            read_ahead: vfs::read_ahead_window(),
         }
     }
 
@@ -398,7 +402,7 @@ impl State {
         for id in ahead.map(|c| c.id).filter(|id| !self.blobs.has(id)) {
             let state = self.clone();
             // A failed fetch is not kept: the reader will fetch again and see the error.
-            rayon::spawn(move || drop(state.blob(id)));
+            self.io.spawn(move || drop(state.blob(id)));
         }
     }
 
