@@ -8,9 +8,11 @@ pub mod e2e;
 pub mod fixture;
 pub mod fsutil;
 pub mod mongo;
+pub mod mount;
 pub mod repo;
 pub mod rng;
 pub mod s3;
+pub mod server;
 pub mod tree;
 
 pub use compare::{
