@@ -362,10 +362,18 @@ pub fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str)
     assert_trees_equal(src, &restored_path(&target, src));
 }
 
-/// Runs [`FAST_INIT`] of all `racers` (one location, each its own password) at once and
-/// asserts that exactly one wins: the others fail in one line saying "already", and the
-/// repository has one key, which only the winner's password opens. Returns the winner.
-pub fn assert_one_of_racing_inits_wins(racers: &[TestRepo]) -> usize {
+/// Runs [`FAST_INIT`] of four test repositories that `at` gives for one location, each
+/// with its own password, at once and asserts that exactly one wins: the others fail in one
+/// line saying "already", and the repository has one key, which only the winner's password
+/// opens. Returns the winner.
+pub fn assert_one_of_racing_inits_wins(at: impl Fn() -> TestRepo) -> TestRepo {
+    let mut racers: Vec<TestRepo> = (0..4)
+        .map(|i| {
+            let mut repo = at();
+            repo.password = format!("password {i}");
+            repo
+        })
+        .collect();
     let barrier = std::sync::Barrier::new(racers.len());
     let outcomes: Vec<Output> = std::thread::scope(|s| {
         let runs: Vec<_> = (racers.iter())
@@ -394,7 +402,7 @@ pub fn assert_one_of_racing_inits_wins(racers: &[TestRepo]) -> usize {
     assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
     let loser = (winners[0] + 1) % racers.len();
     assert_eq!(code(&racers[loser].fail(["snapshots"])), 1);
-    winners[0]
+    racers.swap_remove(winners[0])
 }
 
 /// Asserts that `out` is a failure with exit code 1 and one line of stderr holding each of
