@@ -7,12 +7,13 @@
 
 mod common;
 
-use common::e2e::{FAST_INIT, code, restore_args, restored_path};
+use common::e2e::{
+    FAST_INIT, assert_one_of_racing_inits_wins, code, fails_in_one_line, one_line, restores_exactly,
+};
 use common::s3::{CREDENTIALS, Moto, free_port};
-use common::{TestRepo, assert_trees_equal, generate_small_tree, stderr};
+use common::server::{credentials_in_env, round_trip};
+use common::{generate_small_tree, stderr};
 use std::ffi::OsStr;
-use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -22,65 +23,14 @@ use strata::repo::key::KdfParams;
 use strata::repo::lock::{LockGuard, LockMode};
 use strata::repo::repository::Repository;
 
-/// The only line of stderr, asserted to be the only one.
-fn one_line(out: &Output) -> String {
-    let err = stderr(out);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "not one line: {err}");
-    lines[0].to_string()
-}
-
-fn snapshot_ids(repo: &TestRepo) -> Vec<String> {
-    let listed = repo.json(["snapshots"]);
-    (listed.as_array().expect("an array").iter())
-        .map(|s| s["id"].as_str().expect("an id").to_string())
-        .collect()
-}
-
 #[test]
 fn init_backup_restore_check_and_prune_round_trip_on_s3() {
-    credentials_in_env();
+    credentials_in_env(&CREDENTIALS);
     let moto = Moto::start();
     moto.create_bucket("strata");
     let repo = moto.repo("strata", "hosts/one");
-    repo.ok(FAST_INIT);
-    let src = repo.scratch("src");
-    generate_small_tree(&src, 15, 300);
-    repo.ok([OsStr::new("backup"), src.as_os_str()]);
-    std::fs::write(src.join("d0/new.txt"), b"a second backup").unwrap();
-    repo.ok([OsStr::new("backup"), src.as_os_str()]);
-    let ids = snapshot_ids(&repo);
-    assert_eq!(ids.len(), 2);
-
-    restores_exactly(&repo, "latest", &src, "target");
-    repo.ok(["check", "--read-data"]);
-
-    repo.ok(["forget", "--keep-last", "1", "--prune"]);
-    assert_eq!(snapshot_ids(&repo), vec![ids[1].clone()]);
-    repo.ok(["check", "--read-data"]);
-    restores_exactly(&repo, &ids[1], &src, "again");
-
-    // The objects are where repo-format.md puts them, below the prefix.
-    let store = backend::open(&moto.location("strata", "hosts/one"), &[]).unwrap();
-    assert_eq!(store.list(Kind::Config).unwrap().len(), 1);
-    assert_eq!(store.list(Kind::Key).unwrap().len(), 1);
-    assert_eq!(store.list(Kind::Snapshot).unwrap().len(), 1);
-    assert!(store.list(Kind::Lock).unwrap().is_empty());
-    assert!(!store.list(Kind::Pack).unwrap().is_empty());
-    let other = backend::open(&moto.location("strata", "hosts/two"), &[]).unwrap();
-    assert!(other.list(Kind::Config).unwrap().is_empty());
-}
-
-/// Puts the test server's credentials into this process's environment, where
-/// `backend::open` reads them, once, before the calling test starts any thread of its own.
-fn credentials_in_env() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        for (k, v) in CREDENTIALS {
-            // SAFETY: set once, to the same values every test of this file expects, while
-            // no thread of this process calls C code that reads the environment.
-            unsafe { std::env::set_var(k, v) };
-        }
+    round_trip(&repo, |prefix| {
+        backend::open(&moto.location("strata", prefix), &[]).unwrap()
     });
 }
 
@@ -128,10 +78,7 @@ fn bad_credentials_fail_in_one_line() {
     moto.create_bucket("guarded");
     let repo = moto.repo("guarded", "r");
     let out = repo.fail(FAST_INIT);
-    assert_eq!(code(&out), 1);
-    let line = one_line(&out);
-    assert!(line.contains(&moto.location("guarded", "r")), "{line}");
-    assert!(line.contains("permission denied"), "{line}");
+    fails_in_one_line(&out, &[&moto.location("guarded", "r"), "permission denied"]);
 }
 
 #[test]
@@ -158,46 +105,12 @@ fn missing_credentials_say_which_variables_to_set() {
 fn of_racing_inits_on_one_prefix_exactly_one_wins() {
     let moto = Moto::start();
     moto.create_bucket("race");
-    let racers: Vec<TestRepo> = (0..4)
-        .map(|i| {
-            let mut repo = moto.repo("race", "shared");
-            repo.password = format!("password {i}");
-            repo
-        })
-        .collect();
-    let barrier = Barrier::new(racers.len());
-    let outcomes: Vec<Output> = std::thread::scope(|s| {
-        let runs: Vec<_> = (racers.iter())
-            .map(|r| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    r.run(FAST_INIT)
-                })
-            })
-            .collect();
-        runs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let winners: Vec<usize> = (0..outcomes.len())
-        .filter(|i| outcomes[*i].status.success())
-        .collect();
-    assert_eq!(winners.len(), 1, "{:?}", outcomes);
-    for (i, out) in outcomes.iter().enumerate() {
-        if i != winners[0] {
-            assert_eq!(code(out), 1);
-            assert!(one_line(out).contains("already"), "{}", stderr(out));
-        }
-    }
-    // Only the winner's password opens it, and the losers took their key files back.
-    let keys = racers[winners[0]].json(["key", "list"]);
-    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
-    let loser = (winners[0] + 1) % racers.len();
-    assert_eq!(code(&racers[loser].fail(["snapshots"])), 1);
+    assert_one_of_racing_inits_wins(|| moto.repo("race", "shared"));
 }
 
 #[test]
 fn exclusive_locks_on_s3_are_held_by_one_taker_at_a_time() {
-    credentials_in_env();
+    credentials_in_env(&CREDENTIALS);
     let moto = Moto::start();
     moto.create_bucket("locks");
     let store = backend::open(&moto.location("locks", "r"), &[]).unwrap();
@@ -284,7 +197,7 @@ fn a_backup_through_injected_faults_completes_and_checks_clean() {
 
 #[test]
 fn the_s3_backend_meets_the_contract() {
-    credentials_in_env();
+    credentials_in_env(&CREDENTIALS);
     let moto = Moto::start();
     moto.create_bucket("contract");
     let store: Arc<dyn Backend> = backend::open(&moto.location("contract", "c"), &[]).unwrap();
@@ -310,11 +223,4 @@ fn copy_takes_snapshots_from_an_s3_repository_into_a_local_one() {
     let out = cmd.output().expect("run strata copy");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     restores_exactly(&to, "latest", &src, "target");
-}
-
-/// Restores `snapshot` of `repo` into a scratch folder `name` and checks it is `src` exactly.
-fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
-    let target = repo.scratch(name);
-    repo.ok(restore_args(snapshot, &target, &[]));
-    assert_trees_equal(src, &restored_path(&target, src));
 }

@@ -174,6 +174,9 @@ pub(crate) struct Options {
     pub s3_storage_class: Option<String>,
     /// `gs.endpoint`, e.g. an emulator's URL.
     pub gs_endpoint: Option<String>,
+    /// `gs.anonymous=true`: requests to Google Cloud Storage go unsigned (an emulator, or a
+    /// bucket anyone may read), and no credentials are looked for.
+    pub gs_anonymous: bool,
     /// `azure.endpoint` (default `https://ACCOUNT.blob.core.windows.net`).
     pub azure_endpoint: Option<String>,
     /// `timeout`: how long one request may take, e.g. `30s`.
@@ -186,8 +189,9 @@ pub(crate) struct Options {
 }
 
 /// The keys `-o` accepts, for the message that refuses others.
-const KEYS: &str = "s3.region, s3.path-style, s3.storage-class, gs.endpoint, azure.endpoint, \
-                    timeout, retries, connections, fault.latency-ms, fault.jitter-ms, fault.transient, \
+const KEYS: &str = "s3.region, s3.path-style, s3.storage-class, gs.endpoint, gs.anonymous, \
+                    azure.endpoint, timeout, retries, connections, fault.latency-ms, \
+                    fault.jitter-ms, fault.transient, \
                     fault.fail-write, fault.seed";
 
 impl Options {
@@ -210,14 +214,13 @@ impl Options {
                 .map(Duration::from_millis)
                 .map_err(|_| number("a number of milliseconds"))
         };
+        let flag = |v: &str| v.parse::<bool>().map_err(|_| number("true or false"));
         match key {
             "s3.region" => self.s3_region = Some(value.to_string()),
-            "s3.path-style" => {
-                let path_style: bool = value.parse().map_err(|_| number("true or false"))?;
-                self.s3_virtual_host = !path_style;
-            }
+            "s3.path-style" => self.s3_virtual_host = !flag(value)?,
             "s3.storage-class" => self.s3_storage_class = Some(value.to_string()),
             "gs.endpoint" => self.gs_endpoint = Some(value.to_string()),
+            "gs.anonymous" => self.gs_anonymous = flag(value)?,
             "azure.endpoint" => self.azure_endpoint = Some(value.to_string()),
             "timeout" => {
                 self.timeout = Some(
@@ -385,6 +388,7 @@ mod tests {
         let o = opts(&[
             ("s3.region", "eu-west-1"),
             ("s3.path-style", "false"),
+            ("gs.anonymous", "true"),
             ("timeout", "30s"),
             ("fault.latency-ms", "30"),
             ("fault.transient", "0.05"),
@@ -393,7 +397,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.s3_region.as_deref(), Some("eu-west-1"));
-        assert!(o.s3_virtual_host);
+        assert!(o.s3_virtual_host && o.gs_anonymous);
         assert_eq!(o.timeout, Some(Duration::from_secs(30)));
         assert_eq!(o.faults.latency, Duration::from_millis(30));
         assert_eq!(o.faults.transient, 0.05);
@@ -406,6 +410,7 @@ mod tests {
             ("fault.transient", "1.5", "a share from 0 to 1"),
             ("fault.latency-ms", "-3", "milliseconds"),
             ("s3.path-style", "yes", "true or false"),
+            ("gs.anonymous", "1", "true or false"),
             ("retries", "0", "at least 1"),
             ("timeout", "soon", "a duration"),
         ] {

@@ -120,15 +120,18 @@ impl ObjectBackend {
                 if let Some(endpoint) = &options.gs_endpoint {
                     b = b.endpoint(endpoint);
                 }
-                if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
+                if options.gs_anonymous {
+                    b = b.skip_signature();
+                } else if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
                     b = b.credential_path(&path);
                 }
                 Operator::new(b).map_err(invalid)?
             }
             Location::Azure { container, prefix } => {
-                let mut b = match env("AZURE_STORAGE_CONNECTION_STRING") {
+                let connection = env("AZURE_STORAGE_CONNECTION_STRING");
+                let mut b = match &connection {
                     Some(text) => {
-                        services::Azblob::from_connection_string(&text).map_err(invalid)?
+                        services::Azblob::from_connection_string(text).map_err(invalid)?
                     }
                     None => services::Azblob::default(),
                 };
@@ -140,12 +143,14 @@ impl ObjectBackend {
                 if let Some(key) = env("AZURE_ACCOUNT_KEY") {
                     b = b.account_key(&key);
                 }
-                match (&options.azure_endpoint, &account) {
-                    (Some(endpoint), _) => b = b.endpoint(endpoint),
-                    (None, Some(name)) => {
+                // A connection string names its endpoint (BlobEndpoint, EndpointSuffix or
+                // UseDevelopmentStorage), which an account name must not replace.
+                match (&options.azure_endpoint, &account, &connection) {
+                    (Some(endpoint), _, _) => b = b.endpoint(endpoint),
+                    (None, Some(name), None) => {
                         b = b.endpoint(&format!("https://{name}.blob.core.windows.net"))
                     }
-                    (None, None) => {}
+                    (None, _, _) => {}
                 }
                 Operator::new(b).map_err(invalid)?
             }
@@ -305,7 +310,10 @@ const NO_CREDENTIAL: &str = "failed to load signing credential";
 /// The detail of a request that could not be signed: which variables give credentials.
 fn no_credential(location: &str) -> String {
     let variables = match location.split(':').next() {
-        Some("gs") => "GOOGLE_APPLICATION_CREDENTIALS",
+        Some("gs") => {
+            "GOOGLE_APPLICATION_CREDENTIALS (or -o gs.anonymous=true for a server that takes \
+             unsigned requests, such as an emulator)"
+        }
         Some("azure") => {
             "AZURE_STORAGE_CONNECTION_STRING, or AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
         }
@@ -316,12 +324,17 @@ fn no_credential(location: &str) -> String {
 
 /// The store's own error code and text (`NoSuchBucket: The specified bucket does not
 /// exist`) out of the debug form OpenDAL puts in its message (`S3Error { code: "...",
-/// message: "...", resource: ..., request_id: ... }`), when it has that form.
+/// message: "...", resource: ..., request_id: ... }`, or Google Cloud Storage's
+/// `GcsErrorResponse { error: GcsError { code: 404, message: "...", ... } }`), when it has
+/// that form.
 fn service_error(message: &str) -> Option<String> {
     let field = |name: &str| {
-        let start = message.find(&format!("{name}: \""))? + name.len() + 3;
-        let len = message[start..].find('"')?;
-        Some(&message[start..start + len])
+        let start = message.find(&format!("{name}: "))? + name.len() + 2;
+        let value = &message[start..];
+        match value.strip_prefix('"') {
+            Some(quoted) => Some(&quoted[..quoted.find('"')?]),
+            None => Some(&value[..value.find([',', ' ', '}'])?]),
+        }
     };
     Some(format!("{}: {}", field("code")?, field("message")?))
 }
@@ -467,13 +480,19 @@ mod tests {
             service_error(debug).as_deref(),
             Some("NoSuchBucket: The specified bucket does not exist")
         );
+        let gcs = r#"GcsErrorResponse { error: GcsError { code: 404, message: "The specified bucket does not exist.", errors: [GcsErrorDetail { domain: "global", message: "x", reason: "notFound" }] } }"#;
+        assert_eq!(
+            service_error(gcs).as_deref(),
+            Some("404: The specified bucket does not exist.")
+        );
         assert_eq!(service_error("reader got too little data"), None);
     }
 
     #[test]
     fn missing_credentials_name_the_variables_of_the_store() {
         assert!(no_credential("s3:http://h/b").ends_with("AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"));
-        assert!(no_credential("gs:b:/p").ends_with("set GOOGLE_APPLICATION_CREDENTIALS"));
+        assert!(no_credential("gs:b:/p").contains("set GOOGLE_APPLICATION_CREDENTIALS"));
+        assert!(no_credential("gs:b:/p").contains("gs.anonymous=true"));
         assert!(no_credential("azure:c:/p").contains("AZURE_ACCOUNT_KEY"));
     }
 

@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use super::compare::assert_trees_equal;
 use super::fsutil::list_files;
 use super::repo::{TestRepo, stderr, stdout, stdout_json, strata_bin};
 use super::tree::{generate_small_tree, generate_tree};
@@ -336,4 +337,81 @@ pub fn run_printed(repo: &TestRepo, command_line: &str) -> String {
         stderr(&out)
     );
     stdout(&out)
+}
+
+/// The only line of stderr, asserted to be the only one.
+pub fn one_line(out: &Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    lines[0].to_string()
+}
+
+/// The ids of the repository's snapshots, as `snapshots --json` lists them.
+pub fn snapshot_ids(repo: &TestRepo) -> Vec<String> {
+    let listed = repo.json(["snapshots"]);
+    (listed.as_array().expect("an array").iter())
+        .map(|s| field_str(s, "id").to_string())
+        .collect()
+}
+
+/// Restores `snapshot` of `repo` into a scratch folder `name` and checks it is `src` exactly.
+pub fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
+    let target = repo.scratch(name);
+    repo.ok(restore_args(snapshot, &target, &[]));
+    assert_trees_equal(src, &restored_path(&target, src));
+}
+
+/// Runs [`FAST_INIT`] of four test repositories that `at` gives for one location, each
+/// with its own password, at once and asserts that exactly one wins: the others fail in one
+/// line saying "already", and the repository has one key, which only the winner's password
+/// opens. Returns the winner.
+pub fn assert_one_of_racing_inits_wins(at: impl Fn() -> TestRepo) -> TestRepo {
+    let mut racers: Vec<TestRepo> = (0..4)
+        .map(|i| {
+            let mut repo = at();
+            repo.password = format!("password {i}");
+            repo
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(racers.len());
+    let outcomes: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (racers.iter())
+            .map(|r| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    r.run(FAST_INIT)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|i| outcomes[*i].status.success())
+        .collect();
+    assert_eq!(winners.len(), 1, "{:?}", outcomes);
+    for (i, out) in outcomes.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(code(out), 1);
+            assert!(one_line(out).contains("already"), "{}", stderr(out));
+        }
+    }
+    // Only the winner's password opens it, and the losers took their key files back.
+    let keys = racers[winners[0]].json(["key", "list"]);
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+    let loser = (winners[0] + 1) % racers.len();
+    assert_eq!(code(&racers[loser].fail(["snapshots"])), 1);
+    racers.swap_remove(winners[0])
+}
+
+/// Asserts that `out` is a failure with exit code 1 and one line of stderr holding each of
+/// `needles`; returns that line.
+pub fn fails_in_one_line(out: &Output, needles: &[&str]) -> String {
+    assert_eq!(code(out), 1, "{}", stderr(out));
+    let line = one_line(out);
+    for needle in needles {
+        assert!(line.contains(needle), "no {needle:?} in: {line}");
+    }
+    line
 }

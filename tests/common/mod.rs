@@ -2,15 +2,19 @@
 //! uses what it needs, hence the allows.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod azure;
 pub mod compare;
 pub mod digest;
 pub mod e2e;
 pub mod fixture;
 pub mod fsutil;
+pub mod gcs;
 pub mod mongo;
+pub mod mount;
 pub mod repo;
 pub mod rng;
 pub mod s3;
+pub mod server;
 pub mod tree;
 
 pub use compare::{

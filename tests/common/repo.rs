@@ -20,9 +20,11 @@ pub struct TestRepo {
     dir: TempDir,
     /// Password passed as `STRATA_PASSWORD`; change it to test wrong passwords.
     pub password: String,
-    /// The repository location passed as `STRATA_REPOSITORY` (default: `repo_path()`), and
+    /// The repository location passed as `STRATA_REPOSITORY` (default: `repo_path()`), its
+    /// backend options, passed as `-o KEY=VALUE` before every command's own arguments, and
     /// further environment variables (credentials of an object store).
     pub location: Option<String>,
+    pub options: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
 }
 
@@ -41,6 +43,7 @@ impl TestRepo {
             dir,
             password: DEFAULT_PASSWORD.to_string(),
             location: None,
+            options: Vec::new(),
             env: Vec::new(),
         }
     }
@@ -89,8 +92,11 @@ impl TestRepo {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("STRATA_PASSWORD", &self.password)
             .env("STRATA_CACHE_DIR", self.cache_path())
-            .stdin(Stdio::null())
-            .args(args);
+            .stdin(Stdio::null());
+        for (key, value) in &self.options {
+            cmd.arg("-o").arg(format!("{key}={value}"));
+        }
+        cmd.args(args);
         cmd
     }
 

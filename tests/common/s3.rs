@@ -3,11 +3,9 @@
 //! when dropped, with buckets made by a plain HTTP PUT. Moto accepts any credentials,
 //! except a server started by [`Moto::checking_credentials`].
 use super::TestRepo;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use super::server::{Process, installed, repo_at};
+
+pub use super::server::free_port;
 
 /// Credentials and region for the test server (any are accepted), and nothing of the
 /// caller's own AWS configuration.
@@ -17,35 +15,9 @@ pub const CREDENTIALS: [(&str, &str); 3] = [
     ("AWS_DEFAULT_REGION", "us-east-1"),
 ];
 
-fn moto_bin() -> PathBuf {
-    let path = std::env::var_os("STRATA_MOTO_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("STRATA_TEST_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    let home = std::env::var_os("HOME").expect("HOME is set");
-                    PathBuf::from(home).join(".cache/strata-test")
-                });
-            cache.join("moto-venv/bin/moto_server")
-        });
-    assert!(
-        path.exists(),
-        "the S3 test server {path:?} is missing: run .ci/setup (it installs moto into a \
-         virtualenv) or set STRATA_MOTO_BIN to moto_server"
-    );
-    path
-}
-
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
 /// A moto server of one test, stopped when dropped.
 pub struct Moto {
-    child: Child,
-    dir: tempfile::TempDir,
+    server: Process,
     pub port: u16,
 }
 
@@ -61,77 +33,43 @@ impl Moto {
     }
 
     fn start_with(env: &[(&str, &str)]) -> Moto {
-        let dir = tempfile::Builder::new()
-            .prefix("moto-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("temp dir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("log")).expect("log file");
-        let mut cmd = Command::new(moto_bin());
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        super::mongo::dies_with_the_tests(&mut cmd);
-        let child = cmd.spawn().expect("start moto_server");
-        let moto = Moto { child, dir, port };
-        moto.wait_ready();
-        moto
-    }
-
-    fn wait_ready(&self) {
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "moto did not answer within 60 s; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let bin = installed(
+            "STRATA_MOTO_BIN",
+            "moto-venv/bin/moto_server",
+            "S3 test server (moto_server)",
+        );
+        let args = |port: u16, _: &std::path::Path| {
+            vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string().into(),
+            ]
+        };
+        let server = Process::start("moto", &bin, args, env);
+        Moto {
+            port: server.port,
+            server,
         }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        self.server.log()
     }
 
     /// Creates `bucket` (a plain PUT: moto does not ask for a signature).
     pub fn create_bucket(&self, bucket: &str) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
-        let request = format!(
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        );
-        stream.write_all(request.as_bytes()).expect("send");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("receive");
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "create bucket {bucket}: {answer}"
-        );
+        let (status, answer) = self.server.request("PUT", &format!("/{bucket}"), &[], b"");
+        assert_eq!(status, 200, "create bucket {bucket}: {answer}");
     }
 
     /// The location of `bucket/prefix` on this server.
     pub fn location(&self, bucket: &str, prefix: &str) -> String {
-        format!("s3:http://127.0.0.1:{}/{bucket}/{prefix}", self.port)
+        format!("s3:{}/{bucket}/{prefix}", self.server.url())
     }
 
     /// A test repository at `bucket/prefix` on this server, with its credentials.
     pub fn repo(&self, bucket: &str, prefix: &str) -> TestRepo {
-        let mut repo = TestRepo::new();
-        repo.location = Some(self.location(bucket, prefix));
-        repo.env = CREDENTIALS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        repo
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        repo_at(self.location(bucket, prefix), Vec::new(), &CREDENTIALS)
     }
 }
