@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::e2e::{FAST_INIT, code, restore_args, restored_path};
-use common::s3::{CREDENTIALS, Moto, free_port};
-use common::{TestRepo, assert_trees_equal, generate_small_tree, stderr};
+use common::e2e::{FAST_INIT, code, restores_exactly};
+use common::s3::{CREDENTIALS, Moto, credentials_in_env, free_port};
+use common::{TestRepo, generate_small_tree, stderr};
 use std::ffi::OsStr;
-use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -69,19 +68,6 @@ fn init_backup_restore_check_and_prune_round_trip_on_s3() {
     assert!(!store.list(Kind::Pack).unwrap().is_empty());
     let other = backend::open(&moto.location("strata", "hosts/two"), &[]).unwrap();
     assert!(other.list(Kind::Config).unwrap().is_empty());
-}
-
-/// Puts the test server's credentials into this process's environment, where
-/// `backend::open` reads them, once, before the calling test starts any thread of its own.
-fn credentials_in_env() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        for (k, v) in CREDENTIALS {
-            // SAFETY: set once, to the same values every test of this file expects, while
-            // no thread of this process calls C code that reads the environment.
-            unsafe { std::env::set_var(k, v) };
-        }
-    });
 }
 
 #[test]
@@ -310,11 +296,4 @@ fn copy_takes_snapshots_from_an_s3_repository_into_a_local_one() {
     let out = cmd.output().expect("run strata copy");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     restores_exactly(&to, "latest", &src, "target");
-}
-
-/// Restores `snapshot` of `repo` into a scratch folder `name` and checks it is `src` exactly.
-fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
-    let target = repo.scratch(name);
-    repo.ok(restore_args(snapshot, &target, &[]));
-    assert_trees_equal(src, &restored_path(&target, src));
 }

@@ -153,6 +153,14 @@ pub fn restored_path(target: &Path, src: &Path) -> PathBuf {
     target.join(src.strip_prefix("/").expect("absolute path"))
 }
 
+/// Restores `snapshot` of `repo` into a scratch folder `name` and asserts that it is `src`
+/// exactly (content and metadata).
+pub fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
+    let target = repo.scratch(name);
+    repo.ok(restore_args(snapshot, &target, &[]));
+    super::assert_trees_equal(src, &restored_path(&target, src));
+}
+
 /// Every file below `dir` (symlinks not followed) with its full content,
 /// keyed by relative path: a byte-exact picture of a (small) repository.
 pub fn dir_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

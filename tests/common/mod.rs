@@ -11,6 +11,7 @@ pub mod mongo;
 pub mod repo;
 pub mod rng;
 pub mod s3;
+pub mod store;
 pub mod tree;
 
 pub use compare::{

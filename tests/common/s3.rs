@@ -135,3 +135,17 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Puts the test server's [`CREDENTIALS`] into this process's environment, where
+/// `strata::backend::open` reads them, once, before the calling test starts any thread of
+/// its own.
+pub fn credentials_in_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in CREDENTIALS {
+            // SAFETY: set once, to the same values every test expects, while no thread of
+            // this process calls C code that reads the environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+    });
+}
