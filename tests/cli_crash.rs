@@ -1,7 +1,8 @@
 //! Crash safety and concurrency, end to end: backups killed with SIGKILL at random moments,
-//! two backups at once, prune started during a backup, and a repository whose disk fills up.
-//! After each, `check` passes and every snapshot restores bit-exact. All but the full disk
-//! run against a local directory (`local::`) and an S3 server (`s3::`, moto).
+//! two backups at once, prune started during a backup, four hosts backing up into one
+//! repository at once before a fifth forgets and prunes, and a repository whose disk fills
+//! up. After each, `check` passes and every snapshot restores bit-exact. All but the full
+//! disk run against a local directory (`local::`) and an S3 server (`s3::`, moto).
 
 mod common;
 
@@ -22,6 +23,7 @@ on_every_store!(
     backups_killed_at_random_moments_leave_every_snapshot_restorable,
     two_backups_started_at_the_same_moment_both_land,
     prune_started_during_a_backup_waits_for_it_and_loses_nothing,
+    hosts_backing_up_at_once_into_one_repository_keep_their_newest_through_forget,
 );
 
 /// Four incompressible files of `big` bytes and `small` small ones.
@@ -286,6 +288,88 @@ fn prune_started_during_a_backup_waits_for_it_and_loses_nothing(store: &Store) {
     repo.ok(["check", "--read-data"]);
     let latest = (latest_id(&repo), digest_tree(&src));
     assert_all_restore(&repo, &src, &[kept, latest]);
+}
+
+/// Four hosts (each a client with a cache of its own) back up their own trees into one
+/// repository at the same moment, twice: the second time after changing every tree. The
+/// trees share one file, which the first round's hosts all upload at once. Then a fifth
+/// client forgets all but the newest snapshot of each host (`forget` groups by host and
+/// paths) and prunes. Afterwards `check --read-data` passes, each host's newest snapshot
+/// restores exactly, and the first round's snapshots are gone, with the data only they used.
+fn hosts_backing_up_at_once_into_one_repository_keep_their_newest_through_forget(store: &Store) {
+    const HOSTS: u64 = 4;
+    const OWN: usize = 6 * MIB;
+    let admin = store.fast_repo();
+    let hosts: Vec<TestRepo> = (0..HOSTS).map(|_| admin.another_client()).collect();
+    let srcs: Vec<PathBuf> = (hosts.iter().zip(0..))
+        .map(|(host, i)| {
+            let src = host.scratch("src");
+            generate_small_tree(&src, 10 + i, 200);
+            write_random_file(&src.join("shared.bin"), 6 * MIB, 99);
+            write_random_file(&src.join("own.bin"), OWN, i);
+            src
+        })
+        .collect();
+    let first = backups_at_once(&hosts, &srcs);
+    for (src, i) in srcs.iter().zip(0..) {
+        write_random_file(&src.join("own.bin"), OWN, 100 + i);
+        fs::write(src.join("added.txt"), format!("host {i}, second round")).unwrap();
+        fs::remove_file(src.join("d1/e0/f00001.txt")).unwrap();
+    }
+    let second = backups_at_once(&hosts, &srcs);
+
+    let report = admin.json(["forget", "--keep-last", "1", "--prune"]);
+    let mut removed: Vec<&str> = (field_array(&report, "removed").iter())
+        .map(|id| id.as_str().expect("an id"))
+        .collect();
+    removed.sort();
+    let mut want_removed: Vec<&str> = first.iter().map(String::as_str).collect();
+    want_removed.sort();
+    assert_eq!(removed, want_removed, "{report}");
+    let pruned = &report["prune"];
+    let packs_gone = field_u64(pruned, "packs_deleted") + field_u64(pruned, "packs_repacked");
+    assert!(packs_gone >= HOSTS, "{pruned}");
+    let only_first = HOSTS * OWN as u64;
+    assert!(field_u64(pruned, "bytes_freed") >= only_first, "{pruned}");
+
+    admin.ok(["check", "--read-data"]);
+    let listed = admin.json(["snapshots"]);
+    let mut kept: Vec<(String, String)> = (listed.as_array().expect("an array").iter())
+        .map(|s| {
+            (
+                field_str(s, "id").to_string(),
+                field_str(s, "host").to_string(),
+            )
+        })
+        .collect();
+    kept.sort();
+    let mut want_kept: Vec<(String, String)> = (second.iter().zip(0..))
+        .map(|(id, i)| (id.clone(), format!("host{i}")))
+        .collect();
+    want_kept.sort();
+    assert_eq!(kept, want_kept);
+    for ((host, src), id) in hosts.iter().zip(&srcs).zip(&second) {
+        restores_exactly(host, id, src, "restored");
+    }
+    let gone = run_expect(
+        &admin,
+        restore_args(&first[0], &admin.scratch("gone"), &[]),
+        1,
+    );
+    assert!(stderr(&gone).contains("no snapshot"), "{}", stderr(&gone));
+}
+
+/// Each of `hosts` (`host0`, `host1`...) backs up its `srcs` at the same moment: the ids of
+/// their snapshots.
+fn backups_at_once(hosts: &[TestRepo], srcs: &[PathBuf]) -> Vec<String> {
+    let children: Vec<Child> = (hosts.iter().zip(srcs).enumerate())
+        .map(|(i, (host, src))| {
+            let name = format!("host{i}");
+            let args = ["backup", "--host", &name, "--json"].map(OsStr::new);
+            spawn(host, &[&args[..], &[src.as_os_str()]].concat())
+        })
+        .collect();
+    children.into_iter().map(snapshot_of).collect()
 }
 
 /// The snapshot a spawned `backup --json` saved, once it succeeded.
