@@ -156,8 +156,19 @@ pub fn restored_path(target: &Path, src: &Path) -> PathBuf {
 /// Restores `snapshot` of `repo` into a scratch folder `name` and asserts that it is `src`
 /// exactly (content and metadata).
 pub fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
+    restores_exactly_with(repo, snapshot, src, name, &[]);
+}
+
+/// [`restores_exactly`] with `extra` arguments for `restore`.
+pub fn restores_exactly_with(
+    repo: &TestRepo,
+    snapshot: &str,
+    src: &Path,
+    name: &str,
+    extra: &[&str],
+) {
     let target = repo.scratch(name);
-    repo.ok(restore_args(snapshot, &target, &[]));
+    repo.ok(restore_args(snapshot, &target, extra));
     super::assert_trees_equal(src, &restored_path(&target, src));
 }
 
