@@ -69,15 +69,7 @@ pub fn backend_of(repo: &TestRepo) -> Arc<dyn Backend> {
 /// `check` is unchanged.
 pub fn objects(repo: &TestRepo) -> Vec<(String, String, u64)> {
     let store = backend_of(repo);
-    let kinds = [
-        Kind::Config,
-        Kind::Key,
-        Kind::Snapshot,
-        Kind::Index,
-        Kind::Pack,
-        Kind::Dictionary,
-    ];
-    let mut all: Vec<_> = (kinds.iter())
+    let mut all: Vec<_> = (Kind::ALL.iter().filter(|k| **k != Kind::Lock))
         .flat_map(|kind| {
             let listed = store.list(*kind).unwrap_or_else(|e| panic!("list: {e}"));
             listed
