@@ -1,6 +1,8 @@
 //! Crash safety and concurrency, end to end: backups killed with SIGKILL at random moments,
-//! two backups at once, prune started during a backup, and a repository whose disk fills up.
-//! After each, `check` passes and every snapshot restores bit-exact.
+//! two backups at once, prune started during a backup, four hosts backing up into one
+//! repository at once before a fifth forgets and prunes, and a repository whose disk fills
+//! up. After each, `check` passes and every snapshot restores bit-exact. All but the full
+//! disk run against a local directory (`local::`) and an S3 server (`s3::`, moto).
 
 mod common;
 
@@ -12,16 +14,24 @@ use std::time::{Duration, Instant};
 
 use common::digest::*;
 use common::e2e::*;
+use common::store::{Store, locks, objects};
 use common::*;
 
 const MIB: usize = 1 << 20;
 
-/// Four 48 MiB incompressible files and 300 small ones: about 200 MiB.
-fn big_tree(src: &Path, seed: u64) {
+on_every_store!(
+    backups_killed_at_random_moments_leave_every_snapshot_restorable,
+    two_backups_started_at_the_same_moment_both_land,
+    prune_started_during_a_backup_waits_for_it_and_loses_nothing,
+    hosts_backing_up_at_once_into_one_repository_keep_their_newest_through_forget,
+);
+
+/// Four incompressible files of `big` bytes and `small` small ones.
+fn big_tree(src: &Path, seed: u64, big: usize, small: u64) {
     for i in 0..4 {
-        write_random_file(&src.join(format!("big{i}")), 48 * MIB, seed * 100 + i);
+        write_random_file(&src.join(format!("big{i}")), big, seed * 100 + i);
     }
-    small_files(src, seed, 0..300);
+    small_files(src, seed, 0..small);
 }
 
 fn small_files(src: &Path, seed: u64, range: std::ops::Range<u64>) {
@@ -79,14 +89,10 @@ fn assert_all_restore(repo: &TestRepo, src: &Path, history: &[(String, Digest)])
     }
 }
 
-/// Edits the tree for round `round`: one big file rewritten, ten small files added, one
-/// removed.
-fn mutate(src: &Path, round: u64) {
-    write_random_file(
-        &src.join(format!("big{}", round % 4)),
-        48 * MIB,
-        7000 + round,
-    );
+/// Edits the tree for round `round`: one big file rewritten (`big` bytes), ten small files
+/// added, one removed.
+fn mutate(src: &Path, round: u64, big: usize) {
+    write_random_file(&src.join(format!("big{}", round % 4)), big, 7000 + round);
     small_files(src, 500 + round, 300 + round * 10..310 + round * 10);
     let _ = fs::remove_file(src.join("small").join(format!("f{round}")));
 }
@@ -95,33 +101,69 @@ fn check_passes(repo: &TestRepo) -> String {
     stdout(&repo.ok(["check"])).to_string()
 }
 
-/// Every repository object but the locks, with its size. Object names are content hashes,
-/// so an object that keeps its name and size and still passes `check` is unchanged.
-fn objects(repo: &TestRepo) -> Vec<(PathBuf, u64)> {
-    let locks = repo.repo_path().join("locks");
-    list_files(&repo.repo_path())
-        .into_iter()
-        .filter(|p| !p.starts_with(&locks))
-        .map(|p| {
-            let len = fs::metadata(&p).unwrap().len();
-            (p, len)
-        })
-        .collect()
+/// The kill loop's size: rounds, the tree's big and small files, the size of packs, and
+/// how long it may take before it counts as hung (ten times what it takes on an idle
+/// machine of two cores).
+struct KillLoop {
+    rounds: u64,
+    big: usize,
+    small: u64,
+    pack_size_mib: &'static str,
+    bound: Duration,
 }
 
-/// Twenty backups killed with SIGKILL after a random delay (up to the time a backup of the
-/// same change took). After every kill: no earlier object is gone or changed, `check`
-/// passes, every earlier snapshot restores bit-exact, and the next backup succeeds.
-#[test]
-fn backups_killed_at_random_moments_leave_every_snapshot_restorable() {
-    let (repo, src) = init_with_src();
-    big_tree(&src, 1);
+impl KillLoop {
+    /// Twenty rounds of 48 MiB files and 300 small ones in 16 MiB packs on a local disk.
+    /// Moto (an S3 server in Python) answers a few hundred requests a second, and every
+    /// round restores all earlier snapshots (a request per small file), so there six
+    /// rounds of 8 MiB files and 100 small ones; in 2 MiB packs, so that each backup still
+    /// writes several packs before its index and snapshot, and kills can fall between them.
+    fn on(store: &Store) -> KillLoop {
+        match store.is_local() {
+            true => KillLoop {
+                rounds: 20,
+                big: 48 * MIB,
+                small: 300,
+                pack_size_mib: "16",
+                bound: Duration::from_secs(1800),
+            },
+            false => KillLoop {
+                rounds: 6,
+                big: 8 * MIB,
+                small: 100,
+                pack_size_mib: "2",
+                bound: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+/// Backups killed with SIGKILL after a random delay (up to the time a backup of the same
+/// change took). After every kill: no earlier object is gone or changed, `check` passes,
+/// every earlier snapshot restores bit-exact, and the next backup succeeds.
+fn backups_killed_at_random_moments_leave_every_snapshot_restorable(store: &Store) {
+    let KillLoop {
+        rounds,
+        big,
+        small,
+        pack_size_mib,
+        bound,
+    } = KillLoop::on(store);
+    let started = Instant::now();
+    let repo = store.repo();
+    repo.ok([&FAST_INIT[..], &["--pack-size-mib", pack_size_mib]].concat());
+    let src = repo.scratch("src");
+    big_tree(&src, 1, big, small);
     let mut history = vec![(backup(&repo, &src), digest_tree(&src))];
     let mut rng = Rng::new(20261125);
     let mut typical = Duration::from_millis(1500);
     let (mut killed, mut unused_seen) = (0, false);
-    for round in 0..20 {
-        mutate(&src, round);
+    for round in 0..rounds {
+        assert!(
+            started.elapsed() < bound,
+            "round {round} started after {bound:?}: hung?"
+        );
+        mutate(&src, round, big);
         let before = objects(&repo);
         let mut child = spawn(&repo, &[OsStr::new("backup"), src.as_os_str()]);
         std::thread::sleep(Duration::from_millis(
@@ -140,13 +182,13 @@ fn backups_killed_at_random_moments_leave_every_snapshot_restorable() {
         );
         unused_seen |= check_passes(&repo).contains("unused data");
         assert_all_restore(&repo, &src, &history);
-        let started = Instant::now();
+        let backup_started = Instant::now();
         history.push((backup(&repo, &src), digest_tree(&src)));
-        typical = started.elapsed();
+        typical = backup_started.elapsed();
     }
     assert!(
-        killed >= 10,
-        "only {killed} of 20 backups were still running when killed"
+        killed * 2 >= rounds,
+        "only {killed} of {rounds} backups were still running when killed"
     );
     assert!(
         unused_seen,
@@ -155,9 +197,8 @@ fn backups_killed_at_random_moments_leave_every_snapshot_restorable() {
     repo.ok(["check", "--read-data"]);
 }
 
-#[test]
-fn two_backups_started_at_the_same_moment_both_land() {
-    let repo = fast_repo();
+fn two_backups_started_at_the_same_moment_both_land(store: &Store) {
+    let repo = store.fast_repo();
     let (a, b) = (repo.scratch("a"), repo.scratch("b"));
     for (dir, seed) in [(&a, 1), (&b, 2)] {
         write_random_file(&dir.join("big"), 40 * MIB, seed);
@@ -172,15 +213,7 @@ fn two_backups_started_at_the_same_moment_both_land() {
             )
         })
         .collect();
-    let ids: Vec<String> = children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert_eq!(code(&out), 0, "{}", stderr(&out));
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            field_str(&v, "snapshot_id").to_string()
-        })
-        .collect();
+    let ids: Vec<String> = children.into_iter().map(snapshot_of).collect();
     let history: Vec<(String, Digest)> = ids
         .iter()
         .zip([&a, &b])
@@ -192,12 +225,6 @@ fn two_backups_started_at_the_same_moment_both_land() {
     repo.ok(["check", "--read-data"]);
 }
 
-fn lock_count(repo: &TestRepo) -> usize {
-    fs::read_dir(repo.repo_path().join("locks"))
-        .unwrap()
-        .count()
-}
-
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
@@ -206,20 +233,20 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn prune_started_during_a_backup_waits_for_it_and_loses_nothing() {
-    let (repo, src) = init_with_src();
+fn prune_started_during_a_backup_waits_for_it_and_loses_nothing(store: &Store) {
+    let repo = store.fast_repo();
+    let src = repo.scratch("src");
     write_random_file(&src.join("kept"), 20 * MIB, 1);
     let kept = (backup(&repo, &src), digest_tree(&src));
     write_random_file(&src.join("dropped"), 20 * MIB, 2);
     let dropped = backup(&repo, &src);
     fs::remove_file(src.join("dropped")).unwrap();
     repo.ok(["forget", &dropped]);
-    big_tree(&src, 3);
+    big_tree(&src, 3, 48 * MIB, 300);
 
     let mut backup_run = spawn(&repo, &[OsStr::new("backup"), src.as_os_str()]);
-    wait_for("the backup's lock", || lock_count(&repo) > 0);
-    let before = list_files(&repo.repo_path());
+    wait_for("the backup's lock", || !locks(&repo).is_empty());
+    let before = (objects(&repo), locks(&repo));
     let refused = run_expect(&repo, ["prune"], 1);
     assert!(
         stderr(&refused).contains("locked by a shared lock of `backup`"),
@@ -239,17 +266,11 @@ fn prune_started_during_a_backup_waits_for_it_and_loses_nothing() {
         backup_run.try_wait().unwrap().is_none(),
         "the backup ended before prune started"
     );
-    let after = list_files(&repo.repo_path());
-    let is_object = |p: &&PathBuf| {
-        !p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".tmp-")
-    };
-    let gone: Vec<_> = before
-        .iter()
-        .filter(is_object)
-        .filter(|p| !after.contains(p))
+    let after = (objects(&repo), locks(&repo));
+    let gone: Vec<_> = (before.0.iter())
+        .filter(|o| !after.0.contains(o))
+        .map(|o| format!("{o:?}"))
+        .chain(before.1.iter().filter(|l| !after.1.contains(l)).cloned())
         .collect();
     assert!(gone.is_empty(), "the refused prune removed {gone:?}");
 
@@ -267,6 +288,96 @@ fn prune_started_during_a_backup_waits_for_it_and_loses_nothing() {
     repo.ok(["check", "--read-data"]);
     let latest = (latest_id(&repo), digest_tree(&src));
     assert_all_restore(&repo, &src, &[kept, latest]);
+}
+
+/// Four hosts (each a client with a cache of its own) back up their own trees into one
+/// repository at the same moment, twice: the second time after changing every tree. The
+/// trees share one file, which the first round's hosts all upload at once. Then a fifth
+/// client forgets all but the newest snapshot of each host (`forget` groups by host and
+/// paths) and prunes. Afterwards `check --read-data` passes, each host's newest snapshot
+/// restores exactly, and the first round's snapshots are gone, with the data only they used.
+fn hosts_backing_up_at_once_into_one_repository_keep_their_newest_through_forget(store: &Store) {
+    const HOSTS: u64 = 4;
+    const OWN: usize = 6 * MIB;
+    let admin = store.fast_repo();
+    let hosts: Vec<TestRepo> = (0..HOSTS).map(|_| admin.another_client()).collect();
+    let srcs: Vec<PathBuf> = (hosts.iter().zip(0..))
+        .map(|(host, i)| {
+            let src = host.scratch("src");
+            generate_small_tree(&src, 10 + i, 200);
+            write_random_file(&src.join("shared.bin"), 6 * MIB, 99);
+            write_random_file(&src.join("own.bin"), OWN, i);
+            src
+        })
+        .collect();
+    let first = backups_at_once(&hosts, &srcs);
+    for (src, i) in srcs.iter().zip(0..) {
+        write_random_file(&src.join("own.bin"), OWN, 100 + i);
+        fs::write(src.join("added.txt"), format!("host {i}, second round")).unwrap();
+        fs::remove_file(src.join("d1/e0/f00001.txt")).unwrap();
+    }
+    let second = backups_at_once(&hosts, &srcs);
+
+    let report = admin.json(["forget", "--keep-last", "1", "--prune"]);
+    let mut removed: Vec<&str> = (field_array(&report, "removed").iter())
+        .map(|id| id.as_str().expect("an id"))
+        .collect();
+    removed.sort();
+    let mut want_removed: Vec<&str> = first.iter().map(String::as_str).collect();
+    want_removed.sort();
+    assert_eq!(removed, want_removed, "{report}");
+    let pruned = &report["prune"];
+    let packs_gone = field_u64(pruned, "packs_deleted") + field_u64(pruned, "packs_repacked");
+    assert!(packs_gone >= HOSTS, "{pruned}");
+    let only_first = HOSTS * OWN as u64;
+    assert!(field_u64(pruned, "bytes_freed") >= only_first, "{pruned}");
+
+    admin.ok(["check", "--read-data"]);
+    let listed = admin.json(["snapshots"]);
+    let mut kept: Vec<(String, String)> = (listed.as_array().expect("an array").iter())
+        .map(|s| {
+            (
+                field_str(s, "id").to_string(),
+                field_str(s, "host").to_string(),
+            )
+        })
+        .collect();
+    kept.sort();
+    let mut want_kept: Vec<(String, String)> = (second.iter().zip(0..))
+        .map(|(id, i)| (id.clone(), format!("host{i}")))
+        .collect();
+    want_kept.sort();
+    assert_eq!(kept, want_kept);
+    for ((host, src), id) in hosts.iter().zip(&srcs).zip(&second) {
+        restores_exactly(host, id, src, "restored");
+    }
+    let gone = run_expect(
+        &admin,
+        restore_args(&first[0], &admin.scratch("gone"), &[]),
+        1,
+    );
+    assert!(stderr(&gone).contains("no snapshot"), "{}", stderr(&gone));
+}
+
+/// Each of `hosts` (`host0`, `host1`...) backs up its `srcs` at the same moment: the ids of
+/// their snapshots.
+fn backups_at_once(hosts: &[TestRepo], srcs: &[PathBuf]) -> Vec<String> {
+    let children: Vec<Child> = (hosts.iter().zip(srcs).enumerate())
+        .map(|(i, (host, src))| {
+            let name = format!("host{i}");
+            let args = ["backup", "--host", &name, "--json"].map(OsStr::new);
+            spawn(host, &[&args[..], &[src.as_os_str()]].concat())
+        })
+        .collect();
+    children.into_iter().map(snapshot_of).collect()
+}
+
+/// The snapshot a spawned `backup --json` saved, once it succeeded.
+fn snapshot_of(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = stdout_json(&out, "backup");
+    field_str(&v, "snapshot_id").to_string()
 }
 
 fn latest_id(repo: &TestRepo) -> String {

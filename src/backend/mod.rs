@@ -64,7 +64,8 @@ impl Kind {
         )
     }
 
-    pub(crate) const ALL: [Kind; 7] = [
+    /// Every kind, in the order of the folders.
+    pub const ALL: [Kind; 7] = [
         Kind::Config,
         Kind::Key,
         Kind::Snapshot,

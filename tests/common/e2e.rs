@@ -154,6 +154,25 @@ pub fn restored_path(target: &Path, src: &Path) -> PathBuf {
     target.join(src.strip_prefix("/").expect("absolute path"))
 }
 
+/// Restores `snapshot` of `repo` into a scratch folder `name` and asserts that it is `src`
+/// exactly (content and metadata).
+pub fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
+    restores_exactly_with(repo, snapshot, src, name, &[]);
+}
+
+/// [`restores_exactly`] with `extra` arguments for `restore`.
+pub fn restores_exactly_with(
+    repo: &TestRepo,
+    snapshot: &str,
+    src: &Path,
+    name: &str,
+    extra: &[&str],
+) {
+    let target = repo.scratch(name);
+    repo.ok(restore_args(snapshot, &target, extra));
+    super::assert_trees_equal(src, &restored_path(&target, src));
+}
+
 /// Every file below `dir` (symlinks not followed) with its full content,
 /// keyed by relative path: a byte-exact picture of a (small) repository.
 pub fn dir_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -353,13 +372,6 @@ pub fn snapshot_ids(repo: &TestRepo) -> Vec<String> {
     (listed.as_array().expect("an array").iter())
         .map(|s| field_str(s, "id").to_string())
         .collect()
-}
-
-/// Restores `snapshot` of `repo` into a scratch folder `name` and checks it is `src` exactly.
-pub fn restores_exactly(repo: &TestRepo, snapshot: &str, src: &Path, name: &str) {
-    let target = repo.scratch(name);
-    repo.ok(restore_args(snapshot, &target, &[]));
-    assert_trees_equal(src, &restored_path(&target, src));
 }
 
 /// Runs [`FAST_INIT`] of four test repositories that `at` gives for one location, each

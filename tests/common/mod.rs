@@ -15,6 +15,7 @@ pub mod repo;
 pub mod rng;
 pub mod s3;
 pub mod server;
+pub mod store;
 pub mod tree;
 
 pub use compare::{

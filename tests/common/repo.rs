@@ -60,6 +60,25 @@ impl TestRepo {
         self.path().join("cache")
     }
 
+    /// The repository's location as `STRATA_REPOSITORY` gives it: `location`, else
+    /// `repo_path()`.
+    pub fn location(&self) -> std::ffi::OsString {
+        match &self.location {
+            Some(location) => location.into(),
+            None => self.repo_path().into(),
+        }
+    }
+
+    /// Another client of this repository, as on another machine: the same location,
+    /// password and environment, with a temporary directory (cache, scratch) of its own.
+    pub fn another_client(&self) -> TestRepo {
+        let mut other = TestRepo::new();
+        other.location = Some(self.location().into_string().expect("a UTF-8 location"));
+        other.password = self.password.clone();
+        other.env = self.env.clone();
+        other
+    }
+
     /// A fresh, empty `scratch/<name>` directory (recreated if it existed).
     pub fn scratch(&self, name: &str) -> PathBuf {
         let p = self.path().join("scratch").join(name);
@@ -83,12 +102,8 @@ impl TestRepo {
                 cmd.env_remove(key);
             }
         }
-        let location: std::ffi::OsString = match &self.location {
-            Some(location) => location.into(),
-            None => self.repo_path().into(),
-        };
         cmd.env_remove("STRATA_PASSWORD_FILE")
-            .env("STRATA_REPOSITORY", location)
+            .env("STRATA_REPOSITORY", self.location())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("STRATA_PASSWORD", &self.password)
             .env("STRATA_CACHE_DIR", self.cache_path())
