@@ -38,6 +38,8 @@ ALL_TOOLS = ["strata", "restic", "rustic", "borg", "bupstash"]
 # Not in ALL_TOOLS: an earlier strata binary (--strata-base BIN), run beside the current one
 # so that a change is measured before and after in one run.
 BASE_TOOL = "strata-base"
+# The binary given by --strata, if any (reported instead of this checkout's git revision).
+STRATA_GIVEN: str | None = None
 CORPORA = ["usr-share", "large", "small-text"]
 PHASES = ["backup1", "backup2", "backup3", "restore"]
 PHASE_TITLES = {
@@ -126,7 +128,8 @@ def ensure_installed(args, tools: list[str], cache: Path) -> dict[str, Path]:
     bins = {}
     for t in tools:
         if t == "strata":
-            bins[t] = REPO_ROOT / "target" / "release" / "strata"
+            bins[t] = (Path(args.strata).resolve() if args.strata
+                       else REPO_ROOT / "target" / "release" / "strata")
         elif t == BASE_TOOL:
             if not args.strata_base:
                 sys.exit(f"--tools {BASE_TOOL} needs --strata-base BIN")
@@ -135,7 +138,7 @@ def ensure_installed(args, tools: list[str], cache: Path) -> dict[str, Path]:
             bins[t] = cargo_root / "bin" / CARGO_CRATES[t][1]
         else:
             bins[t] = Path(shutil.which(t) or t)
-    if "strata" in tools and not args.no_build:
+    if "strata" in tools and not args.no_build and not args.strata:
         log("cargo build --release")
         sh(["cargo", "build", "--release"], cwd=REPO_ROOT)
     return bins
@@ -218,6 +221,8 @@ class Strata(Tool):
 
     def version(self):
         v = capture([self.bin, "--version"])
+        if STRATA_GIVEN:  # --strata BIN: not necessarily built from this checkout
+            return f"{v} ({STRATA_GIVEN})"
         rev = capture(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--",
                                 "src", "Cargo.toml", "Cargo.lock"]).returncode
@@ -986,6 +991,9 @@ def main() -> None:
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
                     help=f"comma-separated subset of {','.join(ALL_TOOLS)} (run in this order); "
                     f"{BASE_TOOL} runs the binary of --strata-base")
+    ap.add_argument("--strata", default=None, metavar="BIN",
+                    help="the strata binary to run as tool strata (default: target/release/strata, "
+                    "built first unless --no-build)")
     ap.add_argument("--strata-base", default=None, metavar="BIN",
                     help=f"an earlier strata binary, run as tool {BASE_TOOL} (before/after)")
     ap.add_argument("--large-gib", type=float, default=None,
@@ -1008,6 +1016,8 @@ def main() -> None:
         args.large_gib = 0.2 if args.quick else 2.0
     if args.usr_share_files is None:
         args.usr_share_files = 3000 if args.quick else 0
+    global STRATA_GIVEN
+    STRATA_GIVEN = str(Path(args.strata).resolve()) if args.strata else None
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     for t in tools:
         if t not in TOOL_CLASSES:
