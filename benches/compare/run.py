@@ -788,6 +788,13 @@ CEIL_CONC = 8
 CEIL_OBJECTS = 32
 CEIL_OBJECT = 16 * MIB
 CEIL_RANGE = 8 * MIB
+# ... and ranged GETs of CEIL_SMALL_RANGE bytes over the first CEIL_SMALL_OBJECTS objects: moto
+# reads a whole object for every ranged GET, so small ranges cost it far more per byte.
+CEIL_SMALL_RANGE = MIB
+CEIL_SMALL_OBJECTS = 4
+# Objects up to this size stay in moto's memory instead of its temp files (its default is
+# 5 MiB): no disk in the server's path, and none of the shared disk used by it.
+MOTO_BUFFER = 64 * MIB
 PROXY_CHUNK = MIB
 PROXY_CAP = 16 * MIB  # bytes held per connection and direction before reading pauses
 
@@ -995,7 +1002,8 @@ class S3Server:
         for _attempt in range(3):
             with socket_free_port() as p:
                 self.moto_port = p
-            env = dict(os.environ, TMPDIR=str(tmp))
+            env = dict(os.environ, TMPDIR=str(tmp),
+                       MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=str(MOTO_BUFFER))
             self.moto = subprocess.Popen(
                 [str(moto_bin), "-H", "127.0.0.1", "-p", str(self.moto_port)],
                 stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"),
@@ -1154,7 +1162,7 @@ class socket_free_port:
 
 def measure_s3_ceiling(server: S3Server, seed: int) -> dict:
     """moto's raw ceiling through the proxy with a plain client: CEIL_CONC threads, each with
-    one kept-alive connection, PUT CEIL_OBJECTS objects of CEIL_OBJECT bytes, then GET them
+    its own connection (which moto closes after every answer), PUT CEIL_OBJECTS objects of CEIL_OBJECT bytes, then GET them
     back in ranges of CEIL_RANGE bytes. Also the round trip of a small request, direct and
     through the proxy (which should add the configured latency, no more)."""
     import statistics
@@ -1221,6 +1229,12 @@ def measure_s3_ceiling(server: S3Server, seed: int) -> dict:
     wall, d = run(ranges)
     out.update(get_s=wall, get_MBps=total / MB / wall, get_moto_cpu_s=d["moto_cpu_s"],
                get_proxy_cpu_s=d["proxy_cpu_s"])
+    small = [("GET", f"obj-{i:03d}", {"Range": f"bytes={o}-{o + CEIL_SMALL_RANGE - 1}"}, None)
+             for i in range(CEIL_SMALL_OBJECTS) for o in range(0, CEIL_OBJECT, CEIL_SMALL_RANGE)]
+    wall, d = run(small)
+    out.update(small_range_bytes=CEIL_SMALL_RANGE, small_get_s=wall,
+               small_get_MBps=len(small) * CEIL_SMALL_RANGE / MB / wall,
+               small_get_moto_cpu_s=d["moto_cpu_s"])
     server.delete_objects(bucket, [k for k, _ in server.list_objects(bucket)])
     return out
 
@@ -1280,7 +1294,8 @@ def run_corpus(name: str, args, bins: dict, tools: list[str], workrun: Path,
             sc = measure_s3_ceiling(server, args.seed)
             result["s3_ceiling"] = sc
             log(f"[{name}] moto ceiling through the proxy, {CEIL_CONC} at once: PUT "
-                f"{sc['put_MBps']:.0f} MB/s, ranged GET {sc['get_MBps']:.0f} MB/s; small "
+                f"{sc['put_MBps']:.0f} MB/s, ranged GET {sc['get_MBps']:.0f} MB/s "
+                f"({sc['small_get_MBps']:.0f} MB/s in 1 MiB ranges); small "
                 f"request {sc['rtt_proxy_ms']:.1f} ms (direct {sc['rtt_direct_ms']:.1f} ms)"
                 + (f"; {len(sc['errors'])} errors: {sc['errors'][0]}" if sc["errors"] else ""))
             result["skipped"] = {t: "no S3 backend" for t in tools if t not in S3_TOOLS}
@@ -1594,12 +1609,15 @@ def render_markdown(report: dict) -> str:
         if sc:
             lines += [
                 f"moto's ceiling, measured with a plain client through the same proxy, "
-                f"{sc['concurrency']} requests at once on kept-alive connections: PUT of "
+                f"{sc['concurrency']} requests at once (moto closes the connection after every "
+                f"answer, for the tools too): PUT of "
                 f"{sc['objects']} objects of {sc['object_bytes'] // MIB} MiB "
                 f"**{sc['put_MBps']:.0f} MB/s** (moto CPU {sc['put_moto_cpu_s']:.1f} s in "
                 f"{sc['put_s']:.1f} s); ranged GETs of {sc['range_bytes'] // MIB} MiB of them "
                 f"**{sc['get_MBps']:.0f} MB/s** (moto CPU {sc['get_moto_cpu_s']:.1f} s in "
-                f"{sc['get_s']:.1f} s). A small request (HEAD) takes {sc['rtt_proxy_ms']:.1f} ms "
+                f"{sc['get_s']:.1f} s); ranged GETs of {sc['small_range_bytes'] // MIB} MiB "
+                f"{sc['small_get_MBps']:.0f} MB/s (moto reads the whole object for every "
+                f"range). A small request (HEAD) takes {sc['rtt_proxy_ms']:.1f} ms "
                 f"through the proxy, {sc['rtt_direct_ms']:.1f} ms direct."
                 + (f" Errors: {'; '.join(sc['errors'][:3])}." if sc["errors"] else ""), ""]
         s = c["tools"].get("strata") or c["tools"].get("strata@local") or {}
