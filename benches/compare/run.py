@@ -38,6 +38,8 @@ ALL_TOOLS = ["strata", "restic", "rustic", "borg", "bupstash"]
 # Not in ALL_TOOLS: an earlier strata binary (--strata-base BIN), run beside the current one
 # so that a change is measured before and after in one run.
 BASE_TOOL = "strata-base"
+# The binary given by --strata, if any (reported instead of this checkout's git revision).
+STRATA_GIVEN: str | None = None
 CORPORA = ["usr-share", "large", "small-text"]
 PHASES = ["backup1", "backup2", "backup3", "restore"]
 PHASE_TITLES = {
@@ -126,7 +128,8 @@ def ensure_installed(args, tools: list[str], cache: Path) -> dict[str, Path]:
     bins = {}
     for t in tools:
         if t == "strata":
-            bins[t] = REPO_ROOT / "target" / "release" / "strata"
+            bins[t] = (Path(args.strata).resolve() if args.strata
+                       else REPO_ROOT / "target" / "release" / "strata")
         elif t == BASE_TOOL:
             if not args.strata_base:
                 sys.exit(f"--tools {BASE_TOOL} needs --strata-base BIN")
@@ -135,7 +138,7 @@ def ensure_installed(args, tools: list[str], cache: Path) -> dict[str, Path]:
             bins[t] = cargo_root / "bin" / CARGO_CRATES[t][1]
         else:
             bins[t] = Path(shutil.which(t) or t)
-    if "strata" in tools and not args.no_build:
+    if "strata" in tools and not args.no_build and not args.strata:
         log("cargo build --release")
         sh(["cargo", "build", "--release"], cwd=REPO_ROOT)
     return bins
@@ -151,8 +154,11 @@ class Tool:
     name = ""
     # The exact flags, for the report and README.
     flags = ""
+    # How it is pointed at an S3 bucket (None: no S3 backend).
+    s3_flags: str | None = None
 
-    def __init__(self, binary: Path, base: Path, src: Path):
+    def __init__(self, binary: Path, base: Path, src: Path, backend: str = "local",
+                 s3: "S3Server | None" = None, bucket: str | None = None):
         self.bin = str(binary)
         self.base = base  # this tool's dir for this corpus
         self.repo = base / "repo"
@@ -160,15 +166,34 @@ class Tool:
         self.home = base / "home"
         self.src = src
         self.snapshot_ids: list[str] = []
+        self.backend = backend
+        self.s3 = s3
+        self.bucket = bucket
+        # The repository lies under the prefix `repo` of the tool's own bucket.
+        self.s3_url = f"s3:{s3.endpoint}/{bucket}/repo" if s3 else None
+
+    def location(self) -> str:
+        return self.s3_url if self.backend == "s3" else str(self.repo)
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("STRATA_", "RESTIC_", "RUSTIC_", "BORG_", "BUPSTASH_"))}
+               if not k.startswith(("STRATA_", "RESTIC_", "RUSTIC_", "BORG_", "BUPSTASH_",
+                                    "AWS_", "OPENDAL_"))}
         env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache),
                    XDG_CONFIG_HOME=str(self.home / ".config"),
                    XDG_DATA_HOME=str(self.home / ".local/share"))
+        if self.backend == "s3":
+            env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_KEY,
+                       AWS_DEFAULT_REGION=S3_REGION)
         env.update(self.tool_env())
         return env
+
+    def repo_size(self) -> tuple[int, int]:
+        """(apparent, allocated) bytes of the repository; on S3 the sum of object sizes."""
+        if self.backend == "s3":
+            n = sum(size for _k, size in self.s3.list_objects(self.bucket, "repo/"))
+            return n, n
+        return tree_size(self.repo)
 
     def tool_env(self) -> dict:
         return {}
@@ -202,9 +227,11 @@ class Strata(Tool):
     flags = ("`strata init` (defaults: zstd level 3, XChaCha20-Poly1305, Argon2id 32 MiB × 3 × 4 lanes, "
              "16 MiB packs); `strata backup SRC -q --json`; "
              "`strata restore latest --target DIR -q`")
+    s3_flags = ("`-r s3:http://127.0.0.1:PORT/BUCKET/repo` (path-style; defaults: "
+                "8 connections, 16 MiB packs)")
 
     def tool_env(self):
-        return {"STRATA_REPOSITORY": str(self.repo), "STRATA_PASSWORD": PASSWORD,
+        return {"STRATA_REPOSITORY": self.location(), "STRATA_PASSWORD": PASSWORD,
                 "STRATA_CACHE_DIR": str(self.cache)}
 
     def init_cmds(self):
@@ -218,6 +245,8 @@ class Strata(Tool):
 
     def version(self):
         v = capture([self.bin, "--version"])
+        if STRATA_GIVEN:  # --strata BIN: not necessarily built from this checkout
+            return f"{v} ({STRATA_GIVEN})"
         rev = capture(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--",
                                 "src", "Cargo.toml", "Cargo.lock"]).returncode
@@ -240,8 +269,10 @@ class Restic(Tool):
              "≈ zstd level 3; AES-256-CTR + Poly1305-AES; scrypt key); "
              "`restic restore latest --target DIR -q`")
 
+    s3_flags = "`-r s3:http://127.0.0.1:PORT/BUCKET/repo` (defaults: `-o s3.connections=5`)"
+
     def tool_env(self):
-        return {"RESTIC_REPOSITORY": str(self.repo), "RESTIC_PASSWORD": PASSWORD,
+        return {"RESTIC_REPOSITORY": self.location(), "RESTIC_PASSWORD": PASSWORD,
                 "RESTIC_CACHE_DIR": str(self.cache)}
 
     def init_cmds(self):
@@ -262,9 +293,20 @@ class Rustic(Tool):
     flags = ("`rustic init --set-compression 3` (restic repository format v2, zstd level 3); "
              "`rustic backup SRC --no-progress`; `rustic restore latest DIR --no-progress`")
 
+    s3_flags = ("OpenDAL's S3 service: `RUSTIC_REPOSITORY=opendal:s3` with `OPENDAL_ENDPOINT`, "
+                "`_BUCKET`, `_ROOT=/repo`, `_REGION`, `_ACCESS_KEY_ID`, `_SECRET_ACCESS_KEY` "
+                "(rustic's `[repository.options]` from the environment; path-style; "
+                "no `connections` limit set, rustic's default)")
+
     def tool_env(self):
-        return {"RUSTIC_REPOSITORY": str(self.repo), "RUSTIC_PASSWORD": PASSWORD,
-                "RUSTIC_CACHE_DIR": str(self.cache)}
+        env = {"RUSTIC_REPOSITORY": str(self.repo), "RUSTIC_PASSWORD": PASSWORD,
+               "RUSTIC_CACHE_DIR": str(self.cache)}
+        if self.backend == "s3":
+            env.update(RUSTIC_REPOSITORY="opendal:s3", OPENDAL_ENDPOINT=self.s3.endpoint,
+                       OPENDAL_BUCKET=self.bucket, OPENDAL_ROOT="/repo",
+                       OPENDAL_REGION=S3_REGION, OPENDAL_ACCESS_KEY_ID=S3_KEY,
+                       OPENDAL_SECRET_ACCESS_KEY=S3_KEY)
+        return env
 
     def init_cmds(self):
         return [[self.bin, "init", "--set-compression", "3", "--no-progress"]]
@@ -350,6 +392,7 @@ def run_timed(cmd: list[str], env: dict, cwd: Path | None, logbase: Path,
               timeout: float) -> dict:
     """Run cmd under /usr/bin/time -v; wall time from a monotonic clock around it."""
     timefile = logbase.with_suffix(".time")
+    load = os.getloadavg()[0]  # on a shared machine, what else was running
     full = ["/usr/bin/time", "-v", "-o", str(timefile), *cmd]
     with open(logbase.with_suffix(".out"), "wb") as out, \
             open(logbase.with_suffix(".err"), "wb") as err:
@@ -369,7 +412,7 @@ def run_timed(cmd: list[str], env: dict, cwd: Path | None, logbase: Path,
             raise
         wall = time.monotonic() - t0
     res = {"cmd": shlex.join(cmd), "cwd": str(cwd) if cwd else None, "wall_s": wall, "rc": rc,
-           "rss_kb": None, "user_s": None, "sys_s": None}
+           "rss_kb": None, "user_s": None, "sys_s": None, "loadavg_before": load}
     try:
         text = timefile.read_text()
         m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
@@ -729,7 +772,490 @@ def measure_ceiling(src: Path, nbytes: int, nproc: int, logdir: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
+# Object storage (--backend s3): a moto server, a delaying TCP proxy in front of it, and a
+# plain S3 client (SigV4, stdlib) for buckets, sizes and the server's raw ceiling.
+
+MOTO_VERSION = "5.2.5"
+S3_KEY = "test"  # dummy credentials: moto accepts any
+S3_REGION = "us-east-1"
+# Tools with an S3 backend; strata and strata-base also run on a local repository in the same
+# run, for the remote/local ratios.
+S3_TOOLS = ("strata", BASE_TOOL, "restic", "rustic")
+LOCAL_TWINS = ("strata", BASE_TOOL)
+# moto's ceiling: CEIL_OBJECTS PUTs of CEIL_OBJECT bytes, then ranged GETs of CEIL_RANGE bytes
+# covering them, CEIL_CONC at once, through the proxy.
+CEIL_CONC = 8
+CEIL_OBJECTS = 32
+CEIL_OBJECT = 16 * MIB
+CEIL_RANGE = 8 * MIB
+# ... and ranged GETs of CEIL_SMALL_RANGE bytes over the first CEIL_SMALL_OBJECTS objects: moto
+# reads a whole object for every ranged GET, so small ranges cost it far more per byte.
+CEIL_SMALL_RANGE = MIB
+CEIL_SMALL_OBJECTS = 4
+# Objects up to this size stay in moto's memory instead of its temp files (its default is
+# 5 MiB): no disk in the server's path, and none of the shared disk used by it.
+MOTO_BUFFER = 64 * MIB
+PROXY_CHUNK = MIB
+PROXY_CAP = 16 * MIB  # bytes held per connection and direction before reading pauses
+
+
+def find_moto(args, cache: Path) -> Path:
+    """moto_server of the test suite's venv (made by .ci/setup), else one under --cache."""
+    for c in (os.environ.get("STRATA_MOTO_BIN"),
+              Path.home() / ".cache" / "strata-test" / "moto-venv" / "bin" / "moto_server",
+              cache / "moto-venv" / "bin" / "moto_server"):
+        if c and Path(c).exists():
+            return Path(c)
+    venv = cache / "moto-venv"
+    if args.no_install:
+        sys.exit(f"moto_server not found (and --no-install given): "
+                 f"python3 -m venv {venv} && {venv}/bin/pip install 'moto[server]=={MOTO_VERSION}'")
+    if subprocess.run([sys.executable, "-c", "import ensurepip"],
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        if os.geteuid() != 0:
+            sys.exit("python3 -m venv needs python3-venv: apt-get install -y python3-venv")
+        log("apt-get install -y python3-venv")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        sh(["apt-get", "install", "-y", "-q", "python3-venv"], env=env, stdout=subprocess.DEVNULL)
+    log(f"python3 -m venv {venv} && pip install 'moto[server]=={MOTO_VERSION}'")
+    sh([sys.executable, "-m", "venv", str(venv)])
+    sh([str(venv / "bin" / "pip"), "install", "--quiet", f"moto[server]=={MOTO_VERSION}"])
+    return venv / "bin" / "moto_server"
+
+
+def s3_sign(method: str, host: str, path: str, query: dict, headers: dict) -> dict:
+    """AWS Signature V4 headers for a request with an unsigned payload."""
+    import hashlib
+    import hmac
+    import urllib.parse
+    now = dt.datetime.now(dt.timezone.utc)
+    amzdate, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    h = {k.lower(): str(v).strip() for k, v in headers.items()}
+    h.update({"host": host, "x-amz-date": amzdate, "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    signed = ";".join(sorted(h))
+    q = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(str(v), safe='-_.~')}"
+                 for k, v in sorted(query.items()))
+    canon = "\n".join([method, urllib.parse.quote(path, safe="/-_.~"), q,
+                       "".join(f"{k}:{h[k]}\n" for k in sorted(h)), signed, "UNSIGNED-PAYLOAD"])
+    scope = f"{day}/{S3_REGION}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amzdate, scope,
+                         hashlib.sha256(canon.encode()).hexdigest()])
+    k = ("AWS4" + S3_KEY).encode()
+    for part in (day, S3_REGION, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    h["authorization"] = (f"AWS4-HMAC-SHA256 Credential={S3_KEY}/{scope}, "
+                          f"SignedHeaders={signed}, Signature={sig}")
+    del h["host"]  # http.client sends the same Host itself
+    return h
+
+
+def _proxy_child(target_port: int, delay_s: float, port, up, down, conns, ready) -> None:
+    """The delaying proxy (its own process, so that neither the harness nor moto shares its
+    interpreter): every byte from a client is forwarded to moto at its arrival time + delay,
+    chunk by chunk in order, so a request costs `delay` more while throughput stays what the
+    server and the client make it (not `delay` per chunk). Answers pass back at once."""
+    import asyncio
+    import collections
+    import signal
+    import socket
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    async def delayed_copy(reader, upstream, counter):
+        """Reads from the client from the start (arrival times are true ones), delivers
+        once `upstream` (a future: moto's writer, or None if it could not be reached) is
+        there."""
+        loop = asyncio.get_running_loop()
+        q = collections.deque()
+        have, room = asyncio.Event(), asyncio.Event()
+        buffered = 0
+
+        async def pump():
+            nonlocal buffered
+            try:
+                while True:
+                    while buffered >= PROXY_CAP:
+                        room.clear()
+                        await room.wait()
+                    data = await reader.read(PROXY_CHUNK)
+                    q.append((loop.time() + delay_s, data))
+                    buffered += len(data)
+                    have.set()
+                    if not data:
+                        return
+            except OSError:
+                q.append((loop.time(), None))
+                have.set()
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            writer = await upstream
+            if writer is None:
+                return
+            while True:
+                while not q:
+                    have.clear()
+                    await have.wait()
+                due, data = q.popleft()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    return
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                counter.value += len(data)
+                buffered -= len(data)
+                room.set()
+                await writer.drain()
+        except OSError:
+            return
+        finally:
+            pump_task.cancel()
+
+    async def copy(reader, writer, counter):
+        try:
+            while True:
+                data = await reader.read(PROXY_CHUNK)
+                if not data:
+                    return
+                writer.write(data)
+                counter.value += len(data)
+                await writer.drain()
+        except OSError:
+            return
+
+    handlers = set()  # asyncio holds tasks weakly: a handler whose client left must live on
+
+    async def handle(creader, cwriter):
+        me = asyncio.current_task()
+        handlers.add(me)
+        try:
+            await relay(creader, cwriter)
+        finally:
+            handlers.discard(me)
+
+    async def relay(creader, cwriter):
+        conns.value += 1
+        upstream = asyncio.get_running_loop().create_future()
+        up_t = asyncio.create_task(delayed_copy(creader, upstream, up))
+        try:
+            ureader, uwriter = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            upstream.set_result(None)
+            cwriter.close()
+            return
+        upstream.set_result(uwriter)
+        for w in (cwriter, uwriter):
+            s = w.get_extra_info("socket")
+            if s is not None:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        down_t = asyncio.create_task(copy(ureader, cwriter, down))
+        done, _ = await asyncio.wait({up_t, down_t}, return_when=asyncio.FIRST_COMPLETED)
+        if down_t in done:  # moto closed: nothing more to deliver
+            up_t.cancel()
+        else:  # the client's EOF was delivered: let moto finish its answer
+            await down_t
+        for w in (cwriter, uwriter):
+            try:
+                w.close()
+            except OSError:
+                pass
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=256)
+        port.value = server.sockets[0].getsockname()[1]
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class S3Server:
+    """A moto server on 127.0.0.1 and the delaying proxy in front of it. Tools talk to the
+    proxy; the harness's own bookkeeping (buckets, sizes) goes to moto directly."""
+
+    REQ_RE = re.compile(r'"([A-Z]+) [^"]*" (\d{3})')
+
+    def __init__(self, moto_bin: Path, workdir: Path, latency_ms: float):
+        import multiprocessing
+        self.workdir = workdir
+        self.latency_ms = latency_ms
+        tmp = workdir / "moto-tmp"  # moto spills objects over 5 MiB to temp files: keep them here
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "moto.log"
+        self.moto = None
+        for _attempt in range(3):
+            with socket_free_port() as p:
+                self.moto_port = p
+            env = dict(os.environ, TMPDIR=str(tmp),
+                       MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=str(MOTO_BUFFER))
+            self.moto = subprocess.Popen(
+                [str(moto_bin), "-H", "127.0.0.1", "-p", str(self.moto_port)],
+                stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"),
+                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            if self._wait_up(self.moto_port, self.moto):
+                break
+            self.moto.kill()
+            self.moto.wait()
+        else:
+            raise RuntimeError(f"moto_server did not start (see {self.log_path})")
+        ctx = multiprocessing.get_context("fork")
+        self.up, self.down, self.conns = (ctx.Value("Q", 0, lock=False) for _ in range(3))
+        port, ready = ctx.Value("i", 0, lock=False), ctx.Event()
+        self.proxy = ctx.Process(target=_proxy_child, daemon=True,
+                                 args=(self.moto_port, latency_ms / 1000, port, self.up,
+                                       self.down, self.conns, ready))
+        self.proxy.start()
+        if not ready.wait(30):
+            self.stop()
+            raise RuntimeError("the latency proxy did not start")
+        self.port = port.value
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _wait_up(port: int, proc) -> bool:
+        import http.client
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/")
+                c.getresponse().read()
+                c.close()
+                return True
+            except OSError:
+                time.sleep(0.2)
+        return False
+
+    def connection(self, via_proxy: bool = False, timeout: float = 300):
+        import http.client
+        return http.client.HTTPConnection(
+            "127.0.0.1", self.port if via_proxy else self.moto_port, timeout=timeout)
+
+    def request(self, conn, method: str, path: str, query: dict | None = None,
+                headers: dict | None = None, body: bytes | None = None) -> tuple[int, bytes]:
+        import urllib.parse
+        query = query or {}
+        headers = dict(headers or {})
+        if body is not None or method == "PUT":
+            headers["Content-Length"] = str(len(body or b""))
+            headers["Content-Type"] = "application/octet-stream"
+        h = s3_sign(method, f"{conn.host}:{conn.port}", path, query, headers)
+        url = path + ("?" + urllib.parse.urlencode(sorted(query.items())) if query else "")
+        conn.request(method, url, body=body, headers=h)
+        r = conn.getresponse()
+        return r.status, r.read()
+
+    def create_bucket(self, bucket: str) -> None:
+        c = self.connection()
+        st, body = self.request(c, "PUT", f"/{bucket}")
+        c.close()
+        if st != 200:
+            raise RuntimeError(f"PUT /{bucket}: HTTP {st}: {body[:300]!r}")
+
+    def list_objects(self, bucket: str, prefix: str = "") -> list[tuple[str, int]]:
+        c = self.connection()
+        out, token = [], None
+        while True:
+            q = {"list-type": "2", "prefix": prefix}
+            if token:
+                q["continuation-token"] = token
+            st, body = self.request(c, "GET", f"/{bucket}", q)
+            if st != 200:
+                raise RuntimeError(f"list {bucket}: HTTP {st}: {body[:300]!r}")
+            text = body.decode()
+            for m in re.finditer(r"<Contents>(.*?)</Contents>", text, re.S):
+                key = re.search(r"<Key>(.*?)</Key>", m.group(1), re.S).group(1)
+                size = int(re.search(r"<Size>(\d+)</Size>", m.group(1)).group(1))
+                out.append((key, size))
+            m = re.search(r"<NextContinuationToken>(.*?)</NextContinuationToken>", text)
+            if "<IsTruncated>true</IsTruncated>" not in text or not m:
+                break
+            token = m.group(1)
+        c.close()
+        return out
+
+    def delete_objects(self, bucket: str, keys) -> None:
+        import html
+        import urllib.parse
+        c = self.connection()
+        for k in keys:
+            self.request(c, "DELETE", f"/{bucket}/" + urllib.parse.quote(html.unescape(k)))
+        c.close()
+
+    def snapshot(self) -> dict:
+        try:
+            log_off = self.log_path.stat().st_size
+        except OSError:
+            log_off = 0
+        return {"up": self.up.value, "down": self.down.value, "conns": self.conns.value,
+                "moto_cpu": proc_cpu_s(self.moto.pid), "proxy_cpu": proc_cpu_s(self.proxy.pid),
+                "log": log_off}
+
+    def delta(self, before: dict) -> dict:
+        """Traffic through the proxy, CPU of moto and the proxy, and moto's request log
+        (method and status counts) since `before`."""
+        time.sleep(0.2)  # moto logs a request after answering it
+        now = self.snapshot()
+        reqs: dict[str, int] = {}
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(before["log"])
+                text = f.read(now["log"] - before["log"]).decode(errors="replace")
+            for m in self.REQ_RE.finditer(re.sub(r"\x1b\[[0-9;]*m", "", text)):
+                k = f"{m.group(1)} {m.group(2)}"
+                reqs[k] = reqs.get(k, 0) + 1
+        except OSError:
+            pass
+        return {"up_bytes": now["up"] - before["up"], "down_bytes": now["down"] - before["down"],
+                "connections": now["conns"] - before["conns"],
+                "moto_cpu_s": round(now["moto_cpu"] - before["moto_cpu"], 2),
+                "proxy_cpu_s": round(now["proxy_cpu"] - before["proxy_cpu"], 2),
+                "requests": dict(sorted(reqs.items()))}
+
+    def alive(self) -> bool:
+        return self.moto.poll() is None and self.proxy.is_alive()
+
+    def stop(self) -> None:
+        if self.proxy is not None and self.proxy.is_alive():
+            self.proxy.terminate()
+            self.proxy.join(10)
+        if self.moto is not None and self.moto.poll() is None:
+            self.moto.terminate()
+            try:
+                self.moto.wait(15)
+            except subprocess.TimeoutExpired:
+                self.moto.kill()
+                self.moto.wait()
+        shutil.rmtree(self.workdir / "moto-tmp", ignore_errors=True)
+
+
+class socket_free_port:
+    """A port that was free a moment ago (for moto_server, which takes -p)."""
+
+    def __enter__(self) -> int:
+        import socket
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        return self.s.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.s.close()
+
+
+def measure_s3_ceiling(server: S3Server, seed: int) -> dict:
+    """moto's raw ceiling through the proxy with a plain client: CEIL_CONC threads, each with
+    its own connection (which moto closes after every answer), PUT CEIL_OBJECTS objects of CEIL_OBJECT bytes, then GET them
+    back in ranges of CEIL_RANGE bytes. Also the round trip of a small request, direct and
+    through the proxy (which should add the configured latency, no more)."""
+    import statistics
+    import threading
+    bucket = "ceiling"
+    server.create_bucket(bucket)
+    payload = random.Random(seed).randbytes(CEIL_OBJECT)
+    out = {"concurrency": CEIL_CONC, "objects": CEIL_OBJECTS, "object_bytes": CEIL_OBJECT,
+           "range_bytes": CEIL_RANGE, "errors": []}
+
+    def rtt(via_proxy):
+        c = server.connection(via_proxy)
+        server.request(c, "PUT", f"/{bucket}/small", body=b"x" * 100)
+        ts = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            st, _b = server.request(c, "HEAD", f"/{bucket}/small")
+            ts.append(time.monotonic() - t0)
+        c.close()
+        return 1000 * statistics.median(ts)
+
+    out["rtt_direct_ms"] = rtt(False)
+    out["rtt_proxy_ms"] = rtt(True)
+
+    def run(jobs):
+        lock = threading.Lock()
+        jobs = list(jobs)
+
+        def worker():
+            c = server.connection(True)
+            while True:
+                with lock:
+                    if not jobs:
+                        break
+                    method, key, headers, body = jobs.pop()
+                try:
+                    st, data = server.request(c, method, f"/{bucket}/{key}", headers=headers,
+                                              body=body)
+                    if st >= 300:
+                        raise RuntimeError(f"{method} {key}: HTTP {st}")
+                except Exception as e:  # noqa: BLE001 - recorded, the ceiling is then suspect
+                    with lock:
+                        out["errors"].append(str(e)[:200])
+                    c.close()
+                    c = server.connection(True)
+            c.close()
+
+        before = server.snapshot()
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=worker) for _ in range(CEIL_CONC)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+        return wall, server.delta(before)
+
+    total = CEIL_OBJECTS * CEIL_OBJECT
+    wall, d = run(("PUT", f"obj-{i:03d}", {}, payload) for i in range(CEIL_OBJECTS))
+    out.update(put_s=wall, put_MBps=total / MB / wall, put_moto_cpu_s=d["moto_cpu_s"],
+               put_proxy_cpu_s=d["proxy_cpu_s"])
+    ranges = [("GET", f"obj-{i:03d}", {"Range": f"bytes={o}-{o + CEIL_RANGE - 1}"}, None)
+              for i in range(CEIL_OBJECTS) for o in range(0, CEIL_OBJECT, CEIL_RANGE)]
+    wall, d = run(ranges)
+    out.update(get_s=wall, get_MBps=total / MB / wall, get_moto_cpu_s=d["moto_cpu_s"],
+               get_proxy_cpu_s=d["proxy_cpu_s"])
+    small = [("GET", f"obj-{i:03d}", {"Range": f"bytes={o}-{o + CEIL_SMALL_RANGE - 1}"}, None)
+             for i in range(CEIL_SMALL_OBJECTS) for o in range(0, CEIL_OBJECT, CEIL_SMALL_RANGE)]
+    wall, d = run(small)
+    out.update(small_range_bytes=CEIL_SMALL_RANGE, small_get_s=wall,
+               small_get_MBps=len(small) * CEIL_SMALL_RANGE / MB / wall,
+               small_get_moto_cpu_s=d["moto_cpu_s"])
+    server.delete_objects(bucket, [k for k, _ in server.list_objects(bucket)])
+    return out
+
+
+# ----------------------------------------------------------------------------------------
 # The benchmark
+
+
+def plan_runs(tools: list[str], backend: str) -> list[tuple[str, str, str]]:
+    """(label, tool, backend) in run order. With --backend local the label is the tool's name;
+    with s3 every tool with an S3 backend runs on it (label TOOL@s3), and strata and
+    strata-base also on a local repository (TOOL@local), just before."""
+    if backend == "local":
+        return [(t, t, "local") for t in tools]
+    runs = []
+    for t in tools:
+        if t in LOCAL_TWINS:
+            runs.append((f"{t}@local", t, "local"))
+        if t in S3_TOOLS:
+            runs.append((f"{t}@s3", t, "s3"))
+    return runs
 
 
 def run_corpus(name: str, args, bins: dict, tools: list[str], workrun: Path,
@@ -755,84 +1281,143 @@ def run_corpus(name: str, args, bins: dict, tools: list[str], workrun: Path,
         f"{ceiling['b3sum_MBps'] or 0:.0f} MB/s, zstd -3 -T{nproc} "
         f"{ceiling['zstd_MBps'] or 0:.0f} MB/s")
     result = {"description": desc, "source": str(src), "stats": stats, "ceiling": ceiling,
-              "tools": {}}
-    objs = {}
-    for t in tools:
-        obj = TOOL_CLASSES[t](bins[t], cdir / t, src)
-        obj.prepare()
-        objs[t] = obj
-        r = {"init": [], "phases": {}, "repo_bytes": {}, "repo_alloc_bytes": {},
-             "cache_bytes": {}}
-        ok = True
-        for i, cmd in enumerate(obj.init_cmds()):
-            res = run_timed(cmd, obj.env(), None, logdir / f"{t}-init{i}", args.timeout)
-            r["init"].append(res)
-            ok = ok and res["ok"]
-        r["init_ok"] = ok
-        if not ok:
-            log(f"[{name}] {t} init FAILED: {r['init'][-1].get('error')}")
-        result["tools"][t] = r
+              "backend": args.backend, "tools": {}}
+    runs = plan_runs(tools, args.backend)
+    server = None
+    try:
+        if args.backend == "s3":
+            # A fresh moto per corpus: its objects live in its memory and temp files, which
+            # stopping it frees.
+            server = S3Server(bins["moto"], cdir / "s3", args.latency_ms)
+            log(f"[{name}] moto on 127.0.0.1:{server.moto_port}, latency proxy "
+                f"(+{args.latency_ms:g} ms client→server) on {server.endpoint}")
+            sc = measure_s3_ceiling(server, args.seed)
+            result["s3_ceiling"] = sc
+            log(f"[{name}] moto ceiling through the proxy, {CEIL_CONC} at once: PUT "
+                f"{sc['put_MBps']:.0f} MB/s, ranged GET {sc['get_MBps']:.0f} MB/s "
+                f"({sc['small_get_MBps']:.0f} MB/s in 1 MiB ranges); small "
+                f"request {sc['rtt_proxy_ms']:.1f} ms (direct {sc['rtt_direct_ms']:.1f} ms)"
+                + (f"; {len(sc['errors'])} errors: {sc['errors'][0]}" if sc["errors"] else ""))
+            result["skipped"] = {t: "no S3 backend" for t in tools if t not in S3_TOOLS}
+            for t, why in result["skipped"].items():
+                log(f"[{name}] {t}: skipped ({why})")
+        objs = {}
+        for label, t, backend in runs:
+            bucket = f"{name}-{t}" if backend == "s3" else None
+            if bucket:
+                server.create_bucket(bucket)
+            obj = TOOL_CLASSES[t](bins[t], cdir / label.replace("@", "-"), src, backend,
+                                  server if backend == "s3" else None, bucket)
+            obj.prepare()
+            objs[label] = obj
+            r = {"tool": t, "backend": backend, "location": obj.location(), "init": [],
+                 "phases": {}, "repo_bytes": {}, "repo_alloc_bytes": {}, "cache_bytes": {}}
+            ok = True
+            for i, cmd in enumerate(obj.init_cmds()):
+                res = run_timed(cmd, obj.env(), None, logdir / f"{label}-init{i}", args.timeout)
+                r["init"].append(res)
+                ok = ok and res["ok"]
+            r["init_ok"] = ok
+            if not ok:
+                log(f"[{name}] {label} init FAILED: {r['init'][-1].get('error')}")
+            result["tools"][label] = r
 
-    for phase in PHASES:
-        if phase == "backup3":
-            log(f"[{name}] mutating the source (seed {args.seed})")
-            result["mutation"] = mutate(src, args.seed + 1)
-            result["stats_after_mutation"] = corpus_stats(src)
-            log(f"[{name}] mutation: {result['mutation']}")
-        for t in tools:
-            obj, r = objs[t], result["tools"][t]
-            if not r["init_ok"]:
-                r["phases"][phase] = {"ok": False, "skipped": True, "error": "init failed"}
-                continue
-            os.sync()  # no pending writeback from the previous tool
-            if phase == "restore":
-                target = workrun / "restore" / f"{name}-{t}"  # fresh, never used before
-                target.parent.mkdir(parents=True, exist_ok=True)
-                cmd, cwd = obj.restore_cmd(target)
-                res = run_timed(cmd, obj.env(), cwd, logdir / f"{t}-{phase}", args.timeout)
-                if res["ok"]:
-                    root = obj.restored_root(target)
-                    vok, problems, nfiles = compare_trees(src, root)
-                    res["verified"] = vok
-                    res["verified_files"] = nfiles
-                    res["restored_root"] = str(root)
-                    if not vok:
-                        res["ok"] = False
-                        res["error"] = "verification failed: " + "; ".join(problems)
-            else:
-                n = int(phase[-1])
-                res = run_timed(obj.backup_cmd(n), obj.env(), None, logdir / f"{t}-{phase}",
-                                args.timeout)
-                obj.after_backup(n, (logdir / f"{t}-{phase}.out").read_text(errors="replace"))
-                os.sync()
-                r["repo_bytes"][phase], r["repo_alloc_bytes"][phase] = tree_size(obj.repo)
-                r["cache_bytes"][phase] = tree_size(obj.cache)[0]
-            r["phases"][phase] = res
-            status = "ok" if res["ok"] else "FAILED: " + res.get("error", "")
-            rss = f"{res['rss_kb'] / 1024:.0f} MiB" if res.get("rss_kb") else "?"
-            log(f"[{name}] {PHASE_TITLES[phase]:<22} {t:<9} {res['wall_s']:8.2f} s  "
-                f"peak RSS {rss:>9}  {status}")
-        if phase == "backup1":
-            for t in tools:
-                r = result["tools"][t]
-                p = r["phases"].get("backup1", {})
-                if p.get("ok"):
-                    r["first_backup_MBps"] = stats["bytes"] / MB / p["wall_s"]
-                    if ceiling["ceiling_MBps"]:
-                        r["share_of_ceiling"] = r["first_backup_MBps"] / ceiling["ceiling_MBps"]
-    for t in tools:
-        r = result["tools"][t]
-        rb = r["repo_bytes"]
-        r["repo_after_first_bytes"] = rb.get("backup1")
-        if "backup3" in rb and "backup2" in rb:
-            r["bytes_added_by_third"] = rb["backup3"] - rb["backup2"]
-        if "backup2" in rb and "backup1" in rb:
-            r["bytes_added_by_second"] = rb["backup2"] - rb["backup1"]
+        for phase in PHASES:
+            if phase == "backup3":
+                log(f"[{name}] mutating the source (seed {args.seed})")
+                result["mutation"] = mutate(src, args.seed + 1)
+                result["stats_after_mutation"] = corpus_stats(src)
+                log(f"[{name}] mutation: {result['mutation']}")
+            for label, t, backend in runs:
+                obj, r = objs[label], result["tools"][label]
+                if not r["init_ok"]:
+                    r["phases"][phase] = {"ok": False, "skipped": True, "error": "init failed"}
+                    continue
+                os.sync()  # no pending writeback from the previous tool
+                before = server.snapshot() if backend == "s3" else None
+                if phase == "restore":
+                    target = workrun / "restore" / f"{name}-{label}"  # fresh, never used before
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    cmd, cwd = obj.restore_cmd(target)
+                    res = run_timed(cmd, obj.env(), cwd, logdir / f"{label}-{phase}",
+                                    args.timeout)
+                    if before is not None:
+                        res["s3"] = server.delta(before)
+                    if res["ok"]:
+                        root = obj.restored_root(target)
+                        vok, problems, nfiles = compare_trees(src, root)
+                        res["verified"] = vok
+                        res["verified_files"] = nfiles
+                        res["restored_root"] = str(root)
+                        if not vok:
+                            res["ok"] = False
+                            res["error"] = "verification failed: " + "; ".join(problems)
+                    if not args.keep:  # disk: one restore at a time
+                        shutil.rmtree(target, ignore_errors=True)
+                else:
+                    n = int(phase[-1])
+                    res = run_timed(obj.backup_cmd(n), obj.env(), None,
+                                    logdir / f"{label}-{phase}", args.timeout)
+                    if before is not None:
+                        res["s3"] = server.delta(before)
+                    obj.after_backup(n, (logdir / f"{label}-{phase}.out")
+                                     .read_text(errors="replace"))
+                    os.sync()
+                    r["repo_bytes"][phase], r["repo_alloc_bytes"][phase] = obj.repo_size()
+                    r["cache_bytes"][phase] = tree_size(obj.cache)[0]
+                r["phases"][phase] = res
+                status = "ok" if res["ok"] else "FAILED: " + res.get("error", "")
+                rss = f"{res['rss_kb'] / 1024:.0f} MiB" if res.get("rss_kb") else "?"
+                extra = ""
+                if res.get("s3"):
+                    d = res["s3"]
+                    bad = sum(v for k, v in d["requests"].items() if k[-3] in "45")
+                    extra = (f"  up {d['up_bytes'] / MB:.0f} MB, down {d['down_bytes'] / MB:.0f}"
+                             f" MB, {sum(d['requests'].values())} requests"
+                             + (f" ({bad} answered 4xx/5xx)" if bad else "")
+                             + f", moto CPU {d['moto_cpu_s']:.1f} s")
+                log(f"[{name}] {PHASE_TITLES[phase]:<22} {label:<17} {res['wall_s']:8.2f} s  "
+                    f"peak RSS {rss:>9}{extra}  {status}")
+                if server is not None and not server.alive():
+                    log(f"[{name}] moto or the proxy died (see {server.log_path})")
+            if phase == "backup1":
+                for label in result["tools"]:
+                    r = result["tools"][label]
+                    p = r["phases"].get("backup1", {})
+                    if p.get("ok"):
+                        r["first_backup_MBps"] = stats["bytes"] / MB / p["wall_s"]
+                        if ceiling["ceiling_MBps"]:
+                            r["share_of_ceiling"] = (r["first_backup_MBps"]
+                                                     / ceiling["ceiling_MBps"])
+        nrestored = result.get("stats_after_mutation", stats)["bytes"]
+        for label in result["tools"]:
+            r = result["tools"][label]
+            rb = r["repo_bytes"]
+            r["repo_after_first_bytes"] = rb.get("backup1")
+            if "backup3" in rb and "backup2" in rb:
+                r["bytes_added_by_third"] = rb["backup3"] - rb["backup2"]
+            if "backup2" in rb and "backup1" in rb:
+                r["bytes_added_by_second"] = rb["backup2"] - rb["backup1"]
+            p = r["phases"].get("restore", {})
+            if p.get("ok"):
+                r["restore_MBps"] = nrestored / MB / p["wall_s"]
+            sc = result.get("s3_ceiling")
+            for phase, key, direction in (("backup1", "put", "up_bytes"),
+                                          ("restore", "get", "down_bytes")):
+                p = r["phases"].get(phase, {})
+                if p.get("ok") and p.get("s3"):
+                    wire = p["s3"][direction] / MB / p["wall_s"]
+                    r[f"{phase}_wire_MBps"] = wire
+                    if sc and sc.get(f"{key}_MBps"):
+                        r[f"{phase}_share_of_moto"] = wire / sc[f"{key}_MBps"]
+    finally:
+        if server is not None:
+            server.stop()
     if not args.keep:
         log(f"[{name}] removing {cdir} and the restores")
         shutil.rmtree(cdir, ignore_errors=True)
-        for t in tools:
-            shutil.rmtree(workrun / "restore" / f"{name}-{t}", ignore_errors=True)
+        for label in result["tools"]:
+            shutil.rmtree(workrun / "restore" / f"{name}-{label}", ignore_errors=True)
         os.sync()
     return result
 
@@ -872,10 +1457,94 @@ def machine_info(nproc: int, work: Path) -> dict:
             "python": platform.python_version()}
 
 
+# The issue's targets for strata on object storage: (name, numerator label and phase,
+# denominator label and phase, "min"/"max", bound). Each ratio is of wall times, arranged so
+# that it reads as written: speed of the S3 run relative to the other.
+S3_TARGETS = [
+    ("first backup to S3, speed vs local disk", ("@local", "backup1"), ("@s3", "backup1"),
+     "min", 0.80),
+    ("first backup to S3, speed vs restic to S3", ("restic@s3", "backup1"), ("@s3", "backup1"),
+     "min", 2.0),
+    ("restore from S3, speed vs local disk", ("@local", "restore"), ("@s3", "restore"),
+     "min", 0.70),
+    ("restore from S3, speed vs restic from S3", ("restic@s3", "restore"), ("@s3", "restore"),
+     "min", 2.0),
+    ("unchanged re-backup, warm cache: time on S3 / local", ("@s3", "backup2"),
+     ("@local", "backup2"), "max", 1.5),
+]
+
+
+def render_s3(c: dict) -> list[str]:
+    """The object-storage tables: rates against moto's ceiling, traffic, and the targets."""
+    sc = c.get("s3_ceiling") or {}
+    lines = ["Object storage: rates are the corpus's bytes per wall second (the restore's: "
+             "the mutated corpus's); wire MB/s is what passed the proxy (requests and "
+             "answers, headers included) per wall second, as a share of moto's ceiling above "
+             "(PUT for the first backup, GET for the restore); requests are moto's log of "
+             "the phase (method and status: 4xx/5xx answers show retries and misses).", "",
+             "| run | first s | first MB/s | up MB/s wire (% moto PUT) | re-backup s | "
+             "restore s | restore MB/s | down MB/s wire (% moto GET) | moto CPU s 1st/re/"
+             "restore | requests 1st | requests re-backup | requests restore |",
+             "|" + "---|" * 12]
+
+    def reqs(p):
+        d = p.get("s3")
+        if not d:
+            return "—"
+        return ", ".join(f"{k}: {v}" for k, v in d["requests"].items()) or "0"
+
+    for label, r in c["tools"].items():
+        ph = r["phases"]
+
+        def t(p):
+            x = ph.get(p, {})
+            return f"{x['wall_s']:.2f}" if x.get("ok") else "FAIL"
+
+        def wire(phase):
+            w = r.get(f"{phase}_wire_MBps")
+            sh_ = r.get(f"{phase}_share_of_moto")
+            if w is None:
+                return "—"
+            return f"{w:.0f}" + (f" ({100 * sh_:.0f}%)" if sh_ is not None else "")
+
+        cpu = "/".join(fmt(ph.get(p, {}).get("s3", {}).get("moto_cpu_s"), ".1f")
+                       for p in ("backup1", "backup2", "restore"))
+        lines.append("| " + " | ".join([
+            label, t("backup1"), fmt(r.get("first_backup_MBps"), ".0f"), wire("backup1"),
+            t("backup2"), t("restore"), fmt(r.get("restore_MBps"), ".0f"), wire("restore"),
+            cpu if r.get("backend") == "s3" else "—",
+            reqs(ph.get("backup1", {})), reqs(ph.get("backup2", {})),
+            reqs(ph.get("restore", {}))]) + " |")
+    lines.append("")
+    lines += ["Targets (wall-time ratios):", "",
+              "| target | bound | " + " | ".join(
+                  t for t in ("strata", BASE_TOOL) if f"{t}@s3" in c["tools"]) + " |",
+              "|---|---|" + "---|" * sum(f"{t}@s3" in c["tools"] for t in ("strata", BASE_TOOL))]
+    for name, (nl, np_), (dl, dp), kind, bound in S3_TARGETS:
+        cells = []
+        for t in ("strata", BASE_TOOL):
+            if f"{t}@s3" not in c["tools"]:
+                continue
+            a = c["tools"].get(nl if not nl.startswith("@") else t + nl, {})
+            b = c["tools"].get(dl if not dl.startswith("@") else t + dl, {})
+            x, y = a.get("phases", {}).get(np_, {}), b.get("phases", {}).get(dp, {})
+            if not (x.get("ok") and y.get("ok") and y["wall_s"] > 0):
+                cells.append("—")
+                continue
+            v = x["wall_s"] / y["wall_s"]
+            met = v >= bound if kind == "min" else v <= bound
+            cells.append(f"{v:.2f}" + ("" if met else " **missed**"))
+        lines.append(f"| {name} | {'≥' if kind == 'min' else '≤'} {bound:g} | "
+                     + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        "# strata vs restic, rustic, borg, bupstash",
+        "# strata vs restic, rustic, borg, bupstash"
+        + (" — repositories on S3" if report.get("backend") == "s3" else ""),
         "",
         f"Generated by `benches/compare/run.py` on {report['date']}.",
         "",
@@ -888,12 +1557,26 @@ def render_markdown(report: dict) -> str:
         "(caches excluded). Ratios are restic's time / the tool's time: above 1 is faster "
         "than restic. The page cache was warm (one full read of the corpus before phase 1); "
         "`sync` ran before every timed command.",
-        "",
-        "Flags per tool:",
-        "",
     ]
+    s3 = report.get("backend") == "s3"
+    if s3:
+        skipped = [t for t in report["tools"] if t not in S3_TOOLS]
+        lines.append(
+            f"- Backend: S3, one bucket per tool on a local moto server (a single Python "
+            f"process, started fresh for each corpus), reached through a proxy in the harness "
+            f"that delays every byte from the tools to moto by {report['latency_ms']:g} ms "
+            f"(answers are not delayed), so every request costs about that much more; dummy "
+            f"credentials. Rows `TOOL@s3` use it, rows `TOOL@local` a local repository in "
+            f"the same run."
+            + (f" Skipped, no S3 backend: {', '.join(skipped)}." if skipped else ""))
+    lines += ["", "Flags per tool:", ""]
     for t in report["tools"]:
-        lines.append(f"- **{t}**: {TOOL_CLASSES[t].flags}")
+        if s3 and t not in S3_TOOLS:
+            continue
+        fl = TOOL_CLASSES[t].flags
+        if s3:
+            fl += f"; on S3: {TOOL_CLASSES[t].s3_flags}"
+        lines.append(f"- **{t}**: {fl}")
     lines.append("")
     for cname, c in report["corpora"].items():
         st = c["stats"]
@@ -922,7 +1605,22 @@ def render_markdown(report: dict) -> str:
             + f". Ceiling = slower of hash and compress = {fmt(ce['ceiling_MBps'], '.0f')} MB/s.",
             "",
         ]
-        s = c["tools"].get("strata", {})
+        sc = c.get("s3_ceiling")
+        if sc:
+            lines += [
+                f"moto's ceiling, measured with a plain client through the same proxy, "
+                f"{sc['concurrency']} requests at once (moto closes the connection after every "
+                f"answer, for the tools too): PUT of "
+                f"{sc['objects']} objects of {sc['object_bytes'] // MIB} MiB "
+                f"**{sc['put_MBps']:.0f} MB/s** (moto CPU {sc['put_moto_cpu_s']:.1f} s in "
+                f"{sc['put_s']:.1f} s); ranged GETs of {sc['range_bytes'] // MIB} MiB of them "
+                f"**{sc['get_MBps']:.0f} MB/s** (moto CPU {sc['get_moto_cpu_s']:.1f} s in "
+                f"{sc['get_s']:.1f} s); ranged GETs of {sc['small_range_bytes'] // MIB} MiB "
+                f"{sc['small_get_MBps']:.0f} MB/s (moto reads the whole object for every "
+                f"range). A small request (HEAD) takes {sc['rtt_proxy_ms']:.1f} ms "
+                f"through the proxy, {sc['rtt_direct_ms']:.1f} ms direct."
+                + (f" Errors: {'; '.join(sc['errors'][:3])}." if sc["errors"] else ""), ""]
+        s = c["tools"].get("strata") or c["tools"].get("strata@local") or {}
         if s.get("share_of_ceiling") is not None:
             lines += [f"**strata's first backup: {s['first_backup_MBps']:.0f} MB/s = "
                       f"{100 * s['share_of_ceiling']:.0f}% of the ceiling.**", ""]
@@ -931,7 +1629,9 @@ def render_markdown(report: dict) -> str:
                "1st MB/s (% ceiling)", "×restic 1st", "×restic re", "×restic mut",
                "×restic restore"]
         lines += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-        restic = c["tools"].get("restic", {}).get("phases", {})
+        ref = "restic@s3" if c.get("backend") == "s3" else "restic"
+        restic = c["tools"].get(ref, {}).get("phases", {})
+        ref_backend = c["tools"].get(ref, {}).get("backend")
         notes = []
         for t, r in c["tools"].items():
             ph = r["phases"]
@@ -950,6 +1650,8 @@ def render_markdown(report: dict) -> str:
 
             def ratio(p):
                 x, y = ph.get(p, {}), restic.get(p, {})
+                if r.get("backend", ref_backend) != ref_backend:
+                    return "—"  # restic ran on the other backend
                 if x.get("ok") and y.get("ok") and x["wall_s"] > 0:
                     return f"{y['wall_s'] / x['wall_s']:.2f}"
                 return "—"
@@ -966,14 +1668,23 @@ def render_markdown(report: dict) -> str:
                 rss, fmt(None if first is None else first / MB, ".1f"),
                 fmt(None if added is None else added / MB, ".1f"), rate_s] + [ratio(p) for p in PHASES]
             lines.append("| " + " | ".join(row) + " |")
+        loads = [x["loadavg_before"] for r in c["tools"].values()
+                 for x in r["phases"].values() if x.get("loadavg_before") is not None]
+        if loads:
+            lines += ["", f"Load average (1 min) when the timed commands started: "
+                      f"{min(loads):.1f} to {max(loads):.1f} on {m['nproc']} cores."]
         verified = sorted({x["phases"]["restore"].get("verified_files") for x in
                            c["tools"].values() if x["phases"].get("restore", {}).get("verified")})
         if verified:
             lines += ["", "Every restore marked ok was verified byte for byte against the "
                       f"mutated source ({', '.join(f'{v:,}' for v in verified)} files)."]
         lines.append("")
+        if c.get("backend") == "s3":
+            lines += render_s3(c)
+        for t, why in c.get("skipped", {}).items():
+            notes.append(f"{t}: skipped ({why})")
         if notes:
-            lines += ["Failures:", ""] + [f"- {n}" for n in notes] + [""]
+            lines += ["Failures and skips:", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["Raw numbers (every command, exit code, user/sys CPU, repo and cache sizes per "
               "phase) are in the JSON file beside this one.", ""]
     return "\n".join(lines)
@@ -986,6 +1697,9 @@ def main() -> None:
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
                     help=f"comma-separated subset of {','.join(ALL_TOOLS)} (run in this order); "
                     f"{BASE_TOOL} runs the binary of --strata-base")
+    ap.add_argument("--strata", default=None, metavar="BIN",
+                    help="the strata binary to run as tool strata (default: target/release/strata, "
+                    "built first unless --no-build)")
     ap.add_argument("--strata-base", default=None, metavar="BIN",
                     help=f"an earlier strata binary, run as tool {BASE_TOOL} (before/after)")
     ap.add_argument("--large-gib", type=float, default=None,
@@ -997,6 +1711,13 @@ def main() -> None:
                     help="markdown output; the JSON goes beside it (default %(default)s)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "strata-bench"),
                     help="where cargo-installed tools are kept (default %(default)s)")
+    ap.add_argument("--backend", choices=["local", "s3"], default="local",
+                    help="where the repositories live: local directories, or buckets of a local "
+                    "moto S3 server (borg and bupstash, which have no S3 backend, are skipped; "
+                    "strata and strata-base also run locally for the ratios)")
+    ap.add_argument("--latency-ms", type=float, default=0,
+                    help="with --backend s3: delay every byte from the tools to moto by this "
+                    "many ms (a proxy in the harness), so every request costs that much more")
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--timeout", type=float, default=7200, help="per command, seconds")
@@ -1008,6 +1729,8 @@ def main() -> None:
         args.large_gib = 0.2 if args.quick else 2.0
     if args.usr_share_files is None:
         args.usr_share_files = 3000 if args.quick else 0
+    global STRATA_GIVEN
+    STRATA_GIVEN = str(Path(args.strata).resolve()) if args.strata else None
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     for t in tools:
         if t not in TOOL_CLASSES:
@@ -1020,7 +1743,16 @@ def main() -> None:
     command = "python3 benches/compare/run.py" + (" " + shlex.join(sys.argv[1:])
                                                   if sys.argv[1:] else "")
 
-    bins = ensure_installed(args, tools, cache)
+    if args.latency_ms and args.backend != "s3":
+        sys.exit("--latency-ms needs --backend s3")
+    if args.backend == "s3":
+        skipped = [t for t in tools if t not in S3_TOOLS]
+        if skipped:
+            log(f"--backend s3: skipping {', '.join(skipped)} (no S3 backend)")
+        bins = ensure_installed(args, [t for t in tools if t in S3_TOOLS], cache)
+        bins["moto"] = find_moto(args, cache)
+    else:
+        bins = ensure_installed(args, tools, cache)
     nproc = os.cpu_count() or 1
     try:
         nproc = int(capture(["nproc"]))
@@ -1043,7 +1775,12 @@ def main() -> None:
 
     versions = {}
     for t in tools:
-        versions[t] = TOOL_CLASSES[t](bins[t], workrun, workrun).version()
+        if t in bins:
+            versions[t] = TOOL_CLASSES[t](bins[t], workrun, workrun).version()
+    if "moto" in bins:
+        py = bins["moto"].parent / "python"
+        versions["moto"] = capture([str(py), "-c", "import moto; print(moto.__version__)"]) \
+            + f" ({bins['moto']})"
     versions["b3sum"] = capture(["b3sum", "--version"])
     versions["zstd"] = capture(["zstd", "--version"]).strip("* ")
     report = {
@@ -1054,6 +1791,8 @@ def main() -> None:
         "machine": machine_info(nproc, work),
         "versions": versions,
         "tools": tools,
+        "backend": args.backend,
+        "latency_ms": args.latency_ms,
         "binaries": {t: str(b) for t, b in bins.items()},
         "flags": {t: TOOL_CLASSES[t].flags for t in tools},
         "work_run": str(workrun),
