@@ -718,7 +718,7 @@ impl IndexedRepo {
         let loaded = if vanished { Default::default() } else { loaded };
         let fresh: Vec<&String> = listed.iter().filter(|n| !loaded.contains(*n)).collect();
         let mut damaged_files = Vec::new();
-        for batch in fresh.chunks(64) {
+        for batch in fresh.chunks(indexfile::FILES_AT_ONCE) {
             let decoded: Vec<_> = batch
                 .par_iter()
                 .map(|n| (*n, self.read_index_file(n)))
