@@ -13,8 +13,8 @@ use crate::repo::tree::Node;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// How many objects (trees, index files) a breadth-first pass loads at once on the thread
-/// pool: enough to keep every core and a remote backend busy, few enough to bound memory.
+/// How many objects (trees) a breadth-first pass loads at once on the thread pool: enough
+/// to keep every core and a remote backend busy, few enough to bound memory.
 pub(crate) const BATCH: usize = 256;
 
 /// Runs `load` on `pool` for `items`, [`BATCH`] at a time, and hands each item with its
@@ -25,9 +25,21 @@ pub(crate) fn in_batches<T: Sync, R: Send, E: From<Cancelled>>(
     pool: &IoPool,
     cancel: &Cancel,
     load: impl Fn(&T) -> R + Sync,
+    take: impl FnMut(&T, R) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    in_batches_of(BATCH, items, pool, cancel, load, take)
+}
+
+/// [`in_batches`], `size` items at a time (for items whose results are large).
+pub(crate) fn in_batches_of<T: Sync, R: Send, E: From<Cancelled>>(
+    size: usize,
+    items: &[T],
+    pool: &IoPool,
+    cancel: &Cancel,
+    load: impl Fn(&T) -> R + Sync,
     mut take: impl FnMut(&T, R) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    for batch in items.chunks(BATCH) {
+    for batch in items.chunks(size) {
         cancel.check()?;
         let loaded: Vec<R> = pool.install(|| batch.par_iter().map(&load).collect());
         for (item, r) in batch.iter().zip(loaded) {

@@ -2,6 +2,7 @@
 //! mapping every blob id to its pack, offset and lengths. Kept per repository in the cache
 //! directory; it never holds anything the index files do not say.
 pub mod idfilter;
+pub(crate) mod stored;
 use crate::repo::blob::{BlobType, Compression};
 use crate::repo::id::{BlobId, Id, PackId};
 use crate::repo::indexfile::PackEntries;

@@ -5,18 +5,24 @@
 //! read-data, selected packs are downloaded whole and verified: their hash, their header
 //! against the index, and every indexed blob (decryption, decompression and keyed id).
 //!
+//! The index files are loaded into a temporary database ([`StoredIndex`]) where the walk
+//! marks what it reaches, so memory does not grow with the number of blobs.
+//!
 //! Damage is collected into a report rather than returned as an error, so one bad object
 //! never hides another; only failures that prevent checking at all (e.g. listing the
 //! backend) are errors.
 use crate::backend::Kind;
 use crate::backend::pool::IoPool;
 use crate::cancel::{Cancel, Cancelled};
+use crate::index::IndexError;
+use crate::index::stored::{StoredIndex, StoredPack};
 use crate::observer::{Counters, Observer, Phase};
 use crate::ops::sandbox::validate_name;
-use crate::repo::blob::{BlobType, Compression, PackedBlobError};
+use crate::repo::blob::{BlobType, PackedBlobError};
 use crate::repo::dictionary::{self, DictId};
 use crate::repo::id::{BlobId, Id, PackId, SnapshotId, TreeId};
-use crate::repo::pack::{self, BlobEntry, PackFormat, TRAILER_LEN};
+use crate::repo::indexfile::FILES_AT_ONCE;
+use crate::repo::pack::{self, BlobEntry, TRAILER_LEN};
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, Tree};
 use crate::vfs::{self, Reached};
@@ -26,7 +32,6 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-/// Index files and trees are loaded this many at a time (bounds memory on wide repositories).
 /// At most this many whole packs are held in memory while reading data.
 const MAX_PACKS_IN_FLIGHT: usize = 4;
 
@@ -177,16 +182,6 @@ impl CheckReport {
     }
 }
 
-/// What the index files say, read straight from the repository (not from the local cache).
-#[derive(Default)]
-struct IndexView {
-    packs: HashMap<PackId, Vec<BlobEntry>>,
-    /// Pack id -> its format and recorded length, as the first index file listing it says.
-    pack_formats: HashMap<PackId, (PackFormat, Option<u64>)>,
-    /// Blob id -> its type and raw (plaintext) length.
-    blobs: HashMap<BlobId, (BlobType, u32)>,
-}
-
 /// Checks the repository; see the module documentation.
 pub fn check(
     repo: &IndexedRepo,
@@ -202,7 +197,7 @@ pub fn check(
 
     progress.item("index");
     let index = load_index(repo, cancel, &mut report.errors)?;
-    report.packs = index.packs.len() as u64;
+    report.packs = index.pack_count()?;
 
     progress.item("dictionaries");
     let broken = check_dictionaries(repo, &index, read != ReadData::None, &mut report)?;
@@ -229,13 +224,9 @@ pub fn check(
         progress,
     )?;
     check_entry_budgets(&walk, &snapshots, &mut report.errors);
-    report.trees = walk.trees.len() as u64;
-    report.blobs_referenced = walk.data.len() as u64;
-    report.unused_blobs = index
-        .blobs
-        .keys()
-        .filter(|id| !walk.trees.contains(&TreeId(id.0)) && !walk.data.contains(*id))
-        .count() as u64;
+    report.trees = walk.shapes.len() as u64;
+    report.blobs_referenced = index.chunks_referenced()?;
+    report.unused_blobs = index.unused_blobs()?;
     drop(walk);
 
     progress.phase(Phase::Verifying);
@@ -247,30 +238,27 @@ pub fn check(
         .map(|e| (e.name, e.size))
         .collect();
     let mut readable = Vec::new();
-    let mut indexed_packs: Vec<_> = index.packs.iter().collect();
-    indexed_packs.sort_by(|a, b| a.0.cmp(b.0));
-    for (pack, entries) in indexed_packs {
-        let name = pack.0.to_hex();
+    let mut indexed = HashSet::new();
+    index.for_each_pack(|pack| {
+        let name = pack.id.0.to_hex();
+        indexed.insert(pack.id);
         let Some(&size) = present.get(&name) else {
             report.errors.push(Problem::new(
                 "pack",
                 &name,
                 format!(
                     "missing from the repository ({} indexed blobs are lost)",
-                    entries.len()
+                    pack.entries.len()
                 ),
             ));
-            continue;
+            return;
         };
-        let (format, length) = index.pack_formats[pack];
-        report
-            .errors
-            .extend(size_problem(&name, size, format, length, entries));
-        readable.push((*pack, size));
-    }
+        report.errors.extend(size_problem(&name, size, &pack));
+        readable.push((pack.id, size));
+    })?;
     let mut unused: Vec<String> = present
         .into_keys()
-        .filter(|name| Id::from_hex(name).is_none_or(|id| !index.packs.contains_key(&PackId(id))))
+        .filter(|name| Id::from_hex(name).is_none_or(|id| !indexed.contains(&PackId(id))))
         .collect();
     unused.sort();
     report.unused_packs = unused;
@@ -288,9 +276,11 @@ pub fn check(
                 .par_iter()
                 .filter(|_| !cancel.is_cancelled())
                 .map(|(pack, size)| {
-                    let entries = index.packs.get(pack).map(Vec::as_slice).unwrap_or(&[]);
-                    let format = index.pack_formats[pack].0;
-                    let r = read_pack(repo, *pack, format, entries, &broken);
+                    let r = match index.pack(pack) {
+                        Ok(Some(stored)) => read_pack(repo, &stored, &broken),
+                        Ok(None) => PackResult::default(),
+                        Err(e) => PackResult::failed(e),
+                    };
                     progress.add(r.counters(*size));
                     r
                 })
@@ -298,6 +288,9 @@ pub fn check(
         });
         cancel.check()?;
         for r in results {
+            if let Some(e) = r.failed {
+                return Err(e.into());
+            }
             report.packs_read += r.read as u64;
             report.blobs_read += r.blobs_read;
             report.errors.extend(r.problems);
@@ -309,13 +302,8 @@ pub fn check(
 /// A pack whose listed `size` differs from what its index entries imply: the length its
 /// index file records (version 3), or else at least the end of its last blob plus its
 /// header and trailer (Finding 11: a truncated pack is found without reading data).
-fn size_problem(
-    name: &str,
-    size: u64,
-    format: PackFormat,
-    length: Option<u64>,
-    entries: &[BlobEntry],
-) -> Option<Problem> {
+fn size_problem(name: &str, size: u64, pack: &StoredPack) -> Option<Problem> {
+    let (format, length, entries) = (pack.format, pack.length, &pack.entries);
     let blobs_end = entries
         .iter()
         .map(|e| e.offset as u64 + e.length as u64)
@@ -339,25 +327,14 @@ fn size_problem(
 /// returns the ids of those dictionaries.
 fn check_dictionaries(
     repo: &IndexedRepo,
-    index: &IndexView,
+    index: &StoredIndex,
     read_data: bool,
     report: &mut CheckReport,
 ) -> Result<HashSet<DictId>, RepoError> {
-    let mut users: HashMap<DictId, (u64, Vec<BlobId>)> = HashMap::new();
-    for e in index.packs.values().flatten() {
-        if let Compression::Dictionary(d) = e.compression {
-            let u = users.entry(d).or_default();
-            u.0 += 1;
-            if u.1.len() < 10 {
-                u.1.push(e.id);
-            }
-        }
-    }
+    let users = index.dictionary_users(10)?;
     let affected = |d: &DictId| match users.get(d) {
         None => "; no indexed blob uses it".to_string(),
         Some((n, ids)) => {
-            let mut ids = ids.clone();
-            ids.sort();
             let shown: Vec<String> = ids.iter().take(10).map(|id| id.to_string()).collect();
             let more = match *n as usize > shown.len() {
                 true => format!(" and {} more", *n as usize - shown.len()),
@@ -437,12 +414,14 @@ fn check_keys(repo: &IndexedRepo, problems: &mut Vec<Problem>) -> Result<(), Rep
     Ok(())
 }
 
+/// Loads every index file in the repository (not the local cache: check judges what is
+/// stored) into a temporary database; unreadable ones become problems.
 fn load_index(
     repo: &IndexedRepo,
     cancel: &Cancel,
     problems: &mut Vec<Problem>,
-) -> Result<IndexView, RepoError> {
-    let mut view = IndexView::default();
+) -> Result<StoredIndex, RepoError> {
+    let view = StoredIndex::new()?;
     let known_bad: HashMap<&str, &str> = repo
         .damaged_index_files
         .iter()
@@ -464,19 +443,9 @@ fn load_index(
         .collect();
     let load = |n: &String| repo.read_index_file(n);
     let pool = IoPool::for_backend(repo.backend());
-    walk::in_batches(&names, &pool, cancel, load, |name, r| {
+    walk::in_batches_of(FILES_AT_ONCE, &names, &pool, cancel, load, |name, r| {
         match r {
-            Ok(packs) => {
-                for p in packs {
-                    view.pack_formats
-                        .entry(p.pack)
-                        .or_insert((p.format, p.length));
-                    for b in &p.blobs {
-                        view.blobs.entry(b.id).or_insert((b.ty, b.raw_length));
-                    }
-                    view.packs.entry(p.pack).or_default().extend(p.blobs);
-                }
-            }
+            Ok(packs) => view.add_file(&packs)?,
             Err(e) => problems.push(Problem::new(
                 "index",
                 name,
@@ -485,19 +454,15 @@ fn load_index(
         }
         Ok::<(), RepoError>(())
     })?;
-    for entries in view.packs.values_mut() {
-        entries.sort_by_key(|e| (e.offset, e.length, e.id));
-        entries.dedup();
-    }
     Ok(view)
 }
 
-/// Trees and data blobs reachable from the snapshots.
+/// The shapes of the trees reachable from the snapshots (the blobs they reach are marked
+/// in the [`StoredIndex`]).
 #[derive(Default)]
 struct Walk {
-    trees: HashSet<TreeId>,
-    data: HashSet<BlobId>,
-    /// Each loaded tree's entry count and subtrees, for [`check_entry_budgets`].
+    /// Each reached tree's entry count and subtrees (none if it cannot be loaded), for
+    /// [`check_entry_budgets`].
     shapes: HashMap<TreeId, (u64, Vec<TreeId>)>,
 }
 
@@ -522,25 +487,27 @@ fn check_entry_budgets(
 
 /// State of one walk over the trees reachable from the snapshots.
 struct Walker<'a> {
-    index: &'a IndexView,
+    index: &'a StoredIndex,
     /// Root tree -> the snapshots that have it as their root.
     roots: HashMap<TreeId, Vec<SnapshotId>>,
     walk: Walk,
     /// (blob, length) pairs already reported as differing from the indexed raw length.
     wrong_lengths: HashSet<(BlobId, u32)>,
     problems: &'a mut Vec<Problem>,
+    /// The first failure of the database, which ends the check once the walk returns.
+    failed: Option<IndexError>,
 }
 
 /// Loads every distinct tree reachable from the snapshots (a batch at a time, in parallel)
-/// and collects the data blobs they reference.
+/// and marks them and the data blobs they reference in `index`.
 fn walk_trees(
     repo: &IndexedRepo,
-    index: &IndexView,
+    index: &StoredIndex,
     snapshots: &[(SnapshotId, crate::repo::snapshot::Snapshot)],
     cancel: &Cancel,
     problems: &mut Vec<Problem>,
     progress: &dyn Observer,
-) -> Result<Walk, Cancelled> {
+) -> Result<Walk, RepoError> {
     let mut roots: HashMap<TreeId, Vec<SnapshotId>> = HashMap::new();
     for (id, snap) in snapshots {
         roots.entry(snap.tree).or_default().push(*id);
@@ -551,21 +518,30 @@ fn walk_trees(
         walk: Walk::default(),
         wrong_lengths: HashSet::new(),
         problems,
+        failed: None,
     };
     vfs::for_each_tree(repo, snapshots, cancel, |reached, tree| {
+        if w.failed.is_some() {
+            return;
+        }
         progress.item(&reached.path);
-        w.walk.trees.insert(reached.id);
-        match tree {
+        let done = match tree {
             Ok(tree) => w.check_tree(reached, tree),
             Err(e) => w.report_unloadable(reached, e),
-        }
+        };
+        w.failed = done.err();
     })?;
-    Ok(w.walk)
+    match w.failed {
+        Some(e) => Err(e.into()),
+        None => Ok(w.walk),
+    }
 }
 
 impl Walker<'_> {
     /// Reports a tree that cannot be loaded, naming where it was reached from.
-    fn report_unloadable(&mut self, p: &Reached, e: RepoError) {
+    fn report_unloadable(&mut self, p: &Reached, e: RepoError) -> Result<(), IndexError> {
+        self.walk.shapes.insert(p.id, (0, Vec::new()));
+        self.index.reach_tree(&p.id)?;
         let reason = match e {
             RepoError::MissingBlob(_) => "not in index".to_string(),
             e => e.to_string(),
@@ -582,16 +558,14 @@ impl Walker<'_> {
             p.id,
             format!("cannot be loaded ({origin}): {reason}"),
         ));
+        Ok(())
     }
 
     /// Checks one loaded tree and its entries.
-    fn check_tree(&mut self, p: &Reached, tree: &Tree) {
+    fn check_tree(&mut self, p: &Reached, tree: &Tree) -> Result<(), IndexError> {
         let subtrees = tree.nodes.iter().filter_map(Node::subtree).collect();
         (self.walk.shapes).insert(p.id, (tree.nodes.len() as u64, subtrees));
-        if matches!(
-            self.index.blobs.get(&p.id.blob()),
-            Some((BlobType::Data, _))
-        ) {
+        if matches!(self.index.reach_tree(&p.id)?, Some((BlobType::Data, _))) {
             self.problems.push(Problem::new(
                 "tree",
                 p.id,
@@ -601,9 +575,10 @@ impl Walker<'_> {
         self.check_names(p, tree);
         for node in &tree.nodes {
             if let NodeKind::File { content } = &node.kind {
-                self.check_file(p, node, content);
+                self.check_file(p, node, content)?;
             }
         }
+        Ok(())
     }
 
     /// Reports entry names that are invalid path components, and names used more than once.
@@ -631,7 +606,12 @@ impl Walker<'_> {
     }
 
     /// Checks a file node: its size against its chunks, and each chunk against the index.
-    fn check_file(&mut self, p: &Reached, node: &Node, content: &[ChunkRef]) {
+    fn check_file(
+        &mut self,
+        p: &Reached,
+        node: &Node,
+        content: &[ChunkRef],
+    ) -> Result<(), IndexError> {
         let path = vfs::child_path(&p.path, &node.name);
         let sum: u64 = content.iter().map(|c| u64::from(c.len)).sum();
         if node.size != sum {
@@ -646,24 +626,25 @@ impl Walker<'_> {
             ));
         }
         for chunk in content {
-            self.check_chunk(p, &path, chunk);
+            self.check_chunk(p, &path, chunk)?;
         }
+        Ok(())
     }
 
     /// Checks one chunk of the file at `path`: indexed, as a data blob, with the same length.
-    fn check_chunk(&mut self, p: &Reached, path: &str, chunk: &ChunkRef) {
-        let first = self.walk.data.insert(chunk.id);
-        let problem = match self.index.blobs.get(&chunk.id) {
-            Some(&(BlobType::Data, raw)) => {
+    fn check_chunk(&mut self, p: &Reached, path: &str, chunk: &ChunkRef) -> Result<(), IndexError> {
+        let (listed, first) = self.index.reference_chunk(&chunk.id)?;
+        let problem = match listed {
+            Some((BlobType::Data, raw)) => {
                 if raw == chunk.len || !self.wrong_lengths.insert((chunk.id, chunk.len)) {
-                    return;
+                    return Ok(());
                 }
                 format!(
                     "has length {raw} in the index but {} in the tree",
                     chunk.len
                 )
             }
-            _ if !first => return,
+            _ if !first => return Ok(()),
             Some((BlobType::Tree, _)) => "is indexed as a tree blob".to_string(),
             None => "not in index".to_string(),
         };
@@ -675,10 +656,18 @@ impl Walker<'_> {
                 p.snapshot.0.short()
             ),
         ));
+        Ok(())
     }
 }
 
 impl PackResult {
+    fn failed(e: IndexError) -> PackResult {
+        PackResult {
+            failed: Some(e),
+            ..PackResult::default()
+        }
+    }
+
     /// What reading the pack, of `size` bytes, adds to the report's figures.
     fn counters(&self, size: u64) -> Counters {
         Counters {
@@ -696,17 +685,15 @@ struct PackResult {
     read: bool,
     blobs_read: u64,
     problems: Vec<Problem>,
+    /// The database failed to give the pack's entries: the check cannot go on.
+    failed: Option<IndexError>,
 }
 
-/// Downloads one pack and verifies its hash, its header against `entries` (the index's
-/// entries for it), and every blob in `entries`.
-fn read_pack(
-    repo: &IndexedRepo,
-    pack: PackId,
-    format: PackFormat,
-    entries: &[BlobEntry],
-    broken: &HashSet<DictId>,
-) -> PackResult {
+/// Downloads one pack and verifies its hash, its header against its entries in the index
+/// files, and every blob those list.
+fn read_pack(repo: &IndexedRepo, pack: &StoredPack, broken: &HashSet<DictId>) -> PackResult {
+    let (format, entries) = (pack.format, &pack.entries);
+    let pack = pack.id;
     let name = pack.0.to_hex();
     let mut r = PackResult::default();
     let bytes = match repo.backend().get(Kind::Pack, &name) {

@@ -112,6 +112,10 @@ fn decode_v3_pack(b: &[u8]) -> Result<(PackEntries, &[u8]), PackError> {
 /// Written packs are indexed once this many of their blobs await an index file.
 pub(crate) const BATCH_BLOBS: usize = 50_000;
 
+/// How many index files are decoded at once: each lists up to [`BATCH_BLOBS`] blobs, so
+/// this bounds the entries in memory (about 400,000) however many files there are.
+pub(crate) const FILES_AT_ONCE: usize = 8;
+
 /// Pack listings waiting for an index file, handed out a batch at a time: once they list
 /// [`BATCH_BLOBS`] blobs, and at the end whatever is left. Backup's packer, prune and
 /// repair write their index files in these batches.

@@ -722,7 +722,7 @@ impl IndexedRepo {
         let fresh: Vec<&String> = listed.iter().filter(|n| !loaded.contains(*n)).collect();
         let mut damaged_files = Vec::new();
         let pool = IoPool::for_backend(self.backend());
-        for batch in fresh.chunks(64) {
+        for batch in fresh.chunks(indexfile::FILES_AT_ONCE) {
             let decoded = pool.install(|| {
                 (batch.par_iter())
                     .map(|n| (*n, self.read_index_file(n)))
