@@ -13,7 +13,7 @@
 //! backend) are errors.
 use crate::backend::Kind;
 use crate::backend::pool::IoPool;
-use crate::cancel::{Cancel, Cancelled};
+use crate::cancel::Cancel;
 use crate::index::IndexError;
 use crate::index::stored::{StoredIndex, StoredPack};
 use crate::observer::{Counters, Observer, Phase};
