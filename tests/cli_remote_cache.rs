@@ -1,8 +1,7 @@
-//! The local cache of a remote repository (issue 15), against a moto server: once `ls` has
-//! read a snapshot's trees, they come from the cache (the tree packs can vanish from the
-//! store and `ls` still lists every file), while `check` reads the store itself and finds
-//! them gone; snapshot files are cached and dropped again when the store no longer lists
-//! them.
+//! The local cache of a remote repository (issue 15), against a moto server: a backup keeps
+//! the snapshot and tree packs it writes; `ls` then reads the trees from the cache (the tree
+//! packs can vanish from the store and `ls` still lists every file), while `check` reads the
+//! store itself and finds them gone; a snapshot the store no longer lists leaves the cache.
 
 mod common;
 
@@ -50,17 +49,26 @@ fn warm_listings_read_trees_from_the_cache_and_check_reads_the_store() {
     repo.ok([OsStr::new("backup"), src.as_os_str()]);
 
     let cache = repo.cache_path();
-    assert_eq!(cached(&cache, "snapshots"), vec![first_id.clone()]);
-    let listing = repo.ok(["ls", "-R", "latest"]).stdout;
-    assert_eq!(
-        cached(&cache, "snapshots").len(),
-        2,
-        "ls latest read the second"
+    let snapshots = cached(&cache, "snapshots");
+    assert_eq!(snapshots.len(), 2, "both backups kept their snapshots");
+    assert!(snapshots.contains(&first_id));
+    let written = cached(&cache, "data");
+    assert!(
+        !written.is_empty(),
+        "the backups kept the tree packs they wrote"
     );
-    let tree_packs = cached(&cache, "data");
-    assert!(!tree_packs.is_empty(), "ls kept the tree packs it read");
-
     let store = backend::open(&moto.location("cache", "r"), &[]).unwrap();
+    let stored: Vec<String> = (store.list(Kind::Pack).unwrap().into_iter())
+        .map(|e| e.name)
+        .collect();
+    assert!(
+        written.iter().all(|p| stored.contains(p)),
+        "only stored packs"
+    );
+    let listing = repo.ok(["ls", "-R", "latest"]).stdout;
+    let tree_packs = cached(&cache, "data");
+    assert_eq!(tree_packs, written, "ls needed no other pack");
+
     for name in &tree_packs {
         store.remove(Kind::Pack, name).unwrap();
     }

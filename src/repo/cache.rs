@@ -1,10 +1,11 @@
 //! The local cache of a remote repository: snapshot files and whole tree packs, kept under
 //! `<cache dir>/<repository id>/objects/` so that `snapshots`, `ls`, `diff`, `find` and mount
-//! listings do not go to the network once warm (restic's cache does the same). Everything
-//! cached is content-named and immutable: an object is checked against its name before it
-//! is kept, a blob read from a cached pack is authenticated as any blob is, and a cached
-//! pack whose blob fails is dropped and the blob read from the store. Objects the
-//! repository no longer has are dropped when the cache is opened or the snapshots listed.
+//! listings do not go to the network once warm (restic's cache does the same). It fills as
+//! objects are read and as this client writes snapshots and tree packs. Everything cached is
+//! content-named and immutable: an object read is checked against its name before it is
+//! kept, a blob read from a cached pack is authenticated as any blob is, and a cached pack
+//! whose blob fails is dropped and the blob read from the store. Objects the repository no
+//! longer has are dropped when the cache is opened or the snapshots listed.
 use crate::backend::local::io;
 use crate::backend::{Backend, BackendError, Kind};
 use crate::repo::id::Id;
@@ -69,6 +70,12 @@ impl Cache {
             Some(range) => Ok(range.to_vec()),
             None => backend.get_range(Kind::Pack, name, offset, len),
         }
+    }
+
+    /// Keeps a copy of object `name` of `kind` (a snapshot or a tree pack) that this client
+    /// wrote, so that it is not read back from the store.
+    pub(crate) fn put(&self, kind: Kind, name: &str, bytes: &[u8]) {
+        self.keep(&self.path(kind, name), bytes);
     }
 
     /// Drops cached object `name` of `kind` (a blob in it failed to open).

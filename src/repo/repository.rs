@@ -400,7 +400,18 @@ impl Repository {
         );
         let id = Id::hash_of(&sealed);
         self.backend.put(kind, &id.to_hex(), &sealed)?;
+        if kind == Kind::Snapshot {
+            self.cache_written(kind, &id.to_hex(), &sealed);
+        }
         Ok(id)
+    }
+
+    /// Keeps a copy of a snapshot or tree pack this client writes in the local cache of a
+    /// remote repository, so that its next backup, `ls` or mount does not read it back.
+    pub(crate) fn cache_written(&self, kind: Kind, name: &str, bytes: &[u8]) {
+        if let Some(cache) = &self.cache {
+            cache.put(kind, name, bytes);
+        }
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {

@@ -261,7 +261,7 @@ impl<'r> Packer<'r> {
                 .then(|| std::mem::replace(&mut *open, PackBuilder::new(self.format)))
         };
         if let Some(builder) = full {
-            self.write_pack(builder)?;
+            self.write_pack(builder, ty)?;
         }
         Ok(())
     }
@@ -324,11 +324,17 @@ impl<'r> Packer<'r> {
         }
     }
 
-    /// Hands a full pack to the upload pool, and indexes the packs it has stored meanwhile.
-    fn write_pack(&self, builder: PackBuilder) -> Result<()> {
+    /// Hands a full pack of `ty` blobs to the upload pool (keeping a tree pack in the local
+    /// cache of a remote repository too: it is only read once an index lists it, so after its
+    /// upload), and indexes the packs the pool has stored meanwhile.
+    fn write_pack(&self, builder: PackBuilder, ty: BlobType) -> Result<()> {
         let FinishedPack { bytes, listing } = builder.finish(self.repo().key());
         if self.dry_run {
             return self.stored(vec![listing]);
+        }
+        if ty == BlobType::Tree {
+            let name = listing.pack.0.to_hex();
+            self.repo().cache_written(Kind::Pack, &name, &bytes);
         }
         let uploader = self.uploader.get_or_init(|| {
             let backend = self.repo().shared_backend();
@@ -385,11 +391,11 @@ impl<'r> Packer<'r> {
                 None => {}
             }
         }
-        for slot in &self.open {
+        for (slot, ty) in self.open.iter().zip([BlobType::Data, BlobType::Tree]) {
             let fresh = PackBuilder::new(self.format);
             let builder = std::mem::replace(&mut *slot.lock().expect("pack lock"), fresh);
             if !builder.is_empty() {
-                self.write_pack(builder)?;
+                self.write_pack(builder, ty)?;
             }
         }
         if let Some(uploader) = self.uploader.get() {
