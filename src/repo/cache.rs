@@ -42,9 +42,14 @@ impl Cache {
             Ok(bytes) if Id::hash_of(&bytes).to_hex() == name => return Ok(bytes),
             _ => {}
         }
+        self.fetch(backend, kind, name)
+    }
+
+    /// Object `name` of `kind` from `backend`, kept if it is what its name says.
+    fn fetch(&self, backend: &dyn Backend, kind: Kind, name: &str) -> Result<Vec<u8>> {
         let bytes = backend.get(kind, name)?;
         if Id::hash_of(&bytes).to_hex() == name {
-            self.keep(&path, &bytes);
+            self.keep(&self.path(kind, name), &bytes);
         }
         Ok(bytes)
     }
@@ -58,14 +63,10 @@ impl Cache {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
-        let path = self.path(Kind::Pack, name);
-        if let Some(bytes) = read_at(&path, offset, len) {
+        if let Some(bytes) = read_at(&self.path(Kind::Pack, name), offset, len) {
             return Ok(bytes);
         }
-        let pack = backend.get(Kind::Pack, name)?;
-        if Id::hash_of(&pack).to_hex() == name {
-            self.keep(&path, &pack);
-        }
+        let pack = self.fetch(backend, Kind::Pack, name)?;
         match pack.get(offset as usize..(offset + len) as usize) {
             Some(range) => Ok(range.to_vec()),
             None => backend.get_range(Kind::Pack, name, offset, len),

@@ -1,16 +1,16 @@
 //! Reading many blobs by pack: the blobs wanted are located, grouped by the pack that holds
-//! them, and each pack's nearby blobs are read with one ranged request; as many requests are
-//! in flight as the backend has connections. Over a network this turns one round trip per
+//! them, and each pack's nearby blobs are read with one ranged request; the requests run on
+//! the backend's [`IoPool`]. Over a network this turns one round trip per
 //! blob into one per run of neighbouring blobs. A blob that cannot be read is left out, so
 //! the caller reads it alone and gets its error.
+use crate::backend::pool::IoPool;
 use crate::cancel::Cancel;
 use crate::index::Location;
 use crate::repo::id::{BlobId, PackId};
 use crate::repo::repository::IndexedRepo;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Blobs closer than this in a pack are read with one request, the bytes between them
 /// read and dropped: cheaper than another round trip.
@@ -66,26 +66,14 @@ impl Prefetched {
         cancel: &Cancel,
     ) -> Prefetched {
         let runs = runs(locate(repo, ids));
-        let blobs = Mutex::new(HashMap::new());
-        let next = AtomicUsize::new(0);
-        let read_runs = || {
-            while let Some(run) = runs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let opened = read_run(repo, run);
-                blobs.lock().expect("prefetch lock").extend(opened);
-            }
+        let read = || {
+            (runs.par_iter())
+                .filter(|_| !cancel.is_cancelled())
+                .flat_map_iter(|run| read_run(repo, run))
+                .collect()
         };
-        let threads = repo.backend().connections().min(runs.len());
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(read_runs);
-            }
-            read_runs();
-        });
         Prefetched {
-            blobs: blobs.into_inner().expect("prefetch lock"),
+            blobs: IoPool::for_backend(repo.backend()).install(read),
         }
     }
 
