@@ -55,10 +55,11 @@
 //!    [`Sandbox`], so nothing can be written outside the target. The entries
 //!    that are not directories are gathered across consecutive directories
 //!    (up to [`BATCH_ENTRIES`] entries from [`BATCH_DIRS`] directories) and
-//!    written together in parallel with rayon, so many small files in
-//!    sibling directories go out at once; files with several chunks fetch
-//!    and write their chunks in parallel too; each worker holds at most one
-//!    chunk in memory.
+//!    written together, up to [`OPEN_FILES`] files open at once: their
+//!    chunks are read by pack ([`read_by_pack`]), about one request per pack
+//!    as restic does, and each chunk is written at its offset in every file
+//!    that holds it as soon as its pack arrives; memory holds one request
+//!    per connection, whatever the files' sizes.
 //!    A file that cannot be restored (missing or damaged blob, ...) is
 //!    removed again, recorded in [`RestoreReport::errors`], and the restore
 //!    goes on with the others.
@@ -96,19 +97,18 @@ use crate::ops::sandbox::{
     SandboxError, Special,
 };
 use crate::repo::id::TreeId;
-use crate::repo::prefetch::{self, Prefetched};
+use crate::repo::prefetch::read_by_pack;
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, chunk_offsets};
 use crate::select::filter::Patterns;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// Directory levels below the walk's root whose descriptors a walk keeps
 /// open; deeper ancestors are closed and reopened (and checked to be the same
@@ -118,6 +118,10 @@ const OPEN_DIRS: usize = if cfg!(test) { 3 } else { 16 };
 /// Entries that are not directories the writer gathers, across consecutive
 /// directories, before writing them together in parallel.
 const BATCH_ENTRIES: usize = if cfg!(test) { 8 } else { 4096 };
+
+/// Files of a batch that are open at once while their content arrives by
+/// pack (descriptors stay well below the usual limit of 1024).
+const OPEN_FILES: usize = if cfg!(test) { 3 } else { 256 };
 
 /// Directories a batch may hold (each keeps its descriptor open until the
 /// batch is written), counting those waiting for their metadata.
@@ -1071,6 +1075,51 @@ impl Batch {
     }
 }
 
+/// A file of a batch, created and waiting for its content.
+struct OpenFile<'b> {
+    dir: &'b DirHandle,
+    e: &'b Planned,
+    content: &'b [ChunkRef],
+    /// [`chunk_offsets`] of `content`.
+    offsets: Vec<u64>,
+    file: File,
+    /// The name it was created under.
+    used: Vec<u8>,
+    /// Chunks not written yet.
+    left: AtomicUsize,
+    /// The first error writing its content.
+    error: OnceLock<String>,
+}
+
+impl OpenFile<'_> {
+    /// Writes the plaintext `data` of chunk `i` at its offset, unless the
+    /// file has failed already.
+    fn put(&self, i: usize, data: &[u8], progress: &dyn Observer) {
+        if self.error.get().is_some() {
+            return;
+        }
+        let (chunk, offset) = (&self.content[i], self.offsets[i]);
+        if data.len() != chunk.len as usize {
+            let (id, n, want) = (chunk.id, data.len(), chunk.len);
+            return self.fail(format!(
+                "blob {id} holds {n} bytes, the snapshot says {want}"
+            ));
+        }
+        if let Err(e) = self.file.write_all_at(data, offset) {
+            return self.fail(format!("write at offset {offset}: {e}"));
+        }
+        self.left.fetch_sub(1, Ordering::Relaxed);
+        progress.add(Counters {
+            bytes_added: chunk.len as u64,
+            ..Counters::default()
+        });
+    }
+
+    fn fail(&self, msg: String) {
+        let _ = self.error.set(msg);
+    }
+}
+
 impl Writer<'_> {
     /// Plans with the writer's error list.
     fn planner(&self) -> Planner<'_> {
@@ -1116,22 +1165,20 @@ impl Writer<'_> {
         Ok(self.opts.cancel.check()?)
     }
 
-    /// Writes the entries of the batch in parallel, then sets the metadata
-    /// of the directories it holds that the walk has left.
-    /// The files' chunks are read ahead by pack, a window of at most
-    /// [`prefetch::WINDOW`] bytes at a time (a file larger than that reads
-    /// its own windows).
+    /// Writes the entries of the batch, [`OPEN_FILES`] files at a time
+    /// (other entries in parallel with their creation), then sets the
+    /// metadata of the directories it holds that the walk has left.
     fn flush(&self, batch: &mut Batch) {
         let Batch { leaves, left, .. } = std::mem::take(batch);
         let entries: Vec<(&DirHandle, &Planned)> = (leaves.iter())
             .flat_map(|(dir, entries)| entries.iter().map(move |e| (dir, e)))
             .collect();
-        let sizes = entries.iter().map(|(_, e)| chunk_bytes(read_ahead(e)));
-        for window in prefetch::windows(sizes) {
-            let window = &entries[window];
-            let ids = (window.iter()).flat_map(|(_, e)| read_ahead(e).iter().map(|c| c.id));
-            let ahead = Prefetched::load(self.repo, ids, &self.opts.cancel);
-            (window.par_iter()).for_each(|(dir, e)| self.write_leaf(dir, e, &ahead));
+        for group in entries.chunks(OPEN_FILES) {
+            let files: Vec<OpenFile> = (group.par_iter())
+                .filter_map(|(dir, e)| self.write_leaf(dir, e))
+                .collect();
+            self.write_contents(&files);
+            (files.into_par_iter()).for_each(|f| self.finish_file(f));
         }
         for (dir, e) in left {
             if let Err(err) = dir.set_dir_meta(&self.meta(&e.node)) {
@@ -1285,35 +1332,46 @@ impl Writer<'_> {
         self.planner().reopened(stack, i)
     }
 
-    /// Writes the non-directory entry `e` into `dir`, unless it is skipped.
-    fn write_leaf(&self, dir: &DirHandle, e: &Planned, ahead: &Prefetched) {
+    /// Writes the non-directory entry `e` into `dir`, unless it is skipped;
+    /// a file is only created, and returned for its content to be written.
+    fn write_leaf<'b>(&self, dir: &'b DirHandle, e: &'b Planned) -> Option<OpenFile<'b>> {
         if self.opts.cancel.is_cancelled() {
-            return;
+            return None;
         }
         let result = match e.action {
             EntryAction::Skip => {
                 Collector::push(&self.out.skipped, shown(&e.rel));
-                Ok(())
+                Ok(None)
             }
             // Not reached: conflicts abort the restore before writing.
             EntryAction::Conflict => Err("already exists".into()),
-            EntryAction::Write | EntryAction::Rename => self.write_node(dir, e, ahead),
+            EntryAction::Write | EntryAction::Rename => self.write_node(dir, e),
         };
-        if let Err(msg) = result {
+        result.unwrap_or_else(|msg| {
             self.report(&e.rel, msg);
-        }
+            None
+        })
     }
 
-    fn write_node(&self, dir: &DirHandle, e: &Planned, ahead: &Prefetched) -> EntryResult {
+    fn write_node<'b>(
+        &self,
+        dir: &'b DirHandle,
+        e: &'b Planned,
+    ) -> std::result::Result<Option<OpenFile<'b>>, String> {
+        let done = |_| None;
         match &e.node.kind {
-            NodeKind::File { content } => self.write_file(dir, e, content, ahead),
-            NodeKind::Symlink { target } => self.write_symlink(dir, e, target),
-            NodeKind::Fifo => self.write_special(dir, e, Special::Fifo, 0),
-            NodeKind::CharDev { rdev } => self.write_device(dir, e, Special::CharDevice, *rdev),
-            NodeKind::BlockDev { rdev } => self.write_device(dir, e, Special::BlockDevice, *rdev),
+            NodeKind::File { content } => self.create_file(dir, e, content),
+            NodeKind::Symlink { target } => self.write_symlink(dir, e, target).map(done),
+            NodeKind::Fifo => self.write_special(dir, e, Special::Fifo, 0).map(done),
+            NodeKind::CharDev { rdev } => {
+                (self.write_device(dir, e, Special::CharDevice, *rdev)).map(done)
+            }
+            NodeKind::BlockDev { rdev } => {
+                (self.write_device(dir, e, Special::BlockDevice, *rdev)).map(done)
+            }
             NodeKind::Socket => Err("skipped special file: sockets are not restored".into()),
             // Not reached: the walk visits directories.
-            NodeKind::Dir { .. } => Ok(()),
+            NodeKind::Dir { .. } => Ok(None),
         }
     }
 
@@ -1386,93 +1444,97 @@ impl Writer<'_> {
         let handle = parent.dir(&used, OnConflict::Fail).map_err(text)?;
         Ok((handle, used))
     }
-    fn write_file(
+    /// Creates the file of `e` for its content to be written (None when it
+    /// is skipped).
+    fn create_file<'b>(
         &self,
-        dir: &DirHandle,
-        e: &Planned,
-        content: &[ChunkRef],
-        ahead: &Prefetched,
-    ) -> EntryResult {
+        dir: &'b DirHandle,
+        e: &'b Planned,
+        content: &'b [ChunkRef],
+    ) -> std::result::Result<Option<OpenFile<'b>>, String> {
         self.progress.item(&shown(&e.rel));
         let placed = dir
             .create_file(&e.node.name, self.opts.on_conflict)
             .map_err(text)?;
-        let Some((file, used)) = self.placed(dir, e, placed) else {
-            return Ok(());
-        };
-        let written = match self.write_content(&file, content, ahead) {
-            Ok(n) => n,
-            Err(msg) => {
-                return Err(match dir.remove_if_same(&used, &file) {
-                    Ok(()) => msg,
-                    Err(why) => format!("{msg} (the partial file could not be removed: {why})"),
-                });
+        Ok(self.placed(dir, e, placed).map(|(file, used)| OpenFile {
+            dir,
+            e,
+            content,
+            offsets: chunk_offsets(content),
+            file,
+            used,
+            left: AtomicUsize::new(content.len()),
+            error: OnceLock::new(),
+        }))
+    }
+
+    /// Writes the content of `files`: each chunk is read once, by pack, and
+    /// written at its offset in every file that holds it; progress moves per
+    /// chunk. A chunk that could not be read so is read alone, and its error
+    /// fails the files that hold it.
+    fn write_contents(&self, files: &[OpenFile]) {
+        let wanted = files.iter().enumerate().flat_map(|(f, file)| {
+            (file.content.iter().enumerate()).map(move |(i, chunk)| (chunk.id, (f, i)))
+        });
+        let deliver = |plain: &[u8], dests: &[(usize, usize)]| {
+            for &(f, i) in dests {
+                files[f].put(i, plain, self.progress);
             }
         };
+        let unread = read_by_pack(self.repo, wanted, &self.opts.cancel, deliver);
+        (unread.into_par_iter()).for_each(|(id, dests)| {
+            if self.opts.cancel.is_cancelled() {
+                return;
+            }
+            match self.repo.read_blob(&id) {
+                Ok(plain) => deliver(&plain, &dests),
+                Err(err) => dests.iter().for_each(|&(f, _)| files[f].fail(text(&err))),
+            }
+        });
+    }
+
+    /// Counts, verifies and sets the metadata of a file whose content is
+    /// all written; removes one whose content is not, and reports why.
+    fn finish_file(&self, f: OpenFile) {
+        if let Err(msg) = self.finish(&f) {
+            self.report(&f.e.rel, msg);
+        }
+    }
+
+    fn finish(&self, f: &OpenFile) -> EntryResult {
+        if let Err(msg) = self.content_written(f) {
+            return Err(match f.dir.remove_if_same(&f.used, &f.file) {
+                Ok(()) => msg,
+                Err(why) => format!("{msg} (the partial file could not be removed: {why})"),
+            });
+        }
         Collector::add(&self.out.files, 1);
-        Collector::add(&self.out.bytes, written);
+        Collector::add(&self.out.bytes, f.offsets.last().copied().unwrap_or(0));
         self.progress.add(Counters::files(1));
         if self.opts.verify {
-            match self.verify_content(&file, dir, &used, content) {
+            match self.verify_content(&f.file, f.dir, &f.used, f.content) {
                 Ok(()) => Collector::add(&self.out.verified, 1),
                 Err(msg) => {
-                    let path = shown(&join_rel(dir.rel_path(), &used));
+                    let path = shown(&join_rel(f.dir.rel_path(), &f.used));
                     let e = EntryError::new(EntryErrorKind::Verify, path, msg);
                     report_error(&self.out.verify_failures, self.progress, e);
                 }
             }
         }
-        sandbox::set_file_meta(&file, &self.meta(&e.node)).map_err(text)
+        sandbox::set_file_meta(&f.file, &self.meta(&f.e.node)).map_err(text)
     }
 
-    /// Writes every chunk at its offset, from `ahead` when it holds them
-    /// all, else reading the chunks ahead a window at a time; several chunks
-    /// in parallel. A chunk that was not read ahead is read alone (so its
-    /// error is the one reported). Each chunk written is told to the
-    /// observer at once, so progress moves per chunk.
-    fn write_content(
-        &self,
-        file: &File,
-        content: &[ChunkRef],
-        ahead: &Prefetched,
-    ) -> std::result::Result<u64, String> {
-        let offsets = chunk_offsets(content);
-        let write_chunk = |i: usize, ahead: &Prefetched| -> EntryResult {
-            self.opts.cancel.check().map_err(text)?;
-            let chunk = &content[i];
-            let data = match ahead.get(&chunk.id) {
-                Some(data) => Cow::Borrowed(data),
-                None => Cow::Owned(self.repo.read_blob(&chunk.id).map_err(text)?),
-            };
-            if data.len() != chunk.len as usize {
-                return Err(format!(
-                    "blob {} holds {} bytes, the snapshot says {}",
-                    chunk.id,
-                    data.len(),
-                    chunk.len
-                ));
-            }
-            file.write_all_at(&data, offsets[i])
-                .map_err(|e| format!("write at offset {}: {e}", offsets[i]))?;
-            self.progress.add(Counters {
-                bytes_added: chunk.len as u64,
-                ..Counters::default()
-            });
-            Ok(())
-        };
-        for window in prefetch::windows(content.iter().map(|c| c.len as u64)) {
-            let own;
-            let ahead = match content[window.clone()].iter().all(|c| ahead.has(&c.id)) {
-                true => ahead,
-                false => {
-                    let ids = content[window.clone()].iter().map(|c| c.id);
-                    own = Prefetched::load(self.repo, ids, &self.opts.cancel);
-                    &own
-                }
-            };
-            (window.into_par_iter()).try_for_each(|i| write_chunk(i, ahead))?;
+    /// Ok when every chunk of `f` was written; else its first error, or the
+    /// cancellation that stopped the reads.
+    fn content_written(&self, f: &OpenFile) -> EntryResult {
+        if let Some(msg) = f.error.get() {
+            return Err(msg.clone());
         }
-        Ok(offsets.last().copied().unwrap_or(0))
+        if f.left.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        self.opts.cancel.check().map_err(text)?;
+        Err("not every chunk of the file was read".into())
     }
 
     /// Re-reads the file just written and checks every chunk-sized piece
@@ -1547,23 +1609,6 @@ impl Writer<'_> {
 
 // ---------------------------------------------------------------------------
 // Small helpers
-
-/// The chunks of `e` that a batch reads ahead: those of a file the batch
-/// writes, unless the file is larger than a window (it reads its own).
-fn read_ahead(e: &Planned) -> &[ChunkRef] {
-    match (&e.action, &e.node.kind) {
-        (EntryAction::Write | EntryAction::Rename, NodeKind::File { content })
-            if chunk_bytes(content) <= prefetch::WINDOW =>
-        {
-            content
-        }
-        _ => &[],
-    }
-}
-
-fn chunk_bytes(content: &[ChunkRef]) -> u64 {
-    content.iter().map(|c| c.len as u64).sum()
-}
 
 fn join_abs(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parent.len() + 1 + name.len());

@@ -1,8 +1,10 @@
 //! Reading many blobs by pack: the blobs wanted are located, grouped by the pack that holds
-//! them, and each pack's nearby blobs are read with one ranged request; the requests run on
-//! the backend's [`IoPool`]. Over a network this turns one round trip per
-//! blob into one per run of neighbouring blobs. A blob that cannot be read is left out, so
-//! the caller reads it alone and gets its error.
+//! them, and each pack's neighbouring blobs are read with one ranged request, so a restore
+//! makes about one request per pack it needs (as restic's does) rather than one per blob
+//! or per file. The requests run on the backend's [`IoPool`], and each blob's plaintext
+//! goes at once to every destination that wants it, so memory holds one request per thread
+//! whatever the number of blobs. A blob that cannot be read this way is handed back, so the
+//! caller reads it alone and gets its error.
 use crate::backend::pool::IoPool;
 use crate::cancel::Cancel;
 use crate::index::Location;
@@ -10,111 +12,92 @@ use crate::repo::id::{BlobId, PackId};
 use crate::repo::repository::IndexedRepo;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::ops::Range;
 
 /// Blobs closer than this in a pack are read with one request, the bytes between them
-/// read and dropped: cheaper than another round trip.
-const GAP: u64 = 256 << 10;
+/// read and dropped: on a network that costs less than another round trip.
+const GAP: u64 = 1 << 20;
 
-/// The longest request: a run of blobs is cut there, so requests stay parallel and no one
-/// request holds much memory.
-const MAX_REQUEST: u64 = 8 << 20;
+/// A run of blobs stops growing once it spans this much (a default pack), so one request
+/// holds at most this plus one gap and one blob, and a whole pack, which ends with the blob
+/// that took it past its target size, is still one request.
+const MAX_REQUEST: u64 = 16 << 20;
 
-/// The most plaintext bytes a caller reads ahead at once (see [`windows`]).
-pub(crate) const WINDOW: u64 = 32 << 20;
-
-/// Consecutive ranges of the items weighing `weights`, each weighing at most [`WINDOW`]
-/// unless it is a single heavier item.
-pub(crate) fn windows(weights: impl Iterator<Item = u64>) -> Vec<Range<usize>> {
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    let mut weight = 0;
-    for (i, w) in weights.enumerate() {
-        match ranges.last_mut() {
-            Some(r) if weight + w <= WINDOW => {
-                r.end = i + 1;
-                weight += w;
-            }
-            _ => {
-                ranges.push(i..i + 1);
-                weight = w;
-            }
-        }
-    }
-    ranges
-}
-
-/// Plaintexts of blobs read ahead of their use.
-#[derive(Default)]
-pub(crate) struct Prefetched {
-    blobs: HashMap<BlobId, Vec<u8>>,
+/// A blob to read, with every destination that wants its plaintext.
+struct Wanted<D> {
+    loc: Location,
+    dests: Vec<D>,
 }
 
 /// Neighbouring blobs of one pack, read with one request.
-struct Run {
+struct Run<D> {
     pack: PackId,
     start: u64,
     end: u64,
-    blobs: Vec<Location>,
+    blobs: Vec<Wanted<D>>,
 }
 
-impl Prefetched {
-    /// Reads the blobs `ids` (repeats are read once) by pack. Stops early, with what it
-    /// has, once `cancel` is cancelled.
-    pub(crate) fn load(
-        repo: &IndexedRepo,
-        ids: impl IntoIterator<Item = BlobId>,
-        cancel: &Cancel,
-    ) -> Prefetched {
-        let runs = runs(locate(repo, ids));
-        let read = || {
-            (runs.par_iter())
-                .filter(|_| !cancel.is_cancelled())
-                .flat_map_iter(|run| read_run(repo, run))
-                .collect()
-        };
-        Prefetched {
-            blobs: IoPool::for_backend(repo.backend()).install(read),
+/// Reads each distinct blob of `wanted` once, by pack, and calls `deliver` with its
+/// plaintext and every destination that asked for it. Returns the blobs it did not
+/// deliver, with their destinations: those the index does not know, those whose request
+/// failed or that do not open, and all that were left once `cancel` was cancelled.
+pub(crate) fn read_by_pack<D: Send>(
+    repo: &IndexedRepo,
+    wanted: impl IntoIterator<Item = (BlobId, D)>,
+    cancel: &Cancel,
+    deliver: impl Fn(&[u8], &[D]) + Sync,
+) -> Vec<(BlobId, Vec<D>)> {
+    let (located, mut unread) = locate(repo, wanted);
+    let runs = runs(located);
+    let read = || {
+        (runs.into_par_iter())
+            .flat_map_iter(|run| read_run(repo, run, cancel, &deliver))
+            .collect::<Vec<_>>()
+    };
+    unread.extend(IoPool::for_backend(repo.backend()).install(read));
+    unread
+}
+
+/// The wanted blobs the index locates, each once with all its destinations, and the rest.
+#[allow(clippy::type_complexity)]
+fn locate<D>(
+    repo: &IndexedRepo,
+    wanted: impl IntoIterator<Item = (BlobId, D)>,
+) -> (Vec<Wanted<D>>, Vec<(BlobId, Vec<D>)>) {
+    let mut by_id: HashMap<BlobId, Vec<D>> = HashMap::new();
+    for (id, dest) in wanted {
+        by_id.entry(id).or_default().push(dest);
+    }
+    let mut located = Vec::with_capacity(by_id.len());
+    let mut unknown = Vec::new();
+    for (id, dests) in by_id {
+        match repo.locate(&id) {
+            Ok(loc) => located.push(Wanted { loc, dests }),
+            Err(_) => unknown.push((id, dests)),
         }
     }
-
-    pub(crate) fn has(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
-    }
-
-    pub(crate) fn get(&self, id: &BlobId) -> Option<&[u8]> {
-        self.blobs.get(id).map(Vec::as_slice)
-    }
-}
-
-/// Where each distinct blob is; blobs the index does not know are left out.
-fn locate(repo: &IndexedRepo, ids: impl IntoIterator<Item = BlobId>) -> Vec<Location> {
-    let mut seen = std::collections::HashSet::new();
-    (ids.into_iter())
-        .filter(|id| seen.insert(*id))
-        .filter_map(|id| repo.locate(&id).ok())
-        .collect()
+    (located, unknown)
 }
 
 /// Groups `located` into runs of neighbouring blobs of one pack.
-fn runs(mut located: Vec<Location>) -> Vec<Run> {
-    located.sort_by_key(|l| (l.pack, l.entry.offset));
-    let mut runs: Vec<Run> = Vec::new();
-    for loc in located {
-        let (start, end) = span(&loc);
+fn runs<D>(mut located: Vec<Wanted<D>>) -> Vec<Run<D>> {
+    located.sort_by_key(|w| (w.loc.pack, w.loc.entry.offset));
+    let mut runs: Vec<Run<D>> = Vec::new();
+    for w in located {
+        let (start, end) = span(&w.loc);
         match runs.last_mut() {
             Some(run)
-                if run.pack == loc.pack
+                if run.pack == w.loc.pack
                     && start <= run.end + GAP
-                    && end.max(run.end) - run.start <= MAX_REQUEST =>
+                    && run.end - run.start < MAX_REQUEST =>
             {
                 run.end = run.end.max(end);
-                run.blobs.push(loc);
+                run.blobs.push(w);
             }
             _ => runs.push(Run {
-                pack: loc.pack,
+                pack: w.loc.pack,
                 start,
                 end,
-                blobs: vec![loc],
+                blobs: vec![w],
             }),
         }
     }
@@ -126,26 +109,38 @@ fn span(loc: &Location) -> (u64, u64) {
     (start, start + loc.entry.length as u64)
 }
 
-/// The run's blobs that read and open; none if the request fails.
-fn read_run(repo: &IndexedRepo, run: &Run) -> Vec<(BlobId, Vec<u8>)> {
+/// Reads one run and delivers the blobs that open; returns the others.
+fn read_run<D>(
+    repo: &IndexedRepo,
+    run: Run<D>,
+    cancel: &Cancel,
+    deliver: &(impl Fn(&[u8], &[D]) + Sync),
+) -> Vec<(BlobId, Vec<D>)> {
+    let unread = |blobs: Vec<Wanted<D>>| blobs.into_iter().map(|w| (w.loc.entry.id, w.dests));
+    if cancel.is_cancelled() {
+        return unread(run.blobs).collect();
+    }
     let name = run.pack.0.to_hex();
-    let backend = repo.backend();
-    let Ok(bytes) = backend.get_range(
+    let got = (repo.backend()).get_range(
         crate::backend::Kind::Pack,
         &name,
         run.start,
         run.end - run.start,
-    ) else {
-        return Vec::new();
+    );
+    let whole = |b: &Vec<u8>| b.len() as u64 == run.end - run.start;
+    let Some(bytes) = got.ok().filter(whole) else {
+        return unread(run.blobs).collect();
     };
-    (run.blobs.iter())
-        .filter_map(|loc| {
-            let (start, end) = span(loc);
-            let stored = bytes[(start - run.start) as usize..(end - run.start) as usize].to_vec();
-            let plain = repo.open_blob(loc.format, &loc.entry, stored).ok()?;
-            Some((loc.entry.id, plain))
-        })
-        .collect()
+    let mut left = Vec::new();
+    for w in run.blobs {
+        let (start, end) = span(&w.loc);
+        let stored = bytes[(start - run.start) as usize..(end - run.start) as usize].to_vec();
+        match repo.open_blob(w.loc.format, &w.loc.entry, stored) {
+            Ok(plain) if !cancel.is_cancelled() => deliver(&plain, &w.dests),
+            _ => left.push((w.loc.entry.id, w.dests)),
+        }
+    }
+    left
 }
 
 #[cfg(test)]
@@ -156,9 +151,10 @@ mod tests {
     use crate::repo::locked::exclusive;
     use crate::write::packer::Packer;
     use crate::write::packer::tests::{indexed_repo, random_blob};
+    use std::sync::Mutex;
 
     #[test]
-    fn reads_every_located_blob_once_and_leaves_out_unknown_and_damaged_ones() {
+    fn delivers_every_located_blob_once_to_all_its_destinations_and_hands_back_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let repo = indexed_repo(dir.path(), 4096);
         let lock = exclusive(&repo);
@@ -179,25 +175,34 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
 
         let unknown = repo.key().blob_id(b"never stored");
-        let wanted = ids.iter().chain(&ids).copied().chain([unknown]);
-        let got = Prefetched::load(&repo, wanted, &Cancel::default());
-        for (id, plain) in ids.iter().zip(&blobs).skip(1) {
-            assert_eq!(got.get(id), Some(plain.as_slice()));
+        let wanted = (ids.iter().enumerate())
+            .chain(ids.iter().enumerate().map(|(i, id)| (i + 100, id)))
+            .map(|(dest, id)| (*id, dest))
+            .chain([(unknown, 999)]);
+        let got = Mutex::new(HashMap::new());
+        let deliver = |plain: &[u8], dests: &[usize]| {
+            for d in dests {
+                assert!(got.lock().unwrap().insert(*d, plain.to_vec()).is_none());
+            }
+        };
+        let mut left = read_by_pack(&repo, wanted, &Cancel::default(), deliver);
+        let got = got.into_inner().unwrap();
+        assert_eq!(got.len(), 78);
+        for (i, plain) in blobs.iter().enumerate().skip(1) {
+            assert_eq!(got[&i], *plain);
+            assert_eq!(got[&(i + 100)], *plain);
         }
-        assert_eq!(got.get(&ids[0]), None);
-        assert_eq!(got.get(&unknown), None);
-        assert_eq!(got.blobs.len(), 39);
+        left.sort_by_key(|(_, dests)| dests[0]);
+        assert_eq!(left, vec![(ids[0], vec![0, 100]), (unknown, vec![999])]);
 
         let cancelled = Cancel::default();
         cancelled.cancel();
-        assert!(
-            Prefetched::load(&repo, ids.clone(), &cancelled)
-                .blobs
-                .is_empty()
-        );
+        let wanted = ids.iter().map(|id| (*id, ()));
+        let left = read_by_pack(&repo, wanted, &cancelled, |_, _| panic!("cancelled"));
+        assert_eq!(left.len(), ids.len());
     }
 
-    fn loc(pack: u8, offset: u32, length: u32) -> Location {
+    fn wanted(pack: u8, offset: u32, length: u32) -> Wanted<()> {
         let entry = crate::repo::pack::BlobEntry {
             ty: BlobType::Data,
             id: BlobId(crate::repo::id::Id::hash_of(&offset.to_le_bytes())),
@@ -206,19 +211,15 @@ mod tests {
             raw_length: length,
             compression: crate::repo::blob::Compression::None,
         };
-        Location {
+        let loc = Location {
             pack: PackId(crate::repo::id::Id::hash_of(&[pack])),
             format: crate::repo::pack::PackFormat::for_version(3),
             entry,
+        };
+        Wanted {
+            loc,
+            dests: vec![()],
         }
-    }
-
-    #[test]
-    fn windows_weigh_at_most_the_window_unless_one_item_is_heavier() {
-        let w = WINDOW;
-        let got = windows([1, w - 1, 1, 2 * w, 3, 4].into_iter());
-        assert_eq!(got, vec![0..2, 2..3, 3..4, 4..6]);
-        assert!(windows(std::iter::empty()).is_empty());
     }
 
     #[test]
@@ -226,13 +227,13 @@ mod tests {
         let far = GAP as u32 + 1000;
         let big = MAX_REQUEST as u32 / 2;
         let located = vec![
-            loc(1, 100, 50),
-            loc(1, 0, 100),
-            loc(1, 150 + far, 10),
-            loc(2, 0, 10),
-            loc(3, 0, big),
-            loc(3, big, big),
-            loc(3, 2 * big, 1),
+            wanted(1, 100, 50),
+            wanted(1, 0, 100),
+            wanted(1, 150 + far, 10),
+            wanted(2, 0, 10),
+            wanted(3, 0, big),
+            wanted(3, big, big),
+            wanted(3, 2 * big, 1),
         ];
         let spans: Vec<(u64, u64, usize)> = runs(located)
             .iter()
