@@ -2,9 +2,11 @@
 //! the snapshot and tree packs it writes; `ls` then reads the trees from the cache (the tree
 //! packs can vanish from the store and `ls` still lists every file), while `check` reads the
 //! store itself and finds them gone; a snapshot the store no longer lists leaves the cache.
+//! A restore reads each data pack it needs with one request.
 
 mod common;
 
+use common::digest::{assert_same_digest, digest_tree, write_random_file};
 use common::e2e::FAST_INIT;
 use common::s3::{CREDENTIALS, Moto};
 use common::{generate_small_tree, stderr};
@@ -32,10 +34,7 @@ fn listed_paths(out: &[u8]) -> usize {
 
 #[test]
 fn warm_listings_read_trees_from_the_cache_and_check_reads_the_store() {
-    for (k, v) in CREDENTIALS {
-        // SAFETY: set before any thread of this test reads the environment.
-        unsafe { std::env::set_var(k, v) };
-    }
+    common::server::credentials_in_env(&CREDENTIALS);
     let moto = Moto::start();
     moto.create_bucket("cache");
     let repo = moto.repo("cache", "r");
@@ -90,5 +89,50 @@ fn warm_listings_read_trees_from_the_cache_and_check_reads_the_store() {
     assert_ne!(
         kept[0], first_id,
         "a snapshot gone from the store left the cache"
+    );
+}
+
+/// Moto's log lines of ranged reads of pack objects (`GET .../data/...` answered 206).
+fn pack_reads(log: &str) -> usize {
+    (log.lines())
+        .filter(|l| l.contains("GET /") && l.contains("/data/") && l.contains(" 206 "))
+        .count()
+}
+
+#[test]
+fn a_restore_reads_each_data_pack_it_needs_with_one_request() {
+    common::server::credentials_in_env(&CREDENTIALS);
+    let moto = Moto::start();
+    moto.create_bucket("packs");
+    let repo = moto.repo("packs", "r");
+    repo.ok(FAST_INIT);
+    // One directory (one batch of the restore): small files, and files of several chunks
+    // chunked at once, so that their chunks interleave in the packs.
+    let src = repo.scratch("src");
+    for i in 0..40 {
+        std::fs::write(src.join(format!("small{i}.txt")), format!("file {i}\n")).unwrap();
+    }
+    for i in 0..3 {
+        write_random_file(&src.join(format!("big{i}.bin")), 7 << 20, 40 + i);
+    }
+    repo.ok([OsStr::new("backup"), src.as_os_str()]);
+    let store = backend::open(&moto.location("packs", "r"), &[]).unwrap();
+    let packs = store.list(Kind::Pack).unwrap().len();
+    let data_packs = packs - cached(&repo.cache_path(), "data").len();
+
+    let before = pack_reads(&moto.log());
+    let target = repo.scratch("target");
+    let args = [
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+    ];
+    repo.ok(args.into_iter().chain([target.as_os_str()]));
+    let reads = pack_reads(&moto.log()) - before;
+    let restored = common::e2e::restored_path(&target, &src);
+    assert_same_digest(&digest_tree(&src), &digest_tree(&restored), "restored tree");
+    assert!(
+        data_packs >= 2 && reads == data_packs,
+        "{reads} ranged reads of {data_packs} data packs (tree packs come from the cache)"
     );
 }

@@ -153,7 +153,12 @@ impl Repository {
         password: &[u8],
         cache: Option<&Path>,
     ) -> Result<Repository> {
-        let sealed_config = match backend.get(Kind::Config, "config") {
+        // Two round trips at once on object storage: the config, and the key files.
+        let (sealed_config, key_files) = rayon::join(
+            || backend.get(Kind::Config, "config"),
+            || key_files(backend.as_ref()),
+        );
+        let sealed_config = match sealed_config {
             Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
             other => other?,
         };
@@ -161,7 +166,7 @@ impl Repository {
         let hint = state
             .as_ref()
             .and_then(|s| s.remembered_key(&backend.location()));
-        let unlocked = unlock(backend.as_ref(), password, hint.as_deref())?;
+        let unlocked = unlock(key_files?, password, hint.as_deref())?;
         let config = open_config(&unlocked.key, &sealed_config)?;
         unlocked.check_against(&config)?;
         if let Some(state) = &state {
@@ -615,8 +620,11 @@ impl Unlocked {
 /// version 3 repository refuses them: a planted MAC-less copy must not hide the genuine
 /// file); the first that `password` opens wins. Key files whose KDF parameters are out of
 /// bounds are skipped.
-fn unlock(backend: &dyn Backend, password: &[u8], first: Option<&str>) -> Result<Unlocked> {
-    let mut files = key_files(backend)?;
+fn unlock(
+    mut files: Vec<(String, KeyId, KeyFile)>,
+    password: &[u8],
+    first: Option<&str>,
+) -> Result<Unlocked> {
     if files.is_empty() {
         return Err(RepoError::NoKeys);
     }
@@ -645,20 +653,21 @@ fn unlock(backend: &dyn Backend, password: &[u8], first: Option<&str>) -> Result
     Err(damaged_match.unwrap_or_else(|| wrong_password(&skipped)))
 }
 
-/// Every key file that parses, with its name and id; unreadable ones are passed over.
+/// Every key file that parses, with its name and id; unreadable ones are passed over. They
+/// are read in parallel (each host of a shared repository may have its own).
 fn key_files(backend: &dyn Backend) -> Result<Vec<(String, KeyId, KeyFile)>> {
-    let mut files = Vec::new();
-    for e in backend.list(Kind::Key)? {
-        let Some(id) = Id::from_hex(&e.name) else {
-            continue;
-        };
-        let parsed = backend.get(Kind::Key, &e.name).ok();
-        let Some(file) = parsed.and_then(|b| KeyFile::parse(&b).ok()) else {
-            continue;
-        };
-        files.push((e.name, KeyId(id), file));
-    }
-    Ok(files)
+    let entries = backend.list(Kind::Key)?;
+    let read = |name: String| {
+        let id = Id::from_hex(&name)?;
+        let file = KeyFile::parse(&backend.get(Kind::Key, &name).ok()?).ok()?;
+        Some((name, KeyId(id), file))
+    };
+    let read_all = || {
+        (entries.into_par_iter())
+            .filter_map(|e| read(e.name))
+            .collect()
+    };
+    Ok(IoPool::for_backend(backend).install(read_all))
 }
 
 fn wrong_password(skipped: &[(String, String)]) -> RepoError {
