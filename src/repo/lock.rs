@@ -8,10 +8,12 @@
 //! each other, while an exclusive one conflicts with every other lock, its own included.
 mod sightings;
 
+use crate::backend::pool::IoPool;
 use crate::backend::{Backend, BackendError, Kind};
 use crate::repo::crypto::{MasterKey, ObjectKind, fill_random};
 use crate::sysinfo::{boot_clock, boot_identity};
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sightings::Sightings;
 use std::path::{Path, PathBuf};
@@ -152,20 +154,29 @@ pub struct Judged {
 }
 
 /// Every lock object in the repository (for staleness, see `Judge::survey`).
-pub(crate) fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Found>> {
-    let mut found = Vec::new();
-    for e in backend.list(Kind::Lock)? {
-        let sealed = match backend.get(Kind::Lock, &e.name) {
-            Err(err) if err.is_not_found() => continue,
+pub(crate) fn list(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    own: Option<&str>,
+) -> Result<Vec<Found>> {
+    let names: Vec<String> = (backend.list(Kind::Lock)?.into_iter())
+        .map(|e| e.name)
+        .filter(|name| Some(name.as_str()) != own)
+        .collect();
+    let read = |name: String| -> Result<Option<Found>> {
+        let sealed = match backend.get(Kind::Lock, &name) {
+            Err(err) if err.is_not_found() => return Ok(None),
             other => other?,
         };
-        found.push(Found {
-            info: decode(key, &e.name, &sealed),
+        Ok(Some(Found {
+            info: decode(key, &name, &sealed),
             content: blake3::hash(&sealed),
-            name: e.name,
-        });
-    }
-    Ok(found)
+            name,
+        }))
+    };
+    let read_all = || names.into_par_iter().map(read).collect::<Result<Vec<_>>>();
+    let found = IoPool::for_backend(backend).install(read_all)?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// The clocks a judgement is made at.
@@ -200,9 +211,15 @@ impl Judge {
         }
     }
 
-    /// Every lock object in the repository, judged now.
-    pub(crate) fn survey(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Judged>> {
-        let found = list(backend, key)?;
+    /// Every lock object in the repository but `own` (which its holder need not read
+    /// back), judged now; the objects are read in parallel.
+    pub(crate) fn survey(
+        &mut self,
+        backend: &dyn Backend,
+        key: &MasterKey,
+        own: Option<&str>,
+    ) -> Result<Vec<Judged>> {
+        let found = list(backend, key, own)?;
         Ok(self.judge_all(found, Clocks::now()))
     }
 
@@ -260,9 +277,9 @@ fn conflict(
     sightings: Option<&Path>,
 ) -> Result<Option<LockInfo>> {
     Ok(Judge::new(sightings.map(Path::to_path_buf))
-        .survey(backend, key)?
+        .survey(backend, key, own)?
         .into_iter()
-        .filter(|j| Some(j.found.name.as_str()) != own && !j.stale)
+        .filter(|j| !j.stale)
         .filter_map(|j| j.found.info.ok())
         .find(|i| i.conflicts_with(mode)))
 }
@@ -286,7 +303,7 @@ pub(crate) fn remove_stale(
         removed: 0,
         remaining: Vec::new(),
     };
-    for j in judge.survey(backend, key)? {
+    for j in judge.survey(backend, key, None)? {
         match all || j.stale {
             true => {
                 backend.remove(Kind::Lock, &j.found.name)?;
