@@ -123,6 +123,10 @@ const BATCH_ENTRIES: usize = if cfg!(test) { 8 } else { 4096 };
 /// pack (descriptors stay well below the usual limit of 1024).
 const OPEN_FILES: usize = if cfg!(test) { 3 } else { 256 };
 
+/// Chunks of the files open at once (about 64 GiB of content), which bounds
+/// the memory of the plan that says where each chunk goes.
+const GROUP_CHUNKS: usize = if cfg!(test) { 10 } else { 1 << 16 };
+
 /// Directories a batch may hold (each keeps its descriptor open until the
 /// batch is written), counting those waiting for their metadata.
 const BATCH_DIRS: usize = if cfg!(test) { 4 } else { 64 };
@@ -1173,8 +1177,9 @@ impl Writer<'_> {
         let entries: Vec<(&DirHandle, &Planned)> = (leaves.iter())
             .flat_map(|(dir, entries)| entries.iter().map(move |e| (dir, e)))
             .collect();
-        for group in entries.chunks(OPEN_FILES) {
-            let files: Vec<OpenFile> = (group.par_iter())
+        let chunks = entries.iter().map(|(_, e)| e.node.content().len());
+        for group in groups(chunks) {
+            let files: Vec<OpenFile> = (entries[group].par_iter())
                 .filter_map(|(dir, e)| self.write_leaf(dir, e))
                 .collect();
             self.write_contents(&files);
@@ -1610,6 +1615,27 @@ impl Writer<'_> {
 // ---------------------------------------------------------------------------
 // Small helpers
 
+/// Consecutive ranges of entries with `chunks` chunks each, every range at
+/// most [`OPEN_FILES`] entries and [`GROUP_CHUNKS`] chunks (an entry with
+/// more chunks is a range of its own).
+fn groups(chunks: impl Iterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut held = 0;
+    for (i, n) in chunks.enumerate() {
+        match ranges.last_mut() {
+            Some(r) if r.len() < OPEN_FILES && held + n <= GROUP_CHUNKS => {
+                r.end = i + 1;
+                held += n;
+            }
+            _ => {
+                ranges.push(i..i + 1);
+                held = n;
+            }
+        }
+    }
+    ranges
+}
+
 fn join_abs(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parent.len() + 1 + name.len());
     out.extend_from_slice(parent);
@@ -1649,6 +1675,15 @@ fn text(e: impl std::fmt::Display) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn groups_hold_at_most_the_open_files_and_chunks_unless_one_entry_has_more() {
+        use super::{GROUP_CHUNKS, OPEN_FILES, groups};
+        assert_eq!((OPEN_FILES, GROUP_CHUNKS), (3, 10));
+        let got = groups([0, 0, 0, 0, 4, 7, 11, 2, 8, 1].into_iter());
+        assert_eq!(got, vec![0..3, 3..5, 5..6, 6..7, 7..9, 9..10]);
+        assert!(groups(std::iter::empty()).is_empty());
+    }
+
     use super::*;
     use crate::observer::Quiet;
     use crate::ops::sandbox::tests::names;
