@@ -249,9 +249,20 @@ impl Server {
 
     /// Waits (bounded) until the history of plan `app` holds `n` operations matching `pick`.
     fn wait_history(&self, token: &str, n: usize, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.wait_ops("/api/v1/operations?plan=app", token, n, pick)
+    }
+
+    /// Waits (bounded) until the operations listed at `path` hold `n` matching `pick`.
+    fn wait_ops(
+        &self,
+        path: &str,
+        token: &str,
+        n: usize,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let ops = self.json("GET", "/api/v1/operations?plan=app", token, StatusCode::OK);
+            let ops = self.json("GET", path, token, StatusCode::OK);
             let matching: Vec<Value> = ops
                 .as_array()
                 .unwrap()
@@ -361,7 +372,7 @@ events = ["failure", "stale"]
 #[test]
 fn a_one_second_plan_runs_on_schedule_and_unchanged_backups_succeed() {
     let setup = Setup::new(&format!("{ONE_SECOND}\nretention = {{ keep_last = 2 }}"));
-    let token = setup.token("reader", "read");
+    let token = setup.token("op", "operate");
     let server = setup.start();
     let runs = server.wait_history(&token, 3, |o| o["status"] == "success");
     for run in &runs {
@@ -391,6 +402,22 @@ fn a_one_second_plan_runs_on_schedule_and_unchanged_backups_succeed() {
     assert_eq!(plans[0]["name"], "app");
     assert!(plans[0]["next_run"].is_string(), "{plans}");
     assert_eq!(plans[0]["schedule"], "* * * * * *");
+    // Paused, the plan is not run (the run in progress, if any, ends); resumed, it is.
+    server.json("POST", "/api/v1/plans/app/pause", &token, StatusCode::OK);
+    let ended = |o: &Value| o["status"] != "running";
+    let before = server.wait_history(&token, 1, ended).len();
+    let all = |_: &Value| true;
+    let settled = server.wait_history(&token, before, all).len();
+    std::thread::sleep(Duration::from_secs(3));
+    let plans = server.json("GET", "/api/v1/plans", &token, StatusCode::OK);
+    assert_eq!(plans[0]["paused"], true);
+    let paused = server.wait_history(&token, 1, all).len();
+    assert!(
+        paused <= settled + 1,
+        "runs while paused: {settled} then {paused}"
+    );
+    server.json("POST", "/api/v1/plans/app/resume", &token, StatusCode::OK);
+    server.wait_history(&token, paused + 1, all);
     drop(server);
     let kept = setup.repo.json(["snapshots"]);
     assert!(
@@ -728,7 +755,7 @@ fn bad_configs_are_refused_naming_file_line_and_field() {
     );
     let e = refused(&setup, r#"schedule = "61 * * * *""#, "");
     assert!(
-        e.contains(&format!("{file}:14:")) && e.contains("invalid cron pattern"),
+        e.contains(&format!("{file}:14:")) && e.contains("schedule: invalid cron pattern"),
         "{e}"
     );
     let e = refused(
@@ -1011,5 +1038,164 @@ fn tokens_are_listed_without_secrets_and_revoked_ones_are_refused() {
         dup.status.code(),
         Some(1),
         "a second token of one name is refused"
+    );
+}
+
+#[test]
+fn repository_jobs_run_and_operations_on_one_repository_wait_for_each_others_locks() {
+    let setup = Setup::new(&format!("{ONE_SECOND}\nretention = {{ keep_last = 1 }}"));
+    let jobs = r#"[[job]]
+name = "verify"
+repository = "main"
+kind = "check"
+schedule = "* * * * * *"
+read_data_subset = "50%"
+
+[[job]]
+name = "tidy"
+repository = "main"
+kind = "prune"
+schedule = "* * * * * *"
+"#;
+    setup.write_config(
+        &format!("{ONE_SECOND}\nretention = {{ keep_last = 1 }}"),
+        jobs,
+    );
+    let token = setup.token("reader", "read");
+    let server = setup.start();
+    let all = "/api/v1/operations?limit=1000";
+    for kind in ["backup", "check", "prune"] {
+        let done = server.wait_ops(all, &token, 2, |o| {
+            o["kind"] == kind && o["status"] == "success"
+        });
+        assert!(done.iter().all(|o| o["repository"] == "main"), "{done:?}");
+    }
+    let failed = server.wait_ops(all, &token, 0, |o| {
+        o["status"] == "failed" || o["status"] == "partial"
+    });
+    assert!(
+        failed.is_empty(),
+        "shared and exclusive locks waited for each other: {failed:?}"
+    );
+    let check = server.wait_ops(all, &token, 1, |o| {
+        o["kind"] == "check" && o["status"] == "success"
+    });
+    let report = server.json(
+        "GET",
+        &format!("/api/v1/operations/{}", check[0]["id"]),
+        &token,
+        StatusCode::OK,
+    );
+    assert!(
+        report["report"]["packs_read"].as_u64() > Some(0),
+        "50% of the packs read: {report}"
+    );
+    let mut server = server;
+    server.signal(rustix::process::Signal::TERM);
+    assert_eq!(server.wait_exit(STOP_BOUND), Some(0));
+    assert_clean(&setup);
+}
+
+#[test]
+fn a_failing_before_hook_fails_the_run_and_the_after_hook_sees_the_status() {
+    let marker = std::env::temp_dir().join(format!("strata-hook-{}", now_nanos()));
+    let status = marker.with_extension("status");
+    let hooks = format!(
+        "{HOURLY}\nbefore = {{ command = \"test -e {m}\", timeout = \"10s\" }}\nafter = {{ command = \"echo $STRATA_HOOK $STRATA_STATUS > {s}\" }}",
+        m = marker.display(),
+        s = status.display()
+    );
+    let setup = Setup::new(&hooks);
+    let token = setup.token("op", "operate");
+    let server = setup.start();
+    let id = server.run_now(&token);
+    let op = server.wait_ended(id, &token);
+    assert_eq!(op["status"], "failed");
+    assert!(
+        op["error"]
+            .as_str()
+            .unwrap()
+            .contains("the before hook failed"),
+        "{op}"
+    );
+    assert_eq!(fs::read_to_string(&status).unwrap().trim(), "after failed");
+    assert!(
+        setup
+            .repo
+            .json(["snapshots"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no backup without the before hook"
+    );
+    fs::write(&marker, b"").unwrap();
+    let id = server.run_now(&token);
+    assert_eq!(server.wait_ended(id, &token)["status"], "success");
+    assert_eq!(fs::read_to_string(&status).unwrap().trim(), "after success");
+    let _ = fs::remove_file(&marker);
+    let _ = fs::remove_file(&status);
+}
+
+/// Moves the next run of plan `app` in the state database into the past, as if the service
+/// had been stopped when it fell due.
+fn miss_the_next_run(setup: &Setup) {
+    let db = rusqlite::Connection::open(setup.repo.path().join("state/state.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE plans SET next_run = '2000-01-01 00:00:00+00:00' WHERE name = 'app'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+#[test]
+fn a_missed_run_runs_once_at_start_only_when_the_plan_says_so() {
+    let yearly = r#"schedule = "0 0 1 1 *""#;
+    let setup = Setup::new(&format!("{yearly}\nmissed = \"run_once\""));
+    let token = setup.token("reader", "read");
+    let mut server = setup.start();
+    server.signal(rustix::process::Signal::TERM);
+    assert_eq!(server.wait_exit(STOP_BOUND), Some(0));
+    miss_the_next_run(&setup);
+    let server = setup.start();
+    let ran = server.wait_history(&token, 1, |o| o["status"] == "success");
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    let mut server = server;
+    server.signal(rustix::process::Signal::TERM);
+    assert_eq!(server.wait_exit(STOP_BOUND), Some(0));
+    setup.write_config(yearly, "");
+    miss_the_next_run(&setup);
+    let server = setup.start();
+    let plans = server.json("GET", "/api/v1/plans", &token, StatusCode::OK);
+    let next: chrono::DateTime<chrono::Utc> =
+        plans[0]["next_run"].as_str().unwrap().parse().unwrap();
+    assert!(
+        next > chrono::Utc::now(),
+        "skip: the missed run is not run, the next is in the future"
+    );
+    assert_eq!(plans[0]["running"], Value::Null);
+}
+
+#[test]
+fn a_plan_without_success_sends_one_stale_alert() {
+    let (port, alerts) = webhook_receiver();
+    let setup = Setup::new(ONE_SECOND);
+    let notify = format!(
+        "[[notify]]\nname = \"ops\"\nwebhook = \"http://127.0.0.1:{port}/hook\"\nevents = [\"stale\"]\n"
+    );
+    setup.write_config(&format!("{ONE_SECOND}\nstale_after = 3"), &notify);
+    fs::remove_dir_all(&setup.src).unwrap();
+    let token = setup.token("reader", "read");
+    let server = setup.start();
+    let alert = alerts.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(alert["event"], "stale", "{alert}");
+    assert_eq!(alert["plan"], "app");
+    let failed = |o: &Value| o["status"] == "failed" || o["status"] == "partial";
+    let seen = server.wait_history(&token, 1, failed).len();
+    server.wait_history(&token, seen + 2, failed);
+    assert!(
+        alerts.try_recv().is_err(),
+        "one stale alert, and no failure alert to this target"
     );
 }

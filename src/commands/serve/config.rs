@@ -218,6 +218,24 @@ impl Source<'_> {
         }
     }
 
+    /// A TOML error at `span`, its message prefixed with the key whose value the span is in
+    /// (`schedule: invalid cron pattern …`), when it is in one.
+    fn parse_error(&self, span: std::ops::Range<usize>, message: &str) -> ConfigError {
+        let at = span.start.min(self.text.len());
+        let line_start = self.text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let key = (self.text[line_start..at].rsplit_once('=')).map(|(before, _)| {
+            let before = before.trim_end();
+            let start = before
+                .rfind(|c: char| !(c.is_alphanumeric() || "_-.\"".contains(c)))
+                .map_or(0, |i| i + 1);
+            before[start..].trim_matches('"')
+        });
+        match key {
+            Some(key) if !key.is_empty() => self.error(span, format!("{key}: {message}")),
+            _ => self.error(span, message.to_string()),
+        }
+    }
+
     fn field<T>(&self, value: &Spanned<T>, what: &str, message: String) -> ConfigError {
         self.error(value.span(), format!("{what}: {message}"))
     }
@@ -232,10 +250,8 @@ impl Config {
             source,
         })?;
         let src = Source { file, text: &text };
-        let config: Config = toml::from_str(&text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            src.error(span, e.message().to_string())
-        })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| src.parse_error(e.span().unwrap_or(0..0), e.message()))?;
         config.validate(&src)?;
         Ok(config)
     }
