@@ -206,7 +206,13 @@ impl Service {
             Some(Task::Job(job)) => self.run_job(job, op),
             None => unreachable!("tasks come from the configuration"),
         };
+        // Recorded and released under the `busy` lock, so that once the history shows the
+        // operation ended, the plan can be run again at once.
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         runner::record(self, op, &out);
+        (self.running.lock().unwrap_or_else(|e| e.into_inner())).remove(&op.id);
+        busy.remove(key);
+        drop(busy);
         eprintln!(
             "strata serve: {key}: operation {} ended: {}{}",
             op.id,
@@ -219,8 +225,6 @@ impl Service {
         if let Some(Task::Plan(plan)) = self.task(key) {
             notify::after_run(self, plan, op.id, &out);
         }
-        (self.running.lock().unwrap_or_else(|e| e.into_inner())).remove(&op.id);
-        (self.busy.lock().unwrap_or_else(|e| e.into_inner())).remove(key);
     }
 
     /// Stops accepting work and cancels every running operation.

@@ -387,9 +387,9 @@ fn run_hook(hook: &Hook, which: &str, plan: &str, status: &str, op: &Running) ->
     }
 }
 
-/// Records `op`'s end in the history and closes its feed.
+/// Records `op`'s end in the history, then closes its feed with the final report (so a
+/// subscriber that saw the report finds the operation ended in the history).
 pub fn record(service: &Service, op: &Arc<Running>, out: &Outcome) {
-    op.finish(out.status, &out.report, out.error.as_deref());
     let report = (!out.report.is_null()).then_some(&out.report);
     let log = op.log();
     if let Err(e) =
@@ -397,4 +397,5 @@ pub fn record(service: &Service, op: &Arc<Running>, out: &Outcome) {
     {
         eprintln!("strata serve: error: recording operation {}: {e}", op.id);
     }
+    op.finish(out.status, &out.report, out.error.as_deref());
 }

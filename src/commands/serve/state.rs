@@ -491,3 +491,58 @@ fn operation_row(r: &rusqlite::Row) -> rusqlite::Result<Operation> {
         log: serde_json::from_str(&log).unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_keeps_the_newest_operations_and_the_last_log_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            days: 90,
+            operations: 2,
+            log_lines: 2,
+        };
+        let state = State::open(dir.path(), limits).unwrap();
+        let log: Vec<String> = (0..5).map(|i| format!("line {i}")).collect();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = (state.start_operation("backup", Some("app"), Some("main"))).unwrap();
+            (state.finish_operation(id, Status::Success, None, None, &log)).unwrap();
+            ids.push(id);
+        }
+        let kept: Vec<i64> = state
+            .operations(None, 10)
+            .unwrap()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(
+            kept,
+            [ids[2], ids[1]],
+            "the oldest beyond the limit is dropped"
+        );
+        let newest = state.operation(ids[2]).unwrap().unwrap();
+        assert_eq!(newest.log, ["line 3", "line 4"]);
+        assert_eq!(state.runs_by_status("app").unwrap(), [(Status::Success, 2)]);
+    }
+
+    #[test]
+    fn what_ran_when_the_service_stopped_is_marked_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            days: 90,
+            operations: 10,
+            log_lines: 10,
+        };
+        let state = State::open(dir.path(), limits).unwrap();
+        let id = (state.start_operation("check", None, Some("main"))).unwrap();
+        drop(state);
+        let state = State::open(dir.path(), limits).unwrap();
+        assert_eq!(state.mark_interrupted().unwrap(), 1);
+        let op = state.operation(id).unwrap().unwrap();
+        assert_eq!(op.status, Status::Interrupted);
+        assert!(op.ended.is_some());
+    }
+}
