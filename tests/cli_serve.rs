@@ -94,6 +94,11 @@ paths = ["{src}"]
     }
 
     fn start(&self) -> Server {
+        // reqwest is built without a TLS provider of its own (the service brings rustls
+        // with ring), and a client needs one even for plain HTTP. The client is made before
+        // the process, so that nothing can fail between starting it and owning it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::builder().timeout(PATIENCE).build().unwrap();
         let log = self.repo.path().join(format!("serve-{}.log", now_nanos()));
         let child = self
             .cmd(&[])
@@ -101,14 +106,11 @@ paths = ["{src}"]
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        // reqwest is built without a TLS provider of its own (the service brings rustls
-        // with ring), and a client needs one even for plain HTTP.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let server = Server {
             child,
             log,
             base: format!("http://127.0.0.1:{}", self.port),
-            client: Client::builder().timeout(PATIENCE).build().unwrap(),
+            client,
         };
         server.wait_healthy();
         server
