@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,11 +94,17 @@ paths = ["{src}"]
     }
 
     fn start(&self) -> Server {
+        self.start_with("http", Client::builder())
+    }
+
+    /// Starts the service and waits until `scheme://127.0.0.1:PORT/api/v1/health` answers
+    /// to a client made by `client` (made before the process, so that nothing can fail
+    /// between starting it and owning it).
+    fn start_with(&self, scheme: &str, client: reqwest::blocking::ClientBuilder) -> Server {
         // reqwest is built without a TLS provider of its own (the service brings rustls
-        // with ring), and a client needs one even for plain HTTP. The client is made before
-        // the process, so that nothing can fail between starting it and owning it.
+        // with ring), and a client needs one even for plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::builder().timeout(PATIENCE).build().unwrap();
+        let client = client.timeout(PATIENCE).build().unwrap();
         let log = self.repo.path().join(format!("serve-{}.log", now_nanos()));
         let child = self
             .cmd(&[])
@@ -109,7 +115,7 @@ paths = ["{src}"]
         let server = Server {
             child,
             log,
-            base: format!("http://127.0.0.1:{}", self.port),
+            base: format!("{scheme}://127.0.0.1:{}", self.port),
             client,
         };
         server.wait_healthy();
@@ -1199,5 +1205,48 @@ fn a_plan_without_success_sends_one_stale_alert() {
     assert!(
         alerts.try_recv().is_err(),
         "one stale alert, and no failure alert to this target"
+    );
+}
+
+#[test]
+fn the_api_is_served_over_tls_when_a_certificate_is_configured() {
+    let setup = Setup::new(HOURLY);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve-tls");
+    let tls = format!(
+        "tls_certificate = \"{}\"\ntls_key = \"{}\"\n",
+        fixtures.join("cert.pem").display(),
+        fixtures.join("key.pem").display()
+    );
+    let text = fs::read_to_string(&setup.config).unwrap();
+    // A remote address needs no flag with TLS (checked only: tests listen on loopback).
+    fs::write(
+        &setup.config,
+        format!("{tls}{}", text.replace("127.0.0.1:", "0.0.0.0:")),
+    )
+    .unwrap();
+    let out = setup.cmd(&["--check-config"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::write(&setup.config, format!("{tls}{text}")).unwrap();
+    let token = setup.token("reader", "read");
+    let pem = fs::read(fixtures.join("ca.pem")).unwrap();
+    let trusted = reqwest::Certificate::from_pem(&pem).unwrap();
+    let server = setup.start_with("https", Client::builder().tls_certs_only([trusted]));
+    let plans = server.json("GET", "/api/v1/plans", &token, StatusCode::OK);
+    assert_eq!(plans[0]["name"], "app");
+    let plain = Client::new()
+        .get(format!("http://127.0.0.1:{}/api/v1/health", setup.port))
+        .send();
+    assert!(plain.is_err(), "no clear text beside TLS: {plain:?}");
+    let key_only = format!(
+        "tls_key = \"{}\"\n{text}",
+        fixtures.join("key.pem").display()
+    );
+    fs::write(&setup.config, key_only).unwrap();
+    let out = setup.cmd(&["--check-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("strata.toml:1:11: give both tls_certificate and tls_key"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -34,6 +34,9 @@ pub struct Config {
     pub listen: Spanned<SocketAddr>,
     /// The service database (state, history, tokens, audit log) and the repositories' cache.
     pub state_dir: PathBuf,
+    /// PEM certificate chain and private key: the API is then served over TLS only.
+    pub tls_certificate: Option<Spanned<PathBuf>>,
+    pub tls_key: Option<Spanned<PathBuf>>,
     /// Operations kept in the history, at most this many days.
     #[serde(default = "default_history_days")]
     pub history_days: u32,
@@ -264,7 +267,37 @@ impl Config {
         self.plans.iter().find(|p| *p.name.get_ref() == name)
     }
 
+    /// The TLS certificate and key files, when both are given.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        let cert = self.tls_certificate.as_ref()?;
+        let key = self.tls_key.as_ref()?;
+        Some((cert.get_ref(), key.get_ref()))
+    }
+
+    fn validate_tls(&self, src: &Source) -> Result<(), ConfigError> {
+        match (&self.tls_certificate, &self.tls_key) {
+            (Some(_), Some(_)) | (None, None) => {}
+            (Some(one), None) | (None, Some(one)) => {
+                let message = "give both tls_certificate and tls_key, or neither".to_string();
+                return Err(src.error(one.span(), message));
+            }
+        }
+        for (file, what) in [
+            (&self.tls_certificate, "tls_certificate"),
+            (&self.tls_key, "tls_key"),
+        ] {
+            if let Some(file) = file
+                && let Err(e) = std::fs::metadata(file.get_ref())
+            {
+                let message = format!("cannot read {}: {e}", file.get_ref().display());
+                return Err(src.field(file, what, message));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, src: &Source) -> Result<(), ConfigError> {
+        self.validate_tls(src)?;
         unique(
             src,
             self.repositories.iter().map(|r| &r.name),

@@ -9,18 +9,22 @@ pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
+pub mod tls;
 pub mod tokens;
 
 use super::{Context, Outcome};
 use anyhow::{Context as _, Result, bail};
+use axum::serve::ListenerExt;
 use config::{Config, Job, Plan};
 use runner::Running;
 use state::State;
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -255,6 +259,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     check_listen(&config, args.allow_remote_without_tls, &file)?;
     let service = Arc::new(Service::new(config)?);
     preflight(&service, &file, !args.check_config)?;
+    let tls = (service.config.tls())
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()?;
     if args.check_config {
         ctx.say(&format!("{}: the configuration is valid", file.display()))?;
         return Ok(Outcome::Ok);
@@ -265,7 +272,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             "strata serve: {interrupted} operations were interrupted when the service last stopped"
         );
     }
-    serve(service, ctx)?;
+    serve(service, tls, ctx)?;
     Ok(Outcome::Ok)
 }
 
@@ -280,17 +287,16 @@ fn default_config() -> Result<PathBuf> {
     }
 }
 
-/// A bind address other than loopback needs TLS, which this build does not have, or the
-/// explicit flag.
+/// A bind address other than loopback needs TLS, or the explicit flag.
 fn check_listen(config: &Config, allowed: bool, file: &std::path::Path) -> Result<()> {
     let addr = config.listen.get_ref();
-    if addr.ip().is_loopback() {
+    if addr.ip().is_loopback() || config.tls().is_some() {
         return Ok(());
     }
     if !allowed {
         bail!(
-            "{}: listen = {addr} is not a loopback address and the API has no TLS: pass \
-             --allow-remote-without-tls to serve it in clear text anyway",
+            "{}: listen = {addr} is not a loopback address and no tls_certificate is given: \
+             pass --allow-remote-without-tls to serve the API in clear text anyway",
             file.display()
         );
     }
@@ -320,7 +326,8 @@ fn preflight(service: &Service, file: &std::path::Path, clean: bool) -> Result<(
     Ok(())
 }
 
-fn serve(service: Arc<Service>, ctx: &Context) -> Result<()> {
+/// Serves the API (over TLS with `tls`) and runs the scheduler until SIGTERM or Ctrl-C.
+fn serve(service: Arc<Service>, tls: Option<TlsAcceptor>, ctx: &Context) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -330,18 +337,36 @@ fn serve(service: Arc<Service>, ctx: &Context) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(service.config.listen.get_ref())
             .await
             .with_context(|| format!("cannot listen on {}", service.config.listen.get_ref()))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!(
-            "strata serve: listening on http://{}",
+            "strata serve: listening on {scheme}://{}",
             listener.local_addr()?
         );
+        let app = api::router(service.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stop = wait_for_signal(ctx.cancel.clone());
+        let mut serving = match tls {
+            None => tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .into_future(),
+            ),
+            Some(acceptor) => {
+                // `tap_io` (doing nothing) lends the TLS listener axum's ConnectInfo of
+                // its address.
+                let listener = tls::TlsListener {
+                    tcp: listener,
+                    acceptor,
+                }
+                .tap_io(|_| {});
+                tokio::spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
+            }
+        };
         let scheduler = tokio::spawn(scheduler::run(service.clone()));
-        let app = api::router(service.clone());
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait_for_signal(ctx.cancel.clone()));
-        let mut serving = tokio::spawn(async move { server.await });
         let served = tokio::select! {
             _ = wait_for_signal(ctx.cancel.clone()) => false,
             ended = &mut serving => {
