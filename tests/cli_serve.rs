@@ -1250,3 +1250,21 @@ fn the_api_is_served_over_tls_when_a_certificate_is_configured() {
         stderr(&out)
     );
 }
+
+#[test]
+fn metrics_answer_without_a_token_only_when_configured_open() {
+    let setup = Setup::new(HOURLY);
+    let text = fs::read_to_string(&setup.config).unwrap();
+    fs::write(&setup.config, format!("metrics_open = true\n{text}")).unwrap();
+    let server = setup.start();
+    let r = server.request("GET", "/metrics", None);
+    assert_eq!(r.status(), StatusCode::OK);
+    let samples = parse_metrics(&r.text().unwrap());
+    assert_eq!(samples.get("strata_operations_running"), Some(&0.0));
+    let plans = server.request("GET", "/api/v1/plans", None);
+    assert_eq!(
+        plans.status(),
+        StatusCode::UNAUTHORIZED,
+        "only /metrics is open"
+    );
+}

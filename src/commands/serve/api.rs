@@ -605,14 +605,16 @@ async fn audit_log(
     ))
 }
 
-/// Prometheus metrics in the text format (read).
+/// Prometheus metrics in the text format (read, or no token with `metrics_open`).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", description = "the metrics")))]
 async fn metrics(
     State(api): Shared,
     ConnectInfo(remote): Remote,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    api.authorize(&headers, remote, Role::Read).await?;
+    if !api.service.config.metrics_open {
+        api.authorize(&headers, remote, Role::Read).await?;
+    }
     let text = super::metrics::render(&api.service).map_err(Problem::internal)?;
     let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, kind)], text).into_response())

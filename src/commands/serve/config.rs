@@ -34,6 +34,9 @@ pub struct Config {
     pub listen: Spanned<SocketAddr>,
     /// The service database (state, history, tokens, audit log) and the repositories' cache.
     pub state_dir: PathBuf,
+    /// `/metrics` answers without a token.
+    #[serde(default)]
+    pub metrics_open: bool,
     /// PEM certificate chain and private key: the API is then served over TLS only.
     pub tls_certificate: Option<Spanned<PathBuf>>,
     pub tls_key: Option<Spanned<PathBuf>>,

@@ -1,6 +1,7 @@
 //! `/metrics` in the Prometheus text format, built at each scrape from the state database:
 //! per plan the last success and attempt, the last run's duration, bytes and files, runs by
-//! status (over the history kept); per repository the snapshot count; operations running.
+//! status (over the history kept); per repository the snapshot count and the last check's
+//! time and result; operations running.
 //! Labels are plan, repository and status names only.
 use super::Service;
 use super::state::Status;
@@ -26,6 +27,8 @@ struct Families {
     errors: Family<Labels, Gauge>,
     runs: Family<Labels, Counter>,
     snapshots: Family<Labels, Gauge>,
+    check_time: Family<Labels, FloatGauge>,
+    check_ok: Family<Labels, Gauge>,
     running: Gauge,
 }
 
@@ -35,12 +38,7 @@ pub fn render(service: &Service) -> anyhow::Result<String> {
         plan_metrics(service, &f, plan.name.get_ref())?;
     }
     for repo in &service.config.repositories {
-        let name = repo.name.get_ref();
-        if let Some(n) = service.state.snapshot_count(name)? {
-            f.snapshots
-                .get_or_create(&vec![("repository", name.clone())])
-                .set(n);
-        }
+        repository_metrics(service, &f, repo.name.get_ref())?;
     }
     f.running.set(service.running_count() as i64);
     let mut registry = Registry::with_prefix("strata");
@@ -48,6 +46,20 @@ pub fn render(service: &Service) -> anyhow::Result<String> {
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
+}
+
+fn repository_metrics(service: &Service, f: &Families, name: &str) -> anyhow::Result<()> {
+    let labels = vec![("repository", name.to_string())];
+    if let Some(n) = service.state.snapshot_count(name)? {
+        f.snapshots.get_or_create(&labels).set(n);
+    }
+    if let Some(check) = service.state.last_check(name)? {
+        let ended = check.ended.unwrap_or(check.started);
+        f.check_time.get_or_create(&labels).set(seconds(ended));
+        let ok = check.status == Status::Success;
+        f.check_ok.get_or_create(&labels).set(i64::from(ok));
+    }
+    Ok(())
 }
 
 fn plan_metrics(service: &Service, f: &Families, plan: &str) -> anyhow::Result<()> {
@@ -144,6 +156,16 @@ fn register(r: &mut Registry, f: Families) {
         "repository_snapshots",
         "Snapshots in the repository, as last seen",
         f.snapshots,
+    );
+    r.register(
+        "repository_last_check_timestamp_seconds",
+        "When the repository's last check job ended",
+        f.check_time,
+    );
+    r.register(
+        "repository_last_check_success",
+        "1 when the repository's last check job found no damage (and finished), else 0",
+        f.check_ok,
     );
     r.register("operations_running", "Operations running now", f.running);
 }

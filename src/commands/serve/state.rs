@@ -348,6 +348,18 @@ impl State {
             .map_err(self.sql())
     }
 
+    /// The newest finished `check` of `repository`.
+    pub fn last_check(&self, repository: &str) -> Result<Option<Operation>> {
+        let db = self.db();
+        let query = format!(
+            "{SELECT_OPERATION} WHERE repository = ?1 AND kind = 'check' AND status != 'running' ORDER BY id DESC LIMIT 1"
+        );
+        let mut stmt = db.prepare(&query).map_err(self.sql())?;
+        stmt.query_row([repository], operation_row)
+            .optional()
+            .map_err(self.sql())
+    }
+
     /// How many of `plan`'s runs in the history ended with each status.
     pub fn runs_by_status(&self, plan: &str) -> Result<Vec<(Status, u64)>> {
         let db = self.db();
