@@ -1268,3 +1268,25 @@ fn metrics_answer_without_a_token_only_when_configured_open() {
         "only /metrics is open"
     );
 }
+
+#[test]
+fn a_check_job_that_finds_damage_sends_a_damage_alert() {
+    let (port, alerts) = webhook_receiver();
+    let setup = Setup::new(HOURLY);
+    setup.repo.ok(os_args!["backup", &setup.src]);
+    let pack = list_files(&setup.repo.repo_path().join("data"))
+        .into_iter()
+        .next()
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    let job = format!(
+        "[[job]]\nname = \"verify\"\nrepository = \"main\"\nkind = \"check\"\nschedule = \"* * * * * *\"\n\n\
+         [[notify]]\nname = \"ops\"\nwebhook = \"http://127.0.0.1:{port}/hook\"\nevents = [\"damage\"]\n"
+    );
+    setup.write_config(HOURLY, &job);
+    let _server = setup.start();
+    let alert = alerts.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(alert["event"], "damage", "{alert}");
+    assert_eq!(alert["repository"], "main");
+    assert!(alert["problems"].as_u64() > Some(0), "{alert}");
+}

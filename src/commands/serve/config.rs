@@ -179,8 +179,12 @@ fn default_max_unused() -> f64 {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
+    /// A plan's run failed or was partial.
     Failure,
+    /// A plan had no success for `stale_after` intervals.
     Stale,
+    /// A `check` job found damage.
+    Damage,
 }
 
 #[derive(Debug, Deserialize)]

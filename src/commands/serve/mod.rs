@@ -226,8 +226,10 @@ impl Service {
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         );
-        if let Some(Task::Plan(plan)) = self.task(key) {
-            notify::after_run(self, plan, op.id, &out);
+        match self.task(key) {
+            Some(Task::Plan(plan)) => notify::after_run(self, plan, op.id, &out),
+            Some(Task::Job(job)) => notify::after_job(self, job, op.id, &out),
+            None => {}
         }
     }
 

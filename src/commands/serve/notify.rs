@@ -1,9 +1,10 @@
 //! Alerts: a plan's run failed (sent once when a plan starts failing, again only after a
-//! success), or a plan is stale (no success for `stale_after` intervals); each goes as a
+//! success), a plan is stale (no success for `stale_after` intervals), or a check job found
+//! damage (each time); each goes as a
 //! JSON POST to the webhooks that take its event, retried with back-off, and every
 //! delivery that finally fails is an operation `notify` in the history.
 use super::Service;
-use super::config::{Event, Plan};
+use super::config::{Event, Job, JobKind, Plan};
 use super::runner::Outcome;
 use super::state::Status;
 use chrono::{DateTime, Utc};
@@ -33,7 +34,7 @@ pub fn after_run(service: &Service, plan: &Plan, operation: i64, out: &Outcome) 
                     "text": format!("strata: plan {name} failed: {}", out.error.as_deref().unwrap_or(out.status.name())),
                     "time": Utc::now(),
                 });
-                send(service, Event::Failure, name, body);
+                send(service, Event::Failure, Some(name), body);
                 service.state.set_alerted(name, Some(true), None)
             }
             Err(e) => Err(e),
@@ -43,6 +44,26 @@ pub fn after_run(service: &Service, plan: &Plan, operation: i64, out: &Outcome) 
     if let Err(e) = result {
         eprintln!("strata serve: error: alert state of {name}: {e}");
     }
+}
+
+/// After a repository job: a damage alert when a check found damage (it failed with a
+/// report listing errors; a check that could not run at all is not damage).
+pub fn after_job(service: &Service, job: &Job, operation: i64, out: &Outcome) {
+    let errors = out.report.get("errors").and_then(|e| e.as_array());
+    let Some(errors) = errors.filter(|e| job.kind == JobKind::Check && !e.is_empty()) else {
+        return;
+    };
+    let repository = job.repository.get_ref();
+    let body = json!({
+        "event": Event::Damage,
+        "repository": repository,
+        "job": job.name.get_ref(),
+        "operation": operation,
+        "problems": errors.len(),
+        "text": format!("strata: check of {repository} found {} problems", errors.len()),
+        "time": Utc::now(),
+    });
+    send(service, Event::Damage, None, body);
 }
 
 /// A stale alert for each plan with no success for longer than `stale_after` times its
@@ -80,7 +101,7 @@ fn check_plan_stale(service: &Service, plan: &Plan, now: DateTime<Utc>) -> anyho
         "text": format!("strata: plan {name} has not succeeded since {since}"),
         "time": now,
     });
-    send(service, Event::Stale, name, body);
+    send(service, Event::Stale, Some(name), body);
     service.state.set_alerted(name, None, Some(true))?;
     Ok(())
 }
@@ -90,8 +111,8 @@ fn last_time(service: &Service, plan: &str) -> Option<DateTime<Utc>> {
     last.ended
 }
 
-/// Sends `body` to every target taking `event`, in the background.
-fn send(service: &Service, event: Event, plan: &str, body: Value) {
+/// Sends `body` (about `plan`, if any) to every target taking `event`, in the background.
+fn send(service: &Service, event: Event, plan: Option<&str>, body: Value) {
     for target in service
         .config
         .notify
@@ -101,13 +122,13 @@ fn send(service: &Service, event: Event, plan: &str, body: Value) {
         let url = target.webhook.get_ref().clone();
         let name = target.name.get_ref().clone();
         let body = body.clone();
-        let plan = plan.to_string();
+        let plan = plan.map(str::to_string);
         let state = service.state.clone();
         tokio::runtime::Handle::current().spawn(async move {
             if let Err(e) = deliver_async(&url, &body).await {
                 eprintln!("strata serve: error: alert to {name}: {e}");
                 let record = || -> Result<(), super::state::StateError> {
-                    let id = state.start_operation("notify", Some(&plan), None)?;
+                    let id = state.start_operation("notify", plan.as_deref(), None)?;
                     let report = json!({"target": name, "event": event});
                     state.finish_operation(
                         id,
