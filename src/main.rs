@@ -57,6 +57,8 @@ enum Command {
     Mongo(commands::mongo::Args),
     /// Upgrade a repository of format version 1 or 2 in place to version 3
     Migrate(commands::migrate::Args),
+    /// Run as a service: scheduled backups, an HTTP API, metrics and alerts (see README)
+    Serve(commands::serve::Args),
 }
 
 impl Command {
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => commands::mount::run(&ctx, a),
         Command::Mongo(a) => commands::mongo::run(&ctx, a),
         Command::Migrate(a) => commands::migrate::run(&ctx, a),
+        Command::Serve(a) => commands::serve::run(&ctx, a),
     };
     match result {
         Ok(code) => code.into(),

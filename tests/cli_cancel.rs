@@ -16,19 +16,6 @@ use std::time::{Duration, Instant};
 use common::e2e::*;
 use common::*;
 
-/// Large files of random bytes (incompressible, all new), `n` of `mib` MiB each.
-fn write_big(dir: &Path, n: u64, mib: usize) {
-    fs::create_dir_all(dir).unwrap();
-    for f in 0..n {
-        let mut rng = Rng::new(77 + f);
-        let mut data = vec![0u8; mib << 20];
-        for word in data.chunks_exact_mut(8) {
-            word.copy_from_slice(&rng.next_u64().to_le_bytes());
-        }
-        fs::write(dir.join(format!("big-{f}.bin")), data).unwrap();
-    }
-}
-
 /// One counter of /proc/PID/io (`rchar`: bytes read from files; `wchar`: bytes written).
 fn io_counter(child: &Child, name: &str) -> u64 {
     let io = fs::read_to_string(format!("/proc/{}/io", child.id())).unwrap_or_default();

@@ -38,10 +38,13 @@ pub struct Args {
 }
 
 /// The `--keep-*` options (see README, "Retention policies"). Counts take -1 or `unlimited`.
-#[derive(clap::Args)]
+/// A service plan's `retention` table is the same options in snake case (`keep_tags` for
+/// the repeated `--keep-tag`).
+#[derive(clap::Args, Debug, serde::Deserialize)]
 #[group(id = "policy", multiple = true)]
 #[command(next_help_heading = "Policy")]
-struct PolicyArgs {
+#[serde(deny_unknown_fields)]
+pub struct PolicyArgs {
     /// Keep the N newest snapshots
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_last: Option<Count>,
@@ -65,15 +68,16 @@ struct PolicyArgs {
     keep_within: Option<Span>,
     /// Keep snapshots carrying all these tags (comma-separated; '' = untagged; repeatable)
     #[arg(long = "keep-tag", value_name = "TAGS")]
+    #[serde(default)]
     keep_tags: Vec<TagList>,
     /// Remove MongoDB oplog slices ending DURATION or more before the newest slice of their
     /// server, even where a kept snapshot could use them (alone: snapshots are all kept)
     #[arg(long, value_name = "DURATION")]
-    keep_oplog_within: Option<Span>,
+    pub keep_oplog_within: Option<Span>,
 }
 
 impl PolicyArgs {
-    fn policy(self) -> Policy {
+    pub fn policy(&self) -> Policy {
         Policy {
             last: self.keep_last.unwrap_or_default(),
             hourly: self.keep_hourly.unwrap_or_default(),
@@ -82,7 +86,7 @@ impl PolicyArgs {
             monthly: self.keep_monthly.unwrap_or_default(),
             yearly: self.keep_yearly.unwrap_or_default(),
             within: self.keep_within,
-            tags: self.keep_tags,
+            tags: self.keep_tags.clone(),
         }
     }
 }

@@ -10,12 +10,23 @@ pub struct Args {
     filter: SnapshotFilterArgs,
 }
 
+/// A snapshot as `--json` and the service's API list it.
 #[derive(serde::Serialize)]
-struct Listed<'a> {
-    id: String,
-    short_id: String,
+pub struct Listed<'a> {
+    pub id: String,
+    pub short_id: String,
     #[serde(flatten)]
-    snapshot: &'a Snapshot,
+    pub snapshot: &'a Snapshot,
+}
+
+impl<'a> Listed<'a> {
+    pub fn new((id, snapshot): &'a (SnapshotId, Snapshot)) -> Listed<'a> {
+        Listed {
+            id: id.0.to_hex(),
+            short_id: id.0.short(),
+            snapshot,
+        }
+    }
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
@@ -27,14 +38,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let selected: Vec<&(SnapshotId, Snapshot)> =
         args.filter.selection(Vec::new(), false).apply(&all);
     if ctx.args.json {
-        let listed: Vec<Listed> = selected
-            .iter()
-            .map(|(id, s)| Listed {
-                id: id.0.to_hex(),
-                short_id: id.0.short(),
-                snapshot: s,
-            })
-            .collect();
+        let listed: Vec<Listed> = selected.iter().map(|e| Listed::new(e)).collect();
         ctx.print_json(&listed)?;
         return Ok(Outcome::Ok);
     }

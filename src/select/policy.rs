@@ -6,7 +6,7 @@ use crate::repo::snapshot::Snapshot;
 use chrono::{
     DateTime, Datelike, Days, Months, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike, Utc,
 };
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -61,6 +61,47 @@ impl FromStr for Count {
                 .map(Count::Limit)
                 .map_err(|_| PolicyError::Count(s.to_string())),
         }
+    }
+}
+
+/// A count in a configuration file: a whole number (`-1` keeps every bucket) or the text
+/// the command line takes.
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Number(i64),
+            Text(String),
+        }
+        let text = match Given::deserialize(d)? {
+            Given::Number(n) => n.to_string(),
+            Given::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A value a configuration file writes as the text the command line takes.
+fn from_text<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        from_text(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for TagList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TagList, D::Error> {
+        from_text(d)
     }
 }
 

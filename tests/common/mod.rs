@@ -24,7 +24,7 @@ pub use compare::{
 pub use fsutil::{copy_mtime, dir_size, flip_byte, list_files, mtime_of, set_mode, set_mtime};
 pub use repo::{TestRepo, stderr, stdout, stdout_json};
 pub use rng::Rng;
-pub use tree::{generate_small_tree, generate_tree, mutate_file};
+pub use tree::{generate_small_tree, generate_tree, mutate_file, write_big};
 
 /// Build a `Vec<OsString>` from a mix of `&str`, `&Path`, `PathBuf`, `&OsStr`…:
 /// `repo.ok(os_args!["backup", &src, "--tag", "x"])`.

@@ -358,3 +358,16 @@ pub fn mutate_file(path: &Path, seed: u64) {
         }
     });
 }
+
+/// Large files of random bytes (incompressible, all new), `n` of `mib` MiB each.
+pub fn write_big(dir: &Path, n: u64, mib: usize) {
+    fs::create_dir_all(dir).unwrap();
+    for f in 0..n {
+        let mut rng = Rng::new(77 + f);
+        let mut data = vec![0u8; mib << 20];
+        for word in data.chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        fs::write(dir.join(format!("big-{f}.bin")), data).unwrap();
+    }
+}

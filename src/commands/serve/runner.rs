@@ -1,0 +1,401 @@
+//! Running operations for the service: a plan's run (before hook, backup, forget with its
+//! retention, after hook) and a repository job (check, prune), each on a blocking thread
+//! with its own cancellation token, its progress fed to live subscribers and its outcome
+//! written to the history. The work itself is the engine's; this module only calls it.
+use super::Service;
+use super::config::{Hook, JobKind, Plan, Repository};
+use super::state::Status;
+use crate::commands::prune::{PruneArgs, prune_locked};
+use crate::commands::snapshots::Listed;
+use crate::commands::{Context, GlobalArgs};
+use anyhow::{Context as _, Result, anyhow, bail};
+use chrono::{Local, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use strata::cancel::Cancel;
+use strata::observer::{Counters, EntryError, Observer, Phase};
+use strata::ops::archiver::{self, BackupOptions, ParentChoice};
+use strata::ops::checker::{self, ReadData};
+use strata::ops::forget;
+use strata::repo::lock::LockMode;
+use strata::repo::locked::Locked;
+use strata::repo::repository::IndexedRepo;
+use strata::select::filter::Patterns;
+use strata::select::selection::Selection;
+use tokio::sync::broadcast;
+
+/// One event of an operation, as the events endpoint sends it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// 0, 1, 2, … in the order they happened.
+    pub seq: u64,
+    /// `phase`, `progress`, `error`, `log` or `report` (always the last).
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// What subscribers need of a running operation: the events so far and a channel for the
+/// next ones, behind one lock so that none is missed or seen twice.
+struct Feed {
+    events: Vec<Event>,
+    sender: Option<broadcast::Sender<Event>>,
+}
+
+/// A running operation.
+pub struct Running {
+    pub id: i64,
+    pub cancel: Cancel,
+    feed: Mutex<Feed>,
+    counters: Mutex<(Counters, Instant)>,
+}
+
+/// Progress events are sent at most this often (phase changes and errors always are).
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+impl Running {
+    pub fn new(id: i64) -> Running {
+        let (sender, _) = broadcast::channel(4096);
+        Running {
+            id,
+            cancel: Cancel::default(),
+            feed: Mutex::new(Feed {
+                events: Vec::new(),
+                sender: Some(sender),
+            }),
+            counters: Mutex::new((Counters::default(), Instant::now())),
+        }
+    }
+
+    fn push(&self, kind: &'static str, data: Value) {
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        let event = Event {
+            seq: feed.events.len() as u64,
+            kind,
+            data,
+        };
+        if let Some(sender) = &feed.sender {
+            let _ = sender.send(event.clone());
+        }
+        feed.events.push(event);
+    }
+
+    /// The events so far and, unless the operation ended, a receiver of the next ones.
+    pub fn subscribe(&self) -> (Vec<Event>, Option<broadcast::Receiver<Event>>) {
+        let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            feed.events.clone(),
+            feed.sender.as_ref().map(|s| s.subscribe()),
+        )
+    }
+
+    /// The log lines: every event but progress, as text.
+    fn log(&self) -> Vec<String> {
+        let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        (feed.events.iter())
+            .filter(|e| e.kind != "progress")
+            .map(|e| format!("{} {}", e.kind, e.data))
+            .collect()
+    }
+
+    /// Sends the final report and closes the feed.
+    fn finish(&self, status: Status, report: &Value, error: Option<&str>) {
+        let data = json!({"status": status, "report": report, "error": error});
+        self.push("report", data);
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        feed.sender = None;
+    }
+
+    fn progress(&self, force: bool) {
+        let mut guard = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && guard.1.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        guard.1 = Instant::now();
+        let c = guard.0;
+        drop(guard);
+        self.push(
+            "progress",
+            json!({"files": c.files, "bytes_read": c.bytes_read, "bytes_added": c.bytes_added}),
+        );
+    }
+
+    pub fn log_line(&self, text: String) {
+        self.push("log", Value::String(text));
+    }
+}
+
+impl Observer for Running {
+    fn phase(&self, phase: Phase) {
+        self.progress(true);
+        self.push("phase", Value::String(phase.name().to_string()));
+    }
+    fn add(&self, done: Counters) {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner()).0 += done;
+        self.progress(false);
+    }
+    fn error(&self, e: &EntryError) {
+        self.push("error", json!({"path": e.path, "message": e.message}));
+    }
+}
+
+/// What a run ended with, before it is recorded.
+pub struct Outcome {
+    pub status: Status,
+    pub report: Value,
+    pub error: Option<String>,
+}
+
+impl Service {
+    /// A command context for `repo`'s operations: its location and options, the service's
+    /// cache, waiting for conflicting locks, cancelled by `cancel`.
+    fn context(&self, repo: &Repository, cancel: Cancel) -> Context {
+        let args = GlobalArgs {
+            repo: Some(repo.location.get_ref().clone()),
+            options: (repo.options.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            password_file: None,
+            cache_dir: Some(self.config.state_dir.join("cache")),
+            no_cache: false,
+            json: false,
+            quiet: true,
+            no_lock: false,
+            retry_lock: Some(repo.retry_lock),
+        };
+        Context { args, cancel }
+    }
+
+    /// Opens `repo` with its password and loads its index, locked in `mode` for `command`.
+    fn open_locked<'a>(
+        &self,
+        ctx: &Context,
+        repo: &Repository,
+        indexed: &'a mut Option<IndexedRepo>,
+        mode: LockMode,
+        command: &str,
+    ) -> Result<Locked<'a, IndexedRepo>> {
+        let (repo, guard) = ctx.index_locked(open(ctx, repo)?, mode, command)?;
+        Ok(Locked::new(indexed.insert(repo), guard)?)
+    }
+
+    /// Opens `repo` and returns how many snapshots it has: the check at start that every
+    /// repository is reachable with its password. With `clean`, stale locks (such as those
+    /// of this service killed with `kill -9`) are removed, as `strata unlock` does.
+    pub fn probe(&self, repo: &Repository, clean: bool) -> Result<usize> {
+        let ctx = self.context(repo, Cancel::default());
+        let opened = open(&ctx, repo)?;
+        let removed = match clean {
+            true => opened.unlock(false, ctx.cache().as_deref())?.removed,
+            false => 0,
+        };
+        if removed > 0 {
+            let name = repo.name.get_ref();
+            eprintln!("strata serve: {name}: removed {removed} stale locks");
+        }
+        Ok(opened.snapshots()?.0.len())
+    }
+
+    /// The snapshots of the repository `name` that `selection` picks, as JSON.
+    pub fn snapshots(&self, name: &str, selection: &Selection) -> Result<Value> {
+        let repo = self.repository(name)?;
+        let ctx = self.context(repo, Cancel::default());
+        let (all, _damaged) = open(&ctx, repo)?.snapshots()?;
+        let listed: Vec<Listed> = selection.apply(&all).into_iter().map(Listed::new).collect();
+        Ok(serde_json::to_value(listed)?)
+    }
+
+    /// A plan's run: before hook, backup, forget (when it has a retention), after hook.
+    pub fn run_plan(&self, plan: &Plan, op: &Running) -> Outcome {
+        let result = self.try_run_plan(plan, op);
+        let after = plan.after.as_ref().map(|hook| {
+            let status = match &result {
+                Ok((status, _)) => status.name(),
+                Err(_) if op.cancel.is_cancelled() => "cancelled",
+                Err(_) => "failed",
+            };
+            run_hook(hook, "after", plan.name.get_ref(), status, op)
+        });
+        outcome(result, after, op)
+    }
+
+    fn try_run_plan(&self, plan: &Plan, op: &Running) -> Result<(Status, Value)> {
+        if let Some(hook) = &plan.before {
+            run_hook(hook, "before", plan.name.get_ref(), "running", op)?;
+        }
+        let repo = self.repository(plan.repository.get_ref())?;
+        let ctx = self.context(repo, op.cancel.clone());
+        let mut indexed = None;
+        let locked = self.open_locked(&ctx, repo, &mut indexed, LockMode::Shared, "backup")?;
+        let opts = BackupOptions {
+            cancel: op.cancel.clone(),
+            paths: plan.paths.clone(),
+            exclude: Patterns::new(&plan.excludes)?,
+            one_file_system: false,
+            parent: ParentChoice::Auto,
+            tags: plan.tags.clone(),
+            host: (plan.host.clone()).unwrap_or_else(strata::sysinfo::hostname),
+            dry_run: false,
+            time: None,
+        };
+        let result = archiver::backup(&locked, &opts, op)?;
+        drop(locked);
+        let id = result.id.map(|id| id.0.to_hex());
+        op.log_line(format!("snapshot {} saved", id.as_deref().unwrap_or("-")));
+        let forgotten = match &plan.retention {
+            Some(policy) => Some(self.forget(&ctx, repo, policy, op)?),
+            None => None,
+        };
+        self.count_snapshots(&ctx, repo)?;
+        let status = match result.errors.is_empty() {
+            true => Status::Success,
+            false => Status::Partial,
+        };
+        let report = json!({
+            "snapshot_id": id,
+            "summary": result.snapshot.summary,
+            "errors": result.errors,
+            "forget": forgotten,
+        });
+        Ok((status, report))
+    }
+
+    /// Applies `retention` under an exclusive lock; which snapshots went.
+    fn forget(
+        &self,
+        ctx: &Context,
+        repo: &Repository,
+        retention: &crate::commands::forget::PolicyArgs,
+        op: &Running,
+    ) -> Result<Value> {
+        let mut indexed = None;
+        let locked = self.open_locked(ctx, repo, &mut indexed, LockMode::Exclusive, "forget")?;
+        let (all, _damaged) = locked.snapshots()?;
+        let group_by = Default::default();
+        let policy = retention.policy();
+        let oplog = retention.keep_oplog_within;
+        let plan = forget::Plan::by_policy(&all, &policy, oplog, group_by, &Local, Utc::now())?;
+        let applied = forget::apply(&locked, &plan, &op.cancel)?;
+        let removed: Vec<String> = applied.removed.iter().map(|id| id.0.to_hex()).collect();
+        op.log_line(format!("forget removed {} snapshots", removed.len()));
+        Ok(json!({"removed": removed, "failed": applied.failed.len()}))
+    }
+
+    fn count_snapshots(&self, ctx: &Context, repo: &Repository) -> Result<()> {
+        let count = open(ctx, repo)?.snapshots()?.0.len();
+        self.state.set_snapshot_count(repo.name.get_ref(), count)?;
+        Ok(())
+    }
+
+    /// A repository job: `check` (with its read-data subset) or `prune`.
+    pub fn run_job(&self, job: &super::config::Job, op: &Running) -> Outcome {
+        outcome(self.try_run_job(job, op), None, op)
+    }
+
+    fn try_run_job(&self, job: &super::config::Job, op: &Running) -> Result<(Status, Value)> {
+        let repo = self.repository(job.repository.get_ref())?;
+        let ctx = self.context(repo, op.cancel.clone());
+        let mut indexed = None;
+        match job.kind {
+            JobKind::Check => {
+                let read = match &job.read_data_subset {
+                    Some(s) => ReadData::parse(s.get_ref()).map_err(anyhow::Error::msg)?,
+                    None => ReadData::None,
+                };
+                let opened = open(&ctx, repo)?.without_cache();
+                let (checked, _lock) = ctx.index_reading(opened, "check")?;
+                let report = checker::check(&checked, read, &op.cancel, op)?;
+                let status = match report.errors.is_empty() {
+                    true => Status::Success,
+                    false => Status::Failed,
+                };
+                Ok((status, serde_json::to_value(&report)?))
+            }
+            JobKind::Prune => {
+                let locked =
+                    self.open_locked(&ctx, repo, &mut indexed, LockMode::Exclusive, "prune")?;
+                let args = PruneArgs {
+                    max_unused: job.max_unused,
+                    dry_run: false,
+                };
+                let report = prune_locked(&ctx, &locked, &args)?;
+                Ok((Status::Success, serde_json::to_value(&report)?))
+            }
+        }
+    }
+
+    fn repository(&self, name: &str) -> Result<&Repository> {
+        (self.config.repository(name)).ok_or_else(|| anyhow!("no repository named {name:?}"))
+    }
+}
+
+/// Opens `repo` in `ctx` with its password.
+fn open(ctx: &Context, repo: &Repository) -> Result<strata::Repository> {
+    ctx.open_at(ctx.backend()?, &repo.password()?)
+}
+
+/// The outcome of a run from its result and its after hook's.
+fn outcome(result: Result<(Status, Value)>, after: Option<Result<()>>, op: &Running) -> Outcome {
+    let (status, report, error) = match result {
+        Ok((status, report)) => (status, report, None),
+        Err(_) if op.cancel.is_cancelled() => (Status::Cancelled, Value::Null, None),
+        Err(e) => (Status::Failed, Value::Null, Some(message(&e))),
+    };
+    let (status, error) = match (after, error) {
+        (Some(Err(e)), None) => (Status::Failed, Some(message(&e))),
+        (_, error) => (status, error),
+    };
+    Outcome {
+        status,
+        report,
+        error,
+    }
+}
+
+fn message(e: &anyhow::Error) -> String {
+    strata::errors::message(e.as_ref())
+}
+
+/// Runs `hook` through `sh -c` with `STRATA_PLAN`, `STRATA_HOOK` and `STRATA_STATUS` set,
+/// killed after its timeout or when the operation is cancelled.
+fn run_hook(hook: &Hook, which: &str, plan: &str, status: &str, op: &Running) -> Result<()> {
+    op.log_line(format!("{which} hook started"));
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &hook.command])
+        .env("STRATA_PLAN", plan)
+        .env("STRATA_HOOK", which)
+        .env("STRATA_STATUS", status)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting the {which} hook"))?;
+    let deadline = Instant::now() + hook.timeout;
+    loop {
+        if let Some(exit) = child.try_wait()? {
+            match exit.success() {
+                true => return Ok(()),
+                false => bail!("the {which} hook failed: {exit}"),
+            }
+        }
+        if Instant::now() >= deadline || op.cancel.is_cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the {which} hook was stopped after {:?}", hook.timeout);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Records `op`'s end in the history, then closes its feed with the final report (so a
+/// subscriber that saw the report finds the operation ended in the history).
+pub fn record(service: &Service, op: &Arc<Running>, out: &Outcome) {
+    let report = (!out.report.is_null()).then_some(&out.report);
+    let log = op.log();
+    if let Err(e) =
+        (service.state).finish_operation(op.id, out.status, report, out.error.as_deref(), &log)
+    {
+        eprintln!("strata serve: error: recording operation {}: {e}", op.id);
+    }
+    op.finish(out.status, &out.report, out.error.as_deref());
+}
