@@ -167,10 +167,13 @@ fn main() {
     config.dictionaries = false;
     let backend = Arc::new(LocalBackend::new(&args.repo));
     let kdf = KdfParams::new(64, 1);
-    let beside = args.repo.parent().filter(|p| !p.as_os_str().is_empty());
+    let beside = (args.repo.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(beside).expect("the repository's parent directory");
     let index_dir = tempfile::Builder::new()
         .prefix(".scale-index-")
-        .tempdir_in(beside.unwrap_or(std::path::Path::new(".")))
+        .tempdir_in(beside)
         .expect("temporary index directory");
     let repo = Repository::init(backend, args.password.as_bytes(), config, kdf)
         .expect("init repository")
