@@ -9,7 +9,8 @@
 # random data blobs under WORKDIR (about 260 bytes of disk per blob, and another 200 while
 # restore's output exists), then runs each
 # command under /usr/bin/time -v and prints one table row per command: peak RSS (MiB) and
-# wall time (s). WORKDIR is removed first and left in place afterwards. mount needs FUSE
+# wall time (s). WORKDIR is removed first and left in place afterwards ($SCALE_FROM and
+# $SCALE_GENERATE_ONLY below reuse one generated repository). mount needs FUSE
 # (/dev/fuse and fusermount3) and runs in the foreground until this script unmounts it.
 set -euo pipefail
 N=${1:?usage: benches/scale.sh N WORKDIR}
@@ -45,8 +46,19 @@ measure() {
 
 echo "| command | blobs | peak RSS | wall time |" | tee "$W/results.md"
 echo "|---|---|---|---|" | tee -a "$W/results.md"
-# $SCALE_GENERATOR: an already built benches/scale.rs executable, to skip the cargo build.
-measure generate ${SCALE_GENERATOR:-cargo bench --quiet --bench scale --} --blobs "$N" --repo "$W/repo"
+if [ -n "${SCALE_FROM:-}" ]; then
+    # $SCALE_FROM: the WORKDIR of an earlier run with $SCALE_GENERATE_ONLY (same N), whose
+    # untouched repository is copied instead of generating one, so that two binaries are
+    # measured on the same repository.
+    cp -a "$SCALE_FROM/repo" "$W/repo"
+    cp "$SCALE_FROM/generate.log" "$W/generate.log"
+    awk '/^\| generate/' "$SCALE_FROM/results.md" >>"$W/results.md"
+else
+    # $SCALE_GENERATOR: an already built benches/scale.rs executable, to skip the cargo build.
+    measure generate ${SCALE_GENERATOR:-cargo bench --quiet --bench scale --} --blobs "$N" --repo "$W/repo"
+fi
+# $SCALE_GENERATE_ONLY: stop here, leaving a repository for $SCALE_FROM.
+[ -n "${SCALE_GENERATE_ONLY:-}" ] && exit 0
 base=$(awk '/^snapshot base/ { print $3 }' "$W/generate.log")
 
 # The first command to open the repository loads every index file into the local index.

@@ -73,11 +73,16 @@ impl Reached {
     }
 }
 
+/// How many bytes of trees (as the index records their plaintext) [`for_each_tree`] loads at
+/// once: a tree of 1,000 files of 100 chunks each is about 3.6 MB, so a count alone (up to
+/// [`walk::BATCH`] trees) could hold close to a gigabyte of decoded trees.
+pub(crate) const TREE_BATCH_BYTES: u64 = 16 << 20;
+
 /// Calls `visit` once for every distinct tree reachable from the snapshots' root trees
 /// (with the error when it cannot be loaded), breadth first, loading a batch of trees in
-/// parallel at a time; stops before the next batch once `cancel` is cancelled. Iterative and
-/// visiting each tree once, so neither deep nor cyclic (forged) trees can overflow the stack
-/// or loop.
+/// parallel at a time (up to [`walk::BATCH`] trees and [`TREE_BATCH_BYTES`]); stops before
+/// the next batch once `cancel` is cancelled. Iterative and visiting each tree once, so
+/// neither deep nor cyclic (forged) trees can overflow the stack or loop.
 pub(crate) fn for_each_tree(
     repo: &IndexedRepo,
     snapshots: &[(SnapshotId, Snapshot)],
@@ -98,16 +103,33 @@ pub(crate) fn for_each_tree(
     while !frontier.is_empty() {
         let mut next = Vec::new();
         let load = |r: &Reached| repo.load_tree(&r.id);
-        walk::in_batches(&frontier, &pool, cancel, load, |reached, tree| {
-            match tree {
-                Ok(tree) => {
-                    queue_subtrees(reached, &tree, &mut seen, &mut next);
-                    visit(reached, Ok(&tree));
+        let limit = walk::Limit {
+            items: walk::BATCH,
+            weight: TREE_BATCH_BYTES,
+        };
+        // A tree the index lacks weighs nothing: loading it fails at once.
+        let weigh = |r: &Reached| match repo.index().lookup(&r.id.blob()) {
+            Ok(Some(loc)) => u64::from(loc.entry.raw_length),
+            _ => 0,
+        };
+        walk::in_weighed_batches(
+            limit,
+            &frontier,
+            weigh,
+            &pool,
+            cancel,
+            load,
+            |reached, tree| {
+                match tree {
+                    Ok(tree) => {
+                        queue_subtrees(reached, &tree, &mut seen, &mut next);
+                        visit(reached, Ok(&tree));
+                    }
+                    Err(e) => visit(reached, Err(e)),
                 }
-                Err(e) => visit(reached, Err(e)),
-            }
-            Ok::<(), Cancelled>(())
-        })?;
+                Ok::<(), Cancelled>(())
+            },
+        )?;
         frontier = next;
     }
     Ok(())

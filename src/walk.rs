@@ -37,9 +37,42 @@ pub(crate) fn in_batches_of<T: Sync, R: Send, E: From<Cancelled>>(
     pool: &IoPool,
     cancel: &Cancel,
     load: impl Fn(&T) -> R + Sync,
+    take: impl FnMut(&T, R) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let limit = Limit {
+        items: size,
+        weight: u64::MAX,
+    };
+    in_weighed_batches(limit, items, |_| 0, pool, cancel, load, take)
+}
+
+/// How large one batch of [`in_weighed_batches`] may be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limit {
+    /// At most this many items (at least one).
+    pub items: usize,
+    /// Items whose weights add up to at most this much, unless the batch's first item
+    /// alone weighs more (it then goes alone).
+    pub weight: u64,
+}
+
+/// [`in_batches`] with batches cut by what their items weigh (their recorded sizes, say) as
+/// well as by their count, so that loading a batch of large objects at once holds a bounded
+/// amount of memory however large each object is and however many there are.
+pub(crate) fn in_weighed_batches<T: Sync, R: Send, E: From<Cancelled>>(
+    limit: Limit,
+    items: &[T],
+    weigh: impl Fn(&T) -> u64,
+    pool: &IoPool,
+    cancel: &Cancel,
+    load: impl Fn(&T) -> R + Sync,
     mut take: impl FnMut(&T, R) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    for batch in items.chunks(size) {
+    let mut rest = items;
+    while !rest.is_empty() {
+        let n = batch_len(limit, rest, &weigh);
+        let (batch, after) = rest.split_at(n);
+        rest = after;
         cancel.check()?;
         let loaded: Vec<R> = pool.install(|| batch.par_iter().map(&load).collect());
         for (item, r) in batch.iter().zip(loaded) {
@@ -47,6 +80,20 @@ pub(crate) fn in_batches_of<T: Sync, R: Send, E: From<Cancelled>>(
         }
     }
     Ok(())
+}
+
+/// How many of `items` (not empty) the next batch takes under `limit`: at least one.
+fn batch_len<T>(limit: Limit, items: &[T], weigh: impl Fn(&T) -> u64) -> usize {
+    let mut total = 0u64;
+    let mut n = 0;
+    for item in items.iter().take(limit.items.max(1)) {
+        total = total.saturating_add(weigh(item));
+        if n > 0 && total > limit.weight {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
 }
 
 /// An old snapshot (without `summary.entries`) may hold this many entries per file and
@@ -333,6 +380,47 @@ mod tests {
             },
         );
         assert_eq!((r, taken), (Err(Stop::At(BATCH + 3)), BATCH + 4));
+    }
+
+    #[test]
+    fn weighed_batches_stay_under_their_weight_unless_one_item_alone_exceeds_it() {
+        let limit = Limit {
+            items: 4,
+            weight: 10,
+        };
+        let weights = [3u64, 3, 3, 3, 20, 1, 1, 1, 1, 1, 9, 2];
+        let mut batches: Vec<Vec<u64>> = Vec::new();
+        let mut last_batch = usize::MAX;
+        let loaded = std::sync::atomic::AtomicUsize::new(0);
+        let r = in_weighed_batches(
+            limit,
+            &weights,
+            |w| *w,
+            &IoPool::default(),
+            &Cancel::default(),
+            |w| (*w, loaded.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
+            |w, (same, _)| {
+                assert_eq!(*w, same);
+                // A new batch starts once all of the previous one has been taken.
+                let started = loaded.load(std::sync::atomic::Ordering::SeqCst);
+                if started != last_batch {
+                    batches.push(Vec::new());
+                    last_batch = started;
+                }
+                batches.last_mut().unwrap().push(*w);
+                Ok::<(), Stop>(())
+            },
+        );
+        assert_eq!(r, Ok(()));
+        let expected: Vec<Vec<u64>> = vec![
+            vec![3, 3, 3],
+            vec![3],
+            vec![20],
+            vec![1, 1, 1, 1],
+            vec![1, 9],
+            vec![2],
+        ];
+        assert_eq!(batches, expected);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::ops::sandbox::validate_name;
 use crate::repo::blob::{BlobType, PackedBlobError};
 use crate::repo::dictionary::{self, DictId};
 use crate::repo::id::{BlobId, Id, PackId, SnapshotId, TreeId};
-use crate::repo::indexfile::FILES_AT_ONCE;
+use crate::repo::indexfile::AT_ONCE;
 use crate::repo::pack::{self, BlobEntry, TRAILER_LEN};
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, Tree};
@@ -434,26 +434,35 @@ fn load_index(
             format!("cannot be loaded: {e}"),
         ));
     }
-    let names: Vec<String> = repo
+    let listed: Vec<(String, u64)> = repo
         .backend()
         .list(Kind::Index)?
         .into_iter()
-        .map(|e| e.name)
-        .filter(|n| !known_bad.contains_key(n.as_str()))
+        .map(|e| (e.name, e.size))
+        .filter(|(n, _)| !known_bad.contains_key(n.as_str()))
         .collect();
-    let load = |n: &String| repo.read_index_file(n);
+    let load = |(n, _): &(String, u64)| repo.read_index_file(n);
+    let weigh = |(_, size): &(String, u64)| *size;
     let pool = IoPool::for_backend(repo.backend());
-    walk::in_batches_of(FILES_AT_ONCE, &names, &pool, cancel, load, |name, r| {
-        match r {
-            Ok(packs) => view.add_file(&packs)?,
-            Err(e) => problems.push(Problem::new(
-                "index",
-                name,
-                format!("cannot be loaded: {e}"),
-            )),
-        }
-        Ok::<(), RepoError>(())
-    })?;
+    walk::in_weighed_batches(
+        AT_ONCE,
+        &listed,
+        weigh,
+        &pool,
+        cancel,
+        load,
+        |(name, _), r| {
+            match r {
+                Ok(packs) => view.add_file(&packs)?,
+                Err(e) => problems.push(Problem::new(
+                    "index",
+                    name,
+                    format!("cannot be loaded: {e}"),
+                )),
+            }
+            Ok::<(), RepoError>(())
+        },
+    )?;
     Ok(view)
 }
 

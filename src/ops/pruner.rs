@@ -7,7 +7,7 @@ use crate::cancel::Cancel;
 use crate::observer::{Counters, Observer, Phase};
 use crate::repo::dictionary;
 use crate::repo::id::{Id, PackId, SnapshotId};
-use crate::repo::indexfile::{IndexBatch, PackEntries};
+use crate::repo::indexfile::{self, IndexBatch, PackEntries};
 use crate::repo::locked::Locked;
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::snapshot::Snapshot;
@@ -130,17 +130,16 @@ pub fn prune(
     progress.phase(Phase::Repacking);
     progress.total(Counters::bytes_read(repack_bytes));
     let new_packs = repack(repo, &to_repack, &opts.cancel, progress)?;
-    report.packs_written = new_packs.len();
-    report.bytes_written = new_packs.iter().map(|(_, size)| size).sum();
+    report.packs_written = new_packs.packs;
+    report.bytes_written = new_packs.bytes;
     progress.add(Counters {
         bytes_added: report.bytes_written,
         packs: report.packs_written as u64,
         ..Counters::default()
     });
     progress.phase(Phase::Indexing);
-    let new_entries = new_packs.into_iter().map(|(e, _)| e).collect();
     opts.cancel.check().map_err(RepoError::from)?;
-    let stale_files = rewrite_index(repo, &files, &actions, new_entries, &mut report)?;
+    let stale_files = rewrite_index(repo, &files, &actions, new_packs, &mut report)?;
     // Everything still used is now listed by the new index files; from here on only
     // unreferenced objects are removed.
     repo.ensure_valid()?;
@@ -345,14 +344,15 @@ fn freed(states: &HashMap<PackId, PackState>, actions: &HashMap<PackId, Action>)
 }
 
 /// Copies the used blobs of `packs` (verified, still sealed) into new packs; returns their
-/// index entries and sizes.
+/// index entries and sizes, set aside on disk.
 fn repack(
     repo: &Locked<'_, IndexedRepo>,
     packs: &[PackId],
     cancel: &Cancel,
     progress: &dyn Observer,
-) -> Result<Vec<(PackEntries, u64)>> {
+) -> Result<Written> {
     let mut repacker = Repacker::new(repo);
+    let mut written = Written::new()?;
     for pack in packs {
         cancel.check().map_err(RepoError::from)?;
         let name = pack.0.to_hex();
@@ -362,8 +362,86 @@ fn repack(
             repacker.copy(&name, loc.format, &bytes, &loc.entry)?;
         }
         progress.add(Counters::bytes_read(bytes.len() as u64));
+        for (listing, size) in repacker.take_written() {
+            written.push(repo, &listing, size)?;
+        }
     }
-    Ok(repacker.finish()?)
+    for (listing, size) in repacker.finish()? {
+        written.push(repo, &listing, size)?;
+    }
+    Ok(written)
+}
+
+/// The listings of the packs prune wrote, kept in a temporary file until the new index
+/// files are written (each sealed as a one-pack index file, after its length as 4 bytes):
+/// a prune that repacks most of a large repository would otherwise hold an index entry
+/// (about 60 bytes) per copied blob. The file is anonymous and goes with the process.
+struct Written {
+    file: std::io::BufWriter<std::fs::File>,
+    packs: usize,
+    bytes: u64,
+}
+
+impl Written {
+    fn new() -> Result<Written> {
+        let file = tempfile::tempfile().map_err(spill_error)?;
+        Ok(Written {
+            file: std::io::BufWriter::new(file),
+            packs: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Sets aside the listing of a written pack of `size` bytes.
+    fn push(&mut self, repo: &IndexedRepo, listing: &PackEntries, size: u64) -> Result<()> {
+        use std::io::Write;
+        let listing = std::slice::from_ref(listing);
+        let sealed = indexfile::encode(repo.key(), SPILL_VERSION, listing);
+        let len = u32::try_from(sealed.len()).expect("a pack's listing is under 4 GiB");
+        (self.file.write_all(&len.to_le_bytes()))
+            .and_then(|()| self.file.write_all(&sealed))
+            .map_err(spill_error)?;
+        self.packs += 1;
+        self.bytes += size;
+        Ok(())
+    }
+
+    /// Calls `f` with each listing set aside, in the order they were pushed.
+    fn for_each(
+        self,
+        repo: &IndexedRepo,
+        mut f: impl FnMut(PackEntries) -> Result<()>,
+    ) -> Result<()> {
+        use std::io::{Read, Seek};
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| spill_error(e.into_error()))?;
+        file.rewind().map_err(spill_error)?;
+        let mut file = std::io::BufReader::new(file);
+        for _ in 0..self.packs {
+            let mut len = [0u8; 4];
+            file.read_exact(&mut len).map_err(spill_error)?;
+            let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
+            file.read_exact(&mut sealed).map_err(spill_error)?;
+            let packs = indexfile::decode(repo.key(), SPILL_VERSION, &sealed)
+                .map_err(|e| spill_error(std::io::Error::other(e.to_string())))?;
+            packs.into_iter().try_for_each(&mut f)?;
+        }
+        Ok(())
+    }
+}
+
+/// The index file format the spilled listings are sealed in, whatever the repository's:
+/// version 3 records every pack's format and length, so they come back exactly.
+const SPILL_VERSION: u32 = 3;
+
+fn spill_error(source: std::io::Error) -> PruneError {
+    PruneError::Backend(BackendError::Io {
+        op: "keep the listings of written packs in a temporary file",
+        path: "(temporary)".into(),
+        source,
+    })
 }
 
 /// Writes new index files for the kept packs of every index file that lists a pack going
@@ -372,7 +450,7 @@ fn rewrite_index(
     repo: &Locked<'_, IndexedRepo>,
     files: &BTreeMap<String, Vec<(PackId, u64)>>,
     actions: &HashMap<PackId, Action>,
-    new_packs: Vec<PackEntries>,
+    new_packs: Written,
     report: &mut PruneReport,
 ) -> Result<Vec<String>> {
     let stale: Vec<String> = files
@@ -388,9 +466,10 @@ fn rewrite_index(
         Ok(())
     };
     let mut batch = IndexBatch::default();
-    for full in new_packs.into_iter().filter_map(|p| batch.push(p)) {
-        write(full)?;
-    }
+    new_packs.for_each(repo, |p| match batch.push(p) {
+        Some(full) => write(full),
+        None => Ok(()),
+    })?;
     let mut carried = HashSet::new();
     for name in &stale {
         for entries in repo.read_index_file(name)? {
@@ -542,6 +621,50 @@ mod tests {
         let repo = reopen(f.dir.path());
         let report = checker::check(&repo, ReadData::All, &Cancel::default(), &Quiet).unwrap();
         assert!(report.is_ok(), "{:?}", report.errors);
+    }
+
+    #[test]
+    fn written_listings_come_back_from_disk_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::write::packer::tests::indexed_repo(dir.path(), 4096);
+        let entry = |n: u32| crate::repo::pack::BlobEntry {
+            ty: if n.is_multiple_of(2) {
+                BlobType::Data
+            } else {
+                BlobType::Tree
+            },
+            id: BlobId(Id::hash_of(&n.to_le_bytes())),
+            offset: n * 10,
+            length: 10,
+            raw_length: 9 + n,
+            compression: crate::repo::blob::Compression::Dictionary(0x0100_0000 + n),
+        };
+        let listing = |n: u8, blobs: u32, format| PackEntries {
+            pack: PackId(Id::hash_of(&[n])),
+            format,
+            length: Some(1000 + u64::from(n)),
+            blobs: (0..blobs).map(entry).collect(),
+        };
+        let legacy = crate::repo::pack::PackFormat::Legacy;
+        let v3 = crate::repo::pack::PackFormat::V3;
+        let listings = [
+            listing(1, 3, v3),
+            listing(2, 0, legacy),
+            listing(3, 60_000, v3),
+        ];
+        let mut written = Written::new().unwrap();
+        for (i, l) in listings.iter().enumerate() {
+            written.push(&repo, l, 100 + i as u64).unwrap();
+        }
+        assert_eq!((written.packs, written.bytes), (3, 303));
+        let mut back = Vec::new();
+        written
+            .for_each(&repo, |p| {
+                back.push(p);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(back, listings);
     }
 
     #[test]

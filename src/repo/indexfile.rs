@@ -116,6 +116,16 @@ pub(crate) const BATCH_BLOBS: usize = 50_000;
 /// this bounds the entries in memory (about 400,000) however many files there are.
 pub(crate) const FILES_AT_ONCE: usize = 8;
 
+/// ... and at most this many stored bytes of them (an index file strata writes is about
+/// 2.5 MB, one written by another tool or an older version may be far larger).
+pub(crate) const BYTES_AT_ONCE: u64 = 16 << 20;
+
+/// The batches [`FILES_AT_ONCE`] and [`BYTES_AT_ONCE`] allow.
+pub(crate) const AT_ONCE: crate::walk::Limit = crate::walk::Limit {
+    items: FILES_AT_ONCE,
+    weight: BYTES_AT_ONCE,
+};
+
 /// Pack listings waiting for an index file, handed out a batch at a time: once they list
 /// [`BATCH_BLOBS`] blobs, and at the end whatever is left. Backup's packer, prune and
 /// repair write their index files in these batches.

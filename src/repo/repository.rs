@@ -2,6 +2,7 @@
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
 use crate::backend::pool::IoPool;
 use crate::backend::{Backend, BackendError, Kind};
+use crate::cancel::Cancel;
 use crate::index::{Index, IndexError, Location};
 use crate::repo::blob::{self, BlobError, BlobType, Compression, PackedBlobError};
 use crate::repo::cache::Cache;
@@ -17,10 +18,11 @@ use crate::repo::pack::{BlobEntry, PackFormat};
 use crate::repo::pin::{LocalState, PinError};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Tree, TreeError};
+use crate::walk;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -727,34 +729,42 @@ impl IndexedRepo {
 
     /// Brings the SQLite index in line with the index files; returns the unreadable ones.
     pub fn sync_index(&self) -> Result<Vec<(String, String)>> {
-        let listed: HashSet<String> = self
+        let listed: HashMap<String, u64> = self
             .backend()
             .list(Kind::Index)?
             .into_iter()
-            .map(|e| e.name)
+            .map(|e| (e.name, e.size))
             .collect();
         let loaded = self.index.loaded_files()?;
-        let vanished = loaded.iter().any(|n| !listed.contains(n));
+        let vanished = loaded.iter().any(|n| !listed.contains_key(n));
         if vanished {
             self.index.clear()?;
         }
         let loaded = if vanished { Default::default() } else { loaded };
-        let fresh: Vec<&String> = listed.iter().filter(|n| !loaded.contains(*n)).collect();
+        let fresh: Vec<(&String, u64)> = (listed.iter())
+            .filter(|(n, _)| !loaded.contains(*n))
+            .map(|(n, size)| (n, *size))
+            .collect();
         let mut damaged_files = Vec::new();
         let pool = IoPool::for_backend(self.backend());
-        for batch in fresh.chunks(indexfile::FILES_AT_ONCE) {
-            let decoded = pool.install(|| {
-                (batch.par_iter())
-                    .map(|n| (*n, self.read_index_file(n)))
-                    .collect::<Vec<_>>()
-            });
-            for (name, r) in decoded {
+        let load = |(n, _): &(&String, u64)| self.read_index_file(n);
+        let weigh = |(_, size): &(&String, u64)| *size;
+        let never = Cancel::default();
+        walk::in_weighed_batches(
+            indexfile::AT_ONCE,
+            &fresh,
+            weigh,
+            &pool,
+            &never,
+            load,
+            |(name, _), r| {
                 match r {
                     Ok(packs) => self.index.add_file(name, &packs)?,
-                    Err(e) => damaged_files.push((name.clone(), e.to_string())),
+                    Err(e) => damaged_files.push(((*name).clone(), e.to_string())),
                 }
-            }
-        }
+                Ok::<(), RepoError>(())
+            },
+        )?;
         Ok(damaged_files)
     }
 

@@ -67,7 +67,14 @@ impl<'r> Repacker<'r> {
         Ok(())
     }
 
-    /// Writes what is queued; returns every pack written with its index entries and size.
+    /// The packs written since the last call (or since the start), with their index entries
+    /// and sizes, so that a caller copying many blobs need not hold all their entries.
+    pub(crate) fn take_written(&mut self) -> Vec<(PackEntries, u64)> {
+        std::mem::take(&mut self.written)
+    }
+
+    /// Writes what is queued; returns every pack written (and not taken) with its index
+    /// entries and size.
     pub(crate) fn finish(mut self) -> Result<Vec<(PackEntries, u64)>> {
         if !self.builder.is_empty() {
             self.write()?;
