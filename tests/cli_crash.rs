@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use strata::backend::Kind;
 
 use common::digest::*;
 use common::e2e::*;
@@ -138,8 +139,8 @@ impl KillLoop {
     }
 }
 
-/// Backups killed with SIGKILL after a random delay (up to the time a backup of the same
-/// change took). After every kill: no earlier object is gone or changed, `check` passes,
+/// Backups killed with SIGKILL: every other one as soon as its first pack is stored, the
+/// others after a random delay (up to the time a backup of the same change took). After every kill: no earlier object is gone or changed, `check` passes,
 /// every earlier snapshot restores bit-exact, and the next backup succeeds.
 fn backups_killed_at_random_moments_leave_every_snapshot_restorable(store: &Store) {
     let KillLoop {
@@ -166,9 +167,15 @@ fn backups_killed_at_random_moments_leave_every_snapshot_restorable(store: &Stor
         mutate(&src, round, big);
         let before = objects(&repo);
         let mut child = spawn(&repo, &[OsStr::new("backup"), src.as_os_str()]);
-        std::thread::sleep(Duration::from_millis(
-            rng.below(typical.as_millis() as u64 + 1),
-        ));
+        // Every other round is killed as soon as its first pack is stored, before the index
+        // that lists it can be: the kill that must leave unused data, however fast the
+        // machine; the others after a random delay.
+        match round % 2 {
+            1 => wait_for_a_new_pack(&repo, &before, &mut child, typical * 4),
+            _ => std::thread::sleep(Duration::from_millis(
+                rng.below(typical.as_millis() as u64 + 1),
+            )),
+        }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             killed += 1;
@@ -195,6 +202,24 @@ fn backups_killed_at_random_moments_leave_every_snapshot_restorable(store: &Stor
         "no kill ever left unused data behind: the kills came too late"
     );
     repo.ok(["check", "--read-data"]);
+}
+
+/// Returns once `repo` holds a pack that `before` does not, `child` has exited, or `limit`
+/// has passed.
+fn wait_for_a_new_pack(
+    repo: &TestRepo,
+    before: &[(String, String, u64)],
+    child: &mut Child,
+    limit: Duration,
+) {
+    let started = Instant::now();
+    while started.elapsed() < limit && child.try_wait().unwrap().is_none() {
+        let stored = objects(repo);
+        if (stored.iter()).any(|o| o.0 == Kind::Pack.to_string() && !before.contains(o)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn two_backups_started_at_the_same_moment_both_land(store: &Store) {
