@@ -550,44 +550,48 @@ fn bad_input_and_unknown_names_answer_problem_details() {
     let setup = Setup::new(HOURLY);
     let token = setup.token("op", "operate");
     let server = setup.start();
-    let bad = server.json(
-        "GET",
-        "/api/v1/operations/abc",
-        &token,
-        StatusCode::BAD_REQUEST,
-    );
-    assert_eq!(
-        (bad["code"].as_str(), bad["field"].as_str()),
-        (Some("invalid"), Some("id"))
-    );
-    let bad = server.json(
-        "GET",
-        "/api/v1/operations?limit=0",
-        &token,
-        StatusCode::BAD_REQUEST,
-    );
-    assert_eq!(bad["field"], "limit");
-    let missing = server.json(
-        "POST",
-        "/api/v1/plans/nope/run",
-        &token,
-        StatusCode::NOT_FOUND,
-    );
-    assert_eq!(missing["code"], "not_found");
-    let missing = server.json(
-        "GET",
-        "/api/v1/operations/99",
-        &token,
-        StatusCode::NOT_FOUND,
-    );
-    assert_eq!(missing["code"], "not_found");
-    let missing = server.json(
-        "GET",
-        "/api/v1/repositories/nope/snapshots",
-        &token,
-        StatusCode::NOT_FOUND,
-    );
-    assert_eq!(missing["code"], "not_found");
+    let bad_request = StatusCode::BAD_REQUEST;
+    let not_found = StatusCode::NOT_FOUND;
+    // (method, path, status, code, field)
+    let cases = [
+        (
+            "GET",
+            "/api/v1/operations/abc",
+            bad_request,
+            "invalid",
+            Some("id"),
+        ),
+        (
+            "GET",
+            "/api/v1/operations?limit=0",
+            bad_request,
+            "invalid",
+            Some("limit"),
+        ),
+        (
+            "POST",
+            "/api/v1/plans/nope/run",
+            not_found,
+            "not_found",
+            None,
+        ),
+        ("GET", "/api/v1/operations/99", not_found, "not_found", None),
+        (
+            "GET",
+            "/api/v1/repositories/nope/snapshots",
+            not_found,
+            "not_found",
+            None,
+        ),
+    ];
+    for (method, path, status, code, field) in cases {
+        let answer = server.json(method, path, &token, status);
+        assert_eq!(
+            (answer["code"].as_str(), answer["field"].as_str()),
+            (Some(code), field),
+            "{method} {path}: {answer}"
+        );
+    }
 }
 
 #[test]
