@@ -27,20 +27,8 @@ pub(crate) fn in_batches<T: Sync, R: Send, E: From<Cancelled>>(
     load: impl Fn(&T) -> R + Sync,
     take: impl FnMut(&T, R) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    in_batches_of(BATCH, items, pool, cancel, load, take)
-}
-
-/// [`in_batches`], `size` items at a time (for items whose results are large).
-pub(crate) fn in_batches_of<T: Sync, R: Send, E: From<Cancelled>>(
-    size: usize,
-    items: &[T],
-    pool: &IoPool,
-    cancel: &Cancel,
-    load: impl Fn(&T) -> R + Sync,
-    take: impl FnMut(&T, R) -> std::result::Result<(), E>,
-) -> std::result::Result<(), E> {
     let limit = Limit {
-        items: size,
+        items: BATCH,
         weight: u64::MAX,
     };
     in_weighed_batches(limit, items, |_| 0, pool, cancel, load, take)
