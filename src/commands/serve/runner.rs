@@ -226,8 +226,8 @@ impl Service {
         }
         let repo = self.repository(plan.repository.get_ref())?;
         let ctx = self.context(repo, op.cancel.clone());
-        let mut indexed = None;
-        let locked = self.open_locked(&ctx, repo, &mut indexed, LockMode::Shared, "backup")?;
+        let (indexed, guard) = ctx.index_locked(open(&ctx, repo)?, LockMode::Shared, "backup")?;
+        let locked = Locked::new(&indexed, guard)?;
         let opts = BackupOptions {
             cancel: op.cancel.clone(),
             paths: plan.paths.clone(),
@@ -243,11 +243,15 @@ impl Service {
         drop(locked);
         let id = result.id.map(|id| id.0.to_hex());
         op.log_line(format!("snapshot {} saved", id.as_deref().unwrap_or("-")));
-        let forgotten = match &plan.retention {
-            Some(policy) => Some(self.forget(&ctx, repo, policy, op)?),
-            None => None,
+        // The repository opened for the backup (one key derivation, one index load per run).
+        let (forgotten, count) = match &plan.retention {
+            Some(policy) => {
+                let (report, left) = self.forget(&ctx, &indexed, policy, op)?;
+                (Some(report), left)
+            }
+            None => (None, indexed.snapshots()?.0.len()),
         };
-        self.count_snapshots(&ctx, repo)?;
+        self.state.set_snapshot_count(repo.name.get_ref(), count)?;
         let status = match result.errors.is_empty() {
             true => Status::Success,
             false => Status::Partial,
@@ -261,16 +265,18 @@ impl Service {
         Ok((status, report))
     }
 
-    /// Applies `retention` under an exclusive lock; which snapshots went.
+    /// Applies `retention` to `indexed` under an exclusive lock, its index brought up to
+    /// date once the lock is held: which snapshots went, and how many are left.
     fn forget(
         &self,
         ctx: &Context,
-        repo: &Repository,
+        indexed: &IndexedRepo,
         retention: &crate::commands::forget::PolicyArgs,
         op: &Running,
-    ) -> Result<Value> {
-        let mut indexed = None;
-        let locked = self.open_locked(ctx, repo, &mut indexed, LockMode::Exclusive, "forget")?;
+    ) -> Result<(Value, usize)> {
+        let guard = ctx.lock(indexed, LockMode::Exclusive, "forget")?;
+        indexed.sync_index()?;
+        let locked = Locked::new(indexed, guard)?;
         let (all, _damaged) = locked.snapshots()?;
         let group_by = Default::default();
         let policy = retention.policy();
@@ -279,13 +285,9 @@ impl Service {
         let applied = forget::apply(&locked, &plan, &op.cancel)?;
         let removed: Vec<String> = applied.removed.iter().map(|id| id.0.to_hex()).collect();
         op.log_line(format!("forget removed {} snapshots", removed.len()));
-        Ok(json!({"removed": removed, "failed": applied.failed.len()}))
-    }
-
-    fn count_snapshots(&self, ctx: &Context, repo: &Repository) -> Result<()> {
-        let count = open(ctx, repo)?.snapshots()?.0.len();
-        self.state.set_snapshot_count(repo.name.get_ref(), count)?;
-        Ok(())
+        let left = all.len() - removed.len();
+        let report = json!({"removed": removed, "failed": applied.failed.len()});
+        Ok((report, left))
     }
 
     /// A repository job: `check` (with its read-data subset) or `prune`.
