@@ -3,26 +3,39 @@
 //! store is remote, so that many requests are in flight rather than one per core; on a local
 //! disk they run on the current pool.
 use super::Backend;
+use std::sync::{Arc, Mutex};
 
 /// The pool to run parallel requests on (the current one by default).
 #[derive(Default)]
 pub(crate) struct IoPool {
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl IoPool {
     /// For `backend`: a pool of its connections' size if it is remote and that is more
-    /// threads than the current pool has.
+    /// threads than the current pool has. Pools are built once per size and process, so the
+    /// many parallel reads of one command (key files, locks, index files, snapshots, trees)
+    /// share their threads rather than each starting its own.
     pub(crate) fn for_backend(backend: &dyn Backend) -> IoPool {
         let threads = backend.connections();
         if !backend.is_remote() || threads <= rayon::current_num_threads() {
             return IoPool::default();
         }
-        let pool = rayon::ThreadPoolBuilder::new()
+        static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == threads) {
+            return IoPool {
+                pool: Some(pool.clone()),
+            };
+        }
+        let built = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("strata-io-{i}"))
-            .build()
-            .ok();
+            .build();
+        let pool = built.ok().map(Arc::new);
+        if let Some(pool) = &pool {
+            pools.push((threads, pool.clone()));
+        }
         IoPool { pool }
     }
 
