@@ -8,7 +8,7 @@ use std::future::IntoFuture;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A server for one test binary, shared by its tests (each test uses its own databases).
@@ -18,11 +18,16 @@ pub fn shared() -> &'static str {
         Some(uri) => uri,
         None => {
             let (tx, rx) = std::sync::mpsc::channel();
-            // The server is stopped when the test process ends: it is spawned by a thread
-            // that lives as long as the process, with PR_SET_PDEATHSIG.
+            // The server is spawned by a thread that lives as long as the process, with
+            // PR_SET_PDEATHSIG, so it dies with the tests however they end; when they end
+            // normally, `stop_shared` also removes its storage (hundreds of MB).
             std::thread::spawn(move || {
                 let server = Server::start(&[]);
-                tx.send(server.uri.clone()).expect("send uri");
+                let uri = server.uri.clone();
+                *SHARED_SERVER.lock().expect("shared server") = Some(server);
+                // SAFETY: registers a plain function with no arguments.
+                unsafe { libc::atexit(stop_shared) };
+                tx.send(uri).expect("send uri");
                 loop {
                     std::thread::park();
                 }
@@ -30,6 +35,15 @@ pub fn shared() -> &'static str {
             rx.recv().expect("the shared server started")
         }
     })
+}
+
+static SHARED_SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+/// Stops the shared server and removes its storage when the test process exits.
+extern "C" fn stop_shared() {
+    if let Ok(mut server) = SHARED_SERVER.try_lock() {
+        drop(server.take());
+    }
 }
 
 fn external() -> Option<String> {
