@@ -241,7 +241,7 @@ fn conflicting_options_stop_the_restore_and_modes_count_per_namespace() {
     assert_eq!(r["dry_run"], true, "{r}");
 }
 
-/// Bytes a second backup adds before compression, as a share of the collection, after
+/// Bytes a second full backup adds before compression, as a share of the collection, after
 /// changing every hundredth document (spread over the whole collection).
 fn scattered_change_share(extra_init: &[&str]) -> f64 {
     let uri = shared();
@@ -265,7 +265,8 @@ fn scattered_change_share(extra_init: &[&str]) -> f64 {
         .map(|k: i64| doc! {"q": {"_id": k * 100 + 37}, "u": {"$set": {"name": "changed"}}})
         .collect();
     m.run(&db, doc! {"update": "c", "updates": updates});
-    let (_, r) = json_expect(&repo, ["backup", "--mongo", uri, "--mongo-db", &db], 0);
+    let args = ["backup", "--mongo", uri, "--mongo-db", &db, "--full"];
+    let (_, r) = json_expect(&repo, args, 0);
     let raw = r["summary"]["bytes_added_raw"]
         .as_f64()
         .expect("bytes_added_raw");

@@ -5,64 +5,13 @@ mod common;
 
 use bson::doc;
 use common::e2e::{fast_repo, json_expect, run_expect};
-use common::mongo::{DbState, Mongo, assert_same_state, shared, unique_db};
+use common::mongo::{DbState, Mongo, assert_same_state, scripted_changes, shared, unique_db};
 use common::stdout;
 
 /// Runs the script against `db`; returns (cluster time, state) after each step.
 fn script(m: &Mongo, db: &str) -> Vec<(String, DbState)> {
     let mut after = Vec::new();
-    let mut record = |m: &Mongo| after.push((m.cluster_time(), m.state(db)));
-    m.insert(
-        db,
-        "a",
-        (100..110)
-            .map(|i| doc! {"_id": i, "v": i, "arr": [1, 2, 3, 4]})
-            .collect(),
-    );
-    record(m);
-    m.run(
-        db,
-        doc! {"update": "a", "updates": [
-            {"q": {"_id": 1}, "u": {"$set": {"v": "changed", "sub.x": 1}, "$unset": {"gone": ""}}},
-            {"q": {"_id": 100}, "u": {"$push": {"arr": {"$each": [], "$slice": 2}}}},
-            {"q": {"_id": 101}, "u": {"$set": {"arr.1": "two"}}},
-            {"q": {"_id": 2}, "u": {"_id": 2, "replaced": true}},
-        ]},
-    );
-    record(m);
-    m.run(
-        db,
-        doc! {"delete": "a", "deletes": [{"q": {"_id": {"$in": [3, 4, 105]}}, "limit": 0}]},
-    );
-    record(m);
-    let coll = m.client.database(db).collection::<bson::Document>("a");
-    let other = m.client.database(db).collection::<bson::Document>("b");
-    let mut session = m.block(m.client.start_session()).unwrap();
-    m.block(session.start_transaction()).unwrap();
-    m.block(
-        coll.insert_one(doc! {"_id": 500, "in": "txn"})
-            .session(&mut session),
-    )
-    .unwrap();
-    m.block(
-        other
-            .update_one(doc! {"_id": 1}, doc! {"$set": {"txn": true}})
-            .session(&mut session),
-    )
-    .unwrap();
-    m.block(session.commit_transaction()).unwrap();
-    record(m);
-    m.run(db, doc! {"createIndexes": "a", "indexes": [{"key": {"v": 1}, "name": "v_1"}, {"key": {"k": 1}, "name": "k_u", "unique": true, "sparse": true}]});
-    record(m);
-    m.run(db, doc! {"drop": "b"});
-    m.run(db, doc! {"create": "b", "capped": true, "size": 65536});
-    m.insert(db, "b", vec![doc! {"_id": "new"}]);
-    record(m);
-    m.run(
-        "admin",
-        doc! {"renameCollection": format!("{db}.a"), "to": format!("{db}.c")},
-    );
-    record(m);
+    scripted_changes(m, db, &mut |m| after.push((m.cluster_time(), m.state(db))));
     after
 }
 

@@ -3,10 +3,13 @@ use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use std::path::PathBuf;
 use strata::ops::archiver::{self, BackupOptions, ParentChoice, TreeSource};
+use strata::repo::id::SnapshotId;
 use strata::repo::lock::LockMode;
 use strata::repo::locked::Locked;
+use strata::repo::snapshot::Snapshot;
 use strata::select::filter::Patterns;
 use strata::sources::mongodb::Conn;
+use strata::sources::mongodb::chain::{self, ChainPolicy};
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
 #[derive(clap::Args)]
@@ -67,10 +70,25 @@ struct MongoArgs {
         requires = "mongo"
     )]
     parallel: usize,
+    /// Take a full MongoDB dump, not an incremental one
+    #[arg(long, requires = "mongo")]
+    full: bool,
+    /// Every Nth MongoDB dump of a chain is full (at most N-1 incremental dumps follow a
+    /// full one; 0: no bound)
+    #[arg(long, value_name = "N", default_value_t = ChainPolicy::default().full_every, requires = "mongo")]
+    full_every: u32,
+    /// A full MongoDB dump once the chain's oplog has grown past this percentage of its
+    /// base's collections
+    #[arg(long, value_name = "PERCENT", default_value_t = ChainPolicy::default().max_oplog_percent, requires = "mongo")]
+    max_oplog_percent: u32,
 }
 
 impl MongoArgs {
-    fn export(&self, ctx: &Context) -> Result<Option<MongoExport>> {
+    fn export(
+        &self,
+        ctx: &Context,
+        snapshots: &[(SnapshotId, Snapshot)],
+    ) -> Result<Option<MongoExport>> {
         let Some(given) = &self.mongo else {
             return Ok(None);
         };
@@ -81,14 +99,24 @@ impl MongoArgs {
             consistency: !self.no_consistency,
             parallel: self.parallel,
         };
-        Ok(Some(MongoExport::new(Conn::connect(&uri)?, opts)?))
+        let export = MongoExport::new(Conn::connect(&uri)?, opts)?;
+        let policy = ChainPolicy {
+            full: self.full,
+            full_every: self.full_every,
+            max_oplog_percent: self.max_oplog_percent,
+        };
+        let parent = chain::choose(snapshots, export.server(), &export.scope(), policy);
+        Ok(Some(export.continuing(parent, policy)))
     }
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (repo, guard) = ctx.open_locked(LockMode::Shared, "backup")?;
     let repo = Locked::new(&repo, guard)?;
-    let export = args.mongo.export(ctx)?;
+    let export = match args.mongo.mongo {
+        Some(_) => args.mongo.export(ctx, &repo.snapshots()?.0)?,
+        None => None,
+    };
     let mut patterns = args.excludes.clone();
     for f in &args.exclude_files {
         patterns.extend(Patterns::read_file(f)?);
@@ -177,11 +205,27 @@ fn report_mongo(ctx: &Context, m: &ExportReport) -> Result<()> {
         ),
         _ => "without a consistency window".to_string(),
     };
+    if let Some(inc) = &m.incremental {
+        return ctx.say(&format!(
+            "MongoDB {}: incremental dump {} of the chain on snapshot {} (read {} oplog entries, \
+             {}, after snapshot {}); {time}",
+            escape(&m.server),
+            inc.depth,
+            inc.base.0.short(),
+            m.oplog_entries,
+            human_bytes(m.oplog_bytes),
+            inc.parent.0.short(),
+        ));
+    }
     ctx.say(&format!(
         "MongoDB {}: {} collections, {} views, {docs} documents ({}); {time}",
         escape(&m.server),
         m.collections.len(),
         m.views,
         human_bytes(bytes)
-    ))
+    ))?;
+    match &m.full_reason {
+        Some(reason) => ctx.say(&format!("full dump: {reason}")),
+        None => Ok(()),
+    }
 }

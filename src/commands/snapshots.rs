@@ -2,7 +2,7 @@
 use super::{Context, Outcome, SnapshotFilterArgs, escape};
 use anyhow::Result;
 use strata::repo::id::SnapshotId;
-use strata::repo::snapshot::Snapshot;
+use strata::repo::snapshot::{Chain, Snapshot, Source};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,14 +52,34 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             .with_timezone(&chrono::Local)
             .format("%Y-%m-%d %H:%M:%S");
         let line = format!(
-            "{:<8}  {time}  {:<12}  {:<16}  {}",
+            "{:<8}  {time}  {:<12}  {:<16}  {}{}",
             id.0.short(),
             escape(&s.host),
             escape(&s.tags.join(",")),
-            escape(&s.paths.join(" "))
+            escape(&s.paths.join(" ")),
+            chain_note(s)
         );
         ctx.say(&line)?;
     }
     ctx.say(&format!("{} snapshots", selected.len()))?;
     Ok(Outcome::Ok)
+}
+
+/// How the list shows a MongoDB dump that continues another: its depth and base.
+fn chain_note(s: &Snapshot) -> String {
+    match s.mongodb() {
+        Some(Source::MongoDB {
+            chain:
+                Some(Chain {
+                    incremental: Some(inc),
+                    ..
+                }),
+            ..
+        }) => format!(
+            "  (mongodb: incremental {} on {})",
+            inc.depth,
+            inc.base.0.short()
+        ),
+        _ => String::new(),
+    }
 }

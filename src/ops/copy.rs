@@ -308,6 +308,7 @@ mod tests {
             cluster_time: None,
             window_start: None,
             consistent: false,
+            chain: None,
         }];
         lock.save_snapshot(&child).unwrap();
         let snapshots = repo.snapshots().unwrap().0;

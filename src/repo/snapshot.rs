@@ -23,6 +23,11 @@ pub enum Source {
         window_start: Option<BsonTime>,
         /// False with `--no-consistency`: documents were read at different times.
         consistent: bool,
+        /// How the dump relates to the MongoDB snapshots before it (full, or incremental on
+        /// a base); absent in snapshots made before incremental snapshots, which no backup
+        /// continues.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chain: Option<Chain>,
     },
     /// A slice of a server's oplog below `/mongodb-oplog/oplog.bson`: every entry with
     /// `start < ts <= end`, stored by `strata mongo follow`.
@@ -36,6 +41,39 @@ pub enum Source {
         /// snapshot) ended: entries in `(gap_from, start]` are lost.
         gap_from: Option<BsonTime>,
     },
+}
+
+/// Where a MongoDB dump stands in its chain: a full dump, or an incremental one that holds
+/// its base's collection files (the same blobs, stored once) and an `oplog.bson` that
+/// carries the base's window on to this snapshot's cluster time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// What the export took (servers' namespaces, users): only a dump of the same scope is
+    /// continued.
+    pub scope: String,
+    /// Bytes of the collection files (the base's, for an incremental dump).
+    pub dump_bytes: u64,
+    /// Bytes of `oplog.bson`: the base's window and every incremental range since.
+    pub oplog_bytes: u64,
+    /// The bounds that decide when the next backup is full again.
+    pub full_every: u32,
+    pub max_oplog_percent: u32,
+    /// Set for an incremental dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+}
+
+/// An incremental dump: `parent`'s tree with the oplog entries `(from, cluster_time]` added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremental {
+    /// The full snapshot whose collection files this dump holds.
+    pub base: SnapshotId,
+    /// The snapshot this one continues (the base, or the incremental before).
+    pub parent: SnapshotId,
+    /// 1 for the first incremental after a full dump.
+    pub depth: u32,
+    /// `parent`'s cluster time: where the oplog read for this snapshot starts.
+    pub from: BsonTime,
 }
 
 /// A BSON timestamp (cluster time): seconds since the epoch and an increment.
@@ -159,6 +197,7 @@ mod tests {
                     cluster_time: Some(BsonTime { t: 5, i: 2 }),
                     window_start: None,
                     consistent: true,
+                    chain: None,
                 },
             ],
             summary: Summary {

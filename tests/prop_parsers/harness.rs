@@ -447,6 +447,7 @@ pub fn snapshot_sample() -> Vec<u8> {
                 cluster_time: Some(t),
                 window_start: None,
                 consistent: true,
+                chain: None,
             },
             Source::MongoOplog {
                 server: "db".into(),

@@ -3,6 +3,7 @@
 //! between documents), `<db>/<coll>.metadata.json`, and `oplog.bson` holding the oplog
 //! window that passed during the export. Several collections are read at once; memory per
 //! collection is bounded by a few read batches, one chunk and one document.
+use super::chain::{self, ChainPolicy, FullReason, Parent};
 use super::metadata::CollMeta;
 use super::namespace::{NsFilter, file_name};
 use super::{Conn, MongoError, Result, cmd_err, oplog};
@@ -10,8 +11,9 @@ use crate::observer::{Counters, Observer};
 use crate::ops::archiver::TreeSource;
 use crate::repo::blob::BlobType;
 use crate::repo::config::ChunkerParams;
-use crate::repo::snapshot::{BsonTime, Source};
+use crate::repo::snapshot::{BsonTime, Chain, Incremental, Source};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
+use crate::vfs;
 use crate::write::chunker::{Chunker, RecordChunker};
 use crate::write::packer::Packer;
 use bson::{Document, RawDocumentBuf, doc};
@@ -54,12 +56,21 @@ pub struct ExportReport {
     pub oplog_entries: u64,
     pub window_start: Option<BsonTime>,
     pub cluster_time: Option<BsonTime>,
+    /// Bytes of oplog entries read from the server.
+    pub oplog_bytes: u64,
+    /// Set when the dump continues an earlier one.
+    pub incremental: Option<Incremental>,
+    /// Why the dump is full, when an earlier one could have been continued.
+    pub full_reason: Option<String>,
 }
 
 /// A MongoDB server as a [`TreeSource`] of a backup.
 pub struct MongoExport {
     conn: Conn,
     opts: ExportOptions,
+    /// The dump to continue, or why the dump is full.
+    parent: std::result::Result<Parent, FullReason>,
+    policy: ChainPolicy,
     report: Mutex<ExportReport>,
 }
 
@@ -77,11 +88,40 @@ impl MongoExport {
                 server: conn.server.clone(),
             });
         }
+        let parent = Err(FullReason::NoParent {
+            server: conn.server.clone(),
+        });
         Ok(MongoExport {
             conn,
             opts,
+            parent,
+            policy: ChainPolicy::default(),
             report: Mutex::default(),
         })
+    }
+
+    /// Continues `parent` (from [`chain::choose`]) with an incremental dump if the server's
+    /// oplog still reaches its cluster time; `policy` is recorded in the snapshot.
+    pub fn continuing(
+        self,
+        parent: std::result::Result<Parent, FullReason>,
+        policy: ChainPolicy,
+    ) -> MongoExport {
+        MongoExport {
+            parent,
+            policy,
+            ..self
+        }
+    }
+
+    /// The server's address, as snapshots record it.
+    pub fn server(&self) -> &str {
+        &self.conn.server
+    }
+
+    /// What this export takes, as [`Chain::scope`] records it.
+    pub fn scope(&self) -> String {
+        chain::scope(&self.opts.filter, self.opts.users)
     }
 
     pub fn report(&self) -> ExportReport {
@@ -89,15 +129,42 @@ impl MongoExport {
     }
 
     fn run(&self, packer: &Packer, progress: &dyn Observer) -> Result<(Node, Source, u64)> {
+        let w = DumpWriter::new(packer);
+        let (node, source) = match self.continued()? {
+            Some(parent) => self.run_incremental(&w, parent)?,
+            None => self.run_full(&w, progress)?,
+        };
+        Ok((node, source, w.entries()))
+    }
+
+    /// The dump to continue, if there is one and the server's oplog still reaches it;
+    /// otherwise why the dump is full goes into the report.
+    fn continued(&self) -> Result<Option<&Parent>> {
+        let reason = match (&self.parent, self.opts.consistency) {
+            (_, false) => FullReason::NotConsistent,
+            (Err(reason), true) => reason.clone(),
+            (Ok(parent), true) => match self.conn.oldest_oplog_time()? {
+                Some(oldest) if oldest <= parent.cluster_time => return Ok(Some(parent)),
+                oldest => FullReason::RolledOver {
+                    parent: parent.id.0.short(),
+                    from: parent.cluster_time,
+                    oldest: oldest.map_or("nowhere (it is empty)".into(), |o| o.to_string()),
+                },
+            },
+        };
+        self.report.lock().expect("report lock").full_reason = Some(reason.to_string());
+        Ok(None)
+    }
+
+    fn run_full(&self, w: &DumpWriter, progress: &dyn Observer) -> Result<(Node, Source)> {
         let start = match self.opts.consistency {
             true => oplog::window_start(&self.conn)?,
             false => None,
         };
         let items = self.plan()?;
-        let w = DumpWriter::new(packer);
-        let mut files = self.export_all(&w, &items, progress)?;
+        let mut files = self.export_all(w, &items, progress)?;
         if self.opts.users {
-            self.export_users(&w, &mut files)?;
+            self.export_users(w, &mut files)?;
         }
         let end = self.conn.last_write_time()?;
         let mut root = files
@@ -105,22 +172,102 @@ impl MongoExport {
             .map(|(db, nodes)| w.dir(db.as_bytes(), nodes))
             .collect::<Result<Vec<_>>>()?;
         if let (Some(start), Some(end)) = (start, end) {
-            root.push(self.export_window(&w, start, end)?);
+            let (oplog, _) = self.export_window(w, start, end, Vec::new())?;
+            root.push(oplog);
         }
         let databases = items.iter().map(|i| i.db.clone()).collect::<Vec<_>>();
         let mut r = self.report.lock().expect("report lock");
         r.server = self.conn.server.clone();
         r.window_start = start;
         r.cluster_time = end;
+        let chain = Chain {
+            scope: self.scope(),
+            dump_bytes: r.collections.iter().map(|c| c.bytes).sum(),
+            oplog_bytes: root
+                .iter()
+                .find(|n| n.name == b"oplog.bson")
+                .map_or(0, |n| n.size),
+            full_every: self.policy.full_every,
+            max_oplog_percent: self.policy.max_oplog_percent,
+            incremental: None,
+        };
         let source = Source::MongoDB {
             server: self.conn.server.clone(),
             databases: dedup(databases),
             cluster_time: end,
             window_start: start,
             consistent: self.opts.consistency,
+            chain: Some(chain),
         };
-        let node = w.dir(b"mongodb", root)?;
-        Ok((node, source, w.entries()))
+        Ok((w.dir(b"mongodb", root)?, source))
+    }
+
+    /// `parent`'s dump with the oplog since its cluster time appended to its `oplog.bson`
+    /// (and, with users, the users and roles read again): its collection files are the same
+    /// blobs, so only the new oplog is read and stored.
+    fn run_incremental(&self, w: &DumpWriter, parent: &Parent) -> Result<(Node, Source)> {
+        let repo = w.packer.repo();
+        let top = vfs::node_at(repo, parent.tree, b"/mongodb").map_err(|_| MongoError::NoDump)?;
+        let mut nodes = repo
+            .load_tree(&top.subtree().ok_or(MongoError::NoDump)?)?
+            .nodes;
+        let rebuilt = match self.opts.users {
+            true => Some(self.renew_users(w, &mut nodes)?),
+            false => None,
+        };
+        for n in nodes.iter().filter(|n| Some(&n.name) != rebuilt.as_ref()) {
+            w.reused(count_below(repo, n)?);
+        }
+        let end = (self.conn.last_write_time()?)
+            .map_or(parent.cluster_time, |e| e.max(parent.cluster_time));
+        let before = match nodes.iter().position(|n| n.name == b"oplog.bson") {
+            Some(i) => nodes.remove(i).content().to_vec(),
+            None => Vec::new(),
+        };
+        let (oplog, databases) = self.export_window(w, parent.cluster_time, end, before)?;
+        let next = parent.next();
+        let chain = Chain {
+            scope: self.scope(),
+            dump_bytes: parent.chain.dump_bytes,
+            oplog_bytes: oplog.size,
+            full_every: self.policy.full_every,
+            max_oplog_percent: self.policy.max_oplog_percent,
+            incremental: Some(next),
+        };
+        nodes.push(oplog);
+        let mut r = self.report.lock().expect("report lock");
+        r.server = self.conn.server.clone();
+        (r.window_start, r.cluster_time) = (parent.window_start, Some(end));
+        r.incremental = Some(next);
+        let source = Source::MongoDB {
+            server: self.conn.server.clone(),
+            databases: dedup([parent.databases.clone(), databases].concat()),
+            cluster_time: Some(end),
+            window_start: parent.window_start,
+            consistent: true,
+            chain: Some(chain),
+        };
+        Ok((w.dir(b"mongodb", nodes)?, source))
+    }
+
+    /// Replaces the users and roles files of the dump's `admin` directory with the server's
+    /// current ones; returns the directory's name.
+    fn renew_users(&self, w: &DumpWriter, nodes: &mut Vec<Node>) -> Result<Vec<u8>> {
+        let mut files = BTreeMap::new();
+        self.export_users(w, &mut files)?;
+        let fresh = files.remove("admin").unwrap_or_default();
+        let mut admin = match nodes.iter().position(|n| n.name == b"admin") {
+            Some(i) => {
+                let old = nodes.remove(i);
+                let subtree = old.subtree().ok_or(MongoError::NoDump)?;
+                w.packer.repo().load_tree(&subtree)?.nodes
+            }
+            None => Vec::new(),
+        };
+        admin.retain(|n| !fresh.iter().any(|f| f.name == n.name));
+        admin.extend(fresh);
+        nodes.push(w.dir(b"admin", admin)?);
+        Ok(b"admin".to_vec())
     }
 
     /// Every namespace the filters take, with its metadata.
@@ -265,25 +412,38 @@ impl MongoExport {
         Ok((content, report))
     }
 
-    fn export_window(&self, w: &DumpWriter, start: BsonTime, end: BsonTime) -> Result<Node> {
+    /// `oplog.bson`: the chunks of `before`, then the entries `(start, end]` that the filters
+    /// need; also the databases those entries write to.
+    fn export_window(
+        &self,
+        w: &DumpWriter,
+        start: BsonTime,
+        end: BsonTime,
+        before: Vec<ChunkRef>,
+    ) -> Result<(Node, Vec<String>)> {
         let mut chunker = w.record_chunker();
-        let mut content = Vec::new();
-        let mut entries = 0;
+        let mut content = before;
+        let (mut entries, mut bytes, mut databases) = (0, 0, Vec::new());
         oplog::for_each_entry(&self.conn, start, end, &mut |entry| {
-            if !self
-                .opts
-                .filter
-                .needs_oplog_entry_on(oplog::entry_ns(entry))
-            {
+            let ns = oplog::entry_ns(entry);
+            bytes += entry.len() as u64;
+            if !self.opts.filter.needs_oplog_entry_on(ns) {
                 return Ok(());
+            }
+            if let Some((db, coll)) = ns.split_once('.')
+                && coll != "$cmd"
+                && databases.last().is_none_or(|last: &String| last != db)
+            {
+                databases.push(db.to_string());
             }
             entries += 1;
             content.extend(w.save_chunks(chunker.push(entry))?);
             Ok(())
         })?;
         content.extend(w.save_chunks(chunker.finish())?);
-        self.report.lock().expect("report lock").oplog_entries = entries;
-        Ok(w.file(b"oplog.bson", content))
+        let mut r = self.report.lock().expect("report lock");
+        (r.oplog_entries, r.oplog_bytes) = (entries, bytes);
+        Ok((w.file(b"oplog.bson", content), databases))
     }
 
     /// Users and roles of every database, as `usersInfo`/`rolesInfo` show them.
@@ -395,6 +555,11 @@ impl<'a> DumpWriter<'a> {
     /// How many entries the directories saved through this writer hold.
     pub(crate) fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` entries below directories reused from an earlier dump.
+    fn reused(&self, n: u64) {
+        self.entries.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn record_chunker(&self) -> RecordChunker {
@@ -509,6 +674,18 @@ fn concat_docs(docs: &[Document]) -> Result<Vec<u8>> {
         out.extend(bytes);
     }
     Ok(out)
+}
+
+/// Entries below `node`: none for a file, every path below a directory.
+fn count_below(repo: &crate::repo::repository::IndexedRepo, node: &Node) -> Result<u64> {
+    let Some(subtree) = node.subtree() else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for child in repo.load_tree(&subtree)?.nodes {
+        n += 1 + count_below(repo, &child)?;
+    }
+    Ok(n)
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {

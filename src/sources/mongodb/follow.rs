@@ -481,6 +481,7 @@ mod tests {
             cluster_time: Some(t(at)),
             window_start: None,
             consistent: true,
+            chain: None,
         })
     }
 

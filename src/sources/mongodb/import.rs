@@ -6,8 +6,8 @@
 use super::export::{docs_at, list_collections};
 use super::follow;
 use super::metadata::CollMeta;
-use super::namespace::{NsFilter, Renames};
-use super::replay::{Replayer, strip_spec};
+use super::namespace::{NsFilter, Renames, split_ns};
+use super::replay::{Deferred, Replayer, strip_spec};
 use super::{Conn, MongoError, Result, cmd_err, error_code, stream};
 use crate::cancel::Cancel;
 use crate::observer::{Counters, Observer, Phase};
@@ -260,15 +260,16 @@ pub fn import(
     }
     observer.phase(Phase::Writing);
     report.namespaces = insert_all(repo, conn, &collections, opts, observer)?;
-    let (applied, last) = replay(repo, conn, dump.oplog.as_ref(), more_oplog, opts)?;
+    let deferred = deferred(dump, opts.indexes);
+    let (applied, last, deferred) =
+        replay(repo, conn, dump.oplog.as_ref(), more_oplog, opts, deferred)?;
     (report.oplog_applied, report.replayed_until) = (applied, last);
     observer.phase(Phase::Indexing);
-    if opts.indexes {
-        for ns in &collections {
-            build_indexes(conn, ns, &mut report);
-        }
+    for (ns, specs) in &deferred.indexes {
+        build_indexes(conn, ns, specs.clone(), &mut report);
     }
-    for ns in dump.namespaces.iter().filter(|n| n.meta.is_view()) {
+    let views = dump.namespaces.iter().filter(|n| n.meta.is_view());
+    for ns in views.filter(|n| deferred.views.contains(&n.target_ns())) {
         match create(conn, ns, opts.drop) {
             Ok(()) => report.views.push(ns.target_ns()),
             Err(e) => report.errors.push(e.to_string()),
@@ -533,16 +534,39 @@ async fn upsert_batch(
     }
 }
 
+/// The indexes (with `indexes`) and views of the dump, by target namespace.
+fn deferred(dump: &Dump, indexes: bool) -> Deferred {
+    let mut d = Deferred::default();
+    for ns in &dump.namespaces {
+        if ns.meta.is_view() {
+            d.views.insert(ns.target_ns());
+            continue;
+        }
+        let specs: Vec<Document> = (ns.meta.indexes.iter())
+            .filter(|s| s.get_str("name").ok() != Some("_id_"))
+            .cloned()
+            .map(strip_spec)
+            .collect();
+        if indexes && !specs.is_empty() {
+            d.indexes.insert(ns.target_ns(), specs);
+        }
+    }
+    d
+}
+
 /// Replays the dump's window, then further oplog files (skipping what the dump already
-/// holds), up to `opts.until`; returns entries applied and the last time.
+/// holds), up to `opts.until`; returns entries applied, the last time, and `deferred` as
+/// the replayed drops and renames left it.
 fn replay(
     repo: &IndexedRepo,
     conn: &Conn,
     window: Option<&Node>,
     more: &[Node],
     opts: &ImportOptions,
-) -> Result<(u64, Option<BsonTime>)> {
+    deferred: Deferred,
+) -> Result<(u64, Option<BsonTime>, Deferred)> {
     let mut r = Replayer::new(conn, &opts.filter, &opts.renames);
+    r.deferred = deferred;
     let files = window
         .map(|w| (w, None))
         .into_iter()
@@ -571,30 +595,19 @@ fn replay(
         })?;
     }
     r.flush()?;
-    Ok((r.applied, r.last))
+    Ok((r.applied, r.last, r.deferred))
 }
 
-fn build_indexes(conn: &Conn, ns: &DumpNs, report: &mut ImportReport) {
-    let specs: Vec<Document> = ns
-        .meta
-        .indexes
-        .iter()
-        .filter(|s| s.get_str("name").ok() != Some("_id_"))
-        .cloned()
-        .map(strip_spec)
-        .collect();
+/// Builds `specs` on `ns` (`db.coll`).
+fn build_indexes(conn: &Conn, ns: &str, specs: Vec<Document>, report: &mut ImportReport) {
     if specs.is_empty() {
         return;
     }
+    let (db, coll) = split_ns(ns);
     let n = specs.len() as u64;
-    match conn.command(
-        &ns.target.0,
-        doc! {"createIndexes": &ns.target.1, "indexes": specs},
-    ) {
+    match conn.command(&db, doc! {"createIndexes": coll, "indexes": specs}) {
         Ok(_) => report.indexes_built += n,
-        Err(e) => report
-            .errors
-            .push(format!("indexes of {}: {e}", ns.target_ns())),
+        Err(e) => report.errors.push(format!("indexes of {ns}: {e}")),
     }
 }
 

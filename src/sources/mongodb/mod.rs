@@ -3,6 +3,7 @@
 //! oplog slices `forget` keeps (`retention`). The driver is async; the entry points stay
 //! blocking and run it on the runtime their [`Conn`] was made on: the caller's (a server
 //! calling them from `spawn_blocking`, see `Conn::connect_on`) or a private one.
+pub mod chain;
 pub mod connection;
 pub(crate) mod diff;
 pub mod export;

@@ -11,7 +11,7 @@ use super::namespace::{NsFilter, Renames, split_ns};
 use super::{Conn, MongoError};
 use crate::repo::snapshot::BsonTime;
 use bson::{Bson, Document, doc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -42,6 +42,53 @@ const ALREADY_DONE: &[i32] = &[
 /// Entries of one transaction, identified by session and transaction number.
 type TxnKey = (Vec<u8>, i64);
 
+/// What an import creates after replaying the oplog, by target namespace (`db.coll`): the
+/// dump's index specs and views. Replayed drops and renames carry over to them, so that the
+/// indexes and views of a collection dropped, renamed or re-created since the dump are not
+/// built where the collection no longer is.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    pub indexes: BTreeMap<String, Vec<Document>>,
+    pub views: BTreeSet<String>,
+}
+
+impl Deferred {
+    fn dropped(&mut self, ns: &str) {
+        self.indexes.remove(ns);
+        self.views.remove(ns);
+    }
+
+    fn database_dropped(&mut self, db: &str) {
+        let prefix = format!("{db}.");
+        self.indexes.retain(|ns, _| !ns.starts_with(&prefix));
+        self.views.retain(|ns| !ns.starts_with(&prefix));
+    }
+
+    fn renamed(&mut self, from: &str, to: &str) {
+        self.dropped(to);
+        if let Some(specs) = self.indexes.remove(from) {
+            self.indexes.insert(to.to_string(), specs);
+        }
+    }
+
+    /// `index` as `dropIndexes` takes it: a name, `"*"`, a key pattern, or a list of names.
+    fn index_dropped(&mut self, ns: &str, index: &Bson) {
+        let Some(specs) = self.indexes.get_mut(ns) else {
+            return;
+        };
+        specs.retain(|spec| match index {
+            Bson::String(name) if name == "*" => false,
+            Bson::String(name) => spec.get_str("name").ok() != Some(name),
+            Bson::Document(key) => spec.get_document("key").ok() != Some(key),
+            Bson::Array(names) => !names.iter().any(|n| {
+                n.as_str()
+                    .is_some_and(|n| spec.get_str("name").ok() == Some(n))
+            }),
+            _ => true,
+        });
+    }
+}
+
 pub struct Replayer<'a> {
     conn: &'a Conn,
     filter: &'a NsFilter,
@@ -52,6 +99,8 @@ pub struct Replayer<'a> {
     pending: Option<(TxnKey, BsonTime, Vec<Document>)>,
     pub applied: u64,
     pub last: Option<BsonTime>,
+    /// Kept in step with the replayed drops and renames.
+    pub deferred: Deferred,
 }
 
 impl<'a> Replayer<'a> {
@@ -64,6 +113,7 @@ impl<'a> Replayer<'a> {
             pending: None,
             applied: 0,
             last: None,
+            deferred: Deferred::default(),
         }
     }
 
@@ -233,6 +283,7 @@ impl<'a> Replayer<'a> {
         }
         let (target, _) = self.renames.apply(db, "x");
         self.run(&target, doc! {"dropDatabase": 1}, ts, db)?;
+        self.deferred.database_dropped(&target);
         self.applied += 1;
         Ok(())
     }
@@ -251,6 +302,7 @@ impl<'a> Replayer<'a> {
             "dropTarget": o.get_bool("dropTarget").unwrap_or(false),
         };
         self.run("admin", cmd, ts, from)?;
+        (self.deferred).renamed(&format!("{}.{}", f.0, f.1), &format!("{}.{}", t.0, t.1));
         self.applied += 1;
         Ok(())
     }
@@ -274,6 +326,14 @@ impl<'a> Replayer<'a> {
             "create" => without(o, &["idIndex"]),
             _ => o,
         };
+        let target = format!("{tdb}.{tcoll}");
+        if name == "drop" {
+            self.deferred.dropped(&target);
+        }
+        if cmd.contains_key("dropIndexes") {
+            let index = cmd.get("index").unwrap_or(&Bson::Null);
+            self.deferred.index_dropped(&target, index);
+        }
         self.run(&tdb, cmd, ts, &format!("{db}.{coll}"))?;
         self.applied += 1;
         Ok(())

@@ -166,6 +166,7 @@ mod tests {
                 cluster_time: Some(t(at)),
                 window_start: None,
                 consistent: true,
+                chain: None,
             },
         )
     }
@@ -262,6 +263,7 @@ mod tests {
                     cluster_time: Some(t(500)),
                     window_start: None,
                     consistent: false,
+                    chain: None,
                 },
             ),
             slice(20, "b", 50, 90, None),

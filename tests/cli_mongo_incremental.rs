@@ -1,0 +1,280 @@
+//! Incremental MongoDB snapshots: a full dump and seven incremental ones over scripted
+//! changes, each restored and compared with the state recorded at its time; forget and
+//! prune around the chain; a rolled-over oplog; a backup killed while it reads the oplog.
+mod common;
+
+use bson::doc;
+use common::e2e::{fast_repo, json_expect, run_expect};
+use common::mongo::{
+    DbState, Mongo, Server, assert_same_state, scripted_changes, shared, unique_db,
+};
+use common::repo::TestRepo;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// `a` and `b` with documents of about 500 bytes and a secondary index each, so that the
+/// script's drop and rename meet indexes the full dump holds.
+fn seed(m: &Mongo, db: &str) {
+    let pad = "x".repeat(480);
+    let docs = |ids: Vec<i32>| {
+        (ids.into_iter())
+            .map(|i| doc! {"_id": i, "v": i, "pad": &pad})
+            .collect()
+    };
+    // The script inserts `_id`s 100 to 109 itself.
+    m.insert(db, "a", docs((0..50).chain(1000..3000).collect()));
+    m.insert(db, "b", docs((0..200).collect()));
+    for coll in ["a", "b"] {
+        m.run(
+            db,
+            doc! {"createIndexes": coll, "indexes": [{"key": {"v": -1}, "name": "v_desc"}]},
+        );
+    }
+}
+
+fn backup(repo: &TestRepo, uri: &str, db: &str) -> Value {
+    let args = [
+        "backup",
+        "--mongo",
+        uri,
+        "--mongo-db",
+        db,
+        "--full-every",
+        "8",
+    ];
+    json_expect(repo, args, 0).1
+}
+
+fn restored_state(repo: &TestRepo, m: &Mongo, uri: &str, db: &str, snapshot: &str) -> DbState {
+    let copy = unique_db("inc_copy");
+    let (from, to) = (format!("{db}.*"), format!("{copy}.*"));
+    let args = [
+        "restore",
+        snapshot,
+        "--mongo",
+        uri,
+        "--ns-from",
+        &from,
+        "--ns-to",
+        &to,
+    ];
+    run_expect(repo, args, 0);
+    let state = m.state(&copy);
+    m.drop_db(&copy);
+    state
+}
+
+fn snapshot_id(report: &Value) -> String {
+    report["snapshot_id"]
+        .as_str()
+        .expect("a snapshot id")
+        .to_string()
+}
+
+#[test]
+fn a_chain_of_incremental_snapshots_restores_every_state_and_survives_forget_and_prune() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("inc");
+    seed(&m, &db);
+    let repo = fast_repo();
+    let full = backup(&repo, uri, &db);
+    assert!(full["mongodb"]["incremental"].is_null(), "{full}");
+    let reason = full["mongodb"]["full_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no consistent MongoDB snapshot"),
+        "{reason}"
+    );
+    let full_added = full["summary"]["bytes_added_raw"].as_u64().unwrap();
+    let mut chain = vec![(snapshot_id(&full), m.state(&db))];
+    scripted_changes(&m, &db, &mut |m| {
+        let inc = backup(&repo, uri, &db);
+        let depth = inc["mongodb"]["incremental"]["depth"].as_u64();
+        assert_eq!(depth, Some(chain.len() as u64), "{inc}");
+        assert_eq!(inc["mongodb"]["incremental"]["base"], full["snapshot_id"]);
+        assert!(
+            inc["mongodb"]["collections"].as_array().unwrap().is_empty(),
+            "{inc}"
+        );
+        let added = inc["summary"]["bytes_added_raw"].as_u64().unwrap();
+        assert!(
+            added * 20 < full_added,
+            "an incremental stored {added} of {full_added}"
+        );
+        chain.push((snapshot_id(&inc), m.state(&db)));
+    });
+    assert_eq!(chain.len(), 8, "a full dump and seven incremental ones");
+
+    let listed = json_expect(&repo, ["snapshots"], 0).1;
+    let last = &listed.as_array().unwrap()[7]["sources"][0]["chain"];
+    assert_eq!(last["incremental"]["depth"], 7, "{last}");
+    assert_eq!(last["full_every"], 8, "{last}");
+    let text = common::stdout(&run_expect(&repo, ["snapshots"], 0));
+    assert!(text.contains("incremental 7 on"), "{text}");
+
+    for (i, (id, want)) in chain.iter().enumerate() {
+        let got = restored_state(&repo, &m, uri, &db, id);
+        assert_same_state(want, &got, &format!("snapshot {i} of the chain"));
+    }
+
+    // The incremental snapshots hold their base's dump: forgetting the base loses nothing.
+    let keep = ["forget", "--keep-last", "3", "--prune"];
+    let (_, forgot) = json_expect(&repo, keep, 0);
+    assert!(
+        forgot.to_string().contains(&chain[0].0),
+        "the full dump was forgotten: {forgot}"
+    );
+    run_expect(&repo, ["check", "--read-data"], 0);
+    for (i, (id, want)) in chain.iter().enumerate().skip(5) {
+        let got = restored_state(&repo, &m, uri, &db, id);
+        assert_same_state(want, &got, &format!("snapshot {i} after forget and prune"));
+    }
+    let next = backup(&repo, uri, &db);
+    assert!(next["mongodb"]["incremental"].is_null(), "{next}");
+    let reason = next["mongodb"]["full_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("holds 7 incremental dumps (--full-every 8)"),
+        "{reason}"
+    );
+    m.drop_db(&db);
+}
+
+#[test]
+fn a_rolled_over_oplog_makes_the_next_backup_full_and_earlier_ones_still_restore() {
+    if common::mongo::is_external() {
+        // An external server's oplog cannot be made to roll over from here.
+        return;
+    }
+    let server = Server::start(&["--oplog-max-entries", "30"]);
+    let (uri, m) = (server.uri.as_str(), Mongo::new(&server.uri));
+    seed(&m, "r");
+    let repo = fast_repo();
+    backup(&repo, uri, "r");
+    m.run(
+        "r",
+        doc! {"update": "a", "updates": [{"q": {"_id": 7}, "u": {"$set": {"v": "new"}}}]},
+    );
+    let inc = backup(&repo, uri, "r");
+    assert_eq!(inc["mongodb"]["incremental"]["depth"], 1, "{inc}");
+    let want = m.state("r");
+    // SecantusDB prunes its oplog after every 1000 single-document writes.
+    for i in 0..1100 {
+        m.insert("other", "c", vec![doc! {"_id": i}]);
+    }
+    let oplog = m
+        .client
+        .database("local")
+        .collection::<bson::Document>("oplog.rs");
+    let start = Instant::now();
+    while m.block(oplog.count_documents(doc! {})).unwrap() > 1000 {
+        assert!(start.elapsed().as_secs() < 60, "the oplog was not pruned");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let full = backup(&repo, uri, "r");
+    assert!(full["mongodb"]["incremental"].is_null(), "{full}");
+    let reason = full["mongodb"]["full_reason"].as_str().unwrap();
+    assert!(reason.contains("rolled over"), "{reason}");
+    let got = restored_state(&repo, &m, uri, "r", &snapshot_id(&inc));
+    assert_same_state(
+        &want,
+        &got,
+        "the incremental snapshot from before the roll-over",
+    );
+}
+
+#[test]
+fn full_every_and_full_bound_the_chain() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("bound");
+    seed(&m, &db);
+    let repo = fast_repo();
+    let every = |n: &str| {
+        let args = [
+            "backup",
+            "--mongo",
+            uri,
+            "--mongo-db",
+            &db,
+            "--full-every",
+            n,
+        ];
+        json_expect(&repo, args, 0).1
+    };
+    assert!(every("2")["mongodb"]["incremental"].is_null());
+    assert_eq!(every("2")["mongodb"]["incremental"]["depth"], 1);
+    let third = every("2");
+    assert!(third["mongodb"]["incremental"].is_null(), "{third}");
+    let reason = third["mongodb"]["full_reason"].as_str().unwrap();
+    assert!(reason.contains("--full-every 2"), "{reason}");
+    let args = ["backup", "--mongo", uri, "--mongo-db", &db, "--full"];
+    let asked = json_expect(&repo, args, 0).1;
+    assert!(
+        asked["mongodb"]["full_reason"]
+            .as_str()
+            .unwrap()
+            .contains("--full")
+    );
+    let other_scope = ["backup", "--mongo", uri, "--ns-include", &format!("{db}.a")];
+    let scoped = json_expect(&repo, other_scope, 0).1;
+    assert!(
+        scoped["mongodb"]["incremental"].is_null(),
+        "other namespaces: {scoped}"
+    );
+    m.drop_db(&db);
+}
+
+#[test]
+fn a_backup_killed_while_reading_the_oplog_leaves_no_snapshot_and_the_next_one_works() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("killed");
+    seed(&m, &db);
+    let repo = fast_repo();
+    backup(&repo, uri, &db);
+    let pad = "y".repeat(2000);
+    for round in 0..10 {
+        let docs = (0..2000).map(|i| doc! {"_id": format!("{round}-{i}"), "pad": &pad});
+        m.insert(&db, "big", docs.collect());
+    }
+    let count = |repo: &TestRepo| {
+        json_expect(repo, ["snapshots"], 0)
+            .1
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count(&repo);
+    let args = [
+        "backup",
+        "--mongo",
+        uri,
+        "--mongo-db",
+        &db,
+        "--full-every",
+        "8",
+    ];
+    let mut child = repo.cmd(args).spawn().unwrap();
+    let packs = |repo: &TestRepo| common::e2e::packs_by_size(&repo.repo_path()).len();
+    let (started, packs_before) = (Instant::now(), packs(&repo));
+    while packs(&repo) == packs_before && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the backup was killed while it read the oplog"
+    );
+    assert_eq!(count(&repo), before, "a killed backup wrote no snapshot");
+    run_expect(&repo, ["check"], 0);
+    let next = backup(&repo, uri, &db);
+    assert!(
+        next["mongodb"]["incremental"]["depth"].as_u64().is_some(),
+        "{next}"
+    );
+    let want = m.state(&db);
+    let got = restored_state(&repo, &m, uri, &db, &snapshot_id(&next));
+    assert_same_state(&want, &got, "the backup after the killed one");
+    m.drop_db(&db);
+}
