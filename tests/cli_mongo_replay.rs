@@ -43,6 +43,7 @@ fn mongod_entry_formats_replay_through_ordinary_commands() {
         1,
     ))
     .unwrap();
+    r.sync().unwrap();
     assert_eq!(
         m.count(&db, "t"),
         0,
@@ -54,6 +55,7 @@ fn mongod_entry_formats_replay_through_ordinary_commands() {
         1,
     ))
     .unwrap();
+    r.sync().unwrap();
     assert_eq!(m.count(&db, "t"), 3, "committed with the nested applyOps");
 
     let mut prepared = txn(entry(4, "c", "admin.$cmd", doc! {"applyOps": [ins(4)]}), 2);
@@ -67,12 +69,14 @@ fn mongod_entry_formats_replay_through_ordinary_commands() {
     let mut prepared = txn(entry(6, "c", "admin.$cmd", doc! {"applyOps": [ins(5)]}), 3);
     prepared.insert("prepare", true);
     r.entry(prepared).unwrap();
+    r.sync().unwrap();
     assert_eq!(m.count(&db, "t"), 3, "prepared transactions wait");
     r.entry(txn(
         entry(7, "c", "admin.$cmd", doc! {"commitTransaction": 1}),
         3,
     ))
     .unwrap();
+    r.sync().unwrap();
     assert_eq!(
         m.count(&db, "t"),
         4,
@@ -87,6 +91,7 @@ fn mongod_entry_formats_replay_through_ordinary_commands() {
     );
     upd.insert("o2", doc! {"_id": 1});
     r.entry(upd).unwrap();
+    r.sync().unwrap();
     let doc1 = m.raw_docs(&db, "t").into_iter().next().unwrap();
     let doc1 = Document::try_from(doc1).unwrap();
     assert_eq!(doc1, doc! {"_id": 1, "arr": [9, 2], "n": "new"});
@@ -102,6 +107,7 @@ fn mongod_entry_formats_replay_through_ordinary_commands() {
     dotted.insert("o2", doc! {"_id": 50});
     r.entry(dotted).unwrap();
     let coll = m.client.database(&db).collection::<Document>("t");
+    r.sync().unwrap();
     let got = m.block(coll.find_one(doc! {"_id": 50})).unwrap().unwrap();
     assert_eq!(got, doc! {"_id": 50, "a.b": 10, "a": {"b": 2}, "c.d": 3});
 

@@ -7,7 +7,11 @@
 //! `cargo bench --bench mongo` (documents: `STRATA_BENCH_DOCS`, default 1,000,000).
 //! The restore comparison alternates plain, strata, strata, plain into fresh databases,
 //! dropped after each run, so that neither side gains from running on an emptier server.
-//! The dedup figures are taken with the default 64 KiB and with 4 KiB BSON chunks.
+//! The dedup figures are taken with the default 64 KiB and with 4 KiB BSON chunks, with full
+//! dumps. Last, a chain of a full snapshot and seven incremental ones, 1% of the documents
+//! changed at random before each: per incremental snapshot the bytes stored and read from the
+//! server against the full export's, and its time; then the restore of the chain's last
+//! snapshot against the restore of a full snapshot of the same data.
 #[path = "../../tests/common/mongo.rs"]
 #[allow(dead_code)]
 mod mongo;
@@ -99,14 +103,7 @@ fn main() {
     let share = docs / 100;
     let contiguous: Vec<i64> = (docs / 2..docs / 2 + share).collect();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let scattered: Vec<i64> = (0..share)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % docs as u64) as i64
-        })
-        .collect();
+    let scattered = random_ids(&mut x, share, docs);
     for (what, ids) in [
         ("contiguous _id range", contiguous),
         ("scattered at random", scattered),
@@ -126,6 +123,97 @@ fn main() {
             );
         }
     }
+    incremental_chain(&uri, &m, &db, &mut x, size);
+}
+
+/// `n` ids below `docs`, drawn by the xorshift state `x`.
+fn random_ids(x: &mut u64, n: i64, docs: i64) -> Vec<i64> {
+    (0..n)
+        .map(|_| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            (*x % docs as u64) as i64
+        })
+        .collect()
+}
+
+/// Bytes an export read from the server: documents and oplog entries.
+fn read_from_server(report: &serde_json::Value) -> f64 {
+    let m = &report["mongodb"];
+    let docs: f64 = (m["collections"].as_array().expect("collections").iter())
+        .map(|c| c["bytes"].as_f64().expect("bytes"))
+        .sum();
+    docs + m["oplog_bytes"].as_f64().expect("oplog_bytes")
+}
+
+/// A full snapshot and seven incremental ones, 1% changed at random before each; then the
+/// restore of the last against a full snapshot of the same data (A B B A).
+fn incremental_chain(uri: &str, m: &Mongo, db: &str, x: &mut u64, size: f64) {
+    let docs = m.count(db, "c") as i64;
+    let repo = Repo::new(&[]);
+    let (full, full_secs) = timed(|| repo.backup(uri, db, true));
+    let (full_stored, full_read) = (added(&full), read_from_server(&full));
+    println!(
+        "chain: full snapshot {full_secs:.2}s, stored {:.2} MB, read {:.2} MB from the server",
+        full_stored / 1e6,
+        full_read / 1e6
+    );
+    let (mut worst_stored, mut worst_read, mut worst_time) = (0f64, 0f64, 0f64);
+    for step in 1..=7 {
+        bump(m, db, &random_ids(x, docs / 100, docs));
+        let (inc, secs) = timed(|| repo.backup(uri, db, true));
+        assert_eq!(inc["mongodb"]["incremental"]["depth"], step, "{inc}");
+        let (stored, raw) = added_both(&inc);
+        let read = read_from_server(&inc);
+        println!(
+            "chain: incremental {step}: {secs:.2}s ({:.1}% of the full export's time), stored \
+             {:.3} MB ({:.2}% of the collection; {:.3} MB before compression), read {:.2} MB \
+             from the server ({:.2}% of the full export's)",
+            100.0 * secs / full_secs,
+            stored / 1e6,
+            100.0 * stored / size,
+            raw / 1e6,
+            read / 1e6,
+            100.0 * read / full_read
+        );
+        worst_stored = worst_stored.max(stored / size);
+        worst_read = worst_read.max(read / full_read);
+        worst_time = worst_time.max(secs / full_secs);
+    }
+    println!(
+        "chain: worst incremental: stored {:.2}% of the collection, read {:.2}% of the full \
+         export's bytes, took {:.1}% of its time",
+        100.0 * worst_stored,
+        100.0 * worst_read,
+        100.0 * worst_time
+    );
+    let last = repo.latest();
+    let full_now = Repo::new(&[]);
+    full_now.run(&[
+        "backup",
+        "--mongo",
+        uri,
+        "--mongo-db",
+        db,
+        "--full",
+        "--json",
+    ]);
+    let restore = |r: &Repo, n: usize| {
+        let target = format!("{db}_chain{n}");
+        let secs = timed(|| r.restore(uri, db, &target)).1;
+        m.drop_db(&target);
+        secs
+    };
+    let full_restore = restore(&full_now, 1);
+    let chain_restore = restore(&repo, 2) + restore(&repo, 3);
+    let full_restore = full_restore + restore(&full_now, 4);
+    println!(
+        "chain: restore of incremental 7 ({}), two runs: {chain_restore:.2}s; of a full \
+         snapshot of the same data, two runs: {full_restore:.2}s; ratio {:.2}",
+        &last[..8],
+        chain_restore / full_restore
+    );
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -229,6 +317,16 @@ impl Repo {
             &batch,
             "--json",
         ])
+    }
+
+    /// The newest snapshot's id.
+    fn latest(&self) -> String {
+        let listed = self.run(&["snapshots", "--json"]);
+        let all = listed.as_array().expect("a list");
+        all.last().expect("a snapshot")["id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
     }
 
     fn run(&self, args: &[&str]) -> serde_json::Value {

@@ -89,8 +89,27 @@ impl Deferred {
     }
 }
 
+/// Writes to send together: consecutive `update` (or `delete`) statements on one collection,
+/// as one ordered command, so that replay costs a round trip per batch, not per entry.
+struct Batch {
+    db: String,
+    /// `update` or `delete`.
+    kind: String,
+    coll: String,
+    statements: Vec<Bson>,
+    bytes: usize,
+    /// The last entry's time and namespace, for errors.
+    ts: BsonTime,
+    ns: String,
+}
+
+/// Statements and bytes of a batch (below the server's 100,000 writes and 16 MiB commands).
+const BATCH_STATEMENTS: usize = 1000;
+const BATCH_BYTES: usize = 8 << 20;
+
 pub struct Replayer<'a> {
     conn: &'a Conn,
+    batch: Option<Batch>,
     filter: &'a NsFilter,
     renames: &'a Renames,
     /// mongod's multi-entry transactions (`applyOps` with `partialTxn`), by transaction.
@@ -107,6 +126,7 @@ impl<'a> Replayer<'a> {
     pub fn new(conn: &'a Conn, filter: &'a NsFilter, renames: &'a Renames) -> Replayer<'a> {
         Replayer {
             conn,
+            batch: None,
             filter,
             renames,
             partial: HashMap::new(),
@@ -117,7 +137,8 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// Applies (or holds back) one top-level oplog entry.
+    /// Applies (or holds back) one top-level oplog entry. Writes are sent in batches: the
+    /// server shows them after [`Replayer::sync`] or the next command entry.
     pub fn entry(&mut self, e: Document) -> std::result::Result<(), MongoError> {
         let ts = ts_of(&e)?;
         self.last = Some(ts);
@@ -139,12 +160,78 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// Applies a transaction still held back; call after the last entry.
+    /// Applies a transaction still held back and sends the writes batched so far; call
+    /// after the last entry.
     pub(crate) fn flush(&mut self) -> std::result::Result<(), MongoError> {
         if let Some((_, _, entries)) = self.pending.take() {
             for e in entries {
                 self.apply(e)?;
             }
+        }
+        Ok(self.send_batch()?)
+    }
+
+    /// Sends the writes batched so far, so that the server shows every entry applied.
+    pub fn sync(&mut self) -> std::result::Result<(), MongoError> {
+        Ok(self.send_batch()?)
+    }
+
+    /// Adds a write command's statements to the batch, sending the batch first when it holds
+    /// another kind of write, another collection, or is full.
+    fn queue(&mut self, db: &str, cmd: Document, ts: BsonTime, ns: &str) -> Result<()> {
+        let kind = cmd.keys().next().cloned().unwrap_or_default();
+        let coll = cmd.get_str(&kind).unwrap_or_default().to_string();
+        let list = if kind == "delete" {
+            "deletes"
+        } else {
+            "updates"
+        };
+        let statements = cmd.get_array(list).cloned().unwrap_or_default();
+        let bytes = statements.iter().map(bson_len).sum::<usize>();
+        let fits = self.batch.as_ref().is_some_and(|b| {
+            b.db == db
+                && b.kind == kind
+                && b.coll == coll
+                && b.statements.len() < BATCH_STATEMENTS
+                && b.bytes + bytes <= BATCH_BYTES
+        });
+        if !fits {
+            self.send_batch()?;
+        }
+        let b = self.batch.get_or_insert_with(|| Batch {
+            db: db.to_string(),
+            kind,
+            coll,
+            statements: Vec::new(),
+            bytes: 0,
+            ts,
+            ns: ns.to_string(),
+        });
+        b.statements.extend(statements);
+        b.bytes += bytes;
+        (b.ts, b.ns) = (ts, ns.to_string());
+        Ok(())
+    }
+
+    /// Sends the batch as one ordered command. A statement whose effect is already there
+    /// stops an ordered command, so the rest is sent again from the one after it.
+    fn send_batch(&mut self) -> Result<()> {
+        let Some(b) = self.batch.take() else {
+            return Ok(());
+        };
+        let list = if b.kind == "delete" {
+            "deletes"
+        } else {
+            "updates"
+        };
+        let mut rest = b.statements;
+        while !rest.is_empty() {
+            let mut cmd = doc! {&b.kind: &b.coll};
+            cmd.insert(list, rest.clone());
+            match self.run(&b.db, cmd, b.ts, &b.ns)? {
+                Some(failed) => rest.drain(..=failed.min(rest.len() - 1)),
+                None => break,
+            };
         }
         Ok(())
     }
@@ -182,6 +269,7 @@ impl<'a> Replayer<'a> {
                 let q = id_filter(get_doc(e, "o2", ts)?, ts)?;
                 match o.get_document("diff") {
                     Ok(d) if diff::has_unaddressable_names(d) => {
+                        self.send_batch()?;
                         self.replacement(&db, &coll, q, d, ts, ns)?
                     }
                     _ => update_commands(&coll, q, o, ts)?,
@@ -189,7 +277,7 @@ impl<'a> Replayer<'a> {
             }
         };
         for cmd in cmds {
-            self.run(&db, cmd, ts, ns)?;
+            self.queue(&db, cmd, ts, ns)?;
         }
         self.applied += 1;
         Ok(())
@@ -225,6 +313,7 @@ impl<'a> Replayer<'a> {
 
     fn command(&mut self, e: &Document, ts: BsonTime) -> Result<()> {
         let o = get_doc(e, "o", ts)?;
+        self.send_batch()?;
         let name = o.keys().next().cloned().unwrap_or_default();
         let (db, _) = split_ns(e.get_str("ns").unwrap_or_default());
         match name.as_str() {
@@ -340,7 +429,9 @@ impl<'a> Replayer<'a> {
     }
 
     /// Runs a command; an error whose code says the effect is already there is no error.
-    fn run(&self, db: &str, cmd: Document, ts: BsonTime, ns: &str) -> Result<()> {
+    /// Returns the index of the write statement that failed so (an ordered write command
+    /// stops there).
+    fn run(&self, db: &str, cmd: Document, ts: BsonTime, ns: &str) -> Result<Option<usize>> {
         let fail = |message: String| ReplayError::Apply {
             ts,
             ns: ns.to_string(),
@@ -352,18 +443,27 @@ impl<'a> Replayer<'a> {
         {
             Ok(r) => r,
             Err(e) if super::error_code(&e).is_some_and(|c| ALREADY_DONE.contains(&c)) => {
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(fail(e.to_string())),
         };
         match reply.get_array("writeErrors").ok().and_then(|w| w.first()) {
-            Some(Bson::Document(w)) if !ALREADY_DONE.contains(&w.get_i32("code").unwrap_or(0)) => {
-                Err(fail(
-                    w.get_str("errmsg").unwrap_or("write error").to_string(),
-                ))
+            Some(Bson::Document(w)) if ALREADY_DONE.contains(&w.get_i32("code").unwrap_or(0)) => {
+                Ok(Some(w.get_i32("index").unwrap_or(0).max(0) as usize))
             }
-            _ => Ok(()),
+            Some(Bson::Document(w)) => Err(fail(
+                w.get_str("errmsg").unwrap_or("write error").to_string(),
+            )),
+            _ => Ok(None),
         }
+    }
+}
+
+/// The encoded size of a statement.
+fn bson_len(b: &Bson) -> usize {
+    match b {
+        Bson::Document(d) => d.to_vec().map_or(0, |v| v.len()),
+        _ => 16,
     }
 }
 
