@@ -292,8 +292,20 @@ async fn list_plans(
 }
 
 #[derive(Serialize, ToSchema)]
-struct Started {
-    operation: i64,
+pub(super) struct Started {
+    pub(super) operation: i64,
+}
+
+/// A problem for an operation that was not started; `busy` is the code when what it would
+/// run runs already.
+pub(super) fn not_started(e: StartError, busy: &'static str) -> Problem {
+    match e {
+        StartError::Busy(..) => Problem::new(StatusCode::CONFLICT, busy, e.to_string()),
+        StartError::Stopping => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+        }
+        StartError::State(e) => Problem::internal(e),
+    }
 }
 
 /// Runs the plan now (operate): the new operation's id; 409 while it runs already.
@@ -310,15 +322,7 @@ async fn run_plan(
     let id = api
         .service
         .start(task, &format!("run by {}", caller.name))
-        .map_err(|e| match e {
-            StartError::Busy(..) => {
-                Problem::new(StatusCode::CONFLICT, "plan_running", e.to_string())
-            }
-            StartError::Stopping => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
-            }
-            StartError::State(e) => Problem::internal(e),
-        })?;
+        .map_err(|e| not_started(e, "plan_running"))?;
     api.audit(&caller, "plan.run", &name, remote)?;
     Ok((StatusCode::ACCEPTED, Json(Started { operation: id })))
 }
