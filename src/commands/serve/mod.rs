@@ -2,8 +2,11 @@
 //! SQLite database, runs plans and repository jobs on their schedules, and answers an HTTP
 //! API; `token` and `notify-test` manage it from the command line.
 pub mod api;
+pub mod api_mongo;
 pub mod config;
+pub mod follower;
 pub mod metrics;
+pub mod mongo;
 pub mod notify;
 pub mod runner;
 pub mod schedule;
@@ -77,6 +80,8 @@ pub struct Service {
     busy: Mutex<HashMap<String, i64>>,
     stopping: AtomicBool,
     started: chrono::DateTime<chrono::Utc>,
+    /// One per `[[follower]]`, in the configuration's order.
+    pub followers: Vec<follower::Watch>,
 }
 
 /// Something the scheduler starts: a plan's run or a repository job.
@@ -148,7 +153,9 @@ impl Service {
             log_lines: config.log_lines,
         };
         let state = Arc::new(State::open(&config.state_dir, limits)?);
+        let followers = config.followers.iter().map(follower::Watch::new).collect();
         Ok(Service {
+            followers,
             config,
             state,
             running: Mutex::new(HashMap::new()),
@@ -269,9 +276,12 @@ impl Service {
         );
     }
 
-    /// Stops accepting work and cancels every running operation.
+    /// Stops accepting work and cancels every running operation and follower.
     fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        for f in &self.followers {
+            f.cancel.cancel();
+        }
         for op in self
             .running
             .lock()
@@ -405,6 +415,7 @@ fn serve(service: Arc<Service>, tls: Option<TlsAcceptor>, ctx: &Context) -> Resu
             }
         };
         let scheduler = tokio::spawn(scheduler::run(service.clone()));
+        follower::start_all(&service);
         let served = tokio::select! {
             _ = wait_for_signal(ctx.cancel.clone()) => false,
             ended = &mut serving => {
@@ -421,7 +432,8 @@ fn serve(service: Arc<Service>, tls: Option<TlsAcceptor>, ctx: &Context) -> Resu
         );
         service.stop();
         scheduler.abort();
-        while service.running_count() > 0 && tokio::time::Instant::now() < deadline {
+        let busy = || service.running_count() > 0 || service.followers.iter().any(|f| f.is_alive());
+        while busy() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !served {
