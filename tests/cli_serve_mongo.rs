@@ -374,6 +374,62 @@ fn a_failing_follower_is_restarted_with_back_off_and_a_rolled_over_oplog_is_a_ga
     assert_eq!(got[r#"strata_follower_running{follower="gappy"}"#], 1.0);
     let followers = get(&server, "/api/v1/followers", &reader);
     assert_no_password(&server, &setup, &[&followers, &Value::String(text)]);
+
+    // Its server killed, the follower that ran fails and is restarted.
+    drop(mongo);
+    let view = wait_for(
+        &server,
+        "a restart of the follower whose server died",
+        || {
+            let view = follower_view(&server, &reader, "gappy");
+            (view["restarts"].as_u64().unwrap() >= 1).then_some(view)
+        },
+    );
+    assert_eq!(view["running"], false, "{view}");
+    assert!(view["last_error"].is_string(), "{view}");
+}
+
+#[test]
+fn a_follower_further_behind_than_its_bound_sends_one_lag_alert() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("lag");
+    m.insert(&db, "a", vec![doc! {"_id": 0}]);
+    let setup = Setup::new(HOURLY);
+    setup.repo.ok(["backup", "--mongo", uri, "--mongo-db", &db]);
+    let (port, alerts) = webhook_receiver();
+    let file = uri_file(&setup.repo, "mongo.uri", uri);
+    // Slices of an hour: nothing is archived while the test writes, so the lag grows.
+    let slow = format!(
+        "[[follower]]\nname = \"slow\"\nrepository = \"main\"\nuri_file = \"{file}\"\n\
+         slice = \"1h\"\nlag_alert = \"1s\"\n"
+    );
+    let notify = format!(
+        "[[notify]]\nname = \"ops\"\nwebhook = \"http://127.0.0.1:{port}/hook\"\n\
+         events = [\"follower_lag\"]\n"
+    );
+    setup.write_config(HOURLY, &[slow, notify].concat());
+    let reader = setup.token("reader", "read");
+    let server = setup.start();
+    let mut tick = 0;
+    let alert = wait_for(&server, "a lag alert", || {
+        tick += 1;
+        m.insert(&db, "tick", vec![doc! {"_id": tick}]);
+        alerts.recv_timeout(Duration::from_millis(200)).ok()
+    });
+    assert_eq!(alert["event"], "follower_lag", "{alert}");
+    assert_eq!(alert["follower"], "slow");
+    assert!(alert["lag_seconds"].as_f64().unwrap() > 1.0, "{alert}");
+    let view = follower_view(&server, &reader, "slow");
+    assert!(view["lag_seconds"].as_f64().unwrap() > 1.0, "{view}");
+    for _ in 0..10 {
+        tick += 1;
+        m.insert(&db, "tick", vec![doc! {"_id": tick}]);
+    }
+    assert!(
+        alerts.recv_timeout(Duration::from_secs(3)).is_err(),
+        "one alert while it stays behind"
+    );
 }
 
 /// (method, path, role) of the MongoDB routes.

@@ -37,7 +37,8 @@ pub struct FollowerView {
     pub server: Option<String>,
     /// Connected and tailing the oplog now.
     pub running: bool,
-    /// The end of the archived oplog: the latest time restorable from this archive.
+    /// The latest time restorable from the repository: the end of the archived oplog (the
+    /// newest snapshot's time before any slice).
     pub last_archived: Option<DateTime<Utc>>,
     /// The same as a BSON timestamp `SECONDS:INCREMENT`.
     pub last_archived_ts: Option<String>,
@@ -145,8 +146,10 @@ fn follow_until_stopped(service: &Service, f: &Follower, watch: &Watch) -> Resul
     let locked = Locked::new(&indexed, guard)?;
     let conn = connect(&f.uri().read()?)?;
     let (all, _) = locked.snapshots()?;
-    let archived = (follow::timeline(&all, Some(&conn.server)).slices.iter())
-        .map(|s| s.end)
+    let timeline = follow::timeline(&all, Some(&conn.server));
+    let slice_ends = timeline.slices.iter().map(|s| s.end);
+    let archived = slice_ends
+        .chain(timeline.windows.iter().map(|w| w.to))
         .max();
     watch.update(|v| {
         v.server = Some(conn.server.clone());
