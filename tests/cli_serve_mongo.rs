@@ -119,7 +119,11 @@ fn a_plan_with_a_mongodb_source_runs_on_schedule_and_its_snapshot_restores_throu
     let plan = format!(
         "schedule = \"* * * * * *\"\nmongo = {{ uri_file = \"{file}\", databases = [\"{db}\"] }}"
     );
-    setup.write_config(&plan, "");
+    let alone = format!(
+        "[[plan]]\nname = \"alone\"\nrepository = \"main\"\n{HOURLY}\n\
+         mongo = {{ uri_file = \"{file}\", include = [\"{db}.b\"] }}\n"
+    );
+    setup.write_config(&plan, &alone);
     let op = setup.token("op", "operate");
     let admin = setup.token("admin", "admin");
     let server = setup.start();
@@ -146,6 +150,17 @@ fn a_plan_with_a_mongodb_source_runs_on_schedule_and_its_snapshot_restores_throu
     let newest = snapshots.as_array().unwrap().last().unwrap();
     assert_eq!(newest["id"], report["snapshot_id"]);
     assert_eq!(newest["paths"].as_array().unwrap().len(), 1, "{newest}");
+    // A plan with a MongoDB source and no paths: a snapshot of the dump alone.
+    let answer = server.json("POST", "/api/v1/plans/alone/run", &op, StatusCode::ACCEPTED);
+    let alone = server.wait_ended(started(&answer), &op);
+    assert_eq!(alone["status"], "success", "{alone}");
+    let dumped = &alone["report"]["mongodb"]["collections"];
+    assert_eq!(dumped.as_array().unwrap().len(), 1, "{dumped}");
+    assert_eq!(dumped[0]["ns"], format!("{db}.b"));
+    let snapshots = setup.repo.json(["snapshots"]);
+    let newest = snapshots.as_array().unwrap().last().unwrap();
+    assert_eq!(newest["id"], alone["report"]["snapshot_id"]);
+    assert!(newest["paths"].as_array().unwrap().is_empty(), "{newest}");
 
     let copy = unique_db("plan_copy");
     let body = json!({
@@ -170,7 +185,7 @@ fn a_plan_with_a_mongodb_source_runs_on_schedule_and_its_snapshot_restores_throu
     assert_no_password(
         &server,
         &setup,
-        &[&plans, &history, &audit, &text, &ran, &restored],
+        &[&plans, &history, &audit, &text, &ran, &alone, &restored],
     );
 }
 

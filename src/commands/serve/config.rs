@@ -247,7 +247,7 @@ fn default_slice() -> Duration {
 }
 
 /// Where a MongoDB URI comes from: exactly one of the configuration itself, a file or an
-/// environment variable. Its password is never shown (see `follower::redact`).
+/// environment variable. Its password is never shown (see `mongo::redact`).
 pub struct MongoUri<'a> {
     uri: Option<&'a Spanned<String>>,
     file: Option<&'a Spanned<PathBuf>>,
