@@ -327,16 +327,7 @@ fn a_failing_follower_is_restarted_with_back_off_and_a_rolled_over_oplog_is_a_ga
     m.insert("g", "c", vec![doc! {"_id": 0}]);
     let setup = Setup::new(HOURLY);
     setup.repo.ok(["backup", "--mongo", &mongo.uri]);
-    // SecantusDB prunes its oplog after every 1000 single-document writes.
-    for i in 1..1100 {
-        m.insert("g", "c", vec![doc! {"_id": i}]);
-    }
-    let oplog = (m.client.database("local")).collection::<bson::Document>("oplog.rs");
-    let pruned = Instant::now();
-    while m.block(oplog.count_documents(doc! {})).unwrap() > 1000 {
-        assert!(pruned.elapsed() < PATIENCE, "the oplog was not pruned");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    m.roll_over_oplog();
     let (port, alerts) = webhook_receiver();
     let gappy = uri_file(&setup.repo, "gappy.uri", &mongo.uri);
     let nowhere = format!(
