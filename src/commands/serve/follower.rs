@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use strata::cancel::Cancel;
 use strata::repo::lock::LockMode;
 use strata::repo::locked::Locked;
+use strata::repo::repository::IndexedRepo;
 use strata::repo::snapshot::BsonTime;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::follow::{self, FollowOptions, Slice};
@@ -45,7 +46,8 @@ pub struct FollowerView {
     /// The server's last write, as last asked.
     pub server_time: Option<DateTime<Utc>>,
     /// Seconds of oplog between the server's last write and the end of the archive
-    /// (the slice being written counts as not archived yet); none before anything is.
+    /// (the slice being written counts as not archived yet); none before anything is, and
+    /// while the follower does not run.
     pub lag_seconds: Option<f64>,
     /// Slices saved, and gaps recorded, since the service started.
     pub slices: u64,
@@ -101,7 +103,6 @@ pub fn start_all(service: &Arc<Service>) {
             let f = &service.config.followers[index];
             let watch = &service.followers[index];
             supervise(&service, f, watch);
-            watch.update(|v| v.running = false);
             watch.alive.store(false, Ordering::Relaxed);
         });
     }
@@ -114,7 +115,10 @@ fn supervise(service: &Service, f: &Follower, watch: &Watch) {
     while !watch.cancel.is_cancelled() {
         let started = Instant::now();
         let result = follow_until_stopped(service, f, watch);
-        watch.update(|v| v.running = false);
+        watch.update(|v| {
+            v.running = false;
+            v.lag_seconds = None;
+        });
         if watch.cancel.is_cancelled() {
             break;
         }
@@ -145,12 +149,7 @@ fn follow_until_stopped(service: &Service, f: &Follower, watch: &Watch) -> Resul
     let (indexed, guard) = ctx.index_locked(open(&ctx, repo)?, LockMode::Shared, "mongo follow")?;
     let locked = Locked::new(&indexed, guard)?;
     let conn = connect(&f.uri().read()?)?;
-    let (all, _) = locked.snapshots()?;
-    let timeline = follow::timeline(&all, Some(&conn.server));
-    let slice_ends = timeline.slices.iter().map(|s| s.end);
-    let archived = slice_ends
-        .chain(timeline.windows.iter().map(|w| w.to))
-        .max();
+    let archived = latest_restorable(&locked, &conn.server)?;
     watch.update(|v| {
         v.server = Some(conn.server.clone());
         v.running = true;
@@ -181,6 +180,17 @@ fn follow_until_stopped(service: &Service, f: &Follower, watch: &Watch) -> Resul
             Ok(_) => Ok(()),
         }
     })
+}
+
+/// The latest time of `server` that `repo` can restore: the end of its archived oplog, or
+/// its newest snapshot's time before any slice.
+fn latest_restorable(repo: &IndexedRepo, server: &str) -> Result<Option<BsonTime>> {
+    let (all, _) = repo.snapshots()?;
+    let timeline = follow::timeline(&all, Some(server));
+    let slice_ends = timeline.slices.iter().map(|s| s.end);
+    Ok(slice_ends
+        .chain(timeline.windows.iter().map(|w| w.to))
+        .max())
 }
 
 fn set_archived(v: &mut FollowerView, end: BsonTime) {
