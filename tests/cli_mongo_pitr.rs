@@ -94,19 +94,7 @@ fn a_rolled_over_oplog_is_recorded_as_a_gap_and_refused() {
     let repo = fast_repo();
     let (_, backup) = json_expect(&repo, ["backup", "--mongo", &server.uri], 0);
     let at = &backup["mongodb"]["cluster_time"];
-    // SecantusDB prunes its oplog after every 1000 single-document writes.
-    for i in 1..1100 {
-        m.insert("g", "c", vec![doc! {"_id": i}]);
-    }
-    let oplog = m
-        .client
-        .database("local")
-        .collection::<bson::Document>("oplog.rs");
-    let start = std::time::Instant::now();
-    while m.block(oplog.count_documents(doc! {})).unwrap() > 1000 {
-        assert!(start.elapsed().as_secs() < 60, "the oplog was not pruned");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    m.roll_over_oplog();
     let out = run_expect(&repo, ["mongo", "follow", &server.uri, "--once"], 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

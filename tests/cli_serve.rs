@@ -450,6 +450,13 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/audit", "admin"),
 ];
 
+/// The MongoDB routes (tests/cli_serve_mongo.rs checks their tokens and roles).
+const MONGO_ROUTES: [(&str, &str); 3] = [
+    ("GET", "/api/v1/followers"),
+    ("GET", "/api/v1/repositories/{name}/timelines"),
+    ("POST", "/api/v1/repositories/{name}/restore/mongo"),
+];
+
 fn role_below(role: &str) -> Option<&'static str> {
     match role {
         "operate" => Some("read"),
@@ -1001,6 +1008,7 @@ fn the_openapi_document_lists_every_route_served() {
         })
         .collect();
     served.push(("GET", "/api/v1/health".to_string()));
+    served.extend(MONGO_ROUTES.map(|(method, path)| (method, path.to_string())));
     for (method, path) in &served {
         let entry = paths
             .get(path)

@@ -101,7 +101,7 @@ struct MongoArgs {
 
 /// `SECONDS:INCREMENT`, or a time (RFC 3339 or local) standing for the last entry of its
 /// second.
-fn parse_at(text: &str) -> Result<BsonTime, String> {
+pub(crate) fn parse_at(text: &str) -> Result<BsonTime, String> {
     if let Some((t, i)) = text.split_once(':')
         && let (Ok(t), Ok(i)) = (t.parse(), i.parse())
     {

@@ -282,6 +282,21 @@ impl Mongo {
     pub fn drop_db(&self, db: &str) {
         self.run(db, doc! {"dropDatabase": 1});
     }
+
+    /// Writes `g.c` (`_id` 1 to 1099) until SecantusDB started with `--oplog-max-entries`
+    /// pruned its oplog (it does after every 1000 single-document writes): the entries
+    /// before them are gone. Bounded to a minute.
+    pub fn roll_over_oplog(&self) {
+        for i in 1..1100 {
+            self.insert("g", "c", vec![doc! {"_id": i}]);
+        }
+        let oplog = (self.client.database("local")).collection::<Document>("oplog.rs");
+        let start = Instant::now();
+        while self.block(oplog.count_documents(doc! {})).unwrap() > 1000 {
+            assert!(start.elapsed().as_secs() < 60, "the oplog was not pruned");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// A database name unique to this test run.

@@ -24,13 +24,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 /// What every handler gets: the service, recent failed authentications per address, and
 /// the OpenAPI document.
 pub struct Api {
-    service: Arc<Service>,
+    pub(super) service: Arc<Service>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     openapi: utoipa::openapi::OpenApi,
 }
 
-type Shared = State<Arc<Api>>;
-type Remote = ConnectInfo<SocketAddr>;
+pub(super) type Shared = State<Arc<Api>>;
+pub(super) type Remote = ConnectInfo<SocketAddr>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,6 +57,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .routes(routes!(list_snapshots))
         .routes(routes!(audit_log))
         .routes(routes!(metrics))
+        .routes(routes!(super::api_mongo::list_followers))
+        .routes(routes!(super::api_mongo::timelines))
+        .routes(routes!(super::api_mongo::restore_mongo))
         .split_for_parts();
     let api = Arc::new(Api {
         service,
@@ -77,7 +80,7 @@ pub struct Problem {
     title: String,
     status: u16,
     /// Stable: `unauthorized`, `forbidden`, `not_found`, `invalid`, `plan_running`,
-    /// `not_running`, `stopping`, `internal`.
+    /// `restore_running`, `not_running`, `stopping`, `internal`.
     code: &'static str,
     detail: String,
     /// For `invalid`: the parameter at fault.
@@ -86,7 +89,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
         Problem {
             kind: "about:blank",
             title: status.canonical_reason().unwrap_or("error").to_string(),
@@ -97,13 +104,13 @@ impl Problem {
         }
     }
 
-    fn invalid(field: &'static str, detail: impl Into<String>) -> Problem {
+    pub(super) fn invalid(field: &'static str, detail: impl Into<String>) -> Problem {
         let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid", detail);
         p.field = Some(field);
         p
     }
 
-    fn internal(e: impl std::fmt::Display) -> Problem {
+    pub(super) fn internal(e: impl std::fmt::Display) -> Problem {
         eprintln!("strata serve: error: {e}");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
@@ -125,7 +132,7 @@ impl IntoResponse for Problem {
     }
 }
 
-type ApiResult<T> = Result<T, Problem>;
+pub(super) type ApiResult<T> = Result<T, Problem>;
 
 /// Failed authentications from one address within this window slow its next answers.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -136,7 +143,7 @@ const MAX_FAILURE_DELAY: Duration = Duration::from_secs(2);
 impl Api {
     /// The caller of a request needing `role`: its bearer token must exist and have at
     /// least that role. Failures from one address are answered ever more slowly.
-    async fn authorize(
+    pub(super) async fn authorize(
         &self,
         headers: &HeaderMap,
         remote: SocketAddr,
@@ -182,7 +189,7 @@ impl Api {
         tokio::time::sleep(delay).await;
     }
 
-    fn audit(
+    pub(super) fn audit(
         &self,
         caller: &Caller,
         action: &str,
@@ -292,8 +299,20 @@ async fn list_plans(
 }
 
 #[derive(Serialize, ToSchema)]
-struct Started {
-    operation: i64,
+pub(super) struct Started {
+    pub(super) operation: i64,
+}
+
+/// A problem for an operation that was not started; `busy` is the code when what it would
+/// run runs already.
+pub(super) fn not_started(e: StartError, busy: &'static str) -> Problem {
+    match e {
+        StartError::Busy(..) => Problem::new(StatusCode::CONFLICT, busy, e.to_string()),
+        StartError::Stopping => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+        }
+        StartError::State(e) => Problem::internal(e),
+    }
 }
 
 /// Runs the plan now (operate): the new operation's id; 409 while it runs already.
@@ -310,15 +329,7 @@ async fn run_plan(
     let id = api
         .service
         .start(task, &format!("run by {}", caller.name))
-        .map_err(|e| match e {
-            StartError::Busy(..) => {
-                Problem::new(StatusCode::CONFLICT, "plan_running", e.to_string())
-            }
-            StartError::Stopping => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
-            }
-            StartError::State(e) => Problem::internal(e),
-        })?;
+        .map_err(|e| not_started(e, "plan_running"))?;
     api.audit(&caller, "plan.run", &name, remote)?;
     Ok((StatusCode::ACCEPTED, Json(Started { operation: id })))
 }

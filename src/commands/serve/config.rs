@@ -57,6 +57,8 @@ pub struct Config {
     pub jobs: Vec<Job>,
     #[serde(default, rename = "notify")]
     pub notify: Vec<Notify>,
+    #[serde(default, rename = "follower")]
+    pub followers: Vec<Follower>,
 }
 
 fn default_listen() -> Spanned<SocketAddr> {
@@ -110,9 +112,12 @@ pub enum Missed {
 pub struct Plan {
     pub name: Spanned<String>,
     pub repository: Spanned<String>,
+    #[serde(default)]
     pub paths: Vec<PathBuf>,
     #[serde(default)]
     pub excludes: Vec<String>,
+    /// A MongoDB server backed up into `/mongodb` of the same snapshot.
+    pub mongo: Option<MongoSource>,
     #[serde(default)]
     pub tags: Vec<String>,
     /// Host name recorded in the snapshots (default: this machine's).
@@ -185,6 +190,10 @@ pub enum Event {
     Stale,
     /// A `check` job found damage.
     Damage,
+    /// A follower's archive is further behind its server than its `lag_alert`.
+    FollowerLag,
+    /// A follower recorded a gap: the oplog rolled over before it was archived.
+    FollowerGap,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +202,148 @@ pub struct Notify {
     pub name: Spanned<String>,
     pub webhook: Spanned<String>,
     pub events: Vec<Event>,
+}
+
+/// A plan's MongoDB source: the server (`uri`, `uri_file` or `uri_env`, see [`MongoUri`])
+/// and which namespaces (`backup --mongo-db`, `--ns-include`, `--ns-exclude`,
+/// `--mongo-users`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSource {
+    pub uri: Option<Spanned<String>>,
+    pub uri_file: Option<Spanned<PathBuf>>,
+    pub uri_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub users: bool,
+}
+
+/// A continuous `mongo follow` of one server into one repository.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Follower {
+    pub name: Spanned<String>,
+    pub repository: Spanned<String>,
+    pub uri: Option<Spanned<String>>,
+    pub uri_file: Option<Spanned<PathBuf>>,
+    pub uri_env: Option<Spanned<String>>,
+    /// Oplog time one slice covers at most (`mongo follow --slice`).
+    #[serde(default = "default_slice", with = "duration_text")]
+    pub slice: Duration,
+    /// Host name recorded in the slices (default: this machine's).
+    pub host: Option<String>,
+    /// A `follower_lag` alert when the archive is further behind the server than this.
+    #[serde(default, with = "optional_duration_text")]
+    pub lag_alert: Option<Duration>,
+}
+
+fn default_slice() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Where a MongoDB URI comes from: exactly one of the configuration itself, a file or an
+/// environment variable. Its password is never shown (see `mongo::redact`).
+pub struct MongoUri<'a> {
+    uri: Option<&'a Spanned<String>>,
+    file: Option<&'a Spanned<PathBuf>>,
+    env: Option<&'a Spanned<String>>,
+}
+
+impl MongoSource {
+    pub fn uri(&self) -> MongoUri<'_> {
+        MongoUri {
+            uri: self.uri.as_ref(),
+            file: self.uri_file.as_ref(),
+            env: self.uri_env.as_ref(),
+        }
+    }
+
+    /// The namespaces to back up.
+    pub fn filter(&self) -> strata::sources::mongodb::NsFilter {
+        strata::sources::mongodb::NsFilter {
+            databases: self.databases.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
+impl Follower {
+    pub fn uri(&self) -> MongoUri<'_> {
+        MongoUri {
+            uri: self.uri.as_ref(),
+            file: self.uri_file.as_ref(),
+            env: self.uri_env.as_ref(),
+        }
+    }
+}
+
+impl MongoUri<'_> {
+    /// Checks that exactly one source is given and can be read; errors point at `owner`'s
+    /// name when none is.
+    fn validate(
+        &self,
+        src: &Source,
+        what: &str,
+        owner: &Spanned<String>,
+    ) -> Result<(), ConfigError> {
+        let given = [
+            self.uri.map(|u| u.span()),
+            self.file.map(|f| f.span()),
+            self.env.map(|e| e.span()),
+        ];
+        let spans: Vec<_> = given.into_iter().flatten().collect();
+        if spans.len() != 1 {
+            let message = format!("{what}: give exactly one of uri, uri_file and uri_env");
+            let at = spans.get(1).cloned().unwrap_or(owner.span());
+            return Err(src.error(at, message));
+        }
+        if let Some(file) = self.file
+            && let Err(e) = std::fs::metadata(file.get_ref())
+        {
+            let message = format!("cannot read {}: {e}", file.get_ref().display());
+            return Err(src.field(file, &format!("{what}: uri_file"), message));
+        }
+        if let Some(var) = self.env
+            && std::env::var_os(var.get_ref()).is_none()
+        {
+            let message = format!("the environment variable {} is not set", var.get_ref());
+            return Err(src.field(var, &format!("{what}: uri_env"), message));
+        }
+        Ok(())
+    }
+
+    /// The URI, read now from its one source.
+    pub fn read(&self) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        let text = match (self.uri, self.file, self.env) {
+            (Some(uri), _, _) => uri.get_ref().clone(),
+            (_, Some(file), _) => std::fs::read_to_string(file.get_ref()).with_context(|| {
+                format!("reading the MongoDB URI file {}", file.get_ref().display())
+            })?,
+            (_, _, Some(var)) => std::env::var(var.get_ref()).with_context(|| {
+                format!("the environment variable {} is not set", var.get_ref())
+            })?,
+            _ => anyhow::bail!("no MongoDB URI is configured"),
+        };
+        Ok(text.trim().to_string())
+    }
+}
+
+/// Optional durations written as `30s`, `10m`, `1h`.
+mod optional_duration_text {
+    use std::time::Duration;
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_text::deserialize(d).map(Some)
+    }
 }
 
 /// Durations written as `30s`, `10m`, `1h`.
@@ -313,14 +464,31 @@ impl Config {
         unique(src, self.plans.iter().map(|p| &p.name), "[[plan]] name")?;
         unique(src, self.jobs.iter().map(|j| &j.name), "[[job]] name")?;
         unique(src, self.notify.iter().map(|n| &n.name), "[[notify]] name")?;
+        unique(
+            src,
+            self.followers.iter().map(|f| &f.name),
+            "[[follower]] name",
+        )?;
+        for f in &self.followers {
+            self.known_repository(src, &f.repository, "follower", &f.name)?;
+            let what = format!("follower {:?}", f.name.get_ref());
+            f.uri().validate(src, &what, &f.name)?;
+        }
         for r in &self.repositories {
             r.validate(src)?;
         }
         for p in &self.plans {
             self.known_repository(src, &p.repository, "plan", &p.name)?;
-            if p.paths.is_empty() {
-                let message = format!("plan {:?}: paths: give at least one path", p.name.get_ref());
+            if p.paths.is_empty() && p.mongo.is_none() {
+                let message = format!(
+                    "plan {:?}: paths: give at least one path, or a mongo source",
+                    p.name.get_ref()
+                );
                 return Err(src.error(p.name.span(), message));
+            }
+            if let Some(mongo) = &p.mongo {
+                let what = format!("plan {:?}: mongo", p.name.get_ref());
+                mongo.uri().validate(src, &what, &p.name)?;
             }
         }
         for j in &self.jobs {

@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format, built at each scrape from the state database:
 //! per plan the last success and attempt, the last run's duration, bytes and files, runs by
 //! status (over the history kept); per repository the snapshot count and the last check's
-//! time and result; operations running.
-//! Labels are plan, repository and status names only.
+//! time and result; operations running; per MongoDB follower its lag, last archived time,
+//! restarts and gaps. Labels are plan, repository, follower and status names only.
 use super::Service;
 use super::state::Status;
 use prometheus_client::encoding::text::encode;
@@ -43,6 +43,7 @@ pub fn render(service: &Service) -> anyhow::Result<String> {
     f.running.set(service.running_count() as i64);
     let mut registry = Registry::with_prefix("strata");
     register(&mut registry, f);
+    register_followers(&mut registry, service);
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
@@ -168,4 +169,52 @@ fn register(r: &mut Registry, f: Families) {
         f.check_ok,
     );
     r.register("operations_running", "Operations running now", f.running);
+}
+
+/// Per follower (label `follower`): whether it runs, its lag and last archived time (once
+/// known), and its restarts and gaps since the service started.
+fn register_followers(r: &mut Registry, service: &Service) {
+    let running = Family::<Labels, Gauge>::default();
+    let lag = Family::<Labels, FloatGauge>::default();
+    let archived = Family::<Labels, FloatGauge>::default();
+    let restarts = Family::<Labels, Counter>::default();
+    let gaps = Family::<Labels, Counter>::default();
+    for watch in &service.followers {
+        let v = watch.view();
+        let labels = vec![("follower", v.name.clone())];
+        running.get_or_create(&labels).set(i64::from(v.running));
+        if let Some(l) = v.lag_seconds {
+            lag.get_or_create(&labels).set(l);
+        }
+        if let Some(t) = v.last_archived {
+            archived.get_or_create(&labels).set(seconds(t));
+        }
+        restarts.get_or_create(&labels).inc_by(v.restarts);
+        gaps.get_or_create(&labels).inc_by(v.gaps);
+    }
+    r.register(
+        "follower_running",
+        "1 while the follower tails its server's oplog",
+        running,
+    );
+    r.register(
+        "follower_lag_seconds",
+        "Oplog seconds between the server's last write and the end of the archive",
+        lag,
+    );
+    r.register(
+        "follower_last_archived_timestamp_seconds",
+        "The end of the follower's archived oplog",
+        archived,
+    );
+    r.register(
+        "follower_restarts",
+        "The follower's restarts after failures since the service started",
+        restarts,
+    );
+    r.register(
+        "follower_gaps",
+        "Gaps (oplog rolled over before it was archived) the follower recorded since the service started",
+        gaps,
+    );
 }

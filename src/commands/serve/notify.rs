@@ -112,7 +112,7 @@ fn last_time(service: &Service, plan: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Sends `body` (about `plan`, if any) to every target taking `event`, in the background.
-fn send(service: &Service, event: Event, plan: Option<&str>, body: Value) {
+pub(super) fn send(service: &Service, event: Event, plan: Option<&str>, body: Value) {
     for target in service
         .config
         .notify

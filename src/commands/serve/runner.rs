@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata::cancel::Cancel;
 use strata::observer::{Counters, EntryError, Observer, Phase};
-use strata::ops::archiver::{self, BackupOptions, ParentChoice};
+use strata::ops::archiver::{self, BackupOptions, ParentChoice, TreeSource};
 use strata::ops::checker::{self, ReadData};
 use strata::ops::forget;
 use strata::repo::lock::LockMode;
@@ -150,7 +150,7 @@ pub struct Outcome {
 impl Service {
     /// A command context for `repo`'s operations: its location and options, the service's
     /// cache, waiting for conflicting locks, cancelled by `cancel`.
-    fn context(&self, repo: &Repository, cancel: Cancel) -> Context {
+    pub(super) fn context(&self, repo: &Repository, cancel: Cancel) -> Context {
         let args = GlobalArgs {
             repo: Some(repo.location.get_ref().clone()),
             options: (repo.options.iter())
@@ -239,7 +239,11 @@ impl Service {
             dry_run: false,
             time: None,
         };
-        let result = archiver::backup(&locked, &opts, op)?;
+        let export = (plan.mongo.as_ref())
+            .map(super::mongo::export)
+            .transpose()?;
+        let sources: Vec<&dyn TreeSource> = export.iter().map(|e| e as &dyn TreeSource).collect();
+        let result = archiver::backup_with(&locked, &opts, &sources, op)?;
         drop(locked);
         let id = result.id.map(|id| id.0.to_hex());
         op.log_line(format!("snapshot {} saved", id.as_deref().unwrap_or("-")));
@@ -260,6 +264,7 @@ impl Service {
             "snapshot_id": id,
             "summary": result.snapshot.summary,
             "errors": result.errors,
+            "mongodb": export.map(|e| e.report()),
             "forget": forgotten,
         });
         Ok((status, report))
@@ -333,12 +338,16 @@ impl Service {
 }
 
 /// Opens `repo` in `ctx` with its password.
-fn open(ctx: &Context, repo: &Repository) -> Result<strata::Repository> {
+pub(super) fn open(ctx: &Context, repo: &Repository) -> Result<strata::Repository> {
     ctx.open_at(ctx.backend()?, &repo.password()?)
 }
 
 /// The outcome of a run from its result and its after hook's.
-fn outcome(result: Result<(Status, Value)>, after: Option<Result<()>>, op: &Running) -> Outcome {
+pub(super) fn outcome(
+    result: Result<(Status, Value)>,
+    after: Option<Result<()>>,
+    op: &Running,
+) -> Outcome {
     let (status, report, error) = match result {
         Ok((status, report)) => (status, report, None),
         Err(_) if op.cancel.is_cancelled() => (Status::Cancelled, Value::Null, None),
@@ -355,8 +364,9 @@ fn outcome(result: Result<(Status, Value)>, after: Option<Result<()>>, op: &Runn
     }
 }
 
+/// The error's message, any URI password in it hidden.
 fn message(e: &anyhow::Error) -> String {
-    strata::errors::message(e.as_ref())
+    super::mongo::redact(&strata::errors::message(e.as_ref()))
 }
 
 /// Runs `hook` through `sh -c` with `STRATA_PLAN`, `STRATA_HOOK` and `STRATA_STATUS` set,

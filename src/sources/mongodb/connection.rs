@@ -132,7 +132,7 @@ impl Conn {
 
     /// The time of the last write as `hello` reports it (at or after the newest oplog
     /// entry; answered at once by servers whose oplog has no index), else the newest entry.
-    pub(crate) fn last_write_time(&self) -> Result<Option<BsonTime>> {
+    pub fn last_write_time(&self) -> Result<Option<BsonTime>> {
         let hello = self.command("admin", doc! {"hello": 1})?;
         let last_write = hello
             .get_document("lastWrite")
