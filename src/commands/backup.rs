@@ -9,7 +9,7 @@ use strata::repo::locked::Locked;
 use strata::repo::snapshot::Snapshot;
 use strata::select::filter::Patterns;
 use strata::sources::mongodb::Conn;
-use strata::sources::mongodb::chain::{self, ChainPolicy};
+use strata::sources::mongodb::chain::ChainPolicy;
 use strata::sources::mongodb::export::{ExportOptions, ExportReport, MongoExport};
 
 #[derive(clap::Args)]
@@ -105,8 +105,7 @@ impl MongoArgs {
             full_every: self.full_every,
             max_oplog_percent: self.max_oplog_percent,
         };
-        let parent = chain::choose(snapshots, export.server(), &export.scope(), policy);
-        Ok(Some(export.continuing(parent, policy)))
+        Ok(Some(export.continuing(snapshots, policy)))
     }
 }
 

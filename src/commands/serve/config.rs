@@ -221,6 +221,10 @@ pub struct MongoSource {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub users: bool,
+    /// `backup --full-every`: every Nth dump of a chain is full (0: no bound).
+    pub full_every: Option<u32>,
+    /// `backup --max-oplog-percent`.
+    pub max_oplog_percent: Option<u32>,
 }
 
 /// A continuous `mongo follow` of one server into one repository.

@@ -9,7 +9,10 @@ use anyhow::{Result, anyhow};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use strata::cancel::Cancel;
+use strata::repo::id::SnapshotId;
 use strata::repo::snapshot::BsonTime;
+use strata::repo::snapshot::Snapshot;
+use strata::sources::mongodb::chain::ChainPolicy;
 use strata::sources::mongodb::export::{ExportOptions, MongoExport};
 use strata::sources::mongodb::follow;
 use strata::sources::mongodb::import::{self, ImportOptions, ImportReport, Mode};
@@ -48,8 +51,8 @@ pub fn connect(uri: &str) -> Result<Conn> {
 }
 
 /// The export of a plan's MongoDB source, as `backup --mongo` makes it (consistent, four
-/// collections at a time).
-pub fn export(source: &MongoSource) -> Result<MongoExport> {
+/// collections at a time, incremental on the newest dump of `snapshots` it may continue).
+pub fn export(source: &MongoSource, snapshots: &[(SnapshotId, Snapshot)]) -> Result<MongoExport> {
     let conn = connect(&source.uri().read()?)?;
     let opts = ExportOptions {
         filter: source.filter(),
@@ -57,7 +60,13 @@ pub fn export(source: &MongoSource) -> Result<MongoExport> {
         consistency: true,
         parallel: 4,
     };
-    Ok(MongoExport::new(conn, opts)?)
+    let defaults = ChainPolicy::default();
+    let policy = ChainPolicy {
+        full: false,
+        full_every: source.full_every.unwrap_or(defaults.full_every),
+        max_oplog_percent: (source.max_oplog_percent).unwrap_or(defaults.max_oplog_percent),
+    };
+    Ok(MongoExport::new(conn, opts)?.continuing(snapshots, policy))
 }
 
 /// What to do with documents whose `_id` exists already (`restore --mode`).

@@ -239,9 +239,10 @@ impl Service {
             dry_run: false,
             time: None,
         };
-        let export = (plan.mongo.as_ref())
-            .map(super::mongo::export)
-            .transpose()?;
+        let export = match &plan.mongo {
+            Some(source) => Some(super::mongo::export(source, &indexed.snapshots()?.0)?),
+            None => None,
+        };
         let sources: Vec<&dyn TreeSource> = export.iter().map(|e| e as &dyn TreeSource).collect();
         let result = archiver::backup_with(&locked, &opts, &sources, op)?;
         drop(locked);

@@ -11,7 +11,8 @@ use crate::observer::{Counters, Observer};
 use crate::ops::archiver::TreeSource;
 use crate::repo::blob::BlobType;
 use crate::repo::config::ChunkerParams;
-use crate::repo::snapshot::{BsonTime, Chain, Incremental, Source};
+use crate::repo::id::SnapshotId;
+use crate::repo::snapshot::{BsonTime, Chain, Incremental, Snapshot, Source};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 use crate::vfs;
 use crate::write::chunker::{Chunker, RecordChunker};
@@ -100,13 +101,15 @@ impl MongoExport {
         })
     }
 
-    /// Continues `parent` (from [`chain::choose`]) with an incremental dump if the server's
-    /// oplog still reaches its cluster time; `policy` is recorded in the snapshot.
+    /// Continues the newest dump of `snapshots` that `policy` lets this export continue (see
+    /// [`chain::choose`]) with an incremental dump, if the server's oplog still reaches its
+    /// cluster time; `policy` is recorded in the snapshot.
     pub fn continuing(
         self,
-        parent: std::result::Result<Parent, FullReason>,
+        snapshots: &[(SnapshotId, Snapshot)],
         policy: ChainPolicy,
     ) -> MongoExport {
+        let parent = chain::choose(snapshots, self.server(), &self.scope(), policy);
         MongoExport {
             parent,
             policy,
