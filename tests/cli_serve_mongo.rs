@@ -141,14 +141,21 @@ fn a_plan_with_a_mongodb_source_runs_on_schedule_and_its_snapshot_restores_throu
     let ran = server.wait_ended(id, &op);
     assert_eq!(ran["status"], "success", "{ran}");
     let report = &ran["report"];
-    let dumped: Vec<&str> = (report["mongodb"]["collections"].as_array().unwrap().iter())
+    let scheduled = server.wait_ended(first["id"].as_i64().unwrap(), &op);
+    let full = &scheduled["report"];
+    let dumped: Vec<&str> = (full["mongodb"]["collections"].as_array().unwrap().iter())
         .map(|c| c["ns"].as_str().unwrap())
         .collect();
-    assert_eq!(dumped, [format!("{db}.a"), format!("{db}.b")], "{report}");
+    assert_eq!(dumped, [format!("{db}.a"), format!("{db}.b")], "{full}");
+    // The next run continues the last scheduled run's dump: it reads only the oplog since.
+    let incremental = &report["mongodb"]["incremental"];
+    assert!(incremental["depth"].as_u64() >= Some(1), "{report}");
     // One snapshot holds the paths and the dump, as `backup PATHS --mongo` makes it.
     let snapshots = setup.repo.json(["snapshots"]);
     let newest = snapshots.as_array().unwrap().last().unwrap();
     assert_eq!(newest["id"], report["snapshot_id"]);
+    let before = &snapshots[snapshots.as_array().unwrap().len() - 2];
+    assert_eq!(incremental["parent"], before["id"], "{report}");
     assert_eq!(newest["paths"].as_array().unwrap().len(), 1, "{newest}");
     // A plan with a MongoDB source and no paths: a snapshot of the dump alone.
     let answer = server.json("POST", "/api/v1/plans/alone/run", &op, StatusCode::ACCEPTED);
