@@ -117,6 +117,41 @@ fn a_chain_of_incremental_snapshots_restores_every_state_and_survives_forget_and
         assert_same_state(want, &got, &format!("snapshot {i} of the chain"));
     }
 
+    // Diff counts the writes between two dumps of the chain from the oplog.
+    let writes = |from: usize, to: usize| {
+        let (_, d) = json_expect(&repo, ["diff", &chain[from].0, &chain[to].0], 0);
+        let by_ns = |coll: &str| {
+            let all = d["mongodb"]["namespaces"].as_array().unwrap();
+            let n = all.iter().find(|n| n["ns"] == format!("{db}.{coll}"));
+            n.map(|n| {
+                (
+                    n["inserted"].clone(),
+                    n["updated"].clone(),
+                    n["deleted"].clone(),
+                )
+            })
+        };
+        (by_ns("a"), by_ns("b"))
+    };
+    let (a, b) = writes(0, 3);
+    assert_eq!(
+        a,
+        Some((10.into(), 4.into(), 3.into())),
+        "inserts, updates, deletes on a"
+    );
+    assert_eq!(b, None, "b was not written to in steps 1 to 3");
+    let (a, b) = writes(3, 4);
+    assert_eq!(
+        a,
+        Some((1.into(), 0.into(), 0.into())),
+        "the transaction's insert"
+    );
+    assert_eq!(
+        b,
+        Some((0.into(), 1.into(), 0.into())),
+        "the transaction's update"
+    );
+
     // The incremental snapshots hold their base's dump: forgetting the base loses nothing.
     let keep = ["forget", "--keep-last", "3", "--prune"];
     let (_, forgot) = json_expect(&repo, keep, 0);

@@ -3,6 +3,7 @@ use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
 use strata::ops::diff::{self, Change, ChangeKind, DiffSummary};
 use strata::repo::paths;
+use strata::sources::mongodb::changes::{self, MongoChanges};
 use strata::walk::{self, Budget};
 
 #[derive(clap::Args)]
@@ -19,10 +20,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let (id2, s2) = repo.find_snapshot(&args.after)?;
     let budget = walk::entry_budget(&s1).saturating_add(walk::entry_budget(&s2));
     let report = diff::diff(&repo, s1.tree, s2.tree, Budget::new(budget), &ctx.cancel)?;
+    let mongo = changes::between(&repo, (id1, &s1), (id2, &s2), &ctx.cancel)?;
     if ctx.args.json {
         ctx.print_json(&serde_json::json!({
             "before": id1, "after": id2,
             "changes": report.changes, "summary": report.summary,
+            "mongodb": mongo,
         }))?;
         return Ok(Outcome::Ok);
     }
@@ -35,7 +38,26 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
         ctx.say(&line(change))?;
     }
     ctx.say(&summary(&report.summary))?;
+    if let Some(m) = &mongo {
+        ctx.say(&mongo_summary(m))?;
+    }
     Ok(Outcome::Ok)
+}
+
+/// Per collection, the writes between two dumps of one MongoDB chain.
+fn mongo_summary(m: &MongoChanges) -> String {
+    let mut out = format!("\nMongoDB, cluster time {} to {}:", m.from, m.to);
+    for n in &m.namespaces {
+        out.push_str(&format!(
+            "\n  {}: {} inserted, {} updated, {} deleted",
+            escape(&n.ns),
+            n.inserted,
+            n.updated,
+            n.deleted
+        ));
+    }
+    out.push_str(&format!("\n  commands: {}", m.commands));
+    out
 }
 
 /// `+ /path (size)`, `M /path (before -> after)`, `U /dir/ (mode, mtime)`.

@@ -4,6 +4,7 @@
 //! blocking and run it on the runtime their [`Conn`] was made on: the caller's (a server
 //! calling them from `spawn_blocking`, see `Conn::connect_on`) or a private one.
 pub mod chain;
+pub mod changes;
 pub mod connection;
 pub(crate) mod diff;
 pub mod export;
