@@ -1,7 +1,8 @@
 //! `strata diff`: what changed between two snapshots, path by path, with a summary.
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
-use strata::ops::diff::{self, Change, ChangeKind, DiffSummary};
+use strata::ops::diff::{self, Change, ChangeKind, DiffReport, DiffSummary};
+use strata::repo::id::SnapshotId;
 use strata::repo::paths;
 use strata::walk::{self, Budget};
 
@@ -20,10 +21,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let budget = walk::entry_budget(&s1).saturating_add(walk::entry_budget(&s2));
     let report = diff::diff(&repo, s1.tree, s2.tree, Budget::new(budget), &ctx.cancel)?;
     if ctx.args.json {
-        ctx.print_json(&serde_json::json!({
-            "before": id1, "after": id2,
-            "changes": report.changes, "summary": report.summary,
-        }))?;
+        ctx.print_json(&json(id1, id2, &report))?;
         return Ok(Outcome::Ok);
     }
     ctx.say(&format!(
@@ -36,6 +34,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     }
     ctx.say(&summary(&report.summary))?;
     Ok(Outcome::Ok)
+}
+
+/// The report as `--json` prints it (and the service answers it).
+pub fn json(before: SnapshotId, after: SnapshotId, report: &DiffReport) -> serde_json::Value {
+    serde_json::json!({
+        "before": before, "after": after,
+        "changes": report.changes, "summary": report.summary,
+    })
 }
 
 /// `+ /path (size)`, `M /path (before -> after)`, `U /dir/ (mode, mtime)`.

@@ -14,6 +14,7 @@ pub mod mount;
 pub mod repo;
 pub mod rng;
 pub mod s3;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod tree;

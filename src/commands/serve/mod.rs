@@ -2,6 +2,8 @@
 //! SQLite database, runs plans and repository jobs on their schedules, and answers an HTTP
 //! API; `token` and `notify-test` manage it from the command line.
 pub mod api;
+pub mod api_actions;
+pub mod api_browse;
 pub mod config;
 pub mod metrics;
 pub mod notify;
@@ -120,6 +122,15 @@ impl Task<'_> {
     }
 }
 
+/// An operation to start: the key that keeps it from running twice at once, and what the
+/// history records of it.
+pub struct Launch {
+    pub key: String,
+    pub kind: &'static str,
+    pub plan: Option<String>,
+    pub repository: Option<String>,
+}
+
 /// Why an operation was not started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -179,24 +190,61 @@ impl Service {
     /// Starts `task` on a blocking thread; the new operation's id. A task never runs
     /// twice at once.
     pub fn start(self: &Arc<Self>, task: Task, why: &str) -> Result<i64, StartError> {
+        let key = task.key();
+        let work = Launch {
+            key: key.clone(),
+            kind: task.kind(),
+            plan: task.plan().map(str::to_string),
+            repository: Some(task.repository().to_string()),
+        };
+        let run = move |service: &Service, op: &Running| match service.task(&key) {
+            Some(Task::Plan(plan)) => service.run_plan(plan, op),
+            Some(Task::Job(job)) => service.run_job(job, op),
+            None => unreachable!("tasks come from the configuration"),
+        };
+        let after = |service: &Service, key: &str, id: i64, out: &runner::Outcome| match service
+            .task(key)
+        {
+            Some(Task::Plan(plan)) => notify::after_run(service, plan, id, out),
+            Some(Task::Job(job)) => notify::after_job(service, job, id, out),
+            None => {}
+        };
+        self.launch(work, why, run, after)
+    }
+
+    /// Starts `run` on a blocking thread as a new operation described by `work`, unless
+    /// `work.key` runs already; once it has ended and is recorded, `after` (alerts) runs.
+    pub fn launch(
+        self: &Arc<Self>,
+        work: Launch,
+        why: &str,
+        run: impl FnOnce(&Service, &Running) -> runner::Outcome + Send + 'static,
+        after: impl FnOnce(&Service, &str, i64, &runner::Outcome) + Send + 'static,
+    ) -> Result<i64, StartError> {
         if self.is_stopping() {
             return Err(StartError::Stopping);
         }
-        let key = task.key();
+        let key = work.key;
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = busy.get(&key) {
             return Err(StartError::Busy(key, *id));
         }
-        let id = self
-            .state
-            .start_operation(task.kind(), task.plan(), Some(task.repository()))?;
+        let id = (self.state).start_operation(
+            work.kind,
+            work.plan.as_deref(),
+            work.repository.as_deref(),
+        )?;
         busy.insert(key.clone(), id);
         drop(busy);
         let op = Arc::new(Running::new(id));
         (self.running.lock().unwrap_or_else(|e| e.into_inner())).insert(id, op.clone());
         eprintln!("strata serve: {key}: operation {id} started ({why})");
         let service = self.clone();
-        tokio::task::spawn_blocking(move || service.execute(&op, &key));
+        tokio::task::spawn_blocking(move || {
+            let out = run(&service, &op);
+            service.finish(&op, &key, &out);
+            after(&service, &key, op.id, &out);
+        });
         Ok(id)
     }
 
@@ -204,16 +252,11 @@ impl Service {
         self.tasks().find(|t| t.key() == key)
     }
 
-    fn execute(&self, op: &Arc<Running>, key: &str) {
-        let out = match self.task(key) {
-            Some(Task::Plan(plan)) => self.run_plan(plan, op),
-            Some(Task::Job(job)) => self.run_job(job, op),
-            None => unreachable!("tasks come from the configuration"),
-        };
+    fn finish(&self, op: &Arc<Running>, key: &str, out: &runner::Outcome) {
         // Recorded and released under the `busy` lock, so that once the history shows the
         // operation ended, the plan can be run again at once.
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        runner::record(self, op, &out);
+        runner::record(self, op, out);
         (self.running.lock().unwrap_or_else(|e| e.into_inner())).remove(&op.id);
         busy.remove(key);
         drop(busy);
@@ -226,11 +269,6 @@ impl Service {
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         );
-        match self.task(key) {
-            Some(Task::Plan(plan)) => notify::after_run(self, plan, op.id, &out),
-            Some(Task::Job(job)) => notify::after_job(self, job, op.id, &out),
-            None => {}
-        }
     }
 
     /// Stops accepting work and cancels every running operation.
@@ -439,7 +477,7 @@ fn notify_test(config: Config, target: &str) -> Result<Outcome> {
         "text": format!("strata: test alert to {target}"),
         "time": chrono::Utc::now(),
     });
-    notify::deliver(notify.webhook.get_ref(), &body)?;
+    notify::deliver(&notify.target(), &body)?;
     eprintln!("test alert delivered to {target}");
     Ok(Outcome::Ok)
 }
