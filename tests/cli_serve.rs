@@ -13,7 +13,6 @@ use reqwest::blocking::Client;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
@@ -334,35 +333,6 @@ fn run_now_answers_an_id_a_second_one_conflicts_and_events_end_with_the_report()
         again.last().unwrap()["data"]["report"]["snapshot_id"],
         snapshot
     );
-}
-
-/// A plan over `src/big` (256 MiB of random bytes), a run started, and its events read until
-/// the backup has read some data; the server, token and operation id.
-fn big_backup_running(setup: &Setup) -> (Server, String, i64) {
-    write_big(&setup.src.join("big"), 4, 64);
-    let token = setup.token("op", "operate");
-    let server = setup.start();
-    let id = server.run_now(&token);
-    let r = server.request(
-        "GET",
-        &format!("/api/v1/operations/{id}/events"),
-        Some(&token),
-    );
-    for line in BufReader::new(r).lines() {
-        let line = line.unwrap();
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        let event: Value = serde_json::from_str(data).unwrap();
-        assert_ne!(
-            event["kind"], "report",
-            "the backup ended before it could be stopped: make the data larger"
-        );
-        if event["kind"] == "progress" && event["data"]["bytes_read"].as_u64() > Some(0) {
-            return (server, token, id);
-        }
-    }
-    panic!("the events ended without progress:\n{}", server.log());
 }
 
 fn assert_clean(setup: &Setup) {

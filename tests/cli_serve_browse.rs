@@ -692,3 +692,33 @@ fn a_named_time_zone_is_taken_and_a_bad_one_refused_naming_its_place() {
         "{e}"
     );
 }
+
+#[test]
+fn a_prune_through_the_api_waits_for_the_lock_of_a_running_backup() {
+    let setup = Setup::new(HOURLY);
+    let (server, token, backup) = big_backup_running(&setup);
+    let admin = setup.token("boss", "admin");
+    let started = server.json_with(
+        "POST",
+        "/api/v1/repositories/main/prune",
+        &admin,
+        &json!({}),
+        StatusCode::ACCEPTED,
+    );
+    let prune = server.wait_ended(started["operation"].as_i64().unwrap(), &admin);
+    let backup = server.wait_ended(backup, &token);
+    assert_eq!(backup["status"], "success", "{backup}");
+    assert_eq!(
+        prune["status"], "success",
+        "the prune waited instead of failing: {prune}"
+    );
+    let time = |op: &Value, field: &str| -> chrono::DateTime<chrono::Utc> {
+        op[field].as_str().unwrap().parse().unwrap()
+    };
+    assert!(
+        time(&prune, "started") < time(&backup, "ended")
+            && time(&prune, "ended") >= time(&backup, "ended"),
+        "the prune started during the backup and ended after it: {prune} {backup}"
+    );
+    assert_eq!(setup.locks_left(), 0);
+}

@@ -341,6 +341,35 @@ impl Server {
     }
 }
 
+/// A plan over `src/big` (256 MiB of random bytes), a run started, and its events read until
+/// the backup has read some data; the server, token and operation id.
+pub fn big_backup_running(setup: &Setup) -> (Server, String, i64) {
+    write_big(&setup.src.join("big"), 4, 64);
+    let token = setup.token("op", "operate");
+    let server = setup.start();
+    let id = server.run_now(&token);
+    let r = server.request(
+        "GET",
+        &format!("/api/v1/operations/{id}/events"),
+        Some(&token),
+    );
+    for line in BufReader::new(r).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(data).unwrap();
+        assert_ne!(
+            event["kind"], "report",
+            "the backup ended before it could be stopped: make the data larger"
+        );
+        if event["kind"] == "progress" && event["data"]["bytes_read"].as_u64() > Some(0) {
+            return (server, token, id);
+        }
+    }
+    panic!("the events ended without progress:\n{}", server.log());
+}
+
 pub const ONE_SECOND: &str = r#"schedule = "* * * * * *""#;
 pub const HOURLY: &str = r#"schedule = "0 * * * *""#;
 

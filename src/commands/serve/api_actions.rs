@@ -117,7 +117,7 @@ impl RestoreRequest {
 
 impl Service {
     /// Restores under a shared lock, as `strata restore` does; partial when entries failed.
-    fn restore(
+    fn restore_files(
         &self,
         repo: &Repository,
         opts: RestoreOptions,
@@ -227,7 +227,7 @@ pub(super) async fn restore(
                 cancel: op.cancel.clone(),
                 ..opts
             };
-            service.restore(repo, opts, &req.snapshot, op)
+            service.restore_files(repo, opts, &req.snapshot, op)
         },
     )?;
     api.audit(
