@@ -604,7 +604,7 @@ async fn list_snapshots(
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<SnapshotQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Response> {
     api.authorize(&headers, remote, Role::Read).await?;
     let repo = api.open(&name).await?;
     let selection = strata::select::selection::Selection {
@@ -617,9 +617,10 @@ async fn list_snapshots(
     let listed = api_browse::blocking(move || {
         let all = repo.snapshots()?;
         let listed: Vec<Listed> = selection.apply(&all).into_iter().map(Listed::new).collect();
-        Ok(serde_json::to_value(listed)?)
+        Ok(serde_json::to_vec(&listed)?)
     });
-    Ok(Json(listed.await?))
+    let kind = [(header::CONTENT_TYPE, "application/json")];
+    Ok((kind, listed.await?).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

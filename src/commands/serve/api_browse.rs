@@ -60,28 +60,51 @@ impl Opened {
 /// so each is read once, and a listing after the first only lists their names.
 pub(super) struct Browsed {
     pub(super) repo: IndexedRepo,
-    seen: Mutex<HashMap<SnapshotId, Snapshot>>,
+    seen: Mutex<Seen>,
     /// The directories listed last, decoded, for the pages that follow.
     trees: Mutex<Vec<(TreeId, Arc<Tree>)>>,
+}
+
+/// The snapshots of the last listing.
+#[derive(Default)]
+struct Seen {
+    /// The names listed.
+    listed: HashSet<SnapshotId>,
+    /// The readable ones among them, oldest first.
+    all: Arc<Vec<(SnapshotId, Snapshot)>>,
 }
 
 /// How many decoded directories `Browsed` keeps.
 const TREES_KEPT: usize = 4;
 
 impl Browsed {
-    /// Every readable snapshot, oldest first, as `Repository::snapshots` gives them.
-    pub(super) fn snapshots(&self) -> anyhow::Result<Vec<(SnapshotId, Snapshot)>> {
+    /// Every readable snapshot, oldest first, as `Repository::snapshots` gives them: the
+    /// previous answer while the names listed are the same, else that answer with the
+    /// snapshots gone left out and only the new ones read.
+    pub(super) fn snapshots(&self) -> anyhow::Result<Arc<Vec<(SnapshotId, Snapshot)>>> {
         let ids: HashSet<SnapshotId> = self.repo.snapshot_ids()?.into_iter().collect();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|id, _| ids.contains(id));
-        for id in ids {
-            if let (false, Ok(snapshot)) = (seen.contains_key(&id), self.repo.load_snapshot(id)) {
-                seen.insert(id, snapshot);
+        if ids != seen.listed {
+            let mut known: HashMap<SnapshotId, Snapshot> = (seen.all.iter())
+                .filter(|(id, _)| ids.contains(id))
+                .map(|(id, s)| (*id, s.clone()))
+                .collect();
+            for id in &ids {
+                if known.contains_key(id) {
+                    continue;
+                }
+                if let Ok(snapshot) = self.repo.load_snapshot(*id) {
+                    known.insert(*id, snapshot);
+                }
             }
+            let mut all: Vec<_> = known.into_iter().collect();
+            all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+            *seen = Seen {
+                listed: ids,
+                all: Arc::new(all),
+            };
         }
-        let mut all: Vec<_> = seen.iter().map(|(id, s)| (*id, s.clone())).collect();
-        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(all)
+        Ok(seen.all.clone())
     }
 
     /// The tree `id`, decoded once for the next pages of its listing.
@@ -106,7 +129,8 @@ impl Browsed {
         if spec != "latest" {
             return Ok(self.repo.find_snapshot(spec)?);
         }
-        let newest = (self.snapshots()?.into_iter().rev()).find(|(_, s)| !s.is_oplog_slice());
+        let all = self.snapshots()?;
+        let newest = all.iter().rev().find(|(_, s)| !s.is_oplog_slice()).cloned();
         Ok(newest.ok_or_else(|| RepoError::NoSnapshot(spec.into()))?)
     }
 }
