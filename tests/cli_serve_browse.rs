@@ -694,7 +694,7 @@ fn a_named_time_zone_is_taken_and_a_bad_one_refused_naming_its_place() {
 }
 
 #[test]
-fn a_prune_through_the_api_waits_for_the_lock_of_a_running_backup() {
+fn a_prune_through_the_api_waits_for_the_lock_of_a_running_backup_and_a_second_conflicts() {
     let setup = Setup::new(HOURLY);
     let (server, token, backup) = big_backup_running(&setup);
     let admin = setup.token("boss", "admin");
@@ -705,6 +705,16 @@ fn a_prune_through_the_api_waits_for_the_lock_of_a_running_backup() {
         &json!({}),
         StatusCode::ACCEPTED,
     );
+    // The first prune waits for the backup (which has just started reading 256 MiB): a
+    // second one meanwhile is a conflict.
+    let second = server.json_with(
+        "POST",
+        "/api/v1/repositories/main/prune",
+        &admin,
+        &json!({}),
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(second["code"], "action_running", "{second}");
     let prune = server.wait_ended(started["operation"].as_i64().unwrap(), &admin);
     let backup = server.wait_ended(backup, &token);
     assert_eq!(backup["status"], "success", "{backup}");
