@@ -732,3 +732,30 @@ fn a_prune_through_the_api_waits_for_the_lock_of_a_running_backup_and_a_second_c
     );
     assert_eq!(setup.locks_left(), 0);
 }
+
+#[test]
+fn a_check_through_the_api_that_finds_damage_fails_and_alerts() {
+    let (port, alerts) = webhook_receiver();
+    let setup = backed_up(10_000, 0);
+    let notify = format!(
+        "[[notify]]\nname = \"ops\"\nwebhook = \"http://127.0.0.1:{port}/hook\"\nevents = [\"damage\"]\n"
+    );
+    setup.write_config(HOURLY, &notify);
+    let pack = list_files(&setup.repo.repo_path().join("data"))
+        .into_iter()
+        .next()
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    let token = setup.token("op", "operate");
+    let server = setup.start();
+    let checked = act(&server, &token, "check", json!({}));
+    assert_eq!(checked["status"], "failed", "{checked}");
+    assert!(
+        !checked["report"]["errors"].as_array().unwrap().is_empty(),
+        "{checked}"
+    );
+    let alert = alerts.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(alert["event"], "damage", "{alert}");
+    assert_eq!(alert["repository"], "main");
+    assert_eq!(alert["operation"], checked["id"]);
+}

@@ -167,6 +167,20 @@ fn launch(
     who: &str,
     work: impl FnOnce(&Service, &Repository, &Running) -> Result<(Status, Value)> + Send + 'static,
 ) -> ApiResult<i64> {
+    let after = |_: &Service, _: &str, _: i64, _: &super::runner::Outcome| {};
+    launch_then(api, name, kind, key, who, work, after)
+}
+
+/// `launch`, with `after` run once the operation has ended and is recorded (alerts).
+fn launch_then(
+    api: &super::api::Api,
+    name: &str,
+    kind: &'static str,
+    key: String,
+    who: &str,
+    work: impl FnOnce(&Service, &Repository, &Running) -> Result<(Status, Value)> + Send + 'static,
+    after: impl FnOnce(&Service, &str, i64, &super::runner::Outcome) + Send + 'static,
+) -> ApiResult<i64> {
     let repository = name.to_string();
     let launch = Launch {
         key,
@@ -180,7 +194,6 @@ fn launch(
             .and_then(|repo| work(service, repo, op));
         outcome(result, None, op)
     };
-    let after = |_: &Service, _: &str, _: i64, _: &super::runner::Outcome| {};
     (api.service)
         .launch(launch, &format!("{kind} by {who}"), run, after)
         .map_err(|e| not_started(e, "action_running"))
@@ -360,14 +373,15 @@ pub(super) async fn check(
         ReadData::parse(subset).map_err(|e| Problem::invalid("read_data_subset", e.to_string()))?;
     }
     let key = format!("check:{name}");
-    let id = launch(
-        &api,
-        &name,
-        "check",
-        key,
-        &caller.name,
-        move |service, repo, op| service.check(repo, req.read_data_subset.as_deref(), op),
-    )?;
+    let work = move |service: &Service, repo: &Repository, op: &Running| {
+        service.check(repo, req.read_data_subset.as_deref(), op)
+    };
+    // Damage found is alerted as a check job's is.
+    let checked = name.clone();
+    let after = move |service: &Service, _: &str, id: i64, out: &super::runner::Outcome| {
+        super::notify::after_check(service, &checked, None, id, out)
+    };
+    let id = launch_then(&api, &name, "check", key, &caller.name, work, after)?;
     api.audit(&caller, "repository.check", &name, remote)?;
     Ok((StatusCode::ACCEPTED, Json(Started { operation: id })))
 }

@@ -1,6 +1,6 @@
 //! Alerts: a plan's run failed (sent once when a plan starts failing, again only after a
-//! success), a plan is stale (no success for `stale_after` intervals), or a check job found
-//! damage (each time); each goes as a
+//! success), a plan is stale (no success for `stale_after` intervals), or a check (a job's
+//! or the API's) found damage (each time); each goes as a
 //! JSON POST to the webhooks that take its event, or on the standard input of the commands
 //! that take it, retried with back-off, and every delivery that finally fails is an
 //! operation `notify` in the history.
@@ -47,18 +47,38 @@ pub fn after_run(service: &Service, plan: &Plan, operation: i64, out: &Outcome) 
     }
 }
 
-/// After a repository job: a damage alert when a check found damage (it failed with a
-/// report listing errors; a check that could not run at all is not damage).
+/// After a repository job: a damage alert when a check found damage.
 pub fn after_job(service: &Service, job: &Job, operation: i64, out: &Outcome) {
+    if job.kind == JobKind::Check {
+        let repository = job.repository.get_ref();
+        after_check(
+            service,
+            repository,
+            Some(job.name.get_ref()),
+            operation,
+            out,
+        );
+    }
+}
+
+/// After a check of `repository` (by the job `job`, or through the API): a damage alert
+/// when it found damage (it failed with a report listing errors; a check that could not
+/// run at all is not damage).
+pub fn after_check(
+    service: &Service,
+    repository: &str,
+    job: Option<&str>,
+    operation: i64,
+    out: &Outcome,
+) {
     let errors = out.report.get("errors").and_then(|e| e.as_array());
-    let Some(errors) = errors.filter(|e| job.kind == JobKind::Check && !e.is_empty()) else {
+    let Some(errors) = errors.filter(|e| !e.is_empty()) else {
         return;
     };
-    let repository = job.repository.get_ref();
     let body = json!({
         "event": Event::Damage,
         "repository": repository,
-        "job": job.name.get_ref(),
+        "job": job,
         "operation": operation,
         "problems": errors.len(),
         "text": format!("strata: check of {repository} found {} problems", errors.len()),
