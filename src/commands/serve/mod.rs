@@ -253,12 +253,15 @@ impl Service {
     }
 
     fn finish(&self, op: &Arc<Running>, key: &str, out: &runner::Outcome) {
-        // Recorded and released under the `busy` lock, so that once the history shows the
-        // operation ended, the plan can be run again at once.
+        // Recorded and released under the `busy` and `running` locks, so that once the
+        // history shows the operation ended, the plan can be run again at once and the
+        // operation is no longer counted as running.
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         runner::record(self, op, out);
-        (self.running.lock().unwrap_or_else(|e| e.into_inner())).remove(&op.id);
+        running.remove(&op.id);
         busy.remove(key);
+        drop(running);
         drop(busy);
         eprintln!(
             "strata serve: {key}: operation {} ended: {}{}",
