@@ -440,11 +440,15 @@ fn serve(service: Arc<Service>, tls: Option<TlsAcceptor>, ctx: &Context) -> Resu
     Ok(())
 }
 
+/// How often the service looks for a signal: a stop starts at most this late, and an idle
+/// service wakes up no more often than this (and its scheduler's tick).
+const SIGNAL_POLL: Duration = Duration::from_millis(250);
+
 /// Resolves once the first Ctrl-C or SIGTERM has cancelled `cancel` (see
 /// `Context::cancel_on_signals`).
 async fn wait_for_signal(cancel: strata::cancel::Cancel) {
     while !cancel.is_cancelled() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(SIGNAL_POLL).await;
     }
 }
 
