@@ -202,11 +202,32 @@ pub fn copy_file(
     node: &Node,
     out: &mut dyn Write,
 ) -> std::result::Result<u64, CopyError> {
+    copy_range(repo, node, 0..u64::MAX, out)
+}
+
+/// Writes the bytes `range` of a file's content (cut at its end) to `out`, reading only the
+/// chunks that hold them, in order (see [`chunks`]): never more than the read-ahead window
+/// of chunks in memory.
+pub fn copy_range(
+    repo: &IndexedRepo,
+    node: &Node,
+    range: Range<u64>,
+    out: &mut dyn Write,
+) -> std::result::Result<u64, CopyError> {
+    let content = node.content();
+    let offsets = chunk_offsets(content);
+    let end = range.end.min(offsets[offsets.len() - 1]);
+    let (Some(first), true) = (chunk_at(&offsets, range.start), range.start < end) else {
+        return Ok(0);
+    };
+    let last = chunk_at(&offsets, end - 1).unwrap_or(first);
     let mut written = 0u64;
-    for chunk in chunks(repo, node.content()) {
+    for (i, chunk) in (first..=last).zip(chunks(repo, &content[first..=last])) {
         let chunk = chunk?;
-        out.write_all(&chunk)?;
-        written += chunk.len() as u64;
+        let from = range.start.saturating_sub(offsets[i]) as usize;
+        let to = (end - offsets[i]).min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[from..to])?;
+        written += (to - from) as u64;
     }
     Ok(written)
 }
@@ -359,6 +380,13 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(copy_file(&repo, &f, &mut out).unwrap(), 3000);
         assert_eq!(out, whole);
+        for (range, want) in [(999..1002, &whole[999..1002]), (2990..5000, &whole[2990..])] {
+            let mut out = Vec::new();
+            copy_range(&repo, &f, range.clone(), &mut out).unwrap();
+            assert_eq!(out, want, "{range:?}");
+        }
+        let mut out = Vec::new();
+        assert_eq!(copy_range(&repo, &f, 3000..3010, &mut out).unwrap(), 0);
     }
 
     #[test]

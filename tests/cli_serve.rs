@@ -5,315 +5,16 @@
 mod common;
 
 use common::e2e::*;
+use common::serve::*;
 use common::server::free_port;
 use common::*;
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::Client;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long a test waits for anything the service does (start, a run, a stop).
-const PATIENCE: Duration = Duration::from_secs(90);
-/// The bound the README gives for SIGTERM, plus the time to notice the exit.
-const STOP_BOUND: Duration = Duration::from_secs(35);
-
-/// A repository, a source tree and a configuration file for `strata serve`.
-struct Setup {
-    repo: TestRepo,
-    src: PathBuf,
-    port: u16,
-    config: PathBuf,
-}
-
-impl Setup {
-    /// A repository with a small source tree; `plan` is the `[[plan]]` table's extra keys.
-    fn new(plan: &str) -> Setup {
-        let (repo, src) = init_with_src();
-        generate_small_tree(&src, 11, 20);
-        let pw = repo.path().join("repo.pw");
-        fs::write(&pw, format!("{}\n", repo.password)).unwrap();
-        let port = free_port();
-        let config = repo.path().join("strata.toml");
-        let setup = Setup {
-            repo,
-            src,
-            port,
-            config,
-        };
-        setup.write_config(plan, "");
-        setup
-    }
-
-    fn write_config(&self, plan: &str, extra: &str) {
-        let text = format!(
-            r#"listen = "127.0.0.1:{port}"
-state_dir = "{state}"
-
-[[repository]]
-name = "main"
-location = "{location}"
-password_file = "{pw}"
-retry_lock = "30s"
-
-[[plan]]
-name = "app"
-repository = "main"
-paths = ["{src}"]
-{plan}
-{extra}"#,
-            port = self.port,
-            state = self.repo.path().join("state").display(),
-            location = self.repo.repo_path().display(),
-            pw = self.repo.path().join("repo.pw").display(),
-            src = self.src.display(),
-        );
-        fs::write(&self.config, text).unwrap();
-    }
-
-    /// `strata serve ARGS --config FILE`.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = self.repo.cmd(["serve"]);
-        cmd.args(args).arg("--config").arg(&self.config);
-        cmd
-    }
-
-    fn token(&self, name: &str, role: &str) -> String {
-        let out = self
-            .cmd(&["token", "create", "--name", name, "--role", role])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "token create: {}", stderr(&out));
-        let text = stdout(&out);
-        assert_eq!(text.lines().count(), 1, "the token alone: {text:?}");
-        text.trim().to_string()
-    }
-
-    fn start(&self) -> Server {
-        self.start_with("http", Client::builder())
-    }
-
-    /// Starts the service and waits until `scheme://127.0.0.1:PORT/api/v1/health` answers
-    /// to a client made by `client` (made before the process, so that nothing can fail
-    /// between starting it and owning it).
-    fn start_with(&self, scheme: &str, client: reqwest::blocking::ClientBuilder) -> Server {
-        // reqwest is built without a TLS provider of its own (the service brings rustls
-        // with ring), and a client needs one even for plain HTTP.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = client.timeout(PATIENCE).build().unwrap();
-        let log = self.repo.path().join(format!("serve-{}.log", now_nanos()));
-        let child = self
-            .cmd(&[])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            log,
-            base: format!("{scheme}://127.0.0.1:{}", self.port),
-            client,
-        };
-        server.wait_healthy();
-        server
-    }
-
-    fn locks_left(&self) -> usize {
-        fs::read_dir(self.repo.repo_path().join("locks"))
-            .unwrap()
-            .count()
-    }
-}
-
-fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// A running `strata serve`, killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    base: String,
-    client: Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let answer = self.client.get(self.url("/api/v1/health")).send();
-            if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return;
-            }
-            let exited = self.child_exited();
-            assert!(
-                !exited && Instant::now() < deadline,
-                "the service did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn child_exited(&self) -> bool {
-        // SAFETY-free check through /proc: the child is ours and not yet reaped.
-        let stat =
-            fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        stat.is_empty() || stat.contains(") Z ")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> Response {
-        let mut req = match method {
-            "GET" => self.client.get(self.url(path)),
-            _ => self.client.post(self.url(path)),
-        };
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send().unwrap()
-    }
-
-    fn json(&self, method: &str, path: &str, token: &str, want: StatusCode) -> Value {
-        let r = self.request(method, path, Some(token));
-        let status = r.status();
-        let body = r.text().unwrap();
-        assert_eq!(status, want, "{method} {path}: {body}\n{}", self.log());
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    }
-
-    fn run_now(&self, token: &str) -> i64 {
-        let started = self.json("POST", "/api/v1/plans/app/run", token, StatusCode::ACCEPTED);
-        started["operation"].as_i64().expect("an operation id")
-    }
-
-    /// Waits until operation `id` has ended; the operation.
-    fn wait_ended(&self, id: i64, token: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let op = self.json(
-                "GET",
-                &format!("/api/v1/operations/{id}"),
-                token,
-                StatusCode::OK,
-            );
-            if op["status"] != "running" {
-                return op;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "operation {id} never ended:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The events of operation `id`; `each` sees every one as it arrives.
-    fn events(&self, id: i64, token: &str, mut each: impl FnMut(&Value)) -> Vec<Value> {
-        let r = self.request(
-            "GET",
-            &format!("/api/v1/operations/{id}/events"),
-            Some(token),
-        );
-        assert_eq!(r.status(), StatusCode::OK);
-        let mut events = Vec::new();
-        for line in BufReader::new(r).lines() {
-            let line = line.unwrap();
-            let Some(data) = line.strip_prefix("data: ") else {
-                continue;
-            };
-            let event: Value = serde_json::from_str(data).unwrap();
-            each(&event);
-            let last = event["kind"] == "report";
-            events.push(event);
-            if last {
-                break;
-            }
-        }
-        events
-    }
-
-    /// Waits (bounded) until the history of plan `app` holds `n` operations matching `pick`.
-    fn wait_history(&self, token: &str, n: usize, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.wait_ops("/api/v1/operations?plan=app", token, n, pick)
-    }
-
-    /// Waits (bounded) until the operations listed at `path` hold `n` matching `pick`.
-    fn wait_ops(
-        &self,
-        path: &str,
-        token: &str,
-        n: usize,
-        pick: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let ops = self.json("GET", path, token, StatusCode::OK);
-            let matching: Vec<Value> = ops
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|o| pick(o))
-                .cloned()
-                .collect();
-            if matching.len() >= n {
-                return matching;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "history never had {n}: {ops}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, signal).unwrap();
-    }
-
-    /// Waits (bounded by `within`) for the process to exit; its exit code.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-const ONE_SECOND: &str = r#"schedule = "* * * * * *""#;
-const HOURLY: &str = r#"schedule = "0 * * * *""#;
+use std::path::Path;
+use std::time::Duration;
 
 #[test]
 fn the_minimal_config_of_the_issue_works_as_written() {
@@ -456,14 +157,6 @@ const MONGO_ROUTES: [(&str, &str); 3] = [
     ("GET", "/api/v1/repositories/{name}/timelines"),
     ("POST", "/api/v1/repositories/{name}/restore/mongo"),
 ];
-
-fn role_below(role: &str) -> Option<&'static str> {
-    match role {
-        "operate" => Some("read"),
-        "admin" => Some("operate"),
-        _ => None,
-    }
-}
 
 #[test]
 fn every_route_checks_the_token_and_its_role() {
@@ -649,35 +342,6 @@ fn run_now_answers_an_id_a_second_one_conflicts_and_events_end_with_the_report()
     );
 }
 
-/// A plan over `src/big` (256 MiB of random bytes), a run started, and its events read until
-/// the backup has read some data; the server, token and operation id.
-fn big_backup_running(setup: &Setup) -> (Server, String, i64) {
-    write_big(&setup.src.join("big"), 4, 64);
-    let token = setup.token("op", "operate");
-    let server = setup.start();
-    let id = server.run_now(&token);
-    let r = server.request(
-        "GET",
-        &format!("/api/v1/operations/{id}/events"),
-        Some(&token),
-    );
-    for line in BufReader::new(r).lines() {
-        let line = line.unwrap();
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        let event: Value = serde_json::from_str(data).unwrap();
-        assert_ne!(
-            event["kind"], "report",
-            "the backup ended before it could be stopped: make the data larger"
-        );
-        if event["kind"] == "progress" && event["data"]["bytes_read"].as_u64() > Some(0) {
-            return (server, token, id);
-        }
-    }
-    panic!("the events ended without progress:\n{}", server.log());
-}
-
 fn assert_clean(setup: &Setup) {
     assert_eq!(setup.locks_left(), 0, "no lock is left");
     setup.repo.ok(["check"]);
@@ -838,50 +502,6 @@ fn a_remote_bind_without_tls_needs_the_flag() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// A webhook receiver on a free port: every request's body, as JSON, into a channel.
-fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(100) {
-            let Ok(mut stream) = stream else { continue };
-            if let Some(body) = read_request_body(&mut stream) {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
-            }
-        }
-    });
-    (port, rx)
-}
-
-/// The body of one HTTP/1.1 request with a content-length.
-fn read_request_body(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut reader = BufReader::new(stream);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
 #[test]
 fn a_plan_whose_source_vanished_sends_exactly_one_failure_alert() {
     let (port, alerts) = webhook_receiver();
@@ -970,15 +590,17 @@ fn metrics_parse_and_show_the_runs() {
         2.0
     );
     assert_eq!(get("strata_operations_running"), 0.0);
-    let files = setup.repo.json(["snapshots"])[1]["summary"]["total_files"]
-        .as_f64()
-        .unwrap();
-    assert_eq!(get(r#"strata_plan_last_files{plan="app"}"#), files);
+    let snapshots = setup.repo.json(["snapshots"]);
+    let summary = |n: usize, field: &str| snapshots[n]["summary"][field].as_f64().unwrap();
     assert_eq!(
-        get(r#"strata_plan_last_bytes_added{plan="app"}"#),
-        0.0,
-        "the second run added nothing"
+        get(r#"strata_plan_last_files{plan="app"}"#),
+        summary(1, "total_files")
     );
+    // The second run adds no data, only the trees of the source's ancestors when other
+    // tests changed the temporary directory they share in between.
+    let added = get(r#"strata_plan_last_bytes_added{plan="app"}"#);
+    assert_eq!(added, summary(1, "bytes_added"));
+    assert!(added < summary(0, "bytes_added") / 10.0, "{added}");
     let success = get(r#"strata_plan_last_success_timestamp_seconds{plan="app"}"#);
     let attempt = get(r#"strata_plan_last_attempt_timestamp_seconds{plan="app"}"#);
     assert!(success >= attempt && attempt > 1.7e9, "{success} {attempt}");
@@ -1009,6 +631,7 @@ fn the_openapi_document_lists_every_route_served() {
         .collect();
     served.push(("GET", "/api/v1/health".to_string()));
     served.extend(MONGO_ROUTES.map(|(method, path)| (method, path.to_string())));
+    served.extend(BROWSE_ROUTES.iter().map(|(m, p)| (*m, p.to_string())));
     for (method, path) in &served {
         let entry = paths
             .get(path)
@@ -1024,6 +647,84 @@ fn the_openapi_document_lists_every_route_served() {
         served.len(),
         "the document lists exactly the routes served"
     );
+    let file = setup.repo.path().join("openapi.json");
+    fs::write(&file, doc.to_string()).unwrap();
+    let validate = "import json, sys\n\
+                    from openapi_spec_validator import validate\n\
+                    validate(json.load(open(sys.argv[1])))\n\
+                    print('valid')";
+    let said = validators_python(validate, &[&file]);
+    assert_eq!(
+        said.trim(),
+        "valid",
+        "openapi-spec-validator accepts the document"
+    );
+}
+
+/// `/metrics` as the `prometheus_client` parser of PyPI reads it: every sample by name and
+/// labels (`name{k="v",…}`, labels sorted).
+fn prometheus_samples(text: &str, dir: &Path) -> BTreeMap<String, f64> {
+    let file = dir.join("metrics.txt");
+    fs::write(&file, text).unwrap();
+    let parse = "import json, sys\n\
+                 from prometheus_client.parser import text_string_to_metric_families\n\
+                 out = {}\n\
+                 for family in text_string_to_metric_families(open(sys.argv[1]).read()):\n\
+                 \x20   for s in family.samples:\n\
+                 \x20       labels = ','.join('%s=\"%s\"' % kv for kv in sorted(s.labels.items()))\n\
+                 \x20       out[s.name + '{' + labels + '}'] = s.value\n\
+                 print(json.dumps(out))";
+    let printed = validators_python(parse, &[&file]);
+    serde_json::from_str(&printed).unwrap()
+}
+
+#[test]
+fn metrics_parsed_by_prometheus_client_hold_the_values_of_known_runs() {
+    let setup = Setup::new(HOURLY);
+    let token = setup.token("op", "operate");
+    let server = setup.start();
+    for _ in 0..2 {
+        let id = server.run_now(&token);
+        assert_eq!(server.wait_ended(id, &token)["status"], "success");
+    }
+    fs::remove_dir_all(&setup.src).unwrap();
+    let id = server.run_now(&token);
+    let ended = server.wait_ended(id, &token);
+    let status = ended["status"].as_str().unwrap().to_string();
+    assert!(status == "failed" || status == "partial", "{ended}");
+    let text = server
+        .request("GET", "/metrics", Some(&token))
+        .text()
+        .unwrap();
+    let samples = prometheus_samples(&text, setup.repo.path());
+    let get = |k: &str| {
+        *samples
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k} in {samples:?}"))
+    };
+    let stats = setup.repo.json(["stats"]);
+    // The last finished run (the failed one) read no file.
+    let expected = [
+        (
+            r#"strata_plan_runs_total{plan="app",status="success"}"#,
+            2.0,
+        ),
+        (r#"strata_repository_snapshots{repository="main"}"#, 2.0),
+        (
+            r#"strata_repository_size_bytes{repository="main"}"#,
+            stats["repository_size"].as_f64().unwrap(),
+        ),
+        (r#"strata_plan_last_files{plan="app"}"#, 0.0),
+        ("strata_operations_running{}", 0.0),
+    ];
+    for (key, value) in expected {
+        assert_eq!(get(key), value, "{key}");
+    }
+    let failed = format!(r#"strata_plan_runs_total{{plan="app",status="{status}"}}"#);
+    assert_eq!(get(&failed), 1.0);
+    let success = get(r#"strata_plan_last_success_timestamp_seconds{plan="app"}"#);
+    let attempt = get(r#"strata_plan_last_attempt_timestamp_seconds{plan="app"}"#);
+    assert!(attempt > success && success > 1.7e9, "{success} {attempt}");
 }
 
 #[test]

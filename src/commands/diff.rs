@@ -1,8 +1,12 @@
 //! `strata diff`: what changed between two snapshots, path by path, with a summary.
 use super::{Context, Outcome, escape, human_bytes};
 use anyhow::Result;
-use strata::ops::diff::{self, Change, ChangeKind, DiffSummary};
+use strata::cancel::Cancel;
+use strata::ops::diff::{self, Change, ChangeKind, DiffReport, DiffSummary};
+use strata::repo::id::SnapshotId;
 use strata::repo::paths;
+use strata::repo::repository::IndexedRepo;
+use strata::repo::snapshot::Snapshot;
 use strata::sources::mongodb::changes::{self, MongoChanges};
 use strata::walk::{self, Budget};
 
@@ -16,32 +20,64 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
-    let (id1, s1) = repo.find_snapshot(&args.before)?;
-    let (id2, s2) = repo.find_snapshot(&args.after)?;
-    let budget = walk::entry_budget(&s1).saturating_add(walk::entry_budget(&s2));
-    let report = diff::diff(&repo, s1.tree, s2.tree, Budget::new(budget), &ctx.cancel)?;
-    let mongo = changes::between(&repo, (id1, &s1), (id2, &s2), &ctx.cancel)?;
+    let before = repo.find_snapshot(&args.before)?;
+    let after = repo.find_snapshot(&args.after)?;
+    let c = compare(&repo, before, after, &ctx.cancel)?;
     if ctx.args.json {
-        ctx.print_json(&serde_json::json!({
-            "before": id1, "after": id2,
-            "changes": report.changes, "summary": report.summary,
-            "mongodb": mongo,
-        }))?;
+        ctx.print_json(&c.json())?;
         return Ok(Outcome::Ok);
     }
     ctx.say(&format!(
         "comparing snapshot {} to {}:",
-        id1.0.short(),
-        id2.0.short()
+        c.before.0.short(),
+        c.after.0.short()
     ))?;
-    for change in &report.changes {
+    for change in &c.report.changes {
         ctx.say(&line(change))?;
     }
-    ctx.say(&summary(&report.summary))?;
-    if let Some(m) = &mongo {
+    ctx.say(&summary(&c.report.summary))?;
+    if let Some(m) = &c.mongo {
         ctx.say(&mongo_summary(m))?;
     }
     Ok(Outcome::Ok)
+}
+
+/// Two snapshots compared: their trees, and for two dumps of one MongoDB chain, the writes
+/// between them.
+pub struct Compared {
+    pub before: SnapshotId,
+    pub after: SnapshotId,
+    pub report: DiffReport,
+    pub mongo: Option<MongoChanges>,
+}
+
+impl Compared {
+    /// The comparison as `--json` prints it (and the service answers it).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "before": self.before, "after": self.after,
+            "changes": self.report.changes, "summary": self.report.summary,
+            "mongodb": self.mongo,
+        })
+    }
+}
+
+/// Compares `before` with `after`, walking at most the entries both snapshots allow.
+pub fn compare(
+    repo: &IndexedRepo,
+    (id1, s1): (SnapshotId, Snapshot),
+    (id2, s2): (SnapshotId, Snapshot),
+    cancel: &Cancel,
+) -> Result<Compared> {
+    let budget = walk::entry_budget(&s1).saturating_add(walk::entry_budget(&s2));
+    let report = diff::diff(repo, s1.tree, s2.tree, Budget::new(budget), cancel)?;
+    let mongo = changes::between(repo, (id1, &s1), (id2, &s2), cancel)?;
+    Ok(Compared {
+        before: id1,
+        after: id2,
+        report,
+        mongo,
+    })
 }
 
 /// Per collection, the writes between two dumps of one MongoDB chain.

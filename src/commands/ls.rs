@@ -113,7 +113,7 @@ fn shown(path: &[u8]) -> Cow<'_, str> {
 }
 
 /// `/a/b` for the path as given (`a//b/`, `/a/./b`…); empty for the root.
-fn normalize(path: &[u8]) -> Vec<u8> {
+pub fn normalize(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len() + 1);
     for c in vfs::components(path) {
         out.push(b'/');
@@ -122,7 +122,8 @@ fn normalize(path: &[u8]) -> Vec<u8> {
     out
 }
 
-fn json(path: &[u8], n: &Node) -> serde_json::Value {
+/// An entry as `--json` lists it (and the service's directory listing).
+pub fn json(path: &[u8], n: &Node) -> serde_json::Value {
     let target = match &n.kind {
         NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
         _ => None,

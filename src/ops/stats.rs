@@ -213,6 +213,16 @@ pub fn stats(
     }
     st.packs = packs.len() as u64;
 
+    st.repository_size = repository_size(repo.backend())?;
+    st.dedup_ratio = ratio(st.logical_size, raw_data);
+    st.compression_ratio = ratio(st.unique_raw_size, st.stored_size);
+    Ok(st)
+}
+
+/// Total bytes of all objects in `backend` but locks, from its listings alone (no object
+/// is read): packs, index, snapshots, keys, config and dictionaries.
+pub fn repository_size(backend: &dyn crate::backend::Backend) -> Result<u64, RepoError> {
+    let mut size = 0;
     for kind in [
         Kind::Config,
         Kind::Key,
@@ -221,16 +231,9 @@ pub fn stats(
         Kind::Pack,
         Kind::Dictionary,
     ] {
-        st.repository_size += repo
-            .backend()
-            .list(kind)?
-            .iter()
-            .map(|e| e.size)
-            .sum::<u64>();
+        size += backend.list(kind)?.iter().map(|e| e.size).sum::<u64>();
     }
-    st.dedup_ratio = ratio(st.logical_size, raw_data);
-    st.compression_ratio = ratio(st.unique_raw_size, st.stored_size);
-    Ok(st)
+    Ok(size)
 }
 
 /// The stored bytes of the blobs at `locs` had they been compressed with plain zstd at the

@@ -5,7 +5,8 @@
 use super::runner::Event;
 use super::state::{Operation, Status};
 use super::tokens::{self, Caller, Role};
-use super::{Service, StartError, Task};
+use super::{Service, StartError, Task, api_actions, api_browse};
+use crate::commands::snapshots::Listed;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -27,6 +28,8 @@ pub struct Api {
     pub(super) service: Arc<Service>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     openapi: utoipa::openapi::OpenApi,
+    /// The repositories the browse routes read, each opened once.
+    pub(super) opened: super::api_browse::Opened,
 }
 
 pub(super) type Shared = State<Arc<Api>>;
@@ -60,11 +63,25 @@ pub fn router(service: Arc<Service>) -> Router {
         .routes(routes!(super::api_mongo::list_followers))
         .routes(routes!(super::api_mongo::timelines))
         .routes(routes!(super::api_mongo::restore_mongo))
+        // Browsing and repository actions (api_browse.rs, api_actions.rs).
+        .routes(routes!(api_browse::version))
+        .routes(routes!(api_browse::list_repositories))
+        .routes(routes!(api_browse::get_repository))
+        .routes(routes!(api_browse::tree))
+        .routes(routes!(api_browse::download))
+        .routes(routes!(api_browse::diff))
+        .routes(routes!(api_actions::restore))
+        .routes(routes!(api_actions::forget))
+        .routes(routes!(api_actions::prune))
+        .routes(routes!(api_actions::check))
+        .routes(routes!(api_actions::list_tokens, api_actions::create_token))
+        .routes(routes!(api_actions::revoke_token))
         .split_for_parts();
     let api = Arc::new(Api {
         service,
         failures: Mutex::new(HashMap::new()),
         openapi,
+        opened: Default::default(),
     });
     router
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -80,12 +97,16 @@ pub struct Problem {
     title: String,
     status: u16,
     /// Stable: `unauthorized`, `forbidden`, `not_found`, `invalid`, `plan_running`,
-    /// `restore_running`, `not_running`, `stopping`, `internal`.
+    /// `restore_running`, `not_running`, `action_running`, `token_exists`,
+    /// `range_not_satisfiable`, `too_many_failures`, `stopping`, `internal`.
     code: &'static str,
     detail: String,
     /// For `invalid`: the parameter at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'static str>,
+    /// For `too_many_failures`: the seconds to wait, sent as `Retry-After`.
+    #[serde(skip)]
+    retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -101,6 +122,7 @@ impl Problem {
             code,
             detail: detail.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -127,6 +149,9 @@ impl IntoResponse for Problem {
         );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -160,6 +185,13 @@ impl Api {
                 "a bearer token is needed",
             ));
         };
+        if let Some(wait) = self.locked_out(remote.ip()) {
+            let detail = "too many failed authentications from this address: try again later";
+            let mut problem =
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", detail);
+            problem.retry_after = Some(wait.as_secs() + 1);
+            return Err(problem);
+        }
         let found =
             tokens::find(&self.service.state, presented.trim()).map_err(Problem::internal)?;
         let Some(caller) = found else {
@@ -175,6 +207,15 @@ impl Api {
             return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", detail));
         }
         Ok(caller)
+    }
+
+    /// How long `ip` stays refused, when it failed `auth_lockout_after` times within the
+    /// window: until the window has passed since its last failure.
+    fn locked_out(&self, ip: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, last) = failures.get(&ip)?;
+        let limit = self.service.config.auth_lockout_after;
+        (*count >= limit).then(|| FAILURE_WINDOW.checked_sub(last.elapsed()))?
     }
 
     async fn slow_down(&self, ip: IpAddr) {
@@ -220,7 +261,7 @@ struct Health {
 }
 
 /// Whether the service is up; needs no token.
-#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, description = "done", body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -254,7 +295,7 @@ struct PlanView {
 }
 
 /// Plans with their next run, the last run and its status (read).
-#[utoipa::path(get, path = "/api/v1/plans", responses((status = 200, body = [PlanView])))]
+#[utoipa::path(get, path = "/api/v1/plans", responses((status = 200, description = "done", body = [PlanView])))]
 async fn list_plans(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -317,7 +358,7 @@ pub(super) fn not_started(e: StartError, busy: &'static str) -> Problem {
 
 /// Runs the plan now (operate): the new operation's id; 409 while it runs already.
 #[utoipa::path(post, path = "/api/v1/plans/{name}/run", params(("name" = String, Path)),
-    responses((status = 202, body = Started), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 202, description = "started: the new operation's id", body = Started), (status = 404, description = "no such name or path", body = Problem), (status = 409, description = "conflict: something of this kind runs already", body = Problem)))]
 async fn run_plan(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -326,8 +367,7 @@ async fn run_plan(
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let caller = api.authorize(&headers, remote, Role::Operate).await?;
     let task = api.plan(&name)?;
-    let id = api
-        .service
+    let id = (api.service)
         .start(task, &format!("run by {}", caller.name))
         .map_err(|e| not_started(e, "plan_running"))?;
     api.audit(&caller, "plan.run", &name, remote)?;
@@ -363,7 +403,7 @@ async fn set_paused(
 
 /// Stops scheduling the plan (operate); a run in progress goes on.
 #[utoipa::path(post, path = "/api/v1/plans/{name}/pause", params(("name" = String, Path)),
-    responses((status = 200, body = Paused), (status = 404, body = Problem)))]
+    responses((status = 200, description = "done", body = Paused), (status = 404, description = "no such name or path", body = Problem)))]
 async fn pause_plan(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -375,7 +415,7 @@ async fn pause_plan(
 
 /// Schedules the plan again (operate).
 #[utoipa::path(post, path = "/api/v1/plans/{name}/resume", params(("name" = String, Path)),
-    responses((status = 200, body = Paused), (status = 404, body = Problem)))]
+    responses((status = 200, description = "done", body = Paused), (status = 404, description = "no such name or path", body = Problem)))]
 async fn resume_plan(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -393,23 +433,23 @@ struct OperationsQuery {
     limit: Option<String>,
 }
 
-/// A `limit` parameter: 1 to 1000, `default` when absent.
-fn limit(given: Option<&str>, default: u32) -> ApiResult<u32> {
+/// A `limit` parameter: 1 to `max`, `default` when absent.
+pub(super) fn limit(given: Option<&str>, default: u32, max: u32) -> ApiResult<u32> {
     let Some(text) = given else {
         return Ok(default);
     };
     match text.parse::<u32>() {
-        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(Problem::invalid(
             "limit",
-            format!("limit {text:?} is not a number from 1 to 1000"),
+            format!("limit {text:?} is not a number from 1 to {max}"),
         )),
     }
 }
 
 /// The history, newest first, without logs (read).
 #[utoipa::path(get, path = "/api/v1/operations", params(OperationsQuery),
-    responses((status = 200, body = [Operation]), (status = 400, body = Problem)))]
+    responses((status = 200, description = "done", body = [Operation]), (status = 400, description = "bad input: problem details naming the field", body = Problem)))]
 async fn list_operations(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -417,7 +457,7 @@ async fn list_operations(
     Query(q): Query<OperationsQuery>,
 ) -> ApiResult<Json<Vec<Operation>>> {
     api.authorize(&headers, remote, Role::Read).await?;
-    let limit = limit(q.limit.as_deref(), 100)?;
+    let limit = limit(q.limit.as_deref(), 100, 1000)?;
     let ops = api
         .service
         .state
@@ -444,7 +484,7 @@ fn operation(api: &Api, id: i64) -> ApiResult<Operation> {
 
 /// One operation with its report and log (read).
 #[utoipa::path(get, path = "/api/v1/operations/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = Operation), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "done", body = Operation), (status = 400, description = "bad input: problem details naming the field", body = Problem), (status = 404, description = "no such name or path", body = Problem)))]
 async fn get_operation(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -459,7 +499,7 @@ async fn get_operation(
 /// `log` in the order they happened, ending with `report` (status, report, error). For an
 /// operation that has ended: its log lines, then the report.
 #[utoipa::path(get, path = "/api/v1/operations/{id}/events", params(("id" = i64, Path)),
-    responses((status = 200, content_type = "text/event-stream", description = "events, each `data` a JSON object {seq, kind, data}"), (status = 404, body = Problem)))]
+    responses((status = 200, content_type = "text/event-stream", description = "events, each `data` a JSON object {seq, kind, data}"), (status = 404, description = "no such name or path", body = Problem)))]
 async fn operation_events(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -520,7 +560,7 @@ struct Cancelling {
 /// Cancels a running operation (operate); it stops at its next entry, chunk or pack and
 /// releases its lock. 409 when it has ended.
 #[utoipa::path(post, path = "/api/v1/operations/{id}/cancel", params(("id" = i64, Path)),
-    responses((status = 202, body = Cancelling), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 202, description = "started: the new operation's id", body = Cancelling), (status = 404, description = "no such name or path", body = Problem), (status = 409, description = "conflict: something of this kind runs already", body = Problem)))]
 async fn cancel_operation(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -560,23 +600,16 @@ struct SnapshotQuery {
 
 /// The repository's snapshots, oldest first, filtered by host, tag and path (read).
 #[utoipa::path(get, path = "/api/v1/repositories/{name}/snapshots", params(("name" = String, Path), SnapshotQuery),
-    responses((status = 200, description = "snapshots as `strata snapshots --json` lists them"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "snapshots as `strata snapshots --json` lists them"), (status = 404, description = "no such name or path", body = Problem)))]
 async fn list_snapshots(
     State(api): Shared,
     ConnectInfo(remote): Remote,
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<SnapshotQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Response> {
     api.authorize(&headers, remote, Role::Read).await?;
-    if api.service.config.repository(&name).is_none() {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no repository is named {name:?}"),
-        ));
-    }
-    let service = api.service.clone();
+    let repo = api.open(&name).await?;
     let selection = strata::select::selection::Selection {
         ids: Vec::new(),
         latest: false,
@@ -584,11 +617,13 @@ async fn list_snapshots(
         tags: q.tag.into_iter().collect(),
         paths: q.path.into_iter().collect(),
     };
-    let listed = tokio::task::spawn_blocking(move || service.snapshots(&name, &selection))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(|e| Problem::internal(strata::errors::message(e.as_ref())))?;
-    Ok(Json(listed))
+    let listed = api_browse::blocking(move || {
+        let all = repo.snapshots()?;
+        let listed: Vec<Listed> = selection.apply(&all).into_iter().map(Listed::new).collect();
+        Ok(serde_json::to_vec(&listed)?)
+    });
+    let kind = [(header::CONTENT_TYPE, "application/json")];
+    Ok((kind, listed.await?).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -599,7 +634,7 @@ struct AuditQuery {
 
 /// The audit log, newest first: who (token name), what, on what, when, from where (admin).
 #[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery),
-    responses((status = 200, description = "audit lines"), (status = 403, body = Problem)))]
+    responses((status = 200, description = "audit lines"), (status = 403, description = "the token's role is too low", body = Problem)))]
 async fn audit_log(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -607,7 +642,7 @@ async fn audit_log(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
     api.authorize(&headers, remote, Role::Admin).await?;
-    let limit = limit(q.limit.as_deref(), 100)?;
+    let limit = limit(q.limit.as_deref(), 100, 1000)?;
     Ok(Json(
         api.service
             .state

@@ -43,7 +43,7 @@ async fn server_of_uri(uri: String, field: &'static str) -> ApiResult<String> {
 }
 
 /// The MongoDB followers: running, last archived time, lag, restarts, last error (read).
-#[utoipa::path(get, path = "/api/v1/followers", responses((status = 200, body = [FollowerView])))]
+#[utoipa::path(get, path = "/api/v1/followers", responses((status = 200, description = "every follower's state", body = [FollowerView])))]
 pub(super) async fn list_followers(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -65,7 +65,7 @@ pub(super) struct TimelineQuery {
 /// windows (a snapshot and how far the archived oplog carries it), gaps, and the oplog
 /// slices (read).
 #[utoipa::path(get, path = "/api/v1/repositories/{name}/timelines", params(("name" = String, Path), TimelineQuery),
-    responses((status = 200, description = "{windows, gaps, slices}"), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "{windows, gaps, slices}"), (status = 400, description = "a bad parameter, named in field", body = Problem), (status = 404, description = "no such repository", body = Problem)))]
 pub(super) async fn timelines(
     State(api): Shared,
     ConnectInfo(remote): Remote,
@@ -93,7 +93,7 @@ pub(super) async fn timelines(
 /// into a server at a time (409 `restore_running`). The URI's password is never recorded.
 #[utoipa::path(post, path = "/api/v1/repositories/{name}/restore/mongo", params(("name" = String, Path)),
     request_body = MongoRestore,
-    responses((status = 202, body = Started), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 202, description = "the restore started as this operation", body = Started), (status = 400, description = "a bad parameter, named in field", body = Problem), (status = 404, description = "no such repository or snapshot", body = Problem), (status = 409, description = "a restore into that server is running", body = Problem)))]
 pub(super) async fn restore_mongo(
     State(api): Shared,
     ConnectInfo(remote): Remote,

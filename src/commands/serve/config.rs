@@ -37,6 +37,10 @@ pub struct Config {
     /// `/metrics` answers without a token.
     #[serde(default)]
     pub metrics_open: bool,
+    /// After this many failed authentications from one address within a minute, its
+    /// requests are refused (429) until a minute has passed since its last failure.
+    #[serde(default = "default_auth_lockout_after")]
+    pub auth_lockout_after: u32,
     /// PEM certificate chain and private key: the API is then served over TLS only.
     pub tls_certificate: Option<Spanned<PathBuf>>,
     pub tls_key: Option<Spanned<PathBuf>>,
@@ -63,6 +67,10 @@ pub struct Config {
 
 fn default_listen() -> Spanned<SocketAddr> {
     Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8420)))
+}
+
+fn default_auth_lockout_after() -> u32 {
+    20
 }
 
 fn default_history_days() -> u32 {
@@ -123,7 +131,8 @@ pub struct Plan {
     /// Host name recorded in the snapshots (default: this machine's).
     pub host: Option<String>,
     pub schedule: Schedule,
-    #[serde(default)]
+    /// `local`, `UTC`, an offset or an IANA name (`Europe/Paris`); `timezone` also reads.
+    #[serde(default, alias = "timezone")]
     pub time_zone: Zone,
     /// The `forget` options applied after each backup; none keeps every snapshot.
     pub retention: Option<PolicyArgs>,
@@ -168,7 +177,8 @@ pub struct Job {
     pub repository: Spanned<String>,
     pub kind: JobKind,
     pub schedule: Schedule,
-    #[serde(default)]
+    /// `local`, `UTC`, an offset or an IANA name (`Europe/Paris`); `timezone` also reads.
+    #[serde(default, alias = "timezone")]
     pub time_zone: Zone,
     /// check: `n/m` or `N%`, as `--read-data-subset` takes.
     pub read_data_subset: Option<Spanned<String>>,
@@ -196,11 +206,18 @@ pub enum Event {
     FollowerGap,
 }
 
+/// A notification target: a webhook, or a command given each alert on its standard input.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     pub name: Spanned<String>,
-    pub webhook: Spanned<String>,
+    pub webhook: Option<Spanned<String>>,
+    /// Run through `sh -c` with the alert's JSON on stdin and `STRATA_EVENT`, `STRATA_PLAN`,
+    /// `STRATA_REPOSITORY` and `STRATA_TEXT` set; a delivery fails on a non-zero exit.
+    pub command: Option<Spanned<String>>,
+    /// How long the command may run before it is killed (the delivery then fails).
+    #[serde(default = "default_notify_timeout", with = "duration_text")]
+    pub timeout: Duration,
     pub events: Vec<Event>,
 }
 
@@ -273,6 +290,54 @@ impl MongoSource {
             databases: self.databases.clone(),
             include: self.include.clone(),
             exclude: self.exclude.clone(),
+        }
+    }
+}
+
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Where a target's alerts go.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Webhook(String),
+    Command { command: String, timeout: Duration },
+}
+
+impl Notify {
+    pub fn target(&self) -> Target {
+        match (&self.webhook, &self.command) {
+            (Some(url), _) => Target::Webhook(url.get_ref().clone()),
+            (None, command) => Target::Command {
+                command: command
+                    .as_ref()
+                    .map(|c| c.get_ref().clone())
+                    .unwrap_or_default(),
+                timeout: self.timeout,
+            },
+        }
+    }
+
+    fn validate(&self, src: &Source) -> Result<(), ConfigError> {
+        match (&self.webhook, &self.command) {
+            (Some(url), None) => {
+                let text = url.get_ref();
+                match text.starts_with("http://") || text.starts_with("https://") {
+                    true => Ok(()),
+                    false => {
+                        Err(src.field(url, "webhook", "not an http:// or https:// URL".to_string()))
+                    }
+                }
+            }
+            (None, Some(_)) => Ok(()),
+            _ => {
+                let message = format!(
+                    "notify {:?}: give exactly one of webhook and command",
+                    self.name.get_ref()
+                );
+                Err(src.error(self.name.span(), message))
+            }
         }
     }
 }
@@ -503,15 +568,7 @@ impl Config {
             }
         }
         for n in &self.notify {
-            if !n.webhook.get_ref().starts_with("http://")
-                && !n.webhook.get_ref().starts_with("https://")
-            {
-                return Err(src.field(
-                    &n.webhook,
-                    "webhook",
-                    "not an http:// or https:// URL".to_string(),
-                ));
-            }
+            n.validate(src)?;
         }
         Ok(())
     }

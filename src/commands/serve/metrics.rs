@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format, built at each scrape from the state database:
 //! per plan the last success and attempt, the last run's duration, bytes and files, runs by
-//! status (over the history kept); per repository the snapshot count and the last check's
-//! time and result; operations running; per MongoDB follower its lag, last archived time,
-//! restarts and gaps. Labels are plan, repository, follower and status names only.
+//! status (over the history kept); per repository the snapshot count, the size and the last
+//! check's time and result; operations running; per MongoDB follower its lag, last archived
+//! time, restarts and gaps. Labels are plan, repository, follower and status names only.
 use super::Service;
 use super::state::Status;
 use prometheus_client::encoding::text::encode;
@@ -27,6 +27,7 @@ struct Families {
     errors: Family<Labels, Gauge>,
     runs: Family<Labels, Counter>,
     snapshots: Family<Labels, Gauge>,
+    size: Family<Labels, Gauge>,
     check_time: Family<Labels, FloatGauge>,
     check_ok: Family<Labels, Gauge>,
     running: Gauge,
@@ -53,6 +54,9 @@ fn repository_metrics(service: &Service, f: &Families, name: &str) -> anyhow::Re
     let labels = vec![("repository", name.to_string())];
     if let Some(n) = service.state.snapshot_count(name)? {
         f.snapshots.get_or_create(&labels).set(n);
+    }
+    if let Some(bytes) = service.state.repository_size(name)? {
+        f.size.get_or_create(&labels).set(bytes);
     }
     if let Some(check) = service.state.last_check(name)? {
         let ended = check.ended.unwrap_or(check.started);
@@ -157,6 +161,11 @@ fn register(r: &mut Registry, f: Families) {
         "repository_snapshots",
         "Snapshots in the repository, as last seen",
         f.snapshots,
+    );
+    r.register(
+        "repository_size_bytes",
+        "Bytes of the repository's objects but locks, as last listed (at start and after each backup, forget and prune)",
+        f.size,
     );
     r.register(
         "repository_last_check_timestamp_seconds",

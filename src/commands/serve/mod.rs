@@ -2,6 +2,8 @@
 //! SQLite database, runs plans and repository jobs on their schedules, and answers an HTTP
 //! API; `token` and `notify-test` manage it from the command line.
 pub mod api;
+pub mod api_actions;
+pub mod api_browse;
 pub mod api_mongo;
 pub mod config;
 pub mod follower;
@@ -258,12 +260,15 @@ impl Service {
     }
 
     fn finish(&self, op: &Arc<Running>, key: &str, out: &runner::Outcome) {
-        // Recorded and released under the `busy` lock, so that once the history shows the
-        // operation ended, the plan can be run again at once.
+        // Recorded and released under the `busy` and `running` locks, so that once the
+        // history shows the operation ended, the plan can be run again at once and the
+        // operation is no longer counted as running.
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         runner::record(self, op, out);
-        (self.running.lock().unwrap_or_else(|e| e.into_inner())).remove(&op.id);
+        running.remove(&op.id);
         busy.remove(key);
+        drop(running);
         drop(busy);
         eprintln!(
             "strata serve: {key}: operation {} ended: {}{}",
@@ -447,11 +452,15 @@ fn serve(service: Arc<Service>, tls: Option<TlsAcceptor>, ctx: &Context) -> Resu
     Ok(())
 }
 
+/// How often the service looks for a signal: a stop starts at most this late, and an idle
+/// service wakes up no more often than this (and its scheduler's tick).
+const SIGNAL_POLL: Duration = Duration::from_millis(250);
+
 /// Resolves once the first Ctrl-C or SIGTERM has cancelled `cancel` (see
 /// `Context::cancel_on_signals`).
 async fn wait_for_signal(cancel: strata::cancel::Cancel) {
     while !cancel.is_cancelled() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(SIGNAL_POLL).await;
     }
 }
 
@@ -487,7 +496,7 @@ fn notify_test(config: Config, target: &str) -> Result<Outcome> {
         "text": format!("strata: test alert to {target}"),
         "time": chrono::Utc::now(),
     });
-    notify::deliver(notify.webhook.get_ref(), &body)?;
+    notify::deliver(&notify.target(), &body)?;
     eprintln!("test alert delivered to {target}");
     Ok(Outcome::Ok)
 }

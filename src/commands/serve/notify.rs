@@ -1,10 +1,11 @@
 //! Alerts: a plan's run failed (sent once when a plan starts failing, again only after a
-//! success), a plan is stale (no success for `stale_after` intervals), or a check job found
-//! damage (each time); each goes as a
-//! JSON POST to the webhooks that take its event, retried with back-off, and every
-//! delivery that finally fails is an operation `notify` in the history.
+//! success), a plan is stale (no success for `stale_after` intervals), or a check (a job's
+//! or the API's) found damage (each time); each goes as a
+//! JSON POST to the webhooks that take its event, or on the standard input of the commands
+//! that take it, retried with back-off, and every delivery that finally fails is an
+//! operation `notify` in the history.
 use super::Service;
-use super::config::{Event, Job, JobKind, Plan};
+use super::config::{Event, Job, JobKind, Plan, Target};
 use super::runner::Outcome;
 use super::state::Status;
 use chrono::{DateTime, Utc};
@@ -46,18 +47,38 @@ pub fn after_run(service: &Service, plan: &Plan, operation: i64, out: &Outcome) 
     }
 }
 
-/// After a repository job: a damage alert when a check found damage (it failed with a
-/// report listing errors; a check that could not run at all is not damage).
+/// After a repository job: a damage alert when a check found damage.
 pub fn after_job(service: &Service, job: &Job, operation: i64, out: &Outcome) {
+    if job.kind == JobKind::Check {
+        let repository = job.repository.get_ref();
+        after_check(
+            service,
+            repository,
+            Some(job.name.get_ref()),
+            operation,
+            out,
+        );
+    }
+}
+
+/// After a check of `repository` (by the job `job`, or through the API): a damage alert
+/// when it found damage (it failed with a report listing errors; a check that could not
+/// run at all is not damage).
+pub fn after_check(
+    service: &Service,
+    repository: &str,
+    job: Option<&str>,
+    operation: i64,
+    out: &Outcome,
+) {
     let errors = out.report.get("errors").and_then(|e| e.as_array());
-    let Some(errors) = errors.filter(|e| job.kind == JobKind::Check && !e.is_empty()) else {
+    let Some(errors) = errors.filter(|e| !e.is_empty()) else {
         return;
     };
-    let repository = job.repository.get_ref();
     let body = json!({
         "event": Event::Damage,
         "repository": repository,
-        "job": job.name.get_ref(),
+        "job": job,
         "operation": operation,
         "problems": errors.len(),
         "text": format!("strata: check of {repository} found {} problems", errors.len()),
@@ -119,13 +140,13 @@ pub(super) fn send(service: &Service, event: Event, plan: Option<&str>, body: Va
         .iter()
         .filter(|n| n.events.contains(&event))
     {
-        let url = target.webhook.get_ref().clone();
+        let to = target.target();
         let name = target.name.get_ref().clone();
         let body = body.clone();
         let plan = plan.map(str::to_string);
         let state = service.state.clone();
         tokio::runtime::Handle::current().spawn(async move {
-            if let Err(e) = deliver_async(&url, &body).await {
+            if let Err(e) = deliver_async(&to, &body).await {
                 eprintln!("strata serve: error: alert to {name}: {e}");
                 let record = || -> Result<(), super::state::StateError> {
                     let id = state.start_operation("notify", plan.as_deref(), None)?;
@@ -151,16 +172,15 @@ fn client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder().timeout(TIMEOUT).build()
 }
 
-/// POSTs `body` to `url`, retrying with back-off; the last error.
-async fn deliver_async(url: &str, body: &Value) -> anyhow::Result<()> {
+/// Delivers `body` to `target`, retrying with back-off; the last error.
+async fn deliver_async(target: &Target, body: &Value) -> anyhow::Result<()> {
     let client = client()?;
     let mut pause = FIRST_PAUSE;
     let mut attempt = 1;
     loop {
-        let result = client.post(url).json(body).send().await;
-        let error = match result.map(|r| r.error_for_status()) {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) | Err(e) => e.without_url(),
+        let error = match attempt_delivery(&client, target, body).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
         };
         if attempt == ATTEMPTS {
             anyhow::bail!("{ATTEMPTS} attempts failed, the last with: {error}");
@@ -171,10 +191,63 @@ async fn deliver_async(url: &str, body: &Value) -> anyhow::Result<()> {
     }
 }
 
+async fn attempt_delivery(
+    client: &reqwest::Client,
+    target: &Target,
+    body: &Value,
+) -> anyhow::Result<()> {
+    match target {
+        Target::Webhook(url) => {
+            let result = client.post(url).json(body).send().await;
+            match result.map(|r| r.error_for_status()) {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) | Err(e) => Err(e.without_url().into()),
+            }
+        }
+        Target::Command { command, timeout } => {
+            let (command, timeout, body) = (command.clone(), *timeout, body.clone());
+            tokio::task::spawn_blocking(move || run_command(&command, timeout, &body)).await?
+        }
+    }
+}
+
+/// Runs `command` through `sh -c` with `body` on its standard input and its fields in the
+/// environment; killed after `timeout`.
+fn run_command(command: &str, timeout: Duration, body: &Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("STRATA_EVENT", field("event"))
+        .env("STRATA_PLAN", field("plan"))
+        .env("STRATA_REPOSITORY", field("repository"))
+        .env("STRATA_TEXT", field("text"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input may have closed it: not a failure.
+        let _ = stdin.write_all(body.to_string().as_bytes());
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(exit) = child.try_wait()? {
+            anyhow::ensure!(exit.success(), "the command failed: {exit}");
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the command was stopped after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `deliver_async` for the command line (`notify-test`).
-pub fn deliver(url: &str, body: &Value) -> anyhow::Result<()> {
+pub fn deliver(target: &Target, body: &Value) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(deliver_async(url, body))
+    runtime.block_on(deliver_async(target, body))
 }

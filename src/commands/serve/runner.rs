@@ -6,7 +6,6 @@ use super::Service;
 use super::config::{Hook, JobKind, Plan, Repository};
 use super::state::Status;
 use crate::commands::prune::{PruneArgs, prune_locked};
-use crate::commands::snapshots::Listed;
 use crate::commands::{Context, GlobalArgs};
 use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{Local, Utc};
@@ -23,7 +22,6 @@ use strata::repo::lock::LockMode;
 use strata::repo::locked::Locked;
 use strata::repo::repository::IndexedRepo;
 use strata::select::filter::Patterns;
-use strata::select::selection::Selection;
 use tokio::sync::broadcast;
 
 /// One event of an operation, as the events endpoint sends it.
@@ -190,20 +188,18 @@ impl Service {
             true => opened.unlock(false, ctx.cache().as_deref())?.removed,
             false => 0,
         };
+        let name = repo.name.get_ref();
         if removed > 0 {
-            let name = repo.name.get_ref();
             eprintln!("strata serve: {name}: removed {removed} stale locks");
         }
+        self.record_size(name, &opened)?;
         Ok(opened.snapshots()?.0.len())
     }
 
-    /// The snapshots of the repository `name` that `selection` picks, as JSON.
-    pub fn snapshots(&self, name: &str, selection: &Selection) -> Result<Value> {
-        let repo = self.repository(name)?;
-        let ctx = self.context(repo, Cancel::default());
-        let (all, _damaged) = open(&ctx, repo)?.snapshots()?;
-        let listed: Vec<Listed> = selection.apply(&all).into_iter().map(Listed::new).collect();
-        Ok(serde_json::to_value(listed)?)
+    /// Records the size of the repository `name` from its listings (no object is read).
+    pub(super) fn record_size(&self, name: &str, repo: &strata::Repository) -> Result<()> {
+        let size = strata::ops::stats::repository_size(repo.backend())?;
+        Ok(self.state.set_repository_size(name, size)?)
     }
 
     /// A plan's run: before hook, backup, forget (when it has a retention), after hook.
@@ -251,12 +247,13 @@ impl Service {
         // The repository opened for the backup (one key derivation, one index load per run).
         let (forgotten, count) = match &plan.retention {
             Some(policy) => {
-                let (report, left) = self.forget(&ctx, &indexed, policy, op)?;
+                let (report, left) = self.forget(&ctx, &indexed, policy, false, op)?;
                 (Some(report), left)
             }
             None => (None, indexed.snapshots()?.0.len()),
         };
         self.state.set_snapshot_count(repo.name.get_ref(), count)?;
+        self.record_size(repo.name.get_ref(), &indexed)?;
         let status = match result.errors.is_empty() {
             true => Status::Success,
             false => Status::Partial,
@@ -272,12 +269,14 @@ impl Service {
     }
 
     /// Applies `retention` to `indexed` under an exclusive lock, its index brought up to
-    /// date once the lock is held: which snapshots went, and how many are left.
-    fn forget(
+    /// date once the lock is held (with `dry_run`, only decides): the report (which
+    /// snapshots go, which went), and how many are left.
+    pub(super) fn forget(
         &self,
         ctx: &Context,
         indexed: &IndexedRepo,
         retention: &crate::commands::forget::PolicyArgs,
+        dry_run: bool,
         op: &Running,
     ) -> Result<(Value, usize)> {
         let guard = ctx.lock(indexed, LockMode::Exclusive, "forget")?;
@@ -288,52 +287,85 @@ impl Service {
         let policy = retention.policy();
         let oplog = retention.keep_oplog_within;
         let plan = forget::Plan::by_policy(&all, &policy, oplog, group_by, &Local, Utc::now())?;
-        let applied = forget::apply(&locked, &plan, &op.cancel)?;
+        let remove: Vec<String> = plan.remove.iter().map(|(id, _)| id.0.to_hex()).collect();
+        let applied = match dry_run {
+            true => forget::Applied::default(),
+            false => forget::apply(&locked, &plan, &op.cancel)?,
+        };
         let removed: Vec<String> = applied.removed.iter().map(|id| id.0.to_hex()).collect();
-        op.log_line(format!("forget removed {} snapshots", removed.len()));
+        op.log_line(match dry_run {
+            true => format!("forget would remove {} snapshots", remove.len()),
+            false => format!("forget removed {} snapshots", removed.len()),
+        });
         let left = all.len() - removed.len();
-        let report = json!({"removed": removed, "failed": applied.failed.len()});
+        let report = json!({
+            "dry_run": dry_run,
+            "remove": remove,
+            "removed": removed,
+            "failed": applied.failed.len(),
+            "left": left,
+        });
         Ok((report, left))
     }
 
     /// A repository job: `check` (with its read-data subset) or `prune`.
     pub fn run_job(&self, job: &super::config::Job, op: &Running) -> Outcome {
-        outcome(self.try_run_job(job, op), None, op)
+        let repo = self.repository(job.repository.get_ref());
+        let result = repo.and_then(|repo| match job.kind {
+            JobKind::Check => {
+                let subset = job.read_data_subset.as_ref().map(|s| s.get_ref().as_str());
+                self.check(repo, subset, op)
+            }
+            JobKind::Prune => self.prune(repo, job.max_unused, false, op),
+        });
+        outcome(result, None, op)
     }
 
-    fn try_run_job(&self, job: &super::config::Job, op: &Running) -> Result<(Status, Value)> {
-        let repo = self.repository(job.repository.get_ref())?;
+    /// Checks `repo`, reading the packs of `subset` (`n/m`, `N%` or `all`) if given;
+    /// failed when it finds damage.
+    pub(super) fn check(
+        &self,
+        repo: &Repository,
+        subset: Option<&str>,
+        op: &Running,
+    ) -> Result<(Status, Value)> {
+        let ctx = self.context(repo, op.cancel.clone());
+        let read = match subset {
+            Some("all") => ReadData::All,
+            Some(s) => ReadData::parse(s).map_err(anyhow::Error::msg)?,
+            None => ReadData::None,
+        };
+        let opened = open(&ctx, repo)?.without_cache();
+        let (checked, _lock) = ctx.index_reading(opened, "check")?;
+        let report = checker::check(&checked, read, &op.cancel, op)?;
+        let status = match report.errors.is_empty() {
+            true => Status::Success,
+            false => Status::Failed,
+        };
+        Ok((status, serde_json::to_value(&report)?))
+    }
+
+    /// Prunes `repo` under an exclusive lock (with `dry_run`, only reports what it would).
+    pub(super) fn prune(
+        &self,
+        repo: &Repository,
+        max_unused: f64,
+        dry_run: bool,
+        op: &Running,
+    ) -> Result<(Status, Value)> {
         let ctx = self.context(repo, op.cancel.clone());
         let mut indexed = None;
-        match job.kind {
-            JobKind::Check => {
-                let read = match &job.read_data_subset {
-                    Some(s) => ReadData::parse(s.get_ref()).map_err(anyhow::Error::msg)?,
-                    None => ReadData::None,
-                };
-                let opened = open(&ctx, repo)?.without_cache();
-                let (checked, _lock) = ctx.index_reading(opened, "check")?;
-                let report = checker::check(&checked, read, &op.cancel, op)?;
-                let status = match report.errors.is_empty() {
-                    true => Status::Success,
-                    false => Status::Failed,
-                };
-                Ok((status, serde_json::to_value(&report)?))
-            }
-            JobKind::Prune => {
-                let locked =
-                    self.open_locked(&ctx, repo, &mut indexed, LockMode::Exclusive, "prune")?;
-                let args = PruneArgs {
-                    max_unused: job.max_unused,
-                    dry_run: false,
-                };
-                let report = prune_locked(&ctx, &locked, &args)?;
-                Ok((Status::Success, serde_json::to_value(&report)?))
-            }
-        }
+        let locked = self.open_locked(&ctx, repo, &mut indexed, LockMode::Exclusive, "prune")?;
+        let args = PruneArgs {
+            max_unused,
+            dry_run,
+        };
+        let report = prune_locked(&ctx, &locked, &args)?;
+        self.record_size(repo.name.get_ref(), &locked)?;
+        Ok((Status::Success, serde_json::to_value(&report)?))
     }
 
-    fn repository(&self, name: &str) -> Result<&Repository> {
+    pub(super) fn repository(&self, name: &str) -> Result<&Repository> {
         (self.config.repository(name)).ok_or_else(|| anyhow!("no repository named {name:?}"))
     }
 }

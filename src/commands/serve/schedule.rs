@@ -37,14 +37,16 @@ impl<'de> serde::Deserialize<'de> for Schedule {
     }
 }
 
-/// The time zone a cron pattern is read in: `local` (the default), `UTC` or a fixed offset
-/// such as `+02:00`.
+/// The time zone a cron pattern is read in: `local` (the default), `UTC`, a fixed offset
+/// such as `+02:00`, or a named zone of the IANA database such as `Europe/Paris` (its
+/// daylight saving time followed).
 #[derive(Clone, Copy, Debug, Default)]
 pub enum Zone {
     #[default]
     Local,
     Utc,
     Fixed(FixedOffset),
+    Named(chrono_tz::Tz),
 }
 
 impl FromStr for Zone {
@@ -53,9 +55,14 @@ impl FromStr for Zone {
         match text {
             "local" => Ok(Zone::Local),
             "UTC" | "utc" => Ok(Zone::Utc),
-            _ => text.parse::<FixedOffset>().map(Zone::Fixed).map_err(|_| {
-                format!("invalid time zone {text:?}: use local, UTC or an offset like +02:00")
-            }),
+            _ => (text.parse::<FixedOffset>().map(Zone::Fixed))
+                .or_else(|_| text.parse::<chrono_tz::Tz>().map(Zone::Named))
+                .map_err(|_| {
+                    format!(
+                        "invalid time zone {text:?}: use local, UTC, an offset like +02:00 \
+                         or a zone name like Europe/Paris"
+                    )
+                }),
         }
     }
 }
@@ -86,6 +93,7 @@ impl Schedule {
                 Zone::Local => next_in(cron, after, &Local),
                 Zone::Utc => next_in(cron, after, &Utc),
                 Zone::Fixed(offset) => next_in(cron, after, &offset),
+                Zone::Named(tz) => next_in(cron, after, &tz),
             },
         }
     }
@@ -137,6 +145,16 @@ mod tests {
         let zone: Zone = "+02:00".parse().unwrap();
         let next = s.next_after(at("2026-01-01T00:00:00Z"), zone);
         assert_eq!(next, Some(at("2026-01-01T01:00:00Z")));
+    }
+
+    #[test]
+    fn a_named_zone_follows_its_daylight_saving_time() {
+        let s: Schedule = "0 3 * * *".parse().unwrap();
+        let paris: Zone = "Europe/Paris".parse().unwrap();
+        let winter = s.next_after(at("2026-01-01T00:00:00Z"), paris);
+        assert_eq!(winter, Some(at("2026-01-01T02:00:00Z")), "UTC+1 in winter");
+        let summer = s.next_after(at("2026-07-01T00:00:00Z"), paris);
+        assert_eq!(summer, Some(at("2026-07-01T01:00:00Z")), "UTC+2 in summer");
     }
 
     #[test]

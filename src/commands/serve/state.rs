@@ -1,6 +1,6 @@
 //! The service's SQLite database in `state_dir`: per plan its pause flag, next run and alert
 //! state; the operation history (bounded in count and age); API tokens (hashes only); the
-//! audit log; per repository the snapshot count seen last.
+//! audit log; per repository the snapshot count and size seen last.
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS audit (
     remote TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS repositories (name TEXT PRIMARY KEY, snapshots INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repository_sizes (name TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
 ";
 
 /// How an operation ended (or that it has not).
@@ -470,6 +471,28 @@ impl State {
             )
             .map_err(self.sql())?;
         Ok(())
+    }
+
+    /// Records the size in bytes of `repository`'s objects, as last listed.
+    pub fn set_repository_size(&self, repository: &str, bytes: u64) -> Result<()> {
+        self.db()
+            .execute(
+                "INSERT OR REPLACE INTO repository_sizes (name, bytes) VALUES (?1, ?2)",
+                params![repository, bytes as i64],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn repository_size(&self, repository: &str) -> Result<Option<i64>> {
+        self.db()
+            .query_row(
+                "SELECT bytes FROM repository_sizes WHERE name = ?1",
+                [repository],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())
     }
 
     pub fn snapshot_count(&self, repository: &str) -> Result<Option<i64>> {

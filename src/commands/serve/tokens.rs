@@ -7,11 +7,11 @@ use subtle::ConstantTimeEq;
 /// What a token may do; each role may also do everything of the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Role {
-    /// Browse: plans, operations, snapshots, metrics.
+    /// Browse and download: plans, operations, repositories, snapshots, files, metrics.
     Read,
-    /// Also run plans, pause and resume them, cancel operations.
+    /// Also run plans, pause and resume them, cancel operations, restore and check.
     Operate,
-    /// Also read the audit log.
+    /// Also forget, prune, manage tokens and read the audit log.
     Admin,
 }
 
@@ -24,7 +24,7 @@ impl Role {
         }
     }
 
-    fn parse(text: &str) -> Option<Role> {
+    pub fn parse(text: &str) -> Option<Role> {
         [Role::Read, Role::Operate, Role::Admin]
             .into_iter()
             .find(|r| r.name() == text)
