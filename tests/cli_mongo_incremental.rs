@@ -313,3 +313,47 @@ fn a_backup_killed_while_reading_the_oplog_leaves_no_snapshot_and_the_next_one_w
     assert_same_state(&want, &got, "the backup after the killed one");
     m.drop_db(&db);
 }
+
+#[test]
+fn an_incremental_backup_takes_the_oplog_mongo_follow_archived_and_reads_only_the_rest() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("archived");
+    seed(&m, &db);
+    let repo = fast_repo();
+    backup(&repo, uri, &db);
+    let update = |ids: std::ops::Range<i32>, v: &str| {
+        let updates: Vec<bson::Document> = ids
+            .map(|i| doc! {"q": {"_id": i}, "u": {"$set": {"v": v}}})
+            .collect();
+        m.run(&db, doc! {"update": "a", "updates": updates});
+    };
+    update(0..40, "archived");
+    run_expect(&repo, ["mongo", "follow", uri, "--once"], 0);
+    update(1000..1005, "after the archive");
+    let inc = backup(&repo, uri, &db);
+    let report = &inc["mongodb"];
+    assert_eq!(report["incremental"]["depth"], 1, "{inc}");
+    let archived = report["oplog_archived_entries"].as_u64().unwrap();
+    let entries = report["oplog_entries"].as_u64().unwrap();
+    assert!(
+        archived >= 40,
+        "the 40 archived updates came from the archive: {report}"
+    );
+    assert!(
+        entries >= archived + 5,
+        "the 5 later ones from the server: {report}"
+    );
+    let bytes = report["oplog_bytes"].as_u64().unwrap();
+    assert!(
+        bytes < 40 * 100,
+        "about 5 entries' bytes read from the server: {report}"
+    );
+    let got = restored_state(&repo, &m, uri, &db, &snapshot_id(&inc));
+    assert_same_state(
+        &m.state(&db),
+        &got,
+        "an incremental snapshot partly from the archive",
+    );
+    m.drop_db(&db);
+}

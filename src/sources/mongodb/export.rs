@@ -4,14 +4,16 @@
 //! window that passed during the export. Several collections are read at once; memory per
 //! collection is bounded by a few read batches, one chunk and one document.
 use super::chain::{self, ChainPolicy, FullReason, Parent};
+use super::follow::{self, Slice};
 use super::metadata::CollMeta;
 use super::namespace::{NsFilter, file_name};
-use super::{Conn, MongoError, Result, cmd_err, oplog};
+use super::{Conn, MongoError, Result, cmd_err, oplog, stream};
 use crate::observer::{Counters, Observer};
 use crate::ops::archiver::TreeSource;
 use crate::repo::blob::BlobType;
 use crate::repo::config::ChunkerParams;
 use crate::repo::id::SnapshotId;
+use crate::repo::repository::IndexedRepo;
 use crate::repo::snapshot::{BsonTime, Chain, Incremental, Snapshot, Source};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 use crate::vfs;
@@ -59,6 +61,8 @@ pub struct ExportReport {
     pub cluster_time: Option<BsonTime>,
     /// Bytes of oplog entries read from the server.
     pub oplog_bytes: u64,
+    /// Entries taken from `mongo follow`'s archive instead of the server.
+    pub oplog_archived_entries: u64,
     /// Set when the dump continues an earlier one.
     pub incremental: Option<Incremental>,
     /// Why the dump is full, when an earlier one could have been continued.
@@ -72,6 +76,8 @@ pub struct MongoExport {
     /// The dump to continue, or why the dump is full.
     parent: std::result::Result<Parent, FullReason>,
     policy: ChainPolicy,
+    /// Archived oplog slices that reach on from the parent's cluster time.
+    archived: Vec<Slice>,
     report: Mutex<ExportReport>,
 }
 
@@ -97,6 +103,7 @@ impl MongoExport {
             opts,
             parent,
             policy: ChainPolicy::default(),
+            archived: Vec::new(),
             report: Mutex::default(),
         })
     }
@@ -110,9 +117,14 @@ impl MongoExport {
         policy: ChainPolicy,
     ) -> MongoExport {
         let parent = chain::choose(snapshots, self.server(), &self.scope(), policy);
+        let archived = match &parent {
+            Ok(p) => follow::chained_from(snapshots, self.server(), p.cluster_time),
+            Err(_) => Vec::new(),
+        };
         MongoExport {
             parent,
             policy,
+            archived,
             ..self
         }
     }
@@ -175,7 +187,7 @@ impl MongoExport {
             .map(|(db, nodes)| w.dir(db.as_bytes(), nodes))
             .collect::<Result<Vec<_>>>()?;
         if let (Some(start), Some(end)) = (start, end) {
-            let (oplog, _) = self.export_window(w, start, end, Vec::new())?;
+            let (oplog, _) = self.export_window(w, (start, end), Vec::new(), &[])?;
             root.push(oplog);
         }
         let databases = items.iter().map(|i| i.db.clone()).collect::<Vec<_>>();
@@ -227,7 +239,8 @@ impl MongoExport {
             Some(i) => nodes.remove(i).content().to_vec(),
             None => Vec::new(),
         };
-        let (oplog, databases) = self.export_window(w, parent.cluster_time, end, before)?;
+        let range = (parent.cluster_time, end);
+        let (oplog, databases) = self.export_window(w, range, before, &self.archived)?;
         let next = parent.next();
         let chain = Chain {
             scope: self.scope(),
@@ -416,20 +429,21 @@ impl MongoExport {
     }
 
     /// `oplog.bson`: the chunks of `before`, then the entries `(start, end]` that the filters
-    /// need; also the databases those entries write to.
+    /// need, read from the archived `slices` that reach from `start` on (as `mongo follow`
+    /// stored them) and from the server after them; also the databases those entries write
+    /// to.
     fn export_window(
         &self,
         w: &DumpWriter,
-        start: BsonTime,
-        end: BsonTime,
+        (start, end): (BsonTime, BsonTime),
         before: Vec<ChunkRef>,
+        slices: &[Slice],
     ) -> Result<(Node, Vec<String>)> {
         let mut chunker = w.record_chunker();
         let mut content = before;
-        let (mut entries, mut bytes, mut databases) = (0, 0, Vec::new());
-        oplog::for_each_entry(&self.conn, start, end, &mut |entry| {
+        let (entries, mut databases) = (std::cell::Cell::new(0), Vec::new());
+        let mut take = |entry: &[u8]| -> Result<()> {
             let ns = oplog::entry_ns(entry);
-            bytes += entry.len() as u64;
             if !self.opts.filter.needs_oplog_entry_on(ns) {
                 return Ok(());
             }
@@ -439,13 +453,26 @@ impl MongoExport {
             {
                 databases.push(db.to_string());
             }
-            entries += 1;
+            entries.set(entries.get() + 1);
             content.extend(w.save_chunks(chunker.push(entry))?);
             Ok(())
+        };
+        let mut reached = start;
+        for slice in slices {
+            let upto = slice.end.min(end);
+            read_archived(w.packer.repo(), slice, (reached, upto), &mut take)?;
+            reached = reached.max(upto);
+        }
+        let archived = entries.get();
+        let mut bytes = 0;
+        oplog::for_each_entry(&self.conn, reached, end, &mut |entry| {
+            bytes += entry.len() as u64;
+            take(entry)
         })?;
         content.extend(w.save_chunks(chunker.finish())?);
         let mut r = self.report.lock().expect("report lock");
-        (r.oplog_entries, r.oplog_bytes) = (entries, bytes);
+        (r.oplog_entries, r.oplog_bytes) = (entries.get(), bytes);
+        r.oplog_archived_entries = archived;
         Ok((w.file(b"oplog.bson", content), databases))
     }
 
@@ -679,8 +706,27 @@ fn concat_docs(docs: &[Document]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Calls `take` with the entries of `slice`'s archived oplog with `after < ts <= until`.
+fn read_archived(
+    repo: &IndexedRepo,
+    slice: &Slice,
+    (after, until): (BsonTime, BsonTime),
+    take: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let node = vfs::node_at(repo, slice.tree, b"/mongodb-oplog/oplog.bson")?;
+    stream::for_each_batch(repo, &node, "/mongodb-oplog/oplog.bson", &mut |docs| {
+        for doc in docs {
+            let ts = doc.get_timestamp("ts").ok().map(super::connection::from_ts);
+            if ts.is_some_and(|t| t > after && t <= until) {
+                take(doc.as_bytes())?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Entries below `node`: none for a file, every path below a directory.
-fn count_below(repo: &crate::repo::repository::IndexedRepo, node: &Node) -> Result<u64> {
+fn count_below(repo: &IndexedRepo, node: &Node) -> Result<u64> {
     let Some(subtree) = node.subtree() else {
         return Ok(0);
     };

@@ -65,6 +65,24 @@ pub(crate) fn slices(snapshots: &[(SnapshotId, Snapshot)], server: Option<&str>)
     out
 }
 
+/// The slices of `server` that carry its oplog on from `from` without a gap, in order.
+pub(crate) fn chained_from(
+    snapshots: &[(SnapshotId, Snapshot)],
+    server: &str,
+    from: BsonTime,
+) -> Vec<Slice> {
+    let mut reached = from;
+    let mut used = Vec::new();
+    for s in slices(snapshots, Some(server)) {
+        if s.end <= reached || s.start > reached {
+            continue;
+        }
+        reached = s.end;
+        used.push(s);
+    }
+    used
+}
+
 /// MongoDB snapshots (of `server` if given) with their cluster times, oldest first.
 pub(crate) fn dumps(
     snapshots: &[(SnapshotId, Snapshot)],
