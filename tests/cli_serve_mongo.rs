@@ -585,3 +585,53 @@ fn bad_mongodb_settings_are_refused_naming_file_line_and_field() {
     let out = setup.cmd(&["--check-config"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A running follower holds a shared lock on its repository for as long as it runs; forget
+/// and prune through the service stop it for their exclusive lock and start it again after.
+#[test]
+fn forget_and_prune_pause_the_followers_of_their_repository_and_then_resume_them() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("pause");
+    m.insert(&db, "a", (0..20).map(|i| doc! {"_id": i}).collect());
+    let setup = Setup::new(HOURLY);
+    for _ in 0..3 {
+        setup.repo.ok(["backup", "--mongo", uri, "--mongo-db", &db]);
+    }
+    let file = uri_file(&setup.repo, "mongo.uri", uri);
+    setup.write_config(HOURLY, &follower("f", &file, ""));
+    let admin = setup.token("boss", "admin");
+    let server = setup.start();
+    let running = |what: &str| {
+        wait_for(&server, what, || {
+            let view = follower_view(&server, &admin, "f");
+            (view["running"] == true).then_some(view)
+        })
+    };
+    running("the follower to start");
+    let act = |action: &str, body: Value| {
+        let path = format!("/api/v1/repositories/main/{action}");
+        let answer = server.json_with("POST", &path, &admin, &body, StatusCode::ACCEPTED);
+        server.wait_ended(started(&answer), &admin)
+    };
+    let forgot = act(
+        "forget",
+        json!({"policy": {"keep_last": 1}, "dry_run": false}),
+    );
+    assert_eq!(forgot["status"], "success", "{forgot}");
+    assert_eq!(
+        forgot["report"]["removed"].as_array().unwrap().len(),
+        2,
+        "{forgot}"
+    );
+    running("the follower to resume after forget");
+    let pruned = act("prune", json!({"max_unused": 0}));
+    assert_eq!(pruned["status"], "success", "{pruned}");
+    let view = running("the follower to resume after prune");
+    assert_eq!(view["restarts"], 0, "a pause is not a failure: {view}");
+    let tick_db = unique_db("pause_tick");
+    let now = m.cluster_time();
+    wait_archived(&server, &m, &admin, "f", &now, &tick_db);
+    m.drop_db(&db);
+    m.drop_db(&tick_db);
+}

@@ -1,7 +1,9 @@
 //! The service's MongoDB followers: one continuous `mongo follow` per `[[follower]]` on a
 //! blocking thread, restarted with bounded back-off when it fails and stopped by the
 //! service's cancellation; what each is doing (for the API and the metrics) and its alerts:
-//! the archive lags the server by more than `lag_alert`, or a slice recorded a gap.
+//! the archive lags the server by more than `lag_alert`, or a slice recorded a gap. An
+//! operation that needs a repository's exclusive lock (forget, prune) holds its followers
+//! stopped meanwhile: their shared locks would otherwise keep it waiting for ever.
 use super::Service;
 use super::config::{Event, Follower};
 use super::mongo::{connect, redact};
@@ -10,8 +12,9 @@ use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use strata::cancel::Cancel;
 use strata::repo::lock::LockMode;
@@ -60,6 +63,10 @@ pub struct FollowerView {
 /// One follower's thread and state.
 pub struct Watch {
     pub cancel: Cancel,
+    /// Stops the current `mongo follow` run only (a hold, or the service stopping).
+    run: Mutex<Cancel>,
+    /// Holding its repository's shared lock now.
+    locked: AtomicBool,
     view: Mutex<FollowerView>,
     alive: AtomicBool,
     lag_alerted: AtomicBool,
@@ -74,6 +81,8 @@ impl Watch {
         };
         Watch {
             cancel: Cancel::default(),
+            run: Mutex::new(Cancel::default()),
+            locked: AtomicBool::new(false),
             view: Mutex::new(view),
             alive: AtomicBool::new(false),
             lag_alerted: AtomicBool::new(false),
@@ -91,6 +100,85 @@ impl Watch {
     /// Whether its thread still runs (it ends once cancelled).
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Stops the follower for good (the service stops).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).cancel();
+    }
+
+    fn repository(&self) -> String {
+        self.view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .repository
+            .clone()
+    }
+}
+
+/// Repositories that exclusive operations hold, with how many hold each.
+#[derive(Default)]
+pub struct Holds {
+    held: Mutex<HashMap<String, usize>>,
+    released: Condvar,
+}
+
+impl Holds {
+    fn is_held(&self, repository: &str) -> bool {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(repository).is_some_and(|n| *n > 0)
+    }
+
+    /// Waits while `repository` is held, or until `cancel`.
+    fn wait_free(&self, repository: &str, cancel: &Cancel) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while held.get(repository).is_some_and(|n| *n > 0) && !cancel.is_cancelled() {
+            let tick = Duration::from_millis(100);
+            held = (self.released.wait_timeout(held, tick))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// While alive, the followers of one repository stay stopped.
+pub struct Hold<'a> {
+    holds: &'a Holds,
+    repository: String,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut held = self.holds.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.repository) {
+            *n = n.saturating_sub(1);
+        }
+        self.holds.released.notify_all();
+    }
+}
+
+/// Stops the followers of `repository` and keeps them stopped until the hold is dropped,
+/// waiting at most `patience` for them to release their shared locks (after that, the
+/// exclusive lock waits or fails as any other would).
+pub fn hold<'a>(service: &'a Service, repository: &str, patience: Duration) -> Hold<'a> {
+    let holds = &service.holds;
+    *(holds.held.lock().unwrap_or_else(|e| e.into_inner()))
+        .entry(repository.to_string())
+        .or_default() += 1;
+    let mine: Vec<&Watch> = (service.followers.iter())
+        .filter(|w| w.repository() == repository)
+        .collect();
+    for w in &mine {
+        w.run.lock().unwrap_or_else(|e| e.into_inner()).cancel();
+    }
+    let start = Instant::now();
+    while mine.iter().any(|w| w.locked.load(Ordering::Relaxed)) && start.elapsed() < patience {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Hold {
+        holds,
+        repository: repository.to_string(),
     }
 }
 
@@ -113,14 +201,28 @@ fn supervise(service: &Service, f: &Follower, watch: &Watch) {
     let name = f.name.get_ref();
     let mut pause = FIRST_PAUSE;
     while !watch.cancel.is_cancelled() {
+        service
+            .holds
+            .wait_free(f.repository.get_ref(), &watch.cancel);
+        let run = Cancel::default();
+        *watch.run.lock().unwrap_or_else(|e| e.into_inner()) = run.clone();
+        // A stop or a hold that came before this run's token was in place.
+        if watch.cancel.is_cancelled() || service.holds.is_held(f.repository.get_ref()) {
+            continue;
+        }
         let started = Instant::now();
-        let result = follow_until_stopped(service, f, watch);
+        let result = follow_until_stopped(service, f, watch, &run);
+        watch.locked.store(false, Ordering::Relaxed);
         watch.update(|v| {
             v.running = false;
             v.lag_seconds = None;
         });
         if watch.cancel.is_cancelled() {
             break;
+        }
+        if run.is_cancelled() {
+            eprintln!("strata serve: follower {name}: paused for an exclusive operation");
+            continue;
         }
         let error = match result {
             Ok(()) => "the oplog cursor ended".to_string(),
@@ -142,11 +244,17 @@ fn supervise(service: &Service, f: &Follower, watch: &Watch) {
 
 /// One `mongo follow`: opens the repository (shared lock, as the CLI), connects, and
 /// archives until cancelled (Ok) or failed; a second thread meanwhile measures the lag.
-fn follow_until_stopped(service: &Service, f: &Follower, watch: &Watch) -> Result<()> {
+fn follow_until_stopped(
+    service: &Service,
+    f: &Follower,
+    watch: &Watch,
+    run: &Cancel,
+) -> Result<()> {
     let repo = (service.config.repository(f.repository.get_ref()))
         .ok_or_else(|| anyhow!("no repository named {:?}", f.repository.get_ref()))?;
-    let ctx = service.context(repo, watch.cancel.clone());
+    let ctx = service.context(repo, run.clone());
     let (indexed, guard) = ctx.index_locked(open(&ctx, repo)?, LockMode::Shared, "mongo follow")?;
+    watch.locked.store(true, Ordering::Relaxed);
     let locked = Locked::new(&indexed, guard)?;
     let conn = connect(&f.uri().read()?)?;
     let archived = latest_restorable(&locked, &conn.server)?;
@@ -162,7 +270,7 @@ fn follow_until_stopped(service: &Service, f: &Follower, watch: &Watch) -> Resul
         slice: f.slice,
         once: false,
         host: (f.host.clone()).unwrap_or_else(strata::sysinfo::hostname),
-        cancel: watch.cancel.clone(),
+        cancel: run.clone(),
     };
     let done = Cancel::default();
     let handle = tokio::runtime::Handle::current();
@@ -175,7 +283,7 @@ fn follow_until_stopped(service: &Service, f: &Follower, watch: &Watch) -> Resul
         let result = follow::follow(&locked, &conn, &opts, &mut on_saved);
         done.cancel();
         match result {
-            Err(_) if watch.cancel.is_cancelled() => Ok(()),
+            Err(_) if run.is_cancelled() => Ok(()),
             Err(e) => Err(e.into()),
             Ok(_) => Ok(()),
         }

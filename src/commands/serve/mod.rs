@@ -84,6 +84,8 @@ pub struct Service {
     started: chrono::DateTime<chrono::Utc>,
     /// One per `[[follower]]`, in the configuration's order.
     pub followers: Vec<follower::Watch>,
+    /// Repositories whose followers an exclusive operation keeps stopped.
+    pub holds: follower::Holds,
 }
 
 /// Something the scheduler starts: a plan's run or a repository job.
@@ -158,6 +160,7 @@ impl Service {
         let followers = config.followers.iter().map(follower::Watch::new).collect();
         Ok(Service {
             followers,
+            holds: follower::Holds::default(),
             config,
             state,
             running: Mutex::new(HashMap::new()),
@@ -285,7 +288,7 @@ impl Service {
     fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         for f in &self.followers {
-            f.cancel.cancel();
+            f.stop();
         }
         for op in self
             .running

@@ -4,6 +4,7 @@
 //! written to the history. The work itself is the engine's; this module only calls it.
 use super::Service;
 use super::config::{Hook, JobKind, Plan, Repository};
+use super::follower;
 use super::state::Status;
 use crate::commands::prune::{PruneArgs, prune_locked};
 use crate::commands::{Context, GlobalArgs};
@@ -247,7 +248,7 @@ impl Service {
         // The repository opened for the backup (one key derivation, one index load per run).
         let (forgotten, count) = match &plan.retention {
             Some(policy) => {
-                let (report, left) = self.forget(&ctx, &indexed, policy, false, op)?;
+                let (report, left) = self.forget((&ctx, repo), &indexed, policy, false, op)?;
                 (Some(report), left)
             }
             None => (None, indexed.snapshots()?.0.len()),
@@ -273,12 +274,13 @@ impl Service {
     /// snapshots go, which went), and how many are left.
     pub(super) fn forget(
         &self,
-        ctx: &Context,
+        (ctx, repo): (&Context, &Repository),
         indexed: &IndexedRepo,
         retention: &crate::commands::forget::PolicyArgs,
         dry_run: bool,
         op: &Running,
     ) -> Result<(Value, usize)> {
+        let _followers = follower::hold(self, repo.name.get_ref(), repo.retry_lock);
         let guard = ctx.lock(indexed, LockMode::Exclusive, "forget")?;
         indexed.sync_index()?;
         let locked = Locked::new(indexed, guard)?;
@@ -355,6 +357,7 @@ impl Service {
     ) -> Result<(Status, Value)> {
         let ctx = self.context(repo, op.cancel.clone());
         let mut indexed = None;
+        let _followers = follower::hold(self, repo.name.get_ref(), repo.retry_lock);
         let locked = self.open_locked(&ctx, repo, &mut indexed, LockMode::Exclusive, "prune")?;
         let args = PruneArgs {
             max_unused,
