@@ -166,6 +166,18 @@ const FAILURE_DELAY: Duration = Duration::from_millis(50);
 const MAX_FAILURE_DELAY: Duration = Duration::from_secs(2);
 
 impl Api {
+    /// 404 unless the configuration names a repository `name`.
+    pub(super) fn known_repository(&self, name: &str) -> Result<(), Problem> {
+        match self.service.config.repository(name) {
+            Some(_) => Ok(()),
+            None => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no repository is named {name:?}"),
+            )),
+        }
+    }
+
     /// The caller of a request needing `role`: its bearer token must exist and have at
     /// least that role. Failures from one address are answered ever more slowly.
     pub(super) async fn authorize(

@@ -199,18 +199,6 @@ fn launch_then(
         .map_err(|e| not_started(e, "action_running"))
 }
 
-/// 404 unless the configuration names a repository `name`.
-fn known(api: &super::api::Api, name: &str) -> ApiResult<()> {
-    match api.service.config.repository(name) {
-        Some(_) => Ok(()),
-        None => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no repository is named {name:?}"),
-        )),
-    }
-}
-
 /// Restores files of a snapshot into a directory of this host (operate): the operation's
 /// id. One restore into a target at a time (409 `action_running`).
 #[utoipa::path(post, path = "/api/v1/repositories/{name}/restore", params(("name" = String, Path)),
@@ -224,7 +212,7 @@ pub(super) async fn restore(
     bytes: Bytes,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let caller = api.authorize(&headers, remote, Role::Operate).await?;
-    known(&api, &name)?;
+    api.known_repository(&name)?;
     let req: RestoreRequest = body(&bytes)?;
     let opts = req.options(strata::cancel::Cancel::default())?;
     let key = format!("restore:{}", req.target.display());
@@ -281,7 +269,7 @@ pub(super) async fn forget(
     bytes: Bytes,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let caller = api.authorize(&headers, remote, Role::Admin).await?;
-    known(&api, &name)?;
+    api.known_repository(&name)?;
     let req: ForgetRequest = body(&bytes)?;
     let key = format!("forget:{name}");
     let dry_run = req.dry_run;
@@ -329,7 +317,7 @@ pub(super) async fn prune(
     bytes: Bytes,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let caller = api.authorize(&headers, remote, Role::Admin).await?;
-    known(&api, &name)?;
+    api.known_repository(&name)?;
     let req: PruneRequest = body(&bytes)?;
     if !(0.0..=100.0).contains(&req.max_unused) {
         return Err(Problem::invalid("max_unused", "a percentage from 0 to 100"));
@@ -367,7 +355,7 @@ pub(super) async fn check(
     bytes: Bytes,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let caller = api.authorize(&headers, remote, Role::Operate).await?;
-    known(&api, &name)?;
+    api.known_repository(&name)?;
     let req: CheckRequest = body(&bytes)?;
     if let Some(subset) = req.read_data_subset.as_deref().filter(|s| *s != "all") {
         ReadData::parse(subset).map_err(|e| Problem::invalid("read_data_subset", e.to_string()))?;

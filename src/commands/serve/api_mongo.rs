@@ -1,7 +1,7 @@
 //! The MongoDB routes: the followers' state, a repository's MongoDB timelines (windows
 //! restorable to any point in time, and gaps), and a restore into a server (from a
 //! snapshot or to a point in time) run as an operation. Handlers only translate.
-use super::api::{Api, ApiResult, Problem, Remote, Shared, Started, not_started};
+use super::api::{ApiResult, Problem, Remote, Shared, Started, not_started};
 use super::follower::FollowerView;
 use super::mongo::{Invalid, MongoRestore, redact};
 use super::tokens::Role;
@@ -18,18 +18,6 @@ use strata::sources::mongodb::import::ImportOptions;
 impl From<Invalid> for Problem {
     fn from(Invalid(field, detail): Invalid) -> Problem {
         Problem::invalid(field, redact(&detail))
-    }
-}
-
-/// 404 unless the configuration names repository `name`.
-fn known_repository(api: &Api, name: &str) -> ApiResult<()> {
-    match api.service.config.repository(name) {
-        Some(_) => Ok(()),
-        None => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no repository is named {name:?}"),
-        )),
     }
 }
 
@@ -74,7 +62,7 @@ pub(super) async fn timelines(
     Query(q): Query<TimelineQuery>,
 ) -> ApiResult<Json<Value>> {
     api.authorize(&headers, remote, Role::Read).await?;
-    known_repository(&api, &name)?;
+    api.known_repository(&name)?;
     let server = match q.server {
         Some(s) if s.contains("://") => Some(server_of_uri(s, "server").await?),
         other => other,
@@ -102,7 +90,7 @@ pub(super) async fn restore_mongo(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let caller = api.authorize(&headers, remote, Role::Operate).await?;
-    known_repository(&api, &name)?;
+    api.known_repository(&name)?;
     let req: MongoRestore = serde_json::from_slice(&body)
         .map_err(|e| Problem::invalid("body", redact(&e.to_string())))?;
     let server = server_of_uri(req.uri.clone(), "uri").await?;
