@@ -4,7 +4,8 @@
 //! documents, and the bytes a second snapshot adds after changing 1% of the documents in
 //! one contiguous `_id` range and scattered at random.
 //!
-//! `cargo bench --bench mongo` (documents: `STRATA_BENCH_DOCS`, default 1,000,000).
+//! `cargo bench --bench mongo` (documents: `STRATA_BENCH_DOCS`, default 1,000,000; the test
+//! server's oplog capped at `STRATA_BENCH_OPLOG_ENTRIES` entries when set).
 //! The restore comparison alternates plain, strata, strata, plain into fresh databases,
 //! dropped after each run, so that neither side gains from running on an emptier server.
 //! The dedup figures are taken with the default 64 KiB and with 4 KiB BSON chunks, with full
@@ -30,7 +31,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let own = (!mongo::is_external()).then(|| Server::start(&["--cache-size", "2G"]));
+    // A production oplog is capped; SecantusDB's oplog queries scan all of it, so its size
+    // sets what reading a range of it costs (`STRATA_BENCH_OPLOG_ENTRIES`, default uncapped).
+    let cap = std::env::var("STRATA_BENCH_OPLOG_ENTRIES").ok();
+    let mut flags = vec!["--cache-size", "2G"];
+    if let Some(entries) = &cap {
+        flags.extend(["--oplog-max-entries", entries.as_str()]);
+    }
+    let own = (!mongo::is_external()).then(|| Server::start(&flags));
     let uri = own
         .as_ref()
         .map(|s| s.uri.clone())
@@ -152,7 +160,17 @@ fn read_from_server(report: &serde_json::Value) -> f64 {
 fn incremental_chain(uri: &str, m: &Mongo, db: &str, x: &mut u64, size: f64) {
     let docs = m.count(db, "c") as i64;
     let repo = Repo::new(&[]);
-    let (full, full_secs) = timed(|| repo.backup(uri, db, true));
+    let chained = [
+        "backup",
+        "--mongo",
+        uri,
+        "--mongo-db",
+        db,
+        "--full-every",
+        "8",
+        "--json",
+    ];
+    let (full, full_secs) = timed(|| repo.run(&chained));
     let (full_stored, full_read) = (added(&full), read_from_server(&full));
     println!(
         "chain: full snapshot {full_secs:.2}s, stored {:.2} MB, read {:.2} MB from the server",
@@ -162,7 +180,7 @@ fn incremental_chain(uri: &str, m: &Mongo, db: &str, x: &mut u64, size: f64) {
     let (mut worst_stored, mut worst_read, mut worst_time) = (0f64, 0f64, 0f64);
     for step in 1..=7 {
         bump(m, db, &random_ids(x, docs / 100, docs));
-        let (inc, secs) = timed(|| repo.backup(uri, db, true));
+        let (inc, secs) = timed(|| repo.run(&chained));
         assert_eq!(inc["mongodb"]["incremental"]["depth"], step, "{inc}");
         let (stored, raw) = added_both(&inc);
         let read = read_from_server(&inc);
