@@ -5,7 +5,8 @@
 //! one contiguous `_id` range and scattered at random.
 //!
 //! `cargo bench --bench mongo` (documents: `STRATA_BENCH_DOCS`, default 1,000,000; the test
-//! server's oplog capped at `STRATA_BENCH_OPLOG_ENTRIES` entries when set).
+//! server's oplog capped at `STRATA_BENCH_OPLOG_ENTRIES` entries when set; only the chain
+//! with `STRATA_BENCH_ONLY=chain`).
 //! The restore comparison alternates plain, strata, strata, plain into fresh databases,
 //! dropped after each run, so that neither side gains from running on an emptier server.
 //! The dedup figures are taken with the default 64 KiB and with 4 KiB BSON chunks, with full
@@ -46,6 +47,15 @@ fn main() {
     let m = Mongo::new(&uri);
     let db = mongo::unique_db("bench");
     populate(&m, &db, docs);
+    if std::env::var("STRATA_BENCH_ONLY").is_ok_and(|v| v == "chain") {
+        let size = m
+            .raw_docs(&db, "c")
+            .iter()
+            .map(|d| d.as_bytes().len())
+            .sum::<usize>();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        return incremental_chain(&uri, &m, &db, &mut x, size as f64);
+    }
     let repo = Repo::new(&[]);
 
     let (read_a, bytes) = plain_read(&m, &db);
