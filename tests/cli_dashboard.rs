@@ -1,0 +1,184 @@
+//! The web dashboard of `strata serve` (issue 17), end to end: the real binary on a free
+//! port of 127.0.0.1; its sessions (cookie flags, CSRF, logout, revocation) driven by a
+//! `reqwest` client, and its pages driven in headless Chromium by the Playwright script
+//! tests/dashboard/dashboard.py, with the Chromium and the virtualenv that `.ci/setup`
+//! installs.
+mod common;
+
+use common::serve::*;
+use reqwest::StatusCode;
+use reqwest::blocking::Response;
+use reqwest::header;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Logs in with `token`: the answer, asserted to be a success.
+fn login(server: &Server, token: &str) -> Response {
+    let answer = (server.client.post(server.url("/login")))
+        .json(&json!({ "token": token }))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "{}", server.log());
+    answer
+}
+
+/// The `strata_session=ID` pair of a login's Set-Cookie, and the whole header.
+fn session_cookie(answer: &Response) -> (String, String) {
+    let set = answer.headers()[header::SET_COOKIE].to_str().unwrap();
+    let pair = set.split(';').next().unwrap().to_string();
+    assert!(pair.starts_with("strata_session="), "{set}");
+    (pair, set.to_string())
+}
+
+/// A request carrying the session cookie `cookie` and, if any, the CSRF token `csrf`.
+fn with_session(
+    server: &Server,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = (server.client.request(method, server.url(path))).header(header::COOKIE, cookie);
+    if let Some(csrf) = csrf {
+        req = req.header("X-CSRF-Token", csrf);
+    }
+    req.send().unwrap()
+}
+
+#[test]
+fn sessions_use_an_httponly_strict_cookie_and_changes_need_the_csrf_token() {
+    let setup = Setup::new(HOURLY);
+    let operator = setup.token("operator", "operate");
+    let server = setup.start();
+    let page = server.client.get(server.url("/")).send().unwrap();
+    assert!(
+        page.url().path().ends_with("/login"),
+        "no session: the login page"
+    );
+    let login_page = page.text().unwrap();
+    assert!(login_page.contains(">Token</label>"), "{login_page}");
+
+    let (cookie, set) = session_cookie(&login(&server, &operator));
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(&operator),
+        "the cookie is not the token: {set}"
+    );
+    let me: Value = with_session(&server, "GET", "/session", &cookie, None)
+        .json()
+        .unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["role"].as_str()),
+        (Some("operator"), Some("operate"))
+    );
+    let csrf = me["csrf"].as_str().unwrap().to_string();
+
+    // Reading needs the cookie alone; running a plan also the CSRF token.
+    let plans = with_session(&server, "GET", "/api/v1/plans", &cookie, None);
+    assert_eq!(plans.status(), StatusCode::OK);
+    let run = "/api/v1/plans/app/run";
+    for wrong in [None, Some("0".repeat(64).as_str())] {
+        let refused = with_session(&server, "POST", run, &cookie, wrong);
+        assert_eq!(
+            refused.status(),
+            StatusCode::FORBIDDEN,
+            "CSRF token {wrong:?}"
+        );
+    }
+    let started = with_session(&server, "POST", run, &cookie, Some(&csrf));
+    assert_eq!(started.status(), StatusCode::ACCEPTED, "{}", server.log());
+    let id = started.json::<Value>().unwrap()["operation"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(server.wait_ended(id, &operator)["status"], "success");
+    let page = with_session(&server, "GET", &format!("/operations/{id}"), &cookie, None);
+    assert!(
+        page.url().path().ends_with(&format!("/operations/{id}")),
+        "a page for a session"
+    );
+
+    // Logout ends the session; revoking the token ends the others.
+    let logout = with_session(&server, "POST", "/logout", &cookie, Some(&csrf));
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let after = with_session(&server, "GET", "/api/v1/plans", &cookie, None);
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let (cookie, _) = session_cookie(&login(&server, &operator));
+    let revoke = setup
+        .cmd(&["token", "revoke", "operator"])
+        .output()
+        .unwrap();
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let after = with_session(&server, "GET", "/api/v1/plans", &cookie, None);
+    assert_eq!(
+        after.status(),
+        StatusCode::UNAUTHORIZED,
+        "a revoked token's session ends"
+    );
+}
+
+/// The python of the virtualenv with Playwright, asserting it and Chromium are installed.
+fn playwright_python() -> PathBuf {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run .ci/setup (it installs Debian's chromium)"
+    );
+    common::server::installed(
+        "STRATA_PLAYWRIGHT_PYTHON",
+        "playwright-venv/bin/python",
+        "Playwright virtualenv's python",
+    )
+}
+
+#[test]
+fn the_dashboard_in_chromium_shows_plans_by_role_and_runs_one_with_live_progress() {
+    let python = playwright_python();
+    let setup = Setup::new(HOURLY);
+    let reader = setup.token("reader", "read");
+    let operator = setup.token("operator", "operate");
+    let server = setup.start();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{}", now_nanos()));
+    std::fs::create_dir_all(&out).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard.py");
+    let run = Command::new(python)
+        .arg(script)
+        .args([&server.base, &reader, &operator, "app"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "the browser script failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+        server.log()
+    );
+    let id: i64 = String::from_utf8_lossy(&run.stdout).trim().parse().unwrap();
+    let op = server.json(
+        "GET",
+        &format!("/api/v1/operations/{id}"),
+        &reader,
+        StatusCode::OK,
+    );
+    assert_eq!(op["status"], "success", "the run the browser started");
+    assert_eq!(
+        (&op["kind"], &op["plan"]),
+        (&json!("backup"), &json!("app"))
+    );
+    for shot in ["login", "overview-read", "overview", "operation", "plan"] {
+        let file = out.join(format!("{shot}.png"));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 0, "no screenshot {file:?}");
+    }
+    eprintln!("screenshots in {}", out.display());
+}
