@@ -6,6 +6,7 @@
 mod common;
 
 use common::serve::*;
+use common::write_big;
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
 use reqwest::header;
@@ -127,6 +128,32 @@ fn sessions_use_an_httponly_strict_cookie_and_changes_need_the_csrf_token() {
     );
 }
 
+/// Runs the scenario `scenario` of tests/dashboard/dashboard.py with `args` against
+/// `server`, asserting it succeeds; the directory of its screenshots, and what it printed.
+fn browse(server: &Server, scenario: &str, args: &[&str]) -> (PathBuf, String) {
+    let python = playwright_python();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{}", now_nanos()));
+    std::fs::create_dir_all(&out).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard.py");
+    let run = Command::new(python)
+        .arg(script)
+        .arg(scenario)
+        .arg(&out)
+        .arg(&server.base)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "the browser script failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+        server.log()
+    );
+    eprintln!("screenshots in {}", out.display());
+    (out, String::from_utf8_lossy(&run.stdout).trim().to_string())
+}
+
 /// The python of the virtualenv with Playwright, asserting it and Chromium are installed.
 fn playwright_python() -> PathBuf {
     assert!(
@@ -142,28 +169,12 @@ fn playwright_python() -> PathBuf {
 
 #[test]
 fn the_dashboard_in_chromium_shows_plans_by_role_and_runs_one_with_live_progress() {
-    let python = playwright_python();
     let setup = Setup::new(HOURLY);
     let reader = setup.token("reader", "read");
     let operator = setup.token("operator", "operate");
     let server = setup.start();
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{}", now_nanos()));
-    std::fs::create_dir_all(&out).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard.py");
-    let run = Command::new(python)
-        .arg(script)
-        .args([&server.base, &reader, &operator, "app"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the browser script failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr),
-        server.log()
-    );
-    let id: i64 = String::from_utf8_lossy(&run.stdout).trim().parse().unwrap();
+    let (out, printed) = browse(&server, "run", &[&reader, &operator, "app"]);
+    let id: i64 = printed.parse().unwrap();
     let op = server.json(
         "GET",
         &format!("/api/v1/operations/{id}"),
@@ -180,5 +191,22 @@ fn the_dashboard_in_chromium_shows_plans_by_role_and_runs_one_with_live_progress
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(size > 0, "no screenshot {file:?}");
     }
-    eprintln!("screenshots in {}", out.display());
+}
+
+#[test]
+fn a_running_backup_is_cancelled_from_its_operation_page_and_the_repository_checks_clean() {
+    let setup = Setup::new(HOURLY);
+    write_big(&setup.src.join("big"), 4, 64);
+    let token = setup.token("operator", "operate");
+    let server = setup.start();
+    let (_, printed) = browse(&server, "cancel", &[&token, "app"]);
+    let id: i64 = printed.parse().unwrap();
+    let op = server.wait_ended(id, &token);
+    assert_eq!(op["status"], "cancelled", "{op}");
+    assert_eq!(
+        setup.locks_left(),
+        0,
+        "the cancelled backup released its lock"
+    );
+    setup.repo.ok(["check"]);
 }

@@ -1,8 +1,13 @@
 """Drives the dashboard of a running `strata serve` in headless Chromium (tests/cli_dashboard.rs).
 
-Arguments: BASE_URL READ_TOKEN OPERATE_TOKEN PLAN OUT_DIR. Asserts, screenshots every page
-into OUT_DIR, and exits non-zero with the reason on the first failure. Prints the finished
-run's operation id on success.
+Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
+- `run` READ_TOKEN OPERATE_TOKEN PLAN: a read session sees the plan and no Run now button;
+  an operate session runs it now, follows it to its end, finds it in the plan's history,
+  pauses and resumes the plan. Prints the run's operation id.
+- `cancel` OPERATE_TOKEN PLAN: runs the plan now and cancels the run from its operation page
+  once it shows progress. Prints the run's operation id.
+Asserts, screenshots every page into OUT_DIR, fails on any console error, and exits non-zero
+with the reason on the first failure.
 """
 import re
 import sys
@@ -22,18 +27,24 @@ ARGS = [
 PATIENCE = 90_000
 
 
-def main(base, read_token, operate_token, plan, out):
+def main(scenario, out, base, *args):
     problems = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         try:
-            read_session(browser, base, read_token, plan, out, problems)
-            operation = operate_session(browser, base, operate_token, plan, out, problems)
+            if scenario == "run":
+                read_token, operate_token, plan = args
+                read_session(browser, base, read_token, plan, out, problems)
+                printed = operate_session(browser, base, operate_token, plan, out, problems)
+            elif scenario == "cancel":
+                printed = cancel(browser, base, *args, out, problems)
+            else:
+                sys.exit(f"no scenario {scenario!r}")
         finally:
             browser.close()
     if problems:
         sys.exit("console errors:\n" + "\n".join(problems))
-    print(operation)
+    print(printed)
 
 
 def new_page(browser, problems):
@@ -112,6 +123,11 @@ def operate_session(browser, base, token, plan, out, problems):
     expect(run).to_contain_text("success")
     expect(run.locator("td").nth(4)).to_have_text(re.compile(r"^[1-9]\d*$"))
     shot(page, out, "plan")
+    status = page.locator("dd .status")
+    page.get_by_role("button", name="Pause").click()
+    expect(status).to_have_text("paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(status).to_have_text("ok")
     page.goto(base + "/")
     expect(plan_row(page, plan)).to_contain_text(f"#{operation}")
     expect(plan_row(page, plan).locator(".status").first).to_have_text("ok")
@@ -119,5 +135,22 @@ def operate_session(browser, base, token, plan, out, problems):
     return operation
 
 
+def cancel(browser, base, token, plan, out, problems):
+    page = new_page(browser, problems)
+    log_in(page, base, token)
+    plan_row(page, plan).get_by_role("button", name="Run now").click()
+    expect(page).to_have_url(re.compile(re.escape(base) + r"/operations/\d+$"))
+    operation = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#counters")).to_contain_text("files")
+    if page.locator("#op-status").inner_text() != "running":
+        sys.exit("the backup ended before it could be cancelled: make its data larger")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#op-status")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    shot(page, out, "operation-cancelled")
+    page.context.close()
+    return operation
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:])

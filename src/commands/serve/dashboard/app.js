@@ -214,7 +214,14 @@ async function operationPage(page, id) {
     el("h2", {}, "Log"), log,
     report);
   const events = new EventSource(`/api/v1/operations/${id}/events`);
-  const on = (kind, handle) => events.addEventListener(kind, (e) => handle(JSON.parse(e.data).data));
+  // A reconnection replays the events from the first: those seen already are skipped.
+  let seen = -1;
+  const on = (kind, handle) => events.addEventListener(kind, (e) => {
+    const event = JSON.parse(e.data);
+    if (event.seq <= seen) return;
+    seen = event.seq;
+    handle(event.data);
+  });
   on("phase", (name) => { phase.textContent = name; });
   on("progress", (c) => {
     counters.textContent = `${c.files} files, ${bytes(c.bytes_read)} read, ${bytes(c.bytes_added)} added`;
