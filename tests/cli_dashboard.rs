@@ -6,11 +6,12 @@
 mod common;
 
 use common::serve::*;
-use common::write_big;
+use common::{Rng, write_big};
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
 use reqwest::header;
 use serde_json::{Value, json};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -133,7 +134,7 @@ fn sessions_use_an_httponly_strict_cookie_and_changes_need_the_csrf_token() {
 fn browse(server: &Server, scenario: &str, args: &[&str]) -> (PathBuf, String) {
     let python = playwright_python();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{}", now_nanos()));
-    std::fs::create_dir_all(&out).unwrap();
+    fs::create_dir_all(&out).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard.py");
     let run = Command::new(python)
         .arg(script)
@@ -168,12 +169,24 @@ fn playwright_python() -> PathBuf {
 }
 
 #[test]
-fn the_dashboard_in_chromium_shows_plans_by_role_and_runs_one_with_live_progress() {
+fn the_dashboard_in_chromium_runs_a_plan_by_role_and_browses_its_snapshot_to_a_download() {
     let setup = Setup::new(HOURLY);
+    let file = setup.src.join("deep/er/data.bin");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut data = vec![0u8; 300_000];
+    Rng::new(17).fill(&mut data);
+    fs::write(&file, &data).unwrap();
+    let many = setup.src.join("many");
+    fs::create_dir(&many).unwrap();
+    for i in 0..250 {
+        fs::write(many.join(format!("f{i:03}")), i.to_string()).unwrap();
+    }
     let reader = setup.token("reader", "read");
     let operator = setup.token("operator", "operate");
     let server = setup.start();
-    let (out, printed) = browse(&server, "run", &[&reader, &operator, "app"]);
+    let (file_arg, many_arg) = (file.to_str().unwrap(), many.to_str().unwrap());
+    let args = [&reader, &operator, "app", file_arg, many_arg];
+    let (out, printed) = browse(&server, "run", &args);
     let id: i64 = printed.parse().unwrap();
     let op = server.json(
         "GET",
@@ -186,9 +199,19 @@ fn the_dashboard_in_chromium_shows_plans_by_role_and_runs_one_with_live_progress
         (&op["kind"], &op["plan"]),
         (&json!("backup"), &json!("app"))
     );
-    for shot in ["login", "overview-read", "overview", "operation", "plan"] {
+    let downloaded = fs::read(out.join("download.bin")).unwrap();
+    assert!(downloaded == data, "the downloaded file equals the source");
+    for shot in [
+        "login",
+        "overview-read",
+        "overview",
+        "operation",
+        "plan",
+        "repository",
+        "tree",
+    ] {
         let file = out.join(format!("{shot}.png"));
-        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let size = fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(size > 0, "no screenshot {file:?}");
     }
 }

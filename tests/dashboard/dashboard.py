@@ -1,9 +1,11 @@
 """Drives the dashboard of a running `strata serve` in headless Chromium (tests/cli_dashboard.rs).
 
 Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
-- `run` READ_TOKEN OPERATE_TOKEN PLAN: a read session sees the plan and no Run now button;
-  an operate session runs it now, follows it to its end, finds it in the plan's history,
-  pauses and resumes the plan. Prints the run's operation id.
+- `run` READ_TOKEN OPERATE_TOKEN PLAN FILE MANY: a read session sees the plan and no Run now
+  button; an operate session runs it now, follows it to its end, finds it in the plan's
+  history, pauses and resumes the plan, then opens the snapshot from the repository's page,
+  walks its tree down to the backed-up FILE and downloads it into OUT_DIR/download.bin, and
+  pages through the directory MANY (250 entries). Prints the run's operation id.
 - `cancel` OPERATE_TOKEN PLAN: runs the plan now and cancels the run from its operation page
   once it shows progress. Prints the run's operation id.
 Asserts, screenshots every page into OUT_DIR, fails on any console error, and exits non-zero
@@ -33,9 +35,12 @@ def main(scenario, out, base, *args):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         try:
             if scenario == "run":
-                read_token, operate_token, plan = args
+                read_token, operate_token, plan, file, many = args
                 read_session(browser, base, read_token, plan, out, problems)
-                printed = operate_session(browser, base, operate_token, plan, out, problems)
+                page = new_page(browser, problems)
+                printed = operate_session(page, base, operate_token, plan, out)
+                browse_snapshot(page, file, many, out)
+                page.context.close()
             elif scenario == "cancel":
                 printed = cancel(browser, base, *args, out, problems)
             else:
@@ -102,8 +107,7 @@ def read_session(browser, base, token, plan, out, problems):
     page.context.close()
 
 
-def operate_session(browser, base, token, plan, out, problems):
-    page = new_page(browser, problems)
+def operate_session(page, base, token, plan, out):
     log_in(page, base, token)
     row = plan_row(page, plan)
     expect(row).to_contain_text(plan)
@@ -131,8 +135,37 @@ def operate_session(browser, base, token, plan, out, problems):
     page.goto(base + "/")
     expect(plan_row(page, plan)).to_contain_text(f"#{operation}")
     expect(plan_row(page, plan).locator(".status").first).to_have_text("ok")
-    page.context.close()
     return operation
+
+
+def browse_snapshot(page, file, many, out):
+    """From the overview: the repository, its one snapshot (and none for another host), FILE
+    downloaded, MANY paged."""
+    page.get_by_role("table", name="Repositories").get_by_role("link").first.click()
+    snapshots = page.get_by_role("table", name="Snapshots").locator("tbody tr")
+    expect(snapshots).to_have_count(1)
+    expect(page.locator(".range")).to_have_text("1–1 of 1")
+    shot(page, out, "repository")
+    page.get_by_label("host", exact=True).fill("no-such-host")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(".range")).to_have_text("none of 0")
+    page.go_back()
+    expect(snapshots).to_have_count(1)
+    snapshots.get_by_role("link").click()
+    entries = page.get_by_role("table", name="Entries")
+    *dirs, name = file.strip("/").split("/")
+    for part in dirs:
+        entries.get_by_role("link", name=f"{part}/", exact=True).click()
+    expect(page.get_by_role("navigation", name="Path")).to_contain_text(dirs[-1])
+    shot(page, out, "tree")
+    with page.expect_download() as download:
+        entries.get_by_role("link", name=name, exact=True).click()
+    download.value.save_as(f"{out}/download.bin")
+    page.goto(page.url.split("?")[0] + "?path=" + many)
+    expect(page.locator(".range")).to_have_text("1–200 of 250")
+    page.get_by_role("link", name="Next page").click()
+    expect(page.locator(".range")).to_have_text("201–250 of 250")
+    expect(entries.get_by_role("link", name="f249", exact=True)).to_be_visible()
 
 
 def cancel(browser, base, token, plan, out, problems):

@@ -36,6 +36,8 @@ pub(super) fn router() -> Router<Arc<Api>> {
         .route("/", get(page))
         .route("/plans/{name}", get(page))
         .route("/operations/{id}", get(page))
+        .route("/repositories/{name}", get(page))
+        .route("/repositories/{name}/snapshots/{id}", get(page))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/session", get(whoami))

@@ -116,6 +116,17 @@ function planControls(plan) {
       plan.paused ? "Resume" : "Pause"));
 }
 
+function repoLink(name) {
+  return el("a", { href: `/repositories/${encodeURIComponent(name)}` }, name);
+}
+
+// A link to this page with `changes` made to its query.
+function withQuery(changes) {
+  const query = new URLSearchParams(location.search);
+  for (const [key, value] of Object.entries(changes)) query.set(key, String(value));
+  return `${location.pathname}?${query}`;
+}
+
 function opLink(op) {
   return el("a", { href: `/operations/${op.id}` }, `#${op.id}`);
 }
@@ -137,7 +148,7 @@ async function overview(page) {
         el("td", {}, planControls(plan))))),
     table("Repositories", ["Repository", "Snapshots", "Size", "Last check"], repositories.map((repo) =>
       el("tr", {},
-        el("td", {}, repo.name),
+        el("td", {}, repoLink(repo.name)),
         el("td", {}, repo.snapshots === null ? "unknown" : String(repo.snapshots)),
         el("td", {}, bytes(repo.size_bytes)),
         el("td", {}, repo.last_check ? [when(repo.last_check.ended), " ", badge(repo.last_check.success ? "ok" : "failing")] : "never")))),
@@ -162,7 +173,7 @@ async function planPage(page, name) {
     el("h1", {}, `Plan ${plan.name}`),
     el("dl", {},
       el("dt", {}, "Status"), el("dd", {}, badge(planStatus(plan))),
-      el("dt", {}, "Repository"), el("dd", {}, plan.repository),
+      el("dt", {}, "Repository"), el("dd", {}, repoLink(plan.repository)),
       el("dt", {}, "Schedule"), el("dd", {}, plan.schedule),
       el("dt", {}, "Next run"), el("dd", {}, plan.paused ? "paused" : when(plan.next_run)),
       el("dt", {}, "Last success"), el("dd", {}, when(plan.last_success))),
@@ -176,6 +187,97 @@ async function planPage(page, name) {
         el("td", {}, summary(op, (s) => String(s.total_files))),
         el("td", {}, summary(op, (s) => bytes(s.bytes_added))),
         el("td", {}, badge(op.status))))));
+}
+
+const SNAPSHOTS_PER_PAGE = 50;
+
+async function startCheck(name) {
+  const started = await api("POST", `/api/v1/repositories/${encodeURIComponent(name)}/check`, {});
+  location.assign(`/operations/${started.operation}`);
+}
+
+// A repository: what the service knows of it, a check, and its snapshots, newest first, by
+// pages, filtered by host, tag and path (the form sends them in the page's query).
+async function repositoryPage(page, name) {
+  const query = new URLSearchParams(location.search);
+  const filters = new URLSearchParams();
+  for (const key of ["host", "tag", "path"]) {
+    if (query.get(key)) filters.set(key, query.get(key));
+  }
+  const base = `/api/v1/repositories/${encodeURIComponent(name)}`;
+  const [repositories, snapshots] = await Promise.all([
+    api("GET", "/api/v1/repositories"),
+    api("GET", `${base}/snapshots?${filters}`),
+  ]);
+  const repo = repositories.find((r) => r.name === name);
+  snapshots.reverse();
+  const at = Math.max(0, Number(query.get("page")) || 0);
+  const shown = snapshots.slice(at * SNAPSHOTS_PER_PAGE, (at + 1) * SNAPSHOTS_PER_PAGE);
+  const first = at * SNAPSHOTS_PER_PAGE;
+  const input = (key) => [el("label", { for: `filter-${key}` }, key), " ",
+    el("input", { id: `filter-${key}`, name: key, value: query.get(key) || "" }), " "];
+  fill(page,
+    el("h1", {}, `Repository ${name}`),
+    el("dl", {},
+      el("dt", {}, "Snapshots"), el("dd", {}, repo.snapshots === null ? "unknown" : String(repo.snapshots)),
+      el("dt", {}, "Size"), el("dd", {}, bytes(repo.size_bytes)),
+      el("dt", {}, "Last check"), el("dd", {}, repo.last_check
+        ? [el("a", { href: `/operations/${repo.last_check.operation}` }, when(repo.last_check.ended)), " ",
+          badge(repo.last_check.success ? "ok" : "failing")]
+        : "never")),
+    canOperate() ? el("button", { type: "button", onclick: () => startCheck(name).catch(showError) }, "Check") : null,
+    el("form", { method: "get", action: location.pathname, class: "filters" },
+      input("host"), input("tag"), input("path"), el("button", { type: "submit" }, "Filter")),
+    table("Snapshots", ["Snapshot", "Time", "Host", "Paths", "Tags", "Added"], shown.map((snap) =>
+      el("tr", {},
+        el("td", {}, el("a", { href: `${location.pathname}/snapshots/${snap.id}` }, snap.short_id)),
+        el("td", {}, when(snap.time)),
+        el("td", {}, snap.host),
+        el("td", {}, snap.paths.join(", ")),
+        el("td", {}, snap.tags.join(", ")),
+        el("td", {}, snap.summary ? bytes(snap.summary.bytes_added) : "")))),
+    pager(first, shown.length, snapshots.length,
+      at > 0 ? withQuery({ page: at - 1 }) : null,
+      first + shown.length < snapshots.length ? withQuery({ page: at + 1 }) : null));
+}
+
+// "FIRST–LAST of TOTAL" with links to the previous and next pages, where there are.
+function pager(first, count, total, previous, next) {
+  const range = count ? `${first + 1}–${first + count} of ${total}` : `none of ${total}`;
+  return el("nav", { class: "pager", "aria-label": "Pages" },
+    previous ? el("a", { href: previous }, "Previous page") : null, " ",
+    el("span", { class: "range" }, range), " ",
+    next ? el("a", { href: next }, "Next page") : null);
+}
+
+const ENTRIES_PER_PAGE = 200;
+
+// A directory of a snapshot, by pages: directories open here, files download.
+async function treePage(page, name, id) {
+  const query = new URLSearchParams(location.search);
+  const path = query.get("path") || "/";
+  const offset = Math.max(0, Number(query.get("offset")) || 0);
+  const base = `/api/v1/repositories/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(id)}`;
+  const listing = await api("GET", `${base}/tree?${new URLSearchParams({ path, offset, limit: ENTRIES_PER_PAGE })}`);
+  const here = (dir) => `${location.pathname}?${new URLSearchParams({ path: dir })}`;
+  const parts = listing.path.split("/").filter((p) => p);
+  const crumbs = [el("a", { href: here("/") }, "/")];
+  parts.forEach((part, i) => crumbs.push(" ", el("a", { href: here(`/${parts.slice(0, i + 1).join("/")}`) }, part)));
+  const link = (entry) => entry.type === "dir"
+    ? el("a", { href: here(entry.path) }, `${entry.name}/`)
+    : el("a", { href: `${base}/file?${new URLSearchParams({ path: entry.path })}`, download: entry.name }, entry.name);
+  fill(page,
+    el("h1", {}, `Snapshot ${id.slice(0, 8)} of `, repoLink(name)),
+    el("nav", { "aria-label": "Path" }, crumbs),
+    table("Entries", ["Name", "Type", "Size", "Modified"], listing.entries.map((entry) =>
+      el("tr", {},
+        el("td", {}, link(entry)),
+        el("td", {}, entry.type),
+        el("td", {}, entry.type === "dir" ? "" : bytes(entry.size)),
+        el("td", {}, when(entry.mtime))))),
+    pager(listing.offset, listing.entries.length, listing.total,
+      listing.offset > 0 ? withQuery({ offset: Math.max(0, listing.offset - ENTRIES_PER_PAGE) }) : null,
+      listing.next_offset ? withQuery({ offset: listing.next_offset }) : null));
 }
 
 // The report's fields as a definition list, nested objects as nested lists, arrays as JSON.
@@ -246,7 +348,11 @@ async function route() {
   const path = location.pathname;
   const plan = path.match(/^\/plans\/([^/]+)$/);
   const operation = path.match(/^\/operations\/(\d+)$/);
+  const repository = path.match(/^\/repositories\/([^/]+)$/);
+  const snapshot = path.match(/^\/repositories\/([^/]+)\/snapshots\/([^/]+)$/);
   if (plan) await planPage(page, decodeURIComponent(plan[1]));
+  else if (repository) await repositoryPage(page, decodeURIComponent(repository[1]));
+  else if (snapshot) await treePage(page, decodeURIComponent(snapshot[1]), decodeURIComponent(snapshot[2]));
   else if (operation) await operationPage(page, operation[1]);
   else await overview(page);
 }
