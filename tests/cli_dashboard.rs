@@ -204,6 +204,7 @@ fn the_dashboard_in_chromium_runs_a_plan_by_role_and_browses_its_snapshot_to_a_d
     for shot in [
         "login",
         "overview-read",
+        "overview-phone",
         "overview",
         "operation",
         "plan",
