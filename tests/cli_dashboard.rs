@@ -234,3 +234,15 @@ fn a_running_backup_is_cancelled_from_its_operation_page_and_the_repository_chec
     );
     setup.repo.ok(["check"]);
 }
+
+#[test]
+fn a_plan_whose_last_run_failed_shows_as_failing_on_the_overview() {
+    let setup = Setup::new(HOURLY);
+    fs::remove_dir_all(&setup.src).unwrap();
+    let reader = setup.token("reader", "read");
+    let operator = setup.token("operator", "operate");
+    let server = setup.start();
+    let id = server.run_now(&operator);
+    assert_eq!(server.wait_ended(id, &reader)["status"], "failed");
+    browse(&server, "failing", &[&reader, "app"]);
+}

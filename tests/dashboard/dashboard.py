@@ -8,6 +8,7 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
   pages through the directory MANY (250 entries). Prints the run's operation id.
 - `cancel` OPERATE_TOKEN PLAN: runs the plan now and cancels the run from its operation page
   once it shows progress. Prints the run's operation id.
+- `failing` READ_TOKEN PLAN: the plan, whose last run failed, shows as failing.
 Asserts, screenshots every page into OUT_DIR, fails on any console error, and exits non-zero
 with the reason on the first failure.
 """
@@ -41,6 +42,8 @@ def main(scenario, out, base, *args):
                 printed = operate_session(page, base, operate_token, plan, out)
                 browse_snapshot(page, file, many, out)
                 page.context.close()
+            elif scenario == "failing":
+                printed = failing(browser, base, *args, out, problems)
             elif scenario == "cancel":
                 printed = cancel(browser, base, *args, out, problems)
             else:
@@ -177,6 +180,17 @@ def browse_snapshot(page, file, many, out):
     page.get_by_role("link", name="Next page").click()
     expect(page.locator(".range")).to_have_text("201–250 of 250")
     expect(entries.get_by_role("link", name="f249", exact=True)).to_be_visible()
+
+
+def failing(browser, base, token, plan, out, problems):
+    page = new_page(browser, problems)
+    log_in(page, base, token)
+    row = plan_row(page, plan)
+    expect(row.locator(".status").first).to_have_text("failing")
+    expect(row.locator(".status").nth(1)).to_have_text("failed")
+    shot(page, out, "overview-failing")
+    page.context.close()
+    return plan
 
 
 def cancel(browser, base, token, plan, out, problems):
