@@ -5,8 +5,7 @@
 //! reads the repositories or acts on them.
 use super::api::{Api, ApiResult, Problem, Remote, Shared};
 use super::tokens::{self, Caller, Role};
-use axum::extract::ConnectInfo;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
