@@ -30,6 +30,8 @@ pub struct Api {
     openapi: utoipa::openapi::OpenApi,
     /// The repositories the browse routes read, each opened once.
     pub(super) opened: super::api_browse::Opened,
+    /// The dashboard's login sessions.
+    pub(super) sessions: super::dashboard::Sessions,
 }
 
 pub(super) type Shared = State<Arc<Api>>;
@@ -82,8 +84,10 @@ pub fn router(service: Arc<Service>) -> Router {
         failures: Mutex::new(HashMap::new()),
         openapi,
         opened: Default::default(),
+        sessions: Default::default(),
     });
     router
+        .merge(super::dashboard::router())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(api)
 }
@@ -178,8 +182,9 @@ impl Api {
         }
     }
 
-    /// The caller of a request needing `role`: its bearer token must exist and have at
-    /// least that role. Failures from one address are answered ever more slowly.
+    /// The caller of a request needing `role`: its bearer token (or else its dashboard
+    /// session) must exist and have at least that role. Failures from one address are
+    /// answered ever more slowly.
     pub(super) async fn authorize(
         &self,
         headers: &HeaderMap,
@@ -191,11 +196,8 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let Some(presented) = presented else {
-            return Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a bearer token is needed",
-            ));
+            let caller = super::dashboard::session_caller(self, headers, role)?;
+            return at_least(caller, role);
         };
         if let Some(wait) = self.locked_out(remote.ip()) {
             let detail = "too many failed authentications from this address: try again later";
@@ -214,11 +216,7 @@ impl Api {
                 "the token is not valid",
             ));
         };
-        if caller.role < role {
-            let detail = format!("this needs a token of role {} or above", role.name());
-            return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", detail));
-        }
-        Ok(caller)
+        at_least(caller, role)
     }
 
     /// How long `ip` stays refused, when it failed `auth_lockout_after` times within the
@@ -266,6 +264,14 @@ impl Api {
     }
 }
 
+fn at_least(caller: Caller, role: Role) -> ApiResult<Caller> {
+    if caller.role < role {
+        let detail = format!("this needs a token of role {} or above", role.name());
+        return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", detail));
+    }
+    Ok(caller)
+}
+
 #[derive(Serialize, ToSchema)]
 struct Health {
     status: &'static str,
@@ -298,6 +304,8 @@ struct PlanView {
     repository: String,
     schedule: String,
     paused: bool,
+    /// A stale alert stands: no success for `stale_after` schedule intervals.
+    stale: bool,
     next_run: Option<chrono::DateTime<chrono::Utc>>,
     /// The operation running this plan now.
     running: Option<i64>,
@@ -342,6 +350,7 @@ async fn list_plans(
             repository: plan.repository.get_ref().clone(),
             schedule: plan.schedule.to_string(),
             paused: state.paused,
+            stale: state.alerted_stale,
             next_run: state.next_run,
             running: service.busy_with(&Task::Plan(plan)),
             last_run,

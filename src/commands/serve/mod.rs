@@ -6,6 +6,7 @@ pub mod api_actions;
 pub mod api_browse;
 pub mod api_mongo;
 pub mod config;
+pub mod dashboard;
 pub mod follower;
 pub mod metrics;
 pub mod mongo;

@@ -38,7 +38,7 @@ pub struct Caller {
     pub role: Role,
 }
 
-fn hash(secret: &str) -> [u8; 32] {
+pub(super) fn hash(secret: &str) -> [u8; 32] {
     *blake3::hash(secret.as_bytes()).as_bytes()
 }
 
@@ -54,10 +54,14 @@ pub fn create(state: &State, name: &str, role: Role) -> Result<String, StateErro
 /// The token whose secret is `presented`, if any. Every stored hash is compared, each in
 /// constant time, so the time taken tells nothing about how close a guess was.
 pub fn find(state: &State, presented: &str) -> Result<Option<Caller>, StateError> {
-    let wanted = hash(presented);
+    find_hash(state, &hash(presented))
+}
+
+/// The token whose secret hashes to `wanted`, if any (still stored: not revoked).
+pub(super) fn find_hash(state: &State, wanted: &[u8; 32]) -> Result<Option<Caller>, StateError> {
     let mut found = None;
     for (name, role, stored) in state.token_hashes()? {
-        let equal: bool = stored.as_slice().ct_eq(&wanted).into();
+        let equal: bool = stored.as_slice().ct_eq(wanted).into();
         if equal {
             found = Role::parse(&role).map(|role| Caller { name, role });
         }
