@@ -63,22 +63,22 @@ pub fn between(
         return Ok(None);
     }
     let mut counts = Counts::default();
-    if let Ok(node) = vfs::node_at(repo, after.1.tree, b"/mongodb/oplog.bson") {
-        stream::for_each_batch(repo, &node, "/mongodb/oplog.bson", &mut |docs| {
-            cancel.check().map_err(RepoError::from)?;
-            for raw in docs {
-                let entry = Document::try_from(&raw).map_err(|e| MongoError::Dump {
-                    path: "/mongodb/oplog.bson".into(),
-                    message: e.to_string(),
-                })?;
-                let ts = entry.get_timestamp("ts").map(from_ts).ok();
-                if ts.is_some_and(|t| t > from && t <= to) {
-                    counts.entry(&entry);
-                }
+    // A consistent dump in a chain always holds its oplog, even when it is empty.
+    let node = vfs::node_at(repo, after.1.tree, b"/mongodb/oplog.bson")?;
+    stream::for_each_batch(repo, &node, "/mongodb/oplog.bson", &mut |docs| {
+        cancel.check().map_err(RepoError::from)?;
+        for raw in docs {
+            let entry = Document::try_from(&raw).map_err(|e| MongoError::Dump {
+                path: "/mongodb/oplog.bson".into(),
+                message: e.to_string(),
+            })?;
+            let ts = entry.get_timestamp("ts").map(from_ts).ok();
+            if ts.is_some_and(|t| t > from && t <= to) {
+                counts.entry(&entry);
             }
-            Ok(())
-        })?;
-    }
+        }
+        Ok(())
+    })?;
     Ok(Some(MongoChanges {
         from,
         to,
