@@ -32,8 +32,9 @@ fn seed(m: &Mongo, db: &str) {
     }
 }
 
-fn backup(repo: &TestRepo, uri: &str, db: &str) -> Value {
-    let args = [
+/// A MongoDB backup of `db` whose chain may hold the seven incremental dumps the tests make.
+fn backup_args<'a>(uri: &'a str, db: &'a str) -> [&'a str; 7] {
+    [
         "backup",
         "--mongo",
         uri,
@@ -41,8 +42,11 @@ fn backup(repo: &TestRepo, uri: &str, db: &str) -> Value {
         db,
         "--full-every",
         "8",
-    ];
-    json_expect(repo, args, 0).1
+    ]
+}
+
+fn backup(repo: &TestRepo, uri: &str, db: &str) -> Value {
+    json_expect(repo, backup_args(uri, db), 0).1
 }
 
 fn restored_state(repo: &TestRepo, m: &Mongo, uri: &str, db: &str, snapshot: &str) -> DbState {
@@ -291,16 +295,7 @@ fn a_backup_killed_while_reading_the_oplog_leaves_no_snapshot_and_the_next_one_w
             .len()
     };
     let before = count(&repo);
-    let args = [
-        "backup",
-        "--mongo",
-        uri,
-        "--mongo-db",
-        &db,
-        "--full-every",
-        "8",
-    ];
-    let mut child = repo.cmd(args).spawn().unwrap();
+    let mut child = repo.cmd(backup_args(uri, &db)).spawn().unwrap();
     let packs = |repo: &TestRepo| common::e2e::packs_by_size(&repo.repo_path()).len();
     let (started, packs_before) = (Instant::now(), packs(&repo));
     while packs(&repo) == packs_before && started.elapsed() < Duration::from_secs(60) {
