@@ -58,6 +58,12 @@ pub struct Chain {
     /// The bounds that decide when the next backup is full again.
     pub full_every: u32,
     pub max_oplog_percent: u32,
+    /// The `ts` of the newest oplog entry at or before `cluster_time` (absent in dumps
+    /// written before it, and when the oplog was empty): the next incremental dump reads the
+    /// oplog from this entry on, and the entry coming first proves that the oplog still
+    /// reaches this dump, so no second query for the oldest entry is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_entry: Option<BsonTime>,
     /// Set for an incremental dump.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<Incremental>,

@@ -186,6 +186,7 @@ mod tests {
             oplog_bytes: sizes.1,
             full_every: 7,
             max_oplog_percent: 50,
+            last_entry: None,
             incremental: (depth > 0).then_some(Incremental {
                 base: SnapshotId(Id([0; 32])),
                 parent: SnapshotId(Id([0; 32])),

@@ -23,6 +23,7 @@ use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -145,30 +146,43 @@ impl MongoExport {
 
     fn run(&self, packer: &Packer, progress: &dyn Observer) -> Result<(Node, Source, u64)> {
         let w = DumpWriter::new(packer);
-        let (node, source) = match self.continued()? {
+        let incremental = match self.continued()? {
             Some(parent) => self.run_incremental(&w, parent)?,
+            None => None,
+        };
+        let (node, source) = match incremental {
+            Some(done) => done,
             None => self.run_full(&w, progress)?,
         };
         Ok((node, source, w.entries()))
     }
 
     /// The dump to continue, if there is one and the server's oplog still reaches it;
-    /// otherwise why the dump is full goes into the report.
+    /// otherwise why the dump is full goes into the report. A parent that recorded its last
+    /// oplog entry is checked by the incremental read itself (see [`Self::anchor`]).
     fn continued(&self) -> Result<Option<&Parent>> {
         let reason = match (&self.parent, self.opts.consistency) {
             (_, false) => FullReason::NotConsistent,
             (Err(reason), true) => reason.clone(),
+            (Ok(parent), true) if self.anchor(parent).is_some() => return Ok(Some(parent)),
             (Ok(parent), true) => match self.conn.oldest_oplog_time()? {
                 Some(oldest) if oldest <= parent.cluster_time => return Ok(Some(parent)),
-                oldest => FullReason::RolledOver {
-                    parent: parent.id.0.short(),
-                    from: parent.cluster_time,
-                    oldest: oldest.map_or("nowhere (it is empty)".into(), |o| o.to_string()),
-                },
+                oldest => rolled_over(parent, oldest),
             },
         };
-        self.report.lock().expect("report lock").full_reason = Some(reason.to_string());
+        self.full_because(reason);
         Ok(None)
+    }
+
+    /// The oplog entry the incremental read of `parent`'s continuation starts at, which must
+    /// come first (proving that the oplog still reaches the parent, in the same query as the
+    /// range): the parent's last entry, unless archived slices supply the start of the range.
+    fn anchor(&self, parent: &Parent) -> Option<BsonTime> {
+        parent.chain.last_entry.filter(|_| self.archived.is_empty())
+    }
+
+    fn full_because(&self, reason: FullReason) {
+        self.report.lock().expect("report lock").full_reason = Some(reason.to_string());
     }
 
     fn run_full(&self, w: &DumpWriter, progress: &dyn Observer) -> Result<(Node, Source)> {
@@ -186,9 +200,14 @@ impl MongoExport {
             .into_iter()
             .map(|(db, nodes)| w.dir(db.as_bytes(), nodes))
             .collect::<Result<Vec<_>>>()?;
+        let mut last_entry = None;
         if let (Some(start), Some(end)) = (start, end) {
-            let (oplog, _) = self.export_window(w, (start, end), Vec::new(), &[])?;
-            root.push(oplog);
+            let window = self.export_window(w, (start, end), Vec::new(), Reading::Server)?;
+            last_entry = match window.last_entry {
+                Some(last) => Some(last),
+                None => oplog::newest_entry(&self.conn, end)?,
+            };
+            root.push(window.node);
         }
         let databases = items.iter().map(|i| i.db.clone()).collect::<Vec<_>>();
         let mut r = self.report.lock().expect("report lock");
@@ -204,6 +223,7 @@ impl MongoExport {
                 .map_or(0, |n| n.size),
             full_every: self.policy.full_every,
             max_oplog_percent: self.policy.max_oplog_percent,
+            last_entry,
             incremental: None,
         };
         let source = Source::MongoDB {
@@ -219,20 +239,14 @@ impl MongoExport {
 
     /// `parent`'s dump with the oplog since its cluster time appended to its `oplog.bson`
     /// (and, with users, the users and roles read again): its collection files are the same
-    /// blobs, so only the new oplog is read and stored.
-    fn run_incremental(&self, w: &DumpWriter, parent: &Parent) -> Result<(Node, Source)> {
+    /// blobs, so only the new oplog is read and stored. None when the oplog turns out to
+    /// have rolled over since the parent (the reason is in the report).
+    fn run_incremental(&self, w: &DumpWriter, parent: &Parent) -> Result<Option<(Node, Source)>> {
         let repo = w.packer.repo();
         let top = vfs::node_at(repo, parent.tree, b"/mongodb").map_err(|_| MongoError::NoDump)?;
         let mut nodes = repo
             .load_tree(&top.subtree().ok_or(MongoError::NoDump)?)?
             .nodes;
-        let rebuilt = match self.opts.users {
-            true => Some(self.renew_users(w, &mut nodes)?),
-            false => None,
-        };
-        for n in nodes.iter().filter(|n| Some(&n.name) != rebuilt.as_ref()) {
-            w.reused(count_below(repo, n)?);
-        }
         let end = (self.conn.last_write_time()?)
             .map_or(parent.cluster_time, |e| e.max(parent.cluster_time));
         let before = match nodes.iter().position(|n| n.name == b"oplog.bson") {
@@ -240,30 +254,47 @@ impl MongoExport {
             None => Vec::new(),
         };
         let range = (parent.cluster_time, end);
-        let (oplog, databases) = self.export_window(w, range, before, &self.archived)?;
+        let reading = self
+            .anchor(parent)
+            .map_or(Reading::Archive, Reading::Anchored);
+        let window = match self.export_window(w, range, before, reading) {
+            Err(MongoError::OplogGone { oldest, .. }) => {
+                self.full_because(rolled_over(parent, oldest));
+                return Ok(None);
+            }
+            read => read?,
+        };
+        let rebuilt = match self.opts.users {
+            true => Some(self.renew_users(w, &mut nodes)?),
+            false => None,
+        };
+        for n in nodes.iter().filter(|n| Some(&n.name) != rebuilt.as_ref()) {
+            w.reused(count_below(repo, n)?);
+        }
         let next = parent.next();
         let chain = Chain {
             scope: self.scope(),
             dump_bytes: parent.chain.dump_bytes,
-            oplog_bytes: oplog.size,
+            oplog_bytes: window.node.size,
             full_every: self.policy.full_every,
             max_oplog_percent: self.policy.max_oplog_percent,
+            last_entry: window.last_entry.or(parent.chain.last_entry),
             incremental: Some(next),
         };
-        nodes.push(oplog);
+        nodes.push(window.node);
         let mut r = self.report.lock().expect("report lock");
         r.server = self.conn.server.clone();
         (r.window_start, r.cluster_time) = (parent.window_start, Some(end));
         r.incremental = Some(next);
         let source = Source::MongoDB {
             server: self.conn.server.clone(),
-            databases: dedup([parent.databases.clone(), databases].concat()),
+            databases: dedup([parent.databases.clone(), window.databases].concat()),
             cluster_time: Some(end),
             window_start: parent.window_start,
             consistent: true,
             chain: Some(chain),
         };
-        Ok((w.dir(b"mongodb", nodes)?, source))
+        Ok(Some((w.dir(b"mongodb", nodes)?, source)))
     }
 
     /// Replaces the users and roles files of the dump's `admin` directory with the server's
@@ -429,20 +460,21 @@ impl MongoExport {
     }
 
     /// `oplog.bson`: the chunks of `before`, then the entries `(start, end]` that the filters
-    /// need, read from the archived `slices` that reach from `start` on (as `mongo follow`
-    /// stored them) and from the server after them; also the databases those entries write
-    /// to.
+    /// need, read as `reading` says; also the databases those entries write to and the last
+    /// entry read.
     fn export_window(
         &self,
         w: &DumpWriter,
         (start, end): (BsonTime, BsonTime),
         before: Vec<ChunkRef>,
-        slices: &[Slice],
-    ) -> Result<(Node, Vec<String>)> {
+        reading: Reading,
+    ) -> Result<OplogWindow> {
         let mut chunker = w.record_chunker();
         let mut content = before;
         let (entries, mut databases) = (std::cell::Cell::new(0), Vec::new());
+        let mut last_entry = None;
         let mut take = |entry: &[u8]| -> Result<()> {
+            last_entry = oplog::entry_ts(entry).or(last_entry);
             let ns = oplog::entry_ns(entry);
             if !self.opts.filter.needs_oplog_entry_on(ns) {
                 return Ok(());
@@ -458,22 +490,32 @@ impl MongoExport {
             Ok(())
         };
         let mut reached = start;
-        for slice in slices {
-            let upto = slice.end.min(end);
-            read_archived(w.packer.repo(), slice, (reached, upto), &mut take)?;
-            reached = reached.max(upto);
+        if let Reading::Archive = reading {
+            for slice in &self.archived {
+                let upto = slice.end.min(end);
+                read_archived(w.packer.repo(), slice, (reached, upto), &mut take)?;
+                reached = reached.max(upto);
+            }
         }
         let archived = entries.get();
-        let mut bytes = 0;
-        oplog::for_each_entry(&self.conn, reached, end, &mut |entry| {
-            bytes += entry.len() as u64;
-            take(entry)
+        let mut read = ServerRead::new(reading, reached);
+        oplog::for_each_entry(&self.conn, read.from(), end, &mut |entry| {
+            read.admit(entry, &mut take)
         })?;
+        read.finish()?;
         content.extend(w.save_chunks(chunker.finish())?);
         let mut r = self.report.lock().expect("report lock");
-        (r.oplog_entries, r.oplog_bytes) = (entries.get(), bytes);
+        (r.oplog_entries, r.oplog_bytes) = (entries.get(), read.bytes);
         r.oplog_archived_entries = archived;
-        Ok((w.file(b"oplog.bson", content), databases))
+        let anchor = match reading {
+            Reading::Anchored(anchor) => Some(anchor),
+            _ => None,
+        };
+        Ok(OplogWindow {
+            node: w.file(b"oplog.bson", content),
+            databases,
+            last_entry: last_entry.or(anchor),
+        })
     }
 
     /// Users and roles of every database, as `usersInfo`/`rolesInfo` show them.
@@ -706,6 +748,98 @@ fn concat_docs(docs: &[Document]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Where the entries of an oplog window come from.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// The server, after the window's start.
+    Server,
+    /// The archived slices that reach from the window's start on, then the server after them.
+    Archive,
+    /// The server from this entry (at or before the window's start) on, which must come first.
+    Anchored(BsonTime),
+}
+
+/// The `oplog.bson` of a dump, as [`MongoExport::export_window`] wrote it.
+struct OplogWindow {
+    node: Node,
+    /// The databases its entries write to.
+    databases: Vec<String>,
+    /// The `ts` of the newest entry read (taken or not), if any.
+    last_entry: Option<BsonTime>,
+}
+
+/// The server's part of a window: the entries after `after`, and with an anchor the proof
+/// that the oplog still holds it.
+struct ServerRead {
+    /// The entry that must come first, until it came.
+    awaited: Option<BsonTime>,
+    after: BsonTime,
+    /// Bytes read from the server.
+    bytes: u64,
+}
+
+impl ServerRead {
+    fn new(reading: Reading, after: BsonTime) -> ServerRead {
+        let awaited = match reading {
+            Reading::Anchored(anchor) => Some(anchor),
+            _ => None,
+        };
+        ServerRead {
+            awaited,
+            after,
+            bytes: 0,
+        }
+    }
+
+    /// Where the server's query starts.
+    fn from(&self) -> Bound<BsonTime> {
+        match self.awaited {
+            Some(anchor) => Bound::Included(anchor),
+            None => Bound::Excluded(self.after),
+        }
+    }
+
+    /// Hands `entry` to `take` if it is after the window's start; fails if it should have
+    /// been the anchor and is not.
+    fn admit(&mut self, entry: &[u8], take: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.bytes += entry.len() as u64;
+        let ts = oplog::entry_ts(entry);
+        if let Some(anchor) = self.awaited.take()
+            && ts != Some(anchor)
+        {
+            return Err(MongoError::OplogGone {
+                entry: anchor,
+                oldest: ts,
+            });
+        }
+        match ts {
+            Some(t) if t <= self.after => Ok(()),
+            _ => take(entry),
+        }
+    }
+
+    /// Fails if the anchor never came: the oplog holds nothing from it on.
+    fn finish(&self) -> Result<()> {
+        match self.awaited {
+            Some(entry) => Err(MongoError::OplogGone {
+                entry,
+                oldest: None,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a dump that would continue `parent` is full: the oplog, starting at `oldest`, no
+/// longer reaches it.
+fn rolled_over(parent: &Parent, oldest: Option<BsonTime>) -> FullReason {
+    FullReason::RolledOver {
+        parent: parent.id.0.short(),
+        from: parent.cluster_time,
+        oldest: oldest.map_or("nowhere (it is empty)".into(), |o| o.to_string()),
+    }
+}
+
 /// Calls `take` with the entries of `slice`'s archived oplog with `after < ts <= until`.
 fn read_archived(
     repo: &IndexedRepo,
@@ -741,4 +875,67 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v.dedup();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::Timestamp;
+
+    fn entry(t: u32) -> Vec<u8> {
+        let ts = Timestamp {
+            time: t,
+            increment: 1,
+        };
+        (doc! {"ts": ts, "ns": "d.c"}).to_vec().unwrap()
+    }
+
+    fn at(t: u32) -> BsonTime {
+        BsonTime { t, i: 1 }
+    }
+
+    /// The times of the entries `read` hands on, or its error.
+    fn read(reading: Reading, after: u32, entries: &[u32]) -> Result<Vec<u32>> {
+        let mut read = ServerRead::new(reading, at(after));
+        let mut taken = Vec::new();
+        let mut take = |e: &[u8]| {
+            taken.push(oplog::entry_ts(e).unwrap().t);
+            Ok(())
+        };
+        for t in entries {
+            read.admit(&entry(*t), &mut take)?;
+        }
+        read.finish()?;
+        Ok(taken)
+    }
+
+    #[test]
+    fn an_anchored_read_takes_what_follows_the_anchor_once_it_came_first() {
+        let got = read(Reading::Anchored(at(3)), 5, &[3, 6, 7]).unwrap();
+        assert_eq!(got, vec![6, 7]);
+        assert_eq!(
+            read(Reading::Anchored(at(3)), 3, &[3]).unwrap(),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn an_anchor_that_is_not_first_or_never_comes_means_the_oplog_rolled_over() {
+        let gone = read(Reading::Anchored(at(3)), 5, &[4, 6]).unwrap_err();
+        assert!(
+            matches!(gone, MongoError::OplogGone { entry, oldest: Some(o) } if entry == at(3) && o == at(4)),
+            "{gone:?}"
+        );
+        let empty = read(Reading::Anchored(at(3)), 5, &[]).unwrap_err();
+        assert!(
+            matches!(empty, MongoError::OplogGone { oldest: None, .. }),
+            "{empty:?}"
+        );
+    }
+
+    #[test]
+    fn a_read_after_a_time_takes_every_entry_and_needs_none() {
+        assert_eq!(read(Reading::Server, 5, &[6, 7]).unwrap(), vec![6, 7]);
+        assert_eq!(read(Reading::Archive, 5, &[]).unwrap(), Vec::<u32>::new());
+    }
 }

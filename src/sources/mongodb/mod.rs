@@ -13,6 +13,7 @@ pub mod import;
 pub(crate) mod metadata;
 pub(crate) mod namespace;
 pub(crate) mod oplog;
+pub(crate) mod overlay;
 pub mod replay;
 pub mod retention;
 pub mod scan;
@@ -50,6 +51,12 @@ pub enum MongoError {
     NoPointInTime { at: BsonTime, reason: String },
     #[error("the snapshot holds no MongoDB dump")]
     NoDump,
+    /// The oplog no longer holds the entry an incremental dump reads on from: it rolled over.
+    #[error("the server's oplog no longer holds entry {entry}: it rolled over")]
+    OplogGone {
+        entry: BsonTime,
+        oldest: Option<BsonTime>,
+    },
     #[error("{path} is damaged: {message}")]
     Dump { path: String, message: String },
     #[error(transparent)]

@@ -6,6 +6,7 @@ use super::{Conn, Result, cmd_err};
 use crate::repo::snapshot::BsonTime;
 use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
+use std::ops::Bound;
 
 /// The start of the consistency window: the newest oplog entry, or the first entry of the
 /// oldest transaction still open (whose commit may fall inside the window).
@@ -50,22 +51,28 @@ pub(crate) fn entry_ns(entry: &[u8]) -> &str {
         .unwrap_or_default()
 }
 
-/// Calls `f` with every oplog entry with `after < ts <= until`, raw, in oplog order. An
-/// empty range asks nothing of the server, whose oplog query may scan the whole oplog.
+/// Calls `f` with every oplog entry with `from` (excluded or included) `<= ts <= until`, raw,
+/// in oplog order. An empty range asks nothing of the server, whose oplog
+/// query may scan the whole oplog.
 pub(crate) fn for_each_entry(
     conn: &Conn,
-    after: BsonTime,
+    from: Bound<BsonTime>,
     until: BsonTime,
     f: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    if until <= after {
-        return Ok(());
-    }
+    let mut range = doc! {"$lte": to_ts(until)};
+    match from {
+        Bound::Excluded(after) if until <= after => return Ok(()),
+        Bound::Included(first) if until < first => return Ok(()),
+        Bound::Excluded(after) => range.insert("$gt", to_ts(after)),
+        Bound::Included(first) => range.insert("$gte", to_ts(first)),
+        Bound::Unbounded => None,
+    };
     let coll = conn
         .client()
         .database("local")
         .collection::<RawDocumentBuf>("oplog.rs");
-    let filter = doc! {"ts": {"$gt": to_ts(after), "$lte": to_ts(until)}};
+    let filter = doc! {"ts": range};
     let mut cursor = conn
         .block_on(coll.find(filter))
         .map_err(cmd_err("reading local.oplog.rs"))?;
@@ -76,4 +83,25 @@ pub(crate) fn for_each_entry(
         f(cursor.current().as_bytes())?;
     }
     Ok(())
+}
+
+/// The `ts` of the newest oplog entry at or before `until` (None when there is none).
+pub(crate) fn newest_entry(conn: &Conn, until: BsonTime) -> Result<Option<BsonTime>> {
+    let coll = conn
+        .client()
+        .database("local")
+        .collection::<Document>("oplog.rs");
+    let found = conn
+        .block_on(
+            coll.find_one(doc! {"ts": {"$lte": to_ts(until)}})
+                .sort(doc! {"$natural": -1}),
+        )
+        .map_err(cmd_err("reading local.oplog.rs"))?;
+    Ok(found.and_then(|d| d.get_timestamp("ts").ok()).map(from_ts))
+}
+
+/// The `ts` of a raw oplog entry (None for malformed bytes).
+pub(crate) fn entry_ts(entry: &[u8]) -> Option<BsonTime> {
+    let doc = bson::RawDocument::from_bytes(entry).ok()?;
+    doc.get_timestamp("ts").ok().map(from_ts)
 }
