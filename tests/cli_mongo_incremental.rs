@@ -115,6 +115,15 @@ fn a_chain_of_incremental_snapshots_restores_every_state_and_survives_forget_and
     assert_eq!(last["full_every"], 8, "{last}");
     let text = common::stdout(&run_expect(&repo, ["snapshots"], 0));
     assert!(text.contains("incremental 7 on"), "{text}");
+    // Every dump records the last oplog entry it read, where the next one's read starts: it
+    // advances with every change and never passes the dump's cluster time.
+    let time = |t: &Value| (t["t"].as_u64().unwrap(), t["i"].as_u64().unwrap());
+    let anchors = (listed.as_array().unwrap().iter())
+        .map(|s| &s["sources"][0])
+        .map(|m| (time(&m["chain"]["last_entry"]), time(&m["cluster_time"])))
+        .collect::<Vec<_>>();
+    assert!(anchors.iter().all(|(last, at)| last <= at), "{anchors:?}");
+    assert!(anchors.windows(2).all(|w| w[0].0 < w[1].0), "{anchors:?}");
 
     for (i, (id, want)) in chain.iter().enumerate() {
         let got = restored_state(&repo, &m, uri, &db, id);
@@ -176,6 +185,81 @@ fn a_chain_of_incremental_snapshots_restores_every_state_and_survives_forget_and
         "{reason}"
     );
     m.drop_db(&db);
+}
+
+/// `scan --mongo` of `snapshot` (deep or not): its exit code and report.
+fn scan(repo: &TestRepo, uri: &str, db: &str, snapshot: &str, deep: bool, code: i32) -> Value {
+    let mut args = vec![
+        "scan",
+        "--mongo",
+        uri,
+        "--mongo-db",
+        db,
+        "--snapshot",
+        snapshot,
+    ];
+    if deep {
+        args.push("--deep");
+    }
+    json_expect(repo, args, code).1
+}
+
+#[test]
+fn scan_compares_the_server_with_an_incremental_snapshot_at_its_time() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("inc_scan");
+    seed(&m, &db);
+    let repo = fast_repo();
+    backup(&repo, uri, &db);
+    // After every scripted change the server holds what the new incremental snapshot holds
+    // at its time: inserted, updated (both formats) and deleted documents, a transaction, a
+    // new index, a collection dropped and created again, a rename. Nothing is lost.
+    let mut last = String::new();
+    scripted_changes(&m, &db, &mut |_| {
+        let inc = backup(&repo, uri, &db);
+        assert!(inc["mongodb"]["incremental"].is_object(), "{inc}");
+        last = snapshot_id(&inc);
+        for deep in [false, true] {
+            let report = scan(&repo, uri, &db, &last, deep, 0);
+            assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+        }
+    });
+    // Documents that only the oplog ranges hold are lost: 106 (inserted after the full
+    // dump), 500 (by the transaction) from `c` (`a` renamed), and b's only document.
+    m.run(
+        &db,
+        doc! {"delete": "c", "deletes": [{"q": {"_id": {"$in": [106, 500]}}, "limit": 0}]},
+    );
+    m.run(
+        &db,
+        doc! {"delete": "b", "deletes": [{"q": {}, "limit": 0}]},
+    );
+    let deep = scan(&repo, uri, &db, &last, true, 4);
+    let missing = |ns: &str| {
+        let findings = deep["findings"].as_array().unwrap();
+        let f = findings.iter().find(|f| f["ns"] == format!("{db}.{ns}"));
+        let ids = f.map(|f| f["missing"]["ids"].as_array().unwrap().clone());
+        let mut ids = ids.unwrap_or_else(|| panic!("no finding for {ns}: {deep}"));
+        ids.sort_by_key(|i| i.to_string());
+        ids
+    };
+    assert_eq!(missing("c"), ["106", "500"], "{deep}");
+    assert_eq!(missing("b"), ["\"new\""], "{deep}");
+    assert_eq!(deep["findings"].as_array().unwrap().len(), 2, "{deep}");
+    let counted = scan(&repo, uri, &db, &last, false, 4);
+    let fell = |ns: &str| {
+        let findings = counted["findings"].as_array().unwrap();
+        let f = findings.iter().find(|f| f["ns"] == format!("{db}.{ns}"));
+        f.map(|f| (f["snapshot_count"].clone(), f["live_count"].clone()))
+    };
+    let c_docs = m.count(&db, "c");
+    assert_eq!(
+        fell("c"),
+        Some(((c_docs + 2).into(), c_docs.into())),
+        "{counted}"
+    );
+    assert_eq!(fell("b"), Some((1.into(), 0.into())), "{counted}");
 }
 
 #[test]

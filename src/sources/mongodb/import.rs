@@ -90,6 +90,7 @@ pub struct ImportReport {
 }
 
 /// One namespace of the dump and where it goes.
+#[derive(Clone)]
 pub struct DumpNs {
     pub db: String,
     pub meta: CollMeta,

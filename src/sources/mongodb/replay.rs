@@ -107,8 +107,74 @@ struct Batch {
 const BATCH_STATEMENTS: usize = 1000;
 const BATCH_BYTES: usize = 8 << 20;
 
+/// Where a replay's commands go: a server ([`Server`]), or a model of the database's state
+/// (the MongoDB scan's).
+pub(crate) trait Target {
+    /// Runs a command. `Ok(Some(i))`: write statement `i` failed because its effect is
+    /// already there (an ordered write command stops there); an error is the server's
+    /// message.
+    fn run(&mut self, db: &str, cmd: Document) -> std::result::Result<Option<usize>, String>;
+
+    /// The document `q` selects in `db.coll` now, if any: the base of an update whose diff
+    /// names no update operator can address.
+    fn current(
+        &mut self,
+        db: &str,
+        coll: &str,
+        q: &Document,
+    ) -> std::result::Result<Option<Document>, String>;
+}
+
+impl<T: Target + ?Sized> Target for &mut T {
+    fn run(&mut self, db: &str, cmd: Document) -> std::result::Result<Option<usize>, String> {
+        (**self).run(db, cmd)
+    }
+
+    fn current(
+        &mut self,
+        db: &str,
+        coll: &str,
+        q: &Document,
+    ) -> std::result::Result<Option<Document>, String> {
+        (**self).current(db, coll, q)
+    }
+}
+
+/// A server as a replay's target.
+pub(crate) struct Server<'a>(pub &'a Conn);
+
+impl Target for Server<'_> {
+    fn run(&mut self, db: &str, cmd: Document) -> std::result::Result<Option<usize>, String> {
+        let conn = self.0;
+        let reply = match conn.block_on(conn.client().database(db).run_command(cmd)) {
+            Ok(r) => r,
+            Err(e) if super::error_code(&e).is_some_and(|c| ALREADY_DONE.contains(&c)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match reply.get_array("writeErrors").ok().and_then(|w| w.first()) {
+            Some(Bson::Document(w)) if ALREADY_DONE.contains(&w.get_i32("code").unwrap_or(0)) => {
+                Ok(Some(w.get_i32("index").unwrap_or(0).max(0) as usize))
+            }
+            Some(Bson::Document(w)) => Err(w.get_str("errmsg").unwrap_or("write error").into()),
+            _ => Ok(None),
+        }
+    }
+
+    fn current(
+        &mut self,
+        db: &str,
+        coll: &str,
+        q: &Document,
+    ) -> std::result::Result<Option<Document>, String> {
+        let collection = self.0.client().database(db).collection::<Document>(coll);
+        (self.0.block_on(collection.find_one(q.clone()))).map_err(|e| e.to_string())
+    }
+}
+
 pub struct Replayer<'a> {
-    conn: &'a Conn,
+    target: Box<dyn Target + 'a>,
     batch: Option<Batch>,
     filter: &'a NsFilter,
     renames: &'a Renames,
@@ -124,8 +190,17 @@ pub struct Replayer<'a> {
 
 impl<'a> Replayer<'a> {
     pub fn new(conn: &'a Conn, filter: &'a NsFilter, renames: &'a Renames) -> Replayer<'a> {
+        Replayer::to(Box::new(Server(conn)), filter, renames)
+    }
+
+    /// A replay into `target`.
+    pub(crate) fn to(
+        target: Box<dyn Target + 'a>,
+        filter: &'a NsFilter,
+        renames: &'a Renames,
+    ) -> Replayer<'a> {
         Replayer {
-            conn,
+            target,
             batch: None,
             filter,
             renames,
@@ -285,7 +360,7 @@ impl<'a> Replayer<'a> {
 
     /// The document as it is now with `d` applied, as a replacement; nothing when it is gone.
     fn replacement(
-        &self,
+        &mut self,
         db: &str,
         coll: &str,
         q: Document,
@@ -293,14 +368,11 @@ impl<'a> Replayer<'a> {
         ts: BsonTime,
         ns: &str,
     ) -> Result<Vec<Document>> {
-        let collection = self.conn.client().database(db).collection::<Document>(coll);
-        let current = self
-            .conn
-            .block_on(collection.find_one(q.clone()))
-            .map_err(|e| ReplayError::Apply {
+        let current =
+            (self.target.current(db, coll, &q)).map_err(|message| ReplayError::Apply {
                 ts,
                 ns: ns.to_string(),
-                message: e.to_string(),
+                message,
             })?;
         Ok(current
             .map(|mut doc| {
@@ -431,31 +503,12 @@ impl<'a> Replayer<'a> {
     /// Runs a command; an error whose code says the effect is already there is no error.
     /// Returns the index of the write statement that failed so (an ordered write command
     /// stops there).
-    fn run(&self, db: &str, cmd: Document, ts: BsonTime, ns: &str) -> Result<Option<usize>> {
-        let fail = |message: String| ReplayError::Apply {
+    fn run(&mut self, db: &str, cmd: Document, ts: BsonTime, ns: &str) -> Result<Option<usize>> {
+        (self.target.run(db, cmd)).map_err(|message| ReplayError::Apply {
             ts,
             ns: ns.to_string(),
             message,
-        };
-        let reply = match self
-            .conn
-            .block_on(self.conn.client().database(db).run_command(cmd))
-        {
-            Ok(r) => r,
-            Err(e) if super::error_code(&e).is_some_and(|c| ALREADY_DONE.contains(&c)) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(fail(e.to_string())),
-        };
-        match reply.get_array("writeErrors").ok().and_then(|w| w.first()) {
-            Some(Bson::Document(w)) if ALREADY_DONE.contains(&w.get_i32("code").unwrap_or(0)) => {
-                Ok(Some(w.get_i32("index").unwrap_or(0).max(0) as usize))
-            }
-            Some(Bson::Document(w)) => Err(fail(
-                w.get_str("errmsg").unwrap_or("write error").to_string(),
-            )),
-            _ => Ok(None),
-        }
+        })
     }
 }
 

@@ -4,8 +4,9 @@
 //! scan compares documents by `_id` through a temporary SQLite table, so memory stays bounded
 //! whatever the collection sizes (the dump is in natural order, not `_id` order).
 use super::export::{list_collections, list_indexes};
-use super::import::{self, DumpNs};
-use super::namespace::{NsFilter, Renames};
+use super::import::{self, Dump, DumpNs};
+use super::namespace::{NsFilter, Renames, split_ns};
+use super::overlay::{Overlay, Written, sql, temp_db};
 use super::{Conn, MongoError, Result, cmd_err, stream};
 use crate::cancel::Cancel;
 use crate::observer::{EntryError, EntryErrorKind, Observer, Phase};
@@ -147,20 +148,22 @@ pub fn scan(
 ) -> Result<ScanReport> {
     progress.phase(Phase::Scanning);
     let dump = import::read_dump(repo, snap.tree, &opts.filter, &Renames::default())?;
+    let overlay = Overlay::build(repo, &dump, &opts.filter, &opts.cancel)?;
+    let namespaces = at_cluster_time(&dump, &overlay);
     let live_dbs: BTreeSet<String> = conn
         .block_on(conn.client().list_database_names())
         .map_err(cmd_err("listing databases"))?
         .into_iter()
         .collect();
     let mut by_db: BTreeMap<&str, Vec<&DumpNs>> = BTreeMap::new();
-    for ns in &dump.namespaces {
+    for ns in &namespaces {
         by_db.entry(&ns.db).or_default().push(ns);
     }
     let mut report = ScanReport {
         server: conn.server.clone(),
         ..Default::default()
     };
-    let mut docs = DocCompare::new(opts)?;
+    let mut docs = DocCompare::new(opts, &overlay)?;
     for (db, namespaces) in by_db {
         match live_dbs.contains(db) {
             true => scan_db(
@@ -176,6 +179,26 @@ pub fn scan(
         }
     }
     Ok(report)
+}
+
+/// The namespaces of `dump` as they are at its cluster time, after its oplog: renamed, with
+/// the indexes the oplog left them, without the dump's documents when dropped and created
+/// again; those gone by then are left out.
+fn at_cluster_time(dump: &Dump, overlay: &Overlay) -> Vec<DumpNs> {
+    (dump.namespaces.iter())
+        .filter_map(|ns| {
+            let at = overlay.as_of(ns)?;
+            let mut ns = ns.clone();
+            (ns.db, ns.meta.name) = split_ns(&at.name);
+            if !ns.meta.is_view() {
+                ns.meta.indexes = at.indexes;
+            }
+            if !at.dump_documents {
+                ns.bson = None;
+            }
+            Some(ns)
+        })
+        .collect()
 }
 
 fn missing_db(db: &str, namespaces: &[&DumpNs]) -> Finding {
@@ -282,10 +305,12 @@ fn compare_collection(
 }
 
 /// Compares the documents of collections, one at a time, reusing one temporary database.
-struct DocCompare {
+struct DocCompare<'a> {
     deep: Option<(tempfile::TempDir, rusqlite::Connection)>,
     id_limit: Option<usize>,
     cancel: Cancel,
+    /// What the dump's oplog wrote after the export read the documents.
+    overlay: &'a Overlay,
 }
 
 /// What the deep comparison found in one collection.
@@ -306,8 +331,8 @@ const UNSEEN: i64 = 0;
 /// `state` of a document seen on the server with other content.
 const CHANGED: i64 = 2;
 
-impl DocCompare {
-    fn new(opts: &ScanOptions) -> Result<DocCompare> {
+impl<'a> DocCompare<'a> {
+    fn new(opts: &ScanOptions, overlay: &'a Overlay) -> Result<DocCompare<'a>> {
         let deep = match opts.deep {
             true => Some(temp_db()?),
             false => None,
@@ -316,14 +341,16 @@ impl DocCompare {
             deep,
             id_limit: opts.id_limit,
             cancel: opts.cancel.clone(),
+            overlay,
         })
     }
 
     fn compare(&mut self, repo: &IndexedRepo, conn: &Conn, ns: &DumpNs) -> Result<Option<Finding>> {
         let Some((_, db)) = &mut self.deep else {
-            return count_fell(repo, conn, ns, &self.cancel);
+            return count_fell(repo, conn, ns, self.overlay, &self.cancel);
         };
-        let c = deep_compare(repo, conn, ns, db, self.id_limit, &self.cancel)?;
+        let sides = (repo, conn, self.overlay);
+        let c = deep_compare(sides, ns, db, self.id_limit, &self.cancel)?;
         if c.missing.total == 0 && c.changed.total == 0 {
             return Ok(None);
         }
@@ -338,29 +365,6 @@ impl DocCompare {
             changed: Some(c.changed),
         };
         Ok(Some(finding(ns, what, mode)))
-    }
-}
-
-fn temp_db() -> Result<(tempfile::TempDir, rusqlite::Connection)> {
-    let io = |e: std::io::Error| sql_err(e.to_string());
-    let dir = tempfile::Builder::new()
-        .prefix("strata-scan-")
-        .tempdir()
-        .map_err(io)?;
-    let db = rusqlite::Connection::open(dir.path().join("ids.db")).map_err(sql)?;
-    db.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
-        .map_err(sql)?;
-    Ok((dir, db))
-}
-
-fn sql(e: rusqlite::Error) -> MongoError {
-    sql_err(e.to_string())
-}
-
-fn sql_err(message: String) -> MongoError {
-    MongoError::Dump {
-        path: "the scan's temporary database".into(),
-        message,
     }
 }
 
@@ -409,16 +413,25 @@ fn for_each_live_doc(
     })
 }
 
-/// The non-deep comparison: a finding when the server holds fewer documents.
+/// The non-deep comparison: a finding when the server holds fewer documents than the dump
+/// at its cluster time (its documents the oplog did not write, and those it left there).
 fn count_fell(
     repo: &IndexedRepo,
     conn: &Conn,
     ns: &DumpNs,
+    overlay: &Overlay,
     cancel: &Cancel,
 ) -> Result<Option<Finding>> {
-    let mut snapshot = 0;
-    for_each_dump_doc(repo, ns, cancel, &mut |_| {
-        snapshot += 1;
+    let name = ns_name(ns);
+    let (mut snapshot, mut written) = (0, false);
+    overlay.for_each_written(&name, &mut |_, w| {
+        snapshot += u64::from(w != Written::Deleted);
+        written = true;
+        Ok(())
+    })?;
+    for_each_dump_doc(repo, ns, cancel, &mut |d| {
+        let kept = !written || overlay.written(&name, &id_key(d, ns)?)?.is_none();
+        snapshot += u64::from(kept);
         Ok(())
     })?;
     let coll = conn
@@ -463,11 +476,12 @@ fn id_text(key: &[u8]) -> String {
     )
 }
 
-/// The deep comparison: the snapshot's `_id`s and content hashes into the table, the
-/// server's documents checked off against it, what was not seen is missing.
+/// The deep comparison: the snapshot's `_id`s and content hashes into the table, carried to
+/// the dump's cluster time by what its oplog wrote (a document whose content the oplog does
+/// not give matches whatever the server holds), the server's documents checked off against
+/// it, what was not seen is missing.
 fn deep_compare(
-    repo: &IndexedRepo,
-    conn: &Conn,
+    (repo, conn, overlay): (&IndexedRepo, &Conn, &Overlay),
     ns: &DumpNs,
     db: &mut rusqlite::Connection,
     id_limit: Option<usize>,
@@ -481,29 +495,44 @@ fn deep_compare(
             .prepare("INSERT OR REPLACE INTO docs (id, hash) VALUES (?1, ?2)")
             .map_err(sql)?;
         for_each_dump_doc(repo, ns, cancel, &mut |d| {
-            counts.snapshot += 1;
-            run_with_hash(&mut insert, d, ns)
+            let hash = blake3::hash(d.as_bytes());
+            insert
+                .execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
+                .map_err(sql)?;
+            Ok(())
         })?;
+        let mut delete = tx.prepare("DELETE FROM docs WHERE id = ?1").map_err(sql)?;
+        overlay.for_each_written(&ns_name(ns), &mut |id, w| {
+            match w {
+                Written::Deleted => delete.execute([id]),
+                Written::Present(hash) => {
+                    insert.execute(params![id, hash.map_or(Vec::new(), |h| h.to_vec())])
+                }
+            }
+            .map_err(sql)?;
+            Ok(())
+        })?;
+        counts.snapshot = (tx.query_row("SELECT count(*) FROM docs", [], |r| r.get::<_, i64>(0)))
+            .map_err(sql)? as u64;
         let mut check = tx
-            .prepare("UPDATE docs SET state = CASE WHEN hash = ?2 THEN 1 ELSE 2 END WHERE id = ?1")
+            .prepare(
+                "UPDATE docs SET state = CASE WHEN hash = ?2 OR hash = x'' THEN 1 ELSE 2 END \
+                 WHERE id = ?1",
+            )
             .map_err(sql)?;
         for_each_live_doc(conn, ns, cancel, &mut |d| {
             counts.live += 1;
-            run_with_hash(&mut check, d, ns)
+            let hash = blake3::hash(d.as_bytes());
+            check
+                .execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
+                .map_err(sql)?;
+            Ok(())
         })?;
     }
     counts.missing = id_list(&tx, UNSEEN, id_limit)?;
     counts.changed = id_list(&tx, CHANGED, id_limit)?;
     tx.commit().map_err(sql)?;
     Ok(counts)
-}
-
-/// Runs `stmt` with a document's `_id` key and content hash.
-fn run_with_hash(stmt: &mut rusqlite::Statement, d: &RawDocument, ns: &DumpNs) -> Result<()> {
-    let hash = blake3::hash(d.as_bytes());
-    stmt.execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
-        .map_err(sql)?;
-    Ok(())
 }
 
 /// The `_id`s in `state`: their number and the first `limit` of them.
