@@ -115,6 +115,38 @@ fn a_chain_of_incremental_snapshots_restores_every_state_and_survives_forget_and
     assert_eq!(last["full_every"], 8, "{last}");
     let text = common::stdout(&run_expect(&repo, ["snapshots"], 0));
     assert!(text.contains("incremental 7 on"), "{text}");
+    // The last dump shows each oplog range of the chain as a file beside `oplog.bson` (its
+    // same chunks): one per incremental dump, in order, together the end of `oplog.bson`.
+    let last_id = &chain[7].0;
+    let listing = common::stdout(&run_expect(&repo, ["ls", last_id, "/mongodb"], 0));
+    let mut ranges: Vec<&str> = (listing.lines().map(str::trim))
+        .filter(|p| p.starts_with("/mongodb/oplog-"))
+        .collect();
+    ranges.sort_by_key(|p| {
+        p["/mongodb/oplog-".len()..]
+            .split('-')
+            .next()
+            .map(str::to_string)
+    });
+    let depths: Vec<String> = (ranges.iter())
+        .map(|p| {
+            p["/mongodb/oplog-".len()..]
+                .split('-')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(depths, ["1", "2", "3", "4", "5", "6", "7"], "{listing}");
+    let cat = |path: &str| run_expect(&repo, ["cat", last_id, path], 0).stdout;
+    let joined: Vec<u8> = ranges.iter().flat_map(|p| cat(p)).collect();
+    let whole = cat("/mongodb/oplog.bson");
+    assert!(
+        !joined.is_empty() && whole.ends_with(&joined),
+        "the ranges ({} bytes) are not the end of oplog.bson ({} bytes)",
+        joined.len(),
+        whole.len()
+    );
     // Every dump records the last oplog entry it read, where the next one's read starts: it
     // advances with every change and never passes the dump's cluster time.
     let time = |t: &Value| (t["t"].as_u64().unwrap(), t["i"].as_u64().unwrap());

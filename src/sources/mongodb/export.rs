@@ -254,6 +254,7 @@ impl MongoExport {
             None => Vec::new(),
         };
         let range = (parent.cluster_time, end);
+        let appended_from = before.len();
         let reading = self
             .anchor(parent)
             .map_or(Reading::Archive, Reading::Anchored);
@@ -272,6 +273,8 @@ impl MongoExport {
             w.reused(count_below(repo, n)?);
         }
         let next = parent.next();
+        let appended = window.node.content()[appended_from..].to_vec();
+        nodes.push(w.file(range_file(next.depth, range).as_bytes(), appended));
         let chain = Chain {
             scope: self.scope(),
             dump_bytes: parent.chain.dump_bytes,
@@ -828,6 +831,13 @@ impl ServerRead {
             None => Ok(()),
         }
     }
+}
+
+/// The name of the file that holds the oplog range an incremental dump added (the same
+/// chunks as the end of its `oplog.bson`), beside `oplog.bson`, where mongorestore passes it
+/// by: `oplog-DEPTH-FROM-TO.bson`, the times as `seconds.increment`.
+fn range_file(depth: u32, (from, to): (BsonTime, BsonTime)) -> String {
+    format!("oplog-{depth}-{}.{}-{}.{}.bson", from.t, from.i, to.t, to.i)
 }
 
 /// Why a dump that would continue `parent` is full: the oplog, starting at `oldest`, no
