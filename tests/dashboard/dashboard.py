@@ -19,7 +19,8 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
 - `compare` READ_TOKEN ADMIN_TOKEN REPOSITORY ADDED REMOVED CHANGED: a read session (shown no
   Check or Prune) compares the repository's two snapshots from its page: ADDED, REMOVED and
   CHANGED (paths) are in the Added, Removed and Changed tables. An admin session runs Check
-  from the repository's page (its result shows there after) and Prune.
+  from the repository's page (its result shows there after) and Prune, then screenshots the
+  overview with two runs in its sparklines (OUT_DIR/overview-runs.png, docs/dashboard-overview.png).
 - `timeline` OPERATE_TOKEN REPOSITORY SECONDS URI NAMESPACE RENAME: the repository's MongoDB
   timeline shows a recoverable window with its snapshot marked; a click on it picks a second;
   SECONDS (UTC, since the epoch) is then picked in the time field, and NAMESPACE restored to it
@@ -338,6 +339,10 @@ def compare(browser, base, read_token, admin_token, repository, added, removed, 
     expect(page).to_have_url(re.compile(re.escape(base) + r"/operations/\d+$"))
     expect(page.locator("#op-status")).to_have_text("success")
     expect(page.get_by_role("heading", level=1)).to_contain_text("prune")
+    # The overview after two runs, a check and a prune (the README's picture).
+    page.goto(base + "/")
+    expect(page.get_by_role("table", name="Plans").locator("td.spark-duration circle.point")).to_have_count(2)
+    shot(page, out, "overview-runs")
     page.context.close()
     return "ok"
 

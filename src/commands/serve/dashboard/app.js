@@ -388,7 +388,7 @@ async function restorePage(page, name) {
   const match = snapshots.find((s) => s.id.startsWith(wanted));
   if (match) wanted = match.id;
   const snapshot = select({ id: "restore-snapshot", name: "snapshot" },
-    [["latest", "latest"], ...snapshots.map((s) => [s.id, `${s.short_id} · ${when(s.time)} · ${s.host} · ${s.paths.join(", ")}`])],
+    [["latest", "latest"], ...snapshots.map(snapshotOption)],
     wanted);
   const path = el("input", { id: "restore-path", name: "path", value: query.get("path") || "/" });
   const target = el("input", { id: "restore-target", name: "target", required: "", placeholder: "/absolute/directory" });
