@@ -8,7 +8,7 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
   walks its tree down to the backed-up FILE and downloads it into OUT_DIR/download.bin, and
   pages through the directory MANY (250 entries). Prints the run's operation id.
 - `cancel` OPERATE_TOKEN PLAN: runs the plan now and cancels the run from its operation page
-  once it shows progress. Prints the run's operation id.
+  once it shows progress (counters, a rate and the path being read). Prints the run's operation id.
 - `failing` READ_TOKEN PLAN: the plan, whose last run failed, shows as failing, and its
   failure alert is among the recent alerts.
 - `restore` READ_TOKEN OPERATE_TOKEN REPOSITORY DIR TARGET: a read session is shown no way to
@@ -171,6 +171,9 @@ def operate_session(page, base, token, plan, out):
     for series in ["Duration", "Bytes added", "Files"]:
         expect(chart.locator(f'g[data-series="{series}"] circle.point')).to_have_count(runs)
     shot(page, out, "plan")
+    page.set_viewport_size({"width": 390, "height": 844})
+    no_sideways_scroll(page, "the plan page")
+    page.set_viewport_size({"width": 1200, "height": 900})
     status = page.locator("dd .status")
     page.get_by_role("button", name="Pause").click()
     expect(status).to_have_text("paused")
@@ -236,6 +239,9 @@ def cancel(browser, base, token, plan, out, problems):
     expect(page).to_have_url(re.compile(re.escape(base) + r"/operations/\d+$"))
     operation = page.url.rsplit("/", 1)[1]
     expect(page.locator("#counters")).to_contain_text("files")
+    # The rate and the path being read, from the progress events.
+    expect(page.locator("#rate")).to_contain_text("/s")
+    expect(page.locator("#item")).to_contain_text("/")
     if page.locator("#op-status").inner_text() != "running":
         sys.exit("the backup ended before it could be cancelled: make its data larger")
     page.get_by_role("button", name="Cancel").click()
@@ -325,6 +331,8 @@ def compare(browser, base, read_token, admin_token, repository, added, removed, 
     expect(page.get_by_role("table", name="Added")).not_to_contain_text(removed)
     expect(page.locator("#diff-summary")).to_contain_text("1 modified")
     shot(page, out, "compare")
+    page.set_viewport_size({"width": 390, "height": 844})
+    no_sideways_scroll(page, "the comparison")
     page.context.close()
 
     page = new_page(browser, problems)
@@ -378,6 +386,9 @@ def timeline(browser, base, token, repository, seconds, uri, namespace, rename, 
     page.get_by_label("Restore as").fill(rename)
     page.get_by_label("Existing documents").select_option("insert")
     shot(page, out, "timeline")
+    page.set_viewport_size({"width": 390, "height": 844})
+    no_sideways_scroll(page, "the timeline page")
+    page.set_viewport_size({"width": 1200, "height": 900})
     page.get_by_role("button", name="Restore to this time").click()
     expect(page).to_have_url(re.compile(re.escape(base) + r"/operations/\d+$"))
     operation = page.url.rsplit("/", 1)[1]

@@ -520,6 +520,8 @@ function timelineChart(timeline, pick) {
   const cursor = svg("line", { class: "cursor", x1: -10, x2: -10, y1: AXIS.top, y2: height - AXIS.bottom,
     stroke: "#1d2430", "stroke-width": 2, "stroke-dasharray": "4 3" });
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => lo + f * (hi - lo));
+  // Times of day over less than a day, else dates and times (UTC, as the time field takes).
+  const tick = (t) => new Date(t * 1000).toISOString().slice(hi - lo < 86400 ? 11 : 0, 19).replace("T", " ");
   const chart = svg("svg", {
     id: "timeline", viewBox: `0 0 ${AXIS.width} ${height}`, role: "img",
     "aria-label": `Recoverable windows and gaps from ${rfc3339(lo)} to ${rfc3339(Math.ceil(hi))}`,
@@ -538,10 +540,10 @@ function timelineChart(timeline, pick) {
       class: "snapshot", d: `M ${x(w.from.t)} ${y(w.server) + 2} l 6 -8 h -12 z`, fill: "#1e3a8a",
     }, svg("title", {}, `snapshot ${w.snapshot.slice(0, 8)} at ${rfc3339(w.from.t)}`))),
     svg("line", { x1: AXIS.left, x2: AXIS.width - AXIS.right, y1: height - AXIS.bottom, y2: height - AXIS.bottom, stroke: "#6b7280" }),
-    ticks.map((t, i) => svg("text", {
+    ticks.map((t, i) => (i > 0 && tick(t) === tick(ticks[i - 1]) ? null : svg("text", {
       x: x(t), y: height - 10, "font-size": 11, fill: "#374151",
       "text-anchor": i === 0 ? "start" : i === ticks.length - 1 ? "end" : "middle",
-    }, new Date(t * 1000).toISOString().slice(11, 19))),
+    }, tick(t)))),
     cursor);
   const mark = (seconds) => {
     const at = Number.isNaN(seconds) || seconds < lo || seconds > hi ? -10 : x(seconds);
