@@ -443,6 +443,11 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
         "{op}"
     );
     assert_same_state(&want, &m.state(&copy), "restored to the second picked");
+    let history = server.json("GET", "/api/v1/operations", &operator, StatusCode::OK);
+    let dry = (history.as_array().unwrap().iter())
+        .find(|o| o["kind"] == "restore_mongo" && o["report"]["mongodb"]["dry_run"] == true);
+    let dry = dry.unwrap_or_else(|| panic!("no dry run before the restore: {history}"));
+    assert!(dry["id"].as_i64() < Some(id), "{history}");
     let size = fs::metadata(out.join("timeline.png")).map(|m| m.len());
     assert!(size.unwrap_or(0) > 0, "no timeline screenshot");
 }

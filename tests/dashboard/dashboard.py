@@ -24,7 +24,8 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
 - `timeline` OPERATE_TOKEN REPOSITORY SECONDS URI NAMESPACE RENAME: the repository's MongoDB
   timeline shows a recoverable window with its snapshot marked; a click on it picks a second;
   SECONDS (UTC, since the epoch) is then picked in the time field, and NAMESPACE restored to it
-  as RENAME into URI, followed to its success. Prints the operation's id.
+  as RENAME into URI: a dry run first (listing RENAME's collections), then the restore,
+  followed to its success. Prints the operation's id.
 Asserts, screenshots every page into OUT_DIR, fails on any console error, and exits non-zero
 with the reason on the first failure.
 """
@@ -385,11 +386,18 @@ def timeline(browser, base, token, repository, seconds, uri, namespace, rename, 
     page.get_by_label("Database or collection").fill(namespace)
     page.get_by_label("Restore as").fill(rename)
     page.get_by_label("Existing documents").select_option("insert")
+    restore_button = page.get_by_role("button", name="Restore to this time")
+    expect(restore_button).to_be_disabled()
+    page.get_by_role("button", name="Dry run").click()
+    would = page.get_by_role("table", name="Would be restored")
+    expect(would).to_contain_text(rename.removesuffix("*"))
+    expect(page.locator("#plan-summary")).to_contain_text("would be restored")
+    expect(restore_button).to_be_enabled()
     shot(page, out, "timeline")
     page.set_viewport_size({"width": 390, "height": 844})
     no_sideways_scroll(page, "the timeline page")
     page.set_viewport_size({"width": 1200, "height": 900})
-    page.get_by_role("button", name="Restore to this time").click()
+    restore_button.click()
     expect(page).to_have_url(re.compile(re.escape(base) + r"/operations/\d+$"))
     operation = page.url.rsplit("/", 1)[1]
     expect(page.locator("#op-status")).to_have_text("success")

@@ -581,6 +581,7 @@ async function timelinePage(page, name) {
   const { chart, mark } = timelineChart(timeline, (seconds) => {
     at.value = rfc3339(seconds);
     update();
+    stale();
   });
   function update() {
     const seconds = parseAt(at.value);
@@ -601,6 +602,10 @@ async function timelinePage(page, name) {
     ["skip_existing", "skip existing documents"],
   ], "insert");
   const drop = el("input", { id: "restore-drop", name: "drop", type: "checkbox" });
+  const plan = el("section", { id: "plan", "aria-live": "polite" },
+    el("p", {}, "Run a dry run to see what would be restored."));
+  const dry = el("button", { type: "button" }, "Dry run");
+  const restore = el("button", { type: "submit", disabled: "" }, "Restore to this time");
   const form = el("form", { class: "wizard", "aria-label": "Restore to a point in time" },
     field("Time (UTC, RFC 3339 or SECONDS:INCREMENT)", at), el("span", {}), state,
     field("Into the server (URI)", uri),
@@ -608,19 +613,45 @@ async function timelinePage(page, name) {
     field("Restore as", rename),
     field("Existing documents", mode),
     field("Drop each collection first", drop),
-    el("div", { class: "buttons" }, el("button", { type: "submit" }, "Restore to this time")));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
+    el("div", { class: "buttons" }, dry, " ", restore));
+  const request = (dryRun) => {
     const from = ns.value.trim();
-    const body = {
+    return {
       uri: uri.value.trim(),
       at: at.value.trim(),
       include: [from],
       renames: rename.value.trim() ? [{ from, to: rename.value.trim() }] : [],
       mode: mode.value,
       drop: drop.checked,
+      dry_run: dryRun,
     };
-    api("POST", `${base}/restore/mongo`, body)
+  };
+  // As in the files' wizard: a restore only after a dry run of what the form holds.
+  const stale = () => {
+    restore.disabled = true;
+    fill(plan, el("p", {}, "Run a dry run to see what would be restored."));
+  };
+  form.addEventListener("input", stale);
+  form.addEventListener("change", stale);
+  dry.addEventListener("click", () => (async () => {
+    if (!form.reportValidity()) return;
+    stale();
+    dry.disabled = true;
+    fill(plan, el("p", {}, "Dry run…"));
+    try {
+      const started = await api("POST", `${base}/restore/mongo`, request(true));
+      const op = await ended(started.operation);
+      if (op.status !== "success") throw new Error(op.error || `the dry run ended ${op.status}`);
+      showMongoPlan(plan, op.report);
+      restore.disabled = false;
+    } finally {
+      dry.disabled = false;
+    }
+  })().catch((e) => { fill(plan); showError(e); }));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (restore.disabled) return;
+    api("POST", `${base}/restore/mongo`, request(false))
       .then((started) => location.assign(`/operations/${started.operation}`))
       .catch(showError);
   });
@@ -640,7 +671,19 @@ async function timelinePage(page, name) {
         el("td", {}, g.kind.replace("_", " ")),
         el("td", {}, rfc3339(g.from.t)),
         el("td", {}, rfc3339(g.to.t))))) : null,
-    canOperate() ? [el("h2", {}, "Restore to a point in time"), form] : null);
+    canOperate() ? [el("h2", {}, "Restore to a point in time"), form, plan] : null);
+}
+
+// What a MongoDB dry run's report says would be restored: the collections, by the names
+// they would get (the dry run also found none of them holding documents the restore would
+// collide with, or it would have failed).
+function showMongoPlan(node, report) {
+  const m = report.mongodb;
+  fill(node,
+    el("h2", {}, "Dry run"),
+    el("p", { id: "plan-summary" },
+      `From snapshot ${report.snapshot_id.slice(0, 8)} and the oplog after it, ${m.namespaces.length} collections would be restored into ${report.target}.`),
+    table("Would be restored", ["Collection"], m.namespaces.map((n) => el("tr", {}, el("td", {}, n.ns)))));
 }
 
 // The plan's backup runs that ended, oldest first, with what the charts draw of each.
