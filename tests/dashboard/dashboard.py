@@ -17,7 +17,7 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
   (listed, nothing written), then restores and follows the operation to its success. Prints its
   id.
 - `compare` READ_TOKEN ADMIN_TOKEN REPOSITORY ADDED REMOVED CHANGED: a read session (shown no
-  Check or Prune) compares the repository's two snapshots from its page: ADDED, REMOVED and
+  Check or Prune) sees a point per snapshot in the repository's chart, and compares the repository's two snapshots from its page: ADDED, REMOVED and
   CHANGED (paths) are in the Added, Removed and Changed tables. An admin session runs Check
   from the repository's page (its result shows there after) and Prune, then screenshots the
   overview with two runs in its sparklines (OUT_DIR/overview-runs.png, docs/dashboard-overview.png).
@@ -322,6 +322,9 @@ def compare(browser, base, read_token, admin_token, repository, added, removed, 
     log_in(page, base, read_token)
     page.goto(f"{base}/repositories/{repository}")
     expect(page.get_by_role("table", name="Snapshots").locator("tbody tr")).to_have_count(2)
+    chart = page.get_by_role("img", name=re.compile("Size, bytes added and growth"))
+    for series in ["Snapshot size", "Bytes added", "Added in total"]:
+        expect(chart.locator(f'g[data-series="{series}"] circle.point')).to_have_count(2)
     for button in ["Check", "Prune"]:
         if page.get_by_role("button", name=button).count() != 0:
             sys.exit(f"a read session is shown {button}")

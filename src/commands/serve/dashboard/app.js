@@ -257,6 +257,8 @@ async function repositoryPage(page, name) {
       el("button", { type: "submit" }, "Compare")),
     el("form", { method: "get", action: location.pathname, class: "filters" },
       input("host"), input("tag"), input("path"), el("button", { type: "submit" }, "Filter")),
+    snapshots.length === 0 ? null : [el("h2", {}, "Over time"),
+      el("div", { class: "chart-wrap" }, repositoryChart(snapshots))],
     table("Snapshots", ["Snapshot", "Time", "Host", "Paths", "Tags", "Added"], shown.map((snap) =>
       el("tr", {},
         el("td", {}, el("a", { href: `${location.pathname}/snapshots/${snap.id}` }, snap.short_id)),
@@ -732,28 +734,47 @@ function sparkline(runs, pick, show, what) {
     line(values, 100, 24, 3, (i) => `${when(runs[i].op.started)}: ${values[i] === null ? "none" : show(values[i])}`));
 }
 
-// The plan page's history chart: duration, bytes added and files of each run, oldest to
-// newest, each on its own scale.
+// A chart of `items` (oldest first) with one band per series `[name, pick, show]`, each on
+// its own scale, a point per item that has a value; `title(item)` names an item.
+function bandsChart(id, label, items, series, title) {
+  const width = 600;
+  const band = 70;
+  return svg("svg", { id, viewBox: `0 0 ${width} ${band * series.length}`, role: "img", "aria-label": label },
+    series.map(([name, pick, show], k) => {
+      const values = items.map(pick);
+      const max = Math.max(0, ...values.filter((v) => v !== null));
+      return svg("g", { class: "series", "data-series": name, transform: `translate(0 ${k * band})` },
+        svg("rect", { x: 0, y: 0, width, height: band - 6, fill: "#fff", stroke: "#dde1e6" }),
+        svg("text", { x: 6, y: 15, "font-size": 12, fill: "#1d2430" }, `${name} (max ${show(max)})`),
+        svg("g", { transform: "translate(120 0)" },
+          line(values, width - 130, band - 6, 8, (i) => `${title(items[i])}: ${values[i] === null ? "none" : show(values[i])}`)));
+    }));
+}
+
+// The plan page's history chart: duration, bytes added and files of each run.
 function historyChart(runs) {
-  const series = [
+  return bandsChart("history-chart", `Duration, bytes added and files of the last ${runs.length} runs`, runs, [
     ["Duration", (r) => r.seconds, seconds],
     ["Bytes added", (r) => r.added, bytes],
     ["Files", (r) => r.files, String],
-  ];
-  const width = 600;
-  const band = 70;
-  return svg("svg", {
-    id: "history-chart", viewBox: `0 0 ${width} ${band * series.length}`, role: "img",
-    "aria-label": `Duration, bytes added and files of the last ${runs.length} runs`,
-  }, series.map(([name, pick, show], k) => {
-    const values = runs.map(pick);
-    const max = Math.max(0, ...values.filter((v) => v !== null));
-    return svg("g", { class: "series", "data-series": name, transform: `translate(0 ${k * band})` },
-      svg("rect", { x: 0, y: 0, width, height: band - 6, fill: "#fff", stroke: "#dde1e6" }),
-      svg("text", { x: 6, y: 15, "font-size": 12, fill: "#1d2430" }, `${name} (max ${show(max)})`),
-      svg("g", { transform: "translate(120 0)" },
-        line(values, width - 130, band - 6, 8, (i) => `run #${runs[i].op.id}, ${when(runs[i].op.started)}: ${values[i] === null ? "none" : show(values[i])}`)));
-  }));
+  ], (r) => `run #${r.op.id}, ${when(r.op.started)}`);
+}
+
+const CHARTED_SNAPSHOTS = 100;
+
+// The repository page's stats over time, from its snapshots' summaries (the service records
+// no history of the repository's size): each snapshot's size, the bytes it added, and those
+// added since the first charted (what the repository grew by, before any prune).
+function repositoryChart(newestFirst) {
+  const snaps = newestFirst.slice(0, CHARTED_SNAPSHOTS).reverse();
+  let sum = 0;
+  const items = snaps.map((s) => ({ s, grown: s.summary ? (sum += s.summary.bytes_added) : null }));
+  const of = (pick) => (item) => (item.s.summary ? pick(item.s.summary) : null);
+  return bandsChart("repository-chart", `Size, bytes added and growth of the last ${snaps.length} snapshots`, items, [
+    ["Snapshot size", of((m) => m.total_bytes), bytes],
+    ["Bytes added", of((m) => m.bytes_added), bytes],
+    ["Added in total", (item) => item.grown, bytes],
+  ], (item) => `${item.s.short_id}, ${when(item.s.time)}`);
 }
 
 // The report's fields as a definition list, nested objects as nested lists, arrays as JSON.
