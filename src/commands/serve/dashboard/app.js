@@ -854,9 +854,11 @@ async function operationPage(page, id) {
     item.textContent = "";
     fill(status, badge(end.status));
     if (cancel) cancel.remove();
+    const reported = end.report && Object.keys(end.report).length > 0;
     fill(report, el("h2", {}, "Report"),
       end.error ? el("p", { role: "alert" }, end.error) : null,
-      end.report ? reportList(end.report, { id: "report" }) : null);
+      reported ? reportList(end.report, { id: "report" }) : null,
+      end.error || reported ? null : el("p", {}, `No report: the operation ended ${end.status}.`));
   });
 }
 
