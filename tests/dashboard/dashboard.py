@@ -13,7 +13,8 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
   failure alert is among the recent alerts.
 - `restore` READ_TOKEN OPERATE_TOKEN REPOSITORY DIR TARGET: a read session is shown no way to
   restore; an operate session opens the repository's one snapshot, walks its tree to DIR, opens
-  the restore wizard from there (snapshot and path prefilled), asks for a dry run into TARGET
+  the restore wizard from there (snapshot and path prefilled; a time picks the newest snapshot
+  before it), asks for a dry run into TARGET
   (listed, nothing written), then restores and follows the operation to its success. Prints its
   id.
 - `compare` READ_TOKEN ADMIN_TOKEN REPOSITORY ADDED REMOVED CHANGED: a read session (shown no
@@ -282,6 +283,13 @@ def restore(browser, base, read_token, token, repository, directory, target, out
     expect(page).to_have_url(re.compile(re.escape(f"{base}/repositories/{repository}/restore?")))
     expect(page.get_by_label("Snapshot", exact=True)).to_have_value(snapshot)
     expect(page.get_by_label("Path in the snapshot")).to_have_value(directory)
+    # A time chooses the newest snapshot taken before it.
+    before = page.get_by_label("Or the newest snapshot before (local time)")
+    before.fill("2000-01-01T00:00:00")
+    expect(page.locator("#before-state")).to_have_text("no snapshot is that old")
+    before.fill("2099-01-01T00:00:00")
+    expect(page.locator("#before-state")).to_contain_text(f"snapshot {snapshot[:8]}")
+    expect(page.get_by_label("Snapshot", exact=True)).to_have_value(snapshot)
     restore_button = page.get_by_role("button", name="Restore", exact=True)
     expect(restore_button).to_be_disabled()
     page.get_by_label("Target directory").fill(target)

@@ -392,6 +392,15 @@ async function restorePage(page, name) {
   const snapshot = select({ id: "restore-snapshot", name: "snapshot" },
     [["latest", "latest"], ...snapshots.map(snapshotOption)],
     wanted);
+  // Or a time: the newest snapshot taken at or before it is chosen.
+  const before = el("input", { id: "restore-before", type: "datetime-local", step: "1", "aria-describedby": "before-state" });
+  const found = el("span", { id: "before-state" }, "");
+  before.addEventListener("input", () => {
+    const time = Date.parse(before.value);
+    const snap = Number.isNaN(time) ? null : snapshots.find((s) => Date.parse(s.time) <= time);
+    if (snap) snapshot.value = snap.id;
+    found.textContent = Number.isNaN(time) ? "" : snap ? `snapshot ${snap.short_id} of ${when(snap.time)}` : "no snapshot is that old";
+  });
   const path = el("input", { id: "restore-path", name: "path", value: query.get("path") || "/" });
   const target = el("input", { id: "restore-target", name: "target", required: "", placeholder: "/absolute/directory" });
   const conflict = select({ id: "restore-conflict", name: "on_conflict" }, [
@@ -413,6 +422,7 @@ async function restorePage(page, name) {
   });
   const form = el("form", { class: "wizard", "aria-label": "Restore" },
     field("Snapshot", snapshot),
+    field("Or the newest snapshot before (local time)", before), el("span", {}), found,
     field("Path in the snapshot", path),
     field("Target directory", target),
     field("If an entry exists", conflict),
