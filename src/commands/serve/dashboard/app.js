@@ -457,6 +457,9 @@ async function restorePage(page, name) {
   });
   fill(page,
     el("h1", {}, "Restore files from ", repoLink(name)),
+    el("p", {}, "MongoDB databases and collections restore from the ",
+      el("a", { href: `/repositories/${encodeURIComponent(name)}/timeline` }, "MongoDB timeline"),
+      ", to any second it covers."),
     form,
     plan);
 }
