@@ -373,6 +373,7 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
     m.insert(&db, "a", (0..50).map(|i| doc! {"_id": i, "v": i}).collect());
     let setup = Setup::new(HOURLY);
     setup.repo.ok(["backup", "--mongo", uri, "--mongo-db", &db]);
+    let at_backup = m.state(&db);
     let file = setup.repo.path().join("mongo.uri");
     fs::write(&file, format!("{uri}\n")).unwrap();
     let follower = format!(
@@ -421,7 +422,7 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
-    let copy = unique_db("dash_at");
+    let (copy, copy_of_snapshot) = (unique_db("dash_at"), unique_db("dash_snap"));
     let args = [
         operator.as_str(),
         "main",
@@ -429,9 +430,11 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
         uri,
         &format!("{db}.*"),
         &format!("{copy}.*"),
+        &format!("{copy_of_snapshot}.*"),
     ];
     let (out, printed) = browse(&server, "timeline", &args);
-    let id: i64 = printed.parse().unwrap();
+    let (id, of_snapshot) = printed.split_once(' ').unwrap();
+    let (id, of_snapshot): (i64, i64) = (id.parse().unwrap(), of_snapshot.parse().unwrap());
     let op = server.wait_ended(id, &operator);
     assert_eq!(
         (&op["kind"], &op["status"]),
@@ -444,10 +447,22 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
     );
     assert_same_state(&want, &m.state(&copy), "restored to the second picked");
     let history = server.json("GET", "/api/v1/operations", &operator, StatusCode::OK);
-    let dry = (history.as_array().unwrap().iter())
-        .find(|o| o["kind"] == "restore_mongo" && o["report"]["mongodb"]["dry_run"] == true);
-    let dry = dry.unwrap_or_else(|| panic!("no dry run before the restore: {history}"));
-    assert!(dry["id"].as_i64() < Some(id), "{history}");
+    let dry_runs: Vec<i64> = (history.as_array().unwrap().iter())
+        .filter(|o| o["kind"] == "restore_mongo" && o["report"]["mongodb"]["dry_run"] == true)
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        dry_runs.iter().any(|d| *d < id) && dry_runs.iter().any(|d| *d > id && *d < of_snapshot),
+        "a dry run before each restore: {history}"
+    );
+    let op = server.wait_ended(of_snapshot, &operator);
+    assert_eq!(op["status"], "success", "{op}");
+    assert_eq!(op["report"]["mongodb"]["oplog_applied"], 0, "{op}");
+    assert_same_state(
+        &at_backup,
+        &m.state(&copy_of_snapshot),
+        "restored from the snapshot",
+    );
     let size = fs::metadata(out.join("timeline.png")).map(|m| m.len());
     assert!(size.unwrap_or(0) > 0, "no timeline screenshot");
 }

@@ -22,11 +22,12 @@ Arguments: SCENARIO OUT_DIR BASE_URL, then the scenario's:
   CHANGED (paths) are in the Added, Removed and Changed tables. An admin session runs Check
   from the repository's page (its result shows there after) and Prune, then screenshots the
   overview with two runs in its sparklines (OUT_DIR/overview-runs.png, docs/dashboard-overview.png).
-- `timeline` OPERATE_TOKEN REPOSITORY SECONDS URI NAMESPACE RENAME: the repository's MongoDB
+- `timeline` OPERATE_TOKEN REPOSITORY SECONDS URI NAMESPACE RENAME RENAME_SNAPSHOT: the repository's MongoDB
   timeline shows a recoverable window with its snapshot marked; a click on it picks a second;
   SECONDS (UTC, since the epoch) is then picked in the time field, and NAMESPACE restored to it
   as RENAME into URI: a dry run first (listing RENAME's collections), then the restore,
-  followed to its success. Prints the operation's id.
+  followed to its success. Then NAMESPACE from the snapshot alone (no time) as RENAME_SNAPSHOT,
+  dry run first. Prints the two operations' ids.
 Asserts, screenshots every page into OUT_DIR, fails on any console error, and exits non-zero
 with the reason on the first failure.
 """
@@ -373,7 +374,7 @@ def no_sideways_scroll(page, what):
         sys.exit(f"{what} is {overflow} px wider than a phone's screen")
 
 
-def timeline(browser, base, token, repository, seconds, uri, namespace, rename, out, problems):
+def timeline(browser, base, token, repository, seconds, uri, namespace, rename, rename_snapshot, out, problems):
     page = new_page(browser, problems)
     log_in(page, base, token)
     page.goto(f"{base}/repositories/{repository}")
@@ -397,7 +398,7 @@ def timeline(browser, base, token, repository, seconds, uri, namespace, rename, 
     page.get_by_label("Database or collection").fill(namespace)
     page.get_by_label("Restore as").fill(rename)
     page.get_by_label("Existing documents").select_option("insert")
-    restore_button = page.get_by_role("button", name="Restore to this time")
+    restore_button = page.get_by_role("button", name="Restore", exact=True)
     expect(restore_button).to_be_disabled()
     page.get_by_role("button", name="Dry run").click()
     would = page.get_by_role("table", name="Would be restored")
@@ -413,8 +414,22 @@ def timeline(browser, base, token, repository, seconds, uri, namespace, rename, 
     operation = page.url.rsplit("/", 1)[1]
     expect(page.locator("#op-status")).to_have_text("success")
     shot(page, out, "timeline-operation")
+    # From the snapshot alone: no time asked for.
+    page.goto(f"{base}/repositories/{repository}/timeline")
+    page.get_by_label("Restore from").select_option(index=1)
+    expect(at).to_be_disabled()
+    page.get_by_label("Into the server (URI)").fill(uri)
+    page.get_by_label("Database or collection").fill(namespace)
+    page.get_by_label("Restore as").fill(rename_snapshot)
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.get_by_role("table", name="Would be restored")).to_contain_text(rename_snapshot.removesuffix("*"))
+    expect(page.locator("#plan-summary")).not_to_contain_text("oplog")
+    restore_button.click()
+    expect(page).to_have_url(re.compile(re.escape(base) + r"/operations/\d+$"))
+    from_snapshot = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#op-status")).to_have_text("success")
     page.context.close()
-    return operation
+    return f"{operation} {from_snapshot}"
 
 
 if __name__ == "__main__":

@@ -611,6 +611,14 @@ async function timelinePage(page, name) {
     value: servers.length ? `mongodb://${servers[0]}/` : "" });
   const ns = el("input", { id: "restore-ns", name: "ns", required: "", placeholder: "db.collection or db.*" });
   const rename = el("input", { id: "restore-rename", name: "rename", placeholder: "other_db.* (optional)" });
+  // From the time picked (a snapshot and the oplog after it), or from a snapshot alone.
+  const snapshots = [...new Set(timeline.windows.map((w) => w.snapshot))];
+  const source = select({ id: "restore-from", name: "from" }, [["at", "the time picked"],
+    ...snapshots.map((id) => [id, `snapshot ${id.slice(0, 8)} alone`])], "at");
+  source.addEventListener("change", () => {
+    at.required = source.value === "at";
+    at.disabled = source.value !== "at";
+  });
   const mode = select({ id: "restore-mode", name: "mode" }, [
     ["insert", "insert: fail on existing _id"],
     ["upsert", "upsert: replace existing documents"],
@@ -620,8 +628,9 @@ async function timelinePage(page, name) {
   const plan = el("section", { id: "plan", "aria-live": "polite" },
     el("p", {}, "Run a dry run to see what would be restored."));
   const dry = el("button", { type: "button" }, "Dry run");
-  const restore = el("button", { type: "submit", disabled: "" }, "Restore to this time");
-  const form = el("form", { class: "wizard", "aria-label": "Restore to a point in time" },
+  const restore = el("button", { type: "submit", disabled: "" }, "Restore");
+  const form = el("form", { class: "wizard", "aria-label": "Restore MongoDB" },
+    field("Restore from", source),
     field("Time (UTC, RFC 3339 or SECONDS:INCREMENT)", at), el("span", {}), state,
     field("Into the server (URI)", uri),
     field("Database or collection", ns),
@@ -633,7 +642,7 @@ async function timelinePage(page, name) {
     const from = ns.value.trim();
     return {
       uri: uri.value.trim(),
-      at: at.value.trim(),
+      ...(source.value === "at" ? { at: at.value.trim() } : { snapshot: source.value }),
       include: [from],
       renames: rename.value.trim() ? [{ from, to: rename.value.trim() }] : [],
       mode: mode.value,
@@ -657,7 +666,7 @@ async function timelinePage(page, name) {
       const started = await api("POST", `${base}/restore/mongo`, request(true));
       const op = await ended(started.operation);
       if (op.status !== "success") throw new Error(op.error || `the dry run ended ${op.status}`);
-      showMongoPlan(plan, op.report);
+      showMongoPlan(plan, op.report, source.value === "at");
       restore.disabled = false;
     } finally {
       dry.disabled = false;
@@ -686,18 +695,19 @@ async function timelinePage(page, name) {
         el("td", {}, g.kind.replace("_", " ")),
         el("td", {}, rfc3339(g.from.t)),
         el("td", {}, rfc3339(g.to.t))))) : null,
-    canOperate() ? [el("h2", {}, "Restore to a point in time"), form, plan] : null);
+    canOperate() ? [el("h2", {}, "Restore MongoDB"), form, plan] : null);
 }
 
 // What a MongoDB dry run's report says would be restored: the collections, by the names
 // they would get (the dry run also found none of them holding documents the restore would
 // collide with, or it would have failed).
-function showMongoPlan(node, report) {
+function showMongoPlan(node, report, pointInTime) {
   const m = report.mongodb;
   fill(node,
     el("h2", {}, "Dry run"),
     el("p", { id: "plan-summary" },
-      `From snapshot ${report.snapshot_id.slice(0, 8)} and the oplog after it, ${m.namespaces.length} collections would be restored into ${report.target}.`),
+      `From snapshot ${report.snapshot_id.slice(0, 8)}${pointInTime ? " and the oplog after it" : ""}, `,
+      `${m.namespaces.length} collections would be restored into ${report.target}.`),
     table("Would be restored", ["Collection"], m.namespaces.map((n) => el("tr", {}, el("td", {}, n.ns)))));
 }
 
