@@ -236,7 +236,7 @@ fn a_running_backup_is_cancelled_from_its_operation_page_and_the_repository_chec
 }
 
 #[test]
-fn a_plan_whose_last_run_failed_shows_as_failing_on_the_overview() {
+fn a_plan_whose_last_run_failed_shows_as_failing_on_the_overview_with_its_alert() {
     let setup = Setup::new(HOURLY);
     fs::remove_dir_all(&setup.src).unwrap();
     let reader = setup.token("reader", "read");
@@ -244,5 +244,225 @@ fn a_plan_whose_last_run_failed_shows_as_failing_on_the_overview() {
     let server = setup.start();
     let id = server.run_now(&operator);
     assert_eq!(server.wait_ended(id, &reader)["status"], "failed");
+    // The alert follows the run's record.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let alerts = loop {
+        let alerts = server.json("GET", "/api/v1/alerts", &reader, StatusCode::OK);
+        if !alerts.as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break alerts;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(alerts[0]["event"], "failure", "{alerts}");
+    assert_eq!(alerts[0]["operation"], id, "{alerts}");
+    let anonymous = server.request("GET", "/api/v1/alerts", None);
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     browse(&server, "failing", &[&reader, "app"]);
+}
+
+#[test]
+fn a_directory_restored_through_the_wizard_after_its_dry_run_equals_the_source_and_snapshots_compare()
+ {
+    let setup = Setup::new(HOURLY);
+    let dir = setup.src.join("d1");
+    let mut data = vec![0u8; 200_000];
+    Rng::new(23).fill(&mut data);
+    fs::create_dir_all(dir.join("deep/er")).unwrap();
+    fs::write(dir.join("deep/er/data.bin"), &data).unwrap();
+    let reader = setup.token("reader", "read");
+    let operator = setup.token("operator", "operate");
+    let admin = setup.token("admin", "admin");
+    let server = setup.start();
+    let id = server.run_now(&operator);
+    assert_eq!(server.wait_ended(id, &reader)["status"], "success");
+    let target = setup.repo.path().join("restored/here");
+    let args = [
+        reader.as_str(),
+        &operator,
+        "main",
+        dir.to_str().unwrap(),
+        target.to_str().unwrap(),
+    ];
+    let (out, printed) = browse(&server, "restore", &args);
+    let id: i64 = printed.parse().unwrap();
+    let op = server.wait_ended(id, &reader);
+    assert_eq!(
+        (&op["kind"], &op["status"]),
+        (&json!("restore"), &json!("success")),
+        "{op}"
+    );
+    let want = common::e2e::dir_contents(&dir);
+    assert!(want.len() >= 4, "{:?}", want.keys());
+    assert_eq!(
+        common::e2e::dir_contents(&target),
+        want,
+        "the restored directory equals the source"
+    );
+    let history = server.json("GET", "/api/v1/operations", &reader, StatusCode::OK);
+    let dry_runs = (history.as_array().unwrap().iter())
+        .filter(|o| {
+            o["kind"] == "restore"
+                && o["report"]["planned"]
+                    .as_array()
+                    .is_some_and(|p| !p.is_empty())
+        })
+        .count();
+    assert_eq!(
+        dry_runs, 2,
+        "two dry runs listed what would be written: {history}"
+    );
+    for shot in ["restore", "restore-operation"] {
+        let size = fs::metadata(out.join(format!("{shot}.png"))).map(|m| m.len());
+        assert!(size.unwrap_or(0) > 0, "no screenshot {shot}");
+    }
+
+    // A second snapshot, compared with the first on the repository's page.
+    let (added, removed, changed) = (
+        setup.src.join("d2/new.txt"),
+        setup.src.join("d3/e0/f00003.txt"),
+        setup.src.join("d0/e0/f00000.txt"),
+    );
+    fs::write(&added, "new\n").unwrap();
+    fs::remove_file(&removed).unwrap();
+    fs::write(&changed, "changed for the comparison\n").unwrap();
+    let id = server.run_now(&operator);
+    assert_eq!(server.wait_ended(id, &reader)["status"], "success");
+    let paths = [&added, &removed, &changed].map(|p| p.to_str().unwrap());
+    let args = [
+        reader.as_str(),
+        &admin,
+        "main",
+        paths[0],
+        paths[1],
+        paths[2],
+    ];
+    browse(&server, "compare", &args);
+    let history = server.json("GET", "/api/v1/operations", &reader, StatusCode::OK);
+    for kind in ["check", "prune"] {
+        let op = (history.as_array().unwrap().iter()).find(|o| o["kind"] == kind);
+        assert_eq!(
+            op.map(|o| &o["status"]),
+            Some(&json!("success")),
+            "the {kind} the admin started: {history}"
+        );
+    }
+}
+
+/// The follower `name` as `GET /api/v1/followers` shows it.
+fn follower_view(server: &Server, token: &str, name: &str) -> Value {
+    let all = server.json("GET", "/api/v1/followers", token, StatusCode::OK);
+    let found = all.as_array().unwrap().iter().find(|f| f["name"] == name);
+    found
+        .cloned()
+        .unwrap_or_else(|| panic!("no follower {name}: {all}"))
+}
+
+/// `SECONDS:INCREMENT` as a pair, to compare.
+fn ts(text: &str) -> (u64, u64) {
+    let (t, i) = text.split_once(':').unwrap();
+    (t.parse().unwrap(), i.parse().unwrap())
+}
+
+#[test]
+fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_then() {
+    use bson::doc;
+    use common::mongo::{Mongo, assert_same_state, shared, unique_db};
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("dash");
+    m.insert(&db, "a", (0..50).map(|i| doc! {"_id": i, "v": i}).collect());
+    let setup = Setup::new(HOURLY);
+    setup.repo.ok(["backup", "--mongo", uri, "--mongo-db", &db]);
+    let at_backup = m.state(&db);
+    let file = setup.repo.path().join("mongo.uri");
+    fs::write(&file, format!("{uri}\n")).unwrap();
+    let follower = format!(
+        "[[follower]]\nname = \"f\"\nrepository = \"main\"\nuri_file = \"{}\"\nslice = \"1s\"\n",
+        file.display()
+    );
+    setup.write_config(HOURLY, &follower);
+    let operator = setup.token("operator", "operate");
+    let server = setup.start();
+    m.insert(
+        &db,
+        "a",
+        (50..80).map(|i| doc! {"_id": i, "v": i}).collect(),
+    );
+    m.run(
+        &db,
+        doc! {"update": "a", "updates": [{"q": {"_id": 3}, "u": {"$set": {"v": "three"}}}]},
+    );
+    let then = ts(&m.cluster_time()).0;
+    let want = m.state(&db);
+    // The timeline picks whole seconds: the changes after come in a later one.
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= then
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    m.run(
+        &db,
+        doc! {"delete": "a", "deletes": [{"q": {"_id": {"$lt": 20}}, "limit": 0}]},
+    );
+    m.insert(&db, "b", vec![doc! {"_id": "later"}]);
+    let after = ts(&m.cluster_time());
+    assert!(after.0 > then, "the changes came after the second picked");
+    let tick_db = unique_db("tick");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    for tick in 0.. {
+        m.insert(&tick_db, "tick", vec![doc! {"_id": tick}]);
+        let view = follower_view(&server, &operator, "f");
+        if view["last_archived_ts"].as_str().map(ts) >= Some(after) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not archived: {view}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let (copy, copy_of_snapshot) = (unique_db("dash_at"), unique_db("dash_snap"));
+    let args = [
+        operator.as_str(),
+        "main",
+        &then.to_string(),
+        uri,
+        &format!("{db}.*"),
+        &format!("{copy}.*"),
+        &format!("{copy_of_snapshot}.*"),
+    ];
+    let (out, printed) = browse(&server, "timeline", &args);
+    let (id, of_snapshot) = printed.split_once(' ').unwrap();
+    let (id, of_snapshot): (i64, i64) = (id.parse().unwrap(), of_snapshot.parse().unwrap());
+    let op = server.wait_ended(id, &operator);
+    assert_eq!(
+        (&op["kind"], &op["status"]),
+        (&json!("restore_mongo"), &json!("success")),
+        "{op}"
+    );
+    assert!(
+        op["report"]["mongodb"]["oplog_applied"].as_u64() > Some(0),
+        "{op}"
+    );
+    assert_same_state(&want, &m.state(&copy), "restored to the second picked");
+    let history = server.json("GET", "/api/v1/operations", &operator, StatusCode::OK);
+    let dry_runs: Vec<i64> = (history.as_array().unwrap().iter())
+        .filter(|o| o["kind"] == "restore_mongo" && o["report"]["mongodb"]["dry_run"] == true)
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        dry_runs.iter().any(|d| *d < id) && dry_runs.iter().any(|d| *d > id && *d < of_snapshot),
+        "a dry run before each restore: {history}"
+    );
+    let op = server.wait_ended(of_snapshot, &operator);
+    assert_eq!(op["status"], "success", "{op}");
+    assert_eq!(op["report"]["mongodb"]["oplog_applied"], 0, "{op}");
+    assert_same_state(
+        &at_backup,
+        &m.state(&copy_of_snapshot),
+        "restored from the snapshot",
+    );
+    let size = fs::metadata(out.join("timeline.png")).map(|m| m.len());
+    assert!(size.unwrap_or(0) > 0, "no timeline screenshot");
 }

@@ -144,6 +144,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/operations/1/events", "read"),
     ("GET", "/api/v1/repositories/main/snapshots", "read"),
     ("GET", "/metrics", "read"),
+    ("GET", "/api/v1/alerts", "read"),
     ("POST", "/api/v1/plans/app/pause", "operate"),
     ("POST", "/api/v1/plans/app/resume", "operate"),
     ("POST", "/api/v1/plans/app/run", "operate"),

@@ -61,6 +61,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .routes(routes!(cancel_operation))
         .routes(routes!(list_snapshots))
         .routes(routes!(audit_log))
+        .routes(routes!(recent_alerts))
         .routes(routes!(metrics))
         .routes(routes!(super::api_mongo::list_followers))
         .routes(routes!(super::api_mongo::timelines))
@@ -670,6 +671,27 @@ async fn audit_log(
             .audit_log(limit)
             .map_err(Problem::internal)?,
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct AlertsQuery {
+    /// At most this many, 1 to 100 (default 20).
+    limit: Option<String>,
+}
+
+/// The alerts that fired lately (as sent to the notify targets, whether or not any takes
+/// them), newest first; kept in memory, so none from before the service's start (read).
+#[utoipa::path(get, path = "/api/v1/alerts", params(AlertsQuery),
+    responses((status = 200, description = "the alerts' bodies"), (status = 400, description = "bad input: problem details naming the field", body = Problem)))]
+async fn recent_alerts(
+    State(api): Shared,
+    ConnectInfo(remote): Remote,
+    headers: HeaderMap,
+    Query(q): Query<AlertsQuery>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    api.authorize(&headers, remote, Role::Read).await?;
+    let limit = limit(q.limit.as_deref(), 20, 100)?;
+    Ok(Json(api.service.alerts.latest(limit as usize)))
 }
 
 /// Prometheus metrics in the text format (read, or no token with `metrics_open`).

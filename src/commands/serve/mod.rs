@@ -87,6 +87,8 @@ pub struct Service {
     pub followers: Vec<follower::Watch>,
     /// Repositories whose followers an exclusive operation keeps stopped.
     pub holds: follower::Holds,
+    /// The latest alerts, for the dashboard.
+    pub alerts: notify::Recent,
 }
 
 /// Something the scheduler starts: a plan's run or a repository job.
@@ -162,6 +164,7 @@ impl Service {
         Ok(Service {
             followers,
             holds: follower::Holds::default(),
+            alerts: notify::Recent::default(),
             config,
             state,
             running: Mutex::new(HashMap::new()),

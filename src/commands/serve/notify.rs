@@ -10,7 +10,33 @@ use super::runner::Outcome;
 use super::state::Status;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// How many of the latest alerts the service keeps for the dashboard.
+const RECENT: usize = 100;
+
+/// The latest alerts that fired, whether or not a target takes them, in memory (a restart
+/// forgets them): what the dashboard's overview shows.
+#[derive(Default)]
+pub struct Recent(Mutex<VecDeque<Value>>);
+
+impl Recent {
+    fn push(&self, alert: Value) {
+        let mut alerts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if alerts.len() == RECENT {
+            alerts.pop_front();
+        }
+        alerts.push_back(alert);
+    }
+
+    /// The latest `limit` alerts, newest first.
+    pub fn latest(&self, limit: usize) -> Vec<Value> {
+        let alerts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        alerts.iter().rev().take(limit).cloned().collect()
+    }
+}
 
 /// Attempts per delivery, and the pause before the second (doubled each time after).
 const ATTEMPTS: u32 = 4;
@@ -132,8 +158,10 @@ fn last_time(service: &Service, plan: &str) -> Option<DateTime<Utc>> {
     last.ended
 }
 
-/// Sends `body` (about `plan`, if any) to every target taking `event`, in the background.
+/// Keeps `body` among the recent alerts and sends it (about `plan`, if any) to every target
+/// taking `event`, in the background.
 pub(super) fn send(service: &Service, event: Event, plan: Option<&str>, body: Value) {
+    service.alerts.push(body.clone());
     for target in service
         .config
         .notify

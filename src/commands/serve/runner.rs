@@ -48,6 +48,8 @@ pub struct Running {
     pub cancel: Cancel,
     feed: Mutex<Feed>,
     counters: Mutex<(Counters, Instant)>,
+    /// What the counters will reach (zero fields: unknown), and the item worked on.
+    ahead: Mutex<(Counters, String)>,
 }
 
 /// Progress events are sent at most this often (phase changes and errors always are).
@@ -64,6 +66,7 @@ impl Running {
                 sender: Some(sender),
             }),
             counters: Mutex::new((Counters::default(), Instant::now())),
+            ahead: Mutex::new((Counters::default(), String::new())),
         }
     }
 
@@ -114,10 +117,19 @@ impl Running {
         guard.1 = Instant::now();
         let c = guard.0;
         drop(guard);
-        self.push(
-            "progress",
-            json!({"files": c.files, "bytes_read": c.bytes_read, "bytes_added": c.bytes_added}),
-        );
+        let (total, item) = self.ahead.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut data =
+            json!({"files": c.files, "bytes_read": c.bytes_read, "bytes_added": c.bytes_added});
+        if total.files > 0 {
+            data["total_files"] = total.files.into();
+        }
+        if total.bytes_added > 0 {
+            data["total_bytes_added"] = total.bytes_added.into();
+        }
+        if !item.is_empty() {
+            data["item"] = item.into();
+        }
+        self.push("progress", data);
     }
 
     pub fn log_line(&self, text: String) {
@@ -130,9 +142,17 @@ impl Observer for Running {
         self.progress(true);
         self.push("phase", Value::String(phase.name().to_string()));
     }
+    fn total(&self, expected: Counters) {
+        self.ahead.lock().unwrap_or_else(|e| e.into_inner()).0 = expected;
+    }
     fn add(&self, done: Counters) {
         self.counters.lock().unwrap_or_else(|e| e.into_inner()).0 += done;
         self.progress(false);
+    }
+    fn item(&self, name: &str) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.1.clear();
+        ahead.1.push_str(name);
     }
     fn error(&self, e: &EntryError) {
         self.push("error", json!({"path": e.path, "message": e.message}));
