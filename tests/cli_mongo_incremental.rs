@@ -295,6 +295,57 @@ fn scan_compares_the_server_with_an_incremental_snapshot_at_its_time() {
 }
 
 #[test]
+fn consolidate_writes_a_full_dump_of_an_incremental_one_that_restores_and_continues() {
+    let uri = shared();
+    let m = Mongo::new(uri);
+    let db = unique_db("inc_cons");
+    seed(&m, &db);
+    let repo = fast_repo();
+    let full = backup(&repo, uri, &db);
+    let refused = run_expect(&repo, ["mongo", "consolidate", &snapshot_id(&full)], 1);
+    let why = common::stderr(&refused);
+    assert!(why.contains("already a full one"), "{why}");
+    let mut last = String::new();
+    scripted_changes(&m, &db, &mut |_| {
+        last = snapshot_id(&backup(&repo, uri, &db))
+    });
+    let want = m.state(&db);
+    let (_, made) = json_expect(&repo, ["mongo", "consolidate", &last], 0);
+    let consolidated = made["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(made["from"], Value::from(last.clone()), "{made}");
+    assert!(made["oplog_entries"].as_u64().unwrap() > 0, "{made}");
+    let listed = json_expect(&repo, ["snapshots"], 0).1;
+    let mine = (listed.as_array().unwrap().iter())
+        .find(|s| s["id"] == consolidated.as_str())
+        .unwrap_or_else(|| panic!("{consolidated} not listed: {listed}"));
+    let chain = &mine["sources"][0]["chain"];
+    assert!(chain["incremental"].is_null(), "a full dump: {chain}");
+    assert_eq!(chain["oplog_bytes"], 0, "{chain}");
+    assert!(
+        mine["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&"consolidated".into()),
+        "{mine}"
+    );
+    // Computed without the server, it restores to the state the incremental one holds.
+    let got = restored_state(&repo, &m, uri, &db, &consolidated);
+    assert_same_state(&want, &got, "the consolidated snapshot");
+    run_expect(&repo, ["check", "--read-data"], 0);
+    // The next backup continues the consolidated dump.
+    m.insert(&db, "c", vec![doc! {"_id": 9000, "v": "after"}]);
+    let next = backup(&repo, uri, &db);
+    assert_eq!(next["mongodb"]["incremental"]["depth"], 1, "{next}");
+    assert_eq!(
+        next["mongodb"]["incremental"]["base"],
+        Value::from(consolidated),
+        "{next}"
+    );
+    let got = restored_state(&repo, &m, uri, &db, &snapshot_id(&next));
+    assert_same_state(&m.state(&db), &got, "the backup after the consolidated one");
+}
+
+#[test]
 fn a_rolled_over_oplog_makes_the_next_backup_full_and_earlier_ones_still_restore() {
     if common::mongo::is_external() {
         // An external server's oplog cannot be made to roll over from here.

@@ -1,5 +1,6 @@
-//! `strata mongo follow` (archive the oplog as slices) and `strata mongo timeline` (the
-//! recoverable windows and gaps of MongoDB servers).
+//! `strata mongo follow` (archive the oplog as slices), `strata mongo timeline` (the
+//! recoverable windows and gaps of MongoDB servers) and `strata mongo consolidate` (a full
+//! dump computed from an incremental one).
 use super::{Context, Outcome, escape};
 use anyhow::Result;
 use strata::repo::lock::LockMode;
@@ -7,6 +8,7 @@ use strata::repo::locked::Locked;
 use strata::repo::snapshot::BsonTime;
 use strata::sources::mongodb::Conn;
 use strata::sources::mongodb::connection::server_of;
+use strata::sources::mongodb::consolidate::{self, ConsolidateReport};
 use strata::sources::mongodb::follow::{self, FollowOptions, GapKind, Slice, Timeline};
 
 #[derive(clap::Args)]
@@ -40,12 +42,21 @@ enum Command {
         /// Only this server: a URI or the host:port that snapshots record
         server: Option<String>,
     },
+    /// Write a full MongoDB dump computed from an incremental one (its base and the oplog
+    /// since), without the server, as a new snapshot that later backups continue
+    Consolidate {
+        /// The snapshot whose dump to consolidate (an id prefix or `latest`)
+        snapshot: String,
+    },
 }
 
 impl Args {
-    /// `follow` stops cleanly when cancelled; `timeline` exits at once.
+    /// `follow` and `consolidate` stop cleanly when cancelled; `timeline` exits at once.
     pub fn honours_cancel(&self) -> bool {
-        matches!(self.command, Command::Follow { .. })
+        matches!(
+            self.command,
+            Command::Follow { .. } | Command::Consolidate { .. }
+        )
     }
 }
 
@@ -68,7 +79,35 @@ pub fn run(ctx: &Context, args: Args) -> Result<Outcome> {
             run_follow(ctx, &uri, &opts)
         }
         Command::Timeline { server } => run_timeline(ctx, server.as_deref()),
+        Command::Consolidate { snapshot } => run_consolidate(ctx, &snapshot),
     }
+}
+
+fn run_consolidate(ctx: &Context, spec: &str) -> Result<Outcome> {
+    let (repo, guard) = ctx.open_locked(LockMode::Shared, "mongo consolidate")?;
+    let repo = Locked::new(&repo, guard)?;
+    let found = repo.find_snapshot(spec)?;
+    let r = consolidate::consolidate(&repo, (found.0, &found.1), &ctx.cancel)?;
+    if ctx.args.json {
+        ctx.print_json(&r)?;
+    } else {
+        ctx.say(&describe_consolidation(&r))?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn describe_consolidation(r: &ConsolidateReport) -> String {
+    format!(
+        "snapshot {} saved: the dump of {} as a full one ({} collections, {} views, {} \
+         documents; {} oplog entries applied; {} bytes added)",
+        r.snapshot_id.0.short(),
+        r.from.0.short(),
+        r.collections,
+        r.views,
+        r.documents,
+        r.oplog_entries,
+        r.bytes_added
+    )
 }
 
 fn run_follow(ctx: &Context, uri: &str, opts: &FollowOptions) -> Result<Outcome> {

@@ -655,7 +655,7 @@ impl<'a> DumpWriter<'a> {
     }
 
     /// A file of arbitrary bytes, chunked as files are.
-    fn small_file(&self, name: &[u8], data: &[u8]) -> Result<Node> {
+    pub(crate) fn small_file(&self, name: &[u8], data: &[u8]) -> Result<Node> {
         let params = self.packer.repo().config().chunker;
         let chunks = Chunker::new(data, params, &self.seed)
             .collect::<std::io::Result<Vec<_>>>()

@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod changes;
 pub mod connection;
+pub mod consolidate;
 pub(crate) mod diff;
 pub mod export;
 pub mod follow;
@@ -51,6 +52,8 @@ pub enum MongoError {
     NoPointInTime { at: BsonTime, reason: String },
     #[error("the snapshot holds no MongoDB dump")]
     NoDump,
+    #[error("the snapshot cannot be consolidated: {0}")]
+    NotConsolidable(String),
     /// The oplog no longer holds the entry an incremental dump reads on from: it rolled over.
     #[error("the server's oplog no longer holds entry {entry}: it rolled over")]
     OplogGone {
