@@ -184,6 +184,10 @@ def operate_session(page, base, token, plan, out):
     expect(status).to_have_text("ok")
     page.goto(base + "/")
     expect(plan_row(page, plan)).to_contain_text(f"#{operation}")
+    # The repository's deduplication and compression, from its snapshots after the run.
+    repository = page.get_by_role("table", name="Repositories").locator("tbody tr").first
+    for ratio in [".dedup", ".compression"]:
+        expect(repository.locator(ratio)).to_have_text(re.compile(r"^\d+\.\d×$"))
     expect(plan_row(page, plan).locator(".status").first).to_have_text("ok")
     # The overview's sparklines have a point for the run.
     for cell in ["spark-duration", "spark-added"]:

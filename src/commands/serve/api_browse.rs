@@ -200,6 +200,11 @@ pub(super) struct RepositoryView {
     size_bytes: Option<i64>,
     /// The last check's end and whether it found the repository sound.
     last_check: Option<LastCheck>,
+    /// Bytes of files its snapshots hold per plaintext byte they added, from their summaries
+    /// as last listed (at start and after each backup, forget and prune).
+    deduplication: Option<f64>,
+    /// Plaintext bytes its snapshots added per byte stored for them, likewise.
+    compression: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -212,7 +217,10 @@ pub(super) struct LastCheck {
 fn view(service: &Service, name: &str) -> ApiResult<RepositoryView> {
     let state = &service.state;
     let check = state.last_check(name).map_err(Problem::internal)?;
+    let totals = state.repository_totals(name).map_err(Problem::internal)?;
     Ok(RepositoryView {
+        deduplication: totals.and_then(|t| t.deduplication()),
+        compression: totals.and_then(|t| t.compression()),
         name: name.to_string(),
         snapshots: state.snapshot_count(name).map_err(Problem::internal)?,
         size_bytes: state.repository_size(name).map_err(Problem::internal)?,

@@ -217,10 +217,14 @@ impl Service {
         Ok(opened.snapshots()?.0.len())
     }
 
-    /// Records the size of the repository `name` from its listings (no object is read).
+    /// Records the size of the repository `name` from its listings (no object is read), and
+    /// its snapshots' summed summaries (deduplication and compression).
     pub(super) fn record_size(&self, name: &str, repo: &strata::Repository) -> Result<()> {
         let size = strata::ops::stats::repository_size(repo.backend())?;
-        Ok(self.state.set_repository_size(name, size)?)
+        self.state.set_repository_size(name, size)?;
+        let (all, _) = repo.snapshots()?;
+        let totals = super::state::Totals::of(all.iter().map(|(_, s)| s));
+        Ok(self.state.set_repository_totals(name, totals)?)
     }
 
     /// A plan's run: before hook, backup, forget (when it has a retention), after hook.

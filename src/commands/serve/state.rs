@@ -68,7 +68,46 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE TABLE IF NOT EXISTS repositories (name TEXT PRIMARY KEY, snapshots INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS repository_sizes (name TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repository_totals (name TEXT PRIMARY KEY, logical INTEGER NOT NULL,
+    raw INTEGER NOT NULL, stored INTEGER NOT NULL);
 ";
+
+/// A repository's snapshots' summaries, summed: the bytes of files they hold (`logical`),
+/// the plaintext bytes they added (`raw`) and the bytes stored for those (`stored`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub logical: u64,
+    pub raw: u64,
+    pub stored: u64,
+}
+
+impl Totals {
+    pub fn of<'a>(
+        snapshots: impl IntoIterator<Item = &'a strata::repo::snapshot::Snapshot>,
+    ) -> Totals {
+        snapshots
+            .into_iter()
+            .fold(Totals::default(), |t, s| Totals {
+                logical: t.logical + s.summary.total_bytes,
+                raw: t.raw + s.summary.bytes_added_raw,
+                stored: t.stored + s.summary.bytes_added,
+            })
+    }
+
+    /// The bytes the snapshots hold per plaintext byte stored for them (None before any).
+    pub fn deduplication(&self) -> Option<f64> {
+        ratio(self.logical, self.raw)
+    }
+
+    /// Plaintext bytes per byte stored (None before any).
+    pub fn compression(&self) -> Option<f64> {
+        ratio(self.raw, self.stored)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (a > 0 && b > 0).then(|| a as f64 / b as f64)
+}
 
 /// How an operation ended (or that it has not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -490,6 +529,36 @@ impl State {
                 "SELECT bytes FROM repository_sizes WHERE name = ?1",
                 [repository],
                 |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// Records the summed summaries of `repository`'s snapshots, as last listed.
+    pub fn set_repository_totals(&self, repository: &str, t: Totals) -> Result<()> {
+        let n = |v: u64| v.min(i64::MAX as u64) as i64;
+        self.db()
+            .execute(
+                "INSERT OR REPLACE INTO repository_totals (name, logical, raw, stored) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![repository, n(t.logical), n(t.raw), n(t.stored)],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn repository_totals(&self, repository: &str) -> Result<Option<Totals>> {
+        self.db()
+            .query_row(
+                "SELECT logical, raw, stored FROM repository_totals WHERE name = ?1",
+                [repository],
+                |r| {
+                    Ok(Totals {
+                        logical: r.get::<_, i64>(0)? as u64,
+                        raw: r.get::<_, i64>(1)? as u64,
+                        stored: r.get::<_, i64>(2)? as u64,
+                    })
+                },
             )
             .optional()
             .map_err(self.sql())

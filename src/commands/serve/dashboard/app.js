@@ -153,11 +153,13 @@ async function overview(page) {
         el("td", { class: "spark-duration" }, sparkline(recent[i], (r) => r.seconds, seconds, "durations")),
         el("td", { class: "spark-added" }, sparkline(recent[i], (r) => r.added, bytes, "bytes added")),
         el("td", {}, planControls(plan))))),
-    table("Repositories", ["Repository", "Snapshots", "Size", "Last check"], repositories.map((repo) =>
+    table("Repositories", ["Repository", "Snapshots", "Size", "Deduplication", "Compression", "Last check"], repositories.map((repo) =>
       el("tr", {},
         el("td", {}, repoLink(repo.name)),
         el("td", {}, repo.snapshots === null ? "unknown" : String(repo.snapshots)),
         el("td", {}, bytes(repo.size_bytes)),
+        el("td", { class: "dedup" }, factor(repo.deduplication)),
+        el("td", { class: "compression" }, factor(repo.compression)),
         el("td", {}, repo.last_check ? [when(repo.last_check.ended), " ", badge(repo.last_check.success ? "ok" : "failing")] : "never")))),
     followers.length === 0 ? null :
       table("MongoDB followers", ["Follower", "Repository", "Lag", "Running", "Last error"], followers.map((f) =>
@@ -174,6 +176,11 @@ async function overview(page) {
           el("td", {}, badge(a.event)),
           el("td", {}, a.plan || a.repository || a.follower || ""),
           el("td", {}, a.text || "")))));
+}
+
+// A ratio as "2.4×", or "unknown" before the service has listed the repository.
+function factor(x) {
+  return x === null || x === undefined ? "unknown" : `${x.toFixed(1)}×`;
 }
 
 async function planPage(page, name) {
