@@ -61,7 +61,7 @@ def main(scenario, out, base, *args):
                 read_session(browser, base, read_token, plan, out, problems)
                 page = new_page(browser, problems)
                 printed = operate_session(page, base, operate_token, plan, out)
-                browse_snapshot(page, file, many, out)
+                browse_snapshot(page, plan, file, many, out)
                 page.context.close()
             elif scenario == "failing":
                 printed = failing(browser, base, *args, out, problems)
@@ -195,7 +195,7 @@ def operate_session(page, base, token, plan, out):
     return operation
 
 
-def browse_snapshot(page, file, many, out):
+def browse_snapshot(page, plan, file, many, out):
     """From the overview: the repository, its one snapshot (and none for another host), FILE
     downloaded, MANY paged."""
     page.get_by_role("table", name="Repositories").get_by_role("link").first.click()
@@ -206,6 +206,15 @@ def browse_snapshot(page, file, many, out):
     page.get_by_label("host", exact=True).fill("no-such-host")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator(".range")).to_have_text("none of 0")
+    page.go_back()
+    expect(snapshots).to_have_count(1)
+    # The plan's runs tag their snapshots, by which the list filters.
+    expect(snapshots).to_contain_text(f"plan:{plan}")
+    for name, shown in [("no-such-plan", "none of 0"), (plan, "1–1 of 1")]:
+        page.get_by_label("plan", exact=True).fill(name)
+        page.get_by_role("button", name="Filter").click()
+        expect(page.locator(".range")).to_have_text(shown)
+    page.go_back()
     page.go_back()
     expect(snapshots).to_have_count(1)
     snapshots.get_by_role("link").click()

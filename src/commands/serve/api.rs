@@ -618,9 +618,11 @@ struct SnapshotQuery {
     tag: Option<String>,
     /// Only snapshots that include this path.
     path: Option<String>,
+    /// Only snapshots this plan's runs made (tagged `plan:NAME`).
+    plan: Option<String>,
 }
 
-/// The repository's snapshots, oldest first, filtered by host, tag and path (read).
+/// The repository's snapshots, oldest first, filtered by host, tag, path and plan (read).
 #[utoipa::path(get, path = "/api/v1/repositories/{name}/snapshots", params(("name" = String, Path), SnapshotQuery),
     responses((status = 200, description = "snapshots as `strata snapshots --json` lists them"), (status = 404, description = "no such name or path", body = Problem)))]
 async fn list_snapshots(
@@ -636,7 +638,9 @@ async fn list_snapshots(
         ids: Vec::new(),
         latest: false,
         host: q.host,
-        tags: q.tag.into_iter().collect(),
+        tags: (q.tag.into_iter())
+            .chain(q.plan.as_deref().map(super::runner::plan_tag))
+            .collect(),
         paths: q.path.into_iter().collect(),
     };
     let listed = api_browse::blocking(move || {

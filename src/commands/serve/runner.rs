@@ -255,7 +255,9 @@ impl Service {
             exclude: Patterns::new(&plan.excludes)?,
             one_file_system: false,
             parent: ParentChoice::Auto,
-            tags: plan.tags.clone(),
+            tags: (plan.tags.iter().cloned())
+                .chain([plan_tag(plan.name.get_ref())])
+                .collect(),
             host: (plan.host.clone()).unwrap_or_else(strata::sysinfo::hostname),
             dry_run: false,
             time: None,
@@ -470,4 +472,10 @@ pub fn record(service: &Service, op: &Arc<Running>, out: &Outcome) {
         eprintln!("strata serve: error: recording operation {}: {e}", op.id);
     }
     op.finish(out.status, &out.report, out.error.as_deref());
+}
+
+/// The tag of the snapshots a plan's runs make (`plan:NAME`, as Backrest tags them), by
+/// which the API and the dashboard list a plan's snapshots.
+pub(super) fn plan_tag(plan: &str) -> String {
+    format!("plan:{plan}")
 }

@@ -225,11 +225,11 @@ async function startPrune(name) {
 }
 
 // A repository: what the service knows of it, a check, and its snapshots, newest first, by
-// pages, filtered by host, tag and path (the form sends them in the page's query).
+// pages, filtered by host, tag, path and plan (the form sends them in the page's query).
 async function repositoryPage(page, name) {
   const query = new URLSearchParams(location.search);
   const filters = new URLSearchParams();
-  for (const key of ["host", "tag", "path"]) {
+  for (const key of ["host", "tag", "path", "plan"]) {
     if (query.get(key)) filters.set(key, query.get(key));
   }
   const base = `/api/v1/repositories/${encodeURIComponent(name)}`;
@@ -263,7 +263,7 @@ async function repositoryPage(page, name) {
       field("To", select({ id: "compare-to", name: "to" }, snapshots.map(snapshotOption), snapshots[0].id)), " ",
       el("button", { type: "submit" }, "Compare")),
     el("form", { method: "get", action: location.pathname, class: "filters" },
-      input("host"), input("tag"), input("path"), el("button", { type: "submit" }, "Filter")),
+      input("host"), input("tag"), input("path"), input("plan"), el("button", { type: "submit" }, "Filter")),
     snapshots.length === 0 ? null : [el("h2", {}, "Over time"),
       el("div", { class: "chart-wrap" }, repositoryChart(snapshots))],
     table("Snapshots", ["Snapshot", "Time", "Host", "Paths", "Tags", "Added"], shown.map((snap) =>
