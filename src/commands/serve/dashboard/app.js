@@ -434,9 +434,27 @@ async function restorePage(page, name) {
     field("Target directory", target),
     field("If an entry exists", conflict),
     el("div", { class: "buttons" }, dry, " ", restore));
+  dryRunFirst({ form, plan, dry, restore, url: `${base}/restore`, request, what: "written" }, (report) => {
+    showPlan(plan, report);
+    return !report.planned.some((e) => e.action === "conflict");
+  });
+  fill(page,
+    el("h1", {}, "Restore files from ", repoLink(name)),
+    el("p", {}, "MongoDB databases and collections restore from the ",
+      el("a", { href: `/repositories/${encodeURIComponent(name)}/timeline` }, "MongoDB timeline"),
+      ", to any second it covers."),
+    form,
+    plan);
+}
+
+// The flow of a restore form, for files and for MongoDB: `Restore` is enabled only by a
+// successful dry run of what the form holds, when `shown` (which draws the dry run's report)
+// allows it, and any change to the form disables it again; the restore then runs as an
+// operation, whose page the browser goes to.
+function dryRunFirst({ form, plan, dry, restore, url, request, what }, shown) {
   const stale = () => {
     restore.disabled = true;
-    fill(plan, el("p", {}, "Run a dry run to see what would be written."));
+    fill(plan, el("p", {}, `Run a dry run to see what would be ${what}.`));
   };
   form.addEventListener("input", stale);
   form.addEventListener("change", stale);
@@ -446,11 +464,10 @@ async function restorePage(page, name) {
     dry.disabled = true;
     fill(plan, el("p", {}, "Dry run…"));
     try {
-      const started = await api("POST", `${base}/restore`, request(true));
+      const started = await api("POST", url, request(true));
       const op = await ended(started.operation);
       if (op.status !== "success") throw new Error(op.error || `the dry run ended ${op.status}`);
-      showPlan(plan, op.report);
-      restore.disabled = op.report.planned.some((e) => e.action === "conflict");
+      restore.disabled = !shown(op.report);
     } finally {
       dry.disabled = false;
     }
@@ -458,17 +475,10 @@ async function restorePage(page, name) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     if (restore.disabled) return;
-    api("POST", `${base}/restore`, request(false))
+    api("POST", url, request(false))
       .then((started) => location.assign(`/operations/${started.operation}`))
       .catch(showError);
   });
-  fill(page,
-    el("h1", {}, "Restore files from ", repoLink(name)),
-    el("p", {}, "MongoDB databases and collections restore from the ",
-      el("a", { href: `/repositories/${encodeURIComponent(name)}/timeline` }, "MongoDB timeline"),
-      ", to any second it covers."),
-    form,
-    plan);
 }
 
 // What a dry run's report says would be written, in tree order.
@@ -602,8 +612,8 @@ async function timelinePage(page, name) {
   const state = el("span", { id: "at-state" }, "");
   const { chart, mark } = timelineChart(timeline, (seconds) => {
     at.value = rfc3339(seconds);
-    update();
-    stale();
+    // As typing it would: the mark and state follow, and the form wants a new dry run.
+    at.dispatchEvent(new Event("input", { bubbles: true }));
   });
   function update() {
     const seconds = parseAt(at.value);
@@ -657,34 +667,9 @@ async function timelinePage(page, name) {
       dry_run: dryRun,
     };
   };
-  // As in the files' wizard: a restore only after a dry run of what the form holds.
-  const stale = () => {
-    restore.disabled = true;
-    fill(plan, el("p", {}, "Run a dry run to see what would be restored."));
-  };
-  form.addEventListener("input", stale);
-  form.addEventListener("change", stale);
-  dry.addEventListener("click", () => (async () => {
-    if (!form.reportValidity()) return;
-    stale();
-    dry.disabled = true;
-    fill(plan, el("p", {}, "Dry run…"));
-    try {
-      const started = await api("POST", `${base}/restore/mongo`, request(true));
-      const op = await ended(started.operation);
-      if (op.status !== "success") throw new Error(op.error || `the dry run ended ${op.status}`);
-      showMongoPlan(plan, op.report, source.value === "at");
-      restore.disabled = false;
-    } finally {
-      dry.disabled = false;
-    }
-  })().catch((e) => { fill(plan); showError(e); }));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    if (restore.disabled) return;
-    api("POST", `${base}/restore/mongo`, request(false))
-      .then((started) => location.assign(`/operations/${started.operation}`))
-      .catch(showError);
+  dryRunFirst({ form, plan, dry, restore, url: `${base}/restore/mongo`, request, what: "restored" }, (report) => {
+    showMongoPlan(plan, report, source.value === "at");
+    return true;
   });
   fill(page,
     heading,
