@@ -159,12 +159,12 @@ impl MongoExport {
 
     /// The dump to continue, if there is one and the server's oplog still reaches it;
     /// otherwise why the dump is full goes into the report. A parent that recorded its last
-    /// oplog entry is checked by the incremental read itself (see [`Self::anchor`]).
+    /// oplog entry is checked by the incremental read itself (see [`Reading::Continue`]).
     fn continued(&self) -> Result<Option<&Parent>> {
         let reason = match (&self.parent, self.opts.consistency) {
             (_, false) => FullReason::NotConsistent,
             (Err(reason), true) => reason.clone(),
-            (Ok(parent), true) if self.anchor(parent).is_some() => return Ok(Some(parent)),
+            (Ok(parent), true) if parent.chain.last_entry.is_some() => return Ok(Some(parent)),
             (Ok(parent), true) => match self.conn.oldest_oplog_time()? {
                 Some(oldest) if oldest <= parent.cluster_time => return Ok(Some(parent)),
                 oldest => rolled_over(parent, oldest),
@@ -172,13 +172,6 @@ impl MongoExport {
         };
         self.full_because(reason);
         Ok(None)
-    }
-
-    /// The oplog entry the incremental read of `parent`'s continuation starts at, which must
-    /// come first (proving that the oplog still reaches the parent, in the same query as the
-    /// range): the parent's last entry, unless archived slices supply the start of the range.
-    fn anchor(&self, parent: &Parent) -> Option<BsonTime> {
-        parent.chain.last_entry.filter(|_| self.archived.is_empty())
     }
 
     fn full_because(&self, reason: FullReason) {
@@ -255,9 +248,7 @@ impl MongoExport {
         };
         let range = (parent.cluster_time, end);
         let appended_from = before.len();
-        let reading = self
-            .anchor(parent)
-            .map_or(Reading::Archive, Reading::Anchored);
+        let reading = Reading::Continue(parent.chain.last_entry);
         let window = match self.export_window(w, range, before, reading) {
             Err(MongoError::OplogGone { oldest, .. }) => {
                 self.full_because(rolled_over(parent, oldest));
@@ -475,9 +466,7 @@ impl MongoExport {
         let mut chunker = w.record_chunker();
         let mut content = before;
         let (entries, mut databases) = (std::cell::Cell::new(0), Vec::new());
-        let mut last_entry = None;
         let mut take = |entry: &[u8]| -> Result<()> {
-            last_entry = oplog::entry_ts(entry).or(last_entry);
             let ns = oplog::entry_ns(entry);
             if !self.opts.filter.needs_oplog_entry_on(ns) {
                 return Ok(());
@@ -492,16 +481,17 @@ impl MongoExport {
             content.extend(w.save_chunks(chunker.push(entry))?);
             Ok(())
         };
-        let mut reached = start;
-        if let Reading::Archive = reading {
+        let (mut reached, mut anchor) = (start, None);
+        if let Reading::Continue(parent_entry) = reading {
+            anchor = parent_entry;
             for slice in &self.archived {
                 let upto = slice.end.min(end);
-                read_archived(w.packer.repo(), slice, (reached, upto), &mut take)?;
-                reached = reached.max(upto);
+                let last = read_archived(w.packer.repo(), slice, (reached, upto), &mut take)?;
+                (reached, anchor) = (reached.max(upto), last.or(anchor));
             }
         }
         let archived = entries.get();
-        let mut read = ServerRead::new(reading, reached);
+        let mut read = ServerRead::new(anchor, reached);
         oplog::for_each_entry(&self.conn, read.from(), end, &mut |entry| {
             read.admit(entry, &mut take)
         })?;
@@ -510,14 +500,10 @@ impl MongoExport {
         let mut r = self.report.lock().expect("report lock");
         (r.oplog_entries, r.oplog_bytes) = (entries.get(), read.bytes);
         r.oplog_archived_entries = archived;
-        let anchor = match reading {
-            Reading::Anchored(anchor) => Some(anchor),
-            _ => None,
-        };
         Ok(OplogWindow {
             node: w.file(b"oplog.bson", content),
             databases,
-            last_entry: last_entry.or(anchor),
+            last_entry: read.last.or(anchor),
         })
     }
 
@@ -754,12 +740,14 @@ fn concat_docs(docs: &[Document]) -> Result<Vec<u8>> {
 /// Where the entries of an oplog window come from.
 #[derive(Clone, Copy)]
 enum Reading {
-    /// The server, after the window's start.
+    /// The server, after the window's start (a full dump).
     Server,
-    /// The archived slices that reach from the window's start on, then the server after them.
-    Archive,
-    /// The server from this entry (at or before the window's start) on, which must come first.
-    Anchored(BsonTime),
+    /// An incremental dump: the archived slices that reach from the window's start on, then
+    /// the server from the newest entry read so far (from the slices, else this one: the
+    /// parent's last entry), which must come first, proving that the oplog still reaches
+    /// what was read; without any such entry, the server after the slices (the export then
+    /// asked for the oplog's oldest entry first).
+    Continue(Option<BsonTime>),
 }
 
 /// The `oplog.bson` of a dump, as [`MongoExport::export_window`] wrote it.
@@ -779,18 +767,18 @@ struct ServerRead {
     after: BsonTime,
     /// Bytes read from the server.
     bytes: u64,
+    /// The `ts` of the last entry it sent.
+    last: Option<BsonTime>,
 }
 
 impl ServerRead {
-    fn new(reading: Reading, after: BsonTime) -> ServerRead {
-        let awaited = match reading {
-            Reading::Anchored(anchor) => Some(anchor),
-            _ => None,
-        };
+    /// A read of the entries after `after`, from `anchor` on when there is one.
+    fn new(anchor: Option<BsonTime>, after: BsonTime) -> ServerRead {
         ServerRead {
-            awaited,
+            awaited: anchor,
             after,
             bytes: 0,
+            last: None,
         }
     }
 
@@ -807,6 +795,7 @@ impl ServerRead {
     fn admit(&mut self, entry: &[u8], take: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         self.bytes += entry.len() as u64;
         let ts = oplog::entry_ts(entry);
+        self.last = ts.or(self.last);
         if let Some(anchor) = self.awaited.take()
             && ts != Some(anchor)
         {
@@ -850,23 +839,27 @@ fn rolled_over(parent: &Parent, oldest: Option<BsonTime>) -> FullReason {
     }
 }
 
-/// Calls `take` with the entries of `slice`'s archived oplog with `after < ts <= until`.
+/// Calls `take` with the entries of `slice`'s archived oplog with `after < ts <= until`;
+/// returns the `ts` of the last of them.
 fn read_archived(
     repo: &IndexedRepo,
     slice: &Slice,
     (after, until): (BsonTime, BsonTime),
     take: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
+) -> Result<Option<BsonTime>> {
     let node = vfs::node_at(repo, slice.tree, b"/mongodb-oplog/oplog.bson")?;
+    let mut last = None;
     stream::for_each_batch(repo, &node, "/mongodb-oplog/oplog.bson", &mut |docs| {
         for doc in docs {
             let ts = doc.get_timestamp("ts").ok().map(super::connection::from_ts);
             if ts.is_some_and(|t| t > after && t <= until) {
                 take(doc.as_bytes())?;
+                last = ts;
             }
         }
         Ok(())
-    })
+    })?;
+    Ok(last)
 }
 
 /// Entries below `node`: none for a file, every path below a directory.
@@ -905,8 +898,8 @@ mod tests {
     }
 
     /// The times of the entries `read` hands on, or its error.
-    fn read(reading: Reading, after: u32, entries: &[u32]) -> Result<Vec<u32>> {
-        let mut read = ServerRead::new(reading, at(after));
+    fn read(anchor: Option<BsonTime>, after: u32, entries: &[u32]) -> Result<Vec<u32>> {
+        let mut read = ServerRead::new(anchor, at(after));
         let mut taken = Vec::new();
         let mut take = |e: &[u8]| {
             taken.push(oplog::entry_ts(e).unwrap().t);
@@ -921,22 +914,19 @@ mod tests {
 
     #[test]
     fn an_anchored_read_takes_what_follows_the_anchor_once_it_came_first() {
-        let got = read(Reading::Anchored(at(3)), 5, &[3, 6, 7]).unwrap();
+        let got = read(Some(at(3)), 5, &[3, 6, 7]).unwrap();
         assert_eq!(got, vec![6, 7]);
-        assert_eq!(
-            read(Reading::Anchored(at(3)), 3, &[3]).unwrap(),
-            Vec::<u32>::new()
-        );
+        assert_eq!(read(Some(at(3)), 3, &[3]).unwrap(), Vec::<u32>::new());
     }
 
     #[test]
     fn an_anchor_that_is_not_first_or_never_comes_means_the_oplog_rolled_over() {
-        let gone = read(Reading::Anchored(at(3)), 5, &[4, 6]).unwrap_err();
+        let gone = read(Some(at(3)), 5, &[4, 6]).unwrap_err();
         assert!(
             matches!(gone, MongoError::OplogGone { entry, oldest: Some(o) } if entry == at(3) && o == at(4)),
             "{gone:?}"
         );
-        let empty = read(Reading::Anchored(at(3)), 5, &[]).unwrap_err();
+        let empty = read(Some(at(3)), 5, &[]).unwrap_err();
         assert!(
             matches!(empty, MongoError::OplogGone { oldest: None, .. }),
             "{empty:?}"
@@ -945,7 +935,7 @@ mod tests {
 
     #[test]
     fn a_read_after_a_time_takes_every_entry_and_needs_none() {
-        assert_eq!(read(Reading::Server, 5, &[6, 7]).unwrap(), vec![6, 7]);
-        assert_eq!(read(Reading::Archive, 5, &[]).unwrap(), Vec::<u32>::new());
+        assert_eq!(read(None, 5, &[6, 7]).unwrap(), vec![6, 7]);
+        assert_eq!(read(None, 5, &[]).unwrap(), Vec::<u32>::new());
     }
 }
