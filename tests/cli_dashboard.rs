@@ -348,21 +348,6 @@ fn a_directory_restored_through_the_wizard_after_its_dry_run_equals_the_source_a
     }
 }
 
-/// The follower `name` as `GET /api/v1/followers` shows it.
-fn follower_view(server: &Server, token: &str, name: &str) -> Value {
-    let all = server.json("GET", "/api/v1/followers", token, StatusCode::OK);
-    let found = all.as_array().unwrap().iter().find(|f| f["name"] == name);
-    found
-        .cloned()
-        .unwrap_or_else(|| panic!("no follower {name}: {all}"))
-}
-
-/// `SECONDS:INCREMENT` as a pair, to compare.
-fn ts(text: &str) -> (u64, u64) {
-    let (t, i) = text.split_once(':').unwrap();
-    (t.parse().unwrap(), i.parse().unwrap())
-}
-
 #[test]
 fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_then() {
     use bson::doc;
@@ -414,7 +399,7 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
     let deadline = std::time::Instant::now() + PATIENCE;
     for tick in 0.. {
         m.insert(&tick_db, "tick", vec![doc! {"_id": tick}]);
-        let view = follower_view(&server, &operator, "f");
+        let view = server.follower(&operator, "f");
         if view["last_archived_ts"].as_str().map(ts) >= Some(after) {
             break;
         }

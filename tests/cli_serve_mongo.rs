@@ -8,7 +8,7 @@ mod common;
 
 use bson::doc;
 use common::mongo::{Mongo, assert_same_state, shared, unique_db};
-use common::serve::{HOURLY, PATIENCE, STOP_BOUND, Server, Setup, webhook_receiver};
+use common::serve::{HOURLY, PATIENCE, STOP_BOUND, Server, Setup, ts, webhook_receiver};
 use common::server::free_port;
 use common::{TestRepo, stderr};
 use reqwest::StatusCode;
@@ -204,21 +204,6 @@ fn follower(name: &str, uri_file: &str, extra: &str) -> String {
     )
 }
 
-/// The follower `name` as `GET /api/v1/followers` shows it.
-fn follower_view(server: &Server, token: &str, name: &str) -> Value {
-    let all = get(server, "/api/v1/followers", token);
-    let found = all.as_array().unwrap().iter().find(|f| f["name"] == name);
-    found
-        .cloned()
-        .unwrap_or_else(|| panic!("no follower {name}: {all}"))
-}
-
-/// `SECONDS:INCREMENT` as a pair, to compare.
-fn ts(text: &str) -> (u64, u64) {
-    let (t, i) = text.split_once(':').unwrap();
-    (t.parse().unwrap(), i.parse().unwrap())
-}
-
 /// Writes to `tick_db` until the follower `name` has archived the oplog up to `at` (its
 /// slice is saved when a later entry arrives); bounded by [`PATIENCE`].
 fn wait_archived(server: &Server, m: &Mongo, token: &str, name: &str, at: &str, tick_db: &str) {
@@ -229,7 +214,7 @@ fn wait_archived(server: &Server, m: &Mongo, token: &str, name: &str, at: &str, 
         || {
             tick += 1;
             m.insert(tick_db, "tick", vec![doc! {"_id": tick}]);
-            let view = follower_view(server, token, name);
+            let view = server.follower(token, name);
             let end = view["last_archived_ts"].as_str().map(ts);
             end.filter(|e| *e >= ts(at)).map(|_| ())
         },
@@ -268,7 +253,7 @@ fn a_follower_archives_the_oplog_and_a_point_in_time_restore_through_the_api_equ
     let tick_db = unique_db("tick");
     wait_archived(&server, &m, &op, "f", &then, &tick_db);
 
-    let view = follower_view(&server, &op, "f");
+    let view = server.follower(&op, "f");
     assert_eq!(view["running"], true, "{view}");
     assert_eq!(view["restarts"], 0, "{view}");
     assert!(view["slices"].as_u64().unwrap() >= 1, "{view}");
@@ -277,7 +262,7 @@ fn a_follower_archives_the_oplog_and_a_point_in_time_restore_through_the_api_equ
         "{view}"
     );
     let lag = wait_for(&server, "the follower's lag", || {
-        follower_view(&server, &op, "f")["lag_seconds"].as_f64()
+        server.follower(&op, "f")["lag_seconds"].as_f64()
     });
     assert!(lag >= 0.0, "{lag}");
     let timeline = get(&server, "/api/v1/repositories/main/timelines", &op);
@@ -357,7 +342,7 @@ fn a_failing_follower_is_restarted_with_back_off_and_a_rolled_over_oplog_is_a_ga
     let server = setup.start();
     wait_for(&server, "the gap to be recorded", || {
         m.insert("g", "tick", vec![doc! {}]);
-        let view = follower_view(&server, &reader, "gappy");
+        let view = server.follower(&reader, "gappy");
         (view["gaps"].as_u64() == Some(1)).then_some(())
     });
     let alert = alerts.recv_timeout(PATIENCE).unwrap();
@@ -372,7 +357,7 @@ fn a_failing_follower_is_restarted_with_back_off_and_a_rolled_over_oplog_is_a_ga
         &server,
         "two restarts of the follower that cannot connect",
         || {
-            let view = follower_view(&server, &reader, "down");
+            let view = server.follower(&reader, "down");
             (view["restarts"].as_u64().unwrap() >= 2).then_some(view)
         },
     );
@@ -394,7 +379,7 @@ fn a_failing_follower_is_restarted_with_back_off_and_a_rolled_over_oplog_is_a_ga
         &server,
         "a restart of the follower whose server died",
         || {
-            let view = follower_view(&server, &reader, "gappy");
+            let view = server.follower(&reader, "gappy");
             (view["restarts"].as_u64().unwrap() >= 1).then_some(view)
         },
     );
@@ -433,7 +418,7 @@ fn a_follower_further_behind_than_its_bound_sends_one_lag_alert() {
     assert_eq!(alert["event"], "follower_lag", "{alert}");
     assert_eq!(alert["follower"], "slow");
     assert!(alert["lag_seconds"].as_f64().unwrap() > 1.0, "{alert}");
-    let view = follower_view(&server, &reader, "slow");
+    let view = server.follower(&reader, "slow");
     assert!(view["lag_seconds"].as_f64().unwrap() > 1.0, "{view}");
     for _ in 0..10 {
         tick += 1;
@@ -604,7 +589,7 @@ fn forget_and_prune_pause_the_followers_of_their_repository_and_then_resume_them
     let server = setup.start();
     let running = |what: &str| {
         wait_for(&server, what, || {
-            let view = follower_view(&server, &admin, "f");
+            let view = server.follower(&admin, "f");
             (view["running"] == true).then_some(view)
         })
     };

@@ -232,6 +232,15 @@ impl Server {
         serde_json::from_str(&body).unwrap_or(Value::Null)
     }
 
+    /// The follower `name` as `GET /api/v1/followers` shows it.
+    pub fn follower(&self, token: &str, name: &str) -> Value {
+        let all = self.json("GET", "/api/v1/followers", token, StatusCode::OK);
+        let found = all.as_array().unwrap().iter().find(|f| f["name"] == name);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("no follower {name}: {all}"))
+    }
+
     pub fn run_now(&self, token: &str) -> i64 {
         let started = self.json("POST", "/api/v1/plans/app/run", token, StatusCode::ACCEPTED);
         started["operation"].as_i64().expect("an operation id")
@@ -462,4 +471,10 @@ pub fn read_request_body(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(body)
+}
+
+/// `SECONDS:INCREMENT` as a pair, to compare.
+pub fn ts(text: &str) -> (u64, u64) {
+    let (t, i) = text.split_once(':').unwrap();
+    (t.parse().unwrap(), i.parse().unwrap())
 }
