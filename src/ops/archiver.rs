@@ -251,7 +251,7 @@ pub fn backup_with(
             .chain(source_records)
             .collect(),
         summary,
-        program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
+        program_version: crate::repo::snapshot::PROGRAM_VERSION.into(),
     };
     let id = match opts.dry_run {
         true => None,

@@ -123,6 +123,9 @@ pub struct Summary {
     pub entries: Option<u64>,
 }
 
+/// What snapshots this build writes record as `program_version`.
+pub const PROGRAM_VERSION: &str = concat!("strata ", env!("CARGO_PKG_VERSION"));
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub time: DateTime<Utc>,

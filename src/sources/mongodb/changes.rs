@@ -2,10 +2,10 @@
 //! later dump's `oplog.bson` holds every entry since the earlier one, so counting them needs
 //! no server and no comparison of documents.
 use super::connection::from_ts;
-use super::{MongoError, Result, stream};
+use super::{Result, stream};
 use crate::cancel::Cancel;
 use crate::repo::id::SnapshotId;
-use crate::repo::repository::{IndexedRepo, RepoError};
+use crate::repo::repository::IndexedRepo;
 use crate::repo::snapshot::{BsonTime, Snapshot, Source};
 use crate::vfs;
 use bson::{Bson, Document};
@@ -65,17 +65,10 @@ pub fn between(
     let mut counts = Counts::default();
     // A consistent dump in a chain always holds its oplog, even when it is empty.
     let node = vfs::node_at(repo, after.1.tree, b"/mongodb/oplog.bson")?;
-    stream::for_each_batch(repo, &node, "/mongodb/oplog.bson", &mut |docs| {
-        cancel.check().map_err(RepoError::from)?;
-        for raw in docs {
-            let entry = Document::try_from(&raw).map_err(|e| MongoError::Dump {
-                path: "/mongodb/oplog.bson".into(),
-                message: e.to_string(),
-            })?;
-            let ts = entry.get_timestamp("ts").map(from_ts).ok();
-            if ts.is_some_and(|t| t > from && t <= to) {
-                counts.entry(&entry);
-            }
+    stream::for_each_document(repo, &node, "/mongodb/oplog.bson", cancel, &mut |entry| {
+        let ts = entry.get_timestamp("ts").map(from_ts).ok();
+        if ts.is_some_and(|t| t > from && t <= to) {
+            counts.entry(&entry);
         }
         Ok(())
     })?;

@@ -9,17 +9,17 @@ use super::export::DumpWriter;
 use super::import::{self, Dump};
 use super::metadata::CollMeta;
 use super::namespace::{NsFilter, Renames, file_name, split_ns};
-use super::overlay::{sql, temp_db};
+use super::overlay::{id_key, raw_id_key, sql, temp_db, with_id_first};
 use super::replay::{Replayer, Target};
 use super::{MongoError, Result, stream};
 use crate::cancel::Cancel;
 use crate::repo::id::SnapshotId;
 use crate::repo::locked::Locked;
 use crate::repo::repository::{IndexedRepo, RepoError};
-use crate::repo::snapshot::{Chain, Snapshot, Source, Summary};
+use crate::repo::snapshot::{Chain, Snapshot, Source};
 use crate::repo::tree::Node;
 use crate::write::packer::Packer;
-use bson::{Bson, Document, RawDocument, doc};
+use bson::{Bson, Document, doc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -66,8 +66,7 @@ pub fn consolidate(
         ));
     }
     let dump = import::read_dump(repo, snap.tree, &NsFilter::default(), &Renames::default())?;
-    let mut store = Store::load(repo, &dump, cancel)?;
-    let entries = store.replay(repo, &dump, cancel)?;
+    let (store, entries) = Store::load(repo, &dump, cancel)?.replay(repo, &dump, cancel)?;
     let packer = Packer::new(repo, false).cancelled_by(cancel);
     let w = DumpWriter::new(&packer);
     let (mongodb, counts) = store.write(&w, &dump, cancel)?;
@@ -98,15 +97,8 @@ pub fn consolidate(
                 other => other.clone(),
             })
             .collect(),
-        summary: Summary {
-            bytes_added: stats.bytes,
-            bytes_added_raw: stats.raw_bytes,
-            data_blobs_added: stats.data_blobs,
-            tree_blobs_added: stats.tree_blobs,
-            entries: Some(w.entries()),
-            ..Summary::default()
-        },
-        program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
+        summary: w.summary(&stats),
+        program_version: crate::repo::snapshot::PROGRAM_VERSION.into(),
         ..snap.clone()
     };
     let snapshot_id = repo.save_snapshot(&new)?;
@@ -189,27 +181,20 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies the dump's `oplog.bson`; returns the entries read.
-    fn replay(&mut self, repo: &IndexedRepo, dump: &Dump, cancel: &Cancel) -> Result<u64> {
-        let Some(node) = &dump.oplog else {
-            return Ok(0);
-        };
+    /// Applies the dump's `oplog.bson`; returns the store and the entries read.
+    fn replay(self, repo: &IndexedRepo, dump: &Dump, cancel: &Cancel) -> Result<(Store, u64)> {
         let (filter, renames) = (NsFilter::default(), Renames::default());
-        let mut replayer = Replayer::to(Box::new(&mut *self), &filter, &renames);
+        let mut replayer = Replayer::to(self, &filter, &renames);
         let mut entries = 0;
-        stream::for_each_batch(repo, node, "/mongodb/oplog.bson", &mut |docs| {
-            cancel.check().map_err(RepoError::from)?;
-            docs.iter().try_for_each(|d| {
+        if let Some(node) = &dump.oplog {
+            let path = "/mongodb/oplog.bson";
+            stream::for_each_document(repo, node, path, cancel, &mut |e| {
                 entries += 1;
-                let entry = Document::try_from(d).map_err(|e| MongoError::Dump {
-                    path: "/mongodb/oplog.bson".into(),
-                    message: e.to_string(),
-                })?;
-                replayer.entry(entry)
-            })
-        })?;
+                replayer.entry(e)
+            })?;
+        }
         replayer.flush()?;
-        Ok(entries)
+        Ok((replayer.into_target(), entries))
     }
 
     /// The databases that hold a namespace.
@@ -526,29 +511,6 @@ fn modify_index(meta: &mut CollMeta, change: &Document) -> std::result::Result<(
         }
     }
     Ok(())
-}
-
-/// The key of an `_id`: the bytes of `{"_id": <value>}`.
-fn id_key(id: &Bson) -> std::result::Result<Vec<u8>, String> {
-    (doc! {"_id": id.clone()})
-        .to_vec()
-        .map_err(|e| e.to_string())
-}
-
-fn raw_id_key(d: &RawDocument) -> Option<Vec<u8>> {
-    let id = d.get("_id").ok().flatten()?;
-    Some(bson::rawdoc! {"_id": bson::RawBson::from(id)}.into_bytes())
-}
-
-/// A replacement as the server stores it: `_id` first.
-fn with_id_first(id: &Bson, u: &Document) -> Document {
-    let mut d = doc! {"_id": id.clone()};
-    d.extend(
-        u.iter()
-            .filter(|(k, _)| *k != "_id")
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-    d
 }
 
 /// The update operators replay sends: `$set` and `$unset` of dotted paths (array elements by

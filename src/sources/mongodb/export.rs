@@ -14,11 +14,11 @@ use crate::repo::blob::BlobType;
 use crate::repo::config::ChunkerParams;
 use crate::repo::id::SnapshotId;
 use crate::repo::repository::IndexedRepo;
-use crate::repo::snapshot::{BsonTime, Chain, Incremental, Snapshot, Source};
+use crate::repo::snapshot::{BsonTime, Chain, Incremental, Snapshot, Source, Summary};
 use crate::repo::tree::{ChunkRef, Node, NodeKind, Timespec, Tree};
 use crate::vfs;
 use crate::write::chunker::{Chunker, RecordChunker};
-use crate::write::packer::Packer;
+use crate::write::packer::{Packer, PackerStats};
 use bson::{Document, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -614,6 +614,19 @@ impl<'a> DumpWriter<'a> {
     }
 
     /// How many entries the directories saved through this writer hold.
+    /// The summary of a snapshot that holds only what this writer wrote, `stats` being its
+    /// packer's.
+    pub(crate) fn summary(&self, stats: &PackerStats) -> Summary {
+        Summary {
+            bytes_added: stats.bytes,
+            bytes_added_raw: stats.raw_bytes,
+            data_blobs_added: stats.data_blobs,
+            tree_blobs_added: stats.tree_blobs,
+            entries: Some(self.entries()),
+            ..Summary::default()
+        }
+    }
+
     pub(crate) fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
     }

@@ -10,7 +10,7 @@ use crate::cancel::Cancel;
 use crate::repo::id::{SnapshotId, TreeId};
 use crate::repo::locked::Locked;
 use crate::repo::repository::{IndexedRepo, RepoError};
-use crate::repo::snapshot::{BsonTime, Snapshot, Source, Summary};
+use crate::repo::snapshot::{BsonTime, Snapshot, Source};
 use crate::write::packer::Packer;
 use bson::{RawDocumentBuf, doc};
 use futures_util::future::{self, Either};
@@ -290,15 +290,8 @@ impl<'r> SliceBuilder<'r> {
             original: None,
             tree,
             sources: vec![source],
-            summary: Summary {
-                bytes_added: stats.bytes,
-                bytes_added_raw: stats.raw_bytes,
-                data_blobs_added: stats.data_blobs,
-                tree_blobs_added: stats.tree_blobs,
-                entries: Some(w.entries()),
-                ..Summary::default()
-            },
-            program_version: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
+            summary: w.summary(&stats),
+            program_version: crate::repo::snapshot::PROGRAM_VERSION.into(),
         };
         let id = self.packer.locked().save_snapshot(&snapshot)?;
         Ok(Slice {

@@ -11,8 +11,8 @@ use super::namespace::{NsFilter, Renames};
 use super::replay::{Deferred, Replayer, Target};
 use super::{MongoError, Result, stream};
 use crate::cancel::Cancel;
-use crate::repo::repository::{IndexedRepo, RepoError};
-use bson::{Bson, Document, doc};
+use crate::repo::repository::IndexedRepo;
+use bson::{Bson, Document, RawBson, RawDocument, doc, rawdoc};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 
@@ -62,30 +62,22 @@ impl Overlay {
         let names = (dump.namespaces.iter())
             .map(|n| (name_of(n), Some(name_of(n))))
             .collect();
-        let mut overlay = Overlay {
+        let overlay = Overlay {
             _dir: dir,
             db,
             names,
             deferred: Deferred::default(),
         };
         let renames = Renames::default();
-        let mut replayer = Replayer::to(Box::new(&mut overlay), filter, &renames);
+        let mut replayer = Replayer::to(overlay, filter, &renames);
         replayer.deferred = seeded(dump);
         if let Some(node) = &dump.oplog {
-            stream::for_each_batch(repo, node, "/mongodb/oplog.bson", &mut |docs| {
-                cancel.check().map_err(RepoError::from)?;
-                docs.iter().try_for_each(|d| {
-                    let entry = Document::try_from(d).map_err(|e| MongoError::Dump {
-                        path: "/mongodb/oplog.bson".into(),
-                        message: e.to_string(),
-                    })?;
-                    replayer.entry(entry)
-                })
-            })?;
+            let path = "/mongodb/oplog.bson";
+            stream::for_each_document(repo, node, path, cancel, &mut |e| replayer.entry(e))?;
         }
         replayer.flush()?;
         let deferred = std::mem::take(&mut replayer.deferred);
-        drop(replayer);
+        let mut overlay = replayer.into_target();
         overlay.deferred = deferred;
         overlay.db.execute_batch("COMMIT").map_err(sql)?;
         Ok(overlay)
@@ -274,22 +266,34 @@ fn written(present: bool, hash: Option<Vec<u8>>) -> Written {
     }
 }
 
-/// The key of an `_id`: the bytes of `{"_id": <value>}`, as the scan keys documents.
-fn id_key(id: &Bson) -> std::result::Result<Vec<u8>, String> {
+/// The key of an `_id`: the bytes of `{"_id": <value>}`, as the scan and the consolidation
+/// key documents.
+pub(super) fn id_key(id: &Bson) -> std::result::Result<Vec<u8>, String> {
     (doc! {"_id": id.clone()})
         .to_vec()
         .map_err(|e| e.to_string())
 }
 
-/// The hash of a whole document as the server stores it: `_id` first.
-fn whole_hash(id: &Bson, u: &Document) -> std::result::Result<[u8; 32], String> {
-    let mut stored = doc! {"_id": id.clone()};
-    stored.extend(
+/// The key of a raw document's `_id` (None without one), as [`id_key`] gives it.
+pub(super) fn raw_id_key(d: &RawDocument) -> Option<Vec<u8>> {
+    let id = d.get("_id").ok().flatten()?;
+    Some(rawdoc! {"_id": RawBson::from(id)}.into_bytes())
+}
+
+/// A whole document (an insert or a replacement) as the server stores it: `_id` first.
+pub(super) fn with_id_first(id: &Bson, u: &Document) -> Document {
+    let mut d = doc! {"_id": id.clone()};
+    d.extend(
         u.iter()
             .filter(|(k, _)| *k != "_id")
             .map(|(k, v)| (k.clone(), v.clone())),
     );
-    let bytes = stored.to_vec().map_err(|e| e.to_string())?;
+    d
+}
+
+/// The hash of a whole document as the server stores it.
+fn whole_hash(id: &Bson, u: &Document) -> std::result::Result<[u8; 32], String> {
+    let bytes = with_id_first(id, u).to_vec().map_err(|e| e.to_string())?;
     Ok(*blake3::hash(&bytes).as_bytes())
 }
 

@@ -109,7 +109,7 @@ const BATCH_BYTES: usize = 8 << 20;
 
 /// Where a replay's commands go: a server ([`Server`]), or a model of the database's state
 /// (the MongoDB scan's).
-pub(crate) trait Target {
+pub trait Target {
     /// Runs a command. `Ok(Some(i))`: write statement `i` failed because its effect is
     /// already there (an ordered write command stops there); an error is the server's
     /// message.
@@ -125,23 +125,8 @@ pub(crate) trait Target {
     ) -> std::result::Result<Option<Document>, String>;
 }
 
-impl<T: Target + ?Sized> Target for &mut T {
-    fn run(&mut self, db: &str, cmd: Document) -> std::result::Result<Option<usize>, String> {
-        (**self).run(db, cmd)
-    }
-
-    fn current(
-        &mut self,
-        db: &str,
-        coll: &str,
-        q: &Document,
-    ) -> std::result::Result<Option<Document>, String> {
-        (**self).current(db, coll, q)
-    }
-}
-
 /// A server as a replay's target.
-pub(crate) struct Server<'a>(pub &'a Conn);
+pub struct Server<'a>(pub &'a Conn);
 
 impl Target for Server<'_> {
     fn run(&mut self, db: &str, cmd: Document) -> std::result::Result<Option<usize>, String> {
@@ -173,8 +158,8 @@ impl Target for Server<'_> {
     }
 }
 
-pub struct Replayer<'a> {
-    target: Box<dyn Target + 'a>,
+pub struct Replayer<'a, T: Target = Server<'a>> {
+    target: T,
     batch: Option<Batch>,
     filter: &'a NsFilter,
     renames: &'a Renames,
@@ -190,15 +175,13 @@ pub struct Replayer<'a> {
 
 impl<'a> Replayer<'a> {
     pub fn new(conn: &'a Conn, filter: &'a NsFilter, renames: &'a Renames) -> Replayer<'a> {
-        Replayer::to(Box::new(Server(conn)), filter, renames)
+        Replayer::to(Server(conn), filter, renames)
     }
+}
 
+impl<'a, T: Target> Replayer<'a, T> {
     /// A replay into `target`.
-    pub(crate) fn to(
-        target: Box<dyn Target + 'a>,
-        filter: &'a NsFilter,
-        renames: &'a Renames,
-    ) -> Replayer<'a> {
+    pub(crate) fn to(target: T, filter: &'a NsFilter, renames: &'a Renames) -> Replayer<'a, T> {
         Replayer {
             target,
             batch: None,
@@ -210,6 +193,11 @@ impl<'a> Replayer<'a> {
             last: None,
             deferred: Deferred::default(),
         }
+    }
+
+    /// The target, once the replay is over.
+    pub(crate) fn into_target(self) -> T {
+        self.target
     }
 
     /// Applies (or holds back) one top-level oplog entry. Writes are sent in batches: the

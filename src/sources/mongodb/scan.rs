@@ -6,13 +6,13 @@
 use super::export::{list_collections, list_indexes};
 use super::import::{self, Dump, DumpNs};
 use super::namespace::{NsFilter, Renames, split_ns};
-use super::overlay::{Overlay, Written, sql, temp_db};
+use super::overlay::{Overlay, Written, raw_id_key, sql, temp_db};
 use super::{Conn, MongoError, Result, cmd_err, stream};
 use crate::cancel::Cancel;
 use crate::observer::{EntryError, EntryErrorKind, Observer, Phase};
 use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::snapshot::{Snapshot, Source};
-use bson::{Bson, Document, RawBson, RawDocument, RawDocumentBuf, rawdoc};
+use bson::{Bson, Document, RawDocument, RawDocumentBuf};
 use rusqlite::params;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -455,13 +455,10 @@ fn count_fell(
 
 /// The `_id` of a document as a key: the bytes of `{"_id": <value>}`.
 fn id_key(doc: &RawDocument, ns: &DumpNs) -> Result<Vec<u8>> {
-    match doc.get("_id") {
-        Ok(Some(id)) => Ok(rawdoc! {"_id": RawBson::from(id)}.into_bytes()),
-        _ => Err(MongoError::Dump {
-            path: dump_path(ns),
-            message: "a document without _id".into(),
-        }),
-    }
+    raw_id_key(doc).ok_or_else(|| MongoError::Dump {
+        path: dump_path(ns),
+        message: "a document without _id".into(),
+    })
 }
 
 /// The `_id` of a key as relaxed Extended JSON.
@@ -494,13 +491,7 @@ fn deep_compare(
         let mut insert = tx
             .prepare("INSERT OR REPLACE INTO docs (id, hash) VALUES (?1, ?2)")
             .map_err(sql)?;
-        for_each_dump_doc(repo, ns, cancel, &mut |d| {
-            let hash = blake3::hash(d.as_bytes());
-            insert
-                .execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
-                .map_err(sql)?;
-            Ok(())
-        })?;
+        for_each_dump_doc(repo, ns, cancel, &mut |d| run_with_hash(&mut insert, d, ns))?;
         let mut delete = tx.prepare("DELETE FROM docs WHERE id = ?1").map_err(sql)?;
         overlay.for_each_written(&ns_name(ns), &mut |id, w| {
             match w {
@@ -522,17 +513,21 @@ fn deep_compare(
             .map_err(sql)?;
         for_each_live_doc(conn, ns, cancel, &mut |d| {
             counts.live += 1;
-            let hash = blake3::hash(d.as_bytes());
-            check
-                .execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
-                .map_err(sql)?;
-            Ok(())
+            run_with_hash(&mut check, d, ns)
         })?;
     }
     counts.missing = id_list(&tx, UNSEEN, id_limit)?;
     counts.changed = id_list(&tx, CHANGED, id_limit)?;
     tx.commit().map_err(sql)?;
     Ok(counts)
+}
+
+/// Runs `stmt` with a document's `_id` key and content hash.
+fn run_with_hash(stmt: &mut rusqlite::Statement, d: &RawDocument, ns: &DumpNs) -> Result<()> {
+    let hash = blake3::hash(d.as_bytes());
+    stmt.execute(params![id_key(d, ns)?, hash.as_bytes().as_slice()])
+        .map_err(sql)?;
+    Ok(())
 }
 
 /// The `_id`s in `state`: their number and the first `limit` of them.
@@ -561,6 +556,7 @@ fn id_list(db: &rusqlite::Connection, state: i64, limit: Option<usize>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::rawdoc;
 
     #[test]
     fn passwords_are_left_out_of_uris() {

@@ -2,10 +2,11 @@
 //! splitting it into documents, with memory bounded by a read-ahead window of chunks plus one
 //! document.
 use super::{MongoError, Result};
-use crate::repo::repository::IndexedRepo;
+use crate::cancel::Cancel;
+use crate::repo::repository::{IndexedRepo, RepoError};
 use crate::repo::tree::Node;
 use crate::vfs;
-use bson::RawDocumentBuf;
+use bson::{Document, RawDocumentBuf};
 
 /// Largest document accepted: BSON's 16 MiB plus mongod's internal allowance.
 const MAX_DOC: usize = 16 * 1024 * 1024 + 16 * 1024;
@@ -73,6 +74,27 @@ pub(crate) fn for_each_batch(
         }
     }
     splitter.finish().map_err(damaged)
+}
+
+/// Calls `f` with each document of a `.bson` file node, decoded (an oplog's entries), until
+/// `cancel` is cancelled (checked a chunk's worth at a time).
+pub(crate) fn for_each_document(
+    repo: &IndexedRepo,
+    node: &Node,
+    path: &str,
+    cancel: &Cancel,
+    f: &mut dyn FnMut(Document) -> Result<()>,
+) -> Result<()> {
+    for_each_batch(repo, node, path, &mut |docs| {
+        cancel.check().map_err(RepoError::from)?;
+        docs.iter().try_for_each(|raw| {
+            let doc = Document::try_from(raw).map_err(|e| MongoError::Dump {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+            f(doc)
+        })
+    })
 }
 
 #[cfg(test)]
