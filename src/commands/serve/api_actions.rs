@@ -149,10 +149,8 @@ impl Service {
         let opened = open(&ctx, repo)?;
         opened.ensure_writable()?;
         let indexed = opened.open_index(ctx.cache().as_deref())?;
-        let (report, left) = self.forget((&ctx, repo), &indexed, policy, dry_run, op)?;
-        let name = repo.name.get_ref();
-        self.state.set_snapshot_count(name, left)?;
-        self.record_size(name, &indexed)?;
+        let report = self.forget((&ctx, repo), &indexed, policy, dry_run, op)?;
+        self.record_figures(repo.name.get_ref(), &indexed)?;
         Ok((Status::Success, report))
     }
 }

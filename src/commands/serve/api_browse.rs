@@ -283,6 +283,8 @@ pub(super) async fn get_repository(
         let state = &service.state;
         state.set_snapshot_count(&measured, all.len())?;
         state.set_repository_size(&measured, stats.repository_size)?;
+        let totals = super::state::Totals::of(all.iter().map(|(_, s)| s));
+        state.set_repository_totals(&measured, totals)?;
         Ok(stats)
     })
     .await?;

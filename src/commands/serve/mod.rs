@@ -370,17 +370,12 @@ fn check_listen(config: &Config, allowed: bool, file: &std::path::Path) -> Resul
 /// reached is refused at start, naming its `location`. With `clean`, stale locks go.
 fn preflight(service: &Service, file: &std::path::Path, clean: bool) -> Result<()> {
     for repo in &service.config.repositories {
-        match service.probe(repo, clean) {
-            Ok(count) => service
-                .state
-                .set_snapshot_count(repo.name.get_ref(), count)?,
-            Err(e) => {
-                let message = format!(
-                    "cannot open the repository: {}",
-                    strata::errors::message(e.as_ref())
-                );
-                return Err(repo.location_error(file, message).into());
-            }
+        if let Err(e) = service.probe(repo, clean) {
+            let message = format!(
+                "cannot open the repository: {}",
+                strata::errors::message(e.as_ref())
+            );
+            return Err(repo.location_error(file, message).into());
         }
     }
     Ok(())

@@ -199,10 +199,10 @@ impl Service {
         Ok(Locked::new(indexed.insert(repo), guard)?)
     }
 
-    /// Opens `repo` and returns how many snapshots it has: the check at start that every
-    /// repository is reachable with its password. With `clean`, stale locks (such as those
+    /// Opens `repo` and records its figures: the check at start that every repository is
+    /// reachable with its password. With `clean`, stale locks (such as those
     /// of this service killed with `kill -9`) are removed, as `strata unlock` does.
-    pub fn probe(&self, repo: &Repository, clean: bool) -> Result<usize> {
+    pub fn probe(&self, repo: &Repository, clean: bool) -> Result<()> {
         let ctx = self.context(repo, Cancel::default());
         let opened = open(&ctx, repo)?;
         let removed = match clean {
@@ -213,16 +213,17 @@ impl Service {
         if removed > 0 {
             eprintln!("strata serve: {name}: removed {removed} stale locks");
         }
-        self.record_size(name, &opened)?;
-        Ok(opened.snapshots()?.0.len())
+        self.record_figures(name, &opened)
     }
 
-    /// Records the size of the repository `name` from its listings (no object is read), and
-    /// its snapshots' summed summaries (deduplication and compression).
-    pub(super) fn record_size(&self, name: &str, repo: &strata::Repository) -> Result<()> {
+    /// Records what the service shows of the repository `name` without opening it again: the
+    /// size of its objects (from the store's listings; no object is read), and from one
+    /// listing of its snapshots their number and summed summaries.
+    pub(super) fn record_figures(&self, name: &str, repo: &strata::Repository) -> Result<()> {
         let size = strata::ops::stats::repository_size(repo.backend())?;
         self.state.set_repository_size(name, size)?;
         let (all, _) = repo.snapshots()?;
+        self.state.set_snapshot_count(name, all.len())?;
         let totals = super::state::Totals::of(all.iter().map(|(_, s)| s));
         Ok(self.state.set_repository_totals(name, totals)?)
     }
@@ -272,15 +273,11 @@ impl Service {
         let id = result.id.map(|id| id.0.to_hex());
         op.log_line(format!("snapshot {} saved", id.as_deref().unwrap_or("-")));
         // The repository opened for the backup (one key derivation, one index load per run).
-        let (forgotten, count) = match &plan.retention {
-            Some(policy) => {
-                let (report, left) = self.forget((&ctx, repo), &indexed, policy, false, op)?;
-                (Some(report), left)
-            }
-            None => (None, indexed.snapshots()?.0.len()),
+        let forgotten = match &plan.retention {
+            Some(policy) => Some(self.forget((&ctx, repo), &indexed, policy, false, op)?),
+            None => None,
         };
-        self.state.set_snapshot_count(repo.name.get_ref(), count)?;
-        self.record_size(repo.name.get_ref(), &indexed)?;
+        self.record_figures(repo.name.get_ref(), &indexed)?;
         let status = match result.errors.is_empty() {
             true => Status::Success,
             false => Status::Partial,
@@ -297,7 +294,7 @@ impl Service {
 
     /// Applies `retention` to `indexed` under an exclusive lock, its index brought up to
     /// date once the lock is held (with `dry_run`, only decides): the report (which
-    /// snapshots go, which went), and how many are left.
+    /// snapshots go, which went, how many are left).
     pub(super) fn forget(
         &self,
         (ctx, repo): (&Context, &Repository),
@@ -305,7 +302,7 @@ impl Service {
         retention: &crate::commands::forget::PolicyArgs,
         dry_run: bool,
         op: &Running,
-    ) -> Result<(Value, usize)> {
+    ) -> Result<Value> {
         let _followers = follower::hold(self, repo.name.get_ref(), repo.retry_lock);
         let guard = ctx.lock(indexed, LockMode::Exclusive, "forget")?;
         indexed.sync_index()?;
@@ -325,15 +322,13 @@ impl Service {
             true => format!("forget would remove {} snapshots", remove.len()),
             false => format!("forget removed {} snapshots", removed.len()),
         });
-        let left = all.len() - removed.len();
-        let report = json!({
+        Ok(json!({
             "dry_run": dry_run,
             "remove": remove,
+            "left": all.len() - removed.len(),
             "removed": removed,
             "failed": applied.failed.len(),
-            "left": left,
-        });
-        Ok((report, left))
+        }))
     }
 
     /// A repository job: `check` (with its read-data subset) or `prune`.
@@ -390,7 +385,7 @@ impl Service {
             dry_run,
         };
         let report = prune_locked(&ctx, &locked, &args)?;
-        self.record_size(repo.name.get_ref(), &locked)?;
+        self.record_figures(repo.name.get_ref(), &locked)?;
         Ok((Status::Success, serde_json::to_value(&report)?))
     }
 
