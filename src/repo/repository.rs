@@ -155,19 +155,24 @@ impl Repository {
         password: &[u8],
         cache: Option<&Path>,
     ) -> Result<Repository> {
-        // Two round trips at once on object storage: the config, and the key files.
-        let (sealed_config, key_files) = rayon::join(
-            || backend.get(Kind::Config, "config"),
-            || key_files(backend.as_ref()),
-        );
-        let sealed_config = match sealed_config {
-            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
-            other => other?,
-        };
         let state = cache.map(LocalState::new);
         let hint = state
             .as_ref()
             .and_then(|s| s.remembered_key(&backend.location()));
+        // One round trip on object storage, not two: the config, the listing of the key
+        // files and the key file that opened this repository last are asked for at once,
+        // on the store's request threads.
+        let requests = || {
+            rayon::join(
+                || backend.get(Kind::Config, "config"),
+                || key_files(backend.as_ref(), hint.as_deref()),
+            )
+        };
+        let (sealed_config, key_files) = IoPool::for_backend(backend.as_ref()).install(requests);
+        let sealed_config = match sealed_config {
+            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
+            other => other?,
+        };
         let unlocked = unlock(key_files?, password, hint.as_deref())?;
         let config = open_config(&unlocked.key, &sealed_config)?;
         unlocked.check_against(&config)?;
@@ -655,21 +660,28 @@ fn unlock(
     Err(damaged_match.unwrap_or_else(|| wrong_password(&skipped)))
 }
 
-/// Every key file that parses, with its name and id; unreadable ones are passed over. They
-/// are read in parallel (each host of a shared repository may have its own).
-fn key_files(backend: &dyn Backend) -> Result<Vec<(String, KeyId, KeyFile)>> {
-    let entries = backend.list(Kind::Key)?;
-    let read = |name: String| {
-        let id = Id::from_hex(&name)?;
-        let file = KeyFile::parse(&backend.get(Kind::Key, &name).ok()?).ok()?;
-        Some((name, KeyId(id), file))
+/// Every listed key file that parses, with its name and id; unreadable ones are passed
+/// over. They are read in parallel (each host of a shared repository may have its own), and
+/// `hint`, the one expected to open the repository, while the listing is asked for; it counts
+/// only if listed.
+fn key_files(backend: &dyn Backend, hint: Option<&str>) -> Result<Vec<(String, KeyId, KeyFile)>> {
+    let read = |name: &str| {
+        let id = Id::from_hex(name)?;
+        let file = KeyFile::parse(&backend.get(Kind::Key, name).ok()?).ok()?;
+        Some((name.to_string(), KeyId(id), file))
     };
-    let read_all = || {
-        (entries.into_par_iter())
-            .filter_map(|e| read(e.name))
-            .collect()
+    let (entries, hinted) = rayon::join(|| backend.list(Kind::Key), || hint.and_then(read));
+    let entries = entries?;
+    let listed = |name: &str| entries.iter().any(|e| e.name == name);
+    let others = || {
+        (entries.par_iter())
+            .filter(|e| Some(e.name.as_str()) != hint)
+            .filter_map(|e| read(&e.name))
+            .collect::<Vec<_>>()
     };
-    Ok(IoPool::for_backend(backend).install(read_all))
+    let mut files = IoPool::for_backend(backend).install(others);
+    files.extend(hinted.filter(|(name, ..)| listed(name)));
+    Ok(files)
 }
 
 fn wrong_password(skipped: &[(String, String)]) -> RepoError {
@@ -853,6 +865,104 @@ pub(crate) mod tests {
             Repository::open(missing, b"pw"),
             Err(RepoError::NoRepository(_))
         ));
+    }
+
+    /// A store whose listing of key files answers only once a key file is being read (or
+    /// after 10 s), and leaves out `hidden`: it tells whether the two requests were in flight
+    /// at once, and stands for a key file removed while the listing was asked for.
+    struct KeyGate {
+        inner: Arc<dyn Backend>,
+        hidden: Option<String>,
+        reading: std::sync::Mutex<bool>,
+        started: std::sync::Condvar,
+        overlapped: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for KeyGate {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> crate::backend::Result<()> {
+            self.inner.create()
+        }
+        fn put(&self, kind: Kind, name: &str, data: &[u8]) -> crate::backend::Result<()> {
+            self.inner.put(kind, name, data)
+        }
+        fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> crate::backend::Result<()> {
+            self.inner.replace(kind, name, data)
+        }
+        fn get(&self, kind: Kind, name: &str) -> crate::backend::Result<Vec<u8>> {
+            if kind == Kind::Key {
+                *self.reading.lock().unwrap() = true;
+                self.started.notify_all();
+            }
+            self.inner.get(kind, name)
+        }
+        fn get_range(
+            &self,
+            kind: Kind,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> crate::backend::Result<Vec<u8>> {
+            self.inner.get_range(kind, name, offset, len)
+        }
+        fn head(&self, kind: Kind, name: &str) -> crate::backend::Result<u64> {
+            self.inner.head(kind, name)
+        }
+        fn list(&self, kind: Kind) -> crate::backend::Result<Vec<crate::backend::Entry>> {
+            if kind != Kind::Key {
+                return self.inner.list(kind);
+            }
+            let reading = self.reading.lock().unwrap();
+            let wait = Duration::from_secs(10);
+            let (reading, _) = (self.started.wait_timeout_while(reading, wait, |r| !*r)).unwrap();
+            (self.overlapped).store(*reading, std::sync::atomic::Ordering::SeqCst);
+            let mut listed = self.inner.list(kind)?;
+            listed.retain(|e| Some(&e.name) != self.hidden.as_ref());
+            Ok(listed)
+        }
+        fn remove(&self, kind: Kind, name: &str) -> crate::backend::Result<()> {
+            self.inner.remove(kind, name)
+        }
+        fn connections(&self) -> usize {
+            self.inner.connections()
+        }
+        fn is_remote(&self) -> bool {
+            self.inner.is_remote()
+        }
+    }
+
+    #[test]
+    fn the_remembered_key_file_is_read_while_the_key_files_are_listed() {
+        let store: Arc<dyn Backend> = Arc::new(crate::backend::object::ObjectBackend::memory());
+        let config = Config::new(ChunkerParams::FILES, Config::DEFAULT_PACK_SIZE, 3);
+        let repo = Repository::init(store.clone(), b"pw", config, KdfParams::new(64, 1)).unwrap();
+        let other = repo.add_key(b"other", KdfParams::new(64, 1)).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        // The first open through this cache remembers the key file that opened it.
+        Repository::open_cached(store.clone(), b"other", Some(cache.path())).unwrap();
+        let open = |password: &[u8], hidden: Option<KeyId>| {
+            let gate = Arc::new(KeyGate {
+                inner: store.clone(),
+                hidden: hidden.map(|k| k.0.to_hex()),
+                reading: std::sync::Mutex::new(false),
+                started: std::sync::Condvar::new(),
+                overlapped: false.into(),
+            });
+            let opened = Repository::open_cached(gate.clone(), password, Some(cache.path()));
+            let overlapped = gate.overlapped.load(std::sync::atomic::Ordering::SeqCst);
+            (opened.map(|r| r.key_id()).ok(), overlapped)
+        };
+        // The remembered key file is read while the key files are listed, and opens it.
+        assert_eq!(open(b"other", None), (Some(other), true));
+        // It is not the password's: the others are tried, and the one that opens is
+        // remembered instead.
+        assert_eq!(open(b"pw", None), (Some(repo.key_id()), true));
+        // The remembered key file, read at once, is left out of the listing (removed
+        // meanwhile): it opens nothing.
+        assert_eq!(open(b"pw", Some(repo.key_id())), (None, true));
+        assert_eq!(open(b"other", Some(repo.key_id())), (Some(other), true));
     }
 
     #[test]
