@@ -1,7 +1,7 @@
 //! A repository opened with a password: its backend, master key and config, with typed
 //! access to keys, snapshots and (once the index is loaded) blobs and trees.
 use crate::backend::pool::IoPool;
-use crate::backend::{Backend, BackendError, Kind};
+use crate::backend::{Backend, BackendError, Entry, Kind};
 use crate::cancel::Cancel;
 use crate::index::{Index, IndexError, Location};
 use crate::repo::blob::{self, BlobError, BlobType, Compression, PackedBlobError};
@@ -161,19 +161,27 @@ impl Repository {
             .and_then(|s| s.remembered_key(&backend.location()));
         // One round trip on object storage, not two: the config, the listing of the key
         // files and the key file that opened this repository last are asked for at once,
-        // on the store's request threads.
+        // on the store's request threads. The other key files are read only if that one
+        // does not open it (and then it is tried again among them).
         let requests = || {
             rayon::join(
                 || backend.get(Kind::Config, "config"),
-                || key_files(backend.as_ref(), hint.as_deref()),
+                || listed_keys(backend.as_ref(), hint.as_deref()),
             )
         };
-        let (sealed_config, key_files) = IoPool::for_backend(backend.as_ref()).install(requests);
+        let (sealed_config, keys) = IoPool::for_backend(backend.as_ref()).install(requests);
         let sealed_config = match sealed_config {
             Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
             other => other?,
         };
-        let unlocked = unlock(key_files?, password, hint.as_deref())?;
+        let (listed, hinted) = keys?;
+        // Only a remembered file with a MAC is tried alone: a MAC-less one goes last among
+        // all of them, as in `unlock`.
+        let alone = hinted.filter(|(_, _, file)| file.has_mac());
+        let unlocked = match alone.map(|file| unlock(vec![file], password)) {
+            Some(Ok(unlocked)) => unlocked,
+            _ => unlock(key_files(backend.as_ref(), listed), password)?,
+        };
         let config = open_config(&unlocked.key, &sealed_config)?;
         unlocked.check_against(&config)?;
         if let Some(state) = &state {
@@ -623,19 +631,14 @@ impl Unlocked {
     }
 }
 
-/// Tries every key file, the one named `first` first and those without a MAC last (a
-/// version 3 repository refuses them: a planted MAC-less copy must not hide the genuine
-/// file); the first that `password` opens wins. Key files whose KDF parameters are out of
-/// bounds are skipped.
-fn unlock(
-    mut files: Vec<(String, KeyId, KeyFile)>,
-    password: &[u8],
-    first: Option<&str>,
-) -> Result<Unlocked> {
+/// Tries every key file, those without a MAC last (a version 3 repository refuses them: a
+/// planted MAC-less copy must not hide the genuine file); the first that `password` opens
+/// wins. Key files whose KDF parameters are out of bounds are skipped.
+fn unlock(mut files: Vec<(String, KeyId, KeyFile)>, password: &[u8]) -> Result<Unlocked> {
     if files.is_empty() {
         return Err(RepoError::NoKeys);
     }
-    files.sort_by_key(|(name, _, file)| (Some(name.as_str()) != first, !file.has_mac()));
+    files.sort_by_key(|(_, _, file)| !file.has_mac());
     let mut damaged_match = None;
     let mut skipped = Vec::new();
     for (name, id, file) in files {
@@ -660,28 +663,36 @@ fn unlock(
     Err(damaged_match.unwrap_or_else(|| wrong_password(&skipped)))
 }
 
-/// Every listed key file that parses, with its name and id; unreadable ones are passed
-/// over. They are read in parallel (each host of a shared repository may have its own), and
-/// `hint`, the one expected to open the repository, while the listing is asked for; it counts
-/// only if listed.
-fn key_files(backend: &dyn Backend, hint: Option<&str>) -> Result<Vec<(String, KeyId, KeyFile)>> {
-    let read = |name: &str| {
-        let id = Id::from_hex(name)?;
-        let file = KeyFile::parse(&backend.get(Kind::Key, name).ok()?).ok()?;
-        Some((name.to_string(), KeyId(id), file))
+/// The listing of the key files, and the key file named `hint` (the one expected to open
+/// the repository), read while the listing is asked for; it counts only if listed.
+#[allow(clippy::type_complexity)]
+fn listed_keys(
+    backend: &dyn Backend,
+    hint: Option<&str>,
+) -> Result<(Vec<Entry>, Option<(String, KeyId, KeyFile)>)> {
+    let read = || hint.and_then(|name| read_key_file(backend, name));
+    let (listed, hinted) = rayon::join(|| backend.list(Kind::Key), read);
+    let listed = listed?;
+    let hinted = hinted.filter(|(name, ..)| listed.iter().any(|e| &e.name == name));
+    Ok((listed, hinted))
+}
+
+/// The key file `name` with its id, if it reads and parses.
+fn read_key_file(backend: &dyn Backend, name: &str) -> Option<(String, KeyId, KeyFile)> {
+    let id = Id::from_hex(name)?;
+    let file = KeyFile::parse(&backend.get(Kind::Key, name).ok()?).ok()?;
+    Some((name.to_string(), KeyId(id), file))
+}
+
+/// Every key file of `listed` that parses, with its name and id; unreadable ones are passed
+/// over. They are read in parallel (each host of a shared repository may have its own).
+fn key_files(backend: &dyn Backend, listed: Vec<Entry>) -> Vec<(String, KeyId, KeyFile)> {
+    let read_all = || {
+        (listed.into_par_iter())
+            .filter_map(|e| read_key_file(backend, &e.name))
+            .collect()
     };
-    let (entries, hinted) = rayon::join(|| backend.list(Kind::Key), || hint.and_then(read));
-    let entries = entries?;
-    let listed = |name: &str| entries.iter().any(|e| e.name == name);
-    let others = || {
-        (entries.par_iter())
-            .filter(|e| Some(e.name.as_str()) != hint)
-            .filter_map(|e| read(&e.name))
-            .collect::<Vec<_>>()
-    };
-    let mut files = IoPool::for_backend(backend).install(others);
-    files.extend(hinted.filter(|(name, ..)| listed(name)));
-    Ok(files)
+    IoPool::for_backend(backend).install(read_all)
 }
 
 fn wrong_password(skipped: &[(String, String)]) -> RepoError {
@@ -869,10 +880,12 @@ pub(crate) mod tests {
 
     /// A store whose listing of key files answers only once a key file is being read (or
     /// after 10 s), and leaves out `hidden`: it tells whether the two requests were in flight
-    /// at once, and stands for a key file removed while the listing was asked for.
+    /// at once, and stands for a key file removed while the listing was asked for. It counts
+    /// the key files read.
     struct KeyGate {
         inner: Arc<dyn Backend>,
         hidden: Option<String>,
+        key_reads: std::sync::atomic::AtomicUsize,
         reading: std::sync::Mutex<bool>,
         started: std::sync::Condvar,
         overlapped: std::sync::atomic::AtomicBool,
@@ -893,6 +906,7 @@ pub(crate) mod tests {
         }
         fn get(&self, kind: Kind, name: &str) -> crate::backend::Result<Vec<u8>> {
             if kind == Kind::Key {
+                (self.key_reads).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 *self.reading.lock().unwrap() = true;
                 self.started.notify_all();
             }
@@ -946,23 +960,26 @@ pub(crate) mod tests {
             let gate = Arc::new(KeyGate {
                 inner: store.clone(),
                 hidden: hidden.map(|k| k.0.to_hex()),
+                key_reads: 0.into(),
                 reading: std::sync::Mutex::new(false),
                 started: std::sync::Condvar::new(),
                 overlapped: false.into(),
             });
             let opened = Repository::open_cached(gate.clone(), password, Some(cache.path()));
             let overlapped = gate.overlapped.load(std::sync::atomic::Ordering::SeqCst);
-            (opened.map(|r| r.key_id()).ok(), overlapped)
+            let reads = gate.key_reads.load(std::sync::atomic::Ordering::SeqCst);
+            (opened.map(|r| r.key_id()).ok(), overlapped, reads)
         };
-        // The remembered key file is read while the key files are listed, and opens it.
-        assert_eq!(open(b"other", None), (Some(other), true));
-        // It is not the password's: the others are tried, and the one that opens is
+        // The remembered key file is read while the key files are listed, and opens it: the
+        // other key file is not read.
+        assert_eq!(open(b"other", None), (Some(other), true, 1));
+        // It is not the password's: all are read and tried, and the one that opens is
         // remembered instead.
-        assert_eq!(open(b"pw", None), (Some(repo.key_id()), true));
+        assert_eq!(open(b"pw", None), (Some(repo.key_id()), true, 3));
         // The remembered key file, read at once, is left out of the listing (removed
         // meanwhile): it opens nothing.
-        assert_eq!(open(b"pw", Some(repo.key_id())), (None, true));
-        assert_eq!(open(b"other", Some(repo.key_id())), (Some(other), true));
+        assert_eq!(open(b"pw", Some(repo.key_id())), (None, true, 2));
+        assert_eq!(open(b"other", Some(repo.key_id())), (Some(other), true, 2));
     }
 
     #[test]
