@@ -634,7 +634,7 @@ impl Unlocked {
 /// Tries every key file, those without a MAC last (a version 3 repository refuses them: a
 /// planted MAC-less copy must not hide the genuine file); the first that `password` opens
 /// wins. Key files whose KDF parameters are out of bounds are skipped.
-fn unlock(mut files: Vec<(String, KeyId, KeyFile)>, password: &[u8]) -> Result<Unlocked> {
+fn unlock(mut files: Vec<NamedKeyFile>, password: &[u8]) -> Result<Unlocked> {
     if files.is_empty() {
         return Err(RepoError::NoKeys);
     }
@@ -665,11 +665,10 @@ fn unlock(mut files: Vec<(String, KeyId, KeyFile)>, password: &[u8]) -> Result<U
 
 /// The listing of the key files, and the key file named `hint` (the one expected to open
 /// the repository), read while the listing is asked for; it counts only if listed.
-#[allow(clippy::type_complexity)]
 fn listed_keys(
     backend: &dyn Backend,
     hint: Option<&str>,
-) -> Result<(Vec<Entry>, Option<(String, KeyId, KeyFile)>)> {
+) -> Result<(Vec<Entry>, Option<NamedKeyFile>)> {
     let read = || hint.and_then(|name| read_key_file(backend, name));
     let (listed, hinted) = rayon::join(|| backend.list(Kind::Key), read);
     let listed = listed?;
@@ -677,8 +676,11 @@ fn listed_keys(
     Ok((listed, hinted))
 }
 
+/// A key file with its name and id.
+type NamedKeyFile = (String, KeyId, KeyFile);
+
 /// The key file `name` with its id, if it reads and parses.
-fn read_key_file(backend: &dyn Backend, name: &str) -> Option<(String, KeyId, KeyFile)> {
+fn read_key_file(backend: &dyn Backend, name: &str) -> Option<NamedKeyFile> {
     let id = Id::from_hex(name)?;
     let file = KeyFile::parse(&backend.get(Kind::Key, name).ok()?).ok()?;
     Some((name.to_string(), KeyId(id), file))
@@ -686,7 +688,7 @@ fn read_key_file(backend: &dyn Backend, name: &str) -> Option<(String, KeyId, Ke
 
 /// Every key file of `listed` that parses, with its name and id; unreadable ones are passed
 /// over. They are read in parallel (each host of a shared repository may have its own).
-fn key_files(backend: &dyn Backend, listed: Vec<Entry>) -> Vec<(String, KeyId, KeyFile)> {
+fn key_files(backend: &dyn Backend, listed: Vec<Entry>) -> Vec<NamedKeyFile> {
     let read_all = || {
         (listed.into_par_iter())
             .filter_map(|e| read_key_file(backend, &e.name))
