@@ -359,13 +359,8 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
     let setup = Setup::new(HOURLY);
     setup.repo.ok(["backup", "--mongo", uri, "--mongo-db", &db]);
     let at_backup = m.state(&db);
-    let file = setup.repo.path().join("mongo.uri");
-    fs::write(&file, format!("{uri}\n")).unwrap();
-    let follower = format!(
-        "[[follower]]\nname = \"f\"\nrepository = \"main\"\nuri_file = \"{}\"\nslice = \"1s\"\n",
-        file.display()
-    );
-    setup.write_config(HOURLY, &follower);
+    let file = uri_file(&setup.repo, "mongo.uri", uri);
+    setup.write_config(HOURLY, &follower("f", &file, ""));
     let operator = setup.token("operator", "operate");
     let server = setup.start();
     m.insert(
@@ -380,12 +375,7 @@ fn a_collection_restored_to_a_second_picked_on_the_timeline_equals_its_state_the
     let then = ts(&m.cluster_time()).0;
     let want = m.state(&db);
     // The timeline picks whole seconds: the changes after come in a later one.
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        <= then
-    {
+    while now_nanos() / 1_000_000_000 <= then as u128 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     m.run(

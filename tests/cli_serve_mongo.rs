@@ -8,9 +8,11 @@ mod common;
 
 use bson::doc;
 use common::mongo::{Mongo, assert_same_state, shared, unique_db};
-use common::serve::{HOURLY, PATIENCE, STOP_BOUND, Server, Setup, ts, webhook_receiver};
+use common::serve::{
+    HOURLY, PATIENCE, STOP_BOUND, Server, Setup, follower, ts, uri_file, webhook_receiver,
+};
 use common::server::free_port;
-use common::{TestRepo, stderr};
+use common::stderr;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -32,13 +34,6 @@ fn with_credentials(uri: &str) -> String {
     let uri = uri.replacen("://", &format!("://app:{PASSWORD}@"), 1);
     Mongo::new(&uri).run("admin", doc! {"ping": 1});
     uri
-}
-
-/// A file holding `uri`, for `uri_file`.
-fn uri_file(repo: &TestRepo, name: &str, uri: &str) -> String {
-    let file = repo.path().join(name);
-    fs::write(&file, format!("{uri}\n")).unwrap();
-    file.display().to_string()
 }
 
 fn started(answer: &Value) -> i64 {
@@ -194,14 +189,6 @@ fn a_plan_with_a_mongodb_source_runs_on_schedule_and_its_snapshot_restores_throu
         &setup,
         &[&plans, &history, &audit, &text, &ran, &alone, &restored],
     );
-}
-
-/// A `[[follower]]` table.
-fn follower(name: &str, uri_file: &str, extra: &str) -> String {
-    format!(
-        "[[follower]]\nname = \"{name}\"\nrepository = \"main\"\nuri_file = \"{uri_file}\"\n\
-         slice = \"1s\"\n{extra}\n"
-    )
 }
 
 /// Writes to `tick_db` until the follower `name` has archived the oplog up to `at` (its

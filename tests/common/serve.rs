@@ -125,6 +125,21 @@ paths = ["{src}"]
     }
 }
 
+/// A file holding `uri`, for `uri_file`.
+pub fn uri_file(repo: &TestRepo, name: &str, uri: &str) -> String {
+    let file = repo.path().join(name);
+    fs::write(&file, format!("{uri}\n")).unwrap();
+    file.display().to_string()
+}
+
+/// A `[[follower]]` table.
+pub fn follower(name: &str, uri_file: &str, extra: &str) -> String {
+    format!(
+        "[[follower]]\nname = \"{name}\"\nrepository = \"main\"\nuri_file = \"{uri_file}\"\n\
+         slice = \"1s\"\n{extra}\n"
+    )
+}
+
 pub fn now_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
